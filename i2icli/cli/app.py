@@ -1,0 +1,43 @@
+"""The `i2i` Typer application: global flags and the list of subcommands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from i2icli import __version__
+from i2icli.cli import pending, restore, weights
+
+app = typer.Typer(
+    name="i2i",
+    help="Restore and translate photos with GAN models.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"i2i {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Restore and translate photos with GAN models."""
+
+
+app.command("restore", no_args_is_help=True)(restore.restore)
+pending.register(app)
+app.add_typer(weights.app, name="weights")
+
+
+def main() -> None:
+    app()

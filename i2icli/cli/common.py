@@ -1,0 +1,81 @@
+"""What every subcommand shares: the stderr console, option types, and the one place errors are rendered."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated, Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from i2icli.errors import I2IError
+
+# Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def report_error(error: I2IError | str) -> None:
+    """Print one line: the error, then what to do about it if known."""
+    if isinstance(error, I2IError):
+        text = f"[bold red]error:[/] {escape(error.message)}"
+        if error.hint:
+            text += f" [dim]— {escape(error.hint)}[/]"
+    else:
+        text = f"[bold red]error:[/] {escape(str(error))}"
+    console.print(text, soft_wrap=True)
+
+
+def handles_errors(command: F) -> F:
+    """Turn known failures into a one-line message and exit code 1 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except I2IError as error:
+            report_error(error)
+            raise typer.Exit(EXIT_FAILED) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        except MemoryError:
+            report_error(I2IError("out of memory", "try a smaller --tile, a lower --upscale, or fewer images at once"))
+            raise typer.Exit(EXIT_FAILED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def usage_error(message: str) -> typer.Exit:
+    report_error(message)
+    return typer.Exit(EXIT_USAGE)
+
+
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Device")
+]
+HalfOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--fp16/--fp32",
+        help="Half precision (CUDA only). Default: fp16 on CUDA, fp32 elsewhere.",
+        show_default=False,
+        rich_help_panel="Device",
+    ),
+]
+OutputOption = Annotated[
+    str, typer.Option("-o", "--output", help="Folder for the results (created if missing).", rich_help_panel="Output")
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print a machine-readable summary on stdout.", rich_help_panel="Output")
+]
+
+
+def stdout_write(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,187 @@
+"""`i2i restore`: restore the faces of old photos and upscale them."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from i2icli.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    DeviceOption,
+    HalfOption,
+    JsonOption,
+    OutputOption,
+    console,
+    handles_errors,
+    report_error,
+    stdout_write,
+    usage_error,
+)
+from i2icli.errors import I2IError
+
+_MODELS = "Models"
+_FACES = "Faces"
+_OUTPUT = "Output"
+_EXTENSIONS = ("auto", "png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp")
+
+
+@handles_errors
+def restore(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
+    output: OutputOption = "results",
+    upscale: Annotated[float, typer.Option("--upscale", "-s", min=1.0, max=8.0, help="Final size factor (any float).")] = 2.0,
+    strength: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="How much of the restored face to use: 1 all of it, 0 none.")
+    ] = 1.0,
+    model: Annotated[str, typer.Option(help="Face model: gfpgan-1.4, gfpgan-1.3, or a checkpoint path.", rich_help_panel=_MODELS)] = "gfpgan-1.4",
+    bg_model: Annotated[
+        str,
+        typer.Option(
+            help="Background model: auto (x2plus up to 2x, x4plus above), a name, a path, or none (Lanczos resize).",
+            rich_help_panel=_MODELS,
+        ),
+    ] = "auto",
+    detector: Annotated[
+        str, typer.Option(help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path (resnet50 or mobilenet0.25).", rich_help_panel=_MODELS)
+    ] = "retinaface-resnet50",
+    parser: Annotated[
+        str, typer.Option(help="Face parser for soft paste masks: parsenet, a path, or none.", rich_help_panel=_MODELS)
+    ] = "parsenet",
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Face detection confidence threshold.", rich_help_panel=_FACES)] = 0.97,
+    only_center_face: Annotated[bool, typer.Option(help="Restore only the face nearest the centre.", rich_help_panel=_FACES)] = False,
+    min_face_size: Annotated[float, typer.Option(min=0.0, help="Ignore faces smaller than this many pixels.", rich_help_panel=_FACES)] = 16.0,
+    detect_size: Annotated[
+        int, typer.Option(min=0, help="Detect faces on a copy at most this many pixels wide/high (0: full size).", rich_help_panel=_FACES)
+    ] = 1280,
+    aligned: Annotated[bool, typer.Option(help="Inputs are already aligned 512x512 face crops.", rich_help_panel=_FACES)] = False,
+    save_faces: Annotated[
+        bool, typer.Option(help="Also save face crops, restored faces and side-by-side comparisons.", rich_help_panel=_OUTPUT)
+    ] = False,
+    ext: Annotated[str, typer.Option(help="Output format: auto (same as input), png, jpg, webp, tif or bmp.", rich_help_panel=_OUTPUT)] = "auto",
+    suffix: Annotated[str, typer.Option(help="Text added to each output file name.", rich_help_panel=_OUTPUT)] = "",
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder inputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output file already exists.")] = False,
+    device: DeviceOption = "auto",
+    half: HalfOption = None,
+    tile: Annotated[
+        int, typer.Option(min=0, help="Background tile size in pixels (0: whole image at once).", rich_help_panel="Device")
+    ] = 400,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
+    ] = 200_000_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore faces with GFPGAN and upscale the rest with Real-ESRGAN."""
+    if ext.lower() not in _EXTENSIONS:
+        raise usage_error(f"--ext {ext}: use one of {', '.join(_EXTENSIONS)}")
+
+    from i2icli.batch import plan_jobs
+
+    output_dir = Path(output).expanduser()
+    jobs = plan_jobs(inputs, output_dir, recursive=recursive, ext=ext, suffix=suffix)
+    if not jobs:
+        raise usage_error("no images found in the given inputs")
+
+    from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
+
+    settings = RestoreSettings(
+        upscale=upscale,
+        strength=strength,
+        threshold=threshold,
+        min_face_size=min_face_size,
+        only_center_face=only_center_face,
+        detect_max_side=detect_size,
+        aligned=aligned,
+    )
+    todo = [job for job in jobs if job.problem is None and not (skip_existing and job.output.exists())]
+    pipeline = None
+    if todo:
+        with console.status("loading models…"):
+            pipeline = RestorePipeline.load(
+                model=model,
+                bg_model=None if bg_model.lower() == "none" else bg_model,
+                detector=detector,
+                parser=None if parser.lower() == "none" else parser,
+                device=device,
+                half=half,
+                tile=tile,
+                settings=settings,
+            )
+
+    records = _run_jobs(jobs, pipeline, skip_existing=skip_existing, save_faces=save_faces, max_pixels=max_pixels)
+    failed = sum(record["status"] == "failed" for record in records)
+    if as_json:
+        summary = {
+            "ok": sum(record["status"] == "ok" for record in records),
+            "skipped": sum(record["status"] == "skipped" for record in records),
+            "failed": failed,
+            "results": records,
+        }
+        stdout_write(json.dumps(summary, indent=2))
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _run_jobs(jobs: list, pipeline: Any, *, skip_existing: bool, save_faces: bool, max_pixels: int) -> list[dict]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from i2icli.imageio import read_image, write_image
+
+    records: list[dict] = []
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("restoring", total=len(jobs))
+        for job in jobs:
+            record: dict[str, Any] = {"input": str(job.source), "output": str(job.output)}
+            progress.update(task, description=f"restoring {job.source.name}")
+            started = time.perf_counter()
+            if job.problem is not None:
+                record.update(status="failed", error=job.problem)
+                report_error(job.problem)
+            elif skip_existing and job.output.exists():
+                record.update(status="skipped")
+                console.print(f"[dim]skipped[/] {job.source} [dim](output exists)[/]")
+            else:
+                try:
+                    picture = read_image(job.source, max_pixels=max_pixels)
+                    result = pipeline.restore(picture)
+                    result.picture.source = None
+                    write_image(job.output, result.picture)
+                    if save_faces:
+                        _save_faces(job.output, result, picture.rgb.dtype)
+                    seconds = time.perf_counter() - started
+                    record.update(status="ok", faces=len(result.faces), seconds=round(seconds, 3),
+                                  stages={k: round(v, 3) for k, v in result.seconds.items()})
+                    console.print(
+                        f"[green]✓[/] {job.source} → {job.output} [dim]({len(result.faces)} face"
+                        f"{'s' if len(result.faces) != 1 else ''}, {seconds:.1f} s)[/]"
+                    )
+                except I2IError as error:
+                    record.update(status="failed", error=str(error))
+                    report_error(error)
+                except Exception as error:  # one bad file must not stop the batch
+                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    record.update(status="failed", error=f"{job.source}: {message}")
+                    report_error(f"{job.source}: {message}")
+            records.append(record)
+            progress.advance(task)
+    return records
+
+
+def _save_faces(output: Path, result: Any, dtype: Any) -> None:
+    """Crops, restored faces and side-by-side pairs next to the output, one PNG per face."""
+    import numpy as np
+
+    from i2icli.imageio import Picture, write_image
+
+    peak = 65535 if dtype == np.uint16 else 255
+    for index, face in enumerate(result.faces):
+        crop = np.clip(np.rint(face.crop * peak), 0, peak).astype(dtype)
+        restored = np.clip(np.rint(face.restored * peak), 0, peak).astype(dtype)
+        name = f"{output.stem}_{index:02d}.png"
+        for folder, pixels in (("cropped_faces", crop), ("restored_faces", restored), ("cmp", np.hstack([crop, restored]))):
+            write_image(output.parent / folder / name, Picture(rgb=pixels, alpha=None, grayscale=False, source=None))

@@ -1,0 +1,106 @@
+"""`i2i weights`: list, fetch and verify the pretrained checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from i2icli.cli.common import EXIT_FAILED, JsonOption, console, handles_errors, report_error, stdout_write
+
+app = typer.Typer(help="List, download and verify pretrained checkpoints.", no_args_is_help=True)
+
+# What `i2i restore` uses with its default options.
+RESTORE_DEFAULTS = ("gfpgan-1.4", "realesrgan-x2plus", "retinaface-resnet50", "parsenet")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+@app.command("list")
+@handles_errors
+def list_weights(as_json: JsonOption = False) -> None:
+    """Every known checkpoint, and whether it is on this machine."""
+    from rich.table import Table
+
+    from i2icli import weights
+
+    rows = []
+    for checkpoint in weights.registry():
+        local = weights.local_copy(checkpoint)
+        rows.append((checkpoint, local))
+    if as_json:
+        stdout_write(json.dumps([
+            {"name": c.name, "role": c.role, "file": c.file, "bytes": c.bytes, "license": c.license,
+             "origin": c.origin, "hub": f"{c.hub_repo}/{c.hub_file}@{c.hub_revision}", "url": c.url,
+             "local_path": str(p) if p else None}
+            for c, p in rows
+        ], indent=2))
+        return
+    table = Table(title="i2i checkpoints")
+    for column in ("name", "role", "file", "size", "license", "on this machine"):
+        table.add_column(column)
+    for checkpoint, local in rows:
+        table.add_row(checkpoint.name, checkpoint.role, checkpoint.file, _size(checkpoint.bytes), checkpoint.license,
+                      f"[green]{local}[/]" if local else "[dim]no[/]")
+    console.print(table)
+
+
+@app.command("fetch")
+@handles_errors
+def fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="Names from `i2i weights list` (default: what `i2i restore` uses).", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Fetch every known checkpoint.")] = False,
+    to: Annotated[Path | None, typer.Option(help="Also copy the files into this folder (e.g. to carry to an offline machine).")] = None,
+) -> None:
+    """Download checkpoints (Hub first, then the official release) and check their sha256."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from i2icli import weights
+    from i2icli.errors import I2IError
+
+    chosen = [c.name for c in weights.registry()] if all_ else list(names or RESTORE_DEFAULTS)
+    failed = 0
+    for name in chosen:
+        try:
+            checkpoint = weights.find(name)
+            with Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                          console=console, transient=True) as progress:
+                task = progress.add_task(checkpoint.file, total=checkpoint.bytes)
+                path = weights.fetch(checkpoint, progress=lambda done, total: progress.update(task, completed=done, total=total))
+            if to is not None:
+                path = weights.copy_into(to, path, checkpoint.file)
+            console.print(f"[green]✓[/] {name}: {path}")
+        except I2IError as error:
+            failed += 1
+            report_error(error)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("verify")
+@handles_errors
+def verify() -> None:
+    """Check the sha256 of every checkpoint present on this machine."""
+    from i2icli import weights
+    from i2icli.errors import WeightsError
+
+    bad = present = 0
+    for checkpoint in weights.registry():
+        local = weights.local_copy(checkpoint)
+        if local is None:
+            console.print(f"[dim]-[/] {checkpoint.name}: not on this machine")
+            continue
+        present += 1
+        try:
+            weights.verify(checkpoint, local)
+            console.print(f"[green]✓[/] {checkpoint.name}: {local}")
+        except WeightsError as error:
+            bad += 1
+            report_error(error)
+    console.print(f"{present} present, {bad} failed verification")
+    if bad:
+        raise typer.Exit(EXIT_FAILED)

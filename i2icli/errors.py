@@ -1,0 +1,33 @@
+"""Errors a user can act on. The CLI renders each as one line; nothing else does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class I2IError(Exception):
+    """A failure with a message meant for the user, and optionally what to do about it."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class InputImageError(I2IError):
+    """An input file that cannot be read as an image: missing, corrupt, unsupported, too big."""
+
+    def __init__(self, path: Path | str, problem: str, hint: str | None = None):
+        super().__init__(f"{path}: {problem}", hint)
+        self.path = Path(path)
+
+
+class WeightsError(I2IError):
+    """A checkpoint that cannot be found, fails its hash, or does not fit the model."""
+
+
+class DeviceError(I2IError):
+    """A device request that this machine cannot honour (e.g. --device cuda with no GPU)."""

@@ -1,0 +1,294 @@
+"""Checkpoints: the registry in weights.toml, where files are found, download, sha256, safe loading.
+
+Everything that touches a checkpoint file goes through this module, so that every file used
+by name has been hash-checked and every file is unpickled with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from i2icli.errors import WeightsError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    import torch
+
+WEIGHTS_DIR_ENV = "I2I_WEIGHTS_DIR"
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+_HASH_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One pretrained checkpoint as weights.toml describes it."""
+
+    name: str
+    role: str
+    file: str
+    bytes: int
+    sha256: str
+    hub_repo: str
+    hub_file: str
+    hub_revision: str
+    url: str
+    arch: str
+    license: str
+    origin: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A checkpoint file ready to load; ``checkpoint`` is None for a user's own file."""
+
+    path: Path
+    checkpoint: Checkpoint | None
+
+    @property
+    def label(self) -> str:
+        return self.checkpoint.name if self.checkpoint else str(self.path)
+
+
+def _registry_path() -> Path:
+    # Installed wheels carry weights.toml inside the package; a source checkout has it at the root.
+    packaged = Path(__file__).with_name("weights.toml")
+    return packaged if packaged.is_file() else Path(__file__).resolve().parent.parent / "weights.toml"
+
+
+@lru_cache(maxsize=None)
+def load_registry(path: Path | None = None) -> tuple[Checkpoint, ...]:
+    """Read weights.toml (or ``path``) into checkpoint records, in file order."""
+    path = path or _registry_path()
+    with open(path, "rb") as handle:
+        data = tomllib.load(handle)
+    records = []
+    for entry in data.get("checkpoint", []):
+        entry = dict(entry)
+        entry["params"] = dict(entry.get("params", {}))
+        records.append(Checkpoint(**entry))
+    return tuple(records)
+
+
+def registry() -> tuple[Checkpoint, ...]:
+    return load_registry(None)
+
+
+def find(name: str) -> Checkpoint:
+    """The registry entry called ``name``; a WeightsError lists the known names otherwise."""
+    for checkpoint in registry():
+        if checkpoint.name == name:
+            return checkpoint
+    known = ", ".join(c.name for c in registry())
+    raise WeightsError(f"unknown checkpoint name {name!r}", f"known names: {known}; or give a path to a .pth/.safetensors file")
+
+
+def looks_like_path(spec: str) -> bool:
+    return spec.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in spec or "/" in spec or Path(spec).exists()
+
+
+def weights_dir() -> Path | None:
+    value = os.environ.get(WEIGHTS_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def download_cache_dir() -> Path:
+    """Where files fetched from an official URL are kept (never the working directory)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "i2i" / "weights"
+
+
+def _from_hub(checkpoint: Checkpoint, *, local_only: bool) -> Path | None:
+    """The Hub copy through huggingface_hub's own cache; downloads unless ``local_only``."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
+
+    local_only = local_only or _hub_offline() or not _reachable(constants.ENDPOINT)
+    try:
+        found = hf_hub_download(
+            checkpoint.hub_repo, checkpoint.hub_file, revision=checkpoint.hub_revision, local_files_only=local_only
+        )
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
+        return None
+    return Path(found)
+
+
+def candidate_locations(checkpoint: Checkpoint) -> list[str]:
+    """Human-readable list of where a name is looked for, for error messages."""
+    places = []
+    if (directory := weights_dir()) is not None:
+        places.append(str(directory / checkpoint.file))
+    else:
+        places.append(f"${WEIGHTS_DIR_ENV}/{checkpoint.file} (not set)")
+    places.append(f"Hub {checkpoint.hub_repo}/{checkpoint.hub_file}")
+    places.append(checkpoint.url)
+    return places
+
+
+def local_copy(checkpoint: Checkpoint) -> Path | None:
+    """A file for ``checkpoint`` already on this machine, without any network access."""
+    if (directory := weights_dir()) is not None and (directory / checkpoint.file).is_file():
+        return directory / checkpoint.file
+    cached = _from_hub(checkpoint, local_only=True)
+    if cached is not None:
+        return cached
+    fetched = download_cache_dir() / checkpoint.file
+    return fetched if fetched.is_file() else None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(checkpoint: Checkpoint, path: Path) -> None:
+    """Refuse a file whose sha256 is not the pinned one."""
+    actual = sha256_of(path)
+    if actual != checkpoint.sha256:
+        raise WeightsError(
+            f"{path}: sha256 {actual[:12]}… does not match {checkpoint.name} (expected {checkpoint.sha256[:12]}…); "
+            "the file is damaged or not the official checkpoint",
+            f"delete it and run `i2i weights fetch {checkpoint.name}`, or pass the file as a path to use it unchecked",
+        )
+
+
+@lru_cache(maxsize=None)
+def _reachable(url: str) -> bool:
+    """A quick connect to the host, so an offline machine fails in seconds, not after retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], None] | None) -> Path | None:
+    if _hub_offline() or not _reachable(checkpoint.url):
+        return None
+    target = download_cache_dir() / checkpoint.file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Download next to the target and rename, so an interrupted download never looks complete.
+    handle, partial = tempfile.mkstemp(prefix=f".{checkpoint.file}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(checkpoint.url, timeout=30) as response:
+            total = int(response.headers.get("Content-Length") or checkpoint.bytes)
+            done = 0
+            while chunk := response.read(_HASH_CHUNK // 8):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+        os.replace(partial, target)
+        return target
+    except OSError:
+        return None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def missing_weights_error(checkpoint: Checkpoint) -> WeightsError:
+    return WeightsError(
+        f"checkpoint {checkpoint.file} ({checkpoint.name}) is not on this machine and could not be downloaded; "
+        f"looked in: {'; '.join(candidate_locations(checkpoint))}",
+        f"run `i2i weights fetch {checkpoint.name}` on a connected machine, put the file in ${WEIGHTS_DIR_ENV}, "
+        "or pass a checkpoint path to the model option",
+    )
+
+
+def fetch(checkpoint: Checkpoint, *, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Find or download ``checkpoint`` and check its hash; raises WeightsError if it cannot be had."""
+    path = local_copy(checkpoint) or _from_hub(checkpoint, local_only=False) or _download_from_url(checkpoint, progress)
+    if path is None:
+        raise missing_weights_error(checkpoint)
+    verify(checkpoint, path)
+    return path
+
+
+def resolve(spec: str, *, progress: Callable[[int, int], None] | None = None) -> ResolvedWeights:
+    """Turn a model option (registry name or file path) into a verified file."""
+    if looks_like_path(spec):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{path}: checkpoint file not found", "check the path, or use a name from `i2i weights list`")
+        return ResolvedWeights(path, None)
+    checkpoint = find(spec)
+    return ResolvedWeights(fetch(checkpoint, progress=progress), checkpoint)
+
+
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "netG", "g_ema")
+
+
+def unwrap_state_dict(loaded: Any) -> dict[str, torch.Tensor]:
+    """Strip the containers and ``module.`` prefixes training scripts add around a state dict."""
+    import torch
+
+    state = loaded
+    while isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, dict) or not state:
+        raise ValueError("no tensors found")
+    if all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
+    """Load a .pth/.safetensors file safely (no arbitrary unpickling) onto the CPU."""
+    import torch
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            loaded: Any = load_file(str(path), device="cpu")
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return unwrap_state_dict(loaded)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: checkpoint file not found") from None
+    except Exception as error:  # torch/safetensors raise many types for damaged or hostile files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(
+            f"{path}: not a readable checkpoint ({first_line[:160]})",
+            "re-download it (`i2i weights fetch`) or check that it is a PyTorch .pth or .safetensors file",
+        ) from None
+
+
+def copy_into(directory: Path, path: Path, name: str) -> Path:
+    """Copy a fetched file into ``directory`` (used by `i2i weights fetch --to`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / name
+    if target.resolve() != path.resolve():
+        temporary = target.with_name(f".{name}.part")
+        shutil.copyfile(path, temporary)
+        os.replace(temporary, target)
+    return target

@@ -1,0 +1,204 @@
+"""The command line: start-up cost, subcommand list, option wiring, batches and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS
+from i2icli.cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, i2icli.cli.app; assert 'torch' not in sys.modules and 'cv2' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("i2i ")
+
+
+def test_lists_every_subcommand():
+    result = run("--help")
+    assert result.exit_code == 0
+    for name in ("restore", "exemplar", "invert", "translate-lr", "paired", "weights"):
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", ["exemplar", "invert", "translate-lr", "paired"])
+def test_unbuilt_subcommands_say_so(name, tmp_path):
+    result = run(name, "a.png", "--whatever", "1")
+    assert result.exit_code == 1
+    assert "not available yet" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert run("restore", str(EXAMPLES / "old_photo.jpg"), "--upscale", "0").exit_code == 2
+    assert run("restore", str(EXAMPLES / "old_photo.jpg"), "--ext", "gif", "-o", str(tmp_path)).exit_code == 2
+    assert run("restore", "--no-such-option").exit_code == 2
+
+
+def test_missing_weights_is_one_clear_line(tiny_env, monkeypatch, tmp_path):
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for expected in ("GFPGANv1.4.pth", "i2i weights fetch", "I2I_WEIGHTS_DIR", "path"):
+        assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "old_photo.jpg").exists()
+
+
+class FakePipeline:
+    """Stands in for RestorePipeline to check what the CLI asks of it."""
+
+    loaded_with: dict = {}
+
+    @classmethod
+    def load(cls, **kwargs):
+        cls.loaded_with = kwargs
+        return cls()
+
+    def restore(self, picture):
+        from i2icli.pipelines.restore import RestoreResult
+
+        return RestoreResult(picture=picture, faces=[], seconds={"detect": 0.0})
+
+
+def test_option_wiring(monkeypatch, tmp_path):
+    from i2icli.pipelines import restore as restore_module
+
+    monkeypatch.setattr(restore_module, "RestorePipeline", FakePipeline)
+    result = run(
+        "restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--upscale", "3.5", "--strength", "0.4",
+        "--model", "gfpgan-1.3", "--bg-model", "none", "--detector", "d.pth", "--parser", "none",
+        "--threshold", "0.5", "--only-center-face", "--min-face-size", "30", "--detect-size", "640",
+        "--device", "cpu", "--fp32", "--tile", "128", "--ext", "png", "--suffix", "_r",
+    )
+    assert result.exit_code == 0, result.stderr
+    kwargs = FakePipeline.loaded_with
+    assert kwargs["model"] == "gfpgan-1.3" and kwargs["bg_model"] is None and kwargs["parser"] is None
+    assert kwargs["detector"] == "d.pth" and kwargs["device"] == "cpu" and kwargs["half"] is False and kwargs["tile"] == 128
+    settings = kwargs["settings"]
+    assert (settings.upscale, settings.strength, settings.threshold) == (3.5, 0.4, 0.5)
+    assert settings.only_center_face and settings.min_face_size == 30 and settings.detect_max_side == 640
+    assert not settings.aligned
+    assert (tmp_path / "old_photo_r.png").is_file()
+
+
+def _write(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), pixels)
+    return path
+
+
+def test_batch_goes_on_past_bad_files(tiny_env, landmarks_detector, tmp_path):
+    landmarks_detector([OLD_PHOTO_LANDMARKS])
+    folder = tmp_path / "in"
+    good = folder / "good.jpg"
+    good.parent.mkdir()
+    good.write_bytes((EXAMPLES / "old_photo.jpg").read_bytes())
+    _write(folder / "sub" / "nested.png", np.full((40, 60, 3), 120, np.uint8))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
+    out = tmp_path / "out"
+
+    result = run("restore", str(folder), str(tmp_path / "missing.jpg"), "-o", str(out), "--recursive", "--json", "--device", "cpu")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    status = {Path(r["input"]).name: r["status"] for r in summary["results"]}
+    assert status == {"good.jpg": "ok", "nested.png": "ok", "broken.png": "failed", "missing.jpg": "failed"}
+    assert summary["ok"] == 2 and summary["failed"] == 2
+    good_record = next(r for r in summary["results"] if r["input"].endswith("good.jpg"))
+    assert good_record["faces"] == 1
+    assert set(good_record["stages"]) >= {"detect", "faces", "background", "paste"}
+    assert cv2.imread(str(out / "good.jpg")).shape == (682, 682, 3)
+    assert cv2.imread(str(out / "sub" / "nested.png")).shape == (80, 120, 3)
+    assert "broken.png" in result.stderr and "missing.jpg" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    # Second run: everything that succeeded is skipped, and what failed fails again.
+    before = (out / "good.jpg").stat().st_mtime_ns
+    again = run("restore", str(folder), "-o", str(out), "--recursive", "--skip-existing", "--json", "--device", "cpu")
+    summary = json.loads(again.stdout)
+    assert summary["skipped"] == 2 and summary["failed"] == 1 and summary["ok"] == 0
+    assert again.exit_code == 1
+    assert (out / "good.jpg").stat().st_mtime_ns == before
+
+
+def test_all_good_exits_0_and_never_overwrites_inputs(tiny_env, landmarks_detector, tmp_path):
+    landmarks_detector([])
+    source = _write(tmp_path / "photo.png", np.full((32, 32, 3), 90, np.uint8))
+    original = source.read_bytes()
+    result = run("restore", str(source), "-o", str(tmp_path), "--device", "cpu")
+    assert result.exit_code == 1 and "overwrite the input" in result.stderr
+    assert source.read_bytes() == original
+    result = run("restore", str(source), "-o", str(tmp_path), "--suffix", "_restored", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "photo_restored.png").is_file()
+    assert source.read_bytes() == original
+
+
+def test_glob_inputs_and_save_faces(tiny_env, landmarks_detector, tmp_path):
+    landmarks_detector([OLD_PHOTO_LANDMARKS])
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes((EXAMPLES / "old_photo.jpg").read_bytes())
+    out = tmp_path / "out"
+    result = run("restore", str(tmp_path / "*.jpg"), "-o", str(out), "--save-faces", "--ext", "png", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    for stem in ("a", "b"):
+        assert (out / f"{stem}.png").is_file()
+        for folder in ("cropped_faces", "restored_faces"):
+            assert cv2.imread(str(out / folder / f"{stem}_00.png")).shape == (512, 512, 3)
+        assert cv2.imread(str(out / "cmp" / f"{stem}_00.png")).shape == (512, 1024, 3)
+
+
+def test_fp16_on_cpu_is_refused(tiny_env, tmp_path):
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--device", "cpu", "--fp16")
+    assert result.exit_code == 1 and "CUDA" in result.stderr
+
+
+def test_wrong_checkpoint_for_the_option(tiny_env, tmp_path):
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--device", "cpu",
+                 "--model", str(tiny_env.files["parsenet"]))
+    assert result.exit_code == 1
+    assert "parsing_parsenet.pth" in result.stderr and "GFPGAN" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_weights_list_fetch_verify(tiny_env, tmp_path, monkeypatch):
+    listed = run("weights", "list", "--json")
+    assert listed.exit_code == 0
+    entries = {e["name"]: e for e in json.loads(listed.stdout)}
+    assert entries["gfpgan-1.4"]["local_path"] == str(tiny_env.files["gfpgan-1.4"])
+
+    fetched = run("weights", "fetch", "gfpgan-1.4", "parsenet", "--to", str(tmp_path / "carry"))
+    assert fetched.exit_code == 0, fetched.stderr
+    assert (tmp_path / "carry" / "GFPGANv1.4.pth").read_bytes() == tiny_env.files["gfpgan-1.4"].read_bytes()
+
+    assert run("weights", "verify").exit_code == 0
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "parsing_parsenet.pth").write_bytes(b"not the file")
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(damaged))
+    verified = run("weights", "verify")
+    assert verified.exit_code == 1 and "parsing_parsenet.pth" in verified.stderr
+    assert run("weights", "fetch", "nonsense").exit_code == 1

@@ -1,0 +1,182 @@
+"""The registry, where names resolve to, hash refusal, and safe loading."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from i2icli import weights
+from i2icli.errors import WeightsError
+
+# Published sizes and hashes (the product's issue tracker lists them from several sources).
+PUBLISHED = {
+    "gfpgan-1.3": ("GFPGANv1.3.pth", 348632874, "c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70"),
+    "gfpgan-1.4": ("GFPGANv1.4.pth", 348632874, "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad"),
+    "realesrgan-x2plus": ("RealESRGAN_x2plus.pth", 67061725, "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb"),
+    "realesrgan-x4plus": ("RealESRGAN_x4plus.pth", 67040989, "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"),
+    "realesr-general-x4v3": ("realesr-general-x4v3.pth", 4885111, "8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292"),
+    "retinaface-resnet50": ("detection_Resnet50_Final.pth", 109497761, "6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d"),
+    "parsenet": ("parsing_parsenet.pth", 85331193, "3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2"),
+}
+
+
+def test_registry_matches_published_facts():
+    registry = {c.name: c for c in weights.registry()}
+    assert set(registry) == set(PUBLISHED)
+    for name, (file, size, digest) in PUBLISHED.items():
+        checkpoint = registry[name]
+        assert (checkpoint.file, checkpoint.bytes, checkpoint.sha256) == (file, size, digest)
+        assert checkpoint.url.startswith("https://github.com/") and checkpoint.url.endswith(file)
+        assert checkpoint.hub_repo and checkpoint.hub_file and checkpoint.hub_revision
+        assert checkpoint.license and checkpoint.origin and checkpoint.arch
+
+
+def test_registry_is_packaged_with_the_wheel():
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert '"weights.toml" = "i2icli/weights.toml"' in text
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(WeightsError) as caught:
+        weights.find("gfpgan-9")
+    assert "gfpgan-1.4" in caught.value.hint
+
+
+def test_name_resolves_from_weights_dir_and_is_verified(tiny_env):
+    resolved = weights.resolve("gfpgan-1.4")
+    assert resolved.path == tiny_env.files["gfpgan-1.4"]
+    assert resolved.checkpoint.name == "gfpgan-1.4"
+
+
+def test_hash_mismatch_is_refused(tiny_env, tmp_path, monkeypatch):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    damaged = folder / tiny_env.files["parsenet"].name
+    data = bytearray(tiny_env.files["parsenet"].read_bytes())
+    data[-100] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(folder))
+    with pytest.raises(WeightsError) as caught:
+        weights.resolve("parsenet")
+    message = str(caught.value)
+    assert str(damaged) in message and "sha256" in message and "i2i weights fetch parsenet" in message
+    assert "\n" not in message
+
+
+def _fake_hub_cache(root: Path, repo: str, files: dict[str, Path]) -> None:
+    """The layout huggingface_hub itself writes: blobs, a snapshot per commit, refs/main."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = root / f"models--{repo.replace('/', '--')}"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, source in files.items():
+        shutil.copyfile(source, snapshot / name)
+
+
+def test_name_resolves_from_offline_hub_cache(tiny_env, tmp_path, monkeypatch):
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {"GFPGANv1.4.pth": tiny_env.files["gfpgan-1.4"]})
+    resolved = weights.resolve("gfpgan-1.4")
+    assert "models--i2i-tests--tiny" in str(resolved.path)
+    assert weights.local_copy(weights.find("gfpgan-1.4")) == resolved.path
+
+
+def test_missing_everywhere_says_where_and_what_to_do(tiny_env, monkeypatch):
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    with pytest.raises(WeightsError) as caught:
+        weights.resolve("parsenet")
+    message = str(caught.value)
+    for expected in ("parsing_parsenet.pth", "I2I_WEIGHTS_DIR", "Hub i2i-tests/tiny", "i2i weights fetch parsenet", "path"):
+        assert expected in message
+    assert "\n" not in message
+
+
+def test_url_download_goes_to_cache_and_is_verified(tiny_env, monkeypatch, tmp_path):
+    """The official-URL fallback: stream into the i2i cache, rename, hash-check."""
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(weights, "_reachable", lambda url: "example.invalid" in url)
+    payload = tiny_env.files["realesr-general-x4v3"].read_bytes()
+
+    class Response:
+        headers = {"Content-Length": str(len(payload))}
+
+        def __init__(self):
+            self.offset = 0
+
+        def read(self, n):
+            chunk = payload[self.offset : self.offset + n]
+            self.offset += n
+            return chunk
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda url, timeout: Response())
+    seen = []
+    path = weights.fetch(weights.find("realesr-general-x4v3"), progress=lambda done, total: seen.append((done, total)))
+    assert path == tmp_path / "cache" / "i2i" / "weights" / "realesr-general-x4v3.pth"
+    assert path.read_bytes() == payload
+    assert seen[-1] == (len(payload), len(payload))
+    assert not list(path.parent.glob(".*part"))
+
+
+def test_user_path_is_loaded_without_hash(tmp_path):
+    own = tmp_path / "my_finetune.pth"
+    torch.save({"params": {"w": torch.ones(2)}}, own)
+    resolved = weights.resolve(str(own))
+    assert resolved.checkpoint is None and resolved.path == own
+    with pytest.raises(WeightsError, match="not found"):
+        weights.resolve(str(tmp_path / "nope.pth"))
+
+
+def test_state_dict_unwrapping(tmp_path):
+    tensor = torch.arange(4.0)
+    cases = {
+        "ema.pth": {"params_ema": {"a": tensor}, "params": {"a": tensor * 0}},
+        "params.pth": {"params": {"a": tensor}},
+        "module.pth": {"module.a": tensor},
+        "plain.pth": {"a": tensor},
+    }
+    for name, content in cases.items():
+        torch.save(content, tmp_path / name)
+        assert torch.equal(weights.load_state_dict(tmp_path / name)["a"], tensor), name
+    save_file({"a": tensor}, tmp_path / "model.safetensors")
+    assert torch.equal(weights.load_state_dict(tmp_path / "model.safetensors")["a"], tensor)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+def test_unsafe_and_corrupt_files_are_refused(tmp_path):
+    hostile = tmp_path / "hostile.pth"
+    with open(hostile, "wb") as handle:
+        pickle.dump({"a": _Payload()}, handle)
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x80\x04 definitely not a checkpoint")
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    for path in (hostile, corrupt, empty):
+        with pytest.raises(WeightsError) as caught:
+            weights.load_state_dict(path)
+        assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_every_torch_load_is_weights_only():
+    package = Path(weights.__file__).parent
+    for source in package.rglob("*.py"):
+        for call in re.findall(r"torch\.load\([^)]*\)", source.read_text()):
+            assert "weights_only=True" in call, f"{source}: {call}"
