@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -40,7 +41,10 @@ def retinaface_network_name(state_dict: dict[str, torch.Tensor]) -> str:
 def build_retinaface(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     from facexlib.detection.retinaface import RetinaFace
 
-    model = RetinaFace(network_name=retinaface_network_name(state_dict), half=False, device=torch.device("cpu"))
+    with warnings.catch_warnings():
+        # facexlib builds its ResNet-50 with torchvision's deprecated `pretrained=False`.
+        warnings.simplefilter("ignore", UserWarning)
+        model = RetinaFace(network_name=retinaface_network_name(state_dict), half=False, device=torch.device("cpu"))
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 

@@ -1,0 +1,90 @@
+"""What `i2i restore` costs per image, stage by stage, with models of the official sizes.
+
+The checkpoints are randomly initialised but have the official architectures and shapes
+(GFPGAN v1.4, RealESRGAN_x2plus, RetinaFace-ResNet50, ParseNet), so the compute is the real
+one. Random detector weights find no faces, so the detector's output is replaced by the
+astronaut's landmarks (the detector network itself still runs and is timed).
+
+    uv run python benchmarks/restore_cost.py --sizes 341 1024 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import conftest  # noqa: E402  (the tests' checkpoint factories)
+from i2icli.faces.detect import DetectedFace, FaceDetector  # noqa: E402
+from i2icli.imageio import Picture, read_image  # noqa: E402
+from i2icli.pipelines.restore import RestorePipeline, RestoreSettings  # noqa: E402
+
+
+def official_size_checkpoints(folder: Path) -> dict[str, Path]:
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    from i2icli.archs.gfpgan import GFPGANv1Clean
+
+    torch.manual_seed(0)
+    files = {
+        "model": (folder / "GFPGANv1.4.pth", {"params_ema": GFPGANv1Clean().state_dict()}),
+        "bg_model": (folder / "RealESRGAN_x2plus.pth", {"params_ema": RRDBNet(3, 3, scale=2, num_feat=64, num_block=23, num_grow_ch=32).state_dict()}),
+        "detector": (folder / "detection_Resnet50_Final.pth", conftest.retinaface_state_dict("resnet50")),
+        "parser": (folder / "parsing_parsenet.pth", conftest.parsenet_state_dict()),
+    }
+    for path, content in files.values():
+        torch.save(content, path)
+    return {key: path for key, (path, _) in files.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[341, 1024], help="long side of the test photos")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    torch.set_num_threads(torch.get_num_threads())
+    photo = read_image(ROOT / "examples" / "old_photo.jpg")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = official_size_checkpoints(Path(tmp))
+        started = time.perf_counter()
+        pipeline = RestorePipeline.load(**{k: str(v) for k, v in paths.items()}, device=args.device,
+                                        settings=RestoreSettings(upscale=2))
+        print(f"model load: {time.perf_counter() - started:.2f} s (device {pipeline.device}, {torch.get_num_threads()} threads)")
+
+    detect = FaceDetector.detect
+    print(f"{'size':>9} {'total':>8} " + " ".join(f"{s:>10}" for s in ("detect", "align", "faces", "background", "paste")))
+    for size in args.sizes:
+        scale = size / photo.width
+        rgb = cv2.resize(photo.rgb, (size, size), interpolation=cv2.INTER_CUBIC)
+        landmarks = conftest.OLD_PHOTO_LANDMARKS * scale
+
+        def with_landmarks(self, image, **kwargs):
+            detect(self, image, **kwargs)  # the network still runs and is timed
+            return [DetectedFace(np.array([0, 0, size, size], np.float32), 0.999, landmarks)]
+
+        FaceDetector.detect = with_landmarks
+        picture = Picture(rgb=rgb, alpha=None, grayscale=False, source=None)
+        totals, stages = [], []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            result = pipeline.restore(picture)
+            totals.append(time.perf_counter() - started)
+            stages.append(result.seconds)
+        median = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
+        print(f"{size:>4}x{size:<4} {statistics.median(totals):>7.2f}s " + " ".join(f"{median[k]:>9.2f}s" for k in ("detect", "align", "faces", "background", "paste")))
+
+
+if __name__ == "__main__":
+    main()

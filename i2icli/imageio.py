@@ -1,0 +1,690 @@
+"""The one module that reads and writes image files.
+
+Pixels are decoded and encoded with OpenCV (``IMREAD_UNCHANGED``), so 16-bit samples and
+alpha survive; Pillow only parses headers (size, mode, EXIF orientation) and is the
+fallback decoder for the few files OpenCV gets wrong. Everything that can go wrong with
+an input file becomes an :class:`~i2icli.errors.InputImageError` with a one-line message.
+
+In memory an image is a :class:`Picture`: RGB (never BGR), ``uint8`` or ``uint16`` exactly
+as stored, the EXIF orientation already applied, alpha kept separately.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import secrets
+import stat
+import struct
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageFile
+
+from .errors import I2IError, InputImageError
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "Picture",
+    "read_image",
+    "write_image",
+    "to_float",
+    "alpha_to_float",
+    "from_float",
+]
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+)
+_SUFFIX_LIST = ", ".join(sorted(SUPPORTED_SUFFIXES))
+
+DEFAULT_MAX_PIXELS = 200_000_000
+
+# Pillow's format name -> the container we treat it as.
+_READABLE_FORMATS = {
+    "JPEG": "JPEG",
+    "MPO": "JPEG",  # multi-picture JPEG from cameras: the first picture is a plain JPEG
+    "PNG": "PNG",
+    "WEBP": "WEBP",
+    "TIFF": "TIFF",
+    "BMP": "BMP",
+    "DIB": "BMP",
+}
+# Output suffix -> (container, cv2 extension).
+_WRITE_FORMATS = {
+    ".png": ("PNG", ".png"),
+    ".jpg": ("JPEG", ".jpg"),
+    ".jpeg": ("JPEG", ".jpg"),
+    ".webp": ("WEBP", ".webp"),
+    ".tif": ("TIFF", ".tiff"),
+    ".tiff": ("TIFF", ".tiff"),
+    ".bmp": ("BMP", ".bmp"),
+}
+_KEEPS_16BIT = frozenset({"PNG", "TIFF"})
+_KEEPS_ALPHA = frozenset({"PNG", "TIFF", "WEBP"})
+_MAX_SIDE = {"JPEG": 65_535, "WEBP": 16_383}
+
+# Pillow modes of files with a single luminance channel (with or without alpha).
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+_16BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# Modes whose samples Pillow hands over without loss (the fallback decoder's scope).
+_EXACT_PIL_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA"}) | _16BIT_MODES
+
+_ORIENTATION_TAG = 0x0112
+_BT601 = (0.299, 0.587, 0.114)
+
+_pil_lock = threading.Lock()
+
+
+@dataclass
+class Picture:
+    """An image in memory: RGB, 8- or 16-bit exactly as stored, upright."""
+
+    rgb: np.ndarray  # HxWx3, RGB, uint8 or uint16; grayscale replicated to 3 channels
+    alpha: np.ndarray | None = None  # HxW, same dtype as rgb
+    grayscale: bool = False  # the file had a single luminance channel (+/- alpha)
+    source: Path | None = None  # the file it came from (never overwritten by write_image)
+
+    def __post_init__(self) -> None:
+        rgb = self.rgb
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"Picture.rgb must be an HxWx3 array, got {getattr(rgb, 'shape', type(rgb))}")
+        if rgb.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"Picture.rgb must be uint8 or uint16, got {rgb.dtype}")
+        if self.alpha is not None:
+            if self.alpha.shape != rgb.shape[:2] or self.alpha.dtype != rgb.dtype:
+                raise ValueError(
+                    f"Picture.alpha must be {rgb.shape[:2]} {rgb.dtype}, "
+                    f"got {self.alpha.shape} {self.alpha.dtype}"
+                )
+        if self.source is not None:
+            self.source = Path(self.source)
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.rgb.dtype == np.uint16 else 8
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Read a JPEG, PNG, WebP, TIFF or BMP file into an upright :class:`Picture`.
+
+    Raises :class:`InputImageError` for anything that is not a readable image, and for
+    images over ``max_pixels`` (checked from the header, before any decoding).
+    """
+    p = Path(path)
+    data = _read_file(p)
+    pil = _open_header(p, data)
+
+    fmt = _READABLE_FORMATS.get(pil.format or "")
+    if fmt is None:
+        raise InputImageError(
+            p,
+            f"is a {pil.format or 'unknown'} image, which i2i cannot read",
+            f"convert it to one of {_SUFFIX_LIST}",
+        )
+    width, height = pil.size
+    if width <= 0 or height <= 0:
+        raise InputImageError(p, f"image has zero size ({width}x{height})", "re-export the image")
+    if width * height > max_pixels:
+        raise InputImageError(
+            p,
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
+            f"raise the limit with --max-pixels {width * height} if this machine has the memory",
+        )
+    mode = pil.mode
+    orientation = _exif_orientation(pil, fmt, data)
+
+    decoded = _decode_cv2(data)
+    order, cv2_oriented = "BGR", False
+    if decoded is not None and orientation != 1:
+        stored_w, stored_h = _stored_size(pil, fmt)
+        if orientation >= 5 and stored_w != stored_h:  # a quarter turn shows in the shape
+            cv2_oriented = decoded.shape[:2] == (stored_w, stored_h)
+        else:
+            cv2_oriented = _cv2_applies_orientation(fmt, orientation)
+    # OpenCV drops the alpha of some TIFFs (e.g. Pillow's gray+alpha ones): redo those.
+    lost_alpha = decoded is not None and mode in _ALPHA_MODES and _channels(decoded) in (1, 3)
+    if decoded is None or lost_alpha:
+        decoded, already_oriented = _decode_pil(p, pil, fmt, data, orientation)
+        order, cv2_oriented = "RGB", already_oriented
+
+    if decoded.dtype not in (np.uint8, np.uint16):
+        raise InputImageError(
+            p,
+            f"has {decoded.dtype} samples; only 8- and 16-bit images are supported",
+            "convert it to an 8- or 16-bit PNG or TIFF",
+        )
+    if orientation != 1 and not cv2_oriented:
+        decoded = _orient(decoded, orientation)
+    return _to_picture(decoded, order, mode, fmt, pil, data, p)
+
+
+def _stored_size(pil: Image.Image, fmt: str) -> tuple[int, int]:
+    """(width, height) as stored, before orientation: Pillow reports an oriented TIFF size."""
+    if fmt == "TIFF":
+        tags = getattr(pil, "tag_v2", {})
+        w, h = tags.get(256), tags.get(257)
+        if isinstance(w, int) and isinstance(h, int):
+            return w, h
+    return pil.size
+
+
+def _channels(arr: np.ndarray) -> int:
+    return 1 if arr.ndim == 2 else int(arr.shape[2])
+
+
+def _read_file(p: Path) -> bytes:
+    try:
+        is_dir = stat.S_ISDIR(p.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputImageError(p, "no such file", "check the path") from None
+    except OSError as e:
+        raise InputImageError(p, f"cannot access the file: {e.strerror or e}") from None
+    if is_dir:
+        raise InputImageError(p, "is a directory, not an image file", "pass an image file")
+    if p.suffix.lower() not in SUPPORTED_SUFFIXES:
+        shown = f"'{p.suffix}'" if p.suffix else "no suffix"
+        raise InputImageError(p, f"unsupported file type ({shown})", f"i2i reads {_SUFFIX_LIST}")
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+    except PermissionError:
+        raise InputImageError(p, "cannot read the file: permission denied") from None
+    except OSError as e:
+        raise InputImageError(p, f"cannot read the file: {e.strerror or e}") from None
+    if not data:
+        raise InputImageError(p, "file is empty (0 bytes)", "re-copy or re-export the image")
+    return data
+
+
+@contextlib.contextmanager
+def _pil_strict() -> Iterator[None]:
+    """Pillow with our own size limit instead of its bomb check, and no silent truncation.
+
+    Both settings are process-global in Pillow, so they are swapped under a lock and
+    restored afterwards.
+    """
+    with _pil_lock:
+        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _not_an_image(p: Path) -> InputImageError:
+    return InputImageError(
+        p,
+        "is not an image file (the contents are not JPEG, PNG, WebP, TIFF or BMP data)",
+        "check that it is the right file; re-export it if it is damaged",
+    )
+
+
+def _corrupt(p: Path) -> InputImageError:
+    return InputImageError(
+        p,
+        "image data is corrupt or truncated",
+        "re-copy, re-download or re-export the image",
+    )
+
+
+def _open_header(p: Path, data: bytes) -> Image.Image:
+    """Parse the header only: format, mode, size, metadata. No pixel decoding."""
+    try:
+        with _pil_strict():
+            return Image.open(io.BytesIO(data))
+    except Exception:  # Pillow raises a zoo of types for bad headers
+        raise (_corrupt(p) if _has_image_signature(data) else _not_an_image(p)) from None
+
+
+def _has_image_signature(data: bytes) -> bool:
+    """Starts like one of our formats (so a failure to parse means damage, not a wrong file)."""
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n",  # PNG
+    b"\xff\xd8\xff",  # JPEG
+    b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # TIFF, BigTIFF
+    b"BM",  # BMP
+)
+
+
+def _exif_orientation(pil: Image.Image, fmt: str, data: bytes) -> int:
+    """EXIF orientation 1-8 (1 when absent or unreadable: bad metadata is not fatal)."""
+    try:
+        with _pil_strict():
+            if fmt == "PNG" and "exif" not in pil.info:
+                # Pillow would decode the whole image to look for an eXIf chunk after IDAT.
+                raw = _png_exif_chunk(data)
+                if raw is None:
+                    return 1
+                exif = Image.Exif()
+                exif.load(raw)
+            else:
+                exif = pil.getexif()
+            value = exif.get(_ORIENTATION_TAG)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _png_exif_chunk(data: bytes) -> bytes | None:
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"eXIf":
+            return data[pos + 8 : pos + 8 + length]
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_cv2() -> Iterator[None]:
+    """Silence OpenCV's own multi-line logging; failures become our one-line errors."""
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None:
+        yield
+        return
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        log.setLogLevel(level)
+
+
+def _decode_cv2(data: bytes) -> np.ndarray | None:
+    with _quiet_cv2():
+        try:
+            return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            return None
+
+
+def _decode_pil(
+    p: Path, pil: Image.Image, fmt: str, data: bytes, orientation: int
+) -> tuple[np.ndarray, bool]:
+    """Fallback decoder, only for modes Pillow represents exactly.
+
+    Returns pixels in RGB order, and whether the orientation is already applied (recent
+    Pillow transposes TIFFs on load and then drops the tag).
+    """
+    mode = pil.mode
+    if mode not in _EXACT_PIL_MODES or _pil_loses_depth(pil, fmt, data):
+        raise _corrupt(p)
+    try:
+        with _pil_strict():
+            pil.load()
+            oriented = (
+                orientation != 1
+                and fmt == "TIFF"
+                and _ORIENTATION_TAG not in getattr(pil, "tag_v2", {_ORIENTATION_TAG: None})
+            )
+            if mode == "1":
+                pil = pil.convert("L")
+            elif mode in ("P", "PA"):
+                pil = pil.convert("RGBA" if mode == "PA" or "transparency" in pil.info else "RGB")
+            arr = np.array(pil)  # a writable copy
+    except Exception:
+        raise _corrupt(p) from None
+    if mode in _16BIT_MODES:
+        arr = arr.astype(np.uint16, copy=False)  # I;16B arrives big-endian
+    return arr, oriented
+
+
+def _pil_loses_depth(pil: Image.Image, fmt: str, data: bytes) -> bool:
+    """Would Pillow silently reduce this file's 16-bit colour samples to 8 bits?"""
+    if pil.mode in _16BIT_MODES:
+        return False
+    if fmt == "PNG":
+        return len(data) > 24 and data[24] == 16  # IHDR bit depth
+    if fmt == "TIFF":
+        bits = getattr(pil, "tag_v2", {}).get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return any(int(b) > 8 for b in bits)
+    return False
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation 1-8 to an HxW(xC) array (the transform Pillow's exif_transpose does)."""
+    if orientation == 2:  # mirror horizontal
+        view = arr[:, ::-1]
+    elif orientation == 3:  # rotate 180
+        view = arr[::-1, ::-1]
+    elif orientation == 4:  # mirror vertical
+        view = arr[::-1]
+    elif orientation == 5:  # transpose (mirror along the main diagonal)
+        view = arr.swapaxes(0, 1)
+    elif orientation == 6:  # rotate 90 clockwise
+        view = arr.swapaxes(0, 1)[:, ::-1]
+    elif orientation == 7:  # transverse (mirror along the anti-diagonal)
+        view = arr.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:  # rotate 90 counter-clockwise
+        view = arr.swapaxes(0, 1)[::-1]
+    else:
+        return arr
+    return np.ascontiguousarray(view)
+
+
+@functools.lru_cache(maxsize=None)
+def _cv2_applies_orientation(fmt: str, orientation: int) -> bool:
+    """Does cv2.imdecode(IMREAD_UNCHANGED) already apply this EXIF orientation for fmt?
+
+    It is documented not to, but OpenCV 5's TIFF decoder does, whatever the flags.
+    Rather than trust one version's behaviour, probe it once with a tiny image.
+    """
+    if orientation == 1 or fmt == "BMP":
+        return False
+    base = np.zeros((16, 24), np.uint8)
+    base[:8, :8] = 255
+    exif = Image.Exif()
+    exif[_ORIENTATION_TAG] = orientation
+    buf = io.BytesIO()
+    try:
+        Image.fromarray(base).save(buf, format=fmt, exif=exif.tobytes())
+        with _quiet_cv2():
+            out = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_UNCHANGED)
+    except Exception:
+        return False
+    if out is None:
+        return False
+    if out.ndim == 3:
+        out = out[..., 0]
+    oriented = _orient(base, orientation)
+    if oriented.shape != base.shape:
+        return out.shape == oriented.shape
+    if out.shape != base.shape:
+        return False
+    err_raw = np.abs(out.astype(np.int32) - base).sum()
+    err_oriented = np.abs(out.astype(np.int32) - oriented).sum()
+    return bool(err_oriented < err_raw)
+
+
+def _file_is_gray(pil: Image.Image, fmt: str, data: bytes) -> bool:
+    """Does the file store a single luminance channel (with or without alpha)?"""
+    if fmt == "PNG" and len(data) > 25:
+        return data[25] in (0, 4)  # IHDR colour type; Pillow calls 16-bit gray+alpha "RGBA"
+    if fmt == "TIFF":
+        photometric = getattr(pil, "tag_v2", {}).get(262)
+        if photometric in (0, 1):  # WhiteIsZero / BlackIsZero
+            return True
+    return pil.mode in _GRAY_MODES
+
+
+def _to_picture(
+    arr: np.ndarray, order: str, mode: str, fmt: str, pil: Image.Image, data: bytes, p: Path
+) -> Picture:
+    channels = _channels(arr)
+    alpha = None
+    if channels == 4 and mode == "CMYK":  # OpenCV converts CMYK to BGR + an opaque 4th channel
+        arr, channels = arr[..., :3], 3
+    grayscale = _file_is_gray(pil, fmt, data) or channels in (1, 2)
+    if grayscale:
+        # Gray+alpha comes back from OpenCV as BGRA with equal colour channels.
+        luma = arr if channels == 1 else arr[..., 0]
+        rgb = np.stack((luma, luma, luma), axis=-1)
+        if channels in (2, 4):
+            alpha = np.ascontiguousarray(arr[..., -1])
+        elif fmt == "PNG" and mode in _GRAY_MODES and isinstance(pil.info.get("transparency"), int):
+            # A gray PNG's tRNS colour key: OpenCV ignores it, Pillow only reports it.
+            maximum = np.iinfo(arr.dtype).max
+            alpha = np.where(luma == pil.info["transparency"], 0, maximum).astype(arr.dtype)
+    else:
+        if order == "BGR":
+            rgb = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB if channels == 4 else cv2.COLOR_BGR2RGB)
+        else:
+            rgb = np.ascontiguousarray(arr[..., :3])
+        if channels == 4:
+            alpha = np.ascontiguousarray(arr[..., 3])
+    return Picture(rgb=rgb, alpha=alpha, grayscale=grayscale, source=p)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality: int = 95) -> Path:
+    """Write ``picture`` atomically, in the format its suffix names. Returns the path.
+
+    16-bit is kept for PNG and TIFF and rounded to 8-bit otherwise; alpha is kept for
+    PNG, TIFF and WebP and dropped for JPEG and BMP; grayscale pictures are stored with
+    one luminance channel where the format allows (WebP has none). ``jpeg_quality``
+    (1-100) applies to JPEG and lossy WebP. Never overwrites ``picture.source``.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in _WRITE_FORMATS:
+        shown = f"'{target.suffix}'" if target.suffix else "no suffix"
+        raise I2IError(f"{target}: cannot write this file type ({shown})", f"use one of {_SUFFIX_LIST}")
+    if not 1 <= int(jpeg_quality) <= 100:
+        raise ValueError(f"jpeg_quality must be between 1 and 100, got {jpeg_quality}")
+    if picture.source is not None and _same_file(target, picture.source):
+        raise I2IError(
+            f"{target}: refusing to overwrite the input image",
+            "choose a different output file or folder",
+        )
+    if target.is_dir():
+        raise I2IError(f"{target}: is a directory", "give an output file name with an image suffix")
+    fmt, ext = _WRITE_FORMATS[suffix]
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(picture.width, picture.height) > limit:
+        raise I2IError(
+            f"{target}: {picture.width}x{picture.height} is too large for {fmt} "
+            f"(at most {limit} pixels a side)",
+            "write PNG or TIFF instead",
+        )
+    data = _encode(target, picture, fmt, ext, int(jpeg_quality))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(target, data)
+    except OSError as e:
+        raise I2IError(f"{target}: cannot write: {e.strerror or e}") from None
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if os.path.samefile(a, b):  # catches hard links and case-insensitive file systems
+            return True
+    except OSError:
+        pass
+    return a.resolve() == Path(b).resolve()
+
+
+def _to_8bit(arr: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 as round(v / 257) (exact for all 65536 values), no float copy."""
+    if arr.dtype == np.uint8:
+        return arr
+    return cv2.convertScaleAbs(arr, alpha=1.0 / 257.0)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """The single channel of a grayscale picture: exact if the channels are still equal."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    if np.array_equal(r, g) and np.array_equal(g, b):
+        return np.ascontiguousarray(r)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)  # ITU-R BT.601 weights
+
+
+def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) -> bytes | np.ndarray:
+    rgb, alpha = picture.rgb, picture.alpha if fmt in _KEEPS_ALPHA else None
+    to_8bit = _to_8bit if fmt not in _KEEPS_16BIT else (lambda arr: arr)
+    alpha = None if alpha is None else to_8bit(alpha)
+
+    if picture.grayscale:
+        luma = to_8bit(_luma(rgb))  # luma at full depth, then round once
+        if alpha is None and fmt != "WEBP":
+            pixels = luma
+        elif alpha is not None and fmt == "PNG":
+            return _encode_png_gray_alpha(luma, alpha)
+        else:  # WebP has no gray; OpenCV writes no gray+alpha TIFF
+            pixels = np.stack((luma, luma, luma) if alpha is None else (luma, luma, luma, alpha), axis=-1)
+    elif alpha is None:
+        pixels = cv2.cvtColor(to_8bit(rgb), cv2.COLOR_RGB2BGR)
+    else:
+        rgb = to_8bit(rgb)
+        pixels = np.stack((rgb[..., 2], rgb[..., 1], rgb[..., 0], alpha), axis=-1)
+
+    params: list[int] = []
+    if fmt == "JPEG":
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    elif fmt == "WEBP":
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+    with _quiet_cv2():
+        try:
+            ok, buf = cv2.imencode(ext, pixels, params)
+        except cv2.error:
+            ok, buf = False, None
+    if not ok or buf is None:
+        raise I2IError(f"{target}: could not encode the image as {fmt}", "try writing PNG instead")
+    return buf
+
+
+def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
+    """A PNG of colour type 4 (gray+alpha), 8 or 16 bits: OpenCV cannot write 2 channels
+    and Pillow cannot write 16-bit gray+alpha. Rows use the Sub filter, streamed in chunks."""
+    height, width = gray.shape
+    depth = 16 if gray.dtype == np.uint16 else 8
+    bpp = 2 * (depth // 8)  # bytes per pixel
+    big = np.dtype(">u2") if depth == 16 else np.dtype(np.uint8)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    out = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0))]
+    compressor = zlib.compressobj(6)
+    idat: list[bytes] = []
+    rows_per_step = max(1, (4 << 20) // max(1, width * bpp))
+    for top in range(0, height, rows_per_step):
+        g, a = gray[top : top + rows_per_step], alpha[top : top + rows_per_step]
+        inter = np.empty(g.shape + (2,), big)
+        inter[..., 0], inter[..., 1] = g, a
+        raw = inter.view(np.uint8).reshape(len(g), width * bpp)
+        rows = np.empty((len(g), width * bpp + 1), np.uint8)
+        rows[:, 0] = 1  # filter type Sub
+        rows[:, 1 : 1 + bpp] = raw[:, :bpp]
+        np.subtract(raw[:, bpp:], raw[:, :-bpp], out=rows[:, 1 + bpp :])  # wraps mod 256
+        idat.append(compressor.compress(rows.tobytes()))
+    idat.append(compressor.flush())
+    out.append(chunk(b"IDAT", b"".join(idat)))
+    out.append(chunk(b"IEND", b""))
+    return b"".join(out)
+
+
+def _atomic_write(target: Path, data: bytes | np.ndarray) -> None:
+    """Write to a hidden temp file beside the target, fsync, then rename over it."""
+    stem = target.stem[:100]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = target.with_name(f".{stem}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the umask applies, unlike mkstemp's 0600
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(memoryview(data).cast("B"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable too (POSIX only; best effort)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- float helpers
+
+
+def _max_value(dtype: np.dtype) -> float:
+    return 65535.0 if dtype == np.uint16 else 255.0
+
+
+def to_float(picture: Picture) -> np.ndarray:
+    """The RGB pixels as HxWx3 float32 in [0, 1]."""
+    return np.divide(picture.rgb, np.float32(_max_value(picture.rgb.dtype)), dtype=np.float32)
+
+
+def alpha_to_float(picture: Picture) -> np.ndarray | None:
+    """The alpha channel as HxW float32 in [0, 1], or None."""
+    if picture.alpha is None:
+        return None
+    return np.divide(picture.alpha, np.float32(_max_value(picture.alpha.dtype)), dtype=np.float32)
+
+
+def _quantize(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    scaled = np.multiply(values, np.float32(_max_value(dtype)), dtype=np.float32)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    np.clip(scaled, 0.0, _max_value(dtype), out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(dtype)
+
+
+def from_float(rgb_float: np.ndarray, alpha_float: np.ndarray | None, like: Picture) -> Picture:
+    """Back from float [0, 1] to a Picture with ``like``'s dtype, grayscale-ness and source.
+
+    Values are clipped to [0, 1] (NaN becomes 0) and rounded. If ``like`` is grayscale the
+    result is BT.601 luma replicated to three channels. The size may differ from ``like``'s.
+    """
+    rgb_float = np.asarray(rgb_float)
+    if rgb_float.ndim != 3 or rgb_float.shape[2] != 3:
+        raise ValueError(f"rgb_float must be HxWx3, got {rgb_float.shape}")
+    dtype = like.rgb.dtype
+    if like.grayscale:
+        luma = np.zeros(rgb_float.shape[:2], np.float32)
+        for channel, weight in enumerate(_BT601):
+            luma += rgb_float[..., channel].astype(np.float32, copy=False) * np.float32(weight)
+        q = _quantize(luma, dtype)
+        rgb = np.stack((q, q, q), axis=-1)
+    else:
+        rgb = _quantize(rgb_float, dtype)
+    alpha = None
+    if alpha_float is not None:
+        alpha_float = np.asarray(alpha_float)
+        if alpha_float.shape != rgb.shape[:2]:
+            raise ValueError(f"alpha_float must be {rgb.shape[:2]}, got {alpha_float.shape}")
+        alpha = _quantize(alpha_float, dtype)
+    return Picture(rgb=rgb, alpha=alpha, grayscale=like.grayscale, source=like.source)

@@ -1,0 +1,1 @@
+"""Restore pipelines: the stages a photo goes through (background upscaling, face restoration, ...)."""

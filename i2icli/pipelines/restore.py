@@ -1,0 +1,316 @@
+"""The restore pipeline: detect and align faces, restore them with GFPGAN, upscale the rest with
+Real-ESRGAN, paste the faces back. Inference only; models are loaded once and reused per image."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from i2icli import weights
+from i2icli.archs.gfpgan import GFPGANv1Clean, gfpgan_config_from_state_dict
+from i2icli.errors import DeviceError, WeightsError
+from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face, paste_matrix
+from i2icli.faces.detect import DetectedFace, FaceDetector, build_retinaface, select_faces
+from i2icli.faces.paste import paste_face, parse_masks
+from i2icli.imageio import Picture
+from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
+
+DEFAULT_FACE_MODEL = "gfpgan-1.4"
+DEFAULT_DETECTOR = "retinaface-resnet50"
+DEFAULT_PARSER = "parsenet"
+AUTO = "auto"
+
+
+@dataclass
+class RestoreSettings:
+    """Per-run knobs of the restore pipeline (the CLI's options, minus I/O)."""
+
+    upscale: float = 2.0
+    strength: float = 1.0  # 1: the restored face; 0: the original face, aligned and pasted back
+    threshold: float = 0.97
+    min_face_size: float = 16.0
+    only_center_face: bool = False
+    detect_max_side: int = 1280
+    aligned: bool = False
+    face_batch: int = 0  # 0: chosen from free memory
+
+
+@dataclass
+class RestoredFace:
+    """A face as found (crop) and as restored, both 512x512 RGB float32 in [0, 1]."""
+
+    crop: np.ndarray
+    restored: np.ndarray
+    detection: DetectedFace | None
+
+
+@dataclass
+class RestoreResult:
+    picture: Picture
+    faces: list[RestoredFace]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def pick_device(spec: str = AUTO) -> torch.device:
+    """``auto`` prefers CUDA, then Apple's MPS, then the CPU; an unavailable request is an error."""
+    if spec == AUTO:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {spec!r}", "use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("--device mps was asked for but MPS is not available", "use --device cpu")
+    return device
+
+
+def background_model_for(upscale: float) -> str:
+    """Real-ESRGAN x2plus up to 2x, x4plus above; other factors are reached by resizing after."""
+    return "realesrgan-x2plus" if upscale <= 2 else "realesrgan-x4plus"
+
+
+def _load(spec: str, what: str, builder: Callable[[dict[str, torch.Tensor]], torch.nn.Module]) -> torch.nn.Module:
+    resolved = weights.resolve(spec)
+    state_dict = weights.load_state_dict(resolved.path)
+    try:
+        return builder(state_dict)
+    except WeightsError as error:
+        raise WeightsError(f"{resolved.path}: {error.message}", error.hint) from None
+    except (RuntimeError, KeyError, ValueError, IndexError) as error:
+        raise WeightsError(
+            f"{resolved.path}: not a {what} checkpoint ({str(error).splitlines()[0][:120]})",
+            f"pass a {what} checkpoint, or a name from `i2i weights list`",
+        ) from None
+
+
+def _instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Build on the meta device and adopt the checkpoint's tensors: random initialisation of a
+    large model only to overwrite it costs about a second per model."""
+    with torch.device("meta"):
+        model = factory()
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval()
+
+
+def build_face_model(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    if "stylegan_decoder.constant_input.weight" not in state_dict:
+        raise WeightsError("not a GFPGAN v1.3/v1.4 (GFPGANv1Clean) checkpoint")
+    config = gfpgan_config_from_state_dict(state_dict)
+    return _instantiate(lambda: GFPGANv1Clean(**config), state_dict)
+
+
+def build_parser(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    import i2icli._compat  # noqa: F401
+    from facexlib.parsing.parsenet import ParseNet
+
+    return _instantiate(lambda: ParseNet(in_size=512, out_size=512, parsing_ch=19), state_dict)
+
+
+def _build_upscaler_model(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    model, scale = build_sr_model(state_dict)
+    model.native_scale = scale  # carried to BackgroundUpscaler below
+    return model
+
+
+def _cuda_face_batch(device: torch.device, dtype: torch.dtype) -> int:
+    # A 512x512 GFPGAN forward pass peaks near 0.6 GB per face in fp32, half that in fp16.
+    free, _ = torch.cuda.mem_get_info(device)
+    per_face = (0.6 if dtype == torch.float32 else 0.3) * 2**30
+    return int(max(1, min(16, free * 0.5 // per_face)))
+
+
+class RestorePipeline:
+    """Face restoration for whole photos (or pre-aligned faces); see ``restore``."""
+
+    def __init__(
+        self,
+        face_model: torch.nn.Module,
+        *,
+        detector: FaceDetector | None,
+        parser: torch.nn.Module | None,
+        upscaler: BackgroundUpscaler | None,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        settings: RestoreSettings | None = None,
+    ):
+        self.device = device
+        self.dtype = dtype
+        self.face_model = face_model.to(device=device, dtype=dtype).eval()
+        self.detector = detector
+        self.parser = parser.to(device).eval() if parser is not None else None
+        self.upscaler = upscaler
+        self.settings = settings or RestoreSettings()
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        model: str = DEFAULT_FACE_MODEL,
+        bg_model: str | None = AUTO,
+        detector: str = DEFAULT_DETECTOR,
+        parser: str | None = DEFAULT_PARSER,
+        device: torch.device | str = AUTO,
+        half: bool | None = None,
+        tile: int = 400,
+        settings: RestoreSettings | None = None,
+    ) -> "RestorePipeline":
+        """Resolve, verify and load every model once. ``bg_model``/``parser`` None means none."""
+        settings = settings or RestoreSettings()
+        device = device if isinstance(device, torch.device) else pick_device(device)
+        if half is None:
+            half = device.type == "cuda"
+        if half and device.type != "cuda":
+            raise DeviceError("--fp16 needs a CUDA GPU", "drop --fp16 (or pass --fp32) on this device")
+        dtype = torch.float16 if half else torch.float32
+
+        face_model = _load(model, "GFPGAN", build_face_model)
+        face_detector = None
+        upscaler = None
+        face_parser = None
+        if not settings.aligned:
+            face_detector = FaceDetector(
+                _load(detector, "RetinaFace", build_retinaface), device, max_side=settings.detect_max_side
+            )
+            face_parser = _load(parser, "ParseNet", build_parser) if parser else None
+            if bg_model:
+                spec = background_model_for(settings.upscale) if bg_model == AUTO else bg_model
+                sr_model = _load(spec, "Real-ESRGAN", _build_upscaler_model)
+                upscaler = BackgroundUpscaler(
+                    model=sr_model.to(device=device, dtype=dtype),
+                    scale=sr_model.native_scale,
+                    device=device,
+                    dtype=dtype,
+                    tile=tile,
+                    pre_pad=0,  # as GFPGAN's own inference script sets up its background upsampler
+                )
+        return cls(
+            face_model,
+            detector=face_detector,
+            parser=face_parser,
+            upscaler=upscaler,
+            device=device,
+            dtype=dtype,
+            settings=settings,
+        )
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _batch_size(self) -> int:
+        if self.settings.face_batch > 0:
+            return self.settings.face_batch
+        return _cuda_face_batch(self.device, self.dtype) if self.device.type == "cuda" else 4
+
+    @torch.inference_mode()
+    def restore_faces(self, crops: np.ndarray) -> np.ndarray:
+        """Nx512x512x3 float32 RGB in [0,1] -> restored faces, same layout, in batches."""
+        restored = np.empty_like(crops)
+        step = self._batch_size()
+        for start in range(0, len(crops), step):
+            batch = torch.from_numpy(crops[start : start + step]).permute(0, 3, 1, 2)
+            batch = (batch.to(self.device, self.dtype) - 0.5) / 0.5
+            output = self.face_model(batch).float().clamp_(-1, 1)
+            output = (output + 1) / 2
+            restored[start : start + step] = output.permute(0, 2, 3, 1).cpu().numpy()
+        strength = float(np.clip(self.settings.strength, 0.0, 1.0))
+        if strength < 1.0:
+            restored = strength * restored + (1.0 - strength) * crops
+        return restored
+
+    def _face_masks(self, restored: np.ndarray) -> list[np.ndarray | None]:
+        if self.parser is None or len(restored) == 0:
+            return [None] * len(restored)
+        faces = torch.from_numpy(restored).permute(0, 3, 1, 2).to(self.device)
+        masks = []
+        for start in range(0, len(faces), 8):
+            masks.extend(parse_masks(self.parser, (faces[start : start + 8] - 0.5) / 0.5))
+        return masks
+
+    def _upscale_background(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        if self.upscaler is not None:
+            upscaled = self.upscaler.upscale(image, outscale=self.settings.upscale)
+        else:
+            upscaled = image
+        if upscaled.shape[1::-1] != size:
+            upscaled = cv2.resize(upscaled, size, interpolation=cv2.INTER_LANCZOS4)
+        return upscaled
+
+    # -- public -------------------------------------------------------------------------------
+
+    def restore(self, picture: Picture) -> RestoreResult:
+        """Restore every face of ``picture`` and upscale it by ``settings.upscale``."""
+        seconds: dict[str, float] = {}
+        if self.settings.aligned:
+            return self._restore_aligned(picture, seconds)
+        settings = self.settings
+        peak = 65535.0 if picture.rgb.dtype == np.uint16 else 255.0
+
+        with _timed(seconds, "detect"):
+            found = self.detector.detect(picture.rgb, threshold=settings.threshold)
+            found = select_faces(
+                found, picture.rgb.shape, min_size=settings.min_face_size, only_center=settings.only_center_face
+            )
+        with _timed(seconds, "align"):
+            detections, matrices, crops = [], [], []
+            for face in found:
+                try:
+                    matrix = alignment_matrix(face.landmarks)
+                except ValueError:
+                    continue
+                detections.append(face)
+                matrices.append(matrix)
+                crops.append(crop_face(picture.rgb, matrix).astype(np.float32) / peak)
+            crops_array = np.stack(crops) if crops else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.float32)
+        with _timed(seconds, "faces"):
+            restored = self.restore_faces(crops_array)
+            masks = self._face_masks(restored)
+        with _timed(seconds, "background"):
+            height, width = picture.rgb.shape[:2]
+            out_height, out_width = scaled_size(height, width, settings.upscale)
+            size = (out_width, out_height)
+            source = picture.rgb if picture.alpha is None else np.dstack([picture.rgb, picture.alpha])
+            canvas = self._upscale_background(source, size)
+        with _timed(seconds, "paste"):
+            for face, matrix, mask in zip(restored, matrices, masks):
+                paste_face(canvas, face * peak, paste_matrix(matrix, settings.upscale), mask=mask, upscale=settings.upscale)
+
+        result = Picture(
+            rgb=np.ascontiguousarray(canvas[:, :, :3]),
+            alpha=np.ascontiguousarray(canvas[:, :, 3]) if canvas.shape[2] == 4 else None,
+            grayscale=picture.grayscale,
+            source=None,
+        )
+        faces = [RestoredFace(c, r, d) for c, r, d in zip(crops_array, restored, detections)]
+        return RestoreResult(result, faces, seconds)
+
+    def _restore_aligned(self, picture: Picture, seconds: dict[str, float]) -> RestoreResult:
+        peak = 65535.0 if picture.rgb.dtype == np.uint16 else 255.0
+        face = picture.rgb
+        if face.shape[:2] != (FACE_SIZE, FACE_SIZE):
+            face = cv2.resize(face, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
+        crop = face.astype(np.float32)[None] / peak
+        with _timed(seconds, "faces"):
+            restored = self.restore_faces(crop)
+        pixels = np.clip(np.rint(restored[0] * peak), 0, peak).astype(picture.rgb.dtype)
+        result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=None)
+        return RestoreResult(result, [RestoredFace(crop[0], restored[0], None)], seconds)
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start

@@ -1,0 +1,655 @@
+"""Tests for i2icli.imageio. Every fixture image is generated here; nothing binary is committed."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from i2icli import imageio
+from i2icli.errors import I2IError, InputImageError
+from i2icli.imageio import (
+    SUPPORTED_SUFFIXES,
+    Picture,
+    alpha_to_float,
+    from_float,
+    read_image,
+    to_float,
+    write_image,
+)
+
+H, W = 24, 40  # non-square, multiples of 8 (JPEG blocks stay aligned under rotation)
+LOSSLESS = (".png", ".tif", ".tiff", ".bmp")
+LOSSY = (".jpg", ".jpeg", ".webp")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def smooth_rgb(h: int = H, w: int = W, dtype=np.uint8) -> np.ndarray:
+    """An asymmetric, smooth RGB image (lossy codecs reproduce it closely)."""
+    top = np.iinfo(dtype).max
+    y = np.linspace(0, 1, h, dtype=np.float32)[:, None]
+    x = np.linspace(0, 1, w, dtype=np.float32)[None, :]
+    chans = (x * 0.9 + 0.05 + 0 * y, y * 0.8 + 0.1 + 0 * x, (x * y) * 0.7 + 0.2)
+    return np.rint(np.stack(chans, axis=-1) * top).astype(dtype)
+
+
+def noisy(shape, dtype=np.uint8, seed=0, low=0) -> np.ndarray:
+    top = int(np.iinfo(dtype).max)
+    return np.random.default_rng(seed).integers(low, top + 1, shape, dtype=dtype)
+
+
+def blocks(h: int = H, w: int = W, seed=1) -> np.ndarray:
+    """8x8 blocks of random flat colours: block means survive JPEG well."""
+    cells = np.random.default_rng(seed).integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(cells, 8, axis=0), 8, axis=1)
+
+
+def block_means(a: np.ndarray) -> np.ndarray:
+    h, w, c = a.shape
+    return a.reshape(h // 8, 8, w // 8, 8, c).astype(np.float32).mean(axis=(1, 3))
+
+
+def one_line(err: Exception, path: Path) -> str:
+    text = str(err)
+    assert "\n" not in text and "\r" not in text, text
+    assert path.name in text, text
+    return text
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+# The eight EXIF orientations as plain numpy, independent of the module under test.
+ORIENT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def exif_with(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_supported_suffixes():
+    assert SUPPORTED_SUFFIXES == {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+
+
+@pytest.mark.parametrize("suffix", LOSSLESS + LOSSY)
+def test_rgb8_round_trip(tmp_path, suffix):
+    rgb = smooth_rgb()
+    out = write_image(tmp_path / f"out{suffix}", Picture(rgb=rgb))
+    assert out == tmp_path / f"out{suffix}"
+    pic = read_image(out)
+    assert pic.rgb.dtype == np.uint8 and pic.bit_depth == 8
+    assert (pic.height, pic.width) == (H, W)
+    assert pic.alpha is None and not pic.grayscale and pic.source == out
+    if suffix in LOSSLESS:
+        np.testing.assert_array_equal(pic.rgb, rgb)
+    else:
+        assert np.abs(pic.rgb.astype(int) - rgb).mean() < 3
+    assert no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_rgba8_round_trip_exact(tmp_path, suffix):
+    rgb, alpha = noisy((H, W, 3)), noisy((H, W), seed=5)
+    pic = read_image(write_image(tmp_path / f"a{suffix}", Picture(rgb=rgb, alpha=alpha)))
+    np.testing.assert_array_equal(pic.rgb, rgb)
+    np.testing.assert_array_equal(pic.alpha, alpha)
+    assert Image.open(tmp_path / f"a{suffix}").mode == "RGBA"
+
+
+def test_rgba_webp_keeps_alpha_exactly(tmp_path):
+    rgb, alpha = smooth_rgb(), noisy((H, W), seed=5, low=1)  # no fully transparent pixels
+    pic = read_image(write_image(tmp_path / "a.webp", Picture(rgb=rgb, alpha=alpha)))
+    np.testing.assert_array_equal(pic.alpha, alpha)  # lossy WebP still codes alpha losslessly
+    assert np.abs(pic.rgb.astype(int) - rgb).mean() < 3
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".bmp"])
+def test_alpha_dropped_for_jpeg_and_bmp(tmp_path, suffix):
+    rgb = smooth_rgb()
+    pic = read_image(write_image(tmp_path / f"a{suffix}", Picture(rgb=rgb, alpha=noisy((H, W)))))
+    assert pic.alpha is None
+    assert np.abs(pic.rgb.astype(int) - rgb).mean() < 3
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_16bit_rgb_preserved_exactly(tmp_path, suffix, with_alpha):
+    rgb = noisy((H, W, 3), np.uint16)
+    alpha = noisy((H, W), np.uint16, seed=3) if with_alpha else None
+    pic = read_image(write_image(tmp_path / f"d{suffix}", Picture(rgb=rgb, alpha=alpha)))
+    assert pic.rgb.dtype == np.uint16 and pic.bit_depth == 16
+    np.testing.assert_array_equal(pic.rgb, rgb)
+    if with_alpha:
+        np.testing.assert_array_equal(pic.alpha, alpha)
+    else:
+        assert pic.alpha is None
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_gray_preserved_exactly(tmp_path, suffix):
+    gray = noisy((H, W), np.uint16)
+    Image.fromarray(gray).save(tmp_path / f"g{suffix}")  # Pillow writes I;16
+    pic = read_image(tmp_path / f"g{suffix}")
+    assert pic.grayscale and pic.bit_depth == 16
+    np.testing.assert_array_equal(pic.rgb, np.stack([gray] * 3, axis=-1))
+    out = write_image(tmp_path / f"back{suffix}", pic)
+    assert Image.open(out).mode.startswith("I;16")
+    np.testing.assert_array_equal(read_image(out).rgb, pic.rgb)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp", ".bmp"])
+def test_16bit_to_8bit_formats(tmp_path, suffix):
+    rgb16 = smooth_rgb(dtype=np.uint16)
+    pic = read_image(write_image(tmp_path / f"d{suffix}", Picture(rgb=rgb16)))
+    assert pic.rgb.dtype == np.uint8
+    expected = np.rint(rgb16 / 257.0)
+    assert np.abs(pic.rgb - expected).mean() < (0.01 if suffix == ".bmp" else 3)
+
+
+def test_16_to_8_rounding_is_exact():
+    v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expected = ((v.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    np.testing.assert_array_equal(imageio._to_8bit(v), expected)
+    np.testing.assert_array_equal(imageio._to_8bit(np.stack([v] * 3, -1)), np.stack([expected] * 3, -1))
+
+
+# --------------------------------------------------------------------------- grayscale
+
+
+def test_grayscale_read(tmp_path):
+    gray = noisy((H, W))
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    pic = read_image(tmp_path / "g.png")
+    assert pic.grayscale and pic.alpha is None and pic.rgb.shape == (H, W, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(pic.rgb[..., c], gray)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".bmp", ".jpg"])
+def test_grayscale_stays_single_channel_on_write(tmp_path, suffix):
+    gray = smooth_rgb()[..., 0]
+    pic = Picture(rgb=np.stack([gray] * 3, -1), grayscale=True)
+    out = write_image(tmp_path / f"g{suffix}", pic)
+    assert Image.open(out).mode == "L"
+    back = read_image(out)
+    assert back.grayscale
+    if suffix == ".jpg":
+        assert np.abs(back.rgb[..., 0].astype(int) - gray).mean() < 2
+    else:
+        np.testing.assert_array_equal(back.rgb[..., 0], gray)
+
+
+def test_grayscale_webp_becomes_rgb(tmp_path):
+    """WebP has no grayscale mode: the file is RGB with (near) equal channels."""
+    gray = smooth_rgb()[..., 0]
+    out = write_image(tmp_path / "g.webp", Picture(rgb=np.stack([gray] * 3, -1), grayscale=True))
+    back = read_image(out)
+    assert not back.grayscale
+    assert np.abs(back.rgb.astype(int) - gray[..., None]).mean() < 3
+
+
+def test_grayscale_picture_with_colour_channels_written_as_luma(tmp_path):
+    rgb = noisy((H, W, 3))  # e.g. a colour model ran on a grayscale photo
+    out = write_image(tmp_path / "g.png", Picture(rgb=rgb, grayscale=True))
+    assert Image.open(out).mode == "L"
+    np.testing.assert_array_equal(read_image(out).rgb[..., 0], cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+
+def test_gray_alpha_png_read_and_written(tmp_path):
+    la = noisy((H, W, 2))
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    pic = read_image(tmp_path / "la.png")
+    assert pic.grayscale
+    np.testing.assert_array_equal(pic.rgb[..., 1], la[..., 0])
+    np.testing.assert_array_equal(pic.alpha, la[..., 1])
+    out = write_image(tmp_path / "out.png", pic)
+    assert Image.open(out).mode == "LA"
+    back = read_image(out)
+    assert back.grayscale
+    np.testing.assert_array_equal(back.rgb, pic.rgb)
+    np.testing.assert_array_equal(back.alpha, pic.alpha)
+
+
+def test_gray_alpha_16bit_png(tmp_path):
+    gray, alpha = noisy((H, W), np.uint16), noisy((H, W), np.uint16, seed=9)
+    out = write_image(tmp_path / "la16.png", Picture(np.stack([gray] * 3, -1), alpha, grayscale=True))
+    # An independent decoder (libpng via cv2.imread) agrees with our hand-made PNG.
+    raw = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert raw.dtype == np.uint16 and raw.shape == (H, W, 4)
+    np.testing.assert_array_equal(raw[..., 0], gray)
+    np.testing.assert_array_equal(raw[..., 3], alpha)
+    Image.open(out).load()  # Pillow accepts it too (CRCs, zlib stream)
+    back = read_image(out)
+    assert back.grayscale and back.bit_depth == 16
+    np.testing.assert_array_equal(back.rgb[..., 2], gray)
+    np.testing.assert_array_equal(back.alpha, alpha)
+
+
+def test_gray_alpha_tiff_from_pillow(tmp_path):
+    """OpenCV drops the alpha of Pillow's LA TIFFs; the reader falls back to Pillow."""
+    la = noisy((H, W, 2))
+    Image.fromarray(la, "LA").save(tmp_path / "la.tif")
+    pic = read_image(tmp_path / "la.tif")
+    assert pic.grayscale
+    np.testing.assert_array_equal(pic.rgb[..., 0], la[..., 0])
+    np.testing.assert_array_equal(pic.alpha, la[..., 1])
+    back = read_image(write_image(tmp_path / "out.tif", pic))  # stored as RGBA
+    np.testing.assert_array_equal(back.rgb, pic.rgb)
+    np.testing.assert_array_equal(back.alpha, pic.alpha)
+
+
+def test_gray_png_with_trns_colour_key(tmp_path):
+    gray = noisy((H, W))
+    Image.fromarray(gray, "L").save(tmp_path / "t.png", transparency=7)
+    pic = read_image(tmp_path / "t.png")
+    assert pic.grayscale
+    np.testing.assert_array_equal(pic.alpha, np.where(gray == 7, 0, 255))
+
+
+# --------------------------------------------------------------------------- palette, CMYK, odd modes
+
+
+def test_palette_png(tmp_path):
+    src = Image.fromarray(blocks()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    src.save(tmp_path / "p.png")
+    pic = read_image(tmp_path / "p.png")
+    assert not pic.grayscale and pic.alpha is None
+    np.testing.assert_array_equal(pic.rgb, np.asarray(src.convert("RGB")))
+
+
+def test_palette_png_with_transparency(tmp_path):
+    src = Image.fromarray(blocks()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    src.save(tmp_path / "pt.png", transparency=3)
+    rgba = np.asarray(Image.open(tmp_path / "pt.png").convert("RGBA"))
+    pic = read_image(tmp_path / "pt.png")
+    np.testing.assert_array_equal(pic.rgb, rgba[..., :3])
+    np.testing.assert_array_equal(pic.alpha, rgba[..., 3])
+    assert (pic.alpha == 0).any()
+
+
+def test_bilevel_png(tmp_path):
+    bits = noisy((H, W)) > 127
+    Image.fromarray(bits).save(tmp_path / "b.png")
+    pic = read_image(tmp_path / "b.png")
+    assert pic.grayscale
+    np.testing.assert_array_equal(pic.rgb[..., 0], np.where(bits, 255, 0))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])
+def test_cmyk_reads_as_rgb_without_alpha(tmp_path, suffix):
+    Image.fromarray(blocks()).convert("CMYK").save(tmp_path / f"c{suffix}")
+    pic = read_image(tmp_path / f"c{suffix}")
+    assert pic.alpha is None and not pic.grayscale and pic.rgb.shape == (H, W, 3)
+
+
+def test_float_tiff_refused(tmp_path):
+    path = tmp_path / "f.tif"
+    Image.fromarray(np.ones((4, 4), np.float32)).save(path)
+    with pytest.raises(InputImageError) as e:
+        read_image(path)
+    assert "8- and 16-bit" in one_line(e.value, path)
+
+
+def test_content_wins_over_suffix_and_case(tmp_path):
+    rgb = noisy((H, W, 3))
+    Image.fromarray(rgb).save(tmp_path / "really_png.JPG", format="PNG")
+    np.testing.assert_array_equal(read_image(tmp_path / "really_png.JPG").rgb, rgb)
+
+
+def test_non_ascii_paths(tmp_path):
+    rgb = noisy((H, W, 3))
+    out = write_image(tmp_path / "фото ☀" / "снимок é.png", Picture(rgb=rgb))
+    np.testing.assert_array_equal(read_image(out).rgb, rgb)
+
+
+# --------------------------------------------------------------------------- EXIF orientation
+
+
+def test_orientation_table_matches_pillow():
+    img = Image.fromarray(noisy((H, W, 3)))
+    for o, f in ORIENT.items():
+        tagged = img.copy()
+        tagged.getexif()[0x0112] = o
+        tagged.info["exif"] = tagged.getexif().tobytes()
+        np.testing.assert_array_equal(np.asarray(ImageOps.exif_transpose(tagged)), f(np.asarray(img)))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP"])
+def test_exif_orientation_exact(tmp_path, fmt, orientation):
+    rgb = noisy((H, W, 3))
+    path = tmp_path / f"o.{fmt.lower()}"
+    extra = {"lossless": True} if fmt == "WEBP" else {}
+    Image.fromarray(rgb).save(path, format=fmt, exif=exif_with(orientation), **extra)
+    pic = read_image(path)
+    np.testing.assert_array_equal(pic.rgb, ORIENT[orientation](rgb))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_jpeg(tmp_path, orientation):
+    rgb = blocks()
+    path = tmp_path / "o.jpg"
+    Image.fromarray(rgb).save(path, quality=95, subsampling=0, exif=exif_with(orientation))
+    pic = read_image(path)
+    expected = ORIENT[orientation](rgb)
+    assert pic.rgb.shape == expected.shape
+    assert np.abs(block_means(pic.rgb) - block_means(expected)).max() < 6
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 7])
+def test_exif_orientation_applies_to_alpha(tmp_path, orientation):
+    rgba = noisy((H, W, 4))
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "o.png", exif=exif_with(orientation))
+    pic = read_image(tmp_path / "o.png")
+    np.testing.assert_array_equal(pic.alpha, ORIENT[orientation](rgba[..., 3]))
+    np.testing.assert_array_equal(pic.rgb, ORIENT[orientation](rgba[..., :3]))
+
+
+@pytest.mark.parametrize("orientation", [2, 6])
+def test_exif_orientation_16bit_tiff(tmp_path, orientation):
+    gray = noisy((H, W), np.uint16)
+    Image.fromarray(gray).save(tmp_path / "o.tif", tiffinfo={0x0112: orientation})
+    pic = read_image(tmp_path / "o.tif")
+    np.testing.assert_array_equal(pic.rgb[..., 0], ORIENT[orientation](gray))
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def test_exif_orientation_png_exif_after_idat(tmp_path):
+    rgb = noisy((H, W, 3))
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    data = buf.getvalue()
+    assert data.endswith(_png_chunk(b"IEND", b""))
+    exif = exif_with(6)
+    exif = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+    data = data[:-12] + _png_chunk(b"eXIf", exif) + data[-12:]
+    (tmp_path / "late.png").write_bytes(data)
+    np.testing.assert_array_equal(read_image(tmp_path / "late.png").rgb, ORIENT[6](rgb))
+
+
+def test_corrupt_exif_is_not_fatal(tmp_path):
+    rgb = blocks()
+    Image.fromarray(rgb).save(tmp_path / "e.jpg", exif=b"Exif\x00\x00this is not tiff")
+    pic = read_image(tmp_path / "e.jpg")
+    assert pic.rgb.shape == rgb.shape
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def _png_bytes(shape=(H, W, 3)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(noisy(shape)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg_bytes() -> bytes:
+    return cv2.imencode(".jpg", noisy((64, 64, 3)))[1].tobytes()
+
+
+BAD_INPUTS = {
+    "missing": lambda d: d / "nope.png",
+    "directory": lambda d: (d / "folder.png").mkdir() or d / "folder.png",
+    "directory_no_suffix": lambda d: (d / "folder").mkdir() or d / "folder",
+    "garbage_jpg": lambda d: (d / "g.jpg").write_bytes(noisy(4096).tobytes()) and d / "g.jpg",
+    "truncated_png": lambda d: (d / "t.png").write_bytes(_png_bytes((64, 64, 3))[:3000]) and d / "t.png",
+    "truncated_jpeg": lambda d: (d / "t.jpg").write_bytes(_jpeg_bytes()[:2000]) and d / "t.jpg",
+    "zero_bytes": lambda d: (d / "z.png").write_bytes(b"") or d / "z.png",
+    "text_as_png": lambda d: (d / "notes.png").write_text("just some text\n") and d / "notes.png",
+    "unsupported_suffix": lambda d: (d / "a.gif").write_bytes(b"GIF89a") and d / "a.gif",
+    "gif_content": lambda d: Image.new("RGB", (4, 4)).save(d / "anim.png", format="GIF") or d / "anim.png",
+    "header_only": lambda d: (d / "h.png").write_bytes(_png_bytes()[:40]) and d / "h.png",
+}
+
+
+BAD_INPUT_WORDS = {
+    "missing": "no such file",
+    "directory": "is a directory",
+    "directory_no_suffix": "is a directory",
+    "garbage_jpg": "not an image file",
+    "truncated_png": "corrupt or truncated",
+    "truncated_jpeg": "corrupt or truncated",
+    "zero_bytes": "empty",
+    "text_as_png": "not an image file",
+    "unsupported_suffix": "unsupported file type",
+    "gif_content": "GIF",
+    "header_only": "corrupt or truncated",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_inputs_raise_one_line_error(tmp_path, case):
+    path = BAD_INPUTS[case](tmp_path)
+    with pytest.raises(InputImageError) as e:
+        read_image(path)
+    assert BAD_INPUT_WORDS[case] in one_line(e.value, path)
+    assert e.value.path == path
+
+
+def test_too_many_pixels_checked_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.fromarray(noisy((20, 30, 3))).save(path)
+
+    def boom(data):
+        raise AssertionError("decoded a too-large image")
+
+    monkeypatch.setattr(imageio, "_decode_cv2", boom)
+    with pytest.raises(InputImageError) as e:
+        read_image(path, max_pixels=100)
+    text = one_line(e.value, path)
+    assert "30x20" in text and "100" in text and "--max-pixels" in text
+
+
+def test_huge_header_reports_our_limit_not_pillows(tmp_path, monkeypatch):
+    """A 40000x40000 PNG header trips Pillow's bomb guard; we must report our own limit."""
+    ihdr = struct.pack(">IIBBBBB", 40_000, 40_000, 8, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 10))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data + _png_chunk(b"IEND", b""))
+    monkeypatch.setattr(imageio, "_decode_cv2", lambda data: pytest.fail("decoded"))
+    with pytest.raises(InputImageError) as e:
+        read_image(path)
+    text = one_line(e.value, path)
+    assert "1,600,000,000" in text and "200,000,000" in text and "--max-pixels" in text
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's global guard is restored
+
+
+def test_error_message_for_missing_file_is_helpful(tmp_path):
+    path = tmp_path / "holiday.jpg"
+    with pytest.raises(InputImageError) as e:
+        read_image(path)
+    assert one_line(e.value, path) == f"{path}: no such file (check the path)"
+
+
+# --------------------------------------------------------------------------- atomic writing
+
+
+def test_write_creates_parents_and_leaves_no_temp(tmp_path):
+    out = write_image(tmp_path / "a" / "b" / "c.png", Picture(rgb=noisy((H, W, 3))))
+    assert out.is_file()
+    assert [p.name for p in out.parent.iterdir()] == ["c.png"]
+
+
+def test_temp_file_is_hidden_beside_target_with_same_suffix(tmp_path, monkeypatch):
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append(Path(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(imageio.os, "replace", spy)
+    write_image(tmp_path / "x.webp", Picture(rgb=smooth_rgb()))
+    (tmp,) = seen
+    assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.suffix == ".webp"
+    assert no_temp_files(tmp_path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_written_file_respects_umask(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    out = write_image(tmp_path / "p.png", Picture(rgb=smooth_rgb()))
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_overwrites_existing_target_atomically(tmp_path):
+    target = tmp_path / "t.png"
+    target.write_bytes(b"old")
+    write_image(target, Picture(rgb=smooth_rgb()))
+    np.testing.assert_array_equal(read_image(target).rgb, smooth_rgb())
+    assert no_temp_files(tmp_path)
+
+
+def test_encoder_failure_keeps_target(tmp_path, monkeypatch):
+    target = tmp_path / "t.png"
+    target.write_bytes(b"precious")
+    monkeypatch.setattr(imageio.cv2, "imencode", lambda *a, **k: (False, None))
+    with pytest.raises(I2IError) as e:
+        write_image(target, Picture(rgb=smooth_rgb()))
+    one_line(e.value, target)
+    assert target.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.png"]
+
+
+@pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_failure_while_writing_removes_temp_and_keeps_target(tmp_path, monkeypatch, exc):
+    target = tmp_path / "t.jpg"
+    target.write_bytes(b"precious")
+
+    def fail(fd):
+        raise exc
+
+    monkeypatch.setattr(imageio.os, "fsync", fail)
+    with pytest.raises(I2IError if isinstance(exc, OSError) else KeyboardInterrupt) as e:
+        write_image(target, Picture(rgb=smooth_rgb()))
+    if isinstance(exc, OSError):
+        assert "No space left" in one_line(e.value, target)
+    assert target.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.jpg"]
+
+
+def test_refuses_to_overwrite_source(tmp_path):
+    src = tmp_path / "in.png"
+    Image.fromarray(noisy((H, W, 3))).save(src)
+    before = src.read_bytes()
+    pic = read_image(src)
+    (tmp_path / "sub").mkdir()
+    for target in (src, tmp_path / "sub" / ".." / "in.png"):
+        with pytest.raises(I2IError) as e:
+            write_image(target, pic)
+        assert "overwrite the input" in one_line(e.value, target)
+    try:
+        (tmp_path / "link.png").symlink_to(src)
+    except OSError:
+        pass
+    else:
+        with pytest.raises(I2IError):
+            write_image(tmp_path / "link.png", pic)
+    assert src.read_bytes() == before
+    # A processed picture keeps its source, so the guard still holds after from_float.
+    with pytest.raises(I2IError):
+        write_image(src, from_float(to_float(pic), None, pic))
+    write_image(tmp_path / "out.png", pic)  # any other path is fine
+
+
+def test_write_rejects_bad_targets(tmp_path):
+    pic = Picture(rgb=smooth_rgb())
+    with pytest.raises(I2IError) as e:
+        write_image(tmp_path / "x.gif", pic)
+    one_line(e.value, tmp_path / "x.gif")
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(I2IError):
+        write_image(tmp_path / "d.png", pic)
+    with pytest.raises(ValueError):
+        write_image(tmp_path / "q.jpg", pic, jpeg_quality=0)
+
+
+def test_jpeg_quality_is_used(tmp_path):
+    rgb = noisy((64, 64, 3))
+    small = write_image(tmp_path / "lo.jpg", Picture(rgb=rgb), jpeg_quality=20).stat().st_size
+    large = write_image(tmp_path / "hi.jpg", Picture(rgb=rgb)).stat().st_size
+    assert small < large
+
+
+# --------------------------------------------------------------------------- Picture and float helpers
+
+
+def test_picture_validates():
+    with pytest.raises(ValueError):
+        Picture(rgb=np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError):
+        Picture(rgb=np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError):
+        Picture(rgb=np.zeros((4, 4, 3), np.uint8), alpha=np.zeros((4, 4), np.uint16))
+    pic = Picture(rgb=np.zeros((4, 5, 3), np.uint16), source="x.png")
+    assert (pic.height, pic.width, pic.bit_depth, pic.source) == (4, 5, 16, Path("x.png"))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_float_round_trip_exact(dtype):
+    pic = Picture(rgb=noisy((H, W, 3), dtype), alpha=noisy((H, W), dtype, seed=4), source=Path("s.png"))
+    f, a = to_float(pic), alpha_to_float(pic)
+    assert f.dtype == np.float32 and a.dtype == np.float32
+    assert 0.0 <= f.min() and f.max() <= 1.0
+    back = from_float(f, a, pic)
+    np.testing.assert_array_equal(back.rgb, pic.rgb)
+    np.testing.assert_array_equal(back.alpha, pic.alpha)
+    assert back.source == pic.source and back.rgb.dtype == dtype
+
+
+def test_from_float_clips_rounds_and_handles_nan():
+    like = Picture(rgb=np.zeros((1, 1, 3), np.uint8))
+    values = np.array([[[-0.5, 1.5, np.nan], [0.5, 1 / 255 * 0.49, 1 / 255 * 0.51]]], np.float32)
+    out = from_float(values, None, like)
+    np.testing.assert_array_equal(out.rgb, [[[0, 255, 0], [128, 0, 1]]])
+    assert out.alpha is None and out.rgb.shape == (1, 2, 3)
+
+
+def test_from_float_keeps_grayscale():
+    like = Picture(rgb=np.zeros((2, 2, 3), np.uint16), grayscale=True)
+    rgb = np.zeros((2, 3, 3), np.float32)
+    rgb[..., 0] = 1.0  # pure red
+    out = from_float(rgb, np.ones((2, 3), np.float32), like)
+    assert out.grayscale and out.rgb.dtype == np.uint16
+    assert (out.rgb == round(0.299 * 65535)).all()
+    assert (out.alpha == 65535).all()
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 6, 8])
+def test_exif_orientation_pillow_fallback_tiff(tmp_path, orientation):
+    """The Pillow fallback (gray+alpha TIFF) must orient exactly once, like the cv2 path."""
+    la = noisy((H, W, 2))
+    Image.fromarray(la, "LA").save(tmp_path / "o.tif", tiffinfo={0x0112: orientation})
+    pic = read_image(tmp_path / "o.tif")
+    np.testing.assert_array_equal(pic.rgb[..., 0], ORIENT[orientation](la[..., 0]))
+    np.testing.assert_array_equal(pic.alpha, ORIENT[orientation](la[..., 1]))
