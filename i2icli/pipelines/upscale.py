@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import i2icli._compat  # noqa: F401  (before anything from basicsr / realesrgan)
 from i2icli.errors import I2IError, WeightsError
 
 __all__ = ["BackgroundUpscaler", "build_sr_model"]
@@ -154,7 +155,6 @@ def _body_indices(sd: Mapping[str, torch.Tensor]) -> list[int]:
 def _build_rrdbnet(sd: Mapping[str, torch.Tensor]) -> tuple[nn.Module, int]:
     # basicsr / realesrgan are imported only when a model is built: they import torchvision
     # and (realesrgan) their whole packages, seconds that the upscaler itself does not need.
-    import i2icli._compat  # noqa: F401  (before anything from basicsr / realesrgan)
     from basicsr.archs.rrdbnet_arch import RRDBNet
 
     num_feat, in_ch = _shape(sd, "conv_first.weight", 4)[:2]
@@ -184,7 +184,6 @@ def _build_rrdbnet(sd: Mapping[str, torch.Tensor]) -> tuple[nn.Module, int]:
 
 
 def _build_srvgg(sd: Mapping[str, torch.Tensor]) -> tuple[nn.Module, int]:
-    import i2icli._compat  # noqa: F401  (before anything from basicsr / realesrgan)
     from realesrgan.archs.srvgg_arch import SRVGGNetCompact
 
     indices = _body_indices(sd)
