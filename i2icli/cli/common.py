@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Annotated, Any, Callable, TypeVar
+from contextlib import contextmanager
+from typing import Annotated, Any, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
@@ -79,3 +80,20 @@ JsonOption = Annotated[
 def stdout_write(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+@contextmanager
+def download_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A callback ``(label, done, total)`` that draws one download bar per label on stderr."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(f"downloading {label}", total=total)
+            progress.update(tasks[label], completed=done, total=total)
+
+        yield update

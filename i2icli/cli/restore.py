@@ -17,6 +17,7 @@ from i2icli.cli.common import (
     JsonOption,
     OutputOption,
     console,
+    download_progress,
     handles_errors,
     report_error,
     stdout_write,
@@ -101,7 +102,7 @@ def restore(
     todo = [job for job in jobs if job.problem is None and not (skip_existing and job.output.exists())]
     pipeline = None
     if todo:
-        with console.status("loading models…"):
+        with download_progress() as progress:
             pipeline = RestorePipeline.load(
                 model=model,
                 bg_model=None if bg_model.lower() == "none" else bg_model,
@@ -111,6 +112,7 @@ def restore(
                 half=half,
                 tile=tile,
                 settings=settings,
+                progress=progress,
             )
 
     records = _run_jobs(jobs, pipeline, skip_existing=skip_existing, save_faces=save_faces, max_pixels=max_pixels)

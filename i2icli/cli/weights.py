@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from i2icli.cli.common import EXIT_FAILED, JsonOption, console, handles_errors, report_error, stdout_write
+from i2icli.cli.common import (
+    EXIT_FAILED,
+    JsonOption,
+    console,
+    download_progress,
+    handles_errors,
+    report_error,
+    stdout_write,
+)
 
 app = typer.Typer(help="List, download and verify pretrained checkpoints.", no_args_is_help=True)
 
@@ -57,8 +65,6 @@ def fetch(
     to: Annotated[Path | None, typer.Option(help="Also copy the files into this folder (e.g. to carry to an offline machine).")] = None,
 ) -> None:
     """Download checkpoints (Hub first, then the official release) and check their sha256."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
     from i2icli import weights
     from i2icli.errors import I2IError
 
@@ -67,10 +73,8 @@ def fetch(
     for name in chosen:
         try:
             checkpoint = weights.find(name)
-            with Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                          console=console, transient=True) as progress:
-                task = progress.add_task(checkpoint.file, total=checkpoint.bytes)
-                path = weights.fetch(checkpoint, progress=lambda done, total: progress.update(task, completed=done, total=total))
+            with download_progress() as progress:
+                path = weights.fetch(checkpoint, progress=lambda done, total: progress(checkpoint.file, done, total))
             if to is not None:
                 path = weights.copy_into(to, path, checkpoint.file)
             console.print(f"[green]✓[/] {name}: {path}")

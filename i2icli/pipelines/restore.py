@@ -81,8 +81,17 @@ def background_model_for(upscale: float) -> str:
     return "realesrgan-x2plus" if upscale <= 2 else "realesrgan-x4plus"
 
 
-def _load(spec: str, what: str, builder: Callable[[dict[str, torch.Tensor]], torch.nn.Module]) -> torch.nn.Module:
-    resolved = weights.resolve(spec)
+DownloadProgress = Callable[[str, int, int], None]  # (file, bytes done, bytes total)
+
+
+def _load(
+    spec: str,
+    what: str,
+    builder: Callable[[dict[str, torch.Tensor]], torch.nn.Module],
+    progress: DownloadProgress | None = None,
+) -> torch.nn.Module:
+    report = (lambda done, total: progress(spec, done, total)) if progress else None
+    resolved = weights.resolve(spec, progress=report)
     state_dict = weights.load_state_dict(resolved.path)
     try:
         return builder(state_dict)
@@ -165,8 +174,10 @@ class RestorePipeline:
         half: bool | None = None,
         tile: int = 400,
         settings: RestoreSettings | None = None,
+        progress: DownloadProgress | None = None,
     ) -> "RestorePipeline":
-        """Resolve, verify and load every model once. ``bg_model``/``parser`` None means none."""
+        """Resolve, verify and load every model once. ``bg_model``/``parser`` None means none;
+        ``progress`` hears about checkpoint downloads."""
         settings = settings or RestoreSettings()
         device = device if isinstance(device, torch.device) else pick_device(device)
         if half is None:
@@ -175,18 +186,18 @@ class RestorePipeline:
             raise DeviceError("--fp16 needs a CUDA GPU", "drop --fp16 (or pass --fp32) on this device")
         dtype = torch.float16 if half else torch.float32
 
-        face_model = _load(model, "GFPGAN", build_face_model)
+        face_model = _load(model, "GFPGAN", build_face_model, progress)
         face_detector = None
         upscaler = None
         face_parser = None
         if not settings.aligned:
             face_detector = FaceDetector(
-                _load(detector, "RetinaFace", build_retinaface), device, max_side=settings.detect_max_side
+                _load(detector, "RetinaFace", build_retinaface, progress), device, max_side=settings.detect_max_side
             )
-            face_parser = _load(parser, "ParseNet", build_parser) if parser else None
+            face_parser = _load(parser, "ParseNet", build_parser, progress) if parser else None
             if bg_model:
                 spec = background_model_for(settings.upscale) if bg_model == AUTO else bg_model
-                sr_model = _load(spec, "Real-ESRGAN", _build_upscaler_model)
+                sr_model = _load(spec, "Real-ESRGAN", _build_upscaler_model, progress)
                 upscaler = BackgroundUpscaler(
                     model=sr_model.to(device=device, dtype=dtype),
                     scale=sr_model.native_scale,
