@@ -54,19 +54,19 @@ def restore(
         str, typer.Option(help="Face parser for soft paste masks: parsenet, a path, or none.", rich_help_panel=_MODELS)
     ] = "parsenet",
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Face detection confidence threshold.", rich_help_panel=_FACES)] = 0.97,
-    only_center_face: Annotated[bool, typer.Option(help="Restore only the face nearest the centre.", rich_help_panel=_FACES)] = False,
+    only_center_face: Annotated[bool, typer.Option("--only-center-face", help="Restore only the face nearest the centre.", rich_help_panel=_FACES)] = False,
     min_face_size: Annotated[float, typer.Option(min=0.0, help="Ignore faces smaller than this many pixels.", rich_help_panel=_FACES)] = 16.0,
     detect_size: Annotated[
         int, typer.Option(min=0, help="Detect faces on a copy at most this many pixels wide/high (0: full size).", rich_help_panel=_FACES)
     ] = 1280,
-    aligned: Annotated[bool, typer.Option(help="Inputs are already aligned 512x512 face crops.", rich_help_panel=_FACES)] = False,
+    aligned: Annotated[bool, typer.Option("--aligned", help="Inputs are already aligned 512x512 face crops.", rich_help_panel=_FACES)] = False,
     save_faces: Annotated[
-        bool, typer.Option(help="Also save face crops, restored faces and side-by-side comparisons.", rich_help_panel=_OUTPUT)
+        bool, typer.Option("--save-faces", help="Also save face crops, restored faces and side-by-side comparisons.", rich_help_panel=_OUTPUT)
     ] = False,
     ext: Annotated[str, typer.Option(help="Output format: auto (same as input), png, jpg, webp, tif or bmp.", rich_help_panel=_OUTPUT)] = "auto",
     suffix: Annotated[str, typer.Option(help="Text added to each output file name.", rich_help_panel=_OUTPUT)] = "",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder inputs.")] = False,
-    skip_existing: Annotated[bool, typer.Option(help="Skip inputs whose output file already exists.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output file already exists.")] = False,
     device: DeviceOption = "auto",
     half: HalfOption = None,
     tile: Annotated[
