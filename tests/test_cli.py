@@ -90,7 +90,7 @@ def test_option_wiring(monkeypatch, tmp_path):
         "restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--upscale", "3.5", "--strength", "0.4",
         "--model", "gfpgan-1.3", "--bg-model", "none", "--detector", "d.pth", "--parser", "none",
         "--threshold", "0.5", "--only-center-face", "--min-face-size", "30", "--detect-size", "640",
-        "--device", "cpu", "--fp32", "--tile", "128", "--ext", "png", "--suffix", "_r",
+        "--device", "cpu", "--fp32", "--tile", "128", "--ext", "png", "--suffix", "_r", "--face-batch", "3",
     )
     assert result.exit_code == 0, result.stderr
     kwargs = FakePipeline.loaded_with
@@ -99,7 +99,7 @@ def test_option_wiring(monkeypatch, tmp_path):
     settings = kwargs["settings"]
     assert (settings.upscale, settings.strength, settings.threshold) == (3.5, 0.4, 0.5)
     assert settings.only_center_face and settings.min_face_size == 30 and settings.detect_max_side == 640
-    assert not settings.aligned
+    assert not settings.aligned and settings.face_batch == 3
     assert (tmp_path / "old_photo_r.png").is_file()
 
 

@@ -67,7 +67,7 @@ def test_strength_zero_keeps_the_original_face(tiny_env, landmarks_detector):
 def test_faces_run_as_one_batch_and_match_single_runs(tiny_env, landmarks_detector):
     second = OLD_PHOTO_LANDMARKS + np.array([120, 150], np.float32)
     landmarks_detector([OLD_PHOTO_LANDMARKS, second])
-    pipeline = _load(tiny_env)
+    pipeline = _load(tiny_env, face_batch=4)
     calls = []
     original_forward = pipeline.face_model.forward
     pipeline.face_model.forward = lambda x: calls.append(len(x)) or original_forward(x)

@@ -72,6 +72,9 @@ def restore(
     tile: Annotated[
         int, typer.Option(min=0, help="Background tile size in pixels (0: whole image at once).", rich_help_panel="Device")
     ] = 400,
+    face_batch: Annotated[
+        int, typer.Option(min=0, help="Faces per network call (0: 1 on a CPU, from free memory on a GPU).", rich_help_panel="Device")
+    ] = 0,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
     ] = 200_000_000,
@@ -98,6 +101,7 @@ def restore(
         only_center_face=only_center_face,
         detect_max_side=detect_size,
         aligned=aligned,
+        face_batch=face_batch,
     )
     todo = [job for job in jobs if job.problem is None and not (skip_existing and job.output.exists())]
     pipeline = None

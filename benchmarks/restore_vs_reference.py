@@ -1,0 +1,252 @@
+"""`i2i restore` against the pipeline people run today, side by side, on the same inputs and weights.
+
+The reference is gfpgan's GFPGANer with realesrgan's RealESRGANer as background upsampler (set up
+as gfpgan's inference script does: RealESRGAN_x2plus, tile 400, tile_pad 10, pre_pad 0, fp16 on
+CUDA) and facexlib's FaceRestoreHelper. Both get the same randomly initialised checkpoints of the
+official sizes, the same group photos (JPEG files), the same device, and the same landmarks
+(random detector weights find no faces, so the detector's output is replaced after the detector
+network has run, in both). Each pipeline runs in its own process so that its peak memory is its own.
+
+    uv run python benchmarks/restore_vs_reference.py                      # 0.25 and 2 MP, CPU
+    uv run python benchmarks/restore_vs_reference.py --sizes 0.25 2 12 --device cuda --repeats 5
+
+Prints a Markdown table: median seconds per image and per stage, peak memory, and the
+difference between the two outputs (8-bit levels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import fixtures  # noqa: E402
+
+STAGES = ("decode", "detect", "align", "faces", "parse", "background", "paste", "encode")
+
+
+class StageClock:
+    """Accumulates wall time per stage for one image."""
+
+    def __init__(self, device: str):
+        self.seconds: dict[str, float] = {}
+        self.cuda = device.startswith("cuda")
+
+    def sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.sync()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sync()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.stage(name):
+                return function(*args, **kwargs)
+
+        return timed
+
+
+def _peak_memory(device: str) -> dict[str, float]:
+    peaks = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.startswith("cuda"):
+        import torch
+
+        peaks["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
+
+
+def run_ours(photo: Path, landmarks: list[np.ndarray], weights: dict[str, Path], output: Path, repeats: int, device: str) -> dict:
+    from i2icli.faces.detect import DetectedFace, FaceDetector
+    from i2icli.imageio import read_image, write_image
+    from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
+
+    detect = FaceDetector.detect
+
+    def detect_then_use_known_faces(self, rgb, **kwargs):
+        detect(self, rgb, **kwargs)
+        return [DetectedFace(np.concatenate([p.min(0) - 20, p.max(0) + 20]), 0.999, p) for p in landmarks]
+
+    FaceDetector.detect = detect_then_use_known_faces
+    started = time.perf_counter()
+    pipeline = RestorePipeline.load(**{k: str(v) for k, v in weights.items()}, device=device, settings=RestoreSettings(upscale=2))
+    load = time.perf_counter() - started
+    runs = []
+    for _ in range(repeats):
+        clock = StageClock(device)
+        started = time.perf_counter()
+        with clock.stage("decode"):
+            picture = read_image(photo)
+        result = pipeline.restore(picture)
+        with clock.stage("encode"):
+            write_image(output, result.picture)
+        clock.seconds.update(result.seconds)
+        clock.seconds["total"] = time.perf_counter() - started
+        runs.append(clock.seconds)
+    return {"load": load, "runs": runs, **_peak_memory(device)}
+
+
+def run_reference(photo: Path, landmarks: list[np.ndarray], weights: dict[str, Path], output: Path, repeats: int, device: str) -> dict:
+    import cv2
+    import torch
+
+    import i2icli._compat  # noqa: F401  (basicsr 1.4.2 on a current torchvision)
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    from gfpgan import GFPGANer
+    from realesrgan import RealESRGANer
+
+    # GFPGANer looks for facexlib's detector and parser in ./gfpgan/weights.
+    workdir = Path(tempfile.mkdtemp())
+    facexlib_dir = workdir / "gfpgan" / "weights"
+    facexlib_dir.mkdir(parents=True)
+    for key in ("detector", "parser"):
+        (facexlib_dir / weights[key].name).symlink_to(weights[key])
+    os.chdir(workdir)
+
+    torch_device = torch.device(device)
+    half = torch_device.type == "cuda"
+    started = time.perf_counter()
+    background = RealESRGANer(
+        scale=2, model_path=str(weights["bg_model"]),
+        model=RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=2),
+        tile=400, tile_pad=10, pre_pad=0, half=half, device=torch_device,
+    )
+    restorer = GFPGANer(model_path=str(weights["model"]), upscale=2, arch="clean", channel_multiplier=2,
+                        bg_upsampler=background, device=torch_device)
+    load = time.perf_counter() - started
+
+    helper = restorer.face_helper
+    original_landmarks = helper.get_face_landmarks_5
+
+    def detect_then_use_known_faces(*args, **kwargs):
+        original_landmarks(*args, **kwargs)
+        helper.all_landmarks_5 = [p.astype(np.float64) for p in landmarks]
+        helper.det_faces = [np.concatenate([p.min(0) - 20, p.max(0) + 20, [0.999]]) for p in landmarks]
+        return len(landmarks)
+
+    # Fixed noise, as i2i uses, so the two outputs can be compared; the compute is unchanged.
+    network = restorer.gfpgan
+    network_forward = type(network).forward
+    runs = []
+    for _ in range(repeats):
+        clock = StageClock(device)
+        helper.get_face_landmarks_5 = clock.wrap("detect", detect_then_use_known_faces)
+        helper.align_warp_face = clock.wrap("align", type(helper).align_warp_face.__get__(helper))
+        helper.paste_faces_to_input_image = clock.wrap("paste", type(helper).paste_faces_to_input_image.__get__(helper))
+        helper.face_parse.forward = clock.wrap("parse", type(helper.face_parse).forward.__get__(helper.face_parse))
+        network.forward = clock.wrap("network", lambda x, **kw: network_forward(network, x, return_rgb=False, randomize_noise=False))
+        background_enhance = type(background).enhance.__get__(background)
+        background.enhance = clock.wrap("background", background_enhance)
+        started = time.perf_counter()
+        with clock.stage("decode"):
+            image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        with clock.stage("enhance"):
+            _, _, restored = restorer.enhance(image, paste_back=True)
+        with clock.stage("encode"):
+            cv2.imwrite(str(output), restored)
+        seconds = clock.seconds
+        seconds["total"] = time.perf_counter() - started
+        # The reference's face loop converts each face to and from tensors around the network:
+        # count all of it as the face stage, as i2i's face stage also includes its conversions.
+        seconds["paste"] -= seconds.get("parse", 0.0)
+        seconds["faces"] = seconds.pop("enhance") - sum(seconds.get(k, 0.0) for k in ("detect", "align", "background", "paste", "parse"))
+        seconds.pop("network", None)
+        runs.append(seconds)
+    return {"load": load, "runs": runs, **_peak_memory(device)}
+
+
+def worker(args: argparse.Namespace) -> None:
+    spec = json.loads(Path(args.worker_spec).read_text())
+    landmarks = [np.array(p, np.float32) for p in spec["landmarks"]]
+    weights = {k: Path(v) for k, v in spec["weights"].items()}
+    run = run_ours if args.worker == "ours" else run_reference
+    result = run(Path(spec["photo"]), landmarks, weights, Path(spec["output"]), spec["repeats"], spec["device"])
+    print("RESULT " + json.dumps(result))
+
+
+def _launch(which: str, spec_path: Path) -> dict:
+    command = [sys.executable, __file__, "--worker", which, "--worker-spec", str(spec_path)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{which} worker failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(run.get(key, 0.0) for run in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 2.0], help="megapixels of the test photos")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "i2i-bench")
+    parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker-spec", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    from i2icli.imageio import read_image
+
+    weights = fixtures.official_size_checkpoints(args.workdir / "weights")
+    rows = []
+    for megapixels in args.sizes:
+        rgb, landmarks = fixtures.group_photo(megapixels)
+        photo = fixtures.write_jpeg(args.workdir / f"group_{megapixels:g}mp.jpg", rgb)
+        results, outputs = {}, {}
+        for which in ("reference", "ours"):
+            outputs[which] = args.workdir / f"out_{which}_{megapixels:g}mp.png"
+            spec = {"photo": str(photo), "landmarks": [p.tolist() for p in landmarks], "repeats": args.repeats,
+                    "weights": {k: str(v) for k, v in weights.items()}, "output": str(outputs[which]), "device": args.device}
+            spec_path = args.workdir / f"spec_{which}.json"
+            spec_path.write_text(json.dumps(spec))
+            results[which] = _launch(which, spec_path)
+            print(f"{megapixels:g} MP {which}: {_median(results[which]['runs'], 'total'):.2f} s/image", file=sys.stderr)
+        ours, reference = (read_image(outputs[k]).rgb.astype(np.int16) for k in ("ours", "reference"))
+        difference = np.abs(ours - reference)
+        rows.append((megapixels, rgb.shape, len(landmarks), results, float(difference.max()), float(difference.mean())))
+
+    print(f"\ndevice: {args.device}, {args.repeats} repeats, median seconds per image\n")
+    header = "| photo | pipeline | total | " + " | ".join(STAGES) + " | peak RSS MB | peak CUDA MB |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for megapixels, shape, faces, results, max_diff, mean_diff in rows:
+        for which in ("reference", "ours"):
+            runs = results[which]["runs"]
+            stages = " | ".join(f"{_median(runs, s):.2f}" for s in STAGES)
+            cuda = f"{results[which].get('cuda_mb', 0):.0f}" if "cuda_mb" in results[which] else "-"
+            name = "reference" if which == "reference" else "i2i"
+            print(f"| {megapixels:g} MP ({shape[1]}x{shape[0]}, {faces} faces) | {name} | {_median(runs, 'total'):.2f} | {stages} | "
+                  f"{results[which]['rss_mb']:.0f} | {cuda} |")
+        speedup = _median(results["reference"]["runs"], "total") / _median(results["ours"]["runs"], "total")
+        print(f"| | **i2i speed-up {speedup:.2f}x**, output difference max {max_diff:.0f} / mean {mean_diff:.3f} levels | |")
+
+
+if __name__ == "__main__":
+    main()
