@@ -79,7 +79,8 @@ def _peak_memory(device: str) -> dict[str, float]:
     return peaks
 
 
-def run_ours(photo: Path, landmarks: list[np.ndarray], weights: dict[str, Path], output: Path, repeats: int, device: str) -> dict:
+def run_ours(photo: Path, landmarks: list[np.ndarray], weights: dict[str, Path], output: Path, repeats: int, device: str,
+             precision: str = "auto") -> dict:
     from i2icli.faces.detect import DetectedFace, FaceDetector
     from i2icli.imageio import read_image, write_image
     from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
@@ -92,7 +93,8 @@ def run_ours(photo: Path, landmarks: list[np.ndarray], weights: dict[str, Path],
 
     FaceDetector.detect = detect_then_use_known_faces
     started = time.perf_counter()
-    pipeline = RestorePipeline.load(**{k: str(v) for k, v in weights.items()}, device=device, settings=RestoreSettings(upscale=2))
+    pipeline = RestorePipeline.load(**{k: str(v) for k, v in weights.items()}, device=device, precision=precision,
+                                    settings=RestoreSettings(upscale=2))
     load = time.perf_counter() - started
     runs = []
     for _ in range(repeats):
@@ -109,7 +111,8 @@ def run_ours(photo: Path, landmarks: list[np.ndarray], weights: dict[str, Path],
     return {"load": load, "runs": runs, **_peak_memory(device)}
 
 
-def run_reference(photo: Path, landmarks: list[np.ndarray], weights: dict[str, Path], output: Path, repeats: int, device: str) -> dict:
+def run_reference(photo: Path, landmarks: list[np.ndarray], weights: dict[str, Path], output: Path, repeats: int, device: str,
+                  precision: str = "") -> dict:
     import cv2
     import torch
 
@@ -183,7 +186,7 @@ def worker(args: argparse.Namespace) -> None:
     landmarks = [np.array(p, np.float32) for p in spec["landmarks"]]
     weights = {k: Path(v) for k, v in spec["weights"].items()}
     run = run_ours if args.worker == "ours" else run_reference
-    result = run(Path(spec["photo"]), landmarks, weights, Path(spec["output"]), spec["repeats"], spec["device"])
+    result = run(Path(spec["photo"]), landmarks, weights, Path(spec["output"]), spec["repeats"], spec["device"], spec["precision"])
     print("RESULT " + json.dumps(result))
 
 
@@ -205,6 +208,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 2.0], help="megapixels of the test photos")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", nargs="+", default=["auto"], choices=["auto", "fp32", "fp16", "bf16"],
+                        help="i2i precisions to run (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "i2i-bench")
     parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-spec", help=argparse.SUPPRESS)
@@ -220,33 +225,37 @@ def main() -> None:
         rgb, landmarks = fixtures.group_photo(megapixels)
         photo = fixtures.write_jpeg(args.workdir / f"group_{megapixels:g}mp.jpg", rgb)
         results, outputs = {}, {}
-        for which in ("reference", "ours"):
+        variants = ["reference"] + [f"i2i-{p}" for p in args.precisions]
+        for which in variants:
             outputs[which] = args.workdir / f"out_{which}_{megapixels:g}mp.png"
             spec = {"photo": str(photo), "landmarks": [p.tolist() for p in landmarks], "repeats": args.repeats,
-                    "weights": {k: str(v) for k, v in weights.items()}, "output": str(outputs[which]), "device": args.device}
+                    "weights": {k: str(v) for k, v in weights.items()}, "output": str(outputs[which]), "device": args.device,
+                    "precision": which.removeprefix("i2i-")}
             spec_path = args.workdir / f"spec_{which}.json"
             spec_path.write_text(json.dumps(spec))
-            results[which] = _launch(which, spec_path)
+            results[which] = _launch("reference" if which == "reference" else "ours", spec_path)
             print(f"{megapixels:g} MP {which}: {_median(results[which]['runs'], 'total'):.2f} s/image", file=sys.stderr)
-        ours, reference = (read_image(outputs[k]).rgb.astype(np.int16) for k in ("ours", "reference"))
-        difference = np.abs(ours - reference)
-        rows.append((megapixels, rgb.shape, len(landmarks), results, float(difference.max()), float(difference.mean())))
+        reference = read_image(outputs["reference"]).rgb.astype(np.int16)
+        differences = {}
+        for which in variants[1:]:
+            difference = np.abs(read_image(outputs[which]).rgb.astype(np.int16) - reference)
+            differences[which] = (float(difference.max()), float(difference.mean()))
+        rows.append((megapixels, rgb.shape, len(landmarks), results, differences))
 
     print(f"\ndevice: {args.device}, {args.repeats} repeats, median seconds per image\n")
     header = "| photo | pipeline | total | " + " | ".join(STAGES) + " | peak RSS MB | peak CUDA MB |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for megapixels, shape, faces, results, max_diff, mean_diff in rows:
-        for which in ("reference", "ours"):
-            runs = results[which]["runs"]
+    for megapixels, shape, faces, results, differences in rows:
+        for which, runs_and_memory in results.items():
+            runs = runs_and_memory["runs"]
             stages = " | ".join(f"{_median(runs, s):.2f}" for s in STAGES)
-            cuda = f"{results[which].get('cuda_mb', 0):.0f}" if "cuda_mb" in results[which] else "-"
-            name = "reference" if which == "reference" else "i2i"
-            print(f"| {megapixels:g} MP ({shape[1]}x{shape[0]}, {faces} faces) | {name} | {_median(runs, 'total'):.2f} | {stages} | "
-                  f"{results[which]['rss_mb']:.0f} | {cuda} |")
-        speedup = _median(results["reference"]["runs"], "total") / _median(results["ours"]["runs"], "total")
-        print(f"| | **i2i speed-up {speedup:.2f}x**, output difference max {max_diff:.0f} / mean {mean_diff:.3f} levels | |")
-
+            cuda = f"{runs_and_memory['cuda_mb']:.0f}" if "cuda_mb" in runs_and_memory else "-"
+            print(f"| {megapixels:g} MP ({shape[1]}x{shape[0]}, {faces} faces) | {which} | {_median(runs, 'total'):.2f} | {stages} | "
+                  f"{runs_and_memory['rss_mb']:.0f} | {cuda} |")
+        for which, (max_diff, mean_diff) in differences.items():
+            speedup = _median(results["reference"]["runs"], "total") / _median(results[which]["runs"], "total")
+            print(f"| | **{which}: {speedup:.2f}x the reference**, output difference max {max_diff:.0f} / mean {mean_diff:.3f} levels | |")
 
 if __name__ == "__main__":
     main()

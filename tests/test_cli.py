@@ -95,7 +95,7 @@ def test_option_wiring(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.stderr
     kwargs = FakePipeline.loaded_with
     assert kwargs["model"] == "gfpgan-1.3" and kwargs["bg_model"] is None and kwargs["parser"] is None
-    assert kwargs["detector"] == "d.pth" and kwargs["device"] == "cpu" and kwargs["half"] is False and kwargs["tile"] == 128
+    assert kwargs["detector"] == "d.pth" and kwargs["device"] == "cpu" and kwargs["precision"] == "fp32" and kwargs["tile"] == 128
     settings = kwargs["settings"]
     assert (settings.upscale, settings.strength, settings.threshold) == (3.5, 0.4, 0.5)
     assert settings.only_center_face and settings.min_face_size == 30 and settings.detect_max_side == 640

@@ -16,8 +16,8 @@ from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 CPU = torch.device("cpu")
 
 
-def _load(tiny_env, **settings) -> RestorePipeline:
-    return RestorePipeline.load(device="cpu", settings=RestoreSettings(**settings))
+def _load(tiny_env, precision: str = "fp32", **settings) -> RestorePipeline:
+    return RestorePipeline.load(device="cpu", precision=precision, settings=RestoreSettings(**settings))
 
 
 def _old_photo() -> Picture:
@@ -109,7 +109,7 @@ def test_grayscale_alpha_and_16_bit_survive(tiny_env, landmarks_detector, tmp_pa
 
 
 def test_aligned_input(tiny_env):
-    pipeline = RestorePipeline.load(device="cpu", settings=RestoreSettings(aligned=True))
+    pipeline = _load(tiny_env, aligned=True)
     assert pipeline.detector is None and pipeline.upscaler is None
     face = crop_face(_old_photo().rgb, alignment_matrix(OLD_PHOTO_LANDMARKS))
     result = pipeline.restore(Picture(rgb=face, alpha=None, grayscale=False, source=None))
@@ -218,7 +218,7 @@ def test_whole_pipeline_matches_gfpganer(tiny_env, full_size_gfpgan, tmp_path, m
     ref_image = ref_image[:, :, ::-1]
 
     landmarks_detector([OLD_PHOTO_LANDMARKS])
-    ours = RestorePipeline.load(model=str(full_size_gfpgan), device="cpu", settings=RestoreSettings(upscale=2))
+    ours = RestorePipeline.load(model=str(full_size_gfpgan), device="cpu", precision="fp32", settings=RestoreSettings(upscale=2))
     result = ours.restore(photo)
 
     restored_face = np.clip(np.rint(result.faces[0].restored * 255), 0, 255).astype(np.int16)
@@ -228,3 +228,26 @@ def test_whole_pipeline_matches_gfpganer(tiny_env, full_size_gfpgan, tmp_path, m
     print(f"pipeline parity: face max {face_difference.max()}, image max {difference.max()} mean {difference.mean():.4f}")
     assert result.picture.rgb.shape == ref_image.shape
     assert difference.max() <= 2 and difference.mean() < 0.5
+
+
+def test_precision_choice():
+    from i2icli.errors import DeviceError
+    from i2icli.pipelines.restore import cpu_has_native_bf16, pick_dtype
+
+    assert pick_dtype("fp32", CPU) == torch.float32
+    assert pick_dtype("auto", CPU) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    with pytest.raises(DeviceError, match="CUDA"):
+        pick_dtype("fp16", CPU)
+
+
+@pytest.mark.skipif(not __import__("i2icli.pipelines.restore", fromlist=["x"]).cpu_has_native_bf16(),
+                    reason="this CPU has no native bf16")
+def test_bf16_stays_within_a_level_of_fp32(tiny_env, landmarks_detector):
+    landmarks_detector([OLD_PHOTO_LANDMARKS])
+    exact = _load(tiny_env, precision="fp32").restore(_old_photo()).picture.rgb.astype(np.int16)
+    fast_pipeline = _load(tiny_env, precision="bf16")
+    assert fast_pipeline.dtype == torch.bfloat16 and fast_pipeline.upscaler.dtype == torch.bfloat16
+    fast = fast_pipeline.restore(_old_photo()).picture.rgb.astype(np.int16)
+    difference = np.abs(fast - exact)
+    print(f"bf16 vs fp32: max {difference.max()} mean {difference.mean():.3f} levels")
+    assert difference.mean() < 1.0

@@ -64,11 +64,26 @@ HalfOption = Annotated[
     bool | None,
     typer.Option(
         "--fp16/--fp32",
-        help="Half precision (CUDA only). Default: fp16 on CUDA, fp32 elsewhere.",
+        help="Half precision (CUDA only), or full precision. Default: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.",
         show_default=False,
         rich_help_panel="Device",
     ),
 ]
+Bf16Option = Annotated[
+    bool,
+    typer.Option("--bf16", help="bfloat16 (CPUs with AVX512-BF16/AMX, recent GPUs).", rich_help_panel="Device"),
+]
+
+
+def precision_from_flags(half: bool | None, bf16: bool) -> str:
+    """--fp16/--fp32/--bf16 as one precision name; two of them at once is a usage error."""
+    if bf16 and half is not None:
+        raise usage_error("--bf16 cannot be combined with --fp16 or --fp32")
+    if bf16:
+        return "bf16"
+    return "auto" if half is None else ("fp16" if half else "fp32")
+
+
 OutputOption = Annotated[
     str, typer.Option("-o", "--output", help="Folder for the results (created if missing).", rich_help_panel="Output")
 ]

@@ -12,6 +12,7 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    Bf16Option,
     DeviceOption,
     HalfOption,
     JsonOption,
@@ -19,6 +20,7 @@ from i2icli.cli.common import (
     console,
     download_progress,
     handles_errors,
+    precision_from_flags,
     report_error,
     stdout_write,
     usage_error,
@@ -69,6 +71,7 @@ def restore(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output file already exists.")] = False,
     device: DeviceOption = "auto",
     half: HalfOption = None,
+    bf16: Bf16Option = False,
     tile: Annotated[
         int, typer.Option(min=0, help="Background tile size in pixels (0: whole image at once).", rich_help_panel="Device")
     ] = 400,
@@ -81,6 +84,7 @@ def restore(
     as_json: JsonOption = False,
 ) -> None:
     """Restore faces with GFPGAN and upscale the rest with Real-ESRGAN."""
+    precision = precision_from_flags(half, bf16)
     if ext.lower() not in _EXTENSIONS:
         raise usage_error(f"--ext {ext}: use one of {', '.join(_EXTENSIONS)}")
 
@@ -113,7 +117,7 @@ def restore(
                 detector=detector,
                 parser=None if parser.lower() == "none" else parser,
                 device=device,
-                half=half,
+                precision=precision,
                 tile=tile,
                 settings=settings,
                 progress=progress,

@@ -21,8 +21,9 @@ _MASK_BORDER = 10
 
 def parse_masks(parser: torch.nn.Module, faces: torch.Tensor) -> np.ndarray:
     """Soft face masks (Nx512x512 float32 in [0,1]) from ParseNet on restored faces in [-1,1]."""
+    dtype = next(parser.parameters()).dtype
     with torch.inference_mode():
-        logits = parser(faces)[0]
+        logits = parser(faces.to(dtype))[0]
     labels = logits.argmax(dim=1).cpu().numpy()
     masks = []
     for label in labels:

@@ -77,6 +77,39 @@ def pick_device(spec: str = AUTO) -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cpu_has_native_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the networks run in; the face detector always stays fp32 (landmark accuracy).
+
+    ``auto`` is fp16 on CUDA, as Real-ESRGAN and GFPGAN users run it, and bf16 on CPUs with
+    native bf16 (AVX512-BF16/AMX), where it roughly halves the time of every network: measured on
+    a 2-core AVX512-BF16 CPU, RRDBNet x2 9.28 -> 4.10 s per 420 px tile, GFPGAN 2.76 -> 1.61 s and
+    ParseNet 3.16 -> 1.46 s per face, for 0.36-0.40 levels of mean output difference. bf16 has
+    fp32's exponent range, so unlike fp16 it cannot overflow. Elsewhere ``auto`` is fp32.
+    """
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        if device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if precision == "fp16" and device.type != "cuda":
+        raise DeviceError("--fp16 needs a CUDA GPU", "use --bf16 or --fp32 on this device")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise DeviceError("--bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one would emulate it slowly",
+                          "use --fp32")
+    return _DTYPES[precision]
+
+
 def background_model_for(upscale: float) -> str:
     """Real-ESRGAN x2plus up to 2x, x4plus above; other factors are reached by resizing after."""
     return "realesrgan-x2plus" if upscale <= 2 else "realesrgan-x4plus"
@@ -159,7 +192,7 @@ class RestorePipeline:
         self.dtype = dtype
         self.face_model = face_model.to(device=device, dtype=dtype).eval()
         self.detector = detector
-        self.parser = parser.to(device).eval() if parser is not None else None
+        self.parser = parser.to(device=device, dtype=dtype).eval() if parser is not None else None
         self.upscaler = upscaler
         self.settings = settings or RestoreSettings()
 
@@ -172,7 +205,7 @@ class RestorePipeline:
         detector: str = DEFAULT_DETECTOR,
         parser: str | None = DEFAULT_PARSER,
         device: torch.device | str = AUTO,
-        half: bool | None = None,
+        precision: str = "auto",
         tile: int = 400,
         settings: RestoreSettings | None = None,
         progress: DownloadProgress | None = None,
@@ -181,11 +214,7 @@ class RestorePipeline:
         ``progress`` hears about checkpoint downloads."""
         settings = settings or RestoreSettings()
         device = device if isinstance(device, torch.device) else pick_device(device)
-        if half is None:
-            half = device.type == "cuda"
-        if half and device.type != "cuda":
-            raise DeviceError("--fp16 needs a CUDA GPU", "drop --fp16 (or pass --fp32) on this device")
-        dtype = torch.float16 if half else torch.float32
+        dtype = pick_dtype(precision, device)
 
         face_model = _load(model, "GFPGAN", build_face_model, progress)
         face_detector = None
