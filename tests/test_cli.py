@@ -79,7 +79,7 @@ class FakePipeline:
     def restore(self, picture):
         from i2icli.pipelines.restore import RestoreResult
 
-        return RestoreResult(picture=picture, faces=[], seconds={"detect": 0.0})
+        return RestoreResult(picture=picture, face_count=0, seconds={"detect": 0.0})
 
 
 def test_option_wiring(monkeypatch, tmp_path):

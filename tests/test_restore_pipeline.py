@@ -17,6 +17,7 @@ CPU = torch.device("cpu")
 
 
 def _load(tiny_env, precision: str = "fp32", **settings) -> RestorePipeline:
+    settings.setdefault("keep_faces", True)
     return RestorePipeline.load(device="cpu", precision=precision, settings=RestoreSettings(**settings))
 
 
@@ -72,7 +73,7 @@ def test_faces_run_as_one_batch_and_match_single_runs(tiny_env, landmarks_detect
     original_forward = pipeline.face_model.forward
     pipeline.face_model.forward = lambda x: calls.append(len(x)) or original_forward(x)
     both = pipeline.restore(_old_photo())
-    assert calls == [2] and len(both.faces) == 2
+    assert calls == [2] and len(both.faces) == 2 and both.face_count == 2
     landmarks_detector([second])
     alone = pipeline.restore(_old_photo())
     np.testing.assert_allclose(both.faces[1].restored, alone.faces[0].restored, atol=1e-5)
@@ -119,7 +120,7 @@ def test_aligned_input(tiny_env):
 def test_no_face_found_still_upscales(tiny_env, landmarks_detector):
     landmarks_detector([])
     result = _load(tiny_env, upscale=1.5).restore(_old_photo())
-    assert result.faces == [] and result.picture.rgb.shape == (511, 511, 3)
+    assert result.faces == [] and result.face_count == 0 and result.picture.rgb.shape == (511, 511, 3)
 
 
 def test_paste_matches_facexlib(tiny_env, tmp_path, monkeypatch):
@@ -218,7 +219,7 @@ def test_whole_pipeline_matches_gfpganer(tiny_env, full_size_gfpgan, tmp_path, m
     ref_image = ref_image[:, :, ::-1]
 
     landmarks_detector([OLD_PHOTO_LANDMARKS])
-    ours = RestorePipeline.load(model=str(full_size_gfpgan), device="cpu", precision="fp32", settings=RestoreSettings(upscale=2))
+    ours = RestorePipeline.load(model=str(full_size_gfpgan), device="cpu", precision="fp32", settings=RestoreSettings(upscale=2, keep_faces=True))
     result = ours.restore(photo)
 
     restored_face = np.clip(np.rint(result.faces[0].restored * 255), 0, 255).astype(np.int16)
@@ -251,3 +252,15 @@ def test_bf16_stays_within_a_level_of_fp32(tiny_env, landmarks_detector):
     difference = np.abs(fast - exact)
     print(f"bf16 vs fp32: max {difference.max()} mean {difference.mean():.3f} levels")
     assert difference.mean() < 1.0
+
+
+def test_crowds_are_processed_in_bounded_batches(tiny_env, landmarks_detector):
+    """Many faces: the network sees at most face_batch at a time, and faces are kept only on request."""
+    shifts = [np.array([dx, dy], np.float32) for dx in (-60, 0, 60) for dy in (-30, 30)]
+    landmarks_detector([OLD_PHOTO_LANDMARKS + shift for shift in shifts])
+    pipeline = _load(tiny_env, face_batch=2, keep_faces=False)
+    sizes = []
+    original_forward = pipeline.face_model.forward
+    pipeline.face_model.forward = lambda x: sizes.append(len(x)) or original_forward(x)
+    result = pipeline.restore(_old_photo())
+    assert sizes == [2, 2, 2] and result.face_count == 6 and result.faces == []

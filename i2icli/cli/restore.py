@@ -106,6 +106,7 @@ def restore(
         detect_max_side=detect_size,
         aligned=aligned,
         face_batch=face_batch,
+        keep_faces=save_faces,
     )
     todo = [job for job in jobs if job.problem is None and not (skip_existing and job.output.exists())]
     pipeline = None
@@ -164,11 +165,11 @@ def _run_jobs(jobs: list, pipeline: Any, *, skip_existing: bool, save_faces: boo
                     if save_faces:
                         _save_faces(job.output, result, picture.rgb.dtype)
                     seconds = time.perf_counter() - started
-                    record.update(status="ok", faces=len(result.faces), seconds=round(seconds, 3),
+                    record.update(status="ok", faces=result.face_count, seconds=round(seconds, 3),
                                   stages={k: round(v, 3) for k, v in result.seconds.items()})
                     console.print(
-                        f"[green]✓[/] {job.source} → {job.output} [dim]({len(result.faces)} face"
-                        f"{'s' if len(result.faces) != 1 else ''}, {seconds:.1f} s)[/]"
+                        f"[green]✓[/] {job.source} → {job.output} [dim]({result.face_count} face"
+                        f"{'s' if result.face_count != 1 else ''}, {seconds:.1f} s)[/]"
                     )
                 except I2IError as error:
                     record.update(status="failed", error=str(error))

@@ -40,6 +40,7 @@ class RestoreSettings:
     detect_max_side: int = 1280
     aligned: bool = False
     face_batch: int = 0  # 0: chosen from free memory
+    keep_faces: bool = False  # return each face's crop and restoration (e.g. to save them)
 
 
 @dataclass
@@ -54,7 +55,8 @@ class RestoredFace:
 @dataclass
 class RestoreResult:
     picture: Picture
-    faces: list[RestoredFace]
+    face_count: int
+    faces: list[RestoredFace] = field(default_factory=list)  # filled with settings.keep_faces
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -308,30 +310,41 @@ class RestorePipeline:
             found = select_faces(
                 found, picture.rgb.shape, min_size=settings.min_face_size, only_center=settings.only_center_face
             )
-        with _timed(seconds, "align"):
-            detections, matrices, crops = [], [], []
-            for face in found:
-                try:
-                    matrix = alignment_matrix(face.landmarks)
-                except ValueError:
-                    continue
-                detections.append(face)
-                matrices.append(matrix)
-                crops.append(crop_face(picture.rgb, matrix).astype(np.float32) / peak)
-            crops_array = np.stack(crops) if crops else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.float32)
-        with _timed(seconds, "faces"):
-            restored = self.restore_faces(crops_array)
-        with _timed(seconds, "parse"):
-            masks = self._face_masks(restored)
         with _timed(seconds, "background"):
             height, width = picture.rgb.shape[:2]
             out_height, out_width = scaled_size(height, width, settings.upscale)
-            size = (out_width, out_height)
             source = picture.rgb if picture.alpha is None else np.dstack([picture.rgb, picture.alpha])
-            canvas = self._upscale_background(source, size)
-        with _timed(seconds, "paste"):
-            for face, matrix, mask in zip(restored, matrices, masks):
-                paste_face(canvas, face * peak, paste_matrix(matrix, settings.upscale), mask=mask, upscale=settings.upscale)
+            canvas = self._upscale_background(source, (out_width, out_height))
+
+        # Faces go through align -> restore -> mask -> paste one batch at a time, so memory does
+        # not grow with the number of faces in a crowd (each float32 crop is 3 MB).
+        kept: list[RestoredFace] = []
+        count = 0
+        step = self._batch_size()
+        for start in range(0, len(found), step):
+            with _timed(seconds, "align"):
+                detections, matrices, crops = [], [], []
+                for face in found[start : start + step]:
+                    try:
+                        matrix = alignment_matrix(face.landmarks)
+                    except ValueError:  # degenerate landmarks: leave that face to the background
+                        continue
+                    detections.append(face)
+                    matrices.append(matrix)
+                    crops.append(crop_face(picture.rgb, matrix).astype(np.float32) / peak)
+            if not crops:
+                continue
+            crops_array = np.stack(crops)
+            with _timed(seconds, "faces"):
+                restored = self.restore_faces(crops_array)
+            with _timed(seconds, "parse"):
+                masks = self._face_masks(restored)
+            with _timed(seconds, "paste"):
+                for face, matrix, mask in zip(restored, matrices, masks):
+                    paste_face(canvas, face * peak, paste_matrix(matrix, settings.upscale), mask=mask, upscale=settings.upscale)
+            count += len(crops)
+            if settings.keep_faces:
+                kept.extend(RestoredFace(c, r, d) for c, r, d in zip(crops_array, restored, detections))
 
         result = Picture(
             rgb=np.ascontiguousarray(canvas[:, :, :3]),
@@ -339,8 +352,7 @@ class RestorePipeline:
             grayscale=picture.grayscale,
             source=None,
         )
-        faces = [RestoredFace(c, r, d) for c, r, d in zip(crops_array, restored, detections)]
-        return RestoreResult(result, faces, seconds)
+        return RestoreResult(result, count, kept, seconds)
 
     def _restore_aligned(self, picture: Picture, seconds: dict[str, float]) -> RestoreResult:
         peak = 65535.0 if picture.rgb.dtype == np.uint16 else 255.0
@@ -352,7 +364,7 @@ class RestorePipeline:
             restored = self.restore_faces(crop)
         pixels = np.clip(np.rint(restored[0] * peak), 0, peak).astype(picture.rgb.dtype)
         result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=None)
-        return RestoreResult(result, [RestoredFace(crop[0], restored[0], None)], seconds)
+        return RestoreResult(result, 1, [RestoredFace(crop[0], restored[0], None)], seconds)
 
 
 @contextmanager
