@@ -124,19 +124,12 @@ def build_sr_model(state_dict: Mapping[str, torch.Tensor]) -> tuple[nn.Module, i
 
 
 def _unwrap_state_dict(state_dict: Mapping) -> dict[str, torch.Tensor]:
-    if not isinstance(state_dict, Mapping):
-        raise WeightsError(f"checkpoint is a {type(state_dict).__name__}, not a state dict")
-    for key in ("params_ema", "params"):
-        if isinstance(state_dict.get(key), Mapping):
-            state_dict = state_dict[key]
-            break
-    sd = dict(state_dict)
-    if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise WeightsError(f"checkpoint entry {bad[0]!r} is not a tensor; not a state dict")
-    return sd
+    from i2icli.weights import unwrap_state_dict
+
+    try:
+        return unwrap_state_dict(state_dict)
+    except ValueError:
+        raise WeightsError(f"checkpoint is a {type(state_dict).__name__} holding no tensors, not a state dict") from None
 
 
 def _shape(sd: Mapping[str, torch.Tensor], key: str, ndim: int) -> tuple[int, ...]:
