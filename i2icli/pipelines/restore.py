@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -120,12 +120,15 @@ def background_model_for(upscale: float) -> str:
 DownloadProgress = Callable[[str, int, int], None]  # (file, bytes done, bytes total)
 
 
+Built = TypeVar("Built")
+
+
 def _load(
     spec: str,
     what: str,
-    builder: Callable[[dict[str, torch.Tensor]], torch.nn.Module],
+    builder: Callable[[dict[str, torch.Tensor]], Built],
     progress: DownloadProgress | None = None,
-) -> torch.nn.Module:
+) -> Built:
     report = (lambda done, total: progress(spec, done, total)) if progress else None
     resolved = weights.resolve(spec, progress=report)
     state_dict = weights.load_state_dict(resolved.path)
@@ -161,12 +164,6 @@ def build_parser(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     from facexlib.parsing.parsenet import ParseNet
 
     return _instantiate(lambda: ParseNet(in_size=512, out_size=512, parsing_ch=19), state_dict)
-
-
-def _build_upscaler_model(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
-    model, scale = build_sr_model(state_dict)
-    model.native_scale = scale  # carried to BackgroundUpscaler below
-    return model
 
 
 def _cuda_face_batch(device: torch.device, dtype: torch.dtype) -> int:
@@ -228,10 +225,10 @@ class RestorePipeline:
             face_parser = use_channels_last(_load(parser, "ParseNet", build_parser, progress)) if parser else None
             if bg_model:
                 spec = background_model_for(settings.upscale) if bg_model == AUTO else bg_model
-                sr_model = use_channels_last(_load(spec, "Real-ESRGAN", _build_upscaler_model, progress))
+                sr_model, native_scale = _load(spec, "Real-ESRGAN", build_sr_model, progress)
                 upscaler = BackgroundUpscaler(
-                    model=sr_model.to(device=device, dtype=dtype),
-                    scale=sr_model.native_scale,
+                    model=use_channels_last(sr_model).to(device=device, dtype=dtype),
+                    scale=native_scale,
                     device=device,
                     dtype=dtype,
                     tile=tile,
