@@ -21,30 +21,14 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-import conftest  # noqa: E402  (the tests' checkpoint factories)
+import fixtures  # noqa: E402
+from fixtures import ROOT, conftest  # noqa: E402
 from i2icli.faces.detect import DetectedFace, FaceDetector  # noqa: E402
 from i2icli.imageio import Picture, read_image  # noqa: E402
 from i2icli.pipelines.restore import RestorePipeline, RestoreSettings  # noqa: E402
-
-
-def official_size_checkpoints(folder: Path) -> dict[str, Path]:
-    from basicsr.archs.rrdbnet_arch import RRDBNet
-
-    from i2icli.archs.gfpgan import GFPGANv1Clean
-
-    torch.manual_seed(0)
-    files = {
-        "model": (folder / "GFPGANv1.4.pth", {"params_ema": GFPGANv1Clean().state_dict()}),
-        "bg_model": (folder / "RealESRGAN_x2plus.pth", {"params_ema": RRDBNet(3, 3, scale=2, num_feat=64, num_block=23, num_grow_ch=32).state_dict()}),
-        "detector": (folder / "detection_Resnet50_Final.pth", conftest.retinaface_state_dict("resnet50")),
-        "parser": (folder / "parsing_parsenet.pth", conftest.parsenet_state_dict()),
-    }
-    for path, content in files.values():
-        torch.save(content, path)
-    return {key: path for key, (path, _) in files.items()}
 
 
 def main() -> None:
@@ -57,7 +41,7 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     photo = read_image(ROOT / "examples" / "old_photo.jpg")
     with tempfile.TemporaryDirectory() as tmp:
-        paths = official_size_checkpoints(Path(tmp))
+        paths = fixtures.official_size_checkpoints(Path(tmp))
         started = time.perf_counter()
         pipeline = RestorePipeline.load(**{k: str(v) for k, v in paths.items()}, device=args.device,
                                         settings=RestoreSettings(upscale=2))

@@ -36,6 +36,7 @@ __all__ = [
     "Picture",
     "read_image",
     "write_image",
+    "max_value",
     "to_float",
     "alpha_to_float",
     "from_float",
@@ -639,26 +640,27 @@ def _fsync_dir(directory: Path) -> None:
 # --------------------------------------------------------------------------- float helpers
 
 
-def _max_value(dtype: np.dtype) -> float:
+def max_value(dtype: np.dtype) -> float:
+    """The value of full intensity for an image dtype: 255 or 65535."""
     return 65535.0 if dtype == np.uint16 else 255.0
 
 
 def to_float(picture: Picture) -> np.ndarray:
     """The RGB pixels as HxWx3 float32 in [0, 1]."""
-    return np.divide(picture.rgb, np.float32(_max_value(picture.rgb.dtype)), dtype=np.float32)
+    return np.divide(picture.rgb, np.float32(max_value(picture.rgb.dtype)), dtype=np.float32)
 
 
 def alpha_to_float(picture: Picture) -> np.ndarray | None:
     """The alpha channel as HxW float32 in [0, 1], or None."""
     if picture.alpha is None:
         return None
-    return np.divide(picture.alpha, np.float32(_max_value(picture.alpha.dtype)), dtype=np.float32)
+    return np.divide(picture.alpha, np.float32(max_value(picture.alpha.dtype)), dtype=np.float32)
 
 
 def _quantize(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    scaled = np.multiply(values, np.float32(_max_value(dtype)), dtype=np.float32)
+    scaled = np.multiply(values, np.float32(max_value(dtype)), dtype=np.float32)
     np.nan_to_num(scaled, copy=False, nan=0.0)
-    np.clip(scaled, 0.0, _max_value(dtype), out=scaled)
+    np.clip(scaled, 0.0, max_value(dtype), out=scaled)
     np.rint(scaled, out=scaled)
     return scaled.astype(dtype)
 

@@ -187,9 +187,9 @@ def _save_faces(output: Path, result: Any, dtype: Any) -> None:
     """Crops, restored faces and side-by-side pairs next to the output, one PNG per face."""
     import numpy as np
 
-    from i2icli.imageio import Picture, write_image
+    from i2icli.imageio import Picture, max_value, write_image
 
-    peak = 65535 if dtype == np.uint16 else 255
+    peak = max_value(dtype)
     for index, face in enumerate(result.faces):
         crop = np.clip(np.rint(face.crop * peak), 0, peak).astype(dtype)
         restored = np.clip(np.rint(face.restored * peak), 0, peak).astype(dtype)

@@ -18,7 +18,7 @@ from i2icli.errors import DeviceError, WeightsError
 from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face, paste_matrix
 from i2icli.faces.detect import DetectedFace, FaceDetector, build_retinaface, select_faces
 from i2icli.faces.paste import paste_face, parse_masks
-from i2icli.imageio import Picture
+from i2icli.imageio import Picture, max_value
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
 
@@ -300,7 +300,7 @@ class RestorePipeline:
         if self.settings.aligned:
             return self._restore_aligned(picture, seconds)
         settings = self.settings
-        peak = 65535.0 if picture.rgb.dtype == np.uint16 else 255.0
+        peak = max_value(picture.rgb.dtype)
 
         with _timed(seconds, "detect"):
             found = self.detector.detect(picture.rgb, threshold=settings.threshold)
@@ -352,7 +352,7 @@ class RestorePipeline:
         return RestoreResult(result, count, kept, seconds)
 
     def _restore_aligned(self, picture: Picture, seconds: dict[str, float]) -> RestoreResult:
-        peak = 65535.0 if picture.rgb.dtype == np.uint16 else 255.0
+        peak = max_value(picture.rgb.dtype)
         face = picture.rgb
         if face.shape[:2] != (FACE_SIZE, FACE_SIZE):
             face = cv2.resize(face, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
