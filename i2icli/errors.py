@@ -17,12 +17,16 @@ class I2IError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
-class InputImageError(I2IError):
-    """An input file that cannot be read as an image: missing, corrupt, unsupported, too big."""
+class InputError(I2IError):
+    """An input file that cannot be used: missing, malformed, or the wrong kind for the command."""
 
     def __init__(self, path: Path | str, problem: str, hint: str | None = None):
         super().__init__(f"{path}: {problem}", hint)
         self.path = Path(path)
+
+
+class InputImageError(InputError):
+    """An input file that cannot be read as an image: missing, corrupt, unsupported, too big."""
 
 
 class WeightsError(I2IError):

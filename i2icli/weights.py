@@ -49,6 +49,8 @@ class Checkpoint:
     license: str
     origin: str
     params: dict[str, Any] = field(default_factory=dict)
+    # Published only where i2i cannot download from and without a checksum: used by path only.
+    manual: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ def candidate_locations(checkpoint: Checkpoint) -> list[str]:
 
 def local_copy(checkpoint: Checkpoint) -> Path | None:
     """A file for ``checkpoint`` already on this machine, without any network access."""
+    if checkpoint.manual:
+        return None
     if (directory := weights_dir()) is not None and (directory / checkpoint.file).is_file():
         return directory / checkpoint.file
     cached = _from_hub(checkpoint, local_only=True)
@@ -220,8 +224,18 @@ def missing_weights_error(checkpoint: Checkpoint) -> WeightsError:
     )
 
 
+def manual_download_error(checkpoint: Checkpoint) -> WeightsError:
+    return WeightsError(
+        f"{checkpoint.name} is published only at {checkpoint.url}, without a checksum, so i2i does not fetch or "
+        "verify it by name",
+        "download it there and pass its path (for CoCosNet v2, the unzipped folder) with --checkpoint",
+    )
+
+
 def fetch(checkpoint: Checkpoint, *, progress: Callable[[int, int], None] | None = None) -> Path:
     """Find or download ``checkpoint`` and check its hash; raises WeightsError if it cannot be had."""
+    if checkpoint.manual:
+        raise manual_download_error(checkpoint)
     path = local_copy(checkpoint) or _from_hub(checkpoint, local_only=False) or _download_from_url(checkpoint, progress)
     if path is None:
         raise missing_weights_error(checkpoint)

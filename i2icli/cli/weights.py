@@ -44,7 +44,7 @@ def list_weights(as_json: JsonOption = False) -> None:
         stdout_write(json.dumps([
             {"name": c.name, "role": c.role, "file": c.file, "bytes": c.bytes, "license": c.license,
              "origin": c.origin, "hub": f"{c.hub_repo}/{c.hub_file}@{c.hub_revision}", "url": c.url,
-             "local_path": str(p) if p else None}
+             "local_path": str(p) if p else None, "manual_download": c.manual}
             for c, p in rows
         ], indent=2))
         return
@@ -52,8 +52,11 @@ def list_weights(as_json: JsonOption = False) -> None:
     for column in ("name", "role", "file", "size", "license", "on this machine"):
         table.add_column(column)
     for checkpoint, local in rows:
-        table.add_row(checkpoint.name, checkpoint.role, checkpoint.file, _size(checkpoint.bytes), checkpoint.license,
-                      f"[green]{local}[/]" if local else "[dim]no[/]")
+        if checkpoint.manual:
+            where, size = f"[yellow]manual download[/] {checkpoint.url}", "?"
+        else:
+            where, size = (f"[green]{local}[/]" if local else "[dim]no[/]"), _size(checkpoint.bytes)
+        table.add_row(checkpoint.name, checkpoint.role, checkpoint.file, size, checkpoint.license, where)
     console.print(table)
 
 
@@ -68,7 +71,7 @@ def fetch(
     from i2icli import weights
     from i2icli.errors import I2IError
 
-    chosen = [c.name for c in weights.registry()] if all_ else list(names or RESTORE_DEFAULTS)
+    chosen = [c.name for c in weights.registry() if not c.manual] if all_ else list(names or RESTORE_DEFAULTS)
     failed = 0
     for name in chosen:
         try:
@@ -94,6 +97,9 @@ def verify() -> None:
 
     bad = present = 0
     for checkpoint in weights.registry():
+        if checkpoint.manual:
+            console.print(f"[dim]-[/] {checkpoint.name}: no published checksum (manual download, used by path)")
+            continue
         local = weights.local_copy(checkpoint)
         if local is None:
             console.print(f"[dim]-[/] {checkpoint.name}: not on this machine")

@@ -19,13 +19,13 @@ from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face, paste_mat
 from i2icli.faces.detect import DetectedFace, FaceDetector, build_retinaface, select_faces
 from i2icli.faces.paste import paste_face, parse_masks
 from i2icli.imageio import Picture, max_value
+from i2icli.pipelines.devices import AUTO, PRECISIONS, cpu_has_native_bf16, explicit_dtype, pick_device
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
 
 DEFAULT_FACE_MODEL = "gfpgan-1.4"
 DEFAULT_DETECTOR = "retinaface-resnet50"
 DEFAULT_PARSER = "parsenet"
-AUTO = "auto"
 
 
 @dataclass
@@ -60,33 +60,6 @@ class RestoreResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def pick_device(spec: str = AUTO) -> torch.device:
-    """``auto`` prefers CUDA, then Apple's MPS, then the CPU; an unavailable request is an error."""
-    if spec == AUTO:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise DeviceError(f"unknown device {spec!r}", "use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError("--device mps was asked for but MPS is not available", "use --device cpu")
-    return device
-
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def cpu_has_native_bf16() -> bool:
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The dtype the networks run in; the face detector always stays fp32 (landmark accuracy).
 
@@ -96,20 +69,13 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     ParseNet 3.16 -> 1.46 s per face, for 0.36-0.40 levels of mean output difference. bf16 has
     fp32's exponent range, so unlike fp16 it cannot overflow. Elsewhere ``auto`` is fp32.
     """
-    if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
         if device.type == "cpu" and cpu_has_native_bf16():
             return torch.bfloat16
         return torch.float32
-    if precision == "fp16" and device.type != "cuda":
-        raise DeviceError("--fp16 needs a CUDA GPU", "use --bf16 or --fp32 on this device")
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        raise DeviceError("--bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one would emulate it slowly",
-                          "use --fp32")
-    return _DTYPES[precision]
+    return explicit_dtype(precision, device)
 
 
 def background_model_for(upscale: float) -> str:

@@ -1,0 +1,298 @@
+"""`i2i exemplar`: CoCosNet v2 exemplar-based translation (pose, edge or label map + exemplar photo)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from i2icli.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Bf16Option,
+    DeviceOption,
+    HalfOption,
+    JsonOption,
+    console,
+    handles_errors,
+    precision_from_flags,
+    report_error,
+    stdout_write,
+    usage_error,
+)
+from i2icli.errors import I2IError, InputError
+
+_MODEL = "Model"
+_OUTPUT = "Output"
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+_CSV_COLUMNS = ("input", "exemplar", "exemplar_pose", "input_pose", "output")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One translation: what to draw (input), whose look to use (exemplar), where to write it."""
+
+    input: Path
+    exemplar: Path
+    exemplar_pose: Path | None
+    input_pose: Path | None
+    output: Path
+    problem: str | None = None
+
+
+@handles_errors
+def exemplar(
+    input: Annotated[
+        str | None,
+        typer.Argument(
+            help="The structure to draw: an OpenPose .json, an official NAME_candidate.txt/_subset.txt pose, a "
+            "label or edge map image, or a photo whose pose is in --input-pose.",
+            show_default=False,
+        ),
+    ] = None,
+    exemplar_photo: Annotated[
+        str | None, typer.Argument(metavar="EXEMPLAR", help="The photo whose appearance to use.", show_default=False)
+    ] = None,
+    exemplar_pose: Annotated[
+        str | None,
+        typer.Option(help="The exemplar's own pose (.json or _candidate.txt) or label/edge map. Required.",
+                     show_default=False),
+    ] = None,
+    input_pose: Annotated[
+        str | None,
+        typer.Option(help="INPUT is a photo and this is its pose (.json coordinates are that photo's pixels).",
+                     show_default=False),
+    ] = None,
+    output: Annotated[
+        str,
+        typer.Option("-o", "--output", help="Output file for one pair, or a folder (batches).", rich_help_panel=_OUTPUT),
+    ] = "results",
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help=f"CSV file of pairs, with a header naming columns among: {', '.join(_CSV_COLUMNS)}. "
+                     "Relative paths are relative to the CSV file.", show_default=False),
+    ] = None,
+    checkpoint: Annotated[
+        str,
+        typer.Option(help="Folder holding latest_net_G.pth and latest_net_Corr.pth (the official DeepFashionHD "
+                     "model is a manual download: see `i2i weights list`).", rich_help_panel=_MODEL),
+    ] = "cocosnet2-deepfashionhd",
+    size: Annotated[
+        int, typer.Option(min=64, help="Square working size, a multiple of 32 (the official model: 512).",
+                          rich_help_panel=_MODEL)
+    ] = 512,
+    iterations: Annotated[
+        int, typer.Option(min=1, max=50, help="PatchMatch + GRU iterations at each fine level.", rich_help_panel=_MODEL)
+    ] = 5,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the propagation-order coin flips (same seed, same result).",
+                          rich_help_panel=_MODEL)
+    ] = 0,
+    label_nc: Annotated[
+        int | None,
+        typer.Option(min=1, help="Inputs are label maps with this many classes (one-hot encoded).",
+                     rich_help_panel=_MODEL, show_default=False),
+    ] = None,
+    save_warps: Annotated[
+        bool, typer.Option("--save-warps", help="Also save the exemplar warped onto the input at each level.",
+                           rich_help_panel=_OUTPUT)
+    ] = False,
+    save_label: Annotated[
+        bool, typer.Option("--save-label", help="Also save the rendered pose skeletons the model sees.",
+                           rich_help_panel=_OUTPUT)
+    ] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip pairs whose output already exists.")] = False,
+    device: DeviceOption = "auto",
+    half: HalfOption = None,
+    bf16: Bf16Option = False,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
+    ] = 200_000_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Draw INPUT's structure with EXEMPLAR's appearance (CoCosNet v2).
+
+    Photos, poses and maps are padded to a centred square (the official DeepFashion layout),
+    translated at --size, and the result is cropped back to the exemplar's aspect ratio.
+    """
+    precision = precision_from_flags(half, bf16)
+    if size % 32:
+        raise usage_error(f"--size {size}: must be a multiple of 32")
+    jobs = _plan(input, exemplar_photo, exemplar_pose, input_pose, output, pairs)
+    todo = [job for job in jobs if job.problem is None and not (skip_existing and job.output.exists())]
+
+    from i2icli.pipelines.exemplar import ExemplarPipeline, ExemplarSettings
+
+    pipeline = None
+    if todo:
+        settings = ExemplarSettings(size=size, iterations=iterations, seed=seed)
+        pipeline = ExemplarPipeline.load(checkpoint, device=device, precision=precision, settings=settings)
+    records = _run(jobs, pipeline, label_nc=label_nc, save_warps=save_warps, save_label=save_label,
+                   skip_existing=skip_existing, max_pixels=max_pixels)
+    failed = sum(record["status"] == "failed" for record in records)
+    if as_json:
+        stdout_write(json.dumps({
+            "ok": sum(record["status"] == "ok" for record in records),
+            "skipped": sum(record["status"] == "skipped" for record in records),
+            "failed": failed,
+            "results": records,
+        }, indent=2))
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _is_file_target(output: str) -> bool:
+    return Path(output).suffix.lower() in _IMAGE_EXTENSIONS
+
+
+def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | None, input_pose: str | None,
+          output: str, pairs: Path | None) -> list[Pair]:
+    if pairs is not None:
+        if input or exemplar_photo or exemplar_pose or input_pose:
+            raise usage_error("give either --pairs CSV or INPUT EXEMPLAR --exemplar-pose, not both")
+        if _is_file_target(output):
+            raise usage_error("with --pairs, -o/--output is a folder")
+        return _pairs_from_csv(pairs.expanduser(), Path(output).expanduser())
+    if input is None or exemplar_photo is None:
+        raise usage_error("give INPUT and EXEMPLAR (or --pairs CSV)")
+    if exemplar_pose is None:
+        raise usage_error("--exemplar-pose is required: the model needs the exemplar's own pose or label map")
+    target = Path(output).expanduser()
+    source, look = Path(input).expanduser(), Path(exemplar_photo).expanduser()
+    if not _is_file_target(output):
+        target = target / f"{source.stem}_{look.stem}.png"
+    pose = Path(input_pose).expanduser() if input_pose else None
+    return [_checked(Pair(source, look, Path(exemplar_pose).expanduser(), pose, target))]
+
+
+def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+            header = [name.strip() for name in (rows[0].keys() if rows else [])]
+    except OSError as error:
+        raise InputError(path, f"cannot read the pairs file ({error.strerror or error})") from None
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise InputError(path, f"not a readable CSV file ({error})") from None
+    if not rows:
+        raise InputError(path, "no pairs in this CSV file", f"write a header line ({','.join(_CSV_COLUMNS)}) and one row per pair")
+    unknown = [name for name in header if name not in _CSV_COLUMNS]
+    if unknown or "input" not in header or "exemplar" not in header:
+        raise InputError(path, f"the header must name input and exemplar (and may name {', '.join(_CSV_COLUMNS[2:])})"
+                         + (f"; unknown column {unknown[0]!r}" if unknown else ""))
+    base = path.parent
+    jobs = []
+    for number, row in enumerate(rows, start=2):
+        row = {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
+
+        def cell(name: str) -> Path | None:
+            value = row.get(name, "")
+            return (base / Path(value).expanduser()) if value else None
+
+        source, look = cell("input"), cell("exemplar")
+        if source is None or look is None:
+            jobs.append(Pair(source or path, look or path, None, None, folder, f"{path}:{number}: input and exemplar are required"))
+            continue
+        target = cell("output") or folder / f"{source.stem}_{look.stem}.png"
+        jobs.append(_checked(Pair(source, look, cell("exemplar_pose"), cell("input_pose"), target), f"{path}:{number}: "))
+    return jobs
+
+
+def _checked(pair: Pair, where: str = "") -> Pair:
+    """A pair that would overwrite one of its own inputs, or lacks the exemplar's pose, is refused."""
+    problem = None
+    if pair.exemplar_pose is None:
+        problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
+    inputs = [p for p in (pair.input, pair.exemplar, pair.exemplar_pose, pair.input_pose) if p is not None]
+    if any(_same(pair.output, p) for p in inputs):
+        problem = f"{where}{pair.output}: the output would overwrite an input; choose another -o/--output"
+    if not _is_file_target(str(pair.output)):
+        problem = f"{where}{pair.output}: the output must be an image file (.png, .jpg, .webp, .tif or .bmp)"
+    return Pair(pair.input, pair.exemplar, pair.exemplar_pose, pair.input_pose, pair.output, problem)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _run(jobs: list[Pair], pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,
+         skip_existing: bool, max_pixels: int) -> list[dict]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    records: list[dict] = []
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("translating", total=len(jobs))
+        for job in jobs:
+            record: dict[str, Any] = {"input": str(job.input), "exemplar": str(job.exemplar), "output": str(job.output)}
+            progress.update(task, description=f"translating {job.input.name}")
+            started = time.perf_counter()
+            if job.problem is not None:
+                record.update(status="failed", error=job.problem)
+                report_error(job.problem)
+            elif skip_existing and job.output.exists():
+                record.update(status="skipped")
+                console.print(f"[dim]skipped[/] {job.input} [dim](output exists)[/]")
+            else:
+                try:
+                    extra = _translate(job, pipeline, label_nc=label_nc, save_warps=save_warps,
+                                       save_label=save_label, max_pixels=max_pixels)
+                    seconds = time.perf_counter() - started
+                    record.update(status="ok", seconds=round(seconds, 3), **extra)
+                    console.print(f"[green]✓[/] {job.input} + {job.exemplar} → {job.output} [dim]({seconds:.1f} s)[/]")
+                except I2IError as error:
+                    record.update(status="failed", error=str(error))
+                    report_error(error)
+                except Exception as error:  # one bad pair must not stop the batch
+                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    record.update(status="failed", error=f"{job.input}: {message}")
+                    report_error(f"{job.input}: {message}")
+            records.append(record)
+            progress.advance(task)
+    return records
+
+
+def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,
+               max_pixels: int) -> dict[str, Any]:
+    from i2icli.imageio import Picture, read_image, write_image
+
+    exemplar = read_image(job.exemplar, max_pixels=max_pixels)
+    exemplar_frame = (exemplar.width, exemplar.height)
+    if job.input_pose is not None:
+        photo = read_image(job.input, max_pixels=max_pixels)
+        semantic = pipeline.read_semantics(job.input_pose, frame=(photo.width, photo.height), label_nc=label_nc,
+                                           max_pixels=max_pixels)
+    else:
+        # A pose file on its own has no frame: its pixel coordinates are taken in the exemplar's.
+        semantic = pipeline.read_semantics(job.input, frame=exemplar_frame, label_nc=label_nc, max_pixels=max_pixels)
+    assert job.exemplar_pose is not None
+    exemplar_semantic = pipeline.read_semantics(job.exemplar_pose, frame=exemplar_frame, label_nc=label_nc,
+                                                max_pixels=max_pixels)
+    result = pipeline.translate(semantic, exemplar, exemplar_semantic)
+    write_image(job.output, result.picture)
+    written: dict[str, Any] = {"stages": {k: round(v, 3) for k, v in result.seconds.items()}}
+    stem, folder = job.output.stem, job.output.parent
+    if save_warps:
+        paths = []
+        size = pipeline.settings.size
+        for level_size, warp in zip((size // 8, size // 4, size // 2, size), result.warps):
+            path = folder / f"{stem}_warp{level_size}.png"
+            write_image(path, warp)
+            paths.append(str(path))
+        written["warps"] = paths
+    if save_label:
+        labels = []
+        for which, semantics in (("input", semantic), ("exemplar", exemplar_semantic)):
+            if semantics.drawing is not None:
+                path = folder / f"{stem}_{which}_label.png"
+                write_image(path, Picture(semantics.drawing))
+                labels.append(str(path))
+        written["labels"] = labels
+    return written

@@ -1,0 +1,46 @@
+"""Which device and dtype a pipeline runs on; shared by every pipeline."""
+
+from __future__ import annotations
+
+import torch
+
+from i2icli.errors import DeviceError
+
+AUTO = "auto"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(spec: str = AUTO) -> torch.device:
+    """``auto`` prefers CUDA, then Apple's MPS, then the CPU; an unavailable request is an error."""
+    if spec == AUTO:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {spec!r}", "use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("--device mps was asked for but MPS is not available", "use --device cpu")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def explicit_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype for a precision the user named; a request this device cannot honour is an error."""
+    if precision not in PRECISIONS or precision == AUTO:
+        raise DeviceError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise DeviceError("--fp16 needs a CUDA GPU", "use --bf16 or --fp32 on this device")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise DeviceError("--bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one would emulate it slowly",
+                          "use --fp32")
+    return _DTYPES[precision]

@@ -1,0 +1,247 @@
+"""The exemplar pipeline (CoCosNet v2): a semantic input plus an exemplar photo give a photo with the
+input's structure and the exemplar's appearance. Inference only; the networks are loaded once."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from i2icli import weights
+from i2icli.archs.cocosnet2 import (
+    SIZE_MULTIPLE,
+    CoCosNetConfig,
+    CorrespondenceNet,
+    TranslationGenerator,
+    cocosnet_config_from_state_dicts,
+    fold_spectral_norm,
+    propagation_orders,
+)
+from i2icli.errors import WeightsError
+from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, max_value
+from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device
+from i2icli.semantics.inputs import Semantics, load_semantics, pad_to_square
+from i2icli.semantics.pose import PAD_VALUE, square_frame
+
+DEFAULT_CHECKPOINT = "cocosnet2-deepfashionhd"
+GENERATOR_FILE = "latest_net_G.pth"
+CORRESPONDENCE_FILE = "latest_net_Corr.pth"
+MIN_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ExemplarSettings:
+    """Inference knobs. ``size`` is the square working size (the official model: 512)."""
+
+    size: int = 512
+    iterations: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < MIN_SIZE or self.size % SIZE_MULTIPLE:
+            raise ValueError(f"size must be a multiple of {SIZE_MULTIPLE}, at least {MIN_SIZE}; got {self.size}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be at least 1; got {self.iterations}")
+
+
+@dataclass
+class ExemplarResult:
+    """The translated photo at the exemplar's aspect ratio, and the exemplar warped at each level."""
+
+    picture: Picture
+    warps: list[Picture]  # coarsest first: size/8, size/4, size/2, size
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _checkpoint_files(spec: str | Path) -> tuple[Path, Path, str]:
+    """(correspondence file, generator file, label) for a folder, or a registry name."""
+    if isinstance(spec, str) and not weights.looks_like_path(spec):
+        checkpoint = weights.find(spec)
+        if checkpoint.manual:
+            raise WeightsError(
+                f"{checkpoint.name} is published only at {checkpoint.url}, without a checksum, so i2i does not "
+                "fetch or verify it by name",
+                f"download and unzip it, then pass the folder holding {GENERATOR_FILE} and {CORRESPONDENCE_FILE} "
+                "with --checkpoint DIR",
+            )
+        raise WeightsError(f"{checkpoint.name} is not a CoCosNet v2 checkpoint", "pass --checkpoint DIR")
+    folder = Path(spec).expanduser()
+    if not folder.exists():
+        raise WeightsError(f"{folder}: checkpoint folder not found",
+                           f"pass the folder holding {GENERATOR_FILE} and {CORRESPONDENCE_FILE}")
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: --checkpoint takes a folder, not a file",
+                           f"pass the folder holding {GENERATOR_FILE} and {CORRESPONDENCE_FILE}")
+    missing = [name for name in (CORRESPONDENCE_FILE, GENERATOR_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise WeightsError(f"{folder}: no {' or '.join(missing)} in this folder",
+                           "CoCosNet v2 needs both files of one model; check the unzipped checkpoint folder")
+    return folder / CORRESPONDENCE_FILE, folder / GENERATOR_FILE, str(folder)
+
+
+def build_cocosnet(
+    correspondence_state: dict[str, torch.Tensor],
+    generator_state: dict[str, torch.Tensor],
+    *,
+    iterations: int = 5,
+) -> tuple[CorrespondenceNet, TranslationGenerator]:
+    """Both networks from official-format state dicts, strictly: every key, every shape."""
+    if "conv_img.weight" in correspondence_state and "patch_match.initial_layer.0.weight" in generator_state:
+        raise WeightsError(f"{CORRESPONDENCE_FILE} and {GENERATOR_FILE} are swapped", "rename the two files")
+    try:
+        config = cocosnet_config_from_state_dicts(correspondence_state, generator_state, iterations=iterations)
+    except KeyError as error:
+        raise WeightsError(f"not a CoCosNet v2 checkpoint ({error.args[0]})",
+                           "pass the folder of a CoCosNet v2 model (e.g. the official DeepFashionHD one)") from None
+    except ValueError as error:
+        raise WeightsError(str(error)) from None
+    return (
+        _strict(lambda: CorrespondenceNet(config), correspondence_state, CORRESPONDENCE_FILE),
+        _strict(lambda: TranslationGenerator(config), generator_state, GENERATOR_FILE),
+    )
+
+
+def _strict(factory, state: dict[str, torch.Tensor], what: str):  # type: ignore[no-untyped-def]
+    # Built on the meta device: the checkpoint's tensors are adopted, nothing is initialised twice.
+    with torch.device("meta"):
+        model = factory()
+    folded = fold_spectral_norm(state)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in folded]
+    unexpected = [k for k in folded if k not in expected]
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise WeightsError(f"{what} does not fit CoCosNet v2: keys {', '.join(detail)}",
+                           "the file is from another model or version; use the official checkpoint files")
+    for key, tensor in expected.items():
+        if tuple(folded[key].shape) != tuple(tensor.shape):
+            raise WeightsError(f"{what} does not fit CoCosNet v2: {key} has shape {tuple(folded[key].shape)}, "
+                               f"expected {tuple(tensor.shape)}", "the two files must come from the same model")
+    model.load_state_dict({k: v.float() for k, v in folded.items()}, strict=True, assign=True)
+    return model.eval()
+
+
+def pick_exemplar_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto`` is fp16 on CUDA (the official inference runs under fp16 autocast), else fp32."""
+    if precision == AUTO:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return explicit_dtype(precision, device)
+
+
+class ExemplarPipeline:
+    """CoCosNet v2 inference: load once, then :meth:`translate` any number of pairs."""
+
+    def __init__(
+        self,
+        correspondence: CorrespondenceNet,
+        generator: TranslationGenerator,
+        *,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        settings: ExemplarSettings | None = None,
+        source: str = "",
+    ) -> None:
+        self.correspondence = correspondence.to(device)
+        self.generator = generator.to(device)
+        self.device = device
+        self.dtype = dtype
+        self.settings = settings or ExemplarSettings()
+        self.source = source
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | Path = DEFAULT_CHECKPOINT,
+        *,
+        device: str | torch.device = AUTO,
+        precision: str = AUTO,
+        settings: ExemplarSettings | None = None,
+    ) -> ExemplarPipeline:
+        settings = settings or ExemplarSettings()
+        device = device if isinstance(device, torch.device) else pick_device(device)
+        dtype = pick_exemplar_dtype(precision, device)
+        corr_path, gen_path, label = _checkpoint_files(checkpoint)
+        try:
+            corr, gen = build_cocosnet(
+                weights.load_state_dict(corr_path), weights.load_state_dict(gen_path), iterations=settings.iterations
+            )
+        except WeightsError as error:
+            raise WeightsError(f"{label}: {error.message}", error.hint) from None
+        return cls(corr, gen, device=device, dtype=dtype, settings=settings, source=label)
+
+    @property
+    def config(self) -> CoCosNetConfig:
+        return self.correspondence.config
+
+    @property
+    def semantic_channels(self) -> int:
+        return self.config.semantic_nc
+
+    def read_semantics(
+        self, path: Path | str, *, frame: tuple[int, int], label_nc: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Semantics:
+        """A pose file, label map or edge map at this pipeline's size and channel count."""
+        return load_semantics(path, size=self.settings.size, channels=self.semantic_channels, frame=frame,
+                              label_nc=label_nc, max_pixels=max_pixels)
+
+    def translate(self, semantic: Semantics, exemplar: Picture, exemplar_semantic: Semantics) -> ExemplarResult:
+        """Render ``semantic``'s structure with ``exemplar``'s appearance."""
+        size = self.settings.size
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        inputs = [
+            torch.from_numpy(semantic.channels)[None],
+            torch.from_numpy(exemplar_tensor(exemplar, size))[None],
+            torch.from_numpy(exemplar_semantic.channels)[None],
+        ]
+        sem, ex, ex_sem = (t.to(self.device) for t in inputs)
+        orders = propagation_orders(self.settings.seed, self.settings.iterations)
+        autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+        with torch.inference_mode(), autocast:
+            correspondence = self.correspondence(sem, ex, ex_sem, orders)
+            self._sync()
+            seconds["correspondence"] = time.perf_counter() - started
+            image = self.generator(sem, correspondence.warps)
+            self._sync()
+        seconds["generator"] = time.perf_counter() - started - seconds["correspondence"]
+        frame = (exemplar.width, exemplar.height)
+        picture = _to_picture(image[0], frame)
+        warps = [_to_picture(w[0], frame) for w in correspondence.warps]
+        seconds["total"] = time.perf_counter() - started
+        return ExemplarResult(picture, warps, seconds)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def exemplar_tensor(picture: Picture, size: int) -> np.ndarray:
+    """(3, S, S) float32 in [-1, 1]: padded with the official grey to a square, bicubic resize."""
+    rgb = picture.rgb
+    if rgb.dtype != np.uint8:
+        # The model saw 8-bit photos; PIL's antialiased bicubic resize wants 8-bit too.
+        rgb = np.round(rgb.astype(np.float32) * (255.0 / max_value(rgb.dtype))).astype(np.uint8)
+    square = pad_to_square(rgb, PAD_VALUE)
+    resized = np.asarray(Image.fromarray(square).resize((size, size), Image.BICUBIC), dtype=np.float32)
+    return np.ascontiguousarray((resized / 127.5 - 1.0).transpose(2, 0, 1))
+
+
+def _to_picture(image: torch.Tensor, frame: tuple[int, int]) -> Picture:
+    """(3, S, S) in [-1, 1] -> 8-bit Picture cropped to the frame's aspect ratio."""
+    size = image.shape[-1]
+    width, height = frame
+    side, left, top = square_frame(width, height)
+    x0, y0 = round(left * size / side), round(top * size / side)
+    w, h = max(1, round(width * size / side)), max(1, round(height * size / side))
+    crop = image[:, y0 : y0 + h, x0 : x0 + w].float().clamp(-1, 1)
+    rgb = ((crop + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Picture(np.ascontiguousarray(rgb))

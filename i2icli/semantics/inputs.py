@@ -1,0 +1,116 @@
+"""Semantic inputs for exemplar translation: a pose file, a label map or an edge map, as channels.
+
+Every input is laid out the way the official preprocessing lays out a photo: padded to a centred
+square, then resized to the working size, so that the input, the exemplar and the output share one
+frame. Pose files carry keypoints, not pixels, and are rendered straight at the working size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from i2icli.errors import InputError
+from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, to_float
+from i2icli.semantics.pose import read_pose, render_pose_label, pose_drawing, square_frame
+
+POSE_CHANNELS = 20
+# 255 marks "unknown / don't care" in the label maps the official datasets ship.
+_UNKNOWN_LABEL = 255
+
+
+@dataclass(frozen=True)
+class Semantics:
+    """A semantic input at the working size: (C, S, S) float32 in [0, 1], and what it came from."""
+
+    channels: np.ndarray
+    kind: str  # "pose", "label" or "edge"
+    source: Path
+    drawing: np.ndarray | None = None  # (S, S, 3) uint8 skeleton, for poses
+
+
+def is_pose_file(path: Path | str) -> bool:
+    """OpenPose JSON, or the official ``NAME_candidate.txt`` / ``NAME_subset.txt`` pair."""
+    name = Path(path).name.lower()
+    return name.endswith((".json", ".txt"))
+
+
+def pad_to_square(array: np.ndarray, value: float) -> np.ndarray:
+    """Centre ``array`` (H, W[, C]) on a square canvas, as the official preprocessing does."""
+    height, width = array.shape[:2]
+    side, left, top = square_frame(width, height)
+    if side == width == height:
+        return array
+    canvas = np.full((side, side, *array.shape[2:]), value, dtype=array.dtype)
+    canvas[top : top + height, left : left + width] = array
+    return canvas
+
+
+def load_semantics(
+    path: Path | str,
+    *,
+    size: int,
+    channels: int,
+    frame: tuple[int, int],
+    label_nc: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Semantics:
+    """Read ``path`` into the ``channels`` the model expects.
+
+    ``frame`` is the (width, height) of the photo a pose JSON's pixel coordinates refer to.
+    An image is a label map when ``label_nc`` is given (one-hot encoded), else an edge map
+    whose channel count must match the model.
+    """
+    path = Path(path)
+    if is_pose_file(path):
+        if channels != POSE_CHANNELS:
+            raise InputError(path, f"is a pose, but this checkpoint takes {channels}-channel semantics, not a "
+                             f"{POSE_CHANNELS}-channel pose label", "give a label or edge map image made for this model")
+        pose = read_pose(path, frame)
+        return Semantics(render_pose_label(pose, size), "pose", path, pose_drawing(pose, size))
+    picture = read_image(path, max_pixels=max_pixels)
+    if label_nc is not None:
+        return Semantics(_one_hot(picture, path, size, channels, label_nc), "label", path)
+    return Semantics(_edges(picture, path, size, channels), "edge", path)
+
+
+def _resized_square(array: np.ndarray, size: int) -> np.ndarray:
+    # Nearest neighbour, as the official code resizes every label: no new, in-between values.
+    square = pad_to_square(array, 0)
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def _one_hot(picture: Picture, path: Path, size: int, channels: int, label_nc: int) -> np.ndarray:
+    if label_nc != channels:
+        raise InputError(path, f"--label-nc {label_nc} does not match the checkpoint, which takes {channels} channels",
+                         f"use --label-nc {channels}")
+    if not picture.grayscale or picture.rgb.dtype != np.uint8:
+        raise InputError(path, "a label map must be an 8-bit single-channel image of class indices",
+                         "save the label map as a grayscale PNG whose pixel values are the classes")
+    labels = _resized_square(picture.rgb[:, :, 0], size)
+    known = labels != _UNKNOWN_LABEL
+    if (labels[known] >= label_nc).any():
+        top = int(labels[known].max())
+        raise InputError(path, f"has class {top}, but --label-nc is {label_nc}", "check --label-nc or the label map")
+    one_hot = np.zeros((label_nc, size, size), np.float32)
+    rows, cols = np.nonzero(known)
+    one_hot[labels[rows, cols], rows, cols] = 1.0
+    return one_hot
+
+
+def _edges(picture: Picture, path: Path, size: int, channels: int) -> np.ndarray:
+    values = to_float(picture)
+    have = 1 if picture.grayscale else 3
+    if have != channels:
+        raise InputError(
+            path,
+            f"gives {have} channel{'s' if have > 1 else ''}, but this checkpoint takes {channels}",
+            "a pose model needs an OpenPose .json or _candidate.txt/_subset.txt file; for a label map pass --label-nc",
+        )
+    values = values[:, :, :1] if have == 1 else values
+    resized = _resized_square(values, size)
+    resized = resized[:, :, None] if resized.ndim == 2 else resized
+    return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)

@@ -1,0 +1,164 @@
+"""`i2i exemplar`: wiring, outputs, batches over a CSV of pairs, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cocosnet_checkpoints import write_checkpoint_dir
+from i2icli.cli.app import app
+
+runner = CliRunner()
+
+_POINTS = {0: (37, 10), 1: (37, 25), 2: (27, 25), 3: (24, 45), 4: (22, 62), 5: (47, 25), 6: (50, 45), 7: (52, 62),
+           8: (31, 62), 9: (30, 85), 10: (30, 105), 11: (43, 62), 12: (44, 85), 13: (44, 105)}
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def _pose(path: Path, dx: float = 0.0) -> Path:
+    flat = []
+    for index in range(18):
+        x, y = _POINTS.get(index, (0.0, 0.0))
+        flat += [x + dx, y, 0.9 if index in _POINTS else 0.0]
+    path.write_text(json.dumps({"people": [{"pose_keypoints_2d": flat}]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_checkpoint_dir(tmp_path_factory.mktemp("cocosnet") / "deepfashionhd")
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "model.jpg"
+    Image.fromarray(rng.integers(0, 255, (110, 75, 3), dtype=np.uint8)).save(photo)
+    return {"photo": photo, "photo_pose": _pose(tmp_path / "model.json"), "target": _pose(tmp_path / "target.json", 5)}
+
+
+def _common(checkpoint: Path) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--size", "64", "--iterations", "1", "--device", "cpu"]
+
+
+def test_one_pair_with_warps_labels_and_json(checkpoint, pair, tmp_path):
+    out = tmp_path / "out" / "result.png"
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(out), "--save-warps", "--save-label", "--json", *_common(checkpoint))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["ok"] == 1 and summary["failed"] == 0
+    with Image.open(out) as image:
+        assert image.size == (44, 64)  # the exemplar's 75:110 aspect at the 64 px working size
+    assert [Path(p).name for p in summary["results"][0]["warps"]] == [
+        "result_warp8.png", "result_warp16.png", "result_warp32.png", "result_warp64.png"]
+    labels = [Path(p) for p in summary["results"][0]["labels"]]
+    assert [p.name for p in labels] == ["result_input_label.png", "result_exemplar_label.png"]
+    with Image.open(labels[0]) as drawing:
+        assert drawing.size == (64, 64) and np.asarray(drawing).max() > 0
+
+
+def test_input_photo_with_its_own_pose(checkpoint, pair, tmp_path):
+    result = run("exemplar", str(pair["photo"]), str(pair["photo"]), "--input-pose", str(pair["target"]),
+                 "--exemplar-pose", str(pair["photo_pose"]), "-o", str(tmp_path / "out"), *_common(checkpoint))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "model_model.png").is_file()
+
+
+def test_same_seed_same_output(checkpoint, pair, tmp_path):
+    outputs = []
+    for name, seed in (("a.png", "3"), ("b.png", "3")):
+        target = tmp_path / name
+        result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                     "-o", str(target), "--seed", seed, *_common(checkpoint))
+        assert result.exit_code == 0, result.output
+        outputs.append(np.asarray(Image.open(target)))
+    assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_csv_batch_goes_on_past_a_bad_pair(checkpoint, pair, tmp_path):
+    bad_pose = tmp_path / "broken.json"
+    bad_pose.write_text("{not json")
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(
+        "input,exemplar,exemplar_pose,output\n"
+        f"target.json,model.jpg,model.json,\n"
+        f"{bad_pose.name},model.jpg,model.json,\n"
+        f"target.json,missing.jpg,model.json,custom.png\n"
+        f"target.json,model.jpg,,\n"
+    )
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "batch"), "--json", *_common(checkpoint))
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert [r["status"] for r in summary["results"]] == ["ok", "failed", "failed", "failed"]
+    assert (tmp_path / "batch" / "target_model.png").is_file()
+    errors = [r["error"] for r in summary["results"][1:]]
+    assert "broken.json" in errors[0] and "missing.jpg" in errors[1] and "no exemplar_pose" in errors[2]
+    assert "Traceback" not in result.output
+
+
+def test_default_checkpoint_explains_the_manual_download(pair, tmp_path):
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "x.png"), "--device", "cpu")
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "cocosnet2-deepfashionhd" in result.stderr and "--checkpoint DIR" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: d / "latest_net_G.pth", "takes a folder, not a file"),
+        (lambda d: d.parent / "nowhere", "checkpoint folder not found"),
+    ],
+)
+def test_bad_checkpoint_paths(checkpoint, pair, tmp_path, setup, message):
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "x.png"), "--checkpoint", str(setup(checkpoint)), "--device", "cpu")
+    assert result.exit_code == 1 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_checkpoint_of_another_model_is_refused(pair, tmp_path):
+    import torch
+
+    folder = tmp_path / "wrong"
+    folder.mkdir()
+    for name in ("latest_net_G.pth", "latest_net_Corr.pth"):
+        torch.save({"conv_first.weight": torch.zeros(4, 3, 3, 3)}, folder / name)
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "x.png"), "--checkpoint", str(folder), "--device", "cpu")
+    assert result.exit_code == 1 and "not a CoCosNet v2 checkpoint" in result.stderr
+
+
+def test_usage_errors(checkpoint, pair, tmp_path):
+    base = ["exemplar", str(pair["target"]), str(pair["photo"])]
+    assert run(*base, *_common(checkpoint)).exit_code == 2  # no --exemplar-pose
+    assert run(*base, "--exemplar-pose", str(pair["photo_pose"]), "--size", "100").exit_code == 2
+    assert run("exemplar", "--pairs", str(tmp_path / "p.csv"), str(pair["target"])).exit_code == 2
+
+
+def test_never_overwrites_an_input(checkpoint, pair):
+    before = pair["photo"].read_bytes()
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(pair["photo"]), *_common(checkpoint))
+    assert result.exit_code == 1 and "would overwrite an input" in result.stderr
+    assert pair["photo"].read_bytes() == before
+
+
+def test_wrong_channel_count_is_one_line(checkpoint, pair, tmp_path):
+    edges = tmp_path / "edges.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(edges)
+    result = run("exemplar", str(edges), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "x.png"), *_common(checkpoint))
+    assert result.exit_code == 1
+    assert "edges.png: gives 1 channel, but this checkpoint takes 20" in result.stderr
