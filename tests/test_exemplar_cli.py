@@ -162,3 +162,14 @@ def test_wrong_channel_count_is_one_line(checkpoint, pair, tmp_path):
                  "-o", str(tmp_path / "x.png"), *_common(checkpoint))
     assert result.exit_code == 1
     assert "edges.png: gives 1 channel, but this checkpoint takes 20" in result.stderr
+
+
+def test_weights_commands_treat_the_manual_download_plainly():
+    listed = json.loads(run("weights", "list", "--json").stdout)
+    entry = next(item for item in listed if item["name"] == "cocosnet2-deepfashionhd")
+    assert entry["manual_download"] is True and entry["url"].startswith("https://drive.google.com/")
+    fetched = run("weights", "fetch", "cocosnet2-deepfashionhd")
+    assert fetched.exit_code == 1 and "without a checksum" in fetched.stderr
+    assert len(fetched.stderr.strip().splitlines()) == 1
+    verified = run("weights", "verify")
+    assert "cocosnet2-deepfashionhd: no published checksum" in verified.stderr

@@ -149,6 +149,9 @@ class ExemplarPipeline:
         settings: ExemplarSettings | None = None,
         source: str = "",
     ) -> None:
+        # Channels-last convolutions were measured faster here (encoders 11.9 -> 10.6 s, generator
+        # 9.1 -> 7.8 s at 512 on CPU), but their different float rounding flips near-tied PatchMatch
+        # candidates; the default layout keeps the output identical to the official forward.
         self.correspondence = correspondence.to(device)
         self.generator = generator.to(device)
         self.device = device
