@@ -16,7 +16,6 @@ from i2icli.cli.common import (
     EXIT_OK,
     Bf16Option,
     DeviceOption,
-    HalfOption,
     JsonOption,
     console,
     handles_errors,
@@ -50,6 +49,7 @@ def exemplar(
     input: Annotated[
         str | None,
         typer.Argument(
+            metavar="INPUT",
             help="The structure to draw: an OpenPose .json, an official NAME_candidate.txt/_subset.txt pose, a "
             "label or edge map image, or a photo whose pose is in --input-pose.",
             show_default=False,
@@ -108,7 +108,11 @@ def exemplar(
     ] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip pairs whose output already exists.")] = False,
     device: DeviceOption = "auto",
-    half: HalfOption = None,
+    half: Annotated[
+        bool | None,
+        typer.Option("--fp16/--fp32", help="Half precision (CUDA only), or full precision. Default: fp16 on CUDA, "
+                     "else fp32 (matching scores are always fp32).", show_default=False, rich_help_panel="Device"),
+    ] = None,
     bf16: Bf16Option = False,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
