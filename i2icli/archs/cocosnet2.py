@@ -32,6 +32,7 @@ Nothing here touches the file system.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -318,7 +319,6 @@ def _gather_rows(table: Tensor, indices: Tensor) -> Tensor:
 def _full_precision(function):  # type: ignore[no-untyped-def]
     """Run ``function`` with autocast off: matching scores are divided by a 0.01 temperature, so
     the bf16/fp16 rounding of a dot product would reorder the candidates."""
-    import functools
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,14 +15,13 @@ from i2icli.cli.common import (
     Bf16Option,
     DeviceOption,
     JsonOption,
-    console,
+    batch_failures,
     handles_errors,
     precision_from_flags,
-    report_error,
-    stdout_write,
+    run_batch,
     usage_error,
 )
-from i2icli.errors import I2IError, InputError
+from i2icli.errors import InputError
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -42,6 +39,10 @@ class Pair:
     input_pose: Path | None
     output: Path
     problem: str | None = None
+
+    @property
+    def source(self) -> Path:
+        return self.input
 
 
 @handles_errors
@@ -136,16 +137,15 @@ def exemplar(
     if todo:
         settings = ExemplarSettings(size=size, iterations=iterations, seed=seed)
         pipeline = ExemplarPipeline.load(checkpoint, device=device, precision=precision, settings=settings)
-    records = _run(jobs, pipeline, label_nc=label_nc, save_warps=save_warps, save_label=save_label,
-                   skip_existing=skip_existing, max_pixels=max_pixels)
-    failed = sum(record["status"] == "failed" for record in records)
-    if as_json:
-        stdout_write(json.dumps({
-            "ok": sum(record["status"] == "ok" for record in records),
-            "skipped": sum(record["status"] == "skipped" for record in records),
-            "failed": failed,
-            "results": records,
-        }, indent=2))
+    def process(job: Pair) -> tuple[dict[str, Any], str, str]:
+        extra = _translate(job, pipeline, label_nc=label_nc, save_warps=save_warps, save_label=save_label,
+                           max_pixels=max_pixels)
+        return extra, f"{job.input} + {job.exemplar} → {job.output}", ""
+
+    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing,
+                        record_of=lambda job: {"input": str(job.input), "exemplar": str(job.exemplar),
+                                               "output": str(job.output)})
+    failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -224,43 +224,6 @@ def _same(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except OSError:
         return False
-
-
-def _run(jobs: list[Pair], pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,
-         skip_existing: bool, max_pixels: int) -> list[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    records: list[dict] = []
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("translating", total=len(jobs))
-        for job in jobs:
-            record: dict[str, Any] = {"input": str(job.input), "exemplar": str(job.exemplar), "output": str(job.output)}
-            progress.update(task, description=f"translating {job.input.name}")
-            started = time.perf_counter()
-            if job.problem is not None:
-                record.update(status="failed", error=job.problem)
-                report_error(job.problem)
-            elif skip_existing and job.output.exists():
-                record.update(status="skipped")
-                console.print(f"[dim]skipped[/] {job.input} [dim](output exists)[/]")
-            else:
-                try:
-                    extra = _translate(job, pipeline, label_nc=label_nc, save_warps=save_warps,
-                                       save_label=save_label, max_pixels=max_pixels)
-                    seconds = time.perf_counter() - started
-                    record.update(status="ok", seconds=round(seconds, 3), **extra)
-                    console.print(f"[green]✓[/] {job.input} + {job.exemplar} → {job.output} [dim]({seconds:.1f} s)[/]")
-                except I2IError as error:
-                    record.update(status="failed", error=str(error))
-                    report_error(error)
-                except Exception as error:  # one bad pair must not stop the batch
-                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                    record.update(status="failed", error=f"{job.input}: {message}")
-                    report_error(f"{job.input}: {message}")
-            records.append(record)
-            progress.advance(task)
-    return records
 
 
 def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,15 +15,13 @@ from i2icli.cli.common import (
     HalfOption,
     JsonOption,
     OutputOption,
-    console,
     download_progress,
+    batch_failures,
     handles_errors,
     precision_from_flags,
-    report_error,
-    stdout_write,
+    run_batch,
     usage_error,
 )
-from i2icli.errors import I2IError
 
 _MODELS = "Models"
 _FACES = "Faces"
@@ -124,63 +120,23 @@ def restore(
                 progress=progress,
             )
 
-    records = _run_jobs(jobs, pipeline, skip_existing=skip_existing, save_faces=save_faces, max_pixels=max_pixels)
-    failed = sum(record["status"] == "failed" for record in records)
-    if as_json:
-        summary = {
-            "ok": sum(record["status"] == "ok" for record in records),
-            "skipped": sum(record["status"] == "skipped" for record in records),
-            "failed": failed,
-            "results": records,
-        }
-        stdout_write(json.dumps(summary, indent=2))
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
-
-
-def _run_jobs(jobs: list, pipeline: Any, *, skip_existing: bool, save_faces: bool, max_pixels: int) -> list[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from i2icli.imageio import read_image, write_image
 
-    records: list[dict] = []
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("restoring", total=len(jobs))
-        for job in jobs:
-            record: dict[str, Any] = {"input": str(job.source), "output": str(job.output)}
-            progress.update(task, description=f"restoring {job.source.name}")
-            started = time.perf_counter()
-            if job.problem is not None:
-                record.update(status="failed", error=job.problem)
-                report_error(job.problem)
-            elif skip_existing and job.output.exists():
-                record.update(status="skipped")
-                console.print(f"[dim]skipped[/] {job.source} [dim](output exists)[/]")
-            else:
-                try:
-                    picture = read_image(job.source, max_pixels=max_pixels)
-                    result = pipeline.restore(picture)
-                    result.picture.source = None
-                    write_image(job.output, result.picture)
-                    if save_faces:
-                        _save_faces(job.output, result, picture.rgb.dtype)
-                    seconds = time.perf_counter() - started
-                    record.update(status="ok", faces=result.face_count, seconds=round(seconds, 3),
-                                  stages={k: round(v, 3) for k, v in result.seconds.items()})
-                    console.print(
-                        f"[green]✓[/] {job.source} → {job.output} [dim]({result.face_count} face"
-                        f"{'s' if result.face_count != 1 else ''}, {seconds:.1f} s)[/]"
-                    )
-                except I2IError as error:
-                    record.update(status="failed", error=str(error))
-                    report_error(error)
-                except Exception as error:  # one bad file must not stop the batch
-                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                    record.update(status="failed", error=f"{job.source}: {message}")
-                    report_error(f"{job.source}: {message}")
-            records.append(record)
-            progress.advance(task)
-    return records
+    def process(job: Any) -> tuple[dict[str, Any], str, str]:
+        picture = read_image(job.source, max_pixels=max_pixels)
+        result = pipeline.restore(picture)
+        result.picture.source = None
+        write_image(job.output, result.picture)
+        if save_faces:
+            _save_faces(job.output, result, picture.rgb.dtype)
+        extra = {"faces": result.face_count, "stages": {k: round(v, 3) for k, v in result.seconds.items()}}
+        faces = f"{result.face_count} face{'s' if result.face_count != 1 else ''}, "
+        return extra, f"{job.source} → {job.output}", faces
+
+    records = run_batch(jobs, process, verb="restoring", skip_existing=skip_existing,
+                        record_of=lambda job: {"input": str(job.source), "output": str(job.output)})
+    failed = batch_failures(records, as_json=as_json)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 def _save_faces(output: Path, result: Any, dtype: Any) -> None:
