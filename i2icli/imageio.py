@@ -36,6 +36,7 @@ __all__ = [
     "Picture",
     "read_image",
     "write_image",
+    "write_text",
     "max_value",
     "to_float",
     "alpha_to_float",
@@ -595,6 +596,14 @@ def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     out.append(chunk(b"IDAT", b"".join(idat)))
     out.append(chunk(b"IEND", b""))
     return b"".join(out)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a small text file (a run's scores, say) the same atomic way images are written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(target, text.encode("utf-8"))
+    return target
 
 
 def _atomic_write(target: Path, data: bytes | np.ndarray) -> None:

@@ -51,6 +51,31 @@ class Checkpoint:
     params: dict[str, Any] = field(default_factory=dict)
     # Published only where i2i cannot download from and without a checksum: used by path only.
     manual: bool = False
+    # torchvision's weights enum for the file (e.g. "VGG19_Weights.IMAGENET1K_V1"): torchvision
+    # knows the official download address, so it is asked rather than repeated here.
+    torchvision_weights: str = ""
+    # For manual downloads: what to do with the file once downloaded.
+    manual_hint: str = ""
+
+    @property
+    def pinned_by_prefix(self) -> bool:
+        """True when only the hash prefix the publisher embeds in the file name is known.
+
+        torchvision, basicsr and pytorch-fid name files ``<name>-<first 8 hex of sha256>.pth``
+        and publish no full digest. Such a pin catches damaged and swapped files, but 32 bits
+        are no defence against a deliberately forged file; `i2i weights verify` prints the full
+        digest of a local copy so that it can be pinned.
+        """
+        return len(self.sha256) < 64
+
+    @property
+    def download_url(self) -> str:
+        if self.torchvision_weights:
+            from torchvision import models
+
+            enum_name, _, member = self.torchvision_weights.partition(".")
+            return getattr(getattr(models, enum_name), member).url
+        return self.url
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,8 @@ def download_cache_dir() -> Path:
 
 def _from_hub(checkpoint: Checkpoint, *, local_only: bool) -> Path | None:
     """The Hub copy through huggingface_hub's own cache; downloads unless ``local_only``."""
+    if not checkpoint.hub_repo:
+        return None
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -135,8 +162,9 @@ def candidate_locations(checkpoint: Checkpoint) -> list[str]:
         places.append(str(directory / checkpoint.file))
     else:
         places.append(f"${WEIGHTS_DIR_ENV}/{checkpoint.file} (not set)")
-    places.append(f"Hub {checkpoint.hub_repo}/{checkpoint.hub_file}")
-    places.append(checkpoint.url)
+    if checkpoint.hub_repo:
+        places.append(f"Hub {checkpoint.hub_repo}/{checkpoint.hub_file}")
+    places.append(checkpoint.download_url)
     return places
 
 
@@ -162,9 +190,9 @@ def sha256_of(path: Path) -> str:
 
 
 def verify(checkpoint: Checkpoint, path: Path) -> None:
-    """Refuse a file whose sha256 is not the pinned one."""
+    """Refuse a file whose sha256 is not the pinned one (or does not start with the pinned prefix)."""
     actual = sha256_of(path)
-    if actual != checkpoint.sha256:
+    if not actual.startswith(checkpoint.sha256) or not checkpoint.sha256:
         raise WeightsError(
             f"{path}: sha256 {actual[:12]}… does not match {checkpoint.name} (expected {checkpoint.sha256[:12]}…); "
             "the file is damaged or not the official checkpoint",
@@ -191,14 +219,15 @@ def _hub_offline() -> bool:
 
 
 def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], None] | None) -> Path | None:
-    if _hub_offline() or not _reachable(checkpoint.url):
+    url = checkpoint.download_url
+    if _hub_offline() or not url or not _reachable(url):
         return None
     target = download_cache_dir() / checkpoint.file
     target.parent.mkdir(parents=True, exist_ok=True)
     # Download next to the target and rename, so an interrupted download never looks complete.
     handle, partial = tempfile.mkstemp(prefix=f".{checkpoint.file}.", suffix=".part", dir=target.parent)
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(checkpoint.url, timeout=30) as response:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or checkpoint.bytes)
             done = 0
             while chunk := response.read(_HASH_CHUNK // 8):
@@ -228,7 +257,7 @@ def manual_download_error(checkpoint: Checkpoint) -> WeightsError:
     return WeightsError(
         f"{checkpoint.name} is published only at {checkpoint.url}, without a checksum, so i2i does not fetch or "
         "verify it by name",
-        "download it there and pass its path (for CoCosNet v2, the unzipped folder) with --checkpoint",
+        checkpoint.manual_hint or "download it there and pass its path to the command's checkpoint option",
     )
 
 

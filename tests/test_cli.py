@@ -39,7 +39,7 @@ def test_lists_every_subcommand():
         assert name in result.stdout
 
 
-@pytest.mark.parametrize("name", ["invert", "translate-lr", "paired"])
+@pytest.mark.parametrize("name", ["translate-lr", "paired"])
 def test_unbuilt_subcommands_say_so(name, tmp_path):
     result = run(name, "a.png", "--whatever", "1")
     assert result.exit_code == 1

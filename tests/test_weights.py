@@ -26,8 +26,12 @@ PUBLISHED = {
 }
 
 
+# Files whose publishers give only the sha256 prefix in the file name (torchvision, pytorch-fid).
+PREFIX_PINNED = {"vgg19-imagenet": "dcbb9e9d", "vgg16-imagenet": "397923af", "fid-inception": "6726825d"}
+
+
 def test_registry_matches_published_facts():
-    registry = {c.name: c for c in weights.registry() if not c.manual}
+    registry = {c.name: c for c in weights.registry() if not c.manual and not c.pinned_by_prefix}
     assert set(registry) == set(PUBLISHED)
     for name, (file, size, digest) in PUBLISHED.items():
         checkpoint = registry[name]
@@ -35,6 +39,30 @@ def test_registry_matches_published_facts():
         assert checkpoint.url.startswith("https://github.com/") and checkpoint.url.endswith(file)
         assert checkpoint.hub_repo and checkpoint.hub_file and checkpoint.hub_revision
         assert checkpoint.license and checkpoint.origin and checkpoint.arch
+
+
+def test_prefix_pins_are_the_publishers_file_name_prefixes():
+    registry = {c.name: c for c in weights.registry() if c.pinned_by_prefix and not c.manual}
+    assert set(registry) == set(PREFIX_PINNED)
+    for name, prefix in PREFIX_PINNED.items():
+        checkpoint = registry[name]
+        assert checkpoint.sha256 == prefix and f"-{prefix}." in checkpoint.file
+        assert checkpoint.download_url.startswith("https://") and checkpoint.download_url.endswith(checkpoint.file)
+
+
+def test_prefix_pin_accepts_only_files_with_that_prefix(tmp_path):
+    from dataclasses import replace
+
+    blob = tmp_path / "vgg19-dcbb9e9d.pth"
+    blob.write_bytes(b"not the real network")
+    digest = weights.sha256_of(blob)
+    good = replace(weights.find("vgg19-imagenet"), sha256=digest[:8])
+    weights.verify(good, blob)
+    with pytest.raises(WeightsError) as caught:
+        weights.verify(weights.find("vgg19-imagenet"), blob)
+    assert str(blob) in str(caught.value) and "sha256" in str(caught.value)
+    with pytest.raises(WeightsError):
+        weights.verify(replace(good, sha256=""), blob)
 
 
 def test_registry_is_packaged_with_the_wheel():

@@ -25,7 +25,6 @@ Nothing here touches the file system: build the module, then ``load_state_dict``
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -35,10 +34,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["GFPGANv1Clean", "gfpgan_config_from_state_dict"]
+from i2icli.archs.stylegan2 import (  # noqa: F401  (ModulatedConv2d is re-exported)
+    _LRELU_SLOPE,
+    ModulatedConv2d,
+    StyleGAN2Generator,
+    _bilinear,
+    _channels,
+)
 
-# Negative slope used by every LeakyReLU in both GFPGAN and StyleGAN2.
-_LRELU_SLOPE = 0.2
+__all__ = ["GFPGANv1Clean", "gfpgan_config_from_state_dict"]
 
 # Largest resolution the reference channel table covers; we keep the same limits so that
 # anything we build is something the official code could have trained.
@@ -46,202 +50,16 @@ _MIN_SIZE = 8
 _MAX_SIZE = 1024
 
 
-def _channels(resolution: int, channel_multiplier: float, narrow: float) -> int:
-    """Feature width StyleGAN2 uses at ``resolution`` (same arithmetic as the reference).
-
-    Up to 32x32 the width is flat (512); above that it halves per octave and is scaled by
-    ``channel_multiplier``. The multiplication order matches the reference so that the
-    ``int()`` truncation lands on the same values for non-dyadic ``narrow`` as well.
-    """
-    if resolution <= 32:
-        return int(512 * narrow)
-    return int((16384 // resolution) * channel_multiplier * narrow)
-
-
-def _bilinear(x: Tensor, scale_factor: float) -> Tensor:
-    """Resample by ``scale_factor`` the way every GFPGAN/StyleGAN2-clean layer does."""
-    return F.interpolate(x, scale_factor=scale_factor, mode="bilinear", align_corners=False)
-
-
 # --------------------------------------------------------------------------------------
-# StyleGAN2 ("clean") building blocks
+# StyleGAN2-clean decoder with SFT (building blocks shared with i2icli.archs.stylegan2)
 # --------------------------------------------------------------------------------------
 
 
-class NormStyleCode(nn.Module):
-    """Pixel-norm of the style code, the first layer of the StyleGAN2 mapping MLP."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        # Normalising over dim 1 matches the reference. For a per-layer code of shape
-        # (b, num_latent, c) that is the *layer* axis, not the feature axis; it is a quirk,
-        # but one the checkpoints were trained with, so it is kept. Computed in float32
-        # because squaring a half-precision code can overflow.
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(dim=1, keepdim=True) + 1e-8)).to(x.dtype)
-
-
-class ModulatedConv2d(nn.Module):
-    """StyleGAN2 modulated convolution (no bias), evaluated as one grouped conv.
-
-    Each sample gets its own kernel ``W * s`` (``s`` = per-input-channel style), optionally
-    demodulated so every output channel has unit norm. Stacking the per-sample kernels and
-    using ``groups=batch`` runs the whole batch as a single convolution call.
-
-    Args:
-        in_channels: Input channel count.
-        out_channels: Output channel count.
-        kernel_size: Square kernel size (odd; "same" padding is used).
-        num_style_feat: Width of the style vector fed to the modulation layer.
-        demodulate: Whether to normalise each output channel of the modulated kernel.
-        upsample: Whether to 2x bilinear-upsample the input before convolving.
-        gain: Constant folded into the kernel. StyleConv multiplies its output by
-            ``sqrt(2)``; scaling the (small) kernel instead of the (large) activation map
-            saves a full pass over the output.
-        eps: Added under the square root of the demodulation.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        num_style_feat: int,
-        *,
-        demodulate: bool = True,
-        upsample: bool = False,
-        gain: float = 1.0,
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.demodulate = demodulate
-        self.upsample = upsample
-        self.gain = gain
-        self.eps = eps
-        self.padding = kernel_size // 2
-
-        self.modulation = nn.Linear(num_style_feat, in_channels, bias=True)
-        # A bias of 1 makes an untrained layer start as the identity modulation, as in
-        # StyleGAN2; real use always overwrites it from a checkpoint.
-        nn.init.kaiming_normal_(self.modulation.weight, a=0, mode="fan_in", nonlinearity="linear")
-        nn.init.ones_(self.modulation.bias)
-
-        # Leading singleton dim: the kernel broadcasts against per-sample styles.
-        fan_in = in_channels * kernel_size * kernel_size
-        self.weight = nn.Parameter(
-            torch.randn(1, out_channels, in_channels, kernel_size, kernel_size) / math.sqrt(fan_in)
-        )
-
-    def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        """Convolve ``x`` (b, c_in, h, w) with kernels modulated by ``style`` (b, num_style_feat)."""
-        b = x.shape[0]
-        # Style arithmetic is done in float32: it is tiny (b x c_out x c_in) and it keeps
-        # the demodulation's sum of squares and its eps away from fp16 overflow/underflow.
-        s = self.modulation(style).float()  # (b, c_in)
-        if self.demodulate:
-            # |W_o * s|^2 = sum_i s_i^2 * (sum_k W_{o,i,k}^2): a (b, c_in) @ (c_in, c_out)
-            # matmul instead of squaring and reducing the whole (b, c_out, c_in, k, k) stack.
-            w_sq = self.weight[0].float().pow(2).sum(dim=(2, 3))  # (c_out, c_in)
-            demod = torch.rsqrt(s.pow(2) @ w_sq.t() + self.eps)  # (b, c_out)
-            coef = s[:, None, :] * (demod * self.gain)[:, :, None]  # (b, c_out, c_in)
-        else:
-            coef = (s * self.gain)[:, None, :]  # (b, 1, c_in), broadcasts over c_out
-        # One multiply builds all per-sample kernels; the demodulated ones are bounded by 1
-        # in magnitude, so casting back to the module dtype is safe.
-        weight = self.weight * coef.to(self.weight.dtype)[..., None, None]
-
-        if self.upsample:
-            x = _bilinear(x, 2.0)
-
-        _, c_in, h, w = x.shape
-        k = self.kernel_size
-        # Fold the batch into the channel axis: sample j's channels only meet sample j's
-        # kernel because of groups=b.
-        out = F.conv2d(
-            x.reshape(1, b * c_in, h, w),
-            weight.reshape(b * self.out_channels, c_in, k, k),
-            padding=self.padding,
-            groups=b,
-        )
-        return out.view(b, self.out_channels, h, w)
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
-            f"kernel_size={self.kernel_size}, demodulate={self.demodulate}, upsample={self.upsample}"
-        )
-
-
-class StyleConv(nn.Module):
-    """Modulated 3x3 conv + noise injection + bias + LeakyReLU.
-
-    Parameter names follow the reference: ``weight`` is the scalar noise strength,
-    ``bias`` the per-channel bias.
-    """
-
-    def __init__(
-        self, in_channels: int, out_channels: int, num_style_feat: int, *, upsample: bool = False
-    ) -> None:
-        super().__init__()
-        # sqrt(2) is StyleGAN2's gain that keeps the variance after LeakyReLU ~constant.
-        self.modulated_conv = ModulatedConv2d(
-            in_channels,
-            out_channels,
-            3,
-            num_style_feat,
-            demodulate=True,
-            upsample=upsample,
-            gain=math.sqrt(2.0),
-        )
-        self.weight = nn.Parameter(torch.zeros(1))
-        self.bias = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
-
-    def forward(self, x: Tensor, style: Tensor, noise: Tensor) -> Tensor:
-        """``noise`` is (1, 1, h, w) and is shared by every sample in the batch."""
-        out = self.modulated_conv(x, style)
-        # addcmul = out + noise * strength in one kernel; noise broadcasts over b and c.
-        out = torch.addcmul(out, noise.to(out.dtype), self.weight)
-        out = out.add_(self.bias)
-        return F.leaky_relu_(out, _LRELU_SLOPE)
-
-
-class ToRGB(nn.Module):
-    """Modulated 1x1 conv to RGB, accumulated onto the (upsampled) previous RGB skip."""
-
-    def __init__(self, in_channels: int, num_style_feat: int, *, upsample: bool = True) -> None:
-        super().__init__()
-        self.upsample = upsample
-        # No demodulation: the RGB output's scale is meaningful.
-        self.modulated_conv = ModulatedConv2d(
-            in_channels, 3, 1, num_style_feat, demodulate=False, upsample=False
-        )
-        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
-
-    def forward(self, x: Tensor, style: Tensor, skip: Tensor | None = None) -> Tensor:
-        out = self.modulated_conv(x, style).add_(self.bias)
-        if skip is not None:
-            if self.upsample:
-                skip = _bilinear(skip, 2.0)
-            out = out.add_(skip)
-        return out
-
-
-class ConstantInput(nn.Module):
-    """The learned 4x4 tensor the StyleGAN2 synthesis starts from."""
-
-    def __init__(self, num_channel: int, size: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(1, num_channel, size, size))
-
-    def forward(self, batch: int) -> Tensor:
-        # expand, not repeat: the first modulated conv reshapes (copies) it anyway.
-        return self.weight.expand(batch, -1, -1, -1)
-
-
-class StyleGAN2GeneratorCSFT(nn.Module):
+class StyleGAN2GeneratorCSFT(StyleGAN2Generator):
     """StyleGAN2-clean synthesis network with channel-split SFT modulation.
+
+    The layers (and so the checkpoint keys) are exactly :class:`StyleGAN2Generator`'s; only the
+    forward pass differs, modulating each octave's features with the U-Net's SFT maps.
 
     Args:
         out_size: Output resolution (power of two).
@@ -262,47 +80,9 @@ class StyleGAN2GeneratorCSFT(nn.Module):
         narrow: float = 1.0,
         sft_half: bool = False,
     ) -> None:
-        super().__init__()
-        self.num_style_feat = num_style_feat
+        super().__init__(out_size, num_style_feat, num_mlp, channel_multiplier, narrow, resample="bilinear")
         self.sft_half = sft_half
-        self.log_size = out_size.bit_length() - 1
-        # One style conv at 4x4 plus two per octave above it.
-        self.num_layers = (self.log_size - 2) * 2 + 1
-        # Style vectors consumed: convs + to_rgbs (to_rgb1 reuses index 1, see forward).
-        self.num_latent = self.log_size * 2 - 2
-
-        # The mapping MLP. GFPGAN feeds latents directly (input_is_latent=True), but the
-        # layers exist in the checkpoints; Sequential indices (1, 3, 5, ...) must match.
-        layers: list[nn.Module] = [NormStyleCode()]
-        for _ in range(num_mlp):
-            linear = nn.Linear(num_style_feat, num_style_feat, bias=True)
-            nn.init.kaiming_normal_(linear.weight, a=_LRELU_SLOPE, mode="fan_in", nonlinearity="leaky_relu")
-            nn.init.zeros_(linear.bias)
-            layers += [linear, nn.LeakyReLU(_LRELU_SLOPE, inplace=True)]
-        self.style_mlp = nn.Sequential(*layers)
-
-        ch4 = _channels(4, channel_multiplier, narrow)
-        self.constant_input = ConstantInput(ch4, size=4)
-        self.style_conv1 = StyleConv(ch4, ch4, num_style_feat, upsample=False)
-        self.to_rgb1 = ToRGB(ch4, num_style_feat, upsample=False)
-
-        self.style_convs = nn.ModuleList()
-        self.to_rgbs = nn.ModuleList()
-        in_ch = ch4
-        for level in range(3, self.log_size + 1):
-            out_ch = _channels(2**level, channel_multiplier, narrow)
-            self.style_convs.append(StyleConv(in_ch, out_ch, num_style_feat, upsample=True))
-            self.style_convs.append(StyleConv(out_ch, out_ch, num_style_feat, upsample=False))
-            self.to_rgbs.append(ToRGB(out_ch, num_style_feat, upsample=True))
-            in_ch = out_ch
-
-        # Fixed noise maps, one per style conv; layer i runs at 2**((i + 5) // 2) pixels.
-        # Stored as (1, 1, r, r) so a single map broadcasts over any batch size. Registered
-        # last so the state_dict key order matches the official checkpoints too.
-        self.noises = nn.Module()
-        for i in range(self.num_layers):
-            res = 2 ** ((i + 5) // 2)
-            self.noises.register_buffer(f"noise{i}", torch.randn(1, 1, res, res))
+        self.num_layers = self.num_convs
 
     def _sft(self, feat: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
         """Spatial feature transform: ``feat * scale + shift`` on all or half the channels."""

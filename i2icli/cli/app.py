@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from i2icli import __version__
-from i2icli.cli import exemplar, pending, restore, weights
+from i2icli.cli import exemplar, invert, pending, restore, weights
 
 app = typer.Typer(
     name="i2i",
@@ -36,6 +36,7 @@ def main_options(
 
 app.command("restore", no_args_is_help=True)(restore.restore)
 app.command("exemplar", no_args_is_help=True)(exemplar.exemplar)
+app.command("invert", no_args_is_help=True)(invert.invert)
 pending.register(app)
 app.add_typer(weights.app, name="weights")
 

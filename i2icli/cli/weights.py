@@ -25,7 +25,7 @@ RESTORE_DEFAULTS = ("gfpgan-1.4", "realesrgan-x2plus", "retinaface-resnet50", "p
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
+    return f"{n / 2**20:.1f} MB" if n else "?"
 
 
 @app.command("list")
@@ -43,8 +43,9 @@ def list_weights(as_json: JsonOption = False) -> None:
     if as_json:
         stdout_write(json.dumps([
             {"name": c.name, "role": c.role, "file": c.file, "bytes": c.bytes, "license": c.license,
-             "origin": c.origin, "hub": f"{c.hub_repo}/{c.hub_file}@{c.hub_revision}", "url": c.url,
-             "local_path": str(p) if p else None, "manual_download": c.manual}
+             "origin": c.origin, "hub": f"{c.hub_repo}/{c.hub_file}@{c.hub_revision}" if c.hub_repo else None,
+             "url": c.download_url, "local_path": str(p) if p else None, "manual_download": c.manual,
+             "sha256": c.sha256 or None, "pinned_by_prefix": bool(c.sha256) and c.pinned_by_prefix}
             for c, p in rows
         ], indent=2))
         return
@@ -107,7 +108,11 @@ def verify() -> None:
         present += 1
         try:
             weights.verify(checkpoint, local)
-            console.print(f"[green]✓[/] {checkpoint.name}: {local}")
+            if checkpoint.pinned_by_prefix:
+                # Only the publisher's 8-digit prefix is pinned; show the full digest so it can be.
+                console.print(f"[green]✓[/] {checkpoint.name}: {local} (prefix pin; sha256 {weights.sha256_of(local)})")
+            else:
+                console.print(f"[green]✓[/] {checkpoint.name}: {local}")
         except WeightsError as error:
             bad += 1
             report_error(error)

@@ -3,23 +3,20 @@ Real-ESRGAN, paste the faces back. Inference only; models are loaded once and re
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, TypeVar
 
 import cv2
 import numpy as np
 import torch
 
-from i2icli import weights
 from i2icli.archs.gfpgan import GFPGANv1Clean, gfpgan_config_from_state_dict
-from i2icli.errors import DeviceError, WeightsError
+from i2icli.errors import WeightsError
 from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face, paste_matrix
 from i2icli.faces.detect import DetectedFace, FaceDetector, build_retinaface, select_faces
 from i2icli.faces.paste import paste_face, parse_masks
 from i2icli.imageio import Picture, max_value
 from i2icli.pipelines.devices import AUTO, PRECISIONS, cpu_has_native_bf16, explicit_dtype, pick_device
+from i2icli.pipelines.loading import DownloadProgress, instantiate, load_checkpoint, timed
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
 
@@ -83,53 +80,18 @@ def background_model_for(upscale: float) -> str:
     return "realesrgan-x2plus" if upscale <= 2 else "realesrgan-x4plus"
 
 
-DownloadProgress = Callable[[str, int, int], None]  # (file, bytes done, bytes total)
-
-
-Built = TypeVar("Built")
-
-
-def _load(
-    spec: str,
-    what: str,
-    builder: Callable[[dict[str, torch.Tensor]], Built],
-    progress: DownloadProgress | None = None,
-) -> Built:
-    report = (lambda done, total: progress(spec, done, total)) if progress else None
-    resolved = weights.resolve(spec, progress=report)
-    state_dict = weights.load_state_dict(resolved.path)
-    try:
-        return builder(state_dict)
-    except WeightsError as error:
-        raise WeightsError(f"{resolved.path}: {error.message}", error.hint) from None
-    except (RuntimeError, KeyError, ValueError, IndexError) as error:
-        raise WeightsError(
-            f"{resolved.path}: not a {what} checkpoint ({str(error).splitlines()[0][:120]})",
-            f"pass a {what} checkpoint, or a name from `i2i weights list`",
-        ) from None
-
-
-def _instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Build on the meta device and adopt the checkpoint's tensors: random initialisation of a
-    large model only to overwrite it costs about a second per model."""
-    with torch.device("meta"):
-        model = factory()
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.eval()
-
-
 def build_face_model(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     if "stylegan_decoder.constant_input.weight" not in state_dict:
         raise WeightsError("not a GFPGAN v1.3/v1.4 (GFPGANv1Clean) checkpoint")
     config = gfpgan_config_from_state_dict(state_dict)
-    return _instantiate(lambda: GFPGANv1Clean(**config), state_dict)
+    return instantiate(lambda: GFPGANv1Clean(**config), state_dict)
 
 
 def build_parser(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     import i2icli._compat  # noqa: F401
     from facexlib.parsing.parsenet import ParseNet
 
-    return _instantiate(lambda: ParseNet(in_size=512, out_size=512, parsing_ch=19), state_dict)
+    return instantiate(lambda: ParseNet(in_size=512, out_size=512, parsing_ch=19), state_dict)
 
 
 def _cuda_face_batch(device: torch.device, dtype: torch.dtype) -> int:
@@ -181,17 +143,17 @@ class RestorePipeline:
         device = device if isinstance(device, torch.device) else pick_device(device)
         dtype = pick_dtype(precision, device)
 
-        face_model = _load(model, "GFPGAN", build_face_model, progress)
+        face_model = load_checkpoint(model, "GFPGAN", build_face_model, progress)
         face_detector = None
         upscaler = None
         face_parser = None
         if not settings.aligned:
-            detector_model = use_channels_last(_load(detector, "RetinaFace", build_retinaface, progress))
+            detector_model = use_channels_last(load_checkpoint(detector, "RetinaFace", build_retinaface, progress))
             face_detector = FaceDetector(detector_model, device, max_side=settings.detect_max_side)
-            face_parser = use_channels_last(_load(parser, "ParseNet", build_parser, progress)) if parser else None
+            face_parser = use_channels_last(load_checkpoint(parser, "ParseNet", build_parser, progress)) if parser else None
             if bg_model:
                 spec = background_model_for(settings.upscale) if bg_model == AUTO else bg_model
-                sr_model, native_scale = _load(spec, "Real-ESRGAN", build_sr_model, progress)
+                sr_model, native_scale = load_checkpoint(spec, "Real-ESRGAN", build_sr_model, progress)
                 upscaler = BackgroundUpscaler(
                     model=use_channels_last(sr_model).to(device=device, dtype=dtype),
                     scale=native_scale,
@@ -268,12 +230,12 @@ class RestorePipeline:
         settings = self.settings
         peak = max_value(picture.rgb.dtype)
 
-        with _timed(seconds, "detect"):
+        with timed(seconds, "detect"):
             found = self.detector.detect(picture.rgb, threshold=settings.threshold)
             found = select_faces(
                 found, picture.rgb.shape, min_size=settings.min_face_size, only_center=settings.only_center_face
             )
-        with _timed(seconds, "background"):
+        with timed(seconds, "background"):
             height, width = picture.rgb.shape[:2]
             out_height, out_width = scaled_size(height, width, settings.upscale)
             source = picture.rgb if picture.alpha is None else np.dstack([picture.rgb, picture.alpha])
@@ -285,7 +247,7 @@ class RestorePipeline:
         count = 0
         step = self._batch_size()
         for start in range(0, len(found), step):
-            with _timed(seconds, "align"):
+            with timed(seconds, "align"):
                 detections, matrices, crops = [], [], []
                 for face in found[start : start + step]:
                     try:
@@ -298,11 +260,11 @@ class RestorePipeline:
             if not crops:
                 continue
             crops_array = np.stack(crops)
-            with _timed(seconds, "faces"):
+            with timed(seconds, "faces"):
                 restored = self.restore_faces(crops_array)
-            with _timed(seconds, "parse"):
+            with timed(seconds, "parse"):
                 masks = self._face_masks(restored)
-            with _timed(seconds, "paste"):
+            with timed(seconds, "paste"):
                 for face, matrix, mask in zip(restored, matrices, masks):
                     paste_face(canvas, face * peak, paste_matrix(matrix, settings.upscale), mask=mask, upscale=settings.upscale)
             count += len(crops)
@@ -323,17 +285,8 @@ class RestorePipeline:
         if face.shape[:2] != (FACE_SIZE, FACE_SIZE):
             face = cv2.resize(face, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
         crop = face.astype(np.float32)[None] / peak
-        with _timed(seconds, "faces"):
+        with timed(seconds, "faces"):
             restored = self.restore_faces(crop)
         pixels = np.clip(np.rint(restored[0] * peak), 0, peak).astype(picture.rgb.dtype)
         result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=None)
         return RestoreResult(result, 1, [RestoredFace(crop[0], restored[0], None)], seconds)
-
-
-@contextmanager
-def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start

@@ -1,0 +1,217 @@
+"""`i2i invert`: Multiple GAN Inversion (a source face's structure, an exemplar's style, a StyleGAN2's realism)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from i2icli.cli.common import (
+    EXIT_OK,
+    DeviceOption,
+    JsonOption,
+    console,
+    handles_errors,
+    stdout_write,
+    usage_error,
+)
+from i2icli.errors import InputError
+
+_MODEL = "Model"
+_SEARCH = "Inversion"
+_OUTPUT = "Output"
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+@handles_errors
+def invert(
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="The face whose structure (pose, shape, expression) to keep.",
+                                           show_default=False)],
+    exemplar: Annotated[Path, typer.Argument(metavar="EXEMPLAR", help="The face whose style (colours, texture, lighting) to use.",
+                                             show_default=False)],
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Output image file, or a folder for SOURCE_EXEMPLAR.png.",
+                          rich_help_panel=_OUTPUT)
+    ] = "results",
+    generator: Annotated[
+        str, typer.Option(help="StyleGAN2 checkpoint (basicsr/GFPGAN FFHQ files load as published): a path, or a "
+                          "name from `i2i weights list`. Its resolution is the output's.", rich_help_panel=_MODEL)
+    ] = "stylegan2-ffhq-512",
+    layers: Annotated[
+        str, typer.Option(help="Composing layers to try, one hypothesis each, e.g. 4-8 or 3,5,7. A layer is a count "
+                          "of StyleGAN2 style convs (15 at 512 px, 17 at 1024 px).", rich_help_panel=_SEARCH)
+    ] = "4-8",
+    codes: Annotated[int, typer.Option(min=1, max=256, help="Latent codes per hypothesis.", rich_help_panel=_SEARCH)] = 20,
+    steps: Annotated[int, typer.Option(min=0, help="Adam steps.", rich_help_panel=_SEARCH)] = 1000,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.", rich_help_panel=_SEARCH)] = 0.05,
+    size: Annotated[
+        int, typer.Option(min=32, help="Working size of the warp and the fitting target, a multiple of 8 "
+                          "(the paper: 256, i.e. x4 super-resolution with a 1024 px generator).", rich_help_panel=_SEARCH)
+    ] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the starting codes (same seed, same result on one device).",
+                                      rich_help_panel=_SEARCH)] = 0,
+    temperature: Annotated[
+        float, typer.Option(help="Correspondence softmax temperature (alpha): higher copies "
+                            "single best matches.", rich_help_panel=_SEARCH)
+    ] = 100.0,
+    perceptual_weight: Annotated[
+        float, typer.Option(min=0.0, help="Weight of the VGG-16 perceptual loss against pixel MSE.",
+                            rich_help_panel=_SEARCH)
+    ] = 1.0,
+    batch_hypotheses: Annotated[
+        bool | None,
+        typer.Option("--batch-hypotheses/--one-by-one", help="Fit all layers in one batch, or one layer after "
+                     "another (same results). Default: one batch on a GPU, one by one on a CPU (faster there).",
+                     show_default=False, rich_help_panel="Device"),
+    ] = None,
+    aligned: Annotated[
+        bool, typer.Option("--aligned", help="Inputs are already aligned face crops: skip detection and alignment "
+                           "(non-square inputs are centre-cropped).")
+    ] = False,
+    save_all: Annotated[
+        bool, typer.Option("--save-all", help="Also save every hypothesis, the aligned faces, the warped exemplar and "
+                           "a JSON file of the scores.", rich_help_panel=_OUTPUT)
+    ] = False,
+    correspondence_model: Annotated[
+        str, typer.Option(help="VGG-19 for the correspondence (torchvision layout).", rich_help_panel=_MODEL)
+    ] = "vgg19-imagenet",
+    perceptual_model: Annotated[
+        str, typer.Option(help="VGG-16 for the perceptual loss (torchvision layout).", rich_help_panel=_MODEL)
+    ] = "vgg16-imagenet",
+    score_model: Annotated[
+        str, typer.Option(help="FID Inception-v3 for the scores (pytorch-fid layout).", rich_help_panel=_MODEL)
+    ] = "fid-inception",
+    detector: Annotated[str, typer.Option(help="RetinaFace face detector.", rich_help_panel=_MODEL)] = "retinaface-resnet50",
+    device: DeviceOption = "auto",
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
+    ] = 200_000_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Give SOURCE's face the style of EXEMPLAR's (Multiple GAN Inversion).
+
+    Both faces are aligned as `i2i restore` aligns them, the exemplar is warped onto the source
+    through VGG-19 features, and a StyleGAN2 is fitted to the warp with several latent codes
+    blended at a composing layer, once per layer in --layers. The result with the lowest
+    Fréchet distance to the exemplar wins. With one image per hypothesis this is the
+    single-image form of FID: statistics over the spatial positions of a mid-level
+    FID-Inception feature map (192 channels at 35x35), not over a set of images.
+    """
+    from i2icli.pipelines.invert import InvertPipeline, InvertSettings, parse_layers
+
+    try:
+        settings = InvertSettings(
+            layers=parse_layers(layers), codes=codes, steps=steps, lr=lr, size=size, seed=seed,
+            temperature=temperature, perceptual_weight=perceptual_weight, aligned=aligned,
+            batch_hypotheses=batch_hypotheses,
+        )
+    except ValueError as error:
+        raise usage_error(str(error)) from None
+    target = _output_path(source, exemplar, output)
+
+    from i2icli.imageio import read_image
+
+    source_picture = read_image(source, max_pixels=max_pixels)
+    exemplar_picture = read_image(exemplar, max_pixels=max_pixels)
+    try:
+        pipeline = InvertPipeline.load(
+            generator=generator, correspondence=correspondence_model, perceptual=perceptual_model,
+            scorer=score_model, detector=detector, device=device, settings=settings,
+        )
+    except ValueError as error:  # layers or size this generator cannot do
+        raise usage_error(str(error)) from None
+
+    with _loss_progress(settings.layers) as on_step:
+        result = pipeline.invert(source_picture, exemplar_picture, on_step=on_step)
+    written = _write(result, target, save_all)
+
+    console.print(f"[green]✓[/] {source} + {exemplar} → {target} [dim](layer {result.layer}; "
+                  f"{sum(result.seconds.values()):.1f} s)[/]")
+    if save_all or not as_json:
+        for hypothesis in result.hypotheses:
+            mark = "[green]←[/]" if hypothesis.layer == result.layer else ""
+            console.print(f"  layer {hypothesis.layer:>2}: loss {hypothesis.loss:.4f}, Fréchet {hypothesis.score:.2f} {mark}")
+    if as_json:
+        stdout_write(json.dumps(_summary(result, source, exemplar, target, written), indent=2))
+    raise typer.Exit(EXIT_OK)
+
+
+def _output_path(source: Path, exemplar: Path, output: str) -> Path:
+    target = Path(output).expanduser()
+    if target.suffix.lower() not in _IMAGE_EXTENSIONS:
+        target = target / f"{source.stem}_{exemplar.stem}.png"
+    for given in (source, exemplar):
+        try:
+            same = target.resolve() == given.expanduser().resolve()
+        except OSError:
+            same = False
+        if same:
+            raise InputError(target, "the output would overwrite an input", "choose another -o/--output")
+    return target
+
+
+def _summary(result: Any, source: Path, exemplar: Path, target: Path, written: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "source": str(source),
+        "exemplar": str(exemplar),
+        "output": str(target),
+        "layer": result.layer,
+        "hypotheses": [
+            {"layer": h.layer, "loss": h.loss, "frechet": h.score, **({"file": written["hypotheses"][h.layer]}
+                                                                          if "hypotheses" in written else {})}
+            for h in result.hypotheses
+        ],
+        "frechet_form": "single-image (spatial statistics of FID Inception block 1)",
+        "seconds": {stage: round(value, 3) for stage, value in result.seconds.items()},
+        **({"files": {k: v for k, v in written.items() if k != "hypotheses"}} if written else {}),
+    }
+
+
+def _write(result: Any, target: Path, save_all: bool) -> dict[str, Any]:
+    from i2icli.imageio import write_image, write_text
+
+    write_image(target, result.picture)
+    if not save_all:
+        return {}
+    folder, stem = target.parent, target.stem
+    written: dict[str, Any] = {"hypotheses": {}}
+    for hypothesis in result.hypotheses:
+        path = folder / f"{stem}_layer{hypothesis.layer:02d}.png"
+        write_image(path, hypothesis.picture)
+        written["hypotheses"][hypothesis.layer] = str(path)
+    for name, picture in (("warped", result.warped), ("source_face", result.source_face),
+                          ("exemplar_face", result.exemplar_face)):
+        path = folder / f"{stem}_{name}.png"
+        write_image(path, picture)
+        written[name] = str(path)
+    scores = {"chosen_layer": result.layer,
+              "hypotheses": [{"layer": h.layer, "loss": h.loss, "frechet": h.score,
+                              "file": written["hypotheses"][h.layer]} for h in result.hypotheses]}
+    written["scores"] = str(write_text(folder / f"{stem}_scores.json", json.dumps(scores, indent=2) + "\n"))
+    return written
+
+
+class _loss_progress:
+    """A progress bar over the Adam steps whose text shows every hypothesis's current loss."""
+
+    def __init__(self, layers: tuple[int, ...]) -> None:
+        self.layers = layers
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=console, transient=True)
+        self.progress.__enter__()
+        self.task = self.progress.add_task("inverting", total=None)
+
+        def on_step(step: int, total: int, losses: Any) -> None:
+            text = "  ".join(f"L{layer} {loss:.4f}" for layer, loss in zip(self.layers, losses))
+            self.progress.update(self.task, completed=step, total=total, description=f"inverting  {text}")
+
+        return on_step
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]

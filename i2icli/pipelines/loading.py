@@ -1,0 +1,59 @@
+"""Loading checkpoints into models, and timing pipeline stages: shared by every pipeline."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+import torch
+
+from i2icli import weights
+from i2icli.errors import WeightsError
+
+DownloadProgress = Callable[[str, int, int], None]  # (file, bytes done, bytes total)
+
+
+Built = TypeVar("Built")
+
+
+def load_checkpoint(
+    spec: str,
+    what: str,
+    builder: Callable[[dict[str, torch.Tensor]], Built],
+    progress: DownloadProgress | None = None,
+) -> Built:
+    """Resolve ``spec`` (name or path), load it safely and build a model with ``builder``.
+
+    Any failure to build becomes one WeightsError naming the file, whatever the builder raised.
+    """
+    report = (lambda done, total: progress(spec, done, total)) if progress else None
+    resolved = weights.resolve(spec, progress=report)
+    state_dict = weights.load_state_dict(resolved.path)
+    try:
+        return builder(state_dict)
+    except WeightsError as error:
+        raise WeightsError(f"{resolved.path}: {error.message}", error.hint) from None
+    except (RuntimeError, KeyError, ValueError, IndexError) as error:
+        raise WeightsError(
+            f"{resolved.path}: not a {what} checkpoint ({str(error).splitlines()[0][:120]})",
+            f"pass a {what} checkpoint, or a name from `i2i weights list`",
+        ) from None
+
+
+def instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Build on the meta device and adopt the checkpoint's tensors: random initialisation of a
+    large model only to overwrite it costs about a second per model."""
+    with torch.device("meta"):
+        model = factory()
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval()
+
+
+@contextmanager
+def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
