@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=InvertSettings.steps, help="steps of a whole image (multiplied out)")
     parser.add_argument("--timed-steps", type=int, default=4, help="measured steps per configuration")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
 
     device = pick_device(args.device)
@@ -71,7 +72,7 @@ def main() -> None:
 
     def pipeline(layers: tuple[int, ...], steps: int) -> InvertPipeline:
         settings = InvertSettings(layers=layers, codes=args.codes, steps=steps, size=args.size, aligned=True,
-                                  batch_hypotheses=True)
+                                  batch_hypotheses=True, precision=args.precision)
         return InvertPipeline(*networks, detector=None, device=device, settings=settings)
 
     photo = read_image(ROOT / "examples" / "old_photo.jpg")
@@ -82,7 +83,7 @@ def main() -> None:
         runs[f"layer {layer}"] = pipeline((layer,), args.timed_steps + 1)
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     print(f"device {device} ({threads} threads), generator {args.generator_size} px, {args.codes} codes, "
-          f"working size {args.size}")
+          f"working size {args.size}, {args.precision}")
 
     every = runs["all"]
     started = time.perf_counter()

@@ -24,6 +24,7 @@ from i2icli.faces.align import alignment_matrix, crop_face
 from i2icli.faces.detect import DetectedFace
 from i2icli.imageio import Picture, read_image
 from i2icli.pipelines.correspondence import correspondence_features, soft_warp
+from i2icli.pipelines.devices import cpu_has_native_bf16
 from i2icli.pipelines.invert import (
     InvertPipeline,
     InvertSettings,
@@ -217,6 +218,17 @@ def test_inversion_loss_falls_and_the_render_approaches_its_target(networks):
     with torch.no_grad():
         start, _ = pipeline_with(networks, layers=(3,), codes=4, steps=0).fit(target)
     assert (renders - target).pow(2).mean() < 0.5 * (start - target).pow(2).mean()
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU would emulate bf16")
+def test_bf16_inversion_also_converges(networks):
+    generator = networks["generator"]
+    with torch.no_grad():
+        target = generator(generator.mapping(torch.randn(1, 16, generator=torch.Generator().manual_seed(9))))
+    history: list[float] = []
+    pipeline = pipeline_with(networks, layers=(3,), codes=4, steps=40, precision="bf16")
+    renders, losses = pipeline.fit(target, on_step=lambda step, total, values: history.append(values[0]))
+    assert renders.dtype == torch.float32 and losses[0] < 0.5 * history[0]
 
 
 def test_parse_layers():

@@ -85,6 +85,11 @@ def invert(
     ] = "fid-inception",
     detector: Annotated[str, typer.Option(help="RetinaFace face detector.", rich_help_panel=_MODEL)] = "retinaface-resnet50",
     device: DeviceOption = "auto",
+    bf16: Annotated[
+        bool, typer.Option("--bf16", help="Run the networks under bfloat16 autocast (about 2x faster on CPUs with "
+                           "AVX512-BF16/AMX and on recent GPUs); codes, Adam and losses stay fp32.",
+                           rich_help_panel="Device")
+    ] = False,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
     ] = 200_000_000,
@@ -105,7 +110,7 @@ def invert(
         settings = InvertSettings(
             layers=parse_layers(layers), codes=codes, steps=steps, lr=lr, size=size, seed=seed,
             temperature=temperature, perceptual_weight=perceptual_weight, aligned=aligned,
-            batch_hypotheses=batch_hypotheses,
+            batch_hypotheses=batch_hypotheses, precision="bf16" if bf16 else "fp32",
         )
     except ValueError as error:
         raise usage_error(str(error)) from None

@@ -37,7 +37,7 @@ from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face
 from i2icli.faces.detect import FaceDetector, build_retinaface
 from i2icli.imageio import Picture, max_value
 from i2icli.pipelines.correspondence import FEATURE_STRIDE, correspondence_features, soft_warp
-from i2icli.pipelines.devices import AUTO, pick_device
+from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device
 from i2icli.pipelines.frechet import single_image_frechet
 from i2icli.pipelines.loading import DownloadProgress, load_checkpoint, timed
 
@@ -73,6 +73,10 @@ class InvertSettings:
     # (None): one batch on a GPU; one after another on a CPU, where one batch measured slower
     # (35.1 vs 30.4 s per step for layers 4-8, 512 px generator, 2 cores). Results are the same.
     batch_hypotheses: bool | None = None
+    # "fp32", or "bf16": the generator's and VGG's passes under bf16 autocast (codes, blend
+    # weights, Adam and the losses stay fp32). On a 2-core AVX512-BF16 CPU a forward+backward
+    # of the 512 px generator with 20 codes took 2.73 s instead of 5.57 s.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.size < MIN_SIZE or self.size % SIZE_MULTIPLE:
@@ -81,6 +85,8 @@ class InvertSettings:
             raise ValueError(f"--layers must name distinct composing layers; got {self.layers}")
         if self.codes < 1 or self.steps < 0:
             raise ValueError("--codes must be at least 1 and --steps at least 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16; got {self.precision!r}")
         if not self.lr > 0 or not self.temperature > 0 or self.perceptual_weight < 0:
             raise ValueError("--lr and --temperature must be positive, --perceptual-weight not negative")
 
@@ -225,6 +231,8 @@ class InvertPipeline:
         self.detector = detector
         self.settings = settings or InvertSettings()
         self.check_settings(self.settings)
+        if self.settings.precision == "bf16":
+            explicit_dtype("bf16", device)  # a clear error where bf16 would be emulated or missing
 
     def check_settings(self, settings: InvertSettings) -> None:
         """Refuse layers and sizes this generator cannot do, in terms of the CLI's options."""
@@ -337,7 +345,9 @@ class InvertPipeline:
         optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
         for step in range(settings.steps):
             optimiser.zero_grad(set_to_none=True)
-            per_hypothesis = self._losses(model(), target, target_features)
+            with self._autocast():
+                renders = model()
+            per_hypothesis = self._losses(renders, target, target_features)
             # Summed: each hypothesis's parameters only see their own loss (and Adam is per element).
             per_hypothesis.sum().backward()
             optimiser.step()
@@ -347,12 +357,18 @@ class InvertPipeline:
             losses = self._losses(renders, target, target_features).cpu().tolist()
         return renders, losses
 
+    def _autocast(self) -> torch.autocast:
+        enabled = self.settings.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def _perceptual_features(self, images: Tensor) -> Tensor:
-        return self.perceptual(images)[PERCEPTUAL_LAYER]
+        with self._autocast():
+            features = self.perceptual(images)[PERCEPTUAL_LAYER]
+        return features.float()
 
     def _losses(self, renders: Tensor, target: Tensor, target_features: Tensor | None) -> Tensor:
         """Per-hypothesis loss of the downsampled renders against the warped exemplar."""
-        small = _downsample(renders, target.shape[-1])
+        small = _downsample(renders.float(), target.shape[-1])
         loss = (small - target).pow(2).mean(dim=(1, 2, 3))
         if target_features is not None:
             features = self._perceptual_features(small)
