@@ -37,6 +37,7 @@ __all__ = [
     "read_image",
     "write_image",
     "write_text",
+    "to_8bit",
     "max_value",
     "to_float",
     "alpha_to_float",
@@ -518,7 +519,7 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == Path(b).resolve()
 
 
-def _to_8bit(arr: np.ndarray) -> np.ndarray:
+def to_8bit(arr: np.ndarray) -> np.ndarray:
     """uint16 -> uint8 as round(v / 257) (exact for all 65536 values), no float copy."""
     if arr.dtype == np.uint8:
         return arr
@@ -535,11 +536,11 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) -> bytes | np.ndarray:
     rgb, alpha = picture.rgb, picture.alpha if fmt in _KEEPS_ALPHA else None
-    to_8bit = _to_8bit if fmt not in _KEEPS_16BIT else (lambda arr: arr)
-    alpha = None if alpha is None else to_8bit(alpha)
+    narrow = to_8bit if fmt not in _KEEPS_16BIT else (lambda arr: arr)
+    alpha = None if alpha is None else narrow(alpha)
 
     if picture.grayscale:
-        luma = to_8bit(_luma(rgb))  # luma at full depth, then round once
+        luma = narrow(_luma(rgb))  # luma at full depth, then round once
         if alpha is None and fmt != "WEBP":
             pixels = luma
         elif alpha is not None and fmt == "PNG":
@@ -547,9 +548,9 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
         else:  # WebP has no gray; OpenCV writes no gray+alpha TIFF
             pixels = np.stack((luma, luma, luma) if alpha is None else (luma, luma, luma, alpha), axis=-1)
     elif alpha is None:
-        pixels = cv2.cvtColor(to_8bit(rgb), cv2.COLOR_RGB2BGR)
+        pixels = cv2.cvtColor(narrow(rgb), cv2.COLOR_RGB2BGR)
     else:
-        rgb = to_8bit(rgb)
+        rgb = narrow(rgb)
         pixels = np.stack((rgb[..., 2], rgb[..., 1], rgb[..., 0], alpha), axis=-1)
 
     params: list[int] = []

@@ -175,8 +175,8 @@ def test_16bit_to_8bit_formats(tmp_path, suffix):
 def test_16_to_8_rounding_is_exact():
     v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     expected = ((v.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    np.testing.assert_array_equal(imageio._to_8bit(v), expected)
-    np.testing.assert_array_equal(imageio._to_8bit(np.stack([v] * 3, -1)), np.stack([expected] * 3, -1))
+    np.testing.assert_array_equal(imageio.to_8bit(v), expected)
+    np.testing.assert_array_equal(imageio.to_8bit(np.stack([v] * 3, -1)), np.stack([expected] * 3, -1))
 
 
 # --------------------------------------------------------------------------- grayscale

@@ -35,7 +35,7 @@ from i2icli.archs.stylegan2 import (
 from i2icli.errors import InputError
 from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face
 from i2icli.faces.detect import FaceDetector, build_retinaface
-from i2icli.imageio import Picture, max_value
+from i2icli.imageio import Picture, max_value, to_8bit
 from i2icli.pipelines.correspondence import FEATURE_STRIDE, correspondence_features, soft_warp
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device
 from i2icli.pipelines.frechet import single_image_frechet
@@ -381,8 +381,8 @@ class InvertPipeline:
         seconds: dict[str, float] = {}
         size = self.settings.size
         with timed(seconds, "align"):
-            source_face = _to_8bit(self.face(source, "source"))
-            exemplar_face = _to_8bit(self.face(exemplar, "exemplar"))
+            source_face = to_8bit(self.face(source, "source"))
+            exemplar_face = to_8bit(self.face(exemplar, "exemplar"))
         source_tensor = _to_tensor(_square_resize(source_face, size), self.device)
         exemplar_tensor = _to_tensor(_square_resize(exemplar_face, size), self.device)
         with timed(seconds, "warp"):
@@ -409,12 +409,6 @@ class InvertPipeline:
             exemplar_face=Picture(rgb=exemplar_face),
             seconds=seconds,
         )
-
-
-def _to_8bit(rgb: np.ndarray) -> np.ndarray:
-    if rgb.dtype == np.uint8:
-        return rgb
-    return np.ascontiguousarray((rgb.astype(np.float32) / max_value(rgb.dtype) * 255).round().astype(np.uint8))
 
 
 __all__ = [

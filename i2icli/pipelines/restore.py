@@ -15,7 +15,7 @@ from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face, paste_mat
 from i2icli.faces.detect import DetectedFace, FaceDetector, build_retinaface, select_faces
 from i2icli.faces.paste import paste_face, parse_masks
 from i2icli.imageio import Picture, max_value
-from i2icli.pipelines.devices import AUTO, PRECISIONS, cpu_has_native_bf16, explicit_dtype, pick_device
+from i2icli.pipelines.devices import AUTO, cpu_has_native_bf16, explicit_dtype, pick_device
 from i2icli.pipelines.loading import DownloadProgress, instantiate, load_checkpoint, timed
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
