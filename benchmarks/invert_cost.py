@@ -29,12 +29,11 @@ from feature_checkpoints import random_fid_inception_state_dict, random_vgg_stat
 from i2icli.archs.stylegan2 import StyleGAN2Generator  # noqa: E402
 from i2icli.imageio import read_image  # noqa: E402
 from i2icli.pipelines.devices import pick_device  # noqa: E402
+from i2icli.pipelines.imagetensors import square_resize, to_tensor  # noqa: E402
 from i2icli.pipelines.invert import (  # noqa: E402
     DEFAULT_LAYERS,
     InvertPipeline,
     InvertSettings,
-    _square_resize,
-    _to_tensor,
     build_scorer,
     build_vgg,
 )
@@ -76,7 +75,7 @@ def main() -> None:
         return InvertPipeline(*networks, detector=None, device=device, settings=settings)
 
     photo = read_image(ROOT / "examples" / "old_photo.jpg")
-    source = _to_tensor(_square_resize(photo.rgb, args.size), device)
+    source = to_tensor(square_resize(photo.rgb, args.size), device)
 
     runs = {"all": pipeline(DEFAULT_LAYERS, args.timed_steps + 1)}
     for layer in DEFAULT_LAYERS:

@@ -305,6 +305,20 @@ def unwrap_state_dict(loaded: Any) -> dict[str, torch.Tensor]:
 
 def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     """Load a .pth/.safetensors file safely (no arbitrary unpickling) onto the CPU."""
+    path = Path(path)
+    loaded = load_checkpoint_file(path)
+    try:
+        return unwrap_state_dict(loaded)
+    except ValueError:
+        raise WeightsError(
+            f"{path}: not a readable checkpoint (no tensors found)",
+            "re-download it (`i2i weights fetch`) or check that it is a PyTorch .pth or .safetensors file",
+        ) from None
+
+
+def load_checkpoint_file(path: Path | str) -> Any:
+    """The whole content of a .pth/.safetensors file, loaded safely onto the CPU: training
+    checkpoints keep several networks and optimiser states side by side."""
     import torch
 
     path = Path(path)
@@ -312,10 +326,8 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
-            loaded: Any = load_file(str(path), device="cpu")
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        return unwrap_state_dict(loaded)
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"{path}: checkpoint file not found") from None
     except Exception as error:  # torch/safetensors raise many types for damaged or hostile files

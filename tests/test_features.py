@@ -315,3 +315,20 @@ def test_single_image_frechet_batch_equals_one_by_one(fid_net, scene, scene_scor
     assert chunked == pytest.approx(scene_scores, rel=1e-5, abs=1e-9)
     with pytest.raises(ValueError, match="one reference"):
         single_image_frechet(fid_net, candidates, candidates)
+
+
+def test_pooled_fid_inception_matches_pytorch_fid_pool3(monkeypatch, fid_dict):
+    """The 2048 pooled features FID compares, against pytorch-fid's block 3 on the same weights."""
+    import pytorch_fid.inception as fid_inception
+
+    monkeypatch.setattr(fid_inception, "load_state_dict_from_url", lambda *args, **kwargs: dict(fid_dict))
+    reference = fid_inception.InceptionV3([3], resize_input=True, normalize_input=False, use_fid_inception=True).eval()
+    pooled = FIDInceptionFeatures(pooled=True)
+    pooled.load_fid_state_dict(fid_dict)
+    x = images(2, 64, 80, seed=9)
+    with torch.no_grad():
+        want = reference(x)[0].flatten(1)
+        got = pooled(x)
+    assert got.shape == want.shape == (2, 2048)
+    diff = (got - want).abs().max().item()
+    assert diff <= 1e-5 * max(want.abs().max().item(), 1.0), diff

@@ -57,6 +57,9 @@ FID_CHANNELS = 192
 # The modules of the FID Inception up to (and including) its second max-pool, in order; the
 # names are the attribute names of torchvision's Inception3, hence the state-dict keys.
 _FID_TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "maxpool2")
+# On to pytorch-fid's last block, whose average-pooled 2048 channels are what FID scores compare.
+_FID_POOL3_TRUNK = (*_FID_TRUNK, "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+                    "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 _FID_CLASSES = 1008
 _TORCHVISION_CLASSES = 1000
 
@@ -329,17 +332,20 @@ def _fid_layout() -> dict[str, torch.Size]:
 
 
 class FIDInceptionFeatures(_Frozen):
-    """pytorch-fid's FID Inception-v3, cut after the second max-pool (its output block 1).
+    """pytorch-fid's FID Inception-v3, cut after the second max-pool (its output block 1), or with
+    ``pooled=True`` run to the end and average-pooled (its block 3: the 2048 features of FID).
 
     Input: images (b, 3, h, w) in [-1, 1], resized to 299x299 bilinearly (align_corners=False)
     exactly as ``pytorch_fid.inception.InceptionV3(resize_input=True, normalize_input=False)``
-    does. Output: (b, 192, 35, 35). Frozen and in eval mode.
+    does. Output: (b, 192, 35, 35), or (b, 2048) pooled. Frozen and in eval mode.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pooled: bool = False) -> None:
         super().__init__()
         full = _fid_meta()
-        for name in _FID_TRUNK:
+        self.pooled = pooled
+        self._trunk = _FID_POOL3_TRUNK if pooled else _FID_TRUNK
+        for name in self._trunk:
             self.add_module(name, _materialise(getattr(full, name)))
         self._freeze()
 
@@ -369,7 +375,7 @@ class FIDInceptionFeatures(_Frozen):
     def forward(self, images: Tensor) -> Tensor:
         _check_images(images, "FIDInceptionFeatures")
         x = F.interpolate(images, size=(FID_INPUT_SIZE, FID_INPUT_SIZE), mode="bilinear", align_corners=False)
-        for name in _FID_TRUNK:
+        for name in self._trunk:
             x = getattr(self, name)(x)
-        return x
+        return x.mean(dim=(2, 3)) if self.pooled else x
 

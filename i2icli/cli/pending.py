@@ -7,7 +7,6 @@ import typer
 from i2icli.cli.common import EXIT_FAILED, console
 
 PENDING = {
-    "translate-lr": "translation with low-resolution conditioning",
     "paired": "GRIT paired translation (label map to photo)",
 }
 

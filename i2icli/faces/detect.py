@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 import i2icli._compat  # noqa: F401  (before facexlib, which pulls in basicsr-era torchvision names)
-from i2icli.errors import WeightsError
+from i2icli.errors import InputError, WeightsError
+from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face
+from i2icli.imageio import Picture
 
 # RetinaFace was trained on BGR images with these channel means subtracted.
 _BGR_MEAN = (104.0, 117.0, 123.0)
@@ -113,3 +115,18 @@ def select_faces(
         distances = [np.linalg.norm((face.box[:2] + face.box[2:]) / 2 - centre) for face in kept]
         kept = [kept[int(np.argmin(distances))]]
     return kept
+
+
+def aligned_largest_face(detector: FaceDetector, picture: Picture, role: str, skip_hint: str) -> np.ndarray:
+    """The picture's largest face aligned to the 512 template, at full resolution. ``role`` names
+    the picture in messages ("source", "exemplar"); ``skip_hint`` says how to go without detection."""
+    where = picture.source or role
+    faces = detector.detect(picture.rgb)
+    if not faces:
+        raise InputError(where, f"no face found in the {role}", f"use a photo with a clear face, or {skip_hint}")
+    largest = max(faces, key=lambda face: face.size)
+    try:
+        matrix = alignment_matrix(largest.landmarks)
+    except ValueError:
+        raise InputError(where, f"the {role}'s face landmarks are degenerate", f"use another photo, or {skip_hint}") from None
+    return crop_face(picture.rgb, matrix, FACE_SIZE)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -32,13 +31,16 @@ from i2icli.archs.stylegan2 import (
     is_fused_layout,
     stylegan2_config_from_state_dict,
 )
-from i2icli.errors import InputError
-from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face
-from i2icli.faces.detect import FaceDetector, build_retinaface
-from i2icli.imageio import Picture, max_value, to_8bit
-from i2icli.pipelines.correspondence import FEATURE_STRIDE, correspondence_features, soft_warp
+from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
+from i2icli.imageio import Picture, to_8bit
+from i2icli.pipelines.correspondence import (
+    FEATURE_STRIDE,
+    correspondence_features,
+    soft_warp,
+)
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device
 from i2icli.pipelines.frechet import single_image_frechet
+from i2icli.pipelines.imagetensors import square_resize, to_picture, to_tensor
 from i2icli.pipelines.loading import DownloadProgress, load_checkpoint, timed
 
 DEFAULT_GENERATOR = "stylegan2-ffhq-512"
@@ -176,31 +178,6 @@ def build_scorer(state_dict: dict[str, Tensor]) -> FIDInceptionFeatures:
     return network.eval().requires_grad_(False)
 
 
-def _to_tensor(rgb: np.ndarray, device: torch.device) -> Tensor:
-    """HxWx3 uint8/uint16 -> (1, 3, H, W) float32 in [-1, 1]."""
-    peak = max_value(rgb.dtype)
-    tensor = torch.from_numpy(rgb.astype(np.float32) / peak).permute(2, 0, 1)[None]
-    return (tensor * 2 - 1).to(device)
-
-
-def _to_picture(image: Tensor) -> Picture:
-    """(3, H, W) in [-1, 1] -> 8-bit Picture."""
-    array = ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Picture(rgb=np.ascontiguousarray(array))
-
-
-def _square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square, then resize (area when shrinking, cubic when growing)."""
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = rgb[top : top + side, left : left + side]
-    if side == size:
-        return np.ascontiguousarray(square)
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
-    return cv2.resize(square, (size, size), interpolation=interpolation)
-
-
 def _downsample(images: Tensor, size: int) -> Tensor:
     if images.shape[-1] == size:
         return images
@@ -282,18 +259,8 @@ class InvertPipeline:
         """The picture's largest face aligned to the 512 template (or, with --aligned, the picture
         itself cropped square), at full resolution."""
         if self.detector is None:
-            return _square_resize(picture.rgb, min(picture.rgb.shape[:2]))
-        where = picture.source or role
-        faces = self.detector.detect(picture.rgb)
-        if not faces:
-            raise InputError(where, f"no face found in the {role}",
-                             "use a photo with a clear face, or pass --aligned for face crops that are already aligned")
-        largest = max(faces, key=lambda face: face.size)
-        try:
-            matrix = alignment_matrix(largest.landmarks)
-        except ValueError:
-            raise InputError(where, f"the {role}'s face landmarks are degenerate", "use another photo, or pass --aligned") from None
-        return crop_face(picture.rgb, matrix, FACE_SIZE)
+            return square_resize(picture.rgb, min(picture.rgb.shape[:2]))
+        return aligned_largest_face(self.detector, picture, role, "pass --aligned for face crops that are already aligned")
 
     @torch.no_grad()
     def warp(self, source: Tensor, exemplar: Tensor) -> Tensor:
@@ -383,8 +350,8 @@ class InvertPipeline:
         with timed(seconds, "align"):
             source_face = to_8bit(self.face(source, "source"))
             exemplar_face = to_8bit(self.face(exemplar, "exemplar"))
-        source_tensor = _to_tensor(_square_resize(source_face, size), self.device)
-        exemplar_tensor = _to_tensor(_square_resize(exemplar_face, size), self.device)
+        source_tensor = to_tensor(square_resize(source_face, size), self.device)
+        exemplar_tensor = to_tensor(square_resize(exemplar_face, size), self.device)
         with timed(seconds, "warp"):
             warped = self.warp(source_tensor, exemplar_tensor)
         with timed(seconds, "invert"):
@@ -393,10 +360,10 @@ class InvertPipeline:
             # The reference is the exemplar face at its own resolution, not the working-size copy:
             # the network resizes both to its 299 px input, so a sharp render is not compared with
             # an upsampled, blurred exemplar.
-            reference = _to_tensor(exemplar_face, self.device)
+            reference = to_tensor(exemplar_face, self.device)
             scores = single_image_frechet(self.scorer, renders.detach(), reference)
         hypotheses = [
-            Hypothesis(layer, _to_picture(render), loss, score)
+            Hypothesis(layer, to_picture(render), loss, score)
             for layer, render, loss, score in zip(self.settings.layers, renders, losses, scores)
         ]
         best = min(hypotheses, key=lambda hypothesis: hypothesis.score)
@@ -404,7 +371,7 @@ class InvertPipeline:
             picture=best.picture,
             layer=best.layer,
             hypotheses=hypotheses,
-            warped=_to_picture(warped[0]),
+            warped=to_picture(warped[0]),
             source_face=Picture(rgb=source_face),
             exemplar_face=Picture(rgb=exemplar_face),
             seconds=seconds,

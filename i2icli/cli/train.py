@@ -1,0 +1,264 @@
+"""`i2i train ...`: training commands for the methods that have no public weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from i2icli.cli.common import (
+    EXIT_OK,
+    DeviceOption,
+    JsonOption,
+    console,
+    handles_errors,
+    stdout_write,
+    usage_error,
+)
+from i2icli.errors import I2IError
+
+app = typer.Typer(help="Train the methods that have no public weights.", no_args_is_help=True)
+
+_MODEL = "Model"
+_LOSS = "Losses and optimiser"
+_RUN = "Run"
+_EVAL = "Evaluation"
+
+
+def _held_out(text: str) -> float | int:
+    """--held-out 0.05 is a fraction of the images, --held-out 20 a count."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise usage_error(f"--held-out {text}: give a fraction below 1 (0.05) or a count (20)") from None
+    if value < 0 or (value >= 1 and not value.is_integer()):
+        raise usage_error(f"--held-out {text}: give a fraction below 1 (0.05) or a count (20)")
+    return int(value) if value >= 1 else value
+
+
+@app.command("translate-lr", no_args_is_help=True)
+@handles_errors
+def translate_lr(
+    data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,
+                                             help="Folder of training photos (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=_RUN)
+                   ] = Path("runs/translate-lr"),
+    hr_size: Annotated[int, typer.Option(min=8, help="High-resolution training size (the paper: 128 or 256).",
+                                         rich_help_panel=_MODEL)] = 128,
+    lr_size: Annotated[int, typer.Option(min=4, max=32, help="Low-resolution target size; hr-size / lr-size must be a "
+                                         "power of two.", rich_help_panel=_MODEL)] = 8,
+    max_channels: Annotated[int, typer.Option(min=1, help="Widest generator layer (the authors' dim_in).",
+                                              rich_help_panel=_MODEL)] = 512,
+    base_channels: Annotated[int, typer.Option(min=1, help="First encoder width and narrowest decoder width.",
+                                               rich_help_panel=_MODEL)] = 64,
+    disc_channels: Annotated[int, typer.Option(min=0, help="Discriminator's first width (0: 2^14 / hr-size, as the authors).",
+                                               rich_help_panel=_MODEL)] = 0,
+    disc_max_channels: Annotated[int, typer.Option(min=1, help="Discriminator's widest layer.", rich_help_panel=_MODEL)] = 512,
+    steps: Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count).",
+                                       rich_help_panel=_RUN)] = 100_000,
+    batch_size: Annotated[int, typer.Option(min=2, help="Images per step, split into two halves that translate to each "
+                                            "other (even).", rich_help_panel=_RUN)] = 8,
+    cycle_weight: Annotated[float | None, typer.Option(min=0.0, show_default=False, rich_help_panel=_LOSS,
+                                                       help="lambda_cyc (default: 1 below 256 px, 0.1 from 256 px, as the paper).")
+                            ] = None,
+    r1_gamma: Annotated[float, typer.Option(min=0.0, help="R1 penalty weight on real images.", rich_help_panel=_LOSS)] = 10.0,
+    g_lr: Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=_LOSS)] = 1e-3,
+    d_lr: Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=_LOSS)] = 4e-3,
+    ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the generator used for inference.",
+                                             rich_help_panel=_LOSS)] = 0.999,
+    held_out: Annotated[str, typer.Option(help="Images kept out of training for samples and --eval: a fraction or a count.",
+                                          rich_help_panel=_RUN)] = "0.05",
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights, the batch order and the flips.",
+                                      rich_help_panel=_RUN)] = 0,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Write a checkpoint every N steps (and at the end).",
+                                                  rich_help_panel=_RUN)] = 5000,
+    sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every N steps.", rich_help_panel=_RUN)] = 1000,
+    log_every: Annotated[int, typer.Option(min=1, help="Add a row to metrics.csv every N steps.", rich_help_panel=_RUN)] = 50,
+    keep: Annotated[int, typer.Option(min=1, help="Step checkpoints to keep (latest.pt is always kept).",
+                                      rich_help_panel=_RUN)] = 3,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.", rich_help_panel=_RUN)] = 2,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint, exactly.",
+                                         rich_help_panel=_RUN)] = False,
+    resume_from: Annotated[Path | None, typer.Option(show_default=False, help="Continue from this checkpoint file instead.",
+                                                     rich_help_panel=_RUN)] = None,
+    eval_: Annotated[bool, typer.Option("--eval", help="Evaluate the run's latest checkpoint on the held-out images "
+                                        "instead of training.", rich_help_panel=_EVAL)] = False,
+    eval_checkpoint: Annotated[Path | None, typer.Option(show_default=False, help="Checkpoint to evaluate (default: the "
+                                                         "run's latest).", rich_help_panel=_EVAL)] = None,
+    eval_targets: Annotated[int, typer.Option(min=1, help="Targets per held-out source in --eval.", rich_help_panel=_EVAL)] = 4,
+    fid_model: Annotated[str, typer.Option(help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=_EVAL)
+                         ] = "fid-inception",
+    lpips_backbone: Annotated[str, typer.Option(help="VGG-16 for LPIPS, when the lpips package is installed ('none' to skip).",
+                                                rich_help_panel=_EVAL)] = "vgg16-imagenet",
+    device: DeviceOption = "auto",
+    as_json: JsonOption = False,
+) -> None:
+    """Train translation with low-resolution conditioning on a folder of photos.
+
+    Each step translates one half of the batch to the other half's low-resolution versions and
+    back (four generator passes), with a non-saturating GAN loss whose discriminator also sees
+    where the output misses its target, cycle consistency, and R1. Ctrl-C saves a checkpoint;
+    --resume continues exactly where it stopped. `i2i translate-lr --checkpoint OUT` uses the result.
+    """
+
+    from i2icli.pipelines.devices import pick_device
+    from i2icli.training import data, loop
+    from i2icli.training.translate_lr import (
+        LRTrainingOptions,
+        TranslateLRTraining,
+        default_cycle_weight,
+    )
+
+    torch_device = pick_device(device)
+    if eval_:
+        _evaluate(data_dir, out, eval_checkpoint, eval_targets, fid_model, lpips_backbone, torch_device, as_json)
+        raise typer.Exit(EXIT_OK)
+    if batch_size % 2:
+        raise usage_error(f"--batch-size {batch_size}: must be even (the batch is split into two halves)")
+
+    resume_spec: bool | Path = resume_from if resume_from is not None else resume
+    if resume_spec:
+        stored = loop.load_training_checkpoint(resume_from or out / "checkpoints" / "latest.pt")
+        method = _method_from_checkpoint(stored)
+        seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
+        data_settings = method.data
+        console.print(f"resuming {out} at step {stored['step']} [dim](hr {method.model_config.hr_size}, "
+                      f"lr {method.model_config.lr_size}, batch {batch_size}, seed {seed})[/]")
+    else:
+        from i2icli.archs.lr_conditioned import LRTranslatorConfig
+
+        try:
+            model = LRTranslatorConfig(hr_size=hr_size, lr_size=lr_size, max_channels=max_channels, base_channels=base_channels,
+                                       disc_base_channels=disc_channels, disc_max_channels=disc_max_channels)
+        except ValueError as error:
+            raise usage_error(str(error)) from None
+        options = LRTrainingOptions(
+            cycle_weight=default_cycle_weight(hr_size) if cycle_weight is None else cycle_weight, r1_gamma=r1_gamma,
+            generator_lr=g_lr, discriminator_lr=d_lr, ema_decay=ema_decay,
+        )
+        data_settings = {"hr_size": hr_size, "held_out": _held_out(held_out)}
+        method = TranslateLRTraining(model, options, seed=seed, data=data_settings)
+
+    files = data.find_images(data_dir)
+    train_files, held_files = data.split_held_out(files, data_dir, data_settings["held_out"], seed)
+    dataset = data.ImageFolderDataset(train_files, data_settings["hr_size"])
+    held_out_batch = data.fixed_batch(data.ImageFolderDataset(held_files or train_files, data_settings["hr_size"]), 4)
+    console.print(f"training on {len(train_files)} images, {len(held_files)} held out "
+                  f"[dim]({data_dir}, {data_settings['hr_size']} px)[/]")
+    settings = loop.TrainingSettings(
+        out_dir=out, steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
+        sample_every=sample_every, log_every=log_every, keep_checkpoints=keep, num_workers=workers, device=torch_device,
+    )
+    with _training_progress() as on_progress:
+        result = loop.train(method, dataset, settings, held_out_batch=held_out_batch, resume=resume_spec,
+                            on_progress=on_progress, on_warning=lambda line: console.print(f"[yellow]warning:[/] {line}"))
+    console.print(f"[green]✓[/] step {result.step} → {result.checkpoint} [dim]({result.steps_run} steps in "
+                  f"{result.seconds:.1f} s; samples in {result.samples}, metrics in {result.metrics})[/]")
+    if as_json:
+        stdout_write(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": str(result.metrics),
+                                 "samples": str(result.samples), "steps_run": result.steps_run}, indent=2))
+    raise typer.Exit(EXIT_OK)
+
+
+def _method_from_checkpoint(stored: dict[str, Any]) -> Any:
+    from i2icli.archs.lr_conditioned import LRTranslatorConfig
+    from i2icli.training.translate_lr import (
+        METHOD_NAME,
+        LRTrainingOptions,
+        TranslateLRTraining,
+    )
+
+    if stored.get("method") != METHOD_NAME:
+        raise I2IError(f"the checkpoint is from `i2i train {stored.get('method')}`, not {METHOD_NAME}",
+                       "resume it with the command that wrote it")
+    config = stored["config"]
+    return TranslateLRTraining(LRTranslatorConfig(**config["model"]), LRTrainingOptions(**config["training"]),
+                               seed=stored["settings"]["seed"], data=config.get("data"))
+
+
+def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, fid_model: str, lpips_backbone: str,
+              device: Any, as_json: bool) -> None:
+    import torch
+
+    from i2icli.pipelines.translate_lr import generator_from_checkpoint
+    from i2icli.training import data, loop, metrics
+    from i2icli.training.translate_lr import evaluate
+
+    path = checkpoint or out / "checkpoints" / "latest.pt"
+    stored = loop.load_training_checkpoint(path)
+    generator, config = generator_from_checkpoint(stored)
+    held = stored["config"].get("data", {})
+    files = data.find_images(data_dir)
+    _, held_files = data.split_held_out(files, data_dir, held.get("held_out", 0.05), stored["settings"]["seed"])
+    if len(held_files) < 2:
+        raise I2IError(f"{data_dir}: only {len(held_files)} held-out image(s) for this run's split",
+                       "evaluation needs at least two; train with a larger --held-out")
+    dataset = data.ImageFolderDataset(held_files, config.hr_size)
+    images = torch.stack([dataset[(index, False)]["image"] for index in range(len(dataset))])
+    fid_features = lpips_distance = None
+    notes = []
+    if fid_model != "none":
+        network = metrics.load_fid_network(fid_model, device)
+        fid_features = lambda batch: metrics.inception_features(network, batch)
+    if lpips_backbone != "none":
+        if metrics.lpips_available():
+            lpips_distance = metrics.load_lpips(lpips_backbone, device)
+        else:
+            notes.append("LPIPS not computed: the lpips package is not installed (pip install lpips)")
+    with console.status("evaluating"):
+        result = evaluate(generator.to(device), config.lr_size, images, targets_per_source=targets,
+                          fid_features=fid_features, lpips_distance=lpips_distance)
+    summary = {
+        "checkpoint": str(path), "step": stored["step"], "held_out_images": result.images,
+        "translations": result.translations, "lr_error_levels": round(result.lr_error, 4),
+        "lr_error_levels_exact": round(result.lr_error_exact, 4),
+        "fid": None if result.fid is None else round(result.fid, 3),
+        "lpips_diversity": None if result.lpips_diversity is None else round(result.lpips_diversity, 4),
+        "notes": [*result.notes, *notes],
+    }
+    console.print(f"step {stored['step']}: {result.translations} translations of {result.images} held-out images")
+    console.print(f"  LR-consistency error  {result.lr_error:.3f} levels  ({result.lr_error_exact:.3f} with --exact)")
+    if result.fid is not None:
+        console.print(f"  FID                   {result.fid:.2f}")
+    if result.lpips_diversity is not None:
+        console.print(f"  LPIPS (diversity)     {result.lpips_diversity:.4f}")
+    for note in summary["notes"]:
+        console.print(f"  [dim]{note}[/]")
+    if as_json:
+        stdout_write(json.dumps(summary, indent=2))
+
+
+class _training_progress:
+    """A Rich bar over the steps whose text shows the latest losses."""
+
+    shown = ("g_loss", "d_loss", "cycle", "lr_error_levels")
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=console)
+        self.started = False
+
+        def on_progress(step: int, total: int, losses: dict[str, float]) -> None:
+            if not self.started:  # drawn from the first step on: a refused run prints only its error
+                self.progress.__enter__()
+                self.task = self.progress.add_task("training", total=total, completed=step - 1, losses="")
+                self.started = True
+            text = "  ".join(f"{name} {losses[name]:.3f}" for name in self.shown if name in losses)
+            self.progress.update(self.task, completed=step, total=total, losses=text)
+
+        return on_progress
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.__exit__(*exc)  # type: ignore[arg-type]

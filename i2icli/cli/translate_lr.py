@@ -1,0 +1,216 @@
+"""`i2i translate-lr`: a high-resolution source plus a tiny target give a high-resolution image
+that keeps the source's detail and downsamples to the target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from i2icli.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    DeviceOption,
+    JsonOption,
+    batch_failures,
+    console,
+    handles_errors,
+    run_batch,
+    usage_error,
+)
+from i2icli.errors import I2IError, InputError
+
+_MODEL = "Model"
+_OUTPUT = "Output"
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class PairJob:
+    source: Path
+    target: Path
+    output: Path
+    problem: str | None = None
+
+
+@handles_errors
+def translate_lr(
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", show_default=False,
+                                           help="High-resolution photo whose detail (identity, texture) to keep, or a folder of them.")],
+    target: Annotated[Path, typer.Argument(metavar="TARGET", show_default=False,
+                                           help="Tiny target (e.g. 8x8) whose layout, pose and colours to match, or a full-size "
+                                           "photo to downsample, or a folder of them.")],
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", "-c", show_default=False, rich_help_panel=_MODEL,
+                          help="A checkpoint from `i2i train translate-lr` (file, or the run's --out folder), the authors' "
+                          "training file, or a name from `i2i weights list`.")
+    ],
+    output: Annotated[
+        str, typer.Option("-o", "--output", rich_help_panel=_OUTPUT,
+                          help="Output image file for one pair; a folder (for SOURCE__TARGET.png files) otherwise.")
+    ] = "results",
+    lr_size: Annotated[
+        int | None, typer.Option("--lr-size", min=4, max=32, show_default=False, rich_help_panel=_MODEL,
+                                 help="Low-resolution size to work at (default: the checkpoint's). The output is this "
+                                 "times the model's scale.")
+    ] = None,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Correct the output so that it downsamples exactly to the target "
+                           "(adds back the upsampled residual). The error with and without it is reported.")
+    ] = False,
+    align_faces: Annotated[
+        bool, typer.Option("--align-faces", help="Align faces first, as `i2i restore` aligns them (for face models).")
+    ] = False,
+    grid: Annotated[
+        Path | None, typer.Option("--grid", show_default=False, rich_help_panel=_OUTPUT,
+                                  help="Also write a grid like the paper's figures: targets across the top, sources "
+                                  "down the side.")
+    ] = None,
+    detector: Annotated[str, typer.Option(help="RetinaFace face detector, for --align-faces.", rich_help_panel=_MODEL)
+                        ] = "retinaface-resnet50",
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip pairs whose output exists.",
+                                                rich_help_panel=_OUTPUT)] = False,
+    device: DeviceOption = "auto",
+    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse inputs with more pixels than this.",
+                                            rich_help_panel="Device")] = 200_000_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Translate SOURCE to the tiny TARGET (image-to-image translation with low-resolution conditioning).
+
+    The output keeps the source's fine detail and, downsampled by average pooling to the target's
+    size, matches the target. Inputs are centre-cropped to squares. SOURCE and TARGET may be
+    folders: every source is translated to every target.
+    """
+    sources = _images(source, "SOURCE")
+    targets = _images(target, "TARGET")
+    single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
+    jobs = _plan(sources, targets, Path(output).expanduser(), single)
+    if grid is not None:
+        _refuse_overwrite(grid.expanduser(), [*sources, *targets])
+
+    from i2icli.pipelines.translate_lr import LRTranslator
+
+    try:
+        translator = LRTranslator.load(checkpoint, lr_size=lr_size, device=device, align_faces=align_faces, detector=detector)
+    except ValueError as error:
+        raise usage_error(str(error)) from None
+    cache = _PreparedInputs(translator, max_pixels)
+    results: dict[tuple[Path, Path], Any] = {}
+
+    def process(job: PairJob) -> tuple[dict[str, Any], str, str]:
+        from i2icli.imageio import write_image
+
+        source_tensor, source_picture = cache.source(job.source)
+        target_tensor, target_picture = cache.target(job.target)
+        out, error, network_error = translator.translate_tensors(source_tensor, target_tensor, exact=exact)
+        from i2icli.pipelines.imagetensors import to_picture
+
+        picture = to_picture(out[0])
+        write_image(job.output, picture)
+        results[(job.source, job.target)] = (source_picture, target_picture, picture)
+        fields = {"lr_error_levels": round(float(error[0]), 4), "network_lr_error_levels": round(float(network_error[0]), 4),
+                  "exact": exact}
+        detail = f"LR error {float(network_error[0]):.2f} levels"
+        if exact:
+            detail += f", {float(error[0]):.3f} with --exact"
+        return fields, f"{job.source.name} + {job.target.name} → {job.output}", detail + "; "
+
+    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing,
+                        record_of=lambda job: {"source": str(job.source), "target": str(job.target), "output": str(job.output)})
+    if grid is not None:
+        _write_grid(grid.expanduser(), sources, targets, results)
+    failed = batch_failures(records, as_json=as_json)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _images(path: Path, name: str) -> list[Path]:
+    from i2icli.batch import _images_in
+
+    path = path.expanduser()
+    if path.is_dir():
+        found = _images_in(path, recursive=False, exclude=Path("/nonexistent"))
+        if not found:
+            raise InputError(path, f"no images in this {name} folder", "pass an image file or a folder of images")
+        return found
+    if not path.exists():
+        raise InputError(path, "no such file or folder", f"check the {name} path")
+    return [path]
+
+
+def _refuse_overwrite(target: Path, inputs: list[Path]) -> None:
+    resolved = {p.expanduser().resolve() for p in inputs}
+    if target.resolve() in resolved:
+        raise InputError(target, "the output would overwrite an input", "choose another output")
+
+
+def _plan(sources: list[Path], targets: list[Path], output: Path, single: bool) -> list[PairJob]:
+    inputs = {p.resolve() for p in [*sources, *targets]}
+    if single and output.suffix.lower() in _IMAGE_EXTENSIONS:
+        _refuse_overwrite(output, [*sources, *targets])
+        return [PairJob(sources[0], targets[0], output)]
+    if output.suffix.lower() in _IMAGE_EXTENSIONS:
+        raise usage_error(f"-o {output}: with folders of inputs, -o must be a folder")
+    jobs = []
+    for source in sources:
+        for target in targets:
+            out = output / f"{source.stem}__{target.stem}.png"
+            problem = f"{out}: the output would overwrite an input" if out.resolve() in inputs else None
+            jobs.append(PairJob(source, target, out, problem))
+    return jobs
+
+
+class _PreparedInputs:
+    """Each file is read and prepared once, however many pairs it is in; a bad file fails its pairs."""
+
+    def __init__(self, translator: Any, max_pixels: int) -> None:
+        self.translator = translator
+        self.max_pixels = max_pixels
+        self.prepared: dict[tuple[str, Path], Any] = {}
+
+    def _get(self, role: str, path: Path) -> Any:
+        key = (role, path)
+        if key not in self.prepared:
+            from i2icli.imageio import read_image
+            from i2icli.pipelines.imagetensors import to_picture
+
+            try:
+                picture = read_image(path, max_pixels=self.max_pixels)
+                prepare = self.translator.prepare_source if role == "source" else self.translator.prepare_target
+                tensor = prepare(picture)
+                self.prepared[key] = (tensor, to_picture(tensor[0]))
+            except I2IError as error:
+                self.prepared[key] = error
+        value = self.prepared[key]
+        if isinstance(value, I2IError):
+            raise value
+        return value
+
+    def source(self, path: Path) -> Any:
+        return self._get("source", path)
+
+    def target(self, path: Path) -> Any:
+        return self._get("target", path)
+
+
+def _write_grid(path: Path, sources: list[Path], targets: list[Path], results: dict[tuple[Path, Path], Any]) -> None:
+    """Rows and columns for the files that could be read; a failed pair is a grey cell."""
+    import numpy as np
+
+    from i2icli.imageio import Picture, write_image
+    from i2icli.pipelines.translate_lr import translation_grid
+
+    first = {s: r[0] for (s, _), r in results.items()}
+    columns = {t: r[1] for (_, t), r in results.items()}
+    rows = [s for s in sources if s in first]
+    cols = [t for t in targets if t in columns]
+    if not rows or not cols:
+        console.print(f"[yellow]no grid written[/]: no pair could be translated ({path})")
+        return
+    size = first[rows[0]].rgb.shape[0]
+    grey = Picture(rgb=np.full((size, size, 3), 128, dtype=np.uint8))
+    outputs = [[results[(s, t)][2] if (s, t) in results else grey for t in cols] for s in rows]
+    write_image(path, translation_grid([first[s] for s in rows], [columns[t] for t in cols], outputs))
+    console.print(f"[green]✓[/] grid → {path}")
+

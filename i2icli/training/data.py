@@ -1,0 +1,271 @@
+"""Training data: finding images in a folder, holding some out, and loading them as tensors.
+
+Datasets here are addressed by ``(index, flip)`` rather than by index alone: the training
+loop decides every random choice from its seed and step (see ``loop.batch_plan``), so a
+resumed run sees exactly the batches an uninterrupted one would have.
+
+One unreadable file must not end a run that has been going for hours. A dataset that
+meets one uses the next readable example instead and says so in the item it returns
+(``"skipped"``); the collate functions gather those notes per batch, and the loop warns once
+per file. The note travels with the data because DataLoader workers are separate
+processes with their own copies of the dataset: nothing they remember reaches the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from i2icli.errors import I2IError, InputError
+from i2icli.imageio import read_image, to_float
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "find_images",
+    "split_held_out",
+    "load_training_image",
+    "TrainingDataset",
+    "ImageFolderDataset",
+    "collate_examples",
+    "collate_images",
+    "fixed_batch",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+# --------------------------------------------------------------------------- finding files
+
+
+def find_images(root: Path) -> list[Path]:
+    """Every image under ``root`` (recursively, hidden files and folders skipped), sorted by relative path."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError(root, "no such folder", "check the path to the training images")
+    if not root.is_dir():
+        raise InputError(root, "is a file, not a folder of training images", "pass the folder that holds the images")
+    found: list[tuple[str, Path]] = []
+    visited: set[tuple[int, int]] = set()
+    # Symlinked folders are followed (datasets are often linked in); the visited set stops loops.
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        for name in files:
+            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = Path(folder) / name
+            if path.is_file():
+                found.append((path.relative_to(root).as_posix(), path))
+    if not found:
+        listed = ", ".join(IMAGE_EXTENSIONS)
+        raise InputError(
+            root,
+            f"holds no training images (looked for {listed} in all subfolders; hidden files are skipped)",
+            "put the training images in this folder or pass another one",
+        )
+    return [path for _, path in sorted(found)]
+
+
+def _relative_key(path: Path, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def split_held_out(
+    files: list[Path], root: Path, held_out: float | int, seed: int
+) -> tuple[list[Path], list[Path]]:
+    """Split ``files`` into (train, held out); ``held_out`` is a fraction in [0, 1) or a count.
+
+    Each file is ranked by a hash of the seed and its path relative to ``root``, and the
+    lowest-ranked ones are held out. So the split does not depend on the order of
+    ``files``, and adding files to the folder never moves an old training file into the
+    held-out set unless the count grows. Both lists keep the order of ``files``.
+    """
+    root = Path(root)
+    total = len(files)
+    if isinstance(held_out, bool) or not isinstance(held_out, (int, float)):
+        raise TypeError(f"held_out must be a float fraction or an int count, got {held_out!r}")
+    if isinstance(held_out, float):
+        if not 0.0 <= held_out < 1.0:
+            raise I2IError(
+                f"cannot hold out {held_out} of the images: a fraction must be at least 0 and below 1",
+                "give a fraction such as 0.05, or a whole number of images",
+            )
+        count = int(held_out * total + 0.5)
+        if held_out > 0 and total >= 2:
+            count = max(1, count)
+        # A fraction is a wish, not a promise: it never takes the last training image.
+        count = min(count, max(total - 1, 0))
+        if held_out > 0 and count == 0:
+            raise InputError(
+                root,
+                f"has only {total} training image(s): none can be held out for sample grids and still leave one to train on",
+                "add more images, or hold none out (--held-out 0)",
+            )
+    else:
+        count = held_out
+        if count < 0:
+            raise I2IError(f"cannot hold out {count} images", "give 0 or more")
+        if count > 0 and count >= total:
+            raise InputError(
+                root,
+                f"has {total} training image(s): holding out {count} would leave none to train on",
+                f"hold out fewer than {total}, or add more images",
+            )
+    ranked = sorted(
+        files,
+        key=lambda path: hashlib.sha256(f"{seed}:{_relative_key(path, root)}".encode()).hexdigest(),
+    )
+    chosen = set(ranked[:count])
+    train = [path for path in files if path not in chosen]
+    held = [path for path in files if path in chosen]
+    return train, held
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_training_image(path: Path, size: int) -> torch.Tensor:
+    """An image as float32 [3, size, size] in [-1, 1]: shorter side resized to ``size``, then centre-cropped.
+
+    Reading goes through :func:`i2icli.imageio.read_image`, so EXIF orientation, 16-bit
+    samples and grayscale files are handled there; alpha is dropped. Raises
+    :class:`~i2icli.errors.InputImageError` for a file that cannot be read.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    rgb = to_float(read_image(path))  # HxWx3 float32 in [0, 1], gray already replicated
+    height, width = rgb.shape[:2]
+    if height <= width:
+        new_height, new_width = size, max(size, round(width * size / height))
+    else:
+        new_height, new_width = max(size, round(height * size / width)), size
+    if (new_height, new_width) != (height, width):
+        shrinking = new_height < height
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+        rgb = cv2.resize(rgb, (new_width, new_height), interpolation=interpolation)
+        np.clip(rgb, 0.0, 1.0, out=rgb)  # cubic overshoots at edges
+    top, left = (new_height - size) // 2, (new_width - size) // 2
+    crop = rgb[top : top + size, left : left + size]
+    tensor = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))
+    return tensor * 2.0 - 1.0
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class TrainingDataset(Dataset):
+    """Base for training datasets: items are ``(index, flip)``, unreadable examples are replaced.
+
+    A subclass says which files make up example ``index`` (:meth:`paths`) and loads them
+    as a dict of tensors (:meth:`load_example`), unflipped; this class flips every tensor
+    in the dict together (so a label map and its photo stay aligned). If loading raises
+    :class:`~i2icli.errors.InputError`, the next example (``index + 1``, wrapping) is used
+    instead, the bad file joins :attr:`unreadable`, and the item's ``"skipped"`` list carries
+    one message per file skipped on its way.
+    """
+
+    def __init__(self) -> None:
+        self.unreadable: set[Path] = set()
+        self._problems: dict[Path, str] = {}
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def paths(self, index: int) -> Sequence[Path]:
+        """The files example ``index`` is made from."""
+        raise NotImplementedError
+
+    def load_example(self, index: int) -> dict[str, torch.Tensor]:
+        """Example ``index`` as named CHW tensors, unflipped; raise InputError if a file is unreadable."""
+        raise NotImplementedError
+
+    def __getitem__(self, item: tuple[int, bool] | int) -> dict[str, Any]:
+        index, flip = (item, False) if isinstance(item, int) else item
+        index, total = int(index), len(self)
+        skipped: list[str] = []
+        for attempt in range(total):
+            candidate = (index + attempt) % total
+            known_bad = [path for path in self.paths(candidate) if path in self.unreadable]
+            if known_bad:
+                skipped.extend(self._problems[path] for path in known_bad)
+                continue
+            try:
+                example = self.load_example(candidate)
+            except InputError as error:
+                self.unreadable.add(error.path)
+                self._problems[error.path] = str(error)
+                skipped.append(str(error))
+                continue
+            if flip:
+                example = {key: value.flip(-1) for key, value in example.items()}
+            return {**example, "skipped": skipped}
+        raise I2IError(
+            f"none of the {total} training examples can be read (first problem: {skipped[0] if skipped else 'unknown'})",
+            "check the training folder",
+        )
+
+
+class ImageFolderDataset(TrainingDataset):
+    """Single images, each as ``{"image": [3, size, size] in [-1, 1]}``; see :class:`TrainingDataset`."""
+
+    def __init__(self, files: list[Path], size: int):
+        super().__init__()
+        if not files:
+            raise ValueError("ImageFolderDataset needs at least one file")
+        self.files = [Path(path) for path in files]
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def paths(self, index: int) -> Sequence[Path]:
+        return (self.files[index],)
+
+    def load_example(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": load_training_image(self.files[index], self.size)}
+
+
+def collate_examples(items: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Stack the items' tensors by name; gather their ``"skipped"`` messages (each once).
+
+    Returns ``(batch, skipped)``, the shape every collate function given to ``loop.train`` must return.
+    """
+    skipped: list[str] = []
+    for item in items:
+        for message in item["skipped"]:
+            if message not in skipped:
+                skipped.append(message)
+    names = [name for name in items[0] if name != "skipped"]
+    return {name: torch.stack([item[name] for item in items]) for name in names}, skipped
+
+
+def collate_images(items: list[dict[str, Any]]) -> tuple[torch.Tensor, list[str]]:
+    """For :class:`ImageFolderDataset`: ``([B, 3, H, W] tensor, skipped messages)``."""
+    batch, skipped = collate_examples(items)
+    return batch["image"], skipped
+
+
+def fixed_batch(
+    dataset: TrainingDataset,
+    count: int,
+    collate_fn: Callable[[list[dict[str, Any]]], tuple[Any, list[str]]] = collate_images,
+) -> Any:
+    """The first ``count`` examples, unflipped, as one batch: the held-out batch sample grids are made from."""
+    items = [dataset[(index, False)] for index in range(min(count, len(dataset)))]
+    batch, _ = collate_fn(items)
+    return batch

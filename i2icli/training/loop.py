@@ -1,0 +1,696 @@
+"""A training loop any method can plug into, with checkpoints that resume exactly.
+
+A method (networks, optimisers, losses) implements :class:`TrainableMethod`; :func:`train`
+does the rest: batches, seeding, checkpoints, the metrics CSV, sample grids and Ctrl-C.
+
+Exact resumption rests on one rule: nothing random comes from hidden state. Every random
+choice is derived from ``(seed, step)``: which examples make up a batch and whether each is
+flipped (:func:`batch_plan`), the generator handed to ``train_step``, and the global
+torch/NumPy/``random`` generators, reseeded before each step. A checkpoint therefore only
+needs the method's own state and the step number, and a run stopped at step k and resumed
+produces bit for bit the state an uninterrupted run has at every later step (given the
+same data, device and library versions, and a method whose ops are deterministic there).
+
+Layout of a run folder::
+
+    <out_dir>/checkpoints/step-0000100.pt   every checkpoint_every steps and at the end
+    <out_dir>/checkpoints/latest.pt         the newest of them
+    <out_dir>/metrics.csv                   step,seconds,<loss names>
+    <out_dir>/samples/step-0000500.png      sample grids
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from i2icli.errors import I2IError, WeightsError
+from i2icli.imageio import Picture, write_image, write_text
+
+from .data import collate_images
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_FORMAT_VERSION",
+    "TrainableMethod",
+    "TrainingSettings",
+    "TrainingResult",
+    "PlannedBatchSampler",
+    "batch_plan",
+    "derived_seed",
+    "move_to",
+    "load_training_checkpoint",
+    "method_state",
+    "train",
+]
+
+CHECKPOINT_FORMAT = "i2i-train"
+CHECKPOINT_FORMAT_VERSION = 1
+# Keys the loop owns at the top level of a checkpoint; the method's state_dict() fills the rest.
+RESERVED_KEYS = frozenset({"format", "format_version", "method", "config", "step", "settings", "trainer"})
+
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+class TrainableMethod(Protocol):
+    """What a training method provides. The loop never looks inside its networks."""
+
+    name: str  # e.g. "translate-lr"; stored in checkpoints and checked on resume
+
+    def config(self) -> dict:
+        """Primitives only (numbers, strings, lists, dicts): enough to rebuild the method."""
+        ...
+
+    def state_dict(self) -> dict:
+        """Networks, optimisers, EMA copies: tensors, primitives, dicts and lists only, so that
+        ``torch.load(weights_only=True)`` reads them back. Keys must avoid ``RESERVED_KEYS``."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (called after :meth:`to`)."""
+        ...
+
+    def train_step(self, batch: Any, generator: torch.Generator) -> dict[str, float]:
+        """One optimisation step on a batch already on the device; returns named losses.
+
+        Draw randomness from ``generator`` (or the global generators, which the loop also
+        reseeds per step), never from state carried across steps outside :meth:`state_dict`.
+        """
+        ...
+
+    def sample_grid(self, batch: Any) -> torch.Tensor:
+        """A [3, H, W] picture in [-1, 1] of the current (EMA) outputs on ``batch``.
+
+        Runs under ``torch.no_grad()``; it must not change the method's state (e.g. batch-norm
+        statistics), or a run's results would depend on when samples were drawn.
+        """
+        ...
+
+    def to(self, device: torch.device) -> None:
+        """Move networks (and any optimiser state) to ``device``."""
+        ...
+
+
+@dataclass
+class TrainingSettings:
+    """How long to train and what to write where. Only seed and batch size fix the results."""
+
+    out_dir: Path
+    steps: int
+    batch_size: int
+    seed: int = 0
+    checkpoint_every: int = 1000
+    sample_every: int = 500
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    num_workers: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def stored(self, dataset_size: int) -> dict[str, Any]:
+        """The primitives a checkpoint records about its run."""
+        return {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+            "checkpoint_every": self.checkpoint_every,
+            "sample_every": self.sample_every,
+            "log_every": self.log_every,
+            "keep_checkpoints": self.keep_checkpoints,
+            "num_workers": self.num_workers,
+            "device": str(self.device),
+            "dataset_size": dataset_size,
+        }
+
+
+@dataclass
+class TrainingResult:
+    """Where a training session ended and what it left behind."""
+
+    step: int  # the last completed step (== settings.steps unless the run was already past it)
+    checkpoint: Path | None  # latest.pt, or None if no checkpoint exists
+    metrics: Path
+    samples: Path
+    seconds: float  # wall time of this session
+    steps_run: int  # steps trained in this session (0 when resuming a finished run)
+    resumed_from: int | None  # the checkpoint's step, or None for a new run
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def derived_seed(seed: int, purpose: str, *numbers: int) -> int:
+    """A 63-bit seed for one purpose at one point (e.g. ``("flip", step)``), independent of all others."""
+    text = ":".join([str(seed), purpose, *map(str, numbers)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def _cpu_generator(seed: int) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    order = torch.randperm(n, generator=_cpu_generator(derived_seed(seed, "epoch", epoch))).numpy()
+    order.flags.writeable = False  # shared through the cache
+    return order
+
+
+def batch_plan(step: int, batch_size: int, n: int, seed: int) -> list[tuple[int, bool]]:
+    """The ``(index, flip)`` items of step ``step`` (1-based), a pure function of its arguments.
+
+    The sample order is the concatenation of one random permutation of ``range(n)`` per
+    epoch, and step ``s`` takes its slice ``[(s-1)*batch_size, s*batch_size)``: every example
+    is seen once per epoch, and a batch may run on from one epoch's end into the next.
+    Flips are drawn per step.
+    """
+    if step < 1 or batch_size < 1 or n < 1:
+        raise ValueError(f"batch_plan needs step, batch_size and n >= 1, got {step}, {batch_size}, {n}")
+    flips = torch.rand(batch_size, generator=_cpu_generator(derived_seed(seed, "flip", step))) < 0.5
+    first = (step - 1) * batch_size
+    plan = []
+    for offset in range(batch_size):
+        epoch, position = divmod(first + offset, n)
+        plan.append((int(_epoch_order(n, seed, epoch)[position]), bool(flips[offset])))
+    return plan
+
+
+class PlannedBatchSampler(Sampler[list[tuple[int, bool]]]):
+    """Yields :func:`batch_plan` for steps ``first_step`` .. ``last_step``, for a DataLoader's batch_sampler."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, first_step: int, last_step: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.first_step, self.last_step = first_step, last_step
+
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+        for step in range(self.first_step, self.last_step + 1):
+            yield batch_plan(step, self.batch_size, self.n, self.seed)
+
+    def __len__(self) -> int:
+        return max(0, self.last_step - self.first_step + 1)
+
+
+def _seed_global_generators(seed: int) -> None:
+    torch.manual_seed(seed)  # all devices
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _ignore_interrupts_in_worker(_worker_id: int) -> None:
+    # A terminal's Ctrl-C reaches the whole process group; workers must keep serving
+    # batches while the main process finishes its step and saves.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor in it (inside tuples, lists and dicts) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: move_to(value, device) for key, value in batch.items()}
+    if isinstance(batch, list):
+        return [move_to(value, device) for value in batch]
+    if isinstance(batch, tuple):
+        moved = [move_to(value, device) for value in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)
+    return batch
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX; best effort)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _temp_beside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+
+
+def _replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Have ``write`` fill a hidden temp file beside ``target``, then rename it over ``target``."""
+    temp = _temp_beside(target)
+    try:
+        write(temp)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    _fsync_dir(target.parent)
+
+
+def _save_torch(payload: dict, temp: Path) -> None:
+    with open(temp, "xb") as file:
+        torch.save(payload, file)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _link_or_copy(source: Path) -> Callable[[Path], None]:
+    def write(temp: Path) -> None:
+        try:
+            os.link(source, temp)  # no second copy of a large file
+        except OSError:
+            shutil.copyfile(source, temp)
+            with open(temp, "rb+") as file:
+                os.fsync(file.fileno())
+
+    return write
+
+
+def load_training_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by :func:`train` (safely: ``weights_only=True``) onto the CPU."""
+    path = Path(path)
+    hint = "resume from another file in the run's checkpoints/ folder, or start a new run with another --out"
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such checkpoint file", "check the path; a run keeps its checkpoints in <out>/checkpoints/")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for damaged or foreign files
+        text = str(error).strip()
+        first_line = text.splitlines()[0][:160] if text else type(error).__name__
+        raise WeightsError(f"{path}: not a readable training checkpoint ({first_line})", hint) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{path}: not an i2i training checkpoint", hint)
+    version = checkpoint.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise WeightsError(
+            f"{path}: training checkpoint format version {version}, this i2i reads version {CHECKPOINT_FORMAT_VERSION}",
+            "use the i2i version that wrote it",
+        )
+    return checkpoint
+
+
+def method_state(checkpoint: dict) -> dict:
+    """The part of a checkpoint that came from the method's ``state_dict()``."""
+    return {key: value for key, value in checkpoint.items() if key not in RESERVED_KEYS}
+
+
+class _CheckpointFolder:
+    """step-NNNNNNN.pt files plus latest.pt, written atomically, pruned to the newest few."""
+
+    def __init__(self, folder: Path, keep: int):
+        self.folder, self.keep = folder, keep
+        self.latest = folder / "latest.pt"
+
+    def step_files(self) -> dict[int, Path]:
+        if not self.folder.is_dir():
+            return {}
+        found = {}
+        for path in self.folder.iterdir():
+            match = _STEP_FILE.match(path.name)
+            if match:
+                found[int(match.group(1))] = path
+        return found
+
+    def holds_a_run(self) -> bool:
+        return self.latest.exists() or bool(self.step_files())
+
+    def save(self, payload: dict, step: int) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / f"step-{step:07d}.pt"
+        _replace_atomically(target, functools.partial(_save_torch, payload))
+        _replace_atomically(self.latest, _link_or_copy(target))
+        self._prune(step)
+        return target
+
+    def _prune(self, step: int) -> None:
+        # Files past `step` belong to a branch abandoned by resuming from an older
+        # checkpoint; they are left alone until training reaches and replaces them.
+        kept = sorted(s for s in self.step_files() if s <= step)
+        for old in kept[: max(0, len(kept) - self.keep)]:
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / f"step-{old:07d}.pt").unlink()
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class _MetricsLog:
+    """metrics.csv: a row every ``log_every`` steps (and at the end) of losses averaged since the last row.
+
+    The running window is saved in checkpoints, so a row cut short by the end of a session
+    is replaced, after resuming, by the row an uninterrupted run would have written.
+    """
+
+    def __init__(self, path: Path, log_every: int):
+        self.path, self.log_every = path, log_every
+        self.columns: list[str] | None = None
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.last_row_step = 0
+
+    def window(self) -> dict[str, Any]:
+        return {"log_every": self.log_every, "sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def resume(self, step: int, window: dict[str, Any] | None) -> None:
+        """Drop rows after ``step`` (and a partial row at ``step`` whose window the checkpoint holds)."""
+        restore = (
+            window is not None
+            and window.get("log_every") == self.log_every
+            and step % self.log_every != 0
+            and bool(window.get("counts"))
+        )
+        if restore:
+            self.sums = {key: float(value) for key, value in window["sums"].items()}
+            self.counts = {key: int(value) for key, value in window["counts"].items()}
+        if not self.path.exists():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        if not lines:
+            return
+        header, kept = lines[0], [lines[0]]
+        for line in lines[1:]:
+            first = line.split(",", 1)[0]
+            if not first.isdigit():
+                continue  # a line torn by a crash
+            row_step = int(first)
+            if row_step < step or (row_step == step and not restore):
+                kept.append(line)
+                self.last_row_step = row_step
+        self.columns = header.split(",")[2:]
+        write_text(self.path, "\n".join(kept) + "\n")
+
+    def add(self, step: int, seconds: float, losses: dict[str, float], last: bool) -> None:
+        if self.columns is None:
+            self.columns = sorted(losses)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(self.path, ",".join(["step", "seconds", *self.columns]) + "\n")
+        extra = set(losses) - set(self.columns)
+        assert not extra, f"losses {sorted(extra)} are not among the metrics columns {self.columns}"
+        for name, value in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+        if step % self.log_every == 0:
+            self.write_row(step, seconds)
+            self.sums, self.counts = {}, {}
+        elif last:
+            self.write_row(step, seconds)
+
+    def write_partial(self, step: int, seconds: float) -> None:
+        """The row for steps since the last one, when a session stops between rows."""
+        if self.columns is not None and self.counts and self.last_row_step != step:
+            self.write_row(step, seconds)
+
+    def write_row(self, step: int, seconds: float) -> None:
+        assert self.columns is not None
+        cells = [str(step), f"{seconds:.3f}"]
+        for name in self.columns:
+            count = self.counts.get(name, 0)
+            cells.append(format(self.sums[name] / count, ".6g") if count else "")
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(",".join(cells) + "\n")
+        self.last_row_step = step
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def _write_sample(grid: torch.Tensor, path: Path) -> None:
+    if grid.ndim != 3 or grid.shape[0] != 3:
+        raise ValueError(f"sample_grid must return a [3, H, W] tensor, got {tuple(grid.shape)}")
+    grid = torch.nan_to_num(grid.detach().float().cpu(), nan=-1.0).clamp(-1.0, 1.0)
+    rgb = ((grid + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, Picture(rgb=np.ascontiguousarray(rgb)))
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+@dataclass
+class _InterruptRequest:
+    requested: bool = False
+
+
+@contextlib.contextmanager
+def _finish_step_on_interrupt() -> Iterator[_InterruptRequest]:
+    """The first Ctrl-C lets the current step finish (so the saved state is exactly a step's);
+    a second one interrupts at once."""
+    request = _InterruptRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request  # signal handlers can only be set from the main thread
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if request.requested:
+            raise KeyboardInterrupt
+        request.requested = True
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield request
+    finally:
+        # None means a handler installed outside Python; Python's own is the closest we can restore.
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so a config compares equal to its round trip through a checkpoint."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _config_difference(stored: Any, wanted: Any, where: str = "") -> str | None:
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        for key in sorted(set(stored) | set(wanted), key=str):
+            name = f"{where}.{key}" if where else str(key)
+            if key not in stored:
+                return f"config field '{name}' is not in the checkpoint"
+            if key not in wanted:
+                return f"config field '{name}' is in the checkpoint but not in this run"
+            found = _config_difference(stored[key], wanted[key], name)
+            if found:
+                return found
+        return None
+    if stored != wanted:
+        return f"config field '{where or 'config'}' differs: the checkpoint has {stored!r}, this run asks for {wanted!r}"
+    return None
+
+
+def _check_resumable(checkpoint: dict, path: Path, method: TrainableMethod, settings: TrainingSettings) -> None:
+    hint = "resume with the settings the run was started with, or start a new run with another --out"
+    if checkpoint.get("method") != method.name:
+        raise I2IError(
+            f"{path}: the checkpoint is from method '{checkpoint.get('method')}', not '{method.name}'", hint
+        )
+    difference = _config_difference(_plain(checkpoint.get("config")), _plain(method.config()))
+    if difference:
+        raise I2IError(f"{path}: {difference}", hint)
+    stored = checkpoint.get("settings") or {}
+    for name in ("batch_size", "seed"):
+        if stored.get(name) != getattr(settings, name):
+            raise I2IError(
+                f"{path}: the run used {name.replace('_', ' ')} {stored.get(name)}, "
+                f"this run asks for {getattr(settings, name)}",
+                hint,
+            )
+
+
+def _validate(settings: TrainingSettings) -> None:
+    for name in ("steps", "batch_size", "checkpoint_every", "sample_every", "log_every", "keep_checkpoints"):
+        if getattr(settings, name) < 1:
+            raise I2IError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(settings, name)}")
+    if settings.num_workers < 0:
+        raise I2IError(f"num workers must be 0 or more, got {settings.num_workers}")
+
+
+def train(
+    method: TrainableMethod,
+    dataset: Dataset,
+    settings: TrainingSettings,
+    *,
+    collate_fn: Callable[[list[Any]], tuple[Any, list[str]]] = collate_images,
+    held_out_batch: Any | None = None,
+    resume: bool | Path = False,
+    on_progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    """Train ``method`` on ``dataset`` for steps 1 .. ``settings.steps``, or resume a run and continue.
+
+    ``dataset`` is indexed by ``(index, flip)`` (see :mod:`i2icli.training.data`);
+    ``collate_fn`` turns a list of its items into ``(batch, skipped messages)``; the batch,
+    moved to the device, is what ``method.train_step`` receives. ``held_out_batch`` (same
+    shape as a batch, on any device) is what sample grids show; without it none are written.
+    ``resume`` is False for a new run (refused if ``out_dir`` already holds one), True for
+    ``out_dir/checkpoints/latest.pt``, or a checkpoint path.
+
+    ``on_progress(step, total_steps, losses)`` is called after every step; ``on_warning``
+    gets one line per unreadable training file (once per file) and per other notice.
+    On KeyboardInterrupt the last completed step is saved and the interrupt re-raised.
+    """
+    _validate(settings)
+    started = time.perf_counter()
+    warn = on_warning or (lambda message: None)
+    out_dir = Path(settings.out_dir)
+    device = torch.device(settings.device)
+    checkpoints = _CheckpointFolder(out_dir / "checkpoints", settings.keep_checkpoints)
+    metrics = _MetricsLog(out_dir / "metrics.csv", settings.log_every)
+    samples_dir = out_dir / "samples"
+    dataset_size = len(dataset)  # type: ignore[arg-type]
+    if dataset_size < 1:
+        raise I2IError("there are no training examples")
+
+    checkpoint: dict | None = None
+    resumed_from: int | None = None
+    if resume:
+        path = checkpoints.latest if resume is True else Path(resume)
+        if resume is True and not path.exists():
+            raise I2IError(
+                f"{out_dir}: no training run to resume (no checkpoints/latest.pt)",
+                "start a new run without --resume, or pass the checkpoint file to resume from",
+            )
+        checkpoint = load_training_checkpoint(path)
+        _check_resumable(checkpoint, path, method, settings)
+        resumed_from = int(checkpoint["step"])
+        stored_size = (checkpoint.get("settings") or {}).get("dataset_size")
+        if stored_size is not None and stored_size != dataset_size:
+            warn(
+                f"the run was trained on {stored_size} examples and now has {dataset_size}: "
+                "the batches from here on differ from those of an uninterrupted run"
+            )
+        later = [step for step in checkpoints.step_files() if step > resumed_from]
+        if later:
+            warn(
+                f"resuming from step {resumed_from} although {checkpoints.folder} holds checkpoints up to "
+                f"step {max(later)}; those are replaced as training reaches them"
+            )
+    elif checkpoints.holds_a_run() or metrics.path.exists():
+        raise I2IError(
+            f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out"
+        )
+
+    method.to(device)
+    if checkpoint is not None:
+        method.load_state_dict(method_state(checkpoint))
+    start = resumed_from or 0
+    trainer_state = (checkpoint or {}).get("trainer") or {}
+    seconds_before = float(trainer_state.get("seconds", 0.0))
+
+    def result(step: int, steps_run: int) -> TrainingResult:
+        return TrainingResult(
+            step=step,
+            checkpoint=checkpoints.latest if checkpoints.latest.exists() else None,
+            metrics=metrics.path,
+            samples=samples_dir,
+            seconds=time.perf_counter() - started,
+            steps_run=steps_run,
+            resumed_from=resumed_from,
+        )
+
+    if start >= settings.steps:
+        warn(f"the run already reached step {start} of {settings.steps}; nothing to train (raise the step count to continue)")
+        return result(start, 0)
+    if checkpoint is not None:
+        metrics.resume(start, trainer_state.get("metrics_window"))
+
+    loader = DataLoader(
+        dataset,
+        batch_sampler=PlannedBatchSampler(dataset_size, settings.batch_size, settings.seed, start + 1, settings.steps),
+        collate_fn=collate_fn,
+        num_workers=settings.num_workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_ignore_interrupts_in_worker if settings.num_workers else None,
+        # DataLoader draws its workers' base seed from this, not from the global generator.
+        generator=_cpu_generator(derived_seed(settings.seed, "loader", start + 1)),
+    )
+    held_out = move_to(held_out_batch, device) if held_out_batch is not None else None
+    stored_settings = settings.stored(dataset_size)
+    session_start = time.perf_counter()
+    warned: set[str] = set()
+    completed = saved = start
+
+    def training_seconds() -> float:
+        return seconds_before + time.perf_counter() - session_start
+
+    def save(step: int) -> None:
+        nonlocal saved
+        payload = method.state_dict()
+        clash = RESERVED_KEYS & set(payload)
+        if clash:
+            raise ValueError(f"method state_dict uses keys reserved for the loop: {sorted(clash)}")
+        payload.update(
+            format=CHECKPOINT_FORMAT,
+            format_version=CHECKPOINT_FORMAT_VERSION,
+            method=method.name,
+            config=method.config(),
+            step=step,
+            settings=stored_settings,
+            trainer={"seconds": training_seconds(), "metrics_window": metrics.window()},
+        )
+        checkpoints.save(payload, step)
+        saved = step
+
+    with _finish_step_on_interrupt() as interrupt:
+        batches = iter(loader)
+        try:
+            for step in range(start + 1, settings.steps + 1):
+                batch, skipped = next(batches)
+                for message in skipped:
+                    if message not in warned:
+                        warned.add(message)
+                        warn(f"{message}; skipped, training goes on with the next image")
+                batch = move_to(batch, device)
+                _seed_global_generators(derived_seed(settings.seed, "global", step))
+                generator = torch.Generator(device=device)
+                generator.manual_seed(derived_seed(settings.seed, "step", step))
+                losses = {name: float(value) for name, value in method.train_step(batch, generator).items()}
+                completed = step
+                last = step == settings.steps
+                metrics.add(step, training_seconds(), losses, last)
+                if on_progress is not None:
+                    on_progress(step, settings.steps, losses)
+                if held_out is not None and (step % settings.sample_every == 0 or last):
+                    with torch.no_grad():
+                        grid = method.sample_grid(held_out)
+                    _write_sample(grid, samples_dir / f"step-{step:07d}.png")
+                if step % settings.checkpoint_every == 0 or last:
+                    save(step)
+                if interrupt.requested and not last:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            metrics.write_partial(completed, training_seconds())
+            if completed > saved:
+                save(completed)
+            if completed > start:
+                warn(f"interrupted after step {completed}; saved {checkpoints.latest} (continue with --resume)")
+            raise
+        finally:
+            del batches  # shuts DataLoader workers down now, not at garbage collection
+    return result(completed, completed - start)

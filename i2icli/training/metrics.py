@@ -1,0 +1,85 @@
+"""Evaluation metrics shared by the training commands: FID and LPIPS, as the papers' tables report.
+
+FID uses pytorch-fid's Inception network (pool3, 2048 features) and its Fréchet distance, with
+the weights from our registry (sha256-checked). LPIPS uses the `lpips` package (the authors'
+reference implementation) when it is installed: its calibrated linear heads ship inside the
+package, and its VGG-16 backbone is loaded from our registry rather than downloaded by torchvision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from i2icli.archs.features import FIDInceptionFeatures
+from i2icli.pipelines.frechet import frechet_distance
+from i2icli.pipelines.loading import load_checkpoint
+
+DEFAULT_FID_MODEL = "fid-inception"
+DEFAULT_LPIPS_BACKBONE = "vgg16-imagenet"
+
+# lpips' VGG-16 wrapper keeps torchvision's layer indices inside five slices.
+_LPIPS_VGG_SLICES = ((1, range(4)), (2, range(4, 9)), (3, range(9, 16)), (4, range(16, 23)), (5, range(23, 30)))
+
+
+def load_fid_network(spec: str = DEFAULT_FID_MODEL, device: torch.device | str = "cpu") -> FIDInceptionFeatures:
+    def build(state_dict: dict[str, Tensor]) -> FIDInceptionFeatures:
+        network = FIDInceptionFeatures(pooled=True)
+        network.load_fid_state_dict(state_dict)
+        return network
+
+    return load_checkpoint(spec, "FID Inception", build).to(device).eval()
+
+
+@torch.no_grad()
+def inception_features(network: FIDInceptionFeatures, images: Tensor, batch: int = 32) -> Tensor:
+    """(N, 2048) pool3 features of images in [-1, 1], computed a batch at a time."""
+    parameter = next(network.parameters())
+    parts = [network(images[i : i + batch].to(parameter.device, parameter.dtype)).cpu() for i in range(0, len(images), batch)]
+    return torch.cat(parts).double()
+
+
+def fid(real: Tensor, fake: Tensor) -> float:
+    """FID between two sets of pool3 features (N, 2048); needs at least two of each."""
+    if len(real) < 2 or len(fake) < 2:
+        raise ValueError("FID needs at least two images in each set")
+    statistics = [(features.mean(0).numpy(), np.cov(features.numpy(), rowvar=False)) for features in (real, fake)]
+    return frechet_distance(statistics[0][0], statistics[0][1], statistics[1][0], statistics[1][1])
+
+
+def lpips_available() -> bool:
+    try:
+        import lpips  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load_lpips(backbone: str = DEFAULT_LPIPS_BACKBONE, device: torch.device | str = "cpu") -> Callable[[Tensor, Tensor], Tensor]:
+    """LPIPS (VGG variant, v0.1) as ``distance(a, b) -> (N,)`` for images in [-1, 1]."""
+    import lpips
+
+    def build(state_dict: dict[str, Tensor]) -> Any:
+        # pnet_rand: do not let torchvision download the backbone; it is loaded below instead.
+        model = lpips.LPIPS(net="vgg", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+        renamed = {}
+        for slice_number, indices in _LPIPS_VGG_SLICES:
+            for index in indices:
+                for kind in ("weight", "bias"):
+                    key = f"features.{index}.{kind}"
+                    if key in state_dict:
+                        renamed[f"slice{slice_number}.{index}.{kind}"] = state_dict[key]
+        model.net.load_state_dict(renamed, strict=True)
+        return model.eval().requires_grad_(False)
+
+    model = load_checkpoint(backbone, "VGG-16", build).to(device)
+
+    @torch.no_grad()
+    def distance(a: Tensor, b: Tensor) -> Tensor:
+        return model(a.to(device), b.to(device), normalize=False).flatten().cpu()
+
+    return distance

@@ -1,0 +1,69 @@
+"""Parity with the authors' networks (Medabid1/I2I-LR) on the same seeded random weights.
+
+Needs a checkout of that repository: set I2I_LR_OFFICIAL to its folder (it is not a package, so
+the suite cannot install it; without it these tests are skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from i2icli.archs.lr_conditioned import (
+    LRConditionedGenerator,
+    LRDifferenceDiscriminator,
+    config_from_state_dicts,
+)
+
+OFFICIAL_ENV = "I2I_LR_OFFICIAL"
+ROOT = Path(os.environ[OFFICIAL_ENV]) if os.environ.get(OFFICIAL_ENV) else None
+pytestmark = pytest.mark.skipif(ROOT is None, reason=f"set {OFFICIAL_ENV} to an I2I-LR checkout")
+
+
+def _authors_networks():
+    sys.path.insert(0, str(ROOT))
+    import networks.modules as modules
+
+    # networks.py imports a block the published modules.py no longer defines (and never uses).
+    modules.SPAdaInResBlk01 = getattr(modules, "SPAdaInResBlk01", modules.SPAdaInResBlk)
+    from networks.networks import Discriminator, PonoSPadaInGenerator
+
+    return PonoSPadaInGenerator, Discriminator
+
+
+@pytest.mark.parametrize(("hr", "lr", "dim_in"), [(32, 8, 256), (64, 16, 256), (32, 4, 512)])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_same_outputs_as_the_authors_networks(hr: int, lr: int, dim_in: int, mode: str):
+    generator_class, discriminator_class = _authors_networks()
+    torch.manual_seed(0)
+    theirs_g = generator_class(dim_in, img_size=hr, low_size=lr)
+    theirs_d = discriminator_class(img_size=hr, low_size=lr)
+    with torch.no_grad():  # the affine norms start at 1/0: move them so they matter
+        for name, parameter in [*theirs_g.named_parameters(), *theirs_d.named_parameters()]:
+            if "norm" in name:
+                parameter.normal_(1.0 if name.endswith("weight") else 0.0, 0.3)
+
+    config = config_from_state_dicts(theirs_g.state_dict(), theirs_d.state_dict())
+    assert (config.hr_size, config.lr_size) == (hr, lr)
+    ours_g, ours_d = LRConditionedGenerator(config), LRDifferenceDiscriminator(config)
+    ours_g.load_state_dict(theirs_g.state_dict(), strict=True)  # their checkpoint keys, unchanged
+    ours_d.load_state_dict(theirs_d.state_dict(), strict=True)
+    for module in (theirs_g, theirs_d, ours_g, ours_d):
+        module.train(mode == "train")  # train mode also runs one power iteration per forward
+
+    source = torch.rand(2, 3, hr, hr) * 2 - 1
+    target = torch.rand(2, 3, lr, lr) * 2 - 1
+    with torch.no_grad():
+        theirs, ours = theirs_g(source, target), ours_g(source, target)
+        theirs_logits = theirs_d(theirs, target.abs())
+        ours_logits = ours_d(theirs, target.abs())
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours_logits, theirs_logits, rtol=0, atol=1e-6)
+    assert theirs.std() > 0.1
+    if mode == "train":  # the power iteration moved the same vectors the same way
+        for key, value in theirs_g.state_dict().items():
+            torch.testing.assert_close(ours_g.state_dict()[key], value, rtol=0, atol=1e-6)

@@ -1,0 +1,238 @@
+"""Tests for i2icli.training.data: finding, splitting and loading training images. All images are made here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from i2icli.errors import I2IError, InputError
+from i2icli.training.data import (
+    ImageFolderDataset,
+    collate_images,
+    find_images,
+    fixed_batch,
+    load_training_image,
+    split_held_out,
+)
+
+
+def write_rgb(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGBA2BGRA if rgb.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def gradient(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = rng.uniform(0, 255, 3)
+    return np.clip(base + np.stack([x * 4, y * 4, (x + y) * 2], -1), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    write_rgb(root / "b.png", gradient(20, 28))
+    write_rgb(root / "A.PNG", gradient(20, 28, 1))
+    write_rgb(root / "sub" / "c.jpg", gradient(28, 20, 2))
+    write_rgb(root / "sub" / "deeper" / "d.webp", gradient(16, 16, 3))
+    write_rgb(root / ".hidden.png", gradient(8, 8))
+    write_rgb(root / ".cache" / "e.png", gradient(8, 8))
+    (root / "notes.txt").write_text("not an image")
+    (root / "folder.png").mkdir()  # a folder named like an image is not one
+    return root
+
+
+# --------------------------------------------------------------------------- find_images
+
+
+def test_find_images_recurses_skips_hidden_and_sorts_by_relative_path(image_tree: Path):
+    found = find_images(image_tree)
+    assert [p.relative_to(image_tree).as_posix() for p in found] == ["A.PNG", "b.png", "sub/c.jpg", "sub/deeper/d.webp"]
+    assert all(p.is_file() for p in found)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty"])
+def test_find_images_errors_name_the_folder(tmp_path: Path, kind: str):
+    root = tmp_path / "data"
+    if kind == "file":
+        root.write_bytes(b"x")
+    elif kind == "empty":
+        (root / ".hidden").mkdir(parents=True)
+        write_rgb(root / ".hidden" / "x.png", gradient(8, 8))
+        (root / "readme.md").write_text("hi")
+    with pytest.raises(InputError) as caught:
+        find_images(root)
+    assert caught.value.path == root
+    assert caught.value.hint
+    expected = {"missing": "no such folder", "file": "is a file", "empty": "holds no training images"}[kind]
+    assert expected in str(caught.value)
+
+
+# --------------------------------------------------------------------------- split_held_out
+
+
+def fake_files(root: Path, count: int) -> list[Path]:
+    return [root / f"dir{i % 3}" / f"img{i:03d}.png" for i in range(count)]
+
+
+def test_split_is_deterministic_disjoint_and_keeps_order(tmp_path: Path):
+    files = fake_files(tmp_path, 40)
+    train, held = split_held_out(files, tmp_path, 0.25, seed=7)
+    again_train, again_held = split_held_out(files, tmp_path, 0.25, seed=7)
+    assert (train, held) == (again_train, again_held)
+    assert len(held) == 10 and len(train) == 30
+    assert set(train).isdisjoint(held) and set(train) | set(held) == set(files)
+    assert train == [p for p in files if p in set(train)] and held == [p for p in files if p in set(held)]
+    # The order of the input list does not change which files are held out.
+    _, held_shuffled = split_held_out(files[::-1], tmp_path, 0.25, seed=7)
+    assert set(held_shuffled) == set(held)
+    # Another seed picks another set.
+    assert set(split_held_out(files, tmp_path, 0.25, seed=8)[1]) != set(held)
+
+
+def test_split_is_stable_when_a_file_is_added(tmp_path: Path):
+    files = fake_files(tmp_path, 30)
+    _, held = split_held_out(files, tmp_path, 5, seed=0)
+    newcomer = tmp_path / "new.png"
+    train_after, held_after = split_held_out(sorted(files + [newcomer]), tmp_path, 5, seed=0)
+    assert len(held_after) == 5
+    # Old training files stay training files; at most the newcomer displaces one held-out file.
+    assert set(held_after) <= set(held) | {newcomer}
+    assert set(files) - set(held) <= set(train_after)
+
+
+def test_split_counts_and_fractions(tmp_path: Path):
+    files = fake_files(tmp_path, 10)
+    assert len(split_held_out(files, tmp_path, 3, seed=0)[1]) == 3
+    assert len(split_held_out(files, tmp_path, 0.3, seed=0)[1]) == 3
+    assert len(split_held_out(files, tmp_path, 0.01, seed=0)[1]) == 1  # a positive fraction holds out at least one
+    assert len(split_held_out(files, tmp_path, 0.99, seed=0)[0]) == 1  # ...and never the last training file
+    train, held = split_held_out(files, tmp_path, 0, seed=0)
+    assert (train, held) == (files, [])
+    assert split_held_out(files, tmp_path, 0.0, seed=0) == (files, [])
+
+
+def test_split_errors(tmp_path: Path):
+    one = fake_files(tmp_path, 1)
+    with pytest.raises(InputError, match="only 1 training image"):
+        split_held_out(one, tmp_path, 0.1, seed=0)
+    with pytest.raises(InputError, match="leave none to train on"):
+        split_held_out(one, tmp_path, 1, seed=0)
+    with pytest.raises(InputError, match="leave none to train on"):
+        split_held_out(fake_files(tmp_path, 4), tmp_path, 4, seed=0)
+    with pytest.raises(I2IError, match="below 1"):
+        split_held_out(fake_files(tmp_path, 4), tmp_path, 1.5, seed=0)
+    with pytest.raises(I2IError):
+        split_held_out(fake_files(tmp_path, 4), tmp_path, -1, seed=0)
+    assert split_held_out(one, tmp_path, 0, seed=0) == (one, [])
+
+
+# --------------------------------------------------------------------------- load_training_image
+
+
+def test_load_crops_the_centre_of_a_wide_image(tmp_path: Path):
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    rgb[:, :10] = (255, 0, 0)
+    rgb[:, 10:30] = (0, 255, 0)
+    rgb[:, 30:] = (0, 0, 255)
+    image = load_training_image(write_rgb(tmp_path / "wide.png", rgb), 20)
+    assert image.dtype == torch.float32 and image.shape == (3, 20, 20)
+    expected = torch.tensor([-1.0, 1.0, -1.0]).view(3, 1, 1).expand(3, 20, 20)
+    assert torch.equal(image, expected)
+
+
+def test_load_crops_the_centre_of_a_tall_image_after_shrinking(tmp_path: Path):
+    rgb = np.zeros((80, 40, 3), np.uint8)
+    rgb[:20] = 255  # top and bottom quarters white: cut off by the crop
+    rgb[60:] = 255
+    rgb[20:60] = 128
+    image = load_training_image(write_rgb(tmp_path / "tall.png", rgb), 20)  # 80x40 -> 40x20 -> centre 20x20
+    assert image.shape == (3, 20, 20)
+    assert torch.allclose(image, torch.full_like(image, 128 / 255 * 2 - 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(20, 28), (8, 12), (28, 20)])
+def test_load_shape_and_range(tmp_path: Path, shape: tuple[int, int]):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)  # noise: cubic enlarging overshoots
+    image = load_training_image(write_rgb(tmp_path / "x.png", rgb), 16)
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32
+    assert image.min() >= -1.0 and image.max() <= 1.0
+    assert image.std() > 0.1
+
+
+def test_load_gray_gives_three_equal_channels(tmp_path: Path):
+    gray = gradient(20, 28)[..., 0]
+    image = load_training_image(write_rgb(tmp_path / "gray.png", gray), 16)
+    assert image.shape == (3, 16, 16)
+    assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+
+
+def test_load_keeps_16bit_precision_and_drops_alpha(tmp_path: Path):
+    deep = np.full((16, 16, 3), 1000, np.uint16)
+    image = load_training_image(write_rgb(tmp_path / "deep.png", deep), 16)
+    assert torch.allclose(image, torch.full_like(image, 1000 / 65535 * 2 - 1), atol=1e-6)  # not rounded to 8 bits
+
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[..., 3] = 0  # fully transparent: the colour is still what trains
+    image = load_training_image(write_rgb(tmp_path / "rgba.png", rgba), 8)
+    assert image.shape == (3, 8, 8)
+    assert torch.allclose(image, torch.full_like(image, 200 / 255 * 2 - 1), atol=1e-6)
+
+
+def test_load_raises_input_error_for_a_corrupt_file(tmp_path: Path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(InputError):
+        load_training_image(bad, 8)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def test_dataset_flips_and_collates(image_tree: Path):
+    files = find_images(image_tree)
+    dataset = ImageFolderDataset(files, 12)
+    assert len(dataset) == 4
+    plain, flipped = dataset[(1, False)], dataset[(1, True)]
+    assert plain["skipped"] == [] and torch.equal(flipped["image"], plain["image"].flip(-1))
+    assert not torch.equal(flipped["image"], plain["image"])
+    batch, skipped = collate_images([dataset[(i, i % 2 == 0)] for i in range(4)])
+    assert batch.shape == (4, 3, 12, 12) and skipped == []
+    held = fixed_batch(dataset, 2)
+    assert torch.equal(held[1], dataset[(1, False)]["image"])
+    assert fixed_batch(dataset, 10).shape[0] == 4
+
+
+def test_dataset_replaces_an_unreadable_file_with_the_next(tmp_path: Path):
+    good = [write_rgb(tmp_path / f"{i}.png", gradient(12, 12, i)) for i in range(3)]
+    bad = tmp_path / "1b.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    files = [good[0], bad, good[1], good[2]]
+    dataset = ImageFolderDataset(files, 8)
+    item = dataset[(1, False)]
+    assert torch.equal(item["image"], load_training_image(good[1], 8))
+    assert len(item["skipped"]) == 1 and str(bad) in item["skipped"][0]
+    assert dataset.unreadable == {bad}
+    # Known now: skipped without reading again, still reported so every worker's batches say so.
+    again = dataset[(1, True)]
+    assert torch.equal(again["image"], load_training_image(good[1], 8).flip(-1)) and again["skipped"] == item["skipped"]
+    batch, skipped = collate_images([dataset[(1, False)], dataset[(0, False)], dataset[(1, False)]])
+    assert batch.shape == (3, 3, 8, 8) and skipped == item["skipped"]
+
+
+def test_dataset_wraps_past_the_end_and_fails_when_nothing_is_readable(tmp_path: Path):
+    first = write_rgb(tmp_path / "a.png", gradient(8, 8))
+    bad = tmp_path / "z.png"
+    bad.write_bytes(b"junk")
+    dataset = ImageFolderDataset([first, bad], 8)
+    assert torch.equal(dataset[(1, False)]["image"], load_training_image(first, 8))
+    with pytest.raises(I2IError, match="none of the 1 training examples"):
+        ImageFolderDataset([bad], 8)[(0, False)]

@@ -1,0 +1,361 @@
+"""Tests for i2icli.training.loop with a toy autoencoder: schedule, checkpoints, resume, metrics, samples, Ctrl-C."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import signal
+from collections import namedtuple
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from i2icli.errors import I2IError, WeightsError
+from i2icli.imageio import read_image
+from i2icli.training.data import ImageFolderDataset, find_images, fixed_batch
+from i2icli.training.loop import (
+    PlannedBatchSampler,
+    TrainingSettings,
+    batch_plan,
+    load_training_checkpoint,
+    method_state,
+    move_to,
+    train,
+)
+
+SIZE = 12
+
+
+class ToyAutoencoder:
+    """Two convolutions, Adam and an EMA copy; uses both the step generator and the global RNG (dropout)."""
+
+    name = "toy"
+
+    def __init__(self, width: int = 6, lr: float = 1e-2, interrupt_at: int | None = None, sigint_at: int | None = None):
+        self.width, self.lr = width, lr
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 3, 3, padding=1))
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.interrupt_at, self.sigint_at = interrupt_at, sigint_at
+        self.steps_seen = 0
+
+    def config(self) -> dict:
+        return {"width": self.width, "lr": self.lr, "layers": (3, self.width, 3)}
+
+    def state_dict(self) -> dict:
+        return {"Net": self.net.state_dict(), "AverageNet": self.ema.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["Net"])
+        self.ema.load_state_dict(state["AverageNet"])
+        self.opt.load_state_dict(state["opt"])
+
+    def train_step(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+        self.steps_seen += 1
+        step = int(self.opt.state_dict()["state"].get(0, {}).get("step", 0)) + 1
+        if step == self.interrupt_at:
+            raise KeyboardInterrupt
+        if step == self.sigint_at:
+            os.kill(os.getpid(), signal.SIGINT)  # like Ctrl-C: arrives mid-step
+        noise = torch.randn(batch.shape, generator=generator, device=batch.device) * 0.05
+        noisy = F.dropout(batch + noise, p=0.1)  # the global RNG
+        loss = F.mse_loss(self.net(noisy), batch)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            for average, current in zip(self.ema.parameters(), self.net.parameters()):
+                average.lerp_(current, 0.5)
+        return {"recon": loss.item(), "noise": noise.abs().mean().item()}
+
+    def sample_grid(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.cat(list(self.ema(batch).clamp(-1, 1)), dim=2)
+
+    def to(self, device: torch.device) -> None:
+        self.net.to(device)
+        self.ema.to(device)
+
+
+def write_images(root: Path, count: int = 6) -> list[Path]:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        h, w = (20, 28) if i % 2 else (28, 20)
+        y, x = np.mgrid[0:h, 0:w]
+        rgb = np.stack([x * 8 + i * 20, y * 8, (x + y) * 4 + rng.integers(0, 60)], -1)
+        folder = root / f"part{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(folder / f"img{i}.png"), np.clip(rgb, 0, 255).astype(np.uint8))
+    return find_images(root)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list[Path]:
+    return write_images(tmp_path / "data")
+
+
+@pytest.fixture
+def dataset(images: list[Path]) -> ImageFolderDataset:
+    return ImageFolderDataset(images, SIZE)
+
+
+def settings(out: Path, steps: int, **overrides) -> TrainingSettings:
+    values = dict(out_dir=out, steps=steps, batch_size=3, seed=5, checkpoint_every=1000, sample_every=1000, log_every=1)
+    values.update(overrides)
+    return TrainingSettings(**values)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def without_seconds(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert type(a) is type(b)
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same_state(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_state(x, y)
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    else:
+        assert a == b
+
+
+def step_files(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_batch_plan_is_pure_and_covers_each_epoch_once():
+    n, batch_size, seed = 7, 3, 11
+    plans = [batch_plan(step, batch_size, n, seed) for step in range(1, 8)]  # 21 items = 3 epochs
+    assert plans == [batch_plan(step, batch_size, n, seed) for step in range(1, 8)]
+    order = [index for plan in plans for index, _ in plan]
+    epochs = [order[i : i + n] for i in range(0, len(order), n)]
+    assert all(sorted(epoch) == list(range(n)) for epoch in epochs)
+    assert len({tuple(epoch) for epoch in epochs}) == 3  # a new order each epoch
+    flips = [flip for plan in plans for _, flip in plan]
+    assert all(isinstance(flip, bool) for flip in flips) and 0 < sum(flips) < len(flips)
+    assert batch_plan(3, batch_size, n, seed + 1) != plans[2]
+    # Step 3 straddles the first epoch's end (items 6, 7, 8): it carries on into epoch 2.
+    assert [index for index, _ in plans[2]] == [order[6], order[7], order[8]]
+
+
+def test_planned_batch_sampler_starts_at_a_step():
+    sampler = PlannedBatchSampler(n=5, batch_size=2, seed=0, first_step=3, last_step=6)
+    assert len(sampler) == 4
+    assert list(sampler) == [batch_plan(step, 2, 5, 0) for step in range(3, 7)]
+
+
+def test_move_to_walks_nested_batches():
+    Pair = namedtuple("Pair", "label photo")
+    batch = {"a": torch.ones(2), "b": [torch.zeros(1), (torch.ones(1), "x")], "c": Pair(torch.ones(1), 3)}
+    moved = move_to(batch, torch.device("meta"))
+    assert moved["a"].device.type == "meta" and moved["b"][0].device.type == "meta"
+    assert moved["b"][1][0].device.type == "meta" and moved["b"][1][1] == "x"
+    assert isinstance(moved["c"], Pair) and moved["c"].label.device.type == "meta" and moved["c"].photo == 3
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_lowers_the_loss_and_writes_everything(tmp_path: Path, dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    progress = []
+    result = train(
+        ToyAutoencoder(),
+        dataset,
+        settings(out, 30, log_every=5, checkpoint_every=10, sample_every=20, keep_checkpoints=2),
+        held_out_batch=fixed_batch(dataset, 2),
+        on_progress=lambda step, total, losses: progress.append((step, total, sorted(losses))),
+    )
+    assert result.step == 30 and result.steps_run == 30 and result.resumed_from is None
+    assert progress == [(step, 30, ["noise", "recon"]) for step in range(1, 31)]
+
+    rows = read_rows(result.metrics)
+    assert list(rows[0]) == ["step", "seconds", "noise", "recon"]
+    assert [int(row["step"]) for row in rows] == [5, 10, 15, 20, 25, 30]
+    recon = [float(row["recon"]) for row in rows]
+    assert recon[-1] < 0.5 * recon[0]
+
+    # Checkpoints: every 10 steps, pruned to the newest 2, latest.pt, no temp files left.
+    assert step_files(out) == ["latest.pt", "step-0000020.pt", "step-0000030.pt"]
+    assert result.checkpoint == out / "checkpoints" / "latest.pt"
+    checkpoint = load_training_checkpoint(result.checkpoint)
+    raw = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    assert raw["step"] == checkpoint["step"] == 30
+    assert checkpoint["format"] == "i2i-train" and checkpoint["format_version"] == 1 and checkpoint["method"] == "toy"
+    assert checkpoint["config"] == {"width": 6, "lr": 1e-2, "layers": (3, 6, 3)}
+    assert checkpoint["settings"]["seed"] == 5 and checkpoint["settings"]["batch_size"] == 3
+    assert set(method_state(checkpoint)) == {"Net", "AverageNet", "opt"}  # the method's keys at the top level
+    assert load_training_checkpoint(out / "checkpoints" / "step-0000020.pt")["step"] == 20
+
+    # Sample grids: every 20 steps and at the end, readable, the size sample_grid returned.
+    assert sorted(p.name for p in result.samples.iterdir()) == ["step-0000020.png", "step-0000030.png"]
+    picture = read_image(result.samples / "step-0000030.png")
+    assert (picture.height, picture.width) == (SIZE, 2 * SIZE)
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
+    assert leftovers == []
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, dataset: ImageFolderDataset):
+    # log_every=3 puts a metrics row boundary after the break: the resumed row must still match.
+    straight = ToyAutoencoder()
+    train(straight, dataset, settings(tmp_path / "straight", 5, log_every=3))
+
+    first = ToyAutoencoder()
+    train(first, dataset, settings(tmp_path / "split", 2, log_every=3))
+    second = ToyAutoencoder(lr=1e-2)
+    warnings: list[str] = []
+    result = train(
+        second, dataset, settings(tmp_path / "split", 5, log_every=3, num_workers=2), resume=True, on_warning=warnings.append
+    )
+    assert result.resumed_from == 2 and result.steps_run == 3 and second.steps_seen == 3
+    assert warnings == []
+    assert_same_state(straight.state_dict(), second.state_dict())
+    straight_rows = read_rows(tmp_path / "straight" / "metrics.csv")
+    assert [row["step"] for row in straight_rows] == ["3", "5"]
+    assert without_seconds(read_rows(tmp_path / "split" / "metrics.csv")) == without_seconds(straight_rows)
+    assert_same_state(
+        method_state(load_training_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")),
+        method_state(load_training_checkpoint(result.checkpoint)),
+    )
+
+
+def test_resume_from_an_older_checkpoint_truncates_the_metrics(tmp_path: Path, dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    train(ToyAutoencoder(), dataset, settings(out, 6, checkpoint_every=2, keep_checkpoints=5))
+    rows_before = read_rows(out / "metrics.csv")
+    warnings: list[str] = []
+    older = out / "checkpoints" / "step-0000004.pt"
+    result = train(ToyAutoencoder(), dataset, settings(out, 5, checkpoint_every=2), resume=older, on_warning=warnings.append)
+    assert result.resumed_from == 4 and result.step == 5
+    rows = read_rows(out / "metrics.csv")
+    assert [row["step"] for row in rows] == ["1", "2", "3", "4", "5"]
+    assert without_seconds(rows) == without_seconds(rows_before[:5])  # the same steps, trained again, same losses
+    assert len(warnings) == 1 and "up to step 6" in warnings[0]
+    assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 5
+    assert "step-0000006.pt" in step_files(out)  # an abandoned branch's file is left until replaced
+
+
+def test_resuming_a_finished_run_says_so(tmp_path: Path, dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    train(ToyAutoencoder(), dataset, settings(out, 3))
+    method, warnings = ToyAutoencoder(), []
+    result = train(method, dataset, settings(out, 3), resume=True, on_warning=warnings.append)
+    assert result.steps_run == 0 and result.step == 3 and method.steps_seen == 0
+    assert len(warnings) == 1 and "already reached step 3 of 3" in warnings[0]
+    assert_same_state(method.state_dict(), method_state(load_training_checkpoint(out / "checkpoints" / "latest.pt")))
+
+
+def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path: Path, dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    train(ToyAutoencoder(), dataset, settings(out, 2))
+    before = (out / "checkpoints" / "latest.pt").read_bytes()
+    with pytest.raises(I2IError, match="already holds a training run; pass --resume"):
+        train(ToyAutoencoder(), dataset, settings(out, 2))
+    assert (out / "checkpoints" / "latest.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "method, overrides, message",
+    [
+        (lambda: ToyAutoencoder(width=4), {}, "config field 'layers' differs"),
+        (lambda: ToyAutoencoder(lr=0.5), {}, "config field 'lr' differs: the checkpoint has 0.01, this run asks for 0.5"),
+        (ToyAutoencoder, {"batch_size": 2}, "batch size 3, this run asks for 2"),
+        (ToyAutoencoder, {"seed": 6}, "seed 5, this run asks for 6"),
+    ],
+)
+def test_resume_refuses_a_different_setup(tmp_path: Path, dataset: ImageFolderDataset, method, overrides, message):
+    out = tmp_path / "run"
+    train(ToyAutoencoder(), dataset, settings(out, 2))
+    with pytest.raises(I2IError, match=message):
+        train(method(), dataset, settings(out, 4, **overrides), resume=True)
+
+
+def test_resume_refuses_another_method(tmp_path: Path, dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    train(ToyAutoencoder(), dataset, settings(out, 2))
+    other = ToyAutoencoder()
+    other.name = "translate-lr"
+    with pytest.raises(I2IError, match="from method 'toy', not 'translate-lr'"):
+        train(other, dataset, settings(out, 4), resume=True)
+
+
+def test_resume_needs_a_checkpoint(tmp_path: Path, dataset: ImageFolderDataset):
+    with pytest.raises(I2IError, match="no training run to resume"):
+        train(ToyAutoencoder(), dataset, settings(tmp_path / "empty", 2), resume=True)
+
+
+def test_unreadable_checkpoints_become_one_line_errors(tmp_path: Path):
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"PK\x03\x04 not a zip at all")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}}, foreign)
+    cases = [
+        (damaged, "not a readable training checkpoint"),
+        (foreign, "not an i2i training checkpoint"),
+        (tmp_path / "none.pt", "no such checkpoint"),
+    ]
+    for path, message in cases:
+        with pytest.raises(WeightsError, match=message) as caught:
+            load_training_checkpoint(path)
+        assert str(path) in str(caught.value) and "\n" not in str(caught.value) and caught.value.hint
+
+
+def test_an_unreadable_image_is_skipped_with_one_warning(tmp_path: Path, images: list[Path]):
+    bad = images[0].parent / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    files = find_images(images[0].parent.parent)
+    assert bad in files
+    warnings: list[str] = []
+    result = train(ToyAutoencoder(), ImageFolderDataset(files, SIZE), settings(tmp_path / "run", 8), on_warning=warnings.append)
+    assert result.step == 8  # 24 items = 3+ epochs of 7 files: the broken one came up several times
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "skipped" in warnings[0]
+
+
+def test_keyboard_interrupt_saves_the_last_completed_step(tmp_path: Path, dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    warnings: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        train(ToyAutoencoder(interrupt_at=4), dataset, settings(out, 10, log_every=2), on_warning=warnings.append)
+    checkpoint = load_training_checkpoint(out / "checkpoints" / "latest.pt")
+    assert checkpoint["step"] == 3 and step_files(out) == ["latest.pt", "step-0000003.pt"]
+    assert [row["step"] for row in read_rows(out / "metrics.csv")] == ["2", "3"]  # a partial row for step 3
+    assert "interrupted after step 3" in warnings[-1]
+
+    # The interrupted run resumes to the same state as one never interrupted.
+    resumed = ToyAutoencoder()
+    train(resumed, dataset, settings(out, 6, log_every=2), resume=True)
+    straight = ToyAutoencoder()
+    train(straight, dataset, settings(tmp_path / "straight", 6, log_every=2))
+    assert_same_state(straight.state_dict(), resumed.state_dict())
+    assert without_seconds(read_rows(out / "metrics.csv")) == without_seconds(read_rows(tmp_path / "straight" / "metrics.csv"))
+
+
+def test_ctrl_c_finishes_the_step_in_progress(tmp_path: Path, dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    handler_before = signal.getsignal(signal.SIGINT)
+    method = ToyAutoencoder(sigint_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(method, dataset, settings(out, 10))
+    assert method.steps_seen == 3
+    assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is handler_before
