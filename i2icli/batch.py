@@ -20,13 +20,14 @@ class Job:
     problem: str | None = None
 
 
-def _images_in(folder: Path, recursive: bool, exclude: Path) -> list[Path]:
+def images_in(folder: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
+    """The images in ``folder`` (hidden ones skipped, anything inside ``exclude`` left out), sorted."""
     pattern = "**/*" if recursive else "*"
     found = []
     for path in folder.glob(pattern):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
-        if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES and not _inside(path, exclude):
+        if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES and not (exclude and _inside(path, exclude)):
             found.append(path)
     return sorted(found)
 
@@ -51,7 +52,7 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     for spec in specs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            entries.extend((found, found.relative_to(path)) for found in _images_in(path, recursive, output_dir))
+            entries.extend((found, found.relative_to(path)) for found in images_in(path, recursive, output_dir))
         elif path.is_file():
             entries.append((path, Path(path.name)))
         elif _GLOB_CHARS & set(spec):

@@ -21,7 +21,7 @@ import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -607,28 +607,34 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return target
 
 
-def _atomic_write(target: Path, data: bytes | np.ndarray) -> None:
-    """Write to a hidden temp file beside the target, fsync, then rename over it."""
-    stem = target.stem[:100]
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Have ``write`` create and fsync a hidden temp file beside ``target`` (exclusively: it must
+    not exist yet), then rename it over ``target``: readers see the old file or the new one,
+    never half of one."""
     while True:
-        tmp = target.with_name(f".{stem}.{secrets.token_hex(4)}.tmp{target.suffix}")
-        try:
-            fd = os.open(tmp, flags, 0o666)  # the umask applies, unlike mkstemp's 0600
+        temp = target.with_name(f".{target.stem[:100]}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        if not temp.exists():
             break
-        except FileExistsError:
-            continue
     try:
+        write(temp)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _atomic_write(target: Path, data: bytes | np.ndarray) -> None:
+    def write(temp: Path) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(temp, flags, 0o666)  # the umask applies, unlike mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             f.write(memoryview(data).cast("B"))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
+
+    replace_atomically(target, write)
 
 
 def _fsync_dir(directory: Path) -> None:

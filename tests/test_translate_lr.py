@@ -400,3 +400,14 @@ def test_align_faces_crops_the_largest_face_and_reports_none(run):
     nobody = LRTranslator(base.generator, base.config, device=torch.device("cpu"), detector=_FixedFaces([]))
     with pytest.raises(Exception, match="no face found in the source.*leave out --align-faces"):
         nobody.prepare_source(Picture(rgb=photo, source=Path("photo.png")))
+
+
+def test_translate_returns_a_typed_result(run):
+    from i2icli.imageio import read_image
+
+    photos = sorted(run["data"].glob("*.png"))
+    translator = LRTranslator.load(str(run["run"]), device="cpu")
+    result = translator.translate(read_image(photos[0]), read_image(photos[1]), exact=True)
+    assert result.image.rgb.shape == (32, 32, 3) and result.target.rgb.shape == (8, 8, 3)
+    assert result.exact and result.lr_error < 1.0 < result.network_error
+    assert set(result.seconds) == {"prepare", "generate"}

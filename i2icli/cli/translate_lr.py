@@ -101,15 +101,15 @@ def translate_lr(
 
     def process(job: PairJob) -> tuple[dict[str, Any], str, str]:
         from i2icli.imageio import write_image
+        from i2icli.pipelines.imagetensors import to_picture
 
         source_tensor, source_picture = cache.source(job.source)
         target_tensor, target_picture = cache.target(job.target)
         out, error, network_error = translator.translate_tensors(source_tensor, target_tensor, exact=exact)
-        from i2icli.pipelines.imagetensors import to_picture
-
         picture = to_picture(out[0])
         write_image(job.output, picture)
-        results[(job.source, job.target)] = (source_picture, target_picture, picture)
+        if grid is not None:  # kept only for the grid: a large batch need not hold every output
+            results[(job.source, job.target)] = (source_picture, target_picture, picture)
         fields = {"lr_error_levels": round(float(error[0]), 4), "network_lr_error_levels": round(float(network_error[0]), 4),
                   "exact": exact}
         detail = f"LR error {float(network_error[0]):.2f} levels"
@@ -126,11 +126,11 @@ def translate_lr(
 
 
 def _images(path: Path, name: str) -> list[Path]:
-    from i2icli.batch import _images_in
+    from i2icli.batch import images_in
 
     path = path.expanduser()
     if path.is_dir():
-        found = _images_in(path, recursive=False, exclude=Path("/nonexistent"))
+        found = images_in(path, recursive=False)
         if not found:
             raise InputError(path, f"no images in this {name} folder", "pass an image file or a folder of images")
         return found

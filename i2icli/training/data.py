@@ -19,13 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from i2icli.errors import I2IError, InputError
-from i2icli.imageio import read_image, to_float
+from i2icli.imageio import SUPPORTED_SUFFIXES, read_image
+from i2icli.pipelines.imagetensors import square_resize, to_tensor
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -39,7 +38,7 @@ __all__ = [
     "fixed_batch",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = tuple(sorted(SUPPORTED_SUFFIXES))  # what imageio reads
 
 
 # --------------------------------------------------------------------------- finding files
@@ -140,7 +139,7 @@ def split_held_out(
 
 
 def load_training_image(path: Path, size: int) -> torch.Tensor:
-    """An image as float32 [3, size, size] in [-1, 1]: shorter side resized to ``size``, then centre-cropped.
+    """An image as float32 [3, size, size] in [-1, 1]: the centred square, resized to ``size``.
 
     Reading goes through :func:`i2icli.imageio.read_image`, so EXIF orientation, 16-bit
     samples and grayscale files are handled there; alpha is dropped. Raises
@@ -148,21 +147,8 @@ def load_training_image(path: Path, size: int) -> torch.Tensor:
     """
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    rgb = to_float(read_image(path))  # HxWx3 float32 in [0, 1], gray already replicated
-    height, width = rgb.shape[:2]
-    if height <= width:
-        new_height, new_width = size, max(size, round(width * size / height))
-    else:
-        new_height, new_width = max(size, round(height * size / width)), size
-    if (new_height, new_width) != (height, width):
-        shrinking = new_height < height
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-        rgb = cv2.resize(rgb, (new_width, new_height), interpolation=interpolation)
-        np.clip(rgb, 0.0, 1.0, out=rgb)  # cubic overshoots at edges
-    top, left = (new_height - size) // 2, (new_width - size) // 2
-    crop = rgb[top : top + size, left : left + size]
-    tensor = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))
-    return tensor * 2.0 - 1.0
+    # The same centre square and resize as translation at inference, so a model sees what it learnt on.
+    return to_tensor(square_resize(read_image(path).rgb, size))[0]
 
 
 # --------------------------------------------------------------------------- datasets

@@ -27,7 +27,6 @@ import hashlib
 import os
 import random
 import re
-import secrets
 import shutil
 import signal
 import threading
@@ -42,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from i2icli.errors import I2IError, WeightsError
-from i2icli.imageio import Picture, write_image, write_text
+from i2icli.imageio import Picture, replace_atomically, write_image, write_text
 
 from .data import collate_images
 
@@ -240,35 +239,6 @@ def move_to(batch: Any, device: torch.device) -> Any:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (POSIX; best effort)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _temp_beside(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-
-
-def _replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Have ``write`` fill a hidden temp file beside ``target``, then rename it over ``target``."""
-    temp = _temp_beside(target)
-    try:
-        write(temp)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    _fsync_dir(target.parent)
-
-
 def _save_torch(payload: dict, temp: Path) -> None:
     with open(temp, "xb") as file:
         torch.save(payload, file)
@@ -339,8 +309,8 @@ class _CheckpointFolder:
     def save(self, payload: dict, step: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / f"step-{step:07d}.pt"
-        _replace_atomically(target, functools.partial(_save_torch, payload))
-        _replace_atomically(self.latest, _link_or_copy(target))
+        replace_atomically(target, functools.partial(_save_torch, payload))
+        replace_atomically(self.latest, _link_or_copy(target))
         self._prune(step)
         return target
 

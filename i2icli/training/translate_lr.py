@@ -195,8 +195,16 @@ class TranslateLRTraining:
     def sample_grid(self, batch: Tensor) -> Tensor:
         """The paper's figure layout: LR targets across the top, sources down the side, and
         G_ema(source, target) in each cell. [3, H, W] in [-1, 1]."""
+        from i2icli.pipelines.imagetensors import to_picture, to_tensor
+        from i2icli.pipelines.translate_lr import translation_grid
+
         self.AverageG.eval()
-        return translation_grid(self.AverageG, batch, self.model_config.lr_size)
+        sources = batch[:4]
+        targets = downscale(sources, self.model_config.lr_size)
+        outputs = [[to_picture(image) for image in self.AverageG(source.expand(len(sources), -1, -1, -1), targets)]
+                   for source in sources]
+        grid = translation_grid([to_picture(s) for s in sources], [to_picture(t) for t in targets], outputs)
+        return to_tensor(grid.rgb, batch.device)[0]
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -214,21 +222,6 @@ class TranslateLRTraining:
         # the averaged weights stay close to: copied, not averaged.
         for average, current in zip(self.AverageG.buffers(), self.netG.buffers()):
             average.copy_(current)
-
-
-@torch.no_grad()
-def translation_grid(generator: nn.Module, sources: Tensor, lr_size: int, limit: int = 4) -> Tensor:
-    """A (k+1) x (k+1) grid: blank corner, LR targets (block-upsampled) on top, sources on the
-    left, each source translated to each target inside."""
-    sources = sources[:limit]
-    count, _, height, width = sources.shape
-    targets = downscale(sources, lr_size)
-    shown_targets = F.interpolate(targets, size=(height, width), mode="nearest")
-    rows = [torch.cat([torch.ones_like(sources[0]), *shown_targets], dim=2)]
-    for source in sources:
-        outputs = generator(source.expand(count, -1, -1, -1), targets).clamp(-1, 1)
-        rows.append(torch.cat([source, *outputs], dim=2))
-    return torch.cat(rows, dim=1)
 
 
 @dataclass(frozen=True)
