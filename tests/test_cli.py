@@ -39,15 +39,6 @@ def test_lists_every_subcommand():
         assert name in result.stdout
 
 
-@pytest.mark.parametrize("name", ["paired"])
-def test_unbuilt_subcommands_say_so(name, tmp_path):
-    result = run(name, "a.png", "--whatever", "1")
-    assert result.exit_code == 1
-    assert "not available yet" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stdout == ""
-
-
 def test_usage_errors_exit_2(tmp_path):
     assert run("restore", str(EXAMPLES / "old_photo.jpg"), "--upscale", "0").exit_code == 2
     assert run("restore", str(EXAMPLES / "old_photo.jpg"), "--ext", "gif", "-o", str(tmp_path)).exit_code == 2

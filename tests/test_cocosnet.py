@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cocosnet_checkpoints import TINY, official_state_dicts, to_official
+from cocosnet_checkpoints import TINY, official_state_dicts
 from i2icli.archs import cocosnet2
 from i2icli.archs.cocosnet2 import (
     CoCosNetConfig,
@@ -23,7 +23,7 @@ from i2icli.archs.cocosnet2 import (
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import Picture
 from i2icli.pipelines.exemplar import ExemplarPipeline, ExemplarSettings, build_cocosnet, exemplar_tensor
-from i2icli.semantics.inputs import Semantics, load_semantics
+from i2icli.semantics.inputs import load_semantics
 
 FACTS = Path(__file__).resolve().parents[2] / "shared" / "facts" / "cocosnet2_deepfashionhd_keys.json"
 

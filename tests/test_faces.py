@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS, retinaface_state_dict
-from i2icli import weights
 from i2icli.errors import WeightsError
 from i2icli.faces.align import alignment_matrix, crop_face, paste_matrix
 from i2icli.faces.detect import FaceDetector, build_retinaface, retinaface_network_name, select_faces

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS, tiny_rrdb_state_dict
-from i2icli import weights
+from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS
 from i2icli.faces.align import alignment_matrix, crop_face, paste_matrix
 from i2icli.faces.paste import paste_face
 from i2icli.imageio import Picture, read_image, write_image

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from i2icli import __version__
-from i2icli.cli import exemplar, invert, pending, restore, train, translate_lr, weights
+from i2icli.cli import exemplar, invert, paired, restore, train, translate_lr, weights
 
 app = typer.Typer(
     name="i2i",
@@ -38,7 +38,7 @@ app.command("restore", no_args_is_help=True)(restore.restore)
 app.command("exemplar", no_args_is_help=True)(exemplar.exemplar)
 app.command("invert", no_args_is_help=True)(invert.invert)
 app.command("translate-lr", no_args_is_help=True)(translate_lr.translate_lr)
-pending.register(app)
+app.command("paired", no_args_is_help=True)(paired.paired)
 app.add_typer(weights.app, name="weights")
 app.add_typer(train.app, name="train")
 

@@ -17,25 +17,20 @@ from i2icli.cli.common import (
     stdout_write,
     usage_error,
 )
+from i2icli.cli import train_paired
+from i2icli.cli.train_common import (
+    EVAL_PANEL,
+    LOSS_PANEL,
+    MODEL_PANEL,
+    RUN_PANEL,
+    held_out_amount,
+    report_run,
+    training_progress,
+)
 from i2icli.errors import I2IError
 
 app = typer.Typer(help="Train the methods that have no public weights.", no_args_is_help=True)
 
-_MODEL = "Model"
-_LOSS = "Losses and optimiser"
-_RUN = "Run"
-_EVAL = "Evaluation"
-
-
-def _held_out(text: str) -> float | int:
-    """--held-out 0.05 is a fraction of the images, --held-out 20 a count."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise usage_error(f"--held-out {text}: give a fraction below 1 (0.05) or a count (20)") from None
-    if value < 0 or (value >= 1 and not value.is_integer()):
-        raise usage_error(f"--held-out {text}: give a fraction below 1 (0.05) or a count (20)")
-    return int(value) if value >= 1 else value
 
 
 @app.command("translate-lr", no_args_is_help=True)
@@ -43,55 +38,55 @@ def _held_out(text: str) -> float | int:
 def translate_lr(
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,
                                              help="Folder of training photos (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=_RUN)
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=RUN_PANEL)
                    ] = Path("runs/translate-lr"),
     hr_size: Annotated[int, typer.Option(min=8, help="High-resolution training size (the paper: 128 or 256).",
-                                         rich_help_panel=_MODEL)] = 128,
+                                         rich_help_panel=MODEL_PANEL)] = 128,
     lr_size: Annotated[int, typer.Option(min=4, max=32, help="Low-resolution target size; hr-size / lr-size must be a "
-                                         "power of two.", rich_help_panel=_MODEL)] = 8,
+                                         "power of two.", rich_help_panel=MODEL_PANEL)] = 8,
     max_channels: Annotated[int, typer.Option(min=1, help="Widest generator layer (the authors' dim_in).",
-                                              rich_help_panel=_MODEL)] = 512,
+                                              rich_help_panel=MODEL_PANEL)] = 512,
     base_channels: Annotated[int, typer.Option(min=1, help="First encoder width and narrowest decoder width.",
-                                               rich_help_panel=_MODEL)] = 64,
+                                               rich_help_panel=MODEL_PANEL)] = 64,
     disc_channels: Annotated[int, typer.Option(min=0, help="Discriminator's first width (0: 2^14 / hr-size, as the authors).",
-                                               rich_help_panel=_MODEL)] = 0,
-    disc_max_channels: Annotated[int, typer.Option(min=1, help="Discriminator's widest layer.", rich_help_panel=_MODEL)] = 512,
+                                               rich_help_panel=MODEL_PANEL)] = 0,
+    disc_max_channels: Annotated[int, typer.Option(min=1, help="Discriminator's widest layer.", rich_help_panel=MODEL_PANEL)] = 512,
     steps: Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count).",
-                                       rich_help_panel=_RUN)] = 100_000,
+                                       rich_help_panel=RUN_PANEL)] = 100_000,
     batch_size: Annotated[int, typer.Option(min=2, help="Images per step, split into two halves that translate to each "
-                                            "other (even).", rich_help_panel=_RUN)] = 8,
-    cycle_weight: Annotated[float | None, typer.Option(min=0.0, show_default=False, rich_help_panel=_LOSS,
+                                            "other (even).", rich_help_panel=RUN_PANEL)] = 8,
+    cycle_weight: Annotated[float | None, typer.Option(min=0.0, show_default=False, rich_help_panel=LOSS_PANEL,
                                                        help="lambda_cyc (default: 1 below 256 px, 0.1 from 256 px, as the paper).")
                             ] = None,
-    r1_gamma: Annotated[float, typer.Option(min=0.0, help="R1 penalty weight on real images.", rich_help_panel=_LOSS)] = 10.0,
-    g_lr: Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=_LOSS)] = 1e-3,
-    d_lr: Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=_LOSS)] = 4e-3,
+    r1_gamma: Annotated[float, typer.Option(min=0.0, help="R1 penalty weight on real images.", rich_help_panel=LOSS_PANEL)] = 10.0,
+    g_lr: Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL)] = 1e-3,
+    d_lr: Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=LOSS_PANEL)] = 4e-3,
     ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the generator used for inference.",
-                                             rich_help_panel=_LOSS)] = 0.999,
+                                             rich_help_panel=LOSS_PANEL)] = 0.999,
     held_out: Annotated[str, typer.Option(help="Images kept out of training for samples and --eval: a fraction or a count.",
-                                          rich_help_panel=_RUN)] = "0.05",
+                                          rich_help_panel=RUN_PANEL)] = "0.05",
     seed: Annotated[int, typer.Option(help="Seed of the initial weights, the batch order and the flips.",
-                                      rich_help_panel=_RUN)] = 0,
+                                      rich_help_panel=RUN_PANEL)] = 0,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Write a checkpoint every N steps (and at the end).",
-                                                  rich_help_panel=_RUN)] = 5000,
-    sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every N steps.", rich_help_panel=_RUN)] = 1000,
-    log_every: Annotated[int, typer.Option(min=1, help="Add a row to metrics.csv every N steps.", rich_help_panel=_RUN)] = 50,
+                                                  rich_help_panel=RUN_PANEL)] = 5000,
+    sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every N steps.", rich_help_panel=RUN_PANEL)] = 1000,
+    log_every: Annotated[int, typer.Option(min=1, help="Add a row to metrics.csv every N steps.", rich_help_panel=RUN_PANEL)] = 50,
     keep: Annotated[int, typer.Option(min=1, help="Step checkpoints to keep (latest.pt is always kept).",
-                                      rich_help_panel=_RUN)] = 3,
-    workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.", rich_help_panel=_RUN)] = 2,
+                                      rich_help_panel=RUN_PANEL)] = 3,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.", rich_help_panel=RUN_PANEL)] = 2,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint, exactly.",
-                                         rich_help_panel=_RUN)] = False,
+                                         rich_help_panel=RUN_PANEL)] = False,
     resume_from: Annotated[Path | None, typer.Option(show_default=False, help="Continue from this checkpoint file instead.",
-                                                     rich_help_panel=_RUN)] = None,
+                                                     rich_help_panel=RUN_PANEL)] = None,
     eval_: Annotated[bool, typer.Option("--eval", help="Evaluate the run's latest checkpoint on the held-out images "
-                                        "instead of training.", rich_help_panel=_EVAL)] = False,
+                                        "instead of training.", rich_help_panel=EVAL_PANEL)] = False,
     eval_checkpoint: Annotated[Path | None, typer.Option(show_default=False, help="Checkpoint to evaluate (default: the "
-                                                         "run's latest).", rich_help_panel=_EVAL)] = None,
-    eval_targets: Annotated[int, typer.Option(min=1, help="Targets per held-out source in --eval.", rich_help_panel=_EVAL)] = 4,
-    fid_model: Annotated[str, typer.Option(help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=_EVAL)
+                                                         "run's latest).", rich_help_panel=EVAL_PANEL)] = None,
+    eval_targets: Annotated[int, typer.Option(min=1, help="Targets per held-out source in --eval.", rich_help_panel=EVAL_PANEL)] = 4,
+    fid_model: Annotated[str, typer.Option(help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=EVAL_PANEL)
                          ] = "fid-inception",
     lpips_backbone: Annotated[str, typer.Option(help="VGG-16 for LPIPS, when the lpips package is installed ('none' to skip).",
-                                                rich_help_panel=_EVAL)] = "vgg16-imagenet",
+                                                rich_help_panel=EVAL_PANEL)] = "vgg16-imagenet",
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
@@ -138,7 +133,7 @@ def translate_lr(
             cycle_weight=default_cycle_weight(hr_size) if cycle_weight is None else cycle_weight, r1_gamma=r1_gamma,
             generator_lr=g_lr, discriminator_lr=d_lr, ema_decay=ema_decay,
         )
-        data_settings = {"hr_size": hr_size, "held_out": _held_out(held_out)}
+        data_settings = {"hr_size": hr_size, "held_out": held_out_amount(held_out)}
         method = TranslateLRTraining(model, options, seed=seed, data=data_settings)
 
     files = data.find_images(data_dir)
@@ -151,14 +146,10 @@ def translate_lr(
         out_dir=out, steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
         sample_every=sample_every, log_every=log_every, keep_checkpoints=keep, num_workers=workers, device=torch_device,
     )
-    with _training_progress() as on_progress:
+    with training_progress(("g_loss", "d_loss", "cycle", "lr_error_levels")) as on_progress:
         result = loop.train(method, dataset, settings, held_out_batch=held_out_batch, resume=resume_spec,
                             on_progress=on_progress, on_warning=lambda line: console.print(f"[yellow]warning:[/] {line}"))
-    console.print(f"[green]✓[/] step {result.step} → {result.checkpoint} [dim]({result.steps_run} steps in "
-                  f"{result.seconds:.1f} s; samples in {result.samples}, metrics in {result.metrics})[/]")
-    if as_json:
-        stdout_write(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": str(result.metrics),
-                                 "samples": str(result.samples), "steps_run": result.steps_run}, indent=2))
+    report_run(result, as_json)
     raise typer.Exit(EXIT_OK)
 
 
@@ -230,35 +221,4 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
         stdout_write(json.dumps(summary, indent=2))
 
 
-class _training_progress:
-    """A Rich bar over the steps whose text shows the latest losses."""
-
-    shown = ("g_loss", "d_loss", "cycle", "lr_error_levels")
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=console)
-        self.started = False
-
-        def on_progress(step: int, total: int, losses: dict[str, float]) -> None:
-            if not self.started:  # drawn from the first step on: a refused run prints only its error
-                self.progress.__enter__()
-                self.task = self.progress.add_task("training", total=total, completed=step - 1, losses="")
-                self.started = True
-            text = "  ".join(f"{name} {losses[name]:.3f}" for name in self.shown if name in losses)
-            self.progress.update(self.task, completed=step, total=total, losses=text)
-
-        return on_progress
-
-    def __exit__(self, *exc: object) -> None:
-        if self.started:
-            self.progress.__exit__(*exc)  # type: ignore[arg-type]
+app.command("paired", no_args_is_help=True)(train_paired.paired)

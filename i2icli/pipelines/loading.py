@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from i2icli import weights
 from i2icli.errors import WeightsError
 
+CHECKPOINT_IN_RUN = Path("checkpoints") / "latest.pt"
 DownloadProgress = Callable[[str, int, int], None]  # (file, bytes done, bytes total)
 
 
@@ -57,3 +59,14 @@ def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def training_checkpoint_file(spec: str) -> str:
+    """A training run's folder stands for its latest checkpoint; files and registry names pass through."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        latest = path / CHECKPOINT_IN_RUN
+        if not latest.is_file():
+            raise WeightsError(f"{path}: no {CHECKPOINT_IN_RUN} in this folder", "pass a checkpoint file or a training run's --out folder")
+        return str(latest)
+    return spec

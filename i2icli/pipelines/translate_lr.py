@@ -11,7 +11,6 @@ target exactly (see ``project_to_target``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,13 +38,13 @@ from i2icli.pipelines.loading import (
     instantiate,
     load_checkpoint,
     timed,
+    training_checkpoint_file,
 )
 
 METHOD_NAME = "translate-lr"
 DEFAULT_DETECTOR = "retinaface-resnet50"
 DEFAULT_LR_SIZE = 8  # for checkpoints that store no sizes (a bare generator)
 LEVEL = 2 / 255  # one 8-bit level in [-1, 1]
-CHECKPOINT_IN_RUN = Path("checkpoints") / "latest.pt"
 
 
 @dataclass(frozen=True)
@@ -63,17 +62,6 @@ class LRTranslation:
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
-
-
-def checkpoint_file(spec: str) -> str:
-    """A training run's folder stands for its latest checkpoint; files and names pass through."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        latest = path / CHECKPOINT_IN_RUN
-        if not latest.is_file():
-            raise WeightsError(f"{path}: no {CHECKPOINT_IN_RUN} in this folder", "pass a checkpoint file or a training run's --out folder")
-        return str(latest)
-    return spec
 
 
 def generator_from_checkpoint(content: Any, *, lr_size: int | None = None) -> tuple[LRConditionedGenerator, LRTranslatorConfig]:
@@ -181,7 +169,7 @@ class LRTranslator:
         progress: DownloadProgress | None = None,
     ) -> LRTranslator:
         device = device if isinstance(device, torch.device) else pick_device(device)
-        spec = checkpoint_file(checkpoint)
+        spec = training_checkpoint_file(checkpoint)
         resolved = weights.resolve(spec)
         content = weights.load_checkpoint_file(resolved.path)
         try:

@@ -15,11 +15,10 @@ import numpy as np
 
 from i2icli.errors import InputError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, to_float
+from i2icli.semantics.labelmaps import class_indices, one_hot
 from i2icli.semantics.pose import read_pose, render_pose_label, pose_drawing, square_frame
 
 POSE_CHANNELS = 20
-# 255 marks "unknown / don't care" in the label maps the official datasets ship.
-_UNKNOWN_LABEL = 255
 
 
 @dataclass(frozen=True)
@@ -87,18 +86,7 @@ def _one_hot(picture: Picture, path: Path, size: int, channels: int, label_nc: i
     if label_nc != channels:
         raise InputError(path, f"--label-nc {label_nc} does not match the checkpoint, which takes {channels} channels",
                          f"use --label-nc {channels}")
-    if not picture.grayscale or picture.rgb.dtype != np.uint8:
-        raise InputError(path, "a label map must be an 8-bit single-channel image of class indices",
-                         "save the label map as a grayscale PNG whose pixel values are the classes")
-    labels = _resized_square(picture.rgb[:, :, 0], size)
-    known = labels != _UNKNOWN_LABEL
-    if (labels[known] >= label_nc).any():
-        top = int(labels[known].max())
-        raise InputError(path, f"has class {top}, but --label-nc is {label_nc}", "check --label-nc or the label map")
-    one_hot = np.zeros((label_nc, size, size), np.float32)
-    rows, cols = np.nonzero(known)
-    one_hot[labels[rows, cols], rows, cols] = 1.0
-    return one_hot
+    return one_hot(_resized_square(class_indices(picture, path), size), label_nc, path)
 
 
 def _edges(picture: Picture, path: Path, size: int, channels: int) -> np.ndarray:

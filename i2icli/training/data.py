@@ -33,6 +33,8 @@ __all__ = [
     "load_training_image",
     "TrainingDataset",
     "ImageFolderDataset",
+    "find_pairs",
+    "PairedDataset",
     "collate_examples",
     "collate_images",
     "fixed_batch",
@@ -224,6 +226,59 @@ class ImageFolderDataset(TrainingDataset):
 
     def load_example(self, index: int) -> dict[str, torch.Tensor]:
         return {"image": load_training_image(self.files[index], self.size)}
+
+
+def find_pairs(labels_root: Path, photos_root: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(label map, photo) pairs whose paths below their folders match without the suffix
+    (``labels/12.png`` with ``photos/12.jpg``), sorted; and a note on files left unpaired.
+
+    Raises InputError when nothing pairs up, naming both folders and an example of each side.
+    """
+    labels = {Path(_relative_key(path, labels_root)).with_suffix("").as_posix(): path for path in find_images(labels_root)}
+    photos = {Path(_relative_key(path, photos_root)).with_suffix("").as_posix(): path for path in find_images(photos_root)}
+    shared = sorted(set(labels) & set(photos))
+    if not shared:
+        raise InputError(
+            labels_root,
+            f"no label map here has a photo of the same name in {photos_root} "
+            f"(e.g. {next(iter(labels))} here, {next(iter(photos))} there)",
+            "name each label map like its photo (labels/12.png for photos/12.jpg)",
+        )
+    notes = []
+    for side, names, root in (("label maps", labels, labels_root), ("photos", photos, photos_root)):
+        alone = sorted(set(names) - set(shared))
+        if alone:
+            notes.append(f"{len(alone)} {side} in {root} have no partner and are not used (e.g. {alone[0]})")
+    return [(labels[name], photos[name]) for name in shared], notes
+
+
+class PairedDataset(TrainingDataset):
+    """(label map, photo) pairs as ``{"label": [C, S, S], "photo": [3, S, S] in [-1, 1]}``.
+
+    Both come from the same centred square, so they stay aligned, and are flipped together.
+    ``kind`` and ``channels`` say how the label map becomes channels (see
+    :func:`i2icli.semantics.labelmaps.square_label_channels`).
+    """
+
+    def __init__(self, pairs: list[tuple[Path, Path]], size: int, kind: str, channels: int):
+        super().__init__()
+        if not pairs:
+            raise ValueError("PairedDataset needs at least one pair")
+        self.pairs = [(Path(label), Path(photo)) for label, photo in pairs]
+        self.size, self.kind, self.channels = size, kind, channels
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def paths(self, index: int) -> Sequence[Path]:
+        return self.pairs[index]
+
+    def load_example(self, index: int) -> dict[str, torch.Tensor]:
+        from i2icli.semantics.labelmaps import square_label_channels
+
+        label_path, photo_path = self.pairs[index]
+        channels = square_label_channels(read_image(label_path), label_path, self.size, self.kind, self.channels)
+        return {"label": torch.from_numpy(channels), "photo": load_training_image(photo_path, self.size)}
 
 
 def collate_examples(items: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -32,6 +32,7 @@ from i2icli.archs.lr_conditioned import (
     difference_map,
     downscale,
 )
+from i2icli.training.nets import initialise, move_optimizers, update_average
 
 METHOD_NAME = "translate-lr"
 EIGHT_BIT_LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range the networks work in
@@ -57,24 +58,6 @@ class LRTrainingOptions:
 def default_cycle_weight(hr_size: int) -> float:
     """The paper's lambda_cyc: 1 at 128 px and below, 0.1 from 256 px."""
     return 1.0 if hr_size < 256 else 0.1
-
-
-def initialise(module: nn.Module, generator: torch.Generator) -> None:
-    """The authors' initialisation: Kaiming-normal (fan-in) convolution weights, zero biases.
-    Spectrally normalised convolutions keep their weight in ``weight_orig``, and their power
-    iteration's starting vectors are redrawn from ``generator`` too: torch draws them from the
-    global generator, which would make a run depend on whatever ran before it."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            weight = layer.weight_orig if hasattr(layer, "weight_orig") else layer.weight
-            with torch.no_grad():
-                nn.init.kaiming_normal_(weight, a=0, mode="fan_in", generator=generator)
-                if layer.bias is not None:
-                    layer.bias.zero_()
-                for name in ("weight_u", "weight_v"):
-                    if hasattr(layer, name):
-                        vector = getattr(layer, name)
-                        vector.copy_(F.normalize(torch.randn(vector.shape, generator=generator), dim=0, eps=1e-12))
 
 
 def _non_saturating(logits: Tensor, real: bool) -> Tensor:
@@ -126,11 +109,7 @@ class TranslateLRTraining:
     def to(self, device: torch.device) -> None:
         for network in (self.netG, self.netD, self.AverageG):
             network.to(device)
-        for optimizer in (self.optG, self.optD):  # Adam's moments follow their parameters
-            for state in optimizer.state.values():
-                for key, value in state.items():
-                    if isinstance(value, Tensor) and key != "step":
-                        state[key] = value.to(device)
+        move_optimizers((self.optG, self.optD), device)
 
     def train_step(self, batch: Tensor, generator: torch.Generator) -> dict[str, float]:
         if batch.shape[0] < 2 or batch.shape[0] % 2:
@@ -175,7 +154,7 @@ class TranslateLRTraining:
         self.optG.zero_grad(set_to_none=True)
         g_loss.backward()
         self.optG.step()
-        self._update_average()
+        update_average(self.AverageG, self.netG, options.ema_decay)
 
         with torch.no_grad():
             consistency = torch.stack(
@@ -213,15 +192,6 @@ class TranslateLRTraining:
         (gradient,) = torch.autograd.grad(logits.flatten(1).mean(1).sum(), real, create_graph=True)
         return 0.5 * self.options.r1_gamma * gradient.pow(2).flatten(1).sum(1).mean()
 
-    @torch.no_grad()
-    def _update_average(self) -> None:
-        decay = self.options.ema_decay
-        for average, current in zip(self.AverageG.parameters(), self.netG.parameters()):
-            average.lerp_(current, 1 - decay)
-        # The spectral-norm vectors are the power iteration's estimate for the live weights, which
-        # the averaged weights stay close to: copied, not averaged.
-        for average, current in zip(self.AverageG.buffers(), self.netG.buffers()):
-            average.copy_(current)
 
 
 @dataclass(frozen=True)

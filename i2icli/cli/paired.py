@@ -1,0 +1,234 @@
+"""`i2i paired`: a label map (or edge image) becomes a photo, GRIT's reconstruction plus GAN residual."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from i2icli.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    DeviceOption,
+    JsonOption,
+    batch_failures,
+    console,
+    handles_errors,
+    run_batch,
+    usage_error,
+)
+from i2icli.errors import InputError
+
+_MODEL = "Model"
+_OUTPUT = "Output"
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    source: Path
+    base: Path  # what the outputs are named after (see output_files)
+    output: Path  # the first output file: what --skip-existing looks for
+    problem: str | None = None
+
+
+def output_files(output: Path, seeds: list[int], components: bool, std_map: bool) -> dict[str, Path]:
+    """Every file a label map's results go to, by role.
+
+    One sample: OUTPUT itself. Several: OUTPUT's stem plus ``-seed<S>`` for each seed S. The
+    components add ``-reconstruction`` (once: it does not depend on the noise) and ``-residual``
+    per sample; the standard-deviation map adds ``-std``.
+    """
+    def named(suffix: str) -> Path:
+        return output.with_name(f"{output.stem}{suffix}{output.suffix}")
+
+    files: dict[str, Path] = {}
+    several = len(seeds) > 1
+    for seed in seeds:
+        tag = f"-seed{seed}" if several else ""
+        files[f"output:{seed}"] = named(tag) if tag else output
+        if components:
+            files[f"residual:{seed}"] = named(f"{tag}-residual")
+    if components:
+        files["reconstruction"] = named("-reconstruction")
+    if std_map:
+        files["std"] = named("-std")
+    return files
+
+
+@handles_errors
+def paired(
+    label: Annotated[Path, typer.Argument(metavar="LABEL", show_default=False,
+                                          help="Label map (class-index PNG) or edge image, or a folder of them.")],
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", "-c", show_default=False, rich_help_panel=_MODEL,
+                          help="A checkpoint from `i2i train paired` (file, or the run's --out folder).")
+    ],
+    output: Annotated[
+        str, typer.Option("-o", "--output", rich_help_panel=_OUTPUT,
+                          help="Output image for one label map; a folder (for LABEL.png files) otherwise.")
+    ] = "results",
+    style: Annotated[
+        Path | None, typer.Option("--style", show_default=False, rich_help_panel=_MODEL,
+                                  help="Photo whose style (colours, lighting) to use. Default: the mean style of the "
+                                  "training photos.")
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=1, max=256, help="Variations per label map, each from "
+                                         "its own noise.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Noise seed of the first sample; sample k uses seed + k.")] = 0,
+    save_components: Annotated[
+        bool, typer.Option("--save-components", rich_help_panel=_OUTPUT,
+                           help="Also write the reconstruction (-reconstruction) and the GAN residual (-residual, "
+                           "grey = 0) next to each output.")
+    ] = False,
+    std_map: Annotated[
+        bool, typer.Option("--std-map", rich_help_panel=_OUTPUT,
+                           help="Also write the per-pixel standard deviation over the samples (-std), as a heat map: "
+                           "where the variations differ (needs --samples 2 or more).")
+    ] = False,
+    spectrum: Annotated[
+        Path | None, typer.Option("--spectrum", show_default=False, rich_help_panel=_OUTPUT,
+                                  help="Also plot the radially averaged power spectrum of the reconstruction, the "
+                                  "residual and the output, averaged over all results (PNG).")
+    ] = None,
+    size: Annotated[int | None, typer.Option(min=8, show_default=False, rich_help_panel=_MODEL,
+                                             help="Working size in pixels (default: the training size).")] = None,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip label maps whose output exists.",
+                                                rich_help_panel=_OUTPUT)] = False,
+    device: DeviceOption = "auto",
+    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse inputs with more pixels than this.",
+                                            rich_help_panel="Device")] = 200_000_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Turn label maps into photos with GRIT (a reconstruction plus a GAN residual with noise).
+
+    Label maps are centre-cropped to squares. Each --samples variation draws different noise,
+    which changes only the residual's fine detail; the reconstruction stays the same.
+    """
+    if std_map and samples < 2:
+        raise usage_error("--std-map needs --samples 2 or more")
+    labels = _label_files(label)
+    seeds = list(range(seed, seed + samples))
+    jobs = _plan(labels, Path(output).expanduser(), seeds, single=label.is_file())
+    inputs = [*labels, *([style] if style else [])]
+    jobs = [_check_outputs(job, seeds, save_components, std_map, inputs, fail_now=len(jobs) == 1) for job in jobs]
+    if spectrum is not None:
+        _refuse_overwrite(spectrum.expanduser(), inputs)
+
+    from i2icli.imageio import read_image
+    from i2icli.pipelines.paired import PairedTranslator
+
+    try:
+        translator = PairedTranslator.load(checkpoint, size=size, device=device)
+    except ValueError as error:
+        raise usage_error(str(error)) from None
+    style_code = translator.style_code(read_image(style, max_pixels=max_pixels) if style else None)
+    spectra = _SpectrumSums() if spectrum is not None else None
+
+    def process(job: LabelJob) -> tuple[dict[str, Any], str, str]:
+        from i2icli.imageio import write_image
+        from i2icli.pipelines.paired import std_heatmap
+
+        result = translator.translate(read_image(job.source, max_pixels=max_pixels), style=style_code,
+                                      samples=samples, seed=seed, std_map=std_map)
+        files = output_files(job.base, seeds, save_components, std_map)
+        for index, sample_seed in enumerate(result.seeds):
+            write_image(files[f"output:{sample_seed}"], result.outputs[index])
+            if save_components:
+                write_image(files[f"residual:{sample_seed}"], result.residuals[index])
+        if save_components:
+            write_image(files["reconstruction"], result.reconstruction)
+        fields: dict[str, Any] = {"outputs": [str(files[f"output:{s}"]) for s in seeds], "seeds": seeds}
+        if save_components:
+            fields["reconstruction"] = str(files["reconstruction"])
+            fields["residuals"] = [str(files[f"residual:{s}"]) for s in seeds]
+        detail = f"{samples} sample{'s' if samples > 1 else ''}; "
+        if std_map:
+            assert result.std_map is not None
+            write_image(files["std"], std_heatmap(result.std_map))
+            fields["std_map"] = str(files["std"])
+            fields["std_max_levels"] = round(float(result.std_map.max()), 3)
+            fields["std_mean_levels"] = round(float(result.std_map.mean()), 3)
+            detail += f"std up to {fields['std_max_levels']:.1f} levels (mean {fields['std_mean_levels']:.2f}); "
+        if spectra is not None:
+            spectra.add(result.tensors)
+        return fields, f"{job.source.name} → {job.output}", detail
+
+    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing,
+                        record_of=lambda job: {"label": str(job.source), "output": str(job.output)})
+    if spectra is not None:
+        spectra.write(spectrum.expanduser())  # type: ignore[union-attr]
+    failed = batch_failures(records, as_json=as_json)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _label_files(path: Path) -> list[Path]:
+    from i2icli.batch import images_in
+
+    path = path.expanduser()
+    if path.is_dir():
+        found = images_in(path, recursive=False)
+        if not found:
+            raise InputError(path, "no images in this folder", "pass a label map or a folder of label maps")
+        return found
+    if not path.exists():
+        raise InputError(path, "no such file or folder", "check the LABEL path")
+    return [path]
+
+
+def _refuse_overwrite(target: Path, inputs: list[Path]) -> None:
+    if target.resolve() in {p.expanduser().resolve() for p in inputs}:
+        raise InputError(target, "the output would overwrite an input", "choose another output")
+
+
+def _plan(labels: list[Path], output: Path, seeds: list[int], single: bool) -> list[LabelJob]:
+    def job(source: Path, base: Path) -> LabelJob:
+        return LabelJob(source, base, output_files(base, seeds, False, False)[f"output:{seeds[0]}"])
+
+    if single and output.suffix.lower() in _IMAGE_EXTENSIONS:
+        return [job(labels[0], output)]
+    if output.suffix.lower() in _IMAGE_EXTENSIONS:
+        raise usage_error(f"-o {output}: with a folder of label maps, -o must be a folder")
+    return [job(path, output / f"{path.stem}.png") for path in labels]
+
+
+def _check_outputs(job: LabelJob, seeds: list[int], components: bool, std_map: bool, inputs: list[Path],
+                   *, fail_now: bool) -> LabelJob:
+    """No file of a job may overwrite an input: the job fails (or, with ``fail_now``, the command)."""
+    resolved = {p.expanduser().resolve() for p in inputs}
+    for path in output_files(job.base, seeds, components, std_map).values():
+        if path.resolve() in resolved:
+            problem = f"{path}: the output would overwrite an input"
+            if fail_now:
+                raise InputError(path, "the output would overwrite an input", "choose another output")
+            return LabelJob(job.source, job.base, job.output, problem)
+    return job
+
+
+class _SpectrumSums:
+    """Spectra summed over the batch's results, then averaged into one plot."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.count = 0
+
+    def add(self, tensors: dict[str, Any]) -> None:
+        from i2icli.pipelines.spectrum import radial_power_spectrum
+
+        for name, images in tensors.items():
+            spectrum = radial_power_spectrum(images)
+            self.sums[name] = self.sums.get(name, 0) + spectrum
+        self.count += 1
+
+    def write(self, path: Path) -> None:
+        from i2icli.pipelines.spectrum import high_frequency_share, plot_spectra
+
+        if not self.count:
+            console.print(f"[yellow]no spectrum written[/]: no label map was translated ({path})")
+            return
+        spectra = {name: total / self.count for name, total in self.sums.items()}
+        plot_spectra(spectra, path, title=f"Power spectrum over {self.count} label map{'s' if self.count > 1 else ''}")
+        shares = ", ".join(f"{name} {100 * high_frequency_share(s):.1f}%" for name, s in spectra.items())
+        console.print(f"[green]✓[/] spectrum → {path} [dim](power above 1/4 cycle per pixel: {shares})[/]")

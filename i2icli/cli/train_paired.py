@@ -1,0 +1,288 @@
+"""`i2i train paired`: train GRIT on (label map, photo) pairs, or evaluate a run on its held-out pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from i2icli.cli.common import EXIT_OK, DeviceOption, JsonOption, console, handles_errors, stdout_write, usage_error
+from i2icli.cli.train_common import (
+    EVAL_PANEL,
+    LOSS_PANEL,
+    MODEL_PANEL,
+    RUN_PANEL,
+    held_out_amount,
+    report_run,
+    training_progress,
+)
+from i2icli.errors import I2IError, InputError
+
+_LABEL_FOLDERS = ("labels", "label", "masks")
+_PHOTO_FOLDERS = ("photos", "images", "img")
+
+
+@handles_errors
+def paired(
+    data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,
+                                             help="Folder with labels/ and photos/ (or images/) subfolders whose files "
+                                             "pair up by name: labels/12.png with photos/12.jpg.")],
+    label_nc: Annotated[int | None, typer.Option("--label-nc", min=1, max=255, show_default=False, rich_help_panel=MODEL_PANEL,
+                                                 help="Label maps are class-index PNGs with this many classes (e.g. 19 "
+                                                 "for CelebAMask-HQ); 255 means unknown.")] = None,
+    edges: Annotated[bool, typer.Option("--edges", rich_help_panel=MODEL_PANEL,
+                                        help="Label maps are edge images (or sketches), used as they are.")] = False,
+    edge_channels: Annotated[int, typer.Option(min=1, max=3, rich_help_panel=MODEL_PANEL,
+                                               help="Channels of edge images: 1 (grey) or 3 (colour).")] = 1,
+    labels: Annotated[Path | None, typer.Option(show_default=False, rich_help_panel=RUN_PANEL,
+                                                help="Folder of label maps (default: DATA_DIR/labels).")] = None,
+    photos: Annotated[Path | None, typer.Option(show_default=False, rich_help_panel=RUN_PANEL,
+                                                help="Folder of photos (default: DATA_DIR/photos or DATA_DIR/images).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=RUN_PANEL)
+                   ] = Path("runs/paired"),
+    size: Annotated[int, typer.Option(min=16, help="Training size in pixels (squares).", rich_help_panel=MODEL_PANEL)] = 256,
+    levels: Annotated[int, typer.Option(min=0, max=8, help="Times the content encoder halves the size (0: down to 8 px).",
+                                        rich_help_panel=MODEL_PANEL)] = 0,
+    base_channels: Annotated[int, typer.Option(min=1, help="First content-encoder width.", rich_help_panel=MODEL_PANEL)] = 64,
+    max_channels: Annotated[int, typer.Option(min=1, help="Widest generator layer.", rich_help_panel=MODEL_PANEL)] = 512,
+    style_dim: Annotated[int, typer.Option(min=1, help="Length of the style code.", rich_help_panel=MODEL_PANEL)] = 8,
+    disc_scales: Annotated[int, typer.Option(min=1, help="Scales of the patch discriminator.", rich_help_panel=MODEL_PANEL)] = 2,
+    disc_layers: Annotated[int, typer.Option(min=1, help="Stride-2 layers per scale.", rich_help_panel=MODEL_PANEL)] = 3,
+    disc_channels: Annotated[int, typer.Option(min=1, help="Discriminator's first width.", rich_help_panel=MODEL_PANEL)] = 64,
+    steps: Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count).",
+                                       rich_help_panel=RUN_PANEL)] = 100_000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.", rich_help_panel=RUN_PANEL)] = 8,
+    l1_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the L1 loss on the reconstruction.",
+                                             rich_help_panel=LOSS_PANEL)] = 10.0,
+    vgg_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a VGG-19 perceptual loss on the reconstruction "
+                                              "(off by default, as in the paper).", rich_help_panel=LOSS_PANEL)] = 0.0,
+    vgg: Annotated[str, typer.Option(help="VGG-19 checkpoint for --vgg-weight.", rich_help_panel=LOSS_PANEL)] = "vgg19-imagenet",
+    g_lr: Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL)] = 1e-4,
+    d_lr: Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=LOSS_PANEL)] = 4e-4,
+    ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the generator used for inference.",
+                                             rich_help_panel=LOSS_PANEL)] = 0.999,
+    held_out: Annotated[str, typer.Option(help="Pairs kept out of training for samples and --eval: a fraction or a count.",
+                                          rich_help_panel=RUN_PANEL)] = "0.05",
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights, the batch order, the flips and the noise.",
+                                      rich_help_panel=RUN_PANEL)] = 0,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Write a checkpoint every N steps (and at the end).",
+                                                  rich_help_panel=RUN_PANEL)] = 5000,
+    sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every N steps.", rich_help_panel=RUN_PANEL)] = 1000,
+    log_every: Annotated[int, typer.Option(min=1, help="Add a row to metrics.csv every N steps.", rich_help_panel=RUN_PANEL)] = 50,
+    keep: Annotated[int, typer.Option(min=1, help="Step checkpoints to keep (latest.pt is always kept).",
+                                      rich_help_panel=RUN_PANEL)] = 3,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.", rich_help_panel=RUN_PANEL)] = 2,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint, exactly.",
+                                         rich_help_panel=RUN_PANEL)] = False,
+    resume_from: Annotated[Path | None, typer.Option(show_default=False, help="Continue from this checkpoint file instead.",
+                                                     rich_help_panel=RUN_PANEL)] = None,
+    eval_: Annotated[bool, typer.Option("--eval", help="Evaluate the run's latest checkpoint on the held-out pairs "
+                                        "instead of training.", rich_help_panel=EVAL_PANEL)] = False,
+    eval_checkpoint: Annotated[Path | None, typer.Option(show_default=False, help="Checkpoint to evaluate (default: the "
+                                                         "run's latest).", rich_help_panel=EVAL_PANEL)] = None,
+    eval_style: Annotated[str, typer.Option(help="Style in --eval: 'photo' (each ground truth's own, as the paper) or "
+                                            "'mean'.", rich_help_panel=EVAL_PANEL)] = "photo",
+    spectrum: Annotated[Path | None, typer.Option(show_default=False, help="Where --eval plots the power spectra "
+                                                  "(default: OUT/eval/spectrum-step-N.png).", rich_help_panel=EVAL_PANEL)] = None,
+    fid_model: Annotated[str, typer.Option(help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=EVAL_PANEL)
+                         ] = "fid-inception",
+    lpips_backbone: Annotated[str, typer.Option(help="VGG-16 for LPIPS, when the lpips package is installed ('none' to "
+                                                "skip).", rich_help_panel=EVAL_PANEL)] = "vgg16-imagenet",
+    device: DeviceOption = "auto",
+    as_json: JsonOption = False,
+) -> None:
+    """Train GRIT paired translation (label map → photo) on matching pairs of files.
+
+    The generator makes a reconstruction, trained by L1 against the photo, and a GAN residual
+    with per-pixel noise, trained only through the adversarial loss on their sum. Ctrl-C saves a
+    checkpoint; --resume continues exactly where it stopped. `i2i paired --checkpoint OUT` uses it.
+    """
+    from i2icli.pipelines.devices import pick_device
+    from i2icli.training import data, loop
+
+    torch_device = pick_device(device)
+    if eval_:
+        if eval_style not in ("photo", "mean"):
+            raise usage_error(f"--eval-style {eval_style}: give 'photo' or 'mean'")
+        _evaluate(data_dir, labels, photos, out, eval_checkpoint, eval_style, spectrum, fid_model, lpips_backbone,
+                  torch_device, as_json)
+        raise typer.Exit(EXIT_OK)
+
+    resume_spec: bool | Path = resume_from if resume_from is not None else resume
+    if resume_spec:
+        stored = loop.load_training_checkpoint(resume_from or out / "checkpoints" / "latest.pt")
+        method = _method_from_checkpoint(stored, torch_device)
+        seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
+        data_settings = method.data
+        console.print(f"resuming {out} at step {stored['step']} [dim]({method.model_config.image_size} px, "
+                      f"batch {batch_size}, seed {seed})[/]")
+    else:
+        if (label_nc is None) == (not edges):
+            raise usage_error("say what the label maps are: --label-nc N for class-index maps, or --edges for edge images")
+        if edges and edge_channels not in (1, 3):
+            raise usage_error(f"--edge-channels {edge_channels}: edge images have 1 or 3 channels")
+        from i2icli.archs.grit import GRITConfig
+        from i2icli.training.paired import PairedTraining, PairedTrainingOptions
+
+        try:
+            model = GRITConfig(
+                input_channels=label_nc if label_nc is not None else edge_channels,
+                input_kind="label" if label_nc is not None else "edge", image_size=size, levels=levels,
+                base_channels=base_channels, max_channels=max_channels, style_dim=style_dim, disc_scales=disc_scales,
+                disc_layers=disc_layers, disc_base_channels=disc_channels,
+            )
+        except ValueError as error:
+            raise usage_error(str(error)) from None
+        options = PairedTrainingOptions(l1_weight=l1_weight, vgg_weight=vgg_weight, generator_lr=g_lr,
+                                        discriminator_lr=d_lr, ema_decay=ema_decay)
+        data_settings = {"held_out": held_out_amount(held_out), "vgg": vgg}
+        method = PairedTraining(model, options, seed=seed, data=data_settings,
+                                vgg=_load_vgg(vgg, torch_device) if vgg_weight > 0 else None)
+
+    config = method.model_config
+    train_pairs, held_pairs = _split(data_dir, labels, photos, data_settings["held_out"], seed)
+    dataset = data.PairedDataset(train_pairs, config.image_size, config.input_kind, config.input_channels)
+    held_dataset = data.PairedDataset(held_pairs or train_pairs, config.image_size, config.input_kind, config.input_channels)
+    held_out_batch = data.fixed_batch(held_dataset, 4, data.collate_examples)
+    console.print(f"training on {len(train_pairs)} pairs, {len(held_pairs)} held out "
+                  f"[dim]({data_dir}, {config.image_size} px, {_describe_input(config)})[/]")
+    settings = loop.TrainingSettings(
+        out_dir=out, steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
+        sample_every=sample_every, log_every=log_every, keep_checkpoints=keep, num_workers=workers, device=torch_device,
+    )
+    with training_progress(("g_loss", "d_loss", "l1", "residual_abs")) as on_progress:
+        result = loop.train(method, dataset, settings, held_out_batch=held_out_batch, resume=resume_spec,
+                            collate_fn=data.collate_examples, on_progress=on_progress,
+                            on_warning=lambda line: console.print(f"[yellow]warning:[/] {line}"))
+    report_run(result, as_json)
+    raise typer.Exit(EXIT_OK)
+
+
+def _describe_input(config: Any) -> str:
+    if config.input_kind == "label":
+        return f"{config.input_channels}-class label maps"
+    return f"{config.input_channels}-channel edge images"
+
+
+def _folders(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[Path, Path]:
+    def pick(given: Path | None, names: tuple[str, ...], what: str, option: str) -> Path:
+        if given is not None:
+            return given.expanduser()
+        for name in names:
+            if (data_dir / name).is_dir():
+                return data_dir / name
+        raise InputError(data_dir, f"has no {what} folder ({', '.join(n + '/' for n in names)})",
+                         f"put the {what} in {data_dir / names[0]}, or pass {option}")
+
+    data_dir = data_dir.expanduser()
+    if not data_dir.is_dir():
+        raise InputError(data_dir, "no such folder", "pass the folder that holds labels/ and photos/")
+    return pick(labels, _LABEL_FOLDERS, "label maps", "--labels"), pick(photos, _PHOTO_FOLDERS, "photos", "--photos")
+
+
+def _split(data_dir: Path, labels: Path | None, photos: Path | None, held_out: float | int,
+           seed: int) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """(training pairs, held-out pairs): the split is made on the label maps' paths, so it is stable."""
+    from i2icli.training import data
+
+    label_root, photo_root = _folders(data_dir, labels, photos)
+    pairs, notes = data.find_pairs(label_root, photo_root)
+    for note in notes:
+        console.print(f"[yellow]warning:[/] {note}")
+    photo_of = dict(pairs)
+    train, held = data.split_held_out([label for label, _ in pairs], label_root, held_out, seed)
+    return [(label, photo_of[label]) for label in train], [(label, photo_of[label]) for label in held]
+
+
+def _load_vgg(spec: str, device: Any) -> Any:
+    from i2icli.archs.features import VGGFeatures
+    from i2icli.pipelines.loading import load_checkpoint
+    from i2icli.training.paired import VGG_LAYERS
+
+    def build(state_dict: dict) -> VGGFeatures:
+        network = VGGFeatures(19, VGG_LAYERS)
+        network.load_torchvision_state_dict(state_dict)
+        return network
+
+    return load_checkpoint(spec, "VGG-19", build).to(device)
+
+
+def _method_from_checkpoint(stored: dict[str, Any], device: Any) -> Any:
+    from i2icli.archs.grit import GRITConfig
+    from i2icli.training.paired import METHOD_NAME, PairedTraining, PairedTrainingOptions
+
+    if stored.get("method") != METHOD_NAME:
+        raise I2IError(f"the checkpoint is from `i2i train {stored.get('method')}`, not {METHOD_NAME}",
+                       "resume it with the command that wrote it")
+    config = stored["config"]
+    options = PairedTrainingOptions(**config["training"])
+    data_settings = config.get("data", {})
+    vgg = _load_vgg(data_settings.get("vgg", "vgg19-imagenet"), device) if options.vgg_weight > 0 else None
+    return PairedTraining(GRITConfig(**config["model"]), options, seed=stored["settings"]["seed"], data=data_settings, vgg=vgg)
+
+
+def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Path, checkpoint: Path | None, style: str,
+              spectrum: Path | None, fid_model: str, lpips_backbone: str, device: Any, as_json: bool) -> None:
+    import torch
+
+    from i2icli.pipelines.paired import generator_from_checkpoint
+    from i2icli.pipelines.spectrum import high_frequency_share, plot_spectra
+    from i2icli.training import data, loop, metrics
+    from i2icli.training.paired import evaluate
+
+    path = checkpoint or out / "checkpoints" / "latest.pt"
+    stored = loop.load_training_checkpoint(path)
+    try:
+        generator, config = generator_from_checkpoint(stored)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise I2IError(f"{path}: not a checkpoint from `i2i train paired` ({error})", "pass one with --eval-checkpoint") from None
+    seed = stored["settings"]["seed"]
+    _, held_pairs = _split(data_dir, labels, photos, stored["config"].get("data", {}).get("held_out", 0.05), seed)
+    if not held_pairs:
+        raise I2IError(f"{data_dir}: no held-out pairs for this run's split", "train with --held-out above 0")
+    dataset = data.PairedDataset(held_pairs, config.image_size, config.input_kind, config.input_channels)
+    items = [dataset[(index, False)] for index in range(len(dataset))]
+    batch, skipped = data.collate_examples(items)
+    notes = list(skipped)
+    fid_features = lpips_distance = None
+    if fid_model != "none":
+        network = metrics.load_fid_network(fid_model, device)
+        fid_features = lambda images: metrics.inception_features(network, images)
+    if lpips_backbone != "none":
+        if metrics.lpips_available():
+            lpips_distance = metrics.load_lpips(lpips_backbone, device)
+        else:
+            notes.append("LPIPS not computed: the lpips package is not installed (pip install lpips)")
+    with console.status("evaluating"), torch.no_grad():
+        result = evaluate(generator.to(device), batch["label"], batch["photo"], style=style, seed=seed,
+                          fid_features=fid_features, lpips_distance=lpips_distance)
+    plot = spectrum or out / "eval" / f"spectrum-step-{stored['step']}.png"
+    assert result.spectra is not None
+    plot_spectra(result.spectra, plot, title=f"Power spectrum, {result.images} held-out pairs (step {stored['step']})")
+    shares = {name: round(high_frequency_share(s), 5) for name, s in result.spectra.items()}
+    summary = {
+        "checkpoint": str(path), "step": stored["step"], "held_out_pairs": result.images, "style": style,
+        "output": {"l1": round(result.output.l1, 5), "psnr": round(result.output.psnr, 3), "ssim": round(result.output.ssim, 4)},
+        "reconstruction": {"l1": round(result.reconstruction.l1, 5), "psnr": round(result.reconstruction.psnr, 3),
+                           "ssim": round(result.reconstruction.ssim, 4)},
+        "lpips": None if result.lpips is None else round(result.lpips, 4),
+        "fid": None if result.fid is None else round(result.fid, 3),
+        "spectrum_plot": str(plot), "high_frequency_share": shares,
+        "notes": [*result.notes, *notes],
+    }
+    console.print(f"step {stored['step']}: {result.images} held-out pairs, style from {'each photo' if style == 'photo' else 'the mean'}")
+    console.print("                  L1       PSNR     SSIM")
+    for name, scores in (("output", result.output), ("reconstruction", result.reconstruction)):
+        console.print(f"  {name:<15} {scores.l1:.4f}   {scores.psnr:6.2f}   {scores.ssim:.4f}")
+    if result.lpips is not None:
+        console.print(f"  LPIPS           {result.lpips:.4f}")
+    if result.fid is not None:
+        console.print(f"  FID             {result.fid:.2f}")
+    console.print("  power above 1/4 cycle per pixel: " + ", ".join(f"{n} {100 * v:.1f}%" for n, v in shares.items()))
+    console.print(f"[green]✓[/] spectrum → {plot}")
+    for note in summary["notes"]:
+        console.print(f"  [dim]{note}[/]")
+    if as_json:
+        stdout_write(json.dumps(summary, indent=2))

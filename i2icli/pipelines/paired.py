@@ -1,0 +1,165 @@
+"""The paired pipeline (GRIT): a label map becomes a photo, as a reconstruction plus a GAN residual.
+
+Label maps are read from their centred square and resized to the working size (nearest
+neighbour for class maps), exactly as training read them. The style is the running mean of the
+training photos' codes unless a style photo is given. Each sample draws its noise maps from its
+own seed on the CPU, so a seed gives the same output on every device and for every batch order;
+the reconstruction does not depend on the noise, so it is computed once per label map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from i2icli import weights
+from i2icli.archs.grit import GRITConfig, GRITGenerator
+from i2icli.errors import InputError, WeightsError
+from i2icli.imageio import Picture
+from i2icli.pipelines.devices import AUTO, pick_device
+from i2icli.pipelines.imagetensors import square_resize, to_picture, to_tensor
+from i2icli.pipelines.loading import instantiate, timed, training_checkpoint_file
+from i2icli.semantics.labelmaps import square_label_channels
+
+METHOD_NAME = "paired"
+LEVEL = 2 / 255  # one 8-bit level in [-1, 1]
+SAMPLES_PER_PASS = 8
+
+
+@dataclass(frozen=True)
+class PairedTranslation:
+    """One label map's results. ``residuals[k]`` and ``outputs[k]`` belong to ``seeds[k]``."""
+
+    reconstruction: Picture
+    residuals: list[Picture]  # shown as 128 + 127.5 x residual
+    outputs: list[Picture]
+    seeds: list[int]
+    label: Picture  # the label map as the network saw it, for people to look at
+    std_map: np.ndarray | None = None  # (H, W) per-pixel std over the samples, in 8-bit levels
+    tensors: dict[str, Tensor] = field(default_factory=dict)  # raw components, (N, 3, H, W)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def generator_from_checkpoint(content: Any) -> tuple[GRITGenerator, GRITConfig]:
+    """The EMA generator of an ``i2i train paired`` checkpoint (the live one if there is no EMA)."""
+    if not isinstance(content, dict):
+        raise TypeError("not a dictionary of networks")
+    method = content.get("method")
+    if method != METHOD_NAME:
+        what = f"a `{method}` checkpoint" if method else "not a checkpoint from `i2i train paired`"
+        raise WeightsError(f"this is {what}", "pass a checkpoint (or run folder) from `i2i train paired`")
+    config = GRITConfig(**content["config"]["model"])
+    state = content.get("G_ema") or content["G"]
+    generator = instantiate(lambda: GRITGenerator(config), dict(state))
+    return generator.requires_grad_(False), config
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """Sample k of a run with --seed s uses noise seed s + k: sample 0 of --seed 5 is sample 5 of --seed 0."""
+    return seed + sample
+
+
+class PairedTranslator:
+    """A GRIT generator loaded once for a batch of label maps."""
+
+    def __init__(self, generator: GRITGenerator, config: GRITConfig, *, device: torch.device, size: int | None = None) -> None:
+        self.generator = generator.to(device).eval()
+        self.config = config
+        self.device = device
+        self.size = size or config.image_size
+        multiple = config.size_multiple
+        if self.size % multiple or self.size < 2 * multiple:
+            raise ValueError(f"--size {self.size}: this model needs a multiple of {multiple} of at least {2 * multiple}")
+
+    @classmethod
+    def load(cls, checkpoint: str, *, size: int | None = None, device: torch.device | str = AUTO) -> PairedTranslator:
+        device = device if isinstance(device, torch.device) else pick_device(device)
+        resolved = weights.resolve(training_checkpoint_file(checkpoint))
+        content = weights.load_checkpoint_file(resolved.path)
+        try:
+            generator, config = generator_from_checkpoint(content)
+        except WeightsError as error:
+            raise WeightsError(f"{resolved.path}: {error.message}", error.hint) from None
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            raise WeightsError(
+                f"{resolved.path}: not a {METHOD_NAME} checkpoint ({str(error).splitlines()[0][:120]})",
+                "pass a checkpoint (or run folder) from `i2i train paired`",
+            ) from None
+        return cls(generator, config, device=device, size=size)
+
+    def describe_input(self) -> str:
+        if self.config.input_kind == "label":
+            return f"class-index maps with {self.config.input_channels} classes"
+        return f"{'grey' if self.config.input_channels == 1 else 'colour'} edge images"
+
+    def prepare_label(self, picture: Picture) -> Tensor:
+        """(1, C, S, S): the label map's centred square as the network's input channels."""
+        source = picture.source or "label map"
+        channels = square_label_channels(picture, source, self.size, self.config.input_kind, self.config.input_channels)
+        return torch.from_numpy(channels)[None].to(self.device)
+
+    def style_code(self, style: Picture | None) -> Tensor:
+        """(1, style_dim): the style photo's code, or the training photos' mean."""
+        if style is None:
+            return self.generator.mean_style(1)
+        if min(style.rgb.shape[:2]) < 16:
+            raise InputError(style.source or "style", f"the style photo is {style.width}x{style.height} px, too small",
+                             "use a photo of at least 16x16 px")
+        photo = to_tensor(square_resize(style.rgb, self.config.image_size), self.device)
+        return self.generator.encode_style(photo)
+
+    @torch.no_grad()
+    def translate(self, label: Picture, *, style: Tensor | Picture | None = None, samples: int = 1, seed: int = 0,
+                  std_map: bool = False) -> PairedTranslation:
+        if samples < 1:
+            raise ValueError("samples must be at least 1")
+        seconds: dict[str, float] = {}
+        with timed(seconds, "prepare"):
+            channels = self.prepare_label(label)
+            code = style if isinstance(style, Tensor) else self.style_code(style)
+        seeds = [sample_seed(seed, k) for k in range(samples)]
+        with timed(seconds, "generate"):
+            reconstruction, residual = None, []
+            _, _, height, width = channels.shape
+            for start in range(0, samples, SAMPLES_PER_PASS):
+                chunk = seeds[start : start + SAMPLES_PER_PASS]
+                # Each sample's maps come from its own seed; stacking them lets one pass make them all.
+                drawn = [self.generator.draw_noise(1, height, width, torch.Generator().manual_seed(s)) for s in chunk]
+                maps = [torch.cat(layer) for layer in zip(*drawn)]
+                result = self.generator(channels.expand(len(chunk), -1, -1, -1), code.expand(len(chunk), -1), maps)
+                reconstruction = result.reconstruction[:1] if reconstruction is None else reconstruction
+                residual.append(result.residual)
+            assert reconstruction is not None
+            residual = torch.cat(residual)
+            output = reconstruction + residual
+        spread = None
+        if std_map:
+            if samples < 2:
+                raise ValueError("a standard-deviation map needs at least two samples")
+            spread = (output.clamp(-1, 1).std(dim=0, unbiased=False).mean(dim=0) / LEVEL).cpu().numpy()
+        from i2icli.semantics.labelmaps import show_label_channels
+
+        return PairedTranslation(
+            reconstruction=to_picture(reconstruction[0]),
+            residuals=[to_picture(r) for r in residual],
+            outputs=[to_picture(o) for o in output],
+            seeds=seeds,
+            label=Picture(rgb=show_label_channels(channels[0].cpu().numpy(), self.config.input_kind)),
+            std_map=spread,
+            tensors={"reconstruction": reconstruction.cpu(), "residual": residual.cpu(), "output": output.cpu()},
+            seconds=seconds,
+        )
+
+
+def std_heatmap(std: np.ndarray, top: float | None = None) -> Picture:
+    """A per-pixel standard deviation as a colour picture (inferno: black 0, yellow ``top``)."""
+    import cv2
+
+    top = float(std.max()) if top is None else top
+    scaled = np.zeros_like(std) if top <= 0 else np.clip(std / top, 0, 1)
+    bgr = cv2.applyColorMap((scaled * 255).round().astype(np.uint8), cv2.COLORMAP_INFERNO)
+    return Picture(rgb=np.ascontiguousarray(bgr[:, :, ::-1]))

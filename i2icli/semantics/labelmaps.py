@@ -1,0 +1,98 @@
+"""Label maps as network input: class-index images to one-hot channels, edge images to values.
+
+A class-index map is an 8-bit single-channel image whose pixel values are the classes; 255 marks
+"unknown / don't care" (as in the datasets the official code ships) and becomes an all-zero
+vector. Resizing always uses nearest neighbour, so no in-between class appears.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from i2icli.errors import InputError
+from i2icli.imageio import Picture, to_float
+
+UNKNOWN_LABEL = 255
+
+
+def class_indices(picture: Picture, path: Path | str) -> np.ndarray:
+    """(H, W) uint8 class indices of a label-map image; InputError for anything else."""
+    if not picture.grayscale or picture.rgb.dtype != np.uint8:
+        raise InputError(path, "a label map must be an 8-bit single-channel image of class indices",
+                         "save the label map as a grayscale PNG whose pixel values are the classes")
+    return np.ascontiguousarray(picture.rgb[:, :, 0])
+
+
+def one_hot(labels: np.ndarray, label_nc: int, path: Path | str) -> np.ndarray:
+    """(H, W) class indices -> (label_nc, H, W) float32 one-hot; 255 gives all zeros."""
+    known = labels != UNKNOWN_LABEL
+    if known.any() and int(labels[known].max()) >= label_nc:
+        raise InputError(path, f"has class {int(labels[known].max())}, but the model knows {label_nc} classes (0-{label_nc - 1})",
+                         "check --label-nc or the label map")
+    result = np.zeros((label_nc, *labels.shape), np.float32)
+    rows, cols = np.nonzero(known)
+    result[labels[rows, cols], rows, cols] = 1.0
+    return result
+
+
+def centre_square(array: np.ndarray) -> np.ndarray:
+    """The centred square of an (H, W[, C]) array: the crop training and inference share."""
+    height, width = array.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return array[top : top + side, left : left + side]
+
+
+def square_label_channels(picture: Picture, path: Path | str, size: int, kind: str, channels: int) -> np.ndarray:
+    """A label-map image as (channels, size, size) float32, from its centred square.
+
+    ``kind`` "label": one-hot over ``channels`` classes, resized by nearest neighbour.
+    ``kind`` "edge": values in [-1, 1] (white 1); a colour file for a one-channel model is made
+    grey and a grey file for a three-channel model is repeated, since edge images are black and
+    white either way; resized by area when shrinking, so thin lines fade rather than vanish.
+    """
+    if kind == "label":
+        labels = centre_square(class_indices(picture, path))
+        labels = cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
+        return one_hot(labels, channels, path)
+    values = to_float(picture).astype(np.float32)  # (H, W, 3) in [0, 1]
+    if channels == 1:
+        values = values.mean(axis=2, keepdims=True)
+    square = centre_square(values)
+    side = square.shape[0]
+    if side != size:
+        interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+        square = cv2.resize(square, (size, size), interpolation=interpolation)
+        square = square[:, :, None] if square.ndim == 2 else square
+    return np.ascontiguousarray(square.transpose(2, 0, 1) * 2 - 1, dtype=np.float32)
+
+
+def label_colours(classes: int) -> np.ndarray:
+    """(classes, 3) uint8: a fixed, well-spread palette for showing class maps (class 0 black)."""
+    colours = np.zeros((max(classes, 1), 3), np.uint8)
+    for index in range(1, classes):
+        # The bit-interleaving palette of the PASCAL VOC tools: neighbours get distant colours.
+        value, r, g, b = index, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (value & 1) << shift
+            g |= ((value >> 1) & 1) << shift
+            b |= ((value >> 2) & 1) << shift
+            value >>= 3
+        colours[index] = (r, g, b)
+    return colours
+
+
+def show_label_channels(channels: np.ndarray, kind: str) -> np.ndarray:
+    """(C, H, W) network input -> (H, W, 3) uint8 picture a person can read."""
+    if kind == "label":
+        palette = label_colours(channels.shape[0])
+        indices = channels.argmax(axis=0)
+        shown = palette[indices]
+        shown[channels.max(axis=0) <= 0] = 128  # unknown pixels in grey
+        return shown
+    values = np.clip((channels + 1) * 127.5, 0, 255).round().astype(np.uint8)
+    values = np.repeat(values, 3, axis=0) if values.shape[0] == 1 else values
+    return np.ascontiguousarray(values.transpose(1, 2, 0))

@@ -1,0 +1,414 @@
+"""GRIT paired translation: networks, the loss split, training, the pipeline, spectra, the CLI. Tiny and CPU-only."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from feature_checkpoints import random_fid_inception_state_dict, random_vgg_state_dict
+from torch.nn import functional as F
+from typer.testing import CliRunner
+
+from i2icli.archs.grit import GRITConfig, GRITGenerator, MultiScaleDiscriminator
+from i2icli.cli.app import app
+from i2icli.errors import InputError
+from i2icli.imageio import Picture, read_image
+from i2icli.pipelines.paired import PairedTranslator, generator_from_checkpoint
+from i2icli.pipelines.spectrum import frequencies, high_frequency_share, plot_spectra, radial_power_spectrum
+from i2icli.semantics.labelmaps import one_hot, square_label_channels
+from i2icli.training import data, loop
+from i2icli.training.paired import (
+    PairedTraining,
+    PairedTrainingOptions,
+    evaluate,
+    image_scores,
+)
+
+TINY = GRITConfig(input_channels=4, image_size=32, base_channels=8, max_channels=16, style_dim=4, style_channels=8,
+                  mapping_dim=16, disc_base_channels=8, disc_max_channels=16)
+TINY_ARGS = ["--label-nc", "4", "--size", "32", "--base-channels", "8", "--max-channels", "16", "--style-dim", "4",
+             "--disc-channels", "8"]
+COLOURS = np.array([[40, 40, 40], [200, 60, 50], [60, 160, 70], [50, 80, 200]], np.uint8)
+runner = CliRunner()
+
+
+def randomised(config: GRITConfig = TINY, seed: int = 0) -> GRITGenerator:
+    """A generator whose every parameter is random, noise strengths included (they start at zero)."""
+    torch.manual_seed(seed)
+    generator = GRITGenerator(config)
+    with torch.no_grad():
+        for parameter in generator.parameters():
+            parameter.normal_(0, 0.3) if parameter.ndim > 1 else parameter.uniform_(-0.5, 0.5)
+    return generator.eval()
+
+
+def label_batch(count: int = 2, size: int = 32, classes: int = 4, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    indices = torch.randint(0, classes, (count, size // 8, size // 8), generator=g)
+    indices = indices.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    return F.one_hot(indices, classes).permute(0, 3, 1, 2).float()
+
+
+def write_pairs(root: Path, count: int, size: int = 40, seed: int = 0) -> Path:
+    """labels/NNN.png (class indices 0-3: a disc, a bar, a ground strip) and photos/NNN.jpg coloured by
+    class with grain on top: the fine detail a residual can carry."""
+    rng = np.random.default_rng(seed)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    (root / "photos").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        label = np.zeros((size, size), np.uint8)
+        cx, cy = rng.integers(size // 4, 3 * size // 4, 2)
+        cv2.circle(label, (int(cx), int(cy)), int(rng.integers(size // 8, size // 4)), 1, -1)
+        x, y = rng.integers(0, size // 2, 2)
+        cv2.rectangle(label, (int(x), int(y)), (int(x) + size // 3, int(y) + size // 5), 2, -1)
+        label[size - size // 6 :] = 3
+        photo = np.clip(COLOURS[label].astype(np.float32) + rng.normal(0, 15, (size, size, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "labels" / f"{index:03d}.png"), label)
+        cv2.imwrite(str(root / "photos" / f"{index:03d}.png"), photo[:, :, ::-1])
+    return root
+
+
+def train_cli(data_dir: Path, out: Path, steps: int, *extra: str):
+    return runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), *TINY_ARGS, "--steps", str(steps),
+                               "--batch-size", "4", "--held-out", "3", "--workers", "0", "--device", "cpu", *extra])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One short training run shared by the tests that need a trained checkpoint."""
+    root = tmp_path_factory.mktemp("paired")
+    data_dir = write_pairs(root / "data", 15)
+    out = root / "run"
+    result = train_cli(data_dir, out, 60, "--log-every", "10", "--sample-every", "30", "--checkpoint-every", "30",
+                       "--g-lr", "4e-4")
+    assert result.exit_code == 0, result.output
+    return {"data": data_dir, "run": out, "output": result.output}
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def test_shapes_of_every_part():
+    generator, discriminator = randomised(), MultiScaleDiscriminator(TINY)
+    labels = label_batch(3)
+    style = generator.encode_style(torch.rand(3, 3, 32, 32) * 2 - 1)
+    assert style.shape == (3, TINY.style_dim)
+    result = generator(labels, style, torch.Generator().manual_seed(0))
+    assert result.reconstruction.shape == result.residual.shape == (3, 3, 32, 32)
+    assert result.reconstruction.abs().max() <= 1  # tanh
+    logits = discriminator(labels, result.image)
+    assert [tuple(x.shape[:2]) for x in logits] == [(3, 1), (3, 1)] and logits[0].shape[-1] > logits[1].shape[-1]
+    # Fully convolutional: another multiple of 2^depth works, and a non-multiple is refused.
+    assert generator(label_batch(1, 48), generator.mean_style(1)).residual.shape == (1, 3, 48, 48)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        generator(label_batch(1, 32)[..., :30, :30], generator.mean_style(1))
+
+
+def test_output_is_reconstruction_plus_residual_exactly():
+    generator = randomised()
+    result = generator(label_batch(), generator.mean_style(2), torch.Generator().manual_seed(4))
+    assert torch.equal(result.image, result.reconstruction + result.residual)
+    assert result.residual.abs().mean() > 0
+
+
+def test_seeds_change_the_output_but_not_the_reconstruction():
+    generator = randomised()
+    labels, style = label_batch(), generator.mean_style(2)
+    first = generator(labels, style, torch.Generator().manual_seed(1))
+    again = generator(labels, style, torch.Generator().manual_seed(1))
+    other = generator(labels, style, torch.Generator().manual_seed(2))
+    assert torch.equal(first.image, again.image)  # a seed is a seed
+    assert torch.equal(first.reconstruction, other.reconstruction)
+    assert (first.residual - other.residual).abs().mean() > 1e-3
+    assert (first.image - other.image).abs().mean() > 1e-3
+
+
+def test_reconstruction_loss_never_reaches_the_residual_decoder():
+    generator = randomised()
+    photo = torch.rand(2, 3, 32, 32) * 2 - 1
+    result = generator(label_batch(), generator.encode_style(photo), torch.Generator().manual_seed(0))
+    F.l1_loss(result.reconstruction, photo).backward()
+    residual = generator.residual_parameters()
+    assert residual and all(p.grad is None or not p.grad.any() for p in residual)
+    reached = [p for p in generator.reconstruction_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert len(reached) > 0.9 * len(generator.reconstruction_parameters())
+
+    # The adversarial loss on the sum does reach the residual decoder.
+    generator.zero_grad()
+    discriminator = MultiScaleDiscriminator(TINY)
+    result = generator(label_batch(), generator.encode_style(photo), torch.Generator().manual_seed(0))
+    (-discriminator(label_batch(), result.image)[0].mean()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in residual)
+
+
+def test_training_step_moves_the_residual_decoder_only_through_the_adversarial_loss():
+    method = PairedTraining(TINY, PairedTrainingOptions(generator_lr=1e-3), seed=0)
+    batch = {"label": label_batch(4), "photo": torch.rand(4, 3, 32, 32) * 2 - 1}
+    method.train_step(batch, torch.Generator().manual_seed(0))  # the residual head leaves zero
+    before = [p.detach().clone() for p in method.netG.residual_parameters()]
+    # With the discriminator's verdict removed, the generator step has nothing to tell the residual.
+    method.netD = _ConstantDiscriminator()
+    method.optD = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0)
+    method.optG.state.clear()
+    method.train_step(batch, torch.Generator().manual_seed(1))
+    after = list(method.netG.residual_parameters())
+    assert all(torch.equal(b, a) for b, a in zip(before, after))
+
+
+class _ConstantDiscriminator(torch.nn.Module):
+    def forward(self, label, image):
+        return [torch.zeros(len(image), 1, 2, 2, requires_grad=True) + 0 * image.sum()]
+
+
+# --------------------------------------------------------------------------- label maps and data
+
+
+def test_label_maps_become_one_hot_with_255_as_unknown(tmp_path):
+    labels = np.array([[0, 1], [3, 255]], np.uint8)
+    encoded = one_hot(labels, 4, "x.png")
+    assert encoded.shape == (4, 2, 2)
+    assert encoded[:, 0, 0].tolist() == [1, 0, 0, 0] and encoded[:, 1, 0].tolist() == [0, 0, 0, 1]
+    assert not encoded[:, 1, 1].any()
+    with pytest.raises(InputError, match="has class 3"):
+        one_hot(labels, 3, "x.png")
+    colour = Picture(rgb=np.zeros((8, 8, 3), np.uint8), source=tmp_path / "c.png")
+    with pytest.raises(InputError, match="8-bit single-channel"):
+        square_label_channels(colour, colour.source, 8, "label", 4)
+
+
+def test_edges_follow_the_model_channels():
+    picture = Picture(rgb=np.full((10, 20, 3), 255, np.uint8))
+    grey = square_label_channels(picture, "e.png", 8, "edge", 1)
+    colour = square_label_channels(picture, "e.png", 8, "edge", 3)
+    assert grey.shape == (1, 8, 8) and colour.shape == (3, 8, 8)
+    assert np.allclose(grey, 1) and np.allclose(colour, 1)
+
+
+def test_pairs_match_by_name_and_flip_together(tmp_path):
+    root = write_pairs(tmp_path, 3, size=48)
+    (root / "labels" / "lonely.png").write_bytes((root / "labels" / "000.png").read_bytes())
+    pairs, notes = data.find_pairs(root / "labels", root / "photos")
+    assert [label.stem for label, _ in pairs] == ["000", "001", "002"]
+    assert all(label.stem == photo.stem for label, photo in pairs)
+    assert len(notes) == 1 and "lonely" in notes[0]
+    dataset = data.PairedDataset(pairs, 32, "label", 4)
+    plain, flipped = dataset[(1, False)], dataset[(1, True)]
+    assert torch.equal(plain["label"].flip(-1), flipped["label"]) and torch.equal(plain["photo"].flip(-1), flipped["photo"])
+    # The label's class colour agrees with the photo where the label is confident (same crop, same flip).
+    classes = flipped["label"].argmax(0)
+    expected = torch.from_numpy(COLOURS.astype(np.float32) / 127.5 - 1)[classes].permute(2, 0, 1)
+    interior = F.max_pool2d(-F.max_pool2d(-flipped["label"][None], 5, 1, 2), 1)[0].max(0).values > 0  # away from edges
+    assert (flipped["photo"] - expected).abs()[:, interior].mean() < 0.2
+
+    with pytest.raises(InputError, match="no label map here has a photo"):
+        (tmp_path / "other").mkdir()
+        cv2.imwrite(str(tmp_path / "other" / "zzz.png"), np.zeros((4, 4), np.uint8))
+        data.find_pairs(tmp_path / "other", root / "photos")
+
+
+# --------------------------------------------------------------------------- spectra and metrics
+
+
+def test_spectrum_puts_the_high_frequencies_in_a_grainy_residual():
+    g = torch.Generator().manual_seed(0)
+    smooth = F.interpolate(torch.rand(4, 3, 6, 6, generator=g) * 2 - 1, size=64, mode="bicubic", align_corners=False)
+    grain = 0.1 * torch.randn(4, 3, 64, 64, generator=g)
+    spectra = {name: radial_power_spectrum(images) for name, images in
+               (("reconstruction", smooth), ("residual", grain), ("output", smooth + grain))}
+    assert high_frequency_share(spectra["residual"]) > 0.4 > 0.05 > high_frequency_share(spectra["reconstruction"])
+    top = frequencies(64) > 0.3
+    assert (spectra["residual"][top] > spectra["reconstruction"][top]).all()
+
+
+def test_spectrum_of_a_sinusoid_peaks_at_its_frequency(tmp_path):
+    x = torch.arange(64, dtype=torch.float64)
+    wave = torch.cos(2 * np.pi * 8 * x / 64).expand(64, 64)[None, None].expand(1, 3, 64, 64)
+    spectrum = radial_power_spectrum(wave)
+    assert int(np.argmax(spectrum)) == 8 and np.isclose(frequencies(64)[8], 0.125)
+    # Parseval: the rings' totals add up to the image's mean square.
+    path = plot_spectra({"output": spectrum}, tmp_path / "plot" / "s.png")
+    assert read_image(path).width > 100
+
+
+def test_image_scores():
+    image = torch.rand(2, 3, 32, 32) * 2 - 1
+    same = image_scores(image, image)
+    assert same.l1 == 0 and same.psnr == float("inf") and same.ssim == pytest.approx(1.0)
+    noisy = image_scores((image + 0.1 * torch.randn_like(image)).clamp(-1, 1), image)
+    assert 0 < noisy.l1 < 0.1 and 15 < noisy.psnr < 40 and 0 < noisy.ssim < 1
+
+
+def test_evaluate_scores_output_and_reconstruction():
+    generator = randomised()
+    labels, photos = label_batch(3), torch.rand(3, 3, 32, 32) * 2 - 1
+    calls = []
+    result = evaluate(generator, labels, photos, seed=1, lpips_distance=lambda a, b: calls.append(len(a)) or (a - b).abs().mean((1, 2, 3)))
+    assert result.images == 3 and calls == [3]
+    assert result.output != result.reconstruction
+    assert set(result.spectra) == {"reconstruction", "residual", "output", "photo"}
+    assert evaluate(generator, labels, photos, seed=1).output == result.output  # seeded
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_lowers_the_losses_and_writes_samples(run):
+    rows = list(csv.DictReader((run["run"] / "metrics.csv").open()))
+    assert len(rows) == 6
+    assert float(rows[-1]["l1"]) < 0.7 * float(rows[0]["l1"])
+    assert float(rows[-1]["g_loss"]) < float(rows[0]["g_loss"])
+    assert (run["run"] / "samples" / "step-0000060.png").is_file()
+    grid = read_image(run["run"] / "samples" / "step-0000060.png")
+    assert (grid.height, grid.width) == (3 * 32, 6 * 32)  # three held-out rows, six columns
+    stored = loop.load_training_checkpoint(run["run"] / "checkpoints" / "latest.pt")
+    assert stored["method"] == "paired" and stored["step"] == 60
+    assert set(stored) >= {"G", "D", "optG", "optD", "G_ema"}
+    generator, config = generator_from_checkpoint(stored)
+    assert (config.image_size, config.input_channels, config.input_kind) == (32, 4, "label")
+    assert generator.style_mean.abs().sum() > 0  # the running mean of the training styles
+
+
+def test_resume_is_exact(tmp_path):
+    data_dir = write_pairs(tmp_path / "data", 8)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_cli(data_dir, straight, 4, "--checkpoint-every", "2").exit_code == 0
+    assert train_cli(data_dir, split, 2).exit_code == 0
+    result = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(split), "--steps", "4", "--resume",
+                                 "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    a = loop.load_training_checkpoint(straight / "checkpoints" / "latest.pt")
+    b = loop.load_training_checkpoint(split / "checkpoints" / "latest.pt")
+    for key in ("G", "D", "G_ema"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
+    assert a["ema_updates"] == b["ema_updates"] == 4
+
+
+def test_perceptual_term_uses_the_vgg_checkpoint(tmp_path):
+    data_dir = write_pairs(tmp_path / "data", 6)
+    vgg = tmp_path / "vgg19.pth"
+    torch.save(random_vgg_state_dict(19, seed=1), vgg)
+    result = train_cli(data_dir, tmp_path / "run", 2, "--vgg-weight", "1", "--vgg", str(vgg), "--log-every", "1")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert float(rows[0]["vgg"]) > 0
+
+
+def test_eval_reports_metrics_and_writes_the_spectrum_plot(tmp_path, run):
+    fid_file, vgg_file = tmp_path / "fid.pth", tmp_path / "vgg16.pth"
+    torch.save(random_fid_inception_state_dict(seed=3), fid_file)
+    torch.save(random_vgg_state_dict(16, seed=2), vgg_file)
+    plot = tmp_path / "spectrum.png"
+    result = runner.invoke(app, ["train", "paired", str(run["data"]), "--out", str(run["run"]), "--eval", "--spectrum",
+                                 str(plot), "--fid-model", str(fid_file), "--lpips-backbone", str(vgg_file),
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["held_out_pairs"] == 3
+    for part in ("output", "reconstruction"):
+        assert 0 < summary[part]["l1"] < 1 and summary[part]["psnr"] > 5 and -1 < summary[part]["ssim"] <= 1
+    assert summary["fid"] is not None and summary["lpips"] is not None
+    assert set(summary["high_frequency_share"]) == {"reconstruction", "residual", "output", "photo"}
+    assert read_image(plot).width > 100
+
+
+# --------------------------------------------------------------------------- the pipeline and CLI
+
+
+def test_paired_cli_loads_the_trained_checkpoint(tmp_path, run):
+    label = run["data"] / "labels" / "000.png"
+    out = tmp_path / "out" / "a.png"
+    result = runner.invoke(app, ["paired", str(label), "-c", str(run["run"]), "-o", str(out), "--samples", "3",
+                                 "--seed", "7", "--save-components", "--std-map", "--spectrum", str(tmp_path / "s.png"),
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    record = summary["results"][0]
+    assert summary["ok"] == 1 and record["seeds"] == [7, 8, 9]
+    names = sorted(path.name for path in out.parent.iterdir())
+    assert names == ["a-reconstruction.png", "a-seed7-residual.png", "a-seed7.png", "a-seed8-residual.png", "a-seed8.png",
+                     "a-seed9-residual.png", "a-seed9.png", "a-std.png"]
+    # The saved output is the saved reconstruction plus the saved residual (up to 8-bit rounding).
+    recon = read_image(out.parent / "a-reconstruction.png").rgb.astype(np.float64) / 127.5 - 1
+    residual = read_image(out.parent / "a-seed7-residual.png").rgb.astype(np.float64) / 127.5 - 1
+    output = read_image(out.parent / "a-seed7.png").rgb.astype(np.float64) / 127.5 - 1
+    inside = (np.abs(residual) < 0.99) & (np.abs(recon) < 0.99)  # where neither file had to clip
+    assert inside.mean() > 0.5
+    assert np.abs(np.clip(recon + residual, -1, 1) - output)[inside].max() <= 2.5 / 127.5
+    assert (tmp_path / "s.png").is_file()
+
+
+def test_samples_match_one_by_one_and_the_mean_style_is_the_default(run):
+    translator = PairedTranslator.load(str(run["run"]), device="cpu")
+    label = read_image(run["data"] / "labels" / "001.png")
+    together = translator.translate(label, samples=3, seed=4, std_map=True)
+    alone = translator.translate(label, samples=1, seed=5)
+    assert torch.allclose(together.tensors["output"][1], alone.tensors["output"][0], atol=1e-5)
+    assert torch.equal(together.tensors["output"], together.tensors["reconstruction"] + together.tensors["residual"])
+    assert together.std_map is not None and together.std_map.shape == (32, 32)
+    styled = translator.translate(label, style=read_image(run["data"] / "photos" / "002.png"), seed=5)
+    assert not torch.equal(styled.tensors["reconstruction"], alone.tensors["reconstruction"])
+
+
+def test_folder_batch_goes_on_past_a_bad_file(tmp_path, run):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    for name in ("000", "001"):
+        (folder / f"{name}.png").write_bytes((run["data"] / "labels" / f"{name}.png").read_bytes())
+    (folder / "broken.png").write_bytes(b"not a png")
+    cv2.imwrite(str(folder / "colour.png"), np.full((8, 8, 3), (0, 0, 255), np.uint8))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["paired", str(folder), "-c", str(run["run"]), "-o", str(out), "--device", "cpu", "--json"])
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["ok"] == 2 and summary["failed"] == 2
+    assert "8-bit single-channel" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png"]
+    again = runner.invoke(app, ["paired", str(folder), "-c", str(run["run"]), "-o", str(out), "--skip-existing",
+                                "--device", "cpu", "--json"])
+    assert json.loads(again.stdout)["skipped"] == 2
+
+
+def test_bad_inputs_give_one_clear_line(tmp_path, run):
+    label = run["data"] / "labels" / "000.png"
+
+    def paired(*args: str):
+        return runner.invoke(app, ["paired", *args, "--device", "cpu"])
+
+    cases = [
+        (paired(str(tmp_path / "missing.png"), "-c", str(run["run"])), 1, "no such file"),
+        (paired(str(label), "-c", str(tmp_path)), 1, "no checkpoints/latest.pt"),
+        (paired(str(label), "-c", str(run["run"]), "-o", str(label)), 1, "overwrite an input"),
+        (paired(str(label), "-c", str(run["run"]), "--std-map"), 2, "--samples 2"),
+        (paired(str(label), "-c", str(run["run"]), "--style", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o.png")),
+         1, "nope.jpg"),
+        (paired(str(label), "-c", str(run["run"]), "--size", "30", "-o", str(tmp_path / "o.png")), 2, "multiple of 4"),
+    ]
+    wrong = tmp_path / "other.pt"
+    torch.save({"method": "translate-lr", "config": {}}, wrong)
+    cases.append((paired(str(label), "-c", str(wrong), "-o", str(tmp_path / "o.png")), 1, "translate-lr"))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"garbage")
+    cases.append((paired(str(label), "-c", str(corrupt), "-o", str(tmp_path / "o.png")), 1, "corrupt.pt"))
+    for result, code, text in cases:
+        assert result.exit_code == code, (text, result.output)
+        assert text in result.stderr, (text, result.stderr)
+        assert "Traceback" not in result.output
+    assert label.is_file() and read_image(label).grayscale  # nothing overwritten
+
+
+def test_train_refuses_unclear_or_missing_data(tmp_path):
+    data_dir = write_pairs(tmp_path / "data", 4)
+    neither = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(tmp_path / "r1")])
+    assert neither.exit_code == 2 and "--label-nc" in neither.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = runner.invoke(app, ["train", "paired", str(empty), "--label-nc", "4", "--out", str(tmp_path / "r2")])
+    assert missing.exit_code == 1 and "label maps folder" in missing.stderr and "Traceback" not in missing.output
+    # Label maps with classes beyond --label-nc: every example is unreadable, said in one line.
+    too_few = train_cli(data_dir, tmp_path / "r3", 2, "--label-nc", "2")
+    assert too_few.exit_code == 1 and "has class" in too_few.stderr
