@@ -9,7 +9,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS

@@ -137,14 +137,14 @@ def _tiny_author_style(tmp_path: Path) -> tuple[Path, TranslateLRTraining]:
 def test_loads_the_authors_layout_and_picks_the_ema_generator(tmp_path):
     path, method = _tiny_author_style(tmp_path)
     with torch.no_grad():
-        for parameter in method.AverageG.parameters():
+        for parameter in method.average.parameters():
             parameter.add_(0.01)  # make EMA and live generator differ
     torch.save(method.state_dict(), path)
     content = torch.load(path, weights_only=True)
     assert set(content) == {"Gen", "Dis", "optG", "optD", "AverageG"}
     generator, config = generator_from_checkpoint(content)
     assert (config.hr_size, config.lr_size) == (128, 8)
-    for key, value in method.AverageG.state_dict().items():
+    for key, value in method.average.state_dict().items():
         assert torch.equal(generator.state_dict()[key], value)
 
 

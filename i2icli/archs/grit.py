@@ -316,7 +316,9 @@ class GRITGenerator(nn.Module):
         for block, skip in zip(self.up, reversed(skips[:-1])):
             x = block(x, skip, mapped)
             guides.append(x)
-        reconstruction = torch.tanh(self.to_reconstruction(x))
+        # A linear head, not tanh: once a tanh saturates, the L1 gradient through it vanishes, and
+        # training was seen to stall that way (L1 flat, the residual doing all the work) at 2e-4.
+        reconstruction = self.to_reconstruction(x)
 
         r: Tensor | None = None
         for index, (block, guide) in enumerate(zip(self.residual_blocks, guides)):

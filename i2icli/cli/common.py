@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from i2icli.errors import I2IError
+from i2icli.errors import I2IError, InputError
 
 # Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -95,6 +95,27 @@ JsonOption = Annotated[
 ]
 
 
+def image_files(path: Path, role: str) -> list[Path]:
+    """An image argument: the file itself, or the images in a folder (not its subfolders)."""
+    from i2icli.batch import images_in
+
+    path = path.expanduser()
+    if path.is_dir():
+        found = images_in(path, recursive=False)
+        if not found:
+            raise InputError(path, f"no images in this {role} folder", "pass an image file or a folder of images")
+        return found
+    if not path.exists():
+        raise InputError(path, "no such file or folder", f"check the {role} path")
+    return [path]
+
+
+def refuse_overwrite(target: Path, inputs: list[Path]) -> None:
+    """Raise InputError if writing ``target`` would replace one of ``inputs``."""
+    if target.expanduser().resolve() in {p.expanduser().resolve() for p in inputs}:
+        raise InputError(target, "the output would overwrite an input", "choose another output")
+
+
 def stdout_write(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -103,7 +124,13 @@ def stdout_write(text: str) -> None:
 @contextmanager
 def download_progress() -> Iterator[Callable[[str, int, int], None]]:
     """A callback ``(label, done, total)`` that draws one download bar per label on stderr."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -138,7 +165,13 @@ Processor = Callable[[J], tuple[dict[str, Any], str, str]]
 def run_batch(jobs: list[J], process: Processor[J], *, verb: str, skip_existing: bool,
               record_of: Callable[[J], dict[str, Any]]) -> list[dict]:
     """Run every job under one progress bar: a failed job is reported and the rest go on."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     records: list[dict] = []
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

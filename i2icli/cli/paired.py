@@ -16,10 +16,11 @@ from i2icli.cli.common import (
     batch_failures,
     console,
     handles_errors,
+    image_files,
+    refuse_overwrite,
     run_batch,
     usage_error,
 )
-from i2icli.errors import InputError
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -109,13 +110,13 @@ def paired(
     """
     if std_map and samples < 2:
         raise usage_error("--std-map needs --samples 2 or more")
-    labels = _label_files(label)
+    labels = image_files(label, "LABEL")
     seeds = list(range(seed, seed + samples))
     jobs = _plan(labels, Path(output).expanduser(), seeds, single=label.is_file())
     inputs = [*labels, *([style] if style else [])]
     jobs = [_check_outputs(job, seeds, save_components, std_map, inputs, fail_now=len(jobs) == 1) for job in jobs]
     if spectrum is not None:
-        _refuse_overwrite(spectrum.expanduser(), inputs)
+        refuse_overwrite(spectrum.expanduser(), inputs)
 
     from i2icli.imageio import read_image
     from i2icli.pipelines.paired import PairedTranslator
@@ -164,25 +165,6 @@ def paired(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def _label_files(path: Path) -> list[Path]:
-    from i2icli.batch import images_in
-
-    path = path.expanduser()
-    if path.is_dir():
-        found = images_in(path, recursive=False)
-        if not found:
-            raise InputError(path, "no images in this folder", "pass a label map or a folder of label maps")
-        return found
-    if not path.exists():
-        raise InputError(path, "no such file or folder", "check the LABEL path")
-    return [path]
-
-
-def _refuse_overwrite(target: Path, inputs: list[Path]) -> None:
-    if target.resolve() in {p.expanduser().resolve() for p in inputs}:
-        raise InputError(target, "the output would overwrite an input", "choose another output")
-
-
 def _plan(labels: list[Path], output: Path, seeds: list[int], single: bool) -> list[LabelJob]:
     def job(source: Path, base: Path) -> LabelJob:
         return LabelJob(source, base, output_files(base, seeds, False, False)[f"output:{seeds[0]}"])
@@ -200,9 +182,9 @@ def _check_outputs(job: LabelJob, seeds: list[int], components: bool, std_map: b
     resolved = {p.expanduser().resolve() for p in inputs}
     for path in output_files(job.base, seeds, components, std_map).values():
         if path.resolve() in resolved:
-            problem = f"{path}: the output would overwrite an input"
             if fail_now:
-                raise InputError(path, "the output would overwrite an input", "choose another output")
+                refuse_overwrite(path, inputs)
+            problem = f"{path}: the output would overwrite an input"
             return LabelJob(job.source, job.base, job.output, problem)
     return job
 

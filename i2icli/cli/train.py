@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from i2icli.cli import train_paired
 from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
@@ -17,12 +18,28 @@ from i2icli.cli.common import (
     stdout_write,
     usage_error,
 )
-from i2icli.cli import train_paired
 from i2icli.cli.train_common import (
     EVAL_PANEL,
     LOSS_PANEL,
     MODEL_PANEL,
     RUN_PANEL,
+    CheckpointEveryOption,
+    DiscriminatorLrOption,
+    EmaDecayOption,
+    EvalCheckpointOption,
+    FidModelOption,
+    GeneratorLrOption,
+    HeldOutOption,
+    KeepOption,
+    LogEveryOption,
+    LpipsBackboneOption,
+    OutOption,
+    ResumeFromOption,
+    ResumeOption,
+    SampleEveryOption,
+    SeedOption,
+    StepsOption,
+    WorkersOption,
     held_out_amount,
     report_run,
     training_progress,
@@ -32,14 +49,12 @@ from i2icli.errors import I2IError
 app = typer.Typer(help="Train the methods that have no public weights.", no_args_is_help=True)
 
 
-
 @app.command("translate-lr", no_args_is_help=True)
 @handles_errors
 def translate_lr(
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,
                                              help="Folder of training photos (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=RUN_PANEL)
-                   ] = Path("runs/translate-lr"),
+    out: OutOption = Path("runs/translate-lr"),
     hr_size: Annotated[int, typer.Option(min=8, help="High-resolution training size (the paper: 128 or 256).",
                                          rich_help_panel=MODEL_PANEL)] = 128,
     lr_size: Annotated[int, typer.Option(min=4, max=32, help="Low-resolution target size; hr-size / lr-size must be a "
@@ -51,42 +66,31 @@ def translate_lr(
     disc_channels: Annotated[int, typer.Option(min=0, help="Discriminator's first width (0: 2^14 / hr-size, as the authors).",
                                                rich_help_panel=MODEL_PANEL)] = 0,
     disc_max_channels: Annotated[int, typer.Option(min=1, help="Discriminator's widest layer.", rich_help_panel=MODEL_PANEL)] = 512,
-    steps: Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count).",
-                                       rich_help_panel=RUN_PANEL)] = 100_000,
+    steps: StepsOption = 100_000,
     batch_size: Annotated[int, typer.Option(min=2, help="Images per step, split into two halves that translate to each "
                                             "other (even).", rich_help_panel=RUN_PANEL)] = 8,
     cycle_weight: Annotated[float | None, typer.Option(min=0.0, show_default=False, rich_help_panel=LOSS_PANEL,
                                                        help="lambda_cyc (default: 1 below 256 px, 0.1 from 256 px, as the paper).")
                             ] = None,
     r1_gamma: Annotated[float, typer.Option(min=0.0, help="R1 penalty weight on real images.", rich_help_panel=LOSS_PANEL)] = 10.0,
-    g_lr: Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL)] = 1e-3,
-    d_lr: Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=LOSS_PANEL)] = 4e-3,
-    ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the generator used for inference.",
-                                             rich_help_panel=LOSS_PANEL)] = 0.999,
-    held_out: Annotated[str, typer.Option(help="Images kept out of training for samples and --eval: a fraction or a count.",
-                                          rich_help_panel=RUN_PANEL)] = "0.05",
-    seed: Annotated[int, typer.Option(help="Seed of the initial weights, the batch order and the flips.",
-                                      rich_help_panel=RUN_PANEL)] = 0,
-    checkpoint_every: Annotated[int, typer.Option(min=1, help="Write a checkpoint every N steps (and at the end).",
-                                                  rich_help_panel=RUN_PANEL)] = 5000,
-    sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every N steps.", rich_help_panel=RUN_PANEL)] = 1000,
-    log_every: Annotated[int, typer.Option(min=1, help="Add a row to metrics.csv every N steps.", rich_help_panel=RUN_PANEL)] = 50,
-    keep: Annotated[int, typer.Option(min=1, help="Step checkpoints to keep (latest.pt is always kept).",
-                                      rich_help_panel=RUN_PANEL)] = 3,
-    workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.", rich_help_panel=RUN_PANEL)] = 2,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint, exactly.",
-                                         rich_help_panel=RUN_PANEL)] = False,
-    resume_from: Annotated[Path | None, typer.Option(show_default=False, help="Continue from this checkpoint file instead.",
-                                                     rich_help_panel=RUN_PANEL)] = None,
+    g_lr: GeneratorLrOption = 1e-3,
+    d_lr: DiscriminatorLrOption = 4e-3,
+    ema_decay: EmaDecayOption = 0.999,
+    held_out: HeldOutOption = "0.05",
+    seed: SeedOption = 0,
+    checkpoint_every: CheckpointEveryOption = 5000,
+    sample_every: SampleEveryOption = 1000,
+    log_every: LogEveryOption = 50,
+    keep: KeepOption = 3,
+    workers: WorkersOption = 2,
+    resume: ResumeOption = False,
+    resume_from: ResumeFromOption = None,
     eval_: Annotated[bool, typer.Option("--eval", help="Evaluate the run's latest checkpoint on the held-out images "
                                         "instead of training.", rich_help_panel=EVAL_PANEL)] = False,
-    eval_checkpoint: Annotated[Path | None, typer.Option(show_default=False, help="Checkpoint to evaluate (default: the "
-                                                         "run's latest).", rich_help_panel=EVAL_PANEL)] = None,
+    eval_checkpoint: EvalCheckpointOption = None,
     eval_targets: Annotated[int, typer.Option(min=1, help="Targets per held-out source in --eval.", rich_help_panel=EVAL_PANEL)] = 4,
-    fid_model: Annotated[str, typer.Option(help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=EVAL_PANEL)
-                         ] = "fid-inception",
-    lpips_backbone: Annotated[str, typer.Option(help="VGG-16 for LPIPS, when the lpips package is installed ('none' to skip).",
-                                                rich_help_panel=EVAL_PANEL)] = "vgg16-imagenet",
+    fid_model: FidModelOption = "fid-inception",
+    lpips_backbone: LpipsBackboneOption = "vgg16-imagenet",
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
 ) -> None:

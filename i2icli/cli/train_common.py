@@ -4,7 +4,10 @@ closing summary."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
 
 from i2icli.cli.common import console, stdout_write, usage_error
 
@@ -12,6 +15,36 @@ MODEL_PANEL = "Model"
 LOSS_PANEL = "Losses and optimiser"
 RUN_PANEL = "Run"
 EVAL_PANEL = "Evaluation"
+
+
+# Options every training command has, declared once.
+OutOption = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=RUN_PANEL)]
+StepsOption = Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count).",
+                                          rich_help_panel=RUN_PANEL)]
+GeneratorLrOption = Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL)]
+DiscriminatorLrOption = Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=LOSS_PANEL)]
+EmaDecayOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the generator used for inference.",
+                                               rich_help_panel=LOSS_PANEL)]
+HeldOutOption = Annotated[str, typer.Option(help="Examples kept out of training for samples and --eval: a fraction or a count.",
+                                            rich_help_panel=RUN_PANEL)]
+SeedOption = Annotated[int, typer.Option(help="Seed of everything random: initial weights, batch order, flips, noise.",
+                                         rich_help_panel=RUN_PANEL)]
+CheckpointEveryOption = Annotated[int, typer.Option(min=1, help="Write a checkpoint every N steps (and at the end).",
+                                                    rich_help_panel=RUN_PANEL)]
+SampleEveryOption = Annotated[int, typer.Option(min=1, help="Write a sample grid every N steps.", rich_help_panel=RUN_PANEL)]
+LogEveryOption = Annotated[int, typer.Option(min=1, help="Add a row to metrics.csv every N steps.", rich_help_panel=RUN_PANEL)]
+KeepOption = Annotated[int, typer.Option(min=1, help="Step checkpoints to keep (latest.pt is always kept).",
+                                         rich_help_panel=RUN_PANEL)]
+WorkersOption = Annotated[int, typer.Option(min=0, help="Data-loading worker processes.", rich_help_panel=RUN_PANEL)]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint, exactly.",
+                                            rich_help_panel=RUN_PANEL)]
+ResumeFromOption = Annotated[Path | None, typer.Option(show_default=False, help="Continue from this checkpoint file instead.",
+                                                       rich_help_panel=RUN_PANEL)]
+EvalCheckpointOption = Annotated[Path | None, typer.Option(show_default=False, help="Checkpoint to evaluate (default: the "
+                                                           "run's latest).", rich_help_panel=EVAL_PANEL)]
+FidModelOption = Annotated[str, typer.Option(help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=EVAL_PANEL)]
+LpipsBackboneOption = Annotated[str, typer.Option(help="VGG-16 for LPIPS, when the lpips package is installed ('none' to skip).",
+                                                  rich_help_panel=EVAL_PANEL)]
 
 
 def held_out_amount(text: str) -> float | int:

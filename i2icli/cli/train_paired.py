@@ -8,12 +8,37 @@ from typing import Annotated, Any
 
 import typer
 
-from i2icli.cli.common import EXIT_OK, DeviceOption, JsonOption, console, handles_errors, stdout_write, usage_error
+from i2icli.cli.common import (
+    EXIT_OK,
+    DeviceOption,
+    JsonOption,
+    console,
+    handles_errors,
+    stdout_write,
+    usage_error,
+)
 from i2icli.cli.train_common import (
     EVAL_PANEL,
     LOSS_PANEL,
     MODEL_PANEL,
     RUN_PANEL,
+    CheckpointEveryOption,
+    DiscriminatorLrOption,
+    EmaDecayOption,
+    EvalCheckpointOption,
+    FidModelOption,
+    GeneratorLrOption,
+    HeldOutOption,
+    KeepOption,
+    LogEveryOption,
+    LpipsBackboneOption,
+    OutOption,
+    ResumeFromOption,
+    ResumeOption,
+    SampleEveryOption,
+    SeedOption,
+    StepsOption,
+    WorkersOption,
     held_out_amount,
     report_run,
     training_progress,
@@ -40,8 +65,7 @@ def paired(
                                                 help="Folder of label maps (default: DATA_DIR/labels).")] = None,
     photos: Annotated[Path | None, typer.Option(show_default=False, rich_help_panel=RUN_PANEL,
                                                 help="Folder of photos (default: DATA_DIR/photos or DATA_DIR/images).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=RUN_PANEL)
-                   ] = Path("runs/paired"),
+    out: OutOption = Path("runs/paired"),
     size: Annotated[int, typer.Option(min=16, help="Training size in pixels (squares).", rich_help_panel=MODEL_PANEL)] = 256,
     levels: Annotated[int, typer.Option(min=0, max=8, help="Times the content encoder halves the size (0: down to 8 px).",
                                         rich_help_panel=MODEL_PANEL)] = 0,
@@ -51,45 +75,34 @@ def paired(
     disc_scales: Annotated[int, typer.Option(min=1, help="Scales of the patch discriminator.", rich_help_panel=MODEL_PANEL)] = 2,
     disc_layers: Annotated[int, typer.Option(min=1, help="Stride-2 layers per scale.", rich_help_panel=MODEL_PANEL)] = 3,
     disc_channels: Annotated[int, typer.Option(min=1, help="Discriminator's first width.", rich_help_panel=MODEL_PANEL)] = 64,
-    steps: Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count).",
-                                       rich_help_panel=RUN_PANEL)] = 100_000,
+    steps: StepsOption = 100_000,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.", rich_help_panel=RUN_PANEL)] = 8,
     l1_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the L1 loss on the reconstruction.",
                                              rich_help_panel=LOSS_PANEL)] = 10.0,
     vgg_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a VGG-19 perceptual loss on the reconstruction "
                                               "(off by default, as in the paper).", rich_help_panel=LOSS_PANEL)] = 0.0,
     vgg: Annotated[str, typer.Option(help="VGG-19 checkpoint for --vgg-weight.", rich_help_panel=LOSS_PANEL)] = "vgg19-imagenet",
-    g_lr: Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL)] = 1e-4,
-    d_lr: Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=LOSS_PANEL)] = 4e-4,
-    ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the generator used for inference.",
-                                             rich_help_panel=LOSS_PANEL)] = 0.999,
-    held_out: Annotated[str, typer.Option(help="Pairs kept out of training for samples and --eval: a fraction or a count.",
-                                          rich_help_panel=RUN_PANEL)] = "0.05",
-    seed: Annotated[int, typer.Option(help="Seed of the initial weights, the batch order, the flips and the noise.",
-                                      rich_help_panel=RUN_PANEL)] = 0,
-    checkpoint_every: Annotated[int, typer.Option(min=1, help="Write a checkpoint every N steps (and at the end).",
-                                                  rich_help_panel=RUN_PANEL)] = 5000,
-    sample_every: Annotated[int, typer.Option(min=1, help="Write a sample grid every N steps.", rich_help_panel=RUN_PANEL)] = 1000,
-    log_every: Annotated[int, typer.Option(min=1, help="Add a row to metrics.csv every N steps.", rich_help_panel=RUN_PANEL)] = 50,
-    keep: Annotated[int, typer.Option(min=1, help="Step checkpoints to keep (latest.pt is always kept).",
-                                      rich_help_panel=RUN_PANEL)] = 3,
-    workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes.", rich_help_panel=RUN_PANEL)] = 2,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint, exactly.",
-                                         rich_help_panel=RUN_PANEL)] = False,
-    resume_from: Annotated[Path | None, typer.Option(show_default=False, help="Continue from this checkpoint file instead.",
-                                                     rich_help_panel=RUN_PANEL)] = None,
+    g_lr: GeneratorLrOption = 1e-4,
+    d_lr: DiscriminatorLrOption = 4e-4,
+    ema_decay: EmaDecayOption = 0.999,
+    held_out: HeldOutOption = "0.05",
+    seed: SeedOption = 0,
+    checkpoint_every: CheckpointEveryOption = 5000,
+    sample_every: SampleEveryOption = 1000,
+    log_every: LogEveryOption = 50,
+    keep: KeepOption = 3,
+    workers: WorkersOption = 2,
+    resume: ResumeOption = False,
+    resume_from: ResumeFromOption = None,
     eval_: Annotated[bool, typer.Option("--eval", help="Evaluate the run's latest checkpoint on the held-out pairs "
                                         "instead of training.", rich_help_panel=EVAL_PANEL)] = False,
-    eval_checkpoint: Annotated[Path | None, typer.Option(show_default=False, help="Checkpoint to evaluate (default: the "
-                                                         "run's latest).", rich_help_panel=EVAL_PANEL)] = None,
+    eval_checkpoint: EvalCheckpointOption = None,
     eval_style: Annotated[str, typer.Option(help="Style in --eval: 'photo' (each ground truth's own, as the paper) or "
                                             "'mean'.", rich_help_panel=EVAL_PANEL)] = "photo",
     spectrum: Annotated[Path | None, typer.Option(show_default=False, help="Where --eval plots the power spectra "
                                                   "(default: OUT/eval/spectrum-step-N.png).", rich_help_panel=EVAL_PANEL)] = None,
-    fid_model: Annotated[str, typer.Option(help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=EVAL_PANEL)
-                         ] = "fid-inception",
-    lpips_backbone: Annotated[str, typer.Option(help="VGG-16 for LPIPS, when the lpips package is installed ('none' to "
-                                                "skip).", rich_help_panel=EVAL_PANEL)] = "vgg16-imagenet",
+    fid_model: FidModelOption = "fid-inception",
+    lpips_backbone: LpipsBackboneOption = "vgg16-imagenet",
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
@@ -211,7 +224,11 @@ def _load_vgg(spec: str, device: Any) -> Any:
 
 def _method_from_checkpoint(stored: dict[str, Any], device: Any) -> Any:
     from i2icli.archs.grit import GRITConfig
-    from i2icli.training.paired import METHOD_NAME, PairedTraining, PairedTrainingOptions
+    from i2icli.training.paired import (
+        METHOD_NAME,
+        PairedTraining,
+        PairedTrainingOptions,
+    )
 
     if stored.get("method") != METHOD_NAME:
         raise I2IError(f"the checkpoint is from `i2i train {stored.get('method')}`, not {METHOD_NAME}",

@@ -17,10 +17,12 @@ from i2icli.cli.common import (
     batch_failures,
     console,
     handles_errors,
+    image_files,
+    refuse_overwrite,
     run_batch,
     usage_error,
 )
-from i2icli.errors import I2IError, InputError
+from i2icli.errors import I2IError
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -83,12 +85,12 @@ def translate_lr(
     size, matches the target. Inputs are centre-cropped to squares. SOURCE and TARGET may be
     folders: every source is translated to every target.
     """
-    sources = _images(source, "SOURCE")
-    targets = _images(target, "TARGET")
+    sources = image_files(source, "SOURCE")
+    targets = image_files(target, "TARGET")
     single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
     jobs = _plan(sources, targets, Path(output).expanduser(), single)
     if grid is not None:
-        _refuse_overwrite(grid.expanduser(), [*sources, *targets])
+        refuse_overwrite(grid.expanduser(), [*sources, *targets])
 
     from i2icli.pipelines.translate_lr import LRTranslator
 
@@ -125,30 +127,10 @@ def translate_lr(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def _images(path: Path, name: str) -> list[Path]:
-    from i2icli.batch import images_in
-
-    path = path.expanduser()
-    if path.is_dir():
-        found = images_in(path, recursive=False)
-        if not found:
-            raise InputError(path, f"no images in this {name} folder", "pass an image file or a folder of images")
-        return found
-    if not path.exists():
-        raise InputError(path, "no such file or folder", f"check the {name} path")
-    return [path]
-
-
-def _refuse_overwrite(target: Path, inputs: list[Path]) -> None:
-    resolved = {p.expanduser().resolve() for p in inputs}
-    if target.resolve() in resolved:
-        raise InputError(target, "the output would overwrite an input", "choose another output")
-
-
 def _plan(sources: list[Path], targets: list[Path], output: Path, single: bool) -> list[PairJob]:
     inputs = {p.resolve() for p in [*sources, *targets]}
     if single and output.suffix.lower() in _IMAGE_EXTENSIONS:
-        _refuse_overwrite(output, [*sources, *targets])
+        refuse_overwrite(output, [*sources, *targets])
         return [PairJob(sources[0], targets[0], output)]
     if output.suffix.lower() in _IMAGE_EXTENSIONS:
         raise usage_error(f"-o {output}: with folders of inputs, -o must be a folder")

@@ -70,3 +70,22 @@ def training_checkpoint_file(spec: str) -> str:
             raise WeightsError(f"{path}: no {CHECKPOINT_IN_RUN} in this folder", "pass a checkpoint file or a training run's --out folder")
         return str(latest)
     return spec
+
+
+def load_trained(checkpoint: str, method: str, build: Callable[[object], Built]) -> Built:
+    """Build a model from a training checkpoint (a run folder stands for its latest), loaded safely.
+
+    Whatever ``build`` raises about the content becomes one WeightsError naming the file and the
+    training command that makes the right kind.
+    """
+    resolved = weights.resolve(training_checkpoint_file(checkpoint))
+    content = weights.load_checkpoint_file(resolved.path)
+    try:
+        return build(content)
+    except WeightsError as error:
+        raise WeightsError(f"{resolved.path}: {error.message}", error.hint) from None
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        raise WeightsError(
+            f"{resolved.path}: not a {method} checkpoint ({str(error).splitlines()[0][:120]})",
+            f"pass a checkpoint (or run folder) from `i2i train {method}`",
+        ) from None

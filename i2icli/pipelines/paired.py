@@ -16,13 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from i2icli import weights
 from i2icli.archs.grit import GRITConfig, GRITGenerator
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import Picture
 from i2icli.pipelines.devices import AUTO, pick_device
 from i2icli.pipelines.imagetensors import square_resize, to_picture, to_tensor
-from i2icli.pipelines.loading import instantiate, timed, training_checkpoint_file
+from i2icli.pipelines.loading import instantiate, load_trained, timed
 from i2icli.semantics.labelmaps import square_label_channels
 
 METHOD_NAME = "paired"
@@ -78,17 +77,7 @@ class PairedTranslator:
     @classmethod
     def load(cls, checkpoint: str, *, size: int | None = None, device: torch.device | str = AUTO) -> PairedTranslator:
         device = device if isinstance(device, torch.device) else pick_device(device)
-        resolved = weights.resolve(training_checkpoint_file(checkpoint))
-        content = weights.load_checkpoint_file(resolved.path)
-        try:
-            generator, config = generator_from_checkpoint(content)
-        except WeightsError as error:
-            raise WeightsError(f"{resolved.path}: {error.message}", error.hint) from None
-        except (RuntimeError, KeyError, ValueError, TypeError) as error:
-            raise WeightsError(
-                f"{resolved.path}: not a {METHOD_NAME} checkpoint ({str(error).splitlines()[0][:120]})",
-                "pass a checkpoint (or run folder) from `i2i train paired`",
-            ) from None
+        generator, config = load_trained(checkpoint, METHOD_NAME, generator_from_checkpoint)
         return cls(generator, config, device=device, size=size)
 
     def describe_input(self) -> str:

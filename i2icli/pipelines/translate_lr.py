@@ -38,7 +38,7 @@ from i2icli.pipelines.loading import (
     instantiate,
     load_checkpoint,
     timed,
-    training_checkpoint_file,
+    load_trained,
 )
 
 METHOD_NAME = "translate-lr"
@@ -169,18 +169,9 @@ class LRTranslator:
         progress: DownloadProgress | None = None,
     ) -> LRTranslator:
         device = device if isinstance(device, torch.device) else pick_device(device)
-        spec = training_checkpoint_file(checkpoint)
-        resolved = weights.resolve(spec)
-        content = weights.load_checkpoint_file(resolved.path)
-        try:
-            generator, config = generator_from_checkpoint(content, lr_size=lr_size)
-        except WeightsError as error:
-            raise WeightsError(f"{resolved.path}: {error.message}", error.hint) from None
-        except (RuntimeError, KeyError, ValueError, TypeError) as error:
-            raise WeightsError(
-                f"{resolved.path}: not a {METHOD_NAME} checkpoint ({str(error).splitlines()[0][:120]})",
-                "pass a checkpoint (or run folder) from `i2i train translate-lr`",
-            ) from None
+        generator, config = load_trained(
+            checkpoint, METHOD_NAME, lambda content: generator_from_checkpoint(content, lr_size=lr_size)
+        )
         if lr_size is not None and lr_size != config.lr_size:
             config = at_lr_size(config, lr_size)
         face_detector = None

@@ -3,7 +3,9 @@ moving optimiser state with its parameters."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -47,3 +49,46 @@ def move_optimizers(optimizers: Iterable[torch.optim.Optimizer], device: torch.d
             for key, value in state.items():
                 if isinstance(value, Tensor) and key != "step":
                     state[key] = value.to(device)
+
+
+class AdversarialTraining:
+    """What every GAN method here keeps: a generator, a discriminator, their Adam optimisers and an
+    EMA copy of the generator (what inference uses), saved under the keys a subclass names.
+
+    A subclass builds and initialises its networks, then calls :meth:`adopt`; it provides
+    ``name``, ``train_step`` and ``sample_grid`` for :class:`~i2icli.training.loop.TrainableMethod`.
+    """
+
+    generator_key, discriminator_key, average_key = "G", "D", "G_ema"
+
+    def adopt(self, generator: nn.Module, discriminator: nn.Module, *, generator_lr: float, discriminator_lr: float,
+              betas: tuple[float, float], model_config: Any, options: Any, data: dict[str, Any] | None) -> None:
+        self.model_config, self.options, self.data = model_config, options, dict(data or {})
+        self.netG, self.netD = generator, discriminator
+        self.average = copy.deepcopy(generator).eval().requires_grad_(False)
+        self.optG = torch.optim.Adam(generator.parameters(), lr=generator_lr, betas=betas)
+        self.optD = torch.optim.Adam(discriminator.parameters(), lr=discriminator_lr, betas=betas)
+
+    def config(self) -> dict[str, Any]:
+        return {"model": self.model_config.to_dict(), "training": self.options.to_dict(), "data": self.data}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            self.generator_key: self.netG.state_dict(),
+            self.discriminator_key: self.netD.state_dict(),
+            "optG": self.optG.state_dict(),
+            "optD": self.optD.state_dict(),
+            self.average_key: self.average.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.netG.load_state_dict(state[self.generator_key])
+        self.netD.load_state_dict(state[self.discriminator_key])
+        self.average.load_state_dict(state[self.average_key])
+        self.optG.load_state_dict(state["optG"])
+        self.optD.load_state_dict(state["optD"])
+
+    def to(self, device: torch.device) -> None:
+        for network in (self.netG, self.netD, self.average):
+            network.to(device)
+        move_optimizers((self.optG, self.optD), device)

@@ -18,7 +18,6 @@ inference) is updated from each batch.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from i2icli.archs.grit import GRITConfig, GRITGenerator, MultiScaleDiscriminator
-from i2icli.training.nets import initialise, move_optimizers, update_average
+from i2icli.training.nets import AdversarialTraining, initialise, update_average
 
 METHOD_NAME = "paired"
 # The five VGG-19 layers of pix2pixHD's perceptual loss and its weights for them.
@@ -62,7 +61,7 @@ def hinge_generator_loss(fake: list[Tensor]) -> Tensor:
     return torch.stack([-f.mean() for f in fake]).mean()
 
 
-class PairedTraining:
+class PairedTraining(AdversarialTraining):
     """The trainable method: generator (with its style encoder), discriminator, optimisers, EMA."""
 
     name = METHOD_NAME
@@ -78,53 +77,31 @@ class PairedTraining:
     ) -> None:
         if options.vgg_weight > 0 and vgg is None:
             raise ValueError("a VGG perceptual weight needs the VGG-19 network")
-        self.model_config = model
-        self.options = options
-        self.data = dict(data or {})
         self.vgg = vgg
         generator = torch.Generator().manual_seed(seed)
-        self.netG = GRITGenerator(model)
-        self.netD = MultiScaleDiscriminator(model)
-        initialise(self.netG, generator)
-        initialise(self.netD, generator)
+        netG, netD = GRITGenerator(model), MultiScaleDiscriminator(model)
+        initialise(netG, generator)
+        initialise(netD, generator)
         # The residual head starts at zero: training begins from the reconstruction alone, and
         # the residual grows as the discriminator asks for detail.
-        torch.nn.init.zeros_(self.netG.to_residual.weight)
-        self.G_ema = copy.deepcopy(self.netG).eval().requires_grad_(False)
+        torch.nn.init.zeros_(netG.to_residual.weight)
+        self.adopt(netG, netD, generator_lr=options.generator_lr, discriminator_lr=options.discriminator_lr,
+                   betas=(options.beta1, options.beta2), model_config=model, options=options, data=data)
         self.ema_updates = 0
-        betas = (options.beta1, options.beta2)
-        self.optG = torch.optim.Adam(self.netG.parameters(), lr=options.generator_lr, betas=betas)
-        self.optD = torch.optim.Adam(self.netD.parameters(), lr=options.discriminator_lr, betas=betas)
 
-    # --- what the training loop needs ------------------------------------------------------------
-
-    def config(self) -> dict[str, Any]:
-        return {"model": self.model_config.to_dict(), "training": self.options.to_dict(), "data": self.data}
+    # --- what the training loop needs, beyond AdversarialTraining ---------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "G": self.netG.state_dict(),
-            "D": self.netD.state_dict(),
-            "optG": self.optG.state_dict(),
-            "optD": self.optD.state_dict(),
-            "G_ema": self.G_ema.state_dict(),
-            "ema_updates": self.ema_updates,
-        }
+        return {**super().state_dict(), "ema_updates": self.ema_updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.netG.load_state_dict(state["G"])
-        self.netD.load_state_dict(state["D"])
-        self.G_ema.load_state_dict(state["G_ema"])
-        self.optG.load_state_dict(state["optG"])
-        self.optD.load_state_dict(state["optD"])
+        super().load_state_dict(state)
         self.ema_updates = int(state["ema_updates"])
 
     def to(self, device: torch.device) -> None:
-        for network in (self.netG, self.netD, self.G_ema):
-            network.to(device)
+        super().to(device)
         if isinstance(self.vgg, torch.nn.Module):
             self.vgg.to(device)
-        move_optimizers((self.optG, self.optD), device)
 
     def train_step(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, float]:
         label, photo = batch["label"], batch["photo"]
@@ -159,7 +136,7 @@ class PairedTraining:
         # Warm-up: early on the average follows the live weights closely, so that the samples of
         # a young run show what it has learnt rather than the random start.
         self.ema_updates += 1
-        update_average(self.G_ema, self.netG, min(options.ema_decay, (1 + self.ema_updates) / (10 + self.ema_updates)))
+        update_average(self.average, self.netG, min(options.ema_decay, (1 + self.ema_updates) / (10 + self.ema_updates)))
 
         losses = {
             "d_loss": float(d_loss.detach()),
@@ -185,11 +162,11 @@ class PairedTraining:
         from i2icli.semantics.labelmaps import show_label_channels
 
         label, photo = batch["label"][:4], batch["photo"][:4]
-        self.G_ema.eval()
-        style = self.G_ema.encode_style(photo)
+        self.average.eval()
+        style = self.average.encode_style(photo)
         cells = []
-        first = self.G_ema(label, style, torch.Generator().manual_seed(1))
-        second = self.G_ema(label, style, torch.Generator().manual_seed(2))
+        first = self.average(label, style, torch.Generator().manual_seed(1))
+        second = self.average(label, style, torch.Generator().manual_seed(2))
         kind = self.model_config.input_kind
         for index in range(len(label)):
             shown = show_label_channels(label[index].cpu().numpy(), kind)

@@ -17,7 +17,6 @@ so each side can read the other's networks.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,7 +31,7 @@ from i2icli.archs.lr_conditioned import (
     difference_map,
     downscale,
 )
-from i2icli.training.nets import initialise, move_optimizers, update_average
+from i2icli.training.nets import AdversarialTraining, initialise, update_average
 
 METHOD_NAME = "translate-lr"
 EIGHT_BIT_LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range the networks work in
@@ -64,52 +63,21 @@ def _non_saturating(logits: Tensor, real: bool) -> Tensor:
     return F.softplus(-logits if real else logits).mean()
 
 
-class TranslateLRTraining:
+class TranslateLRTraining(AdversarialTraining):
     """The trainable method: generator, discriminator, their optimisers and the EMA generator."""
 
     name = METHOD_NAME
+    generator_key, discriminator_key, average_key = "Gen", "Dis", "AverageG"  # the authors' names
 
     def __init__(
         self, model: LRTranslatorConfig, options: LRTrainingOptions, *, seed: int = 0, data: dict[str, Any] | None = None
     ) -> None:
-        self.model_config = model
-        self.options = options
-        self.data = dict(data or {})  # how the training folder was read (sizes, held-out split)
         generator = torch.Generator().manual_seed(seed)
-        self.netG = LRConditionedGenerator(model)
-        self.netD = LRDifferenceDiscriminator(model)
-        initialise(self.netG, generator)
-        initialise(self.netD, generator)
-        self.AverageG = copy.deepcopy(self.netG).eval().requires_grad_(False)
-        betas = (options.beta1, options.beta2)
-        self.optG = torch.optim.Adam(self.netG.parameters(), lr=options.generator_lr, betas=betas)
-        self.optD = torch.optim.Adam(self.netD.parameters(), lr=options.discriminator_lr, betas=betas)
-
-    # --- what the training loop needs ------------------------------------------------------------
-
-    def config(self) -> dict[str, Any]:
-        return {"model": self.model_config.to_dict(), "training": self.options.to_dict(), "data": self.data}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "Gen": self.netG.state_dict(),
-            "Dis": self.netD.state_dict(),
-            "optG": self.optG.state_dict(),
-            "optD": self.optD.state_dict(),
-            "AverageG": self.AverageG.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.netG.load_state_dict(state["Gen"])
-        self.netD.load_state_dict(state["Dis"])
-        self.AverageG.load_state_dict(state["AverageG"])
-        self.optG.load_state_dict(state["optG"])
-        self.optD.load_state_dict(state["optD"])
-
-    def to(self, device: torch.device) -> None:
-        for network in (self.netG, self.netD, self.AverageG):
-            network.to(device)
-        move_optimizers((self.optG, self.optD), device)
+        netG, netD = LRConditionedGenerator(model), LRDifferenceDiscriminator(model)
+        initialise(netG, generator)
+        initialise(netD, generator)
+        self.adopt(netG, netD, generator_lr=options.generator_lr, discriminator_lr=options.discriminator_lr,
+                   betas=(options.beta1, options.beta2), model_config=model, options=options, data=data)
 
     def train_step(self, batch: Tensor, generator: torch.Generator) -> dict[str, float]:
         if batch.shape[0] < 2 or batch.shape[0] % 2:
@@ -154,7 +122,7 @@ class TranslateLRTraining:
         self.optG.zero_grad(set_to_none=True)
         g_loss.backward()
         self.optG.step()
-        update_average(self.AverageG, self.netG, options.ema_decay)
+        update_average(self.average, self.netG, options.ema_decay)
 
         with torch.no_grad():
             consistency = torch.stack(
@@ -177,10 +145,10 @@ class TranslateLRTraining:
         from i2icli.pipelines.imagetensors import to_picture, to_tensor
         from i2icli.pipelines.translate_lr import translation_grid
 
-        self.AverageG.eval()
+        self.average.eval()
         sources = batch[:4]
         targets = downscale(sources, self.model_config.lr_size)
-        outputs = [[to_picture(image) for image in self.AverageG(source.expand(len(sources), -1, -1, -1), targets)]
+        outputs = [[to_picture(image) for image in self.average(source.expand(len(sources), -1, -1, -1), targets)]
                    for source in sources]
         grid = translation_grid([to_picture(s) for s in sources], [to_picture(t) for t in targets], outputs)
         return to_tensor(grid.rgb, batch.device)[0]

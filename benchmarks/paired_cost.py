@@ -1,0 +1,99 @@
+"""What `i2i paired` costs: N variations in one batched pass against N separate passes, and a training step.
+
+The generator has the default configuration (256 px, 19 classes, widths 64-512) with random
+weights, so the compute is the real one. The two ways of sampling alternate in one process, so
+both see the same machine load; the script also checks that they give the same images.
+
+    uv run python benchmarks/paired_cost.py                      # CPU
+    uv run python benchmarks/paired_cost.py --device cuda --samples 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from i2icli.archs.grit import GRITConfig, GRITGenerator
+from i2icli.pipelines.devices import pick_device
+from i2icli.pipelines.paired import PairedTranslator
+from i2icli.imageio import Picture
+from i2icli.training.paired import PairedTraining, PairedTrainingOptions
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _label_picture(size: int, classes: int) -> Picture:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, classes, (size // 32, size // 32), dtype=np.uint8)
+    labels = np.kron(blocks, np.ones((32, 32), np.uint8))
+    return Picture(rgb=np.repeat(labels[:, :, None], 3, axis=2), grayscale=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--classes", type=int, default=19)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-batch", type=int, default=4)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    config = GRITConfig(input_channels=args.classes, image_size=args.size)
+    generator = GRITGenerator(config)
+    with torch.no_grad():  # noise strengths start at zero; give them a value so samples differ
+        for block in generator.residual_blocks:
+            block.noise1.strength.fill_(0.1)
+            block.noise2.strength.fill_(0.1)
+    translator = PairedTranslator(generator.eval(), config, device=device)
+    label = _label_picture(args.size, args.classes)
+    print(f"device {device}; generator {sum(p.numel() for p in generator.parameters()) / 1e6:.1f} M parameters, "
+          f"{args.size} px, {args.samples} samples per label map")
+
+    batched, separate = [], []
+    translator.translate(label, samples=2)  # warm-up
+    for _ in range(args.repeats):
+        _sync(device)
+        start = time.perf_counter()
+        together = translator.translate(label, samples=args.samples, seed=0)
+        _sync(device)
+        batched.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        alone = [translator.translate(label, samples=1, seed=k) for k in range(args.samples)]
+        _sync(device)
+        separate.append(time.perf_counter() - start)
+    gap = max(float((together.tensors["output"][k] - one.tensors["output"][0]).abs().max()) for k, one in enumerate(alone))
+    b, s = statistics.median(batched), statistics.median(separate)
+    print(f"{args.samples} samples batched ({min(args.samples, 8)} per pass): {b:.2f} s   one by one: {s:.2f} s   "
+          f"ratio {s / b:.2f}x   (largest difference between the two: {gap:.1e})")
+
+    method = PairedTraining(GRITConfig(input_channels=args.classes, image_size=args.size), PairedTrainingOptions(), seed=0)
+    method.to(device)
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "label": torch.nn.functional.one_hot(torch.randint(0, args.classes, (args.train_batch, args.size, args.size), generator=g),
+                                             args.classes).permute(0, 3, 1, 2).float().to(device),
+        "photo": (torch.rand(args.train_batch, 3, args.size, args.size, generator=g) * 2 - 1).to(device),
+    }
+    method.train_step(batch, torch.Generator().manual_seed(1))  # warm-up
+    steps = []
+    for step in range(args.repeats):
+        _sync(device)
+        start = time.perf_counter()
+        method.train_step(batch, torch.Generator().manual_seed(2 + step))
+        _sync(device)
+        steps.append(time.perf_counter() - start)
+    print(f"training step, batch {args.train_batch} at {args.size} px: {statistics.median(steps):.2f} s (median of {args.repeats})")
+
+
+if __name__ == "__main__":
+    main()
