@@ -346,6 +346,11 @@ def test_samples_match_one_by_one_and_the_mean_style_is_the_default(run):
     together = translator.translate(label, samples=3, seed=4, std_map=True)
     alone = translator.translate(label, samples=1, seed=5)
     assert torch.allclose(together.tensors["output"][1], alone.tensors["output"][0], atol=1e-5)
+    # The pipeline runs the reconstruction once and the residual decoder per sample: the same as
+    # the whole generator per sample.
+    with torch.no_grad():
+        whole = translator.generator(translator.prepare_label(label), translator.style_code(None), torch.Generator().manual_seed(6))
+    assert torch.allclose(together.tensors["output"][2], whole.image[0], atol=1e-5)
     assert torch.equal(together.tensors["output"], together.tensors["reconstruction"] + together.tensors["residual"])
     assert together.std_map is not None and together.std_map.shape == (32, 32)
     styled = translator.translate(label, style=read_image(run["data"] / "photos" / "002.png"), seed=5)
@@ -410,3 +415,25 @@ def test_train_refuses_unclear_or_missing_data(tmp_path):
     # Label maps with classes beyond --label-nc: every example is unreadable, said in one line.
     too_few = train_cli(data_dir, tmp_path / "r3", 2, "--label-nc", "2")
     assert too_few.exit_code == 1 and "has class" in too_few.stderr
+
+
+def test_edge_images_train_and_translate(tmp_path):
+    root = write_pairs(tmp_path / "data", 6)
+    edges = root / "edges"
+    edges.mkdir()
+    for photo in sorted((root / "photos").iterdir()):
+        grey = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2GRAY)
+        cv2.imwrite(str(edges / photo.name), cv2.Canny(cv2.GaussianBlur(grey, (5, 5), 0), 40, 120))
+    args = TINY_ARGS[2:]  # without --label-nc
+    result = runner.invoke(app, ["train", "paired", str(root), "--labels", str(edges), "--edges", *args, "--steps", "2",
+                                 "--batch-size", "2", "--held-out", "2", "--workers", "0", "--device", "cpu",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "1-channel edge images" in result.output
+    # A colour edge image is made grey for a one-channel model.
+    colour = tmp_path / "colour_edges.png"
+    cv2.imwrite(str(colour), cv2.cvtColor(cv2.imread(str(edges / "000.png"), cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGR))
+    out = tmp_path / "edge_out.png"
+    result = runner.invoke(app, ["paired", str(colour), "-c", str(tmp_path / "run"), "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert read_image(out).width == 32

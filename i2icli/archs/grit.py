@@ -104,6 +104,19 @@ class GRITConfig:
         return asdict(self)
 
 
+class ResidualGuide(NamedTuple):
+    """What the residual decoder reads from the rest of the generator: the reconstruction
+    decoder's features at each scale (coarsest first) and the mapped style."""
+
+    features: tuple[Tensor, ...]
+    mapped_style: Tensor
+
+    def repeat(self, count: int) -> ResidualGuide:
+        """The same guide for ``count`` samples (from a batch of one)."""
+        return ResidualGuide(tuple(f.expand(count, -1, -1, -1) for f in self.features),
+                             self.mapped_style.expand(count, -1))
+
+
 class GRITOutput(NamedTuple):
     """The two components; the output image is their sum (``image``)."""
 
@@ -293,38 +306,46 @@ class GRITGenerator(nn.Module):
     ) -> GRITOutput:
         """``noise``: the maps themselves, a CPU generator to draw them from, or None for no
         noise (the deterministic centre of the variations)."""
+        reconstruction, guide = self.reconstruct(label, style)
+        return GRITOutput(reconstruction, self.residual(guide, noise))
+
+    def reconstruct(self, label: Tensor, style: Tensor) -> tuple[Tensor, ResidualGuide]:
+        """The reconstruction, and what the residual decoder reads. Neither depends on noise, so
+        variations of one label map need this once and :meth:`residual` once per sample."""
         batch, _, height, width = label.shape
         multiple = self.config.size_multiple
         if height % multiple or width % multiple:
             raise ValueError(f"label maps must have sides that are multiples of {multiple}, got {width}x{height}")
         if style.shape != (batch, self.config.style_dim):
             raise ValueError(f"style codes must be ({batch}, {self.config.style_dim}), got {tuple(style.shape)}")
-        if noise is None or isinstance(noise, torch.Generator):
-            if noise is None:
-                maps = [label.new_zeros(shape) for shape in self.noise_shapes(batch, height, width)]
-            else:
-                maps = self.draw_noise(batch, height, width, noise)
-        else:
-            maps = list(noise)
         mapped = self.mapping(style)
-
         skips = [F.leaky_relu(self.stem(label), _NEGATIVE_SLOPE)]
         for block in self.down:
             skips.append(block(skips[-1]))
         x = F.leaky_relu(self.bottleneck_adain(self.bottleneck(skips[-1]), mapped), _NEGATIVE_SLOPE)
-        guides = [x]
+        features = [x]
         for block, skip in zip(self.up, reversed(skips[:-1])):
             x = block(x, skip, mapped)
-            guides.append(x)
+            features.append(x)
         # A linear head, not tanh: once a tanh saturates, the L1 gradient through it vanishes, and
         # training was seen to stall that way (L1 flat, the residual doing all the work) at 2e-4.
-        reconstruction = self.to_reconstruction(x)
+        return self.to_reconstruction(x), ResidualGuide(tuple(features), mapped)
 
+    def residual(self, guide: ResidualGuide, noise: Sequence[Tensor] | torch.Generator | None = None) -> Tensor:
+        """The GAN residual for the features of :meth:`reconstruct` (see :meth:`forward` for ``noise``)."""
+        full_size = guide.features[-1]
+        batch, _, height, width = full_size.shape
+        if noise is None:
+            maps = [full_size.new_zeros(shape) for shape in self.noise_shapes(batch, height, width)]
+        elif isinstance(noise, torch.Generator):
+            maps = self.draw_noise(batch, height, width, noise)
+        else:
+            maps = list(noise)
         r: Tensor | None = None
-        for index, (block, guide) in enumerate(zip(self.residual_blocks, guides)):
-            r = block(r, guide, mapped, maps[2 * index : 2 * index + 2])
+        for index, (block, features) in enumerate(zip(self.residual_blocks, guide.features)):
+            r = block(r, features, guide.mapped_style, maps[2 * index : 2 * index + 2])
         assert r is not None
-        return GRITOutput(reconstruction, self.to_residual(r))
+        return self.to_residual(r)
 
     def reconstruction_parameters(self) -> list[nn.Parameter]:
         """Parameters the reconstruction depends on (all but the residual decoder's)."""

@@ -26,7 +26,6 @@ from i2icli.semantics.labelmaps import square_label_channels
 
 METHOD_NAME = "paired"
 LEVEL = 2 / 255  # one 8-bit level in [-1, 1]
-SAMPLES_PER_PASS = 8
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,12 @@ def generator_from_checkpoint(content: Any) -> tuple[GRITGenerator, GRITConfig]:
     state = content.get("G_ema") or content["G"]
     generator = instantiate(lambda: GRITGenerator(config), dict(state))
     return generator.requires_grad_(False), config
+
+
+def samples_per_pass(device: torch.device) -> int:
+    """How many samples' residuals one pass computes. A GPU is faster with a batch; a CPU was
+    measured slower with one (larger activations, same arithmetic; benchmarks/paired_cost.py)."""
+    return 8 if device.type in ("cuda", "mps") else 1
 
 
 def sample_seed(seed: int, sample: int) -> int:
@@ -112,18 +117,19 @@ class PairedTranslator:
             code = style if isinstance(style, Tensor) else self.style_code(style)
         seeds = [sample_seed(seed, k) for k in range(samples)]
         with timed(seconds, "generate"):
-            reconstruction, residual = None, []
+            # The reconstruction and the residual decoder's inputs do not depend on the noise:
+            # computed once, then only the residual decoder runs for each sample.
+            reconstruction, guide = self.generator.reconstruct(channels, code)
             _, _, height, width = channels.shape
-            for start in range(0, samples, SAMPLES_PER_PASS):
-                chunk = seeds[start : start + SAMPLES_PER_PASS]
-                # Each sample's maps come from its own seed; stacking them lets one pass make them all.
+            per_pass = samples_per_pass(self.device)
+            parts = []
+            for start in range(0, samples, per_pass):
+                chunk = seeds[start : start + per_pass]
+                # Each sample's maps come from its own seed, so a seed gives the same image in any chunk.
                 drawn = [self.generator.draw_noise(1, height, width, torch.Generator().manual_seed(s)) for s in chunk]
                 maps = [torch.cat(layer) for layer in zip(*drawn)]
-                result = self.generator(channels.expand(len(chunk), -1, -1, -1), code.expand(len(chunk), -1), maps)
-                reconstruction = result.reconstruction[:1] if reconstruction is None else reconstruction
-                residual.append(result.residual)
-            assert reconstruction is not None
-            residual = torch.cat(residual)
+                parts.append(self.generator.residual(guide.repeat(len(chunk)), maps))
+            residual = torch.cat(parts)
             output = reconstruction + residual
         spread = None
         if std_map:
