@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-batch", type=int, default=4)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--per-pass", type=int, default=None, help="samples per residual pass (default: by device)")
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.manual_seed(0)
@@ -57,10 +58,10 @@ def main() -> None:
         for block in generator.residual_blocks:
             block.noise1.strength.fill_(0.1)
             block.noise2.strength.fill_(0.1)
-    translator = PairedTranslator(generator.eval(), config, device=device)
+    translator = PairedTranslator(generator.eval(), config, device=device, per_pass=args.per_pass)
     label = _label_picture(args.size, args.classes)
     print(f"device {device}; generator {sum(p.numel() for p in generator.parameters()) / 1e6:.1f} M parameters, "
-          f"{args.size} px, {args.samples} samples per label map")
+          f"{args.size} px, {args.samples} samples per label map, {translator.per_pass} per residual pass")
 
     pipeline, whole = [], []
     channels = translator.prepare_label(label)

@@ -70,8 +70,10 @@ def sample_seed(seed: int, sample: int) -> int:
 class PairedTranslator:
     """A GRIT generator loaded once for a batch of label maps."""
 
-    def __init__(self, generator: GRITGenerator, config: GRITConfig, *, device: torch.device, size: int | None = None) -> None:
+    def __init__(self, generator: GRITGenerator, config: GRITConfig, *, device: torch.device, size: int | None = None,
+                 per_pass: int | None = None) -> None:
         self.generator = generator.to(device).eval()
+        self.per_pass = per_pass or samples_per_pass(device)
         self.config = config
         self.device = device
         self.size = size or config.image_size
@@ -121,7 +123,7 @@ class PairedTranslator:
             # computed once, then only the residual decoder runs for each sample.
             reconstruction, guide = self.generator.reconstruct(channels, code)
             _, _, height, width = channels.shape
-            per_pass = samples_per_pass(self.device)
+            per_pass = self.per_pass
             parts = []
             for start in range(0, samples, per_pass):
                 chunk = seeds[start : start + per_pass]
