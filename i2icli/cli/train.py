@@ -40,6 +40,7 @@ from i2icli.cli.train_common import (
     SeedOption,
     StepsOption,
     WorkersOption,
+    evaluation_metrics,
     held_out_amount,
     report_run,
     training_progress,
@@ -178,7 +179,7 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     import torch
 
     from i2icli.pipelines.translate_lr import generator_from_checkpoint
-    from i2icli.training import data, loop, metrics
+    from i2icli.training import data, loop
     from i2icli.training.translate_lr import evaluate
 
     path = checkpoint or out / "checkpoints" / "latest.pt"
@@ -192,16 +193,7 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
                        "evaluation needs at least two; train with a larger --held-out")
     dataset = data.ImageFolderDataset(held_files, config.hr_size)
     images = torch.stack([dataset[(index, False)]["image"] for index in range(len(dataset))])
-    fid_features = lpips_distance = None
-    notes = []
-    if fid_model != "none":
-        network = metrics.load_fid_network(fid_model, device)
-        fid_features = lambda batch: metrics.inception_features(network, batch)
-    if lpips_backbone != "none":
-        if metrics.lpips_available():
-            lpips_distance = metrics.load_lpips(lpips_backbone, device)
-        else:
-            notes.append("LPIPS not computed: the lpips package is not installed (pip install lpips)")
+    fid_features, lpips_distance, notes = evaluation_metrics(fid_model, lpips_backbone, device)
     with console.status("evaluating"):
         result = evaluate(generator.to(device), config.lr_size, images, targets_per_source=targets,
                           fid_features=fid_features, lpips_distance=lpips_distance)

@@ -58,6 +58,31 @@ def held_out_amount(text: str) -> float | int:
     return int(value) if value >= 1 else value
 
 
+def evaluation_metrics(fid_model: str, lpips_backbone: str, device: Any) -> tuple[Any, Any, list[str]]:
+    """``(fid_features, lpips_distance, notes)`` for ``--eval``: None for a metric turned off
+    ('none') or, for LPIPS, when the lpips package is missing (said in ``notes``)."""
+    from i2icli.errors import WeightsError
+    from i2icli.training import metrics
+
+    def loaded(load: Any, spec: str, option: str) -> Any:
+        try:
+            return load(spec, device)
+        except WeightsError as error:
+            raise WeightsError(error.message, f"{error.hint}; or leave the metric out with {option} none") from None
+
+    fid_features = lpips_distance = None
+    notes: list[str] = []
+    if fid_model != "none":
+        network = loaded(metrics.load_fid_network, fid_model, "--fid-model")
+        fid_features = lambda images: metrics.inception_features(network, images)  # noqa: E731
+    if lpips_backbone != "none":
+        if metrics.lpips_available():
+            lpips_distance = loaded(metrics.load_lpips, lpips_backbone, "--lpips-backbone")
+        else:
+            notes.append("LPIPS not computed: the lpips package is not installed (pip install lpips)")
+    return fid_features, lpips_distance, notes
+
+
 def report_run(result: Any, as_json: bool) -> None:
     """The line a finished (or interrupted) run ends with, and its --json summary."""
     console.print(f"[green]✓[/] step {result.step} → {result.checkpoint} [dim]({result.steps_run} steps in "

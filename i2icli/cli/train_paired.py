@@ -39,6 +39,7 @@ from i2icli.cli.train_common import (
     SeedOption,
     StepsOption,
     WorkersOption,
+    evaluation_metrics,
     held_out_amount,
     report_run,
     training_progress,
@@ -246,7 +247,7 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
 
     from i2icli.pipelines.paired import generator_from_checkpoint
     from i2icli.pipelines.spectrum import high_frequency_share, plot_spectra
-    from i2icli.training import data, loop, metrics
+    from i2icli.training import data, loop
     from i2icli.training.paired import evaluate
 
     path = checkpoint or out / "checkpoints" / "latest.pt"
@@ -263,15 +264,8 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     items = [dataset[(index, False)] for index in range(len(dataset))]
     batch, skipped = data.collate_examples(items)
     notes = list(skipped)
-    fid_features = lpips_distance = None
-    if fid_model != "none":
-        network = metrics.load_fid_network(fid_model, device)
-        fid_features = lambda images: metrics.inception_features(network, images)
-    if lpips_backbone != "none":
-        if metrics.lpips_available():
-            lpips_distance = metrics.load_lpips(lpips_backbone, device)
-        else:
-            notes.append("LPIPS not computed: the lpips package is not installed (pip install lpips)")
+    fid_features, lpips_distance, more_notes = evaluation_metrics(fid_model, lpips_backbone, device)
+    notes += more_notes
     with console.status("evaluating"), torch.no_grad():
         result = evaluate(generator.to(device), batch["label"], batch["photo"], style=style, seed=seed,
                           fid_features=fid_features, lpips_distance=lpips_distance)
