@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
@@ -31,16 +31,18 @@ def load_checkpoint(
     """
     report = (lambda done, total: progress(spec, done, total)) if progress else None
     resolved = weights.resolve(spec, progress=report)
-    state_dict = weights.load_state_dict(resolved.path)
+    return _built(builder, weights.load_state_dict(resolved.path), resolved.path, what,
+                  f"pass a {what} checkpoint, or a name from `i2i weights list`")
+
+
+def _built(build: Callable[[Any], Built], content: Any, path: Path, what: str, hint: str) -> Built:
+    """``build(content)``, with whatever it raises about the content turned into one WeightsError naming ``path``."""
     try:
-        return builder(state_dict)
+        return build(content)
     except WeightsError as error:
-        raise WeightsError(f"{resolved.path}: {error.message}", error.hint) from None
-    except (RuntimeError, KeyError, ValueError, IndexError) as error:
-        raise WeightsError(
-            f"{resolved.path}: not a {what} checkpoint ({str(error).splitlines()[0][:120]})",
-            f"pass a {what} checkpoint, or a name from `i2i weights list`",
-        ) from None
+        raise WeightsError(f"{path}: {error.message}", error.hint) from None
+    except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as error:
+        raise WeightsError(f"{path}: not a {what} checkpoint ({str(error).splitlines()[0][:120]})", hint) from None
 
 
 def instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -79,13 +81,5 @@ def load_trained(checkpoint: str, method: str, build: Callable[[object], Built])
     training command that makes the right kind.
     """
     resolved = weights.resolve(training_checkpoint_file(checkpoint))
-    content = weights.load_checkpoint_file(resolved.path)
-    try:
-        return build(content)
-    except WeightsError as error:
-        raise WeightsError(f"{resolved.path}: {error.message}", error.hint) from None
-    except (RuntimeError, KeyError, ValueError, TypeError) as error:
-        raise WeightsError(
-            f"{resolved.path}: not a {method} checkpoint ({str(error).splitlines()[0][:120]})",
-            f"pass a checkpoint (or run folder) from `i2i train {method}`",
-        ) from None
+    return _built(build, weights.load_checkpoint_file(resolved.path), resolved.path, method,
+                  f"pass a checkpoint (or run folder) from `i2i train {method}`")
