@@ -305,7 +305,12 @@ def _assemble_fid_inception() -> nn.Module:
     forward passes differ from torchvision's blocks, but using the same classes keeps the
     layout exactly the one the official file was saved from.
     """
-    from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
+    from pytorch_fid.inception import (
+        FIDInceptionA,
+        FIDInceptionC,
+        FIDInceptionE_1,
+        FIDInceptionE_2,
+    )
 
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=_FID_CLASSES, init_weights=False)
     net.Mixed_5b = FIDInceptionA(192, pool_features=32)

@@ -94,6 +94,12 @@ class GRITConfig:
         """Input sides must be multiples of this."""
         return 2**self.depth
 
+    @property
+    def input_description(self) -> str:
+        if self.input_kind == LABEL_INPUT:
+            return f"{self.input_channels}-class label maps"
+        return f"{self.input_channels}-channel edge images"
+
     def encoder_channels(self, level: int) -> int:
         return min(self.base_channels * 2**level, self.max_channels)
 

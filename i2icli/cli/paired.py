@@ -110,16 +110,19 @@ def paired(
     """
     if std_map and samples < 2:
         raise usage_error("--std-map needs --samples 2 or more")
+    from i2icli.pipelines.paired import PairedTranslator, sample_seed
+
     labels = image_files(label, "LABEL")
-    seeds = list(range(seed, seed + samples))
+    seeds = [sample_seed(seed, k) for k in range(samples)]
     jobs = _plan(labels, Path(output).expanduser(), seeds, single=label.is_file())
     inputs = [*labels, *([style] if style else [])]
-    jobs = [_check_outputs(job, seeds, save_components, std_map, inputs, fail_now=len(jobs) == 1) for job in jobs]
+    resolved_inputs = {p.expanduser().resolve() for p in inputs}  # once, not once per job
+    jobs = [_check_outputs(job, seeds, save_components, std_map, inputs, resolved_inputs, fail_now=len(jobs) == 1)
+            for job in jobs]
     if spectrum is not None:
         refuse_overwrite(spectrum.expanduser(), inputs)
 
     from i2icli.imageio import read_image
-    from i2icli.pipelines.paired import PairedTranslator
 
     try:
         translator = PairedTranslator.load(checkpoint, size=size, device=device)
@@ -135,10 +138,10 @@ def paired(
         result = translator.translate(read_image(job.source, max_pixels=max_pixels), style=style_code,
                                       samples=samples, seed=seed, std_map=std_map)
         files = output_files(job.base, seeds, save_components, std_map)
-        for index, sample_seed in enumerate(result.seeds):
-            write_image(files[f"output:{sample_seed}"], result.outputs[index])
+        for index, noise_seed in enumerate(result.seeds):
+            write_image(files[f"output:{noise_seed}"], result.outputs[index])
             if save_components:
-                write_image(files[f"residual:{sample_seed}"], result.residuals[index])
+                write_image(files[f"residual:{noise_seed}"], result.residuals[index])
         if save_components:
             write_image(files["reconstruction"], result.reconstruction)
         fields: dict[str, Any] = {"outputs": [str(files[f"output:{s}"]) for s in seeds], "seeds": seeds}
@@ -177,11 +180,10 @@ def _plan(labels: list[Path], output: Path, seeds: list[int], single: bool) -> l
 
 
 def _check_outputs(job: LabelJob, seeds: list[int], components: bool, std_map: bool, inputs: list[Path],
-                   *, fail_now: bool) -> LabelJob:
+                   resolved_inputs: set[Path], *, fail_now: bool) -> LabelJob:
     """No file of a job may overwrite an input: the job fails (or, with ``fail_now``, the command)."""
-    resolved = {p.expanduser().resolve() for p in inputs}
     for path in output_files(job.base, seeds, components, std_map).values():
-        if path.resolve() in resolved:
+        if path.resolve() in resolved_inputs:
             if fail_now:
                 refuse_overwrite(path, inputs)
             problem = f"{path}: the output would overwrite an input"

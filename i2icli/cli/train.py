@@ -42,8 +42,8 @@ from i2icli.cli.train_common import (
     WorkersOption,
     evaluation_metrics,
     held_out_amount,
-    report_run,
-    training_progress,
+    resume_point,
+    run_training,
 )
 from i2icli.errors import I2IError
 
@@ -104,8 +104,9 @@ def translate_lr(
     """
 
     from i2icli.pipelines.devices import pick_device
-    from i2icli.training import data, loop
+    from i2icli.training import data
     from i2icli.training.translate_lr import (
+        METHOD_NAME,
         LRTrainingOptions,
         TranslateLRTraining,
         default_cycle_weight,
@@ -118,9 +119,8 @@ def translate_lr(
     if batch_size % 2:
         raise usage_error(f"--batch-size {batch_size}: must be even (the batch is split into two halves)")
 
-    resume_spec: bool | Path = resume_from if resume_from is not None else resume
-    if resume_spec:
-        stored = loop.load_training_checkpoint(resume_from or out / "checkpoints" / "latest.pt")
+    resume_spec, stored = resume_point(out, resume, resume_from, METHOD_NAME)
+    if stored is not None:
         method = _method_from_checkpoint(stored)
         seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
         data_settings = method.data
@@ -147,28 +147,17 @@ def translate_lr(
     held_out_batch = data.fixed_batch(data.ImageFolderDataset(held_files or train_files, data_settings["hr_size"]), 4)
     console.print(f"training on {len(train_files)} images, {len(held_files)} held out "
                   f"[dim]({data_dir}, {data_settings['hr_size']} px)[/]")
-    settings = loop.TrainingSettings(
-        out_dir=out, steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
-        sample_every=sample_every, log_every=log_every, keep_checkpoints=keep, num_workers=workers, device=torch_device,
-    )
-    with training_progress(("g_loss", "d_loss", "cycle", "lr_error_levels")) as on_progress:
-        result = loop.train(method, dataset, settings, held_out_batch=held_out_batch, resume=resume_spec,
-                            on_progress=on_progress, on_warning=lambda line: console.print(f"[yellow]warning:[/] {line}"))
-    report_run(result, as_json)
+    run_training(method, dataset, held_out_batch, collate_fn=data.collate_images, resume=resume_spec,
+                 shown=("g_loss", "d_loss", "cycle", "lr_error_levels"), as_json=as_json, out=out, steps=steps,
+                 batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every, sample_every=sample_every,
+                 log_every=log_every, keep=keep, workers=workers, device=torch_device)
     raise typer.Exit(EXIT_OK)
 
 
 def _method_from_checkpoint(stored: dict[str, Any]) -> Any:
     from i2icli.archs.lr_conditioned import LRTranslatorConfig
-    from i2icli.training.translate_lr import (
-        METHOD_NAME,
-        LRTrainingOptions,
-        TranslateLRTraining,
-    )
+    from i2icli.training.translate_lr import LRTrainingOptions, TranslateLRTraining
 
-    if stored.get("method") != METHOD_NAME:
-        raise I2IError(f"the checkpoint is from `i2i train {stored.get('method')}`, not {METHOD_NAME}",
-                       "resume it with the command that wrote it")
     config = stored["config"]
     return TranslateLRTraining(LRTranslatorConfig(**config["model"]), LRTrainingOptions(**config["training"]),
                                seed=stored["settings"]["seed"], data=config.get("data"))

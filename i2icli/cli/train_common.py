@@ -83,6 +83,38 @@ def evaluation_metrics(fid_model: str, lpips_backbone: str, device: Any) -> tupl
     return fid_features, lpips_distance, notes
 
 
+def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name: str) -> tuple[bool | Path, dict | None]:
+    """What --resume / --resume-from ask of ``loop.train``, and the checkpoint they name (checked to
+    come from ``method_name``); ``(False, None)`` for a new run."""
+    from i2icli.errors import I2IError
+    from i2icli.training import loop
+
+    spec: bool | Path = resume_from if resume_from is not None else resume
+    if not spec:
+        return False, None
+    stored = loop.load_training_checkpoint(resume_from or out / "checkpoints" / "latest.pt")
+    if stored.get("method") != method_name:
+        raise I2IError(f"the checkpoint is from `i2i train {stored.get('method')}`, not {method_name}",
+                       "resume it with the command that wrote it")
+    return spec, stored
+
+
+def run_training(method: Any, dataset: Any, held_out_batch: Any, *, collate_fn: Any, resume: bool | Path,
+                 shown: tuple[str, ...], as_json: bool, out: Path, steps: int, batch_size: int, seed: int,
+                 checkpoint_every: int, sample_every: int, log_every: int, keep: int, workers: int, device: Any) -> None:
+    """Train with a progress bar showing the ``shown`` losses, then report the run."""
+    from i2icli.training import loop
+
+    settings = loop.TrainingSettings(
+        out_dir=out, steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
+        sample_every=sample_every, log_every=log_every, keep_checkpoints=keep, num_workers=workers, device=device,
+    )
+    with training_progress(shown) as on_progress:
+        result = loop.train(method, dataset, settings, held_out_batch=held_out_batch, resume=resume, collate_fn=collate_fn,
+                            on_progress=on_progress, on_warning=lambda line: console.print(f"[yellow]warning:[/] {line}"))
+    report_run(result, as_json)
+
+
 def report_run(result: Any, as_json: bool) -> None:
     """The line a finished (or interrupted) run ends with, and its --json summary."""
     console.print(f"[green]✓[/] step {result.step} → {result.checkpoint} [dim]({result.steps_run} steps in "

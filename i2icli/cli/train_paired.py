@@ -41,8 +41,8 @@ from i2icli.cli.train_common import (
     WorkersOption,
     evaluation_metrics,
     held_out_amount,
-    report_run,
-    training_progress,
+    resume_point,
+    run_training,
 )
 from i2icli.errors import I2IError, InputError
 
@@ -114,7 +114,8 @@ def paired(
     checkpoint; --resume continues exactly where it stopped. `i2i paired --checkpoint OUT` uses it.
     """
     from i2icli.pipelines.devices import pick_device
-    from i2icli.training import data, loop
+    from i2icli.training import data
+    from i2icli.training.paired import METHOD_NAME
 
     torch_device = pick_device(device)
     if eval_:
@@ -124,9 +125,8 @@ def paired(
                   torch_device, as_json)
         raise typer.Exit(EXIT_OK)
 
-    resume_spec: bool | Path = resume_from if resume_from is not None else resume
-    if resume_spec:
-        stored = loop.load_training_checkpoint(resume_from or out / "checkpoints" / "latest.pt")
+    resume_spec, stored = resume_point(out, resume, resume_from, METHOD_NAME)
+    if stored is not None:
         method = _method_from_checkpoint(stored, torch_device)
         seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
         data_settings = method.data
@@ -161,23 +161,12 @@ def paired(
     held_dataset = data.PairedDataset(held_pairs or train_pairs, config.image_size, config.input_kind, config.input_channels)
     held_out_batch = data.fixed_batch(held_dataset, 4, data.collate_examples)
     console.print(f"training on {len(train_pairs)} pairs, {len(held_pairs)} held out "
-                  f"[dim]({data_dir}, {config.image_size} px, {_describe_input(config)})[/]")
-    settings = loop.TrainingSettings(
-        out_dir=out, steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
-        sample_every=sample_every, log_every=log_every, keep_checkpoints=keep, num_workers=workers, device=torch_device,
-    )
-    with training_progress(("g_loss", "d_loss", "l1", "residual_abs")) as on_progress:
-        result = loop.train(method, dataset, settings, held_out_batch=held_out_batch, resume=resume_spec,
-                            collate_fn=data.collate_examples, on_progress=on_progress,
-                            on_warning=lambda line: console.print(f"[yellow]warning:[/] {line}"))
-    report_run(result, as_json)
+                  f"[dim]({data_dir}, {config.image_size} px, {config.input_description})[/]")
+    run_training(method, dataset, held_out_batch, collate_fn=data.collate_examples, resume=resume_spec,
+                 shown=("g_loss", "d_loss", "l1", "residual_abs"), as_json=as_json, out=out, steps=steps,
+                 batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every, sample_every=sample_every,
+                 log_every=log_every, keep=keep, workers=workers, device=torch_device)
     raise typer.Exit(EXIT_OK)
-
-
-def _describe_input(config: Any) -> str:
-    if config.input_kind == "label":
-        return f"{config.input_channels}-class label maps"
-    return f"{config.input_channels}-channel edge images"
 
 
 def _folders(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[Path, Path]:
@@ -225,15 +214,8 @@ def _load_vgg(spec: str, device: Any) -> Any:
 
 def _method_from_checkpoint(stored: dict[str, Any], device: Any) -> Any:
     from i2icli.archs.grit import GRITConfig
-    from i2icli.training.paired import (
-        METHOD_NAME,
-        PairedTraining,
-        PairedTrainingOptions,
-    )
+    from i2icli.training.paired import PairedTraining, PairedTrainingOptions
 
-    if stored.get("method") != METHOD_NAME:
-        raise I2IError(f"the checkpoint is from `i2i train {stored.get('method')}`, not {METHOD_NAME}",
-                       "resume it with the command that wrote it")
     config = stored["config"]
     options = PairedTrainingOptions(**config["training"])
     data_settings = config.get("data", {})
@@ -243,7 +225,6 @@ def _method_from_checkpoint(stored: dict[str, Any], device: Any) -> Any:
 
 def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Path, checkpoint: Path | None, style: str,
               spectrum: Path | None, fid_model: str, lpips_backbone: str, device: Any, as_json: bool) -> None:
-    import torch
 
     from i2icli.pipelines.paired import generator_from_checkpoint
     from i2icli.pipelines.spectrum import high_frequency_share, plot_spectra
@@ -266,7 +247,7 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     notes = list(skipped)
     fid_features, lpips_distance, more_notes = evaluation_metrics(fid_model, lpips_backbone, device)
     notes += more_notes
-    with console.status("evaluating"), torch.no_grad():
+    with console.status("evaluating"):
         result = evaluate(generator.to(device), batch["label"], batch["photo"], style=style, seed=seed,
                           fid_features=fid_features, lpips_distance=lpips_distance)
     plot = spectrum or out / "eval" / f"spectrum-step-{stored['step']}.png"

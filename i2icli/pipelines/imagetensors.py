@@ -9,6 +9,8 @@ from torch import Tensor
 
 from i2icli.imageio import Picture, max_value
 
+EIGHT_BIT_LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range the networks work in
+
 
 def to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
     """HxWx3 uint8/uint16 -> (1, 3, H, W) float32 in [-1, 1]."""

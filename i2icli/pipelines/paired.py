@@ -20,12 +20,16 @@ from i2icli.archs.grit import GRITConfig, GRITGenerator
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import Picture
 from i2icli.pipelines.devices import AUTO, pick_device
-from i2icli.pipelines.imagetensors import square_resize, to_picture, to_tensor
+from i2icli.pipelines.imagetensors import (
+    EIGHT_BIT_LEVEL,
+    square_resize,
+    to_picture,
+    to_tensor,
+)
 from i2icli.pipelines.loading import instantiate, load_trained, timed
 from i2icli.semantics.labelmaps import square_label_channels
 
 METHOD_NAME = "paired"
-LEVEL = 2 / 255  # one 8-bit level in [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,6 @@ class PairedTranslation:
     residuals: list[Picture]  # shown as 128 + 127.5 x residual
     outputs: list[Picture]
     seeds: list[int]
-    label: Picture  # the label map as the network saw it, for people to look at
     std_map: np.ndarray | None = None  # (H, W) per-pixel std over the samples, in 8-bit levels
     tensors: dict[str, Tensor] = field(default_factory=dict)  # raw components, (N, 3, H, W)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -87,11 +90,6 @@ class PairedTranslator:
         generator, config = load_trained(checkpoint, METHOD_NAME, generator_from_checkpoint)
         return cls(generator, config, device=device, size=size)
 
-    def describe_input(self) -> str:
-        if self.config.input_kind == "label":
-            return f"class-index maps with {self.config.input_channels} classes"
-        return f"{'grey' if self.config.input_channels == 1 else 'colour'} edge images"
-
     def prepare_label(self, picture: Picture) -> Tensor:
         """(1, C, S, S): the label map's centred square as the network's input channels."""
         source = picture.source or "label map"
@@ -137,15 +135,12 @@ class PairedTranslator:
         if std_map:
             if samples < 2:
                 raise ValueError("a standard-deviation map needs at least two samples")
-            spread = (output.clamp(-1, 1).std(dim=0, unbiased=False).mean(dim=0) / LEVEL).cpu().numpy()
-        from i2icli.semantics.labelmaps import show_label_channels
-
+            spread = (output.clamp(-1, 1).std(dim=0, unbiased=False).mean(dim=0) / EIGHT_BIT_LEVEL).cpu().numpy()
         return PairedTranslation(
             reconstruction=to_picture(reconstruction[0]),
             residuals=[to_picture(r) for r in residual],
             outputs=[to_picture(o) for o in output],
             seeds=seeds,
-            label=Picture(rgb=show_label_channels(channels[0].cpu().numpy(), self.config.input_kind)),
             std_map=spread,
             tensors={"reconstruction": reconstruction.cpu(), "residual": residual.cpu(), "output": output.cpu()},
             seconds=seconds,

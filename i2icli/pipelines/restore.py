@@ -12,11 +12,26 @@ import torch
 from i2icli.archs.gfpgan import GFPGANv1Clean, gfpgan_config_from_state_dict
 from i2icli.errors import WeightsError
 from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face, paste_matrix
-from i2icli.faces.detect import DetectedFace, FaceDetector, build_retinaface, select_faces
-from i2icli.faces.paste import paste_face, parse_masks
+from i2icli.faces.detect import (
+    DetectedFace,
+    FaceDetector,
+    build_retinaface,
+    select_faces,
+)
+from i2icli.faces.paste import parse_masks, paste_face
 from i2icli.imageio import Picture, max_value
-from i2icli.pipelines.devices import AUTO, cpu_has_native_bf16, explicit_dtype, pick_device
-from i2icli.pipelines.loading import DownloadProgress, instantiate, load_checkpoint, timed
+from i2icli.pipelines.devices import (
+    AUTO,
+    cpu_has_native_bf16,
+    explicit_dtype,
+    pick_device,
+)
+from i2icli.pipelines.loading import (
+    DownloadProgress,
+    instantiate,
+    load_checkpoint,
+    timed,
+)
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
 
@@ -88,8 +103,9 @@ def build_face_model(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 
 def build_parser(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
-    import i2icli._compat  # noqa: F401
     from facexlib.parsing.parsenet import ParseNet
+
+    import i2icli._compat  # noqa: F401
 
     return instantiate(lambda: ParseNet(in_size=512, out_size=512, parsing_ch=19), state_dict)
 

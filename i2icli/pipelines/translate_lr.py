@@ -32,19 +32,23 @@ from i2icli.errors import InputError, WeightsError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture
 from i2icli.pipelines.devices import AUTO, pick_device
-from i2icli.pipelines.imagetensors import square_resize, to_picture, to_tensor
+from i2icli.pipelines.imagetensors import (
+    EIGHT_BIT_LEVEL,
+    square_resize,
+    to_picture,
+    to_tensor,
+)
 from i2icli.pipelines.loading import (
     DownloadProgress,
     instantiate,
     load_checkpoint,
-    timed,
     load_trained,
+    timed,
 )
 
 METHOD_NAME = "translate-lr"
 DEFAULT_DETECTOR = "retinaface-resnet50"
 DEFAULT_LR_SIZE = 8  # for checkpoints that store no sizes (a bare generator)
-LEVEL = 2 / 255  # one 8-bit level in [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def project_to_target(images: Tensor, target: Tensor, *, iterations: int = 20) -
     result = images
     for _ in range(iterations):
         residual = target - downscale(result, target.shape[-2:])
-        if residual.abs().max() < LEVEL / 64:
+        if residual.abs().max() < EIGHT_BIT_LEVEL / 64:
             break
         smooth = F.interpolate(residual, scale_factor=scale, mode="bilinear", align_corners=False)
         blocks = residual - downscale(smooth, target.shape[-2:])
@@ -130,7 +134,7 @@ def project_to_target(images: Tensor, target: Tensor, *, iterations: int = 20) -
 
 def lr_error_levels(images: Tensor, target: Tensor) -> Tensor:
     """Mean |DS(image) - target| per image, in 8-bit levels."""
-    return (downscale(images, target.shape[-2:]) - target).abs().flatten(1).mean(1) / LEVEL
+    return (downscale(images, target.shape[-2:]) - target).abs().flatten(1).mean(1) / EIGHT_BIT_LEVEL
 
 
 def quantise(images: Tensor) -> Tensor:

@@ -16,7 +16,12 @@ import numpy as np
 from i2icli.errors import InputError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, to_float
 from i2icli.semantics.labelmaps import class_indices, one_hot
-from i2icli.semantics.pose import read_pose, render_pose_label, pose_drawing, square_frame
+from i2icli.semantics.pose import (
+    pose_drawing,
+    read_pose,
+    render_pose_label,
+    square_frame,
+)
 
 POSE_CHANNELS = 20
 

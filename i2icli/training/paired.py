@@ -151,8 +151,10 @@ class PairedTraining(AdversarialTraining):
 
     def perceptual_distance(self, images: Tensor, references: Tensor) -> Tensor:
         assert self.vgg is not None
-        ours, theirs = self.vgg(images), self.vgg(references)
-        return sum(weight * F.l1_loss(ours[name], theirs[name].detach())
+        ours = self.vgg(images)
+        with torch.no_grad():  # the targets' features need no graph
+            theirs = self.vgg(references)
+        return sum(weight * F.l1_loss(ours[name], theirs[name])
                    for name, weight in zip(VGG_LAYERS, VGG_LAYER_WEIGHTS))  # type: ignore[return-value]
 
     @torch.no_grad()
@@ -165,14 +167,15 @@ class PairedTraining(AdversarialTraining):
         self.average.eval()
         style = self.average.encode_style(photo)
         cells = []
-        first = self.average(label, style, torch.Generator().manual_seed(1))
-        second = self.average(label, style, torch.Generator().manual_seed(2))
+        reconstruction, guide = self.average.reconstruct(label, style)
+        first_residual = self.average.residual(guide, torch.Generator().manual_seed(1))
+        second_residual = self.average.residual(guide, torch.Generator().manual_seed(2))
         kind = self.model_config.input_kind
         for index in range(len(label)):
             shown = show_label_channels(label[index].cpu().numpy(), kind)
             shown_label = torch.from_numpy(shown.astype(np.float32) / 127.5 - 1).permute(2, 0, 1).to(photo.device)
-            row = [shown_label, photo[index], first.reconstruction[index], first.residual[index],
-                   first.image[index], second.image[index]]
+            row = [shown_label, photo[index], reconstruction[index], first_residual[index],
+                   reconstruction[index] + first_residual[index], reconstruction[index] + second_residual[index]]
             cells.append(torch.cat([cell.clamp(-1, 1) for cell in row], dim=2))
         return torch.cat(cells, dim=1)
 

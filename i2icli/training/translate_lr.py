@@ -31,10 +31,10 @@ from i2icli.archs.lr_conditioned import (
     difference_map,
     downscale,
 )
+from i2icli.pipelines.imagetensors import EIGHT_BIT_LEVEL
 from i2icli.training.nets import AdversarialTraining, initialise, update_average
 
 METHOD_NAME = "translate-lr"
-EIGHT_BIT_LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range the networks work in
 
 
 @dataclass(frozen=True)
