@@ -19,6 +19,14 @@ from i2icli.errors import I2IError, InputError
 # Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
+
+def transient_progress(*columns: Any) -> Any:
+    """A progress bar that disappears when done. Off when stderr is not a terminal: there it could
+    not be erased, and would leave an empty line in front of the command's messages."""
+    from rich.progress import Progress
+
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -127,13 +135,12 @@ def download_progress() -> Iterator[Callable[[str, int, int], None]]:
     from rich.progress import (
         BarColumn,
         DownloadColumn,
-        Progress,
         TextColumn,
         TransferSpeedColumn,
     )
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with transient_progress(*columns) as progress:
         tasks: dict[str, Any] = {}
 
         def update(label: str, done: int, total: int) -> None:
@@ -168,14 +175,13 @@ def run_batch(jobs: list[J], process: Processor[J], *, verb: str, skip_existing:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeRemainingColumn,
     )
 
     records: list[dict] = []
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with transient_progress(*columns) as progress:
         task = progress.add_task(verb, total=len(jobs))
         for job in jobs:
             record = record_of(job)

@@ -15,6 +15,7 @@ from i2icli.cli.common import (
     console,
     handles_errors,
     stdout_write,
+    transient_progress,
     usage_error,
 )
 from i2icli.errors import InputError
@@ -208,13 +209,12 @@ class _loss_progress:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress,
             TextColumn,
             TimeRemainingColumn,
         )
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=console, transient=True)
+        self.progress = transient_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                           TimeRemainingColumn())
         self.progress.__enter__()
         self.task = self.progress.add_task("inverting", total=None)
 
