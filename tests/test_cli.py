@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -60,6 +61,7 @@ class FakePipeline:
     """Stands in for RestorePipeline to check what the CLI asks of it."""
 
     loaded_with: dict = {}
+    device = SimpleNamespace(type="cpu")
 
     @classmethod
     def load(cls, **kwargs):
@@ -80,12 +82,13 @@ def test_option_wiring(monkeypatch, tmp_path):
         "restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--upscale", "3.5", "--strength", "0.4",
         "--model", "gfpgan-1.3", "--bg-model", "none", "--detector", "d.pth", "--parser", "none",
         "--threshold", "0.5", "--only-center-face", "--min-face-size", "30", "--detect-size", "640",
-        "--device", "cpu", "--fp32", "--tile", "128", "--ext", "png", "--suffix", "_r", "--face-batch", "3",
+        "--device", "cpu", "--fp32", "--tile", "128", "--ext", "png", "--suffix", "_r", "--face-batch", "3", "--max-memory", "7.5",
     )
     assert result.exit_code == 0, result.stderr
     kwargs = FakePipeline.loaded_with
     assert kwargs["model"] == "gfpgan-1.3" and kwargs["bg_model"] is None and kwargs["parser"] is None
     assert kwargs["detector"] == "d.pth" and kwargs["device"] == "cpu" and kwargs["precision"] == "fp32" and kwargs["tile"] == 128
+    assert kwargs["max_memory"] == 7.5
     settings = kwargs["settings"]
     assert (settings.upscale, settings.strength, settings.threshold) == (3.5, 0.4, 0.5)
     assert settings.only_center_face and settings.min_face_size == 30 and settings.detect_max_side == 640
@@ -131,6 +134,35 @@ def test_batch_goes_on_past_bad_files(tiny_env, landmarks_detector, tmp_path):
     assert summary["skipped"] == 2 and summary["failed"] == 1 and summary["ok"] == 0
     assert again.exit_code == 1
     assert (out / "good.jpg").stat().st_mtime_ns == before
+
+
+def test_overlapped_io_gives_the_same_files_and_reports(tiny_env, landmarks_detector, tmp_path):
+    """What a GPU run does (decode and encode on worker threads), run here on the CPU pipeline."""
+    from i2icli.batch import plan_jobs
+    from i2icli.cli.restore import restore_stages
+    from i2icli.cli.runner import run_batch
+    from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
+
+    landmarks_detector([OLD_PHOTO_LANDMARKS])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jpg", "c.jpg"):
+        (folder / name).write_bytes((EXAMPLES / "old_photo.jpg").read_bytes())
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    _write(folder / "d.png", np.full((40, 60, 3), 120, np.uint8))
+    pipeline = RestorePipeline.load(device="cpu", precision="fp32", settings=RestoreSettings(keep_faces=True))
+    stages = restore_stages(pipeline, max_pixels=10**8, save_faces=True)
+    outcomes = {}
+    for overlap in (False, True):
+        out = tmp_path / f"out-{overlap}"
+        jobs = plan_jobs([str(folder)], out, recursive=False)
+        records = run_batch(jobs, stages, verb="restoring", skip_existing=False, overlap_io=overlap,
+                            record_of=lambda job: {"input": job.source.name})
+        outcomes[overlap] = [(r["input"], r["status"], r.get("faces")) for r in records]
+        # (the stand-in detector reports the same face in every photo, the grey one too)
+        assert outcomes[overlap] == [("a.jpg", "ok", 1), ("b.png", "failed", None), ("c.jpg", "ok", 1), ("d.png", "ok", 1)]
+    for name in ("a.jpg", "c.jpg", "d.png", "cmp/a_00.png", "restored_faces/c_00.png"):
+        assert (tmp_path / "out-True" / name).read_bytes() == (tmp_path / "out-False" / name).read_bytes(), name
 
 
 def test_all_good_exits_0_and_never_overwrites_inputs(tiny_env, landmarks_detector, tmp_path):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Protocol, TypeVar
+from typing import Annotated, Any, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
@@ -149,76 +147,3 @@ def download_progress() -> Iterator[Callable[[str, int, int], None]]:
             progress.update(tasks[label], completed=done, total=total)
 
         yield update
-
-
-class BatchJob(Protocol):
-    """What a command's unit of work must tell the batch runner."""
-
-    @property
-    def source(self) -> Path: ...
-
-    @property
-    def output(self) -> Path: ...
-
-    @property
-    def problem(self) -> str | None: ...
-
-
-J = TypeVar("J", bound=BatchJob)
-# process(job) -> (extra record fields, what the success line names, detail shown before the seconds)
-Processor = Callable[[J], tuple[dict[str, Any], str, str]]
-
-
-def run_batch(jobs: list[J], process: Processor[J], *, verb: str, skip_existing: bool,
-              record_of: Callable[[J], dict[str, Any]]) -> list[dict]:
-    """Run every job under one progress bar: a failed job is reported and the rest go on."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    records: list[dict] = []
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with transient_progress(*columns) as progress:
-        task = progress.add_task(verb, total=len(jobs))
-        for job in jobs:
-            record = record_of(job)
-            progress.update(task, description=f"{verb} {job.source.name}")
-            started = time.perf_counter()
-            if job.problem is not None:
-                record.update(status="failed", error=job.problem)
-                report_error(job.problem)
-            elif skip_existing and job.output.exists():
-                record.update(status="skipped")
-                console.print(f"[dim]skipped[/] {job.source} [dim](output exists)[/]")
-            else:
-                try:
-                    extra, headline, detail = process(job)
-                    seconds = time.perf_counter() - started
-                    record.update(status="ok", seconds=round(seconds, 3), **extra)
-                    console.print(f"[green]✓[/] {headline} [dim]({detail}{seconds:.1f} s)[/]")
-                except I2IError as error:
-                    record.update(status="failed", error=str(error))
-                    report_error(error)
-                except Exception as error:  # one bad file must not stop the batch
-                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                    record.update(status="failed", error=f"{job.source}: {message}")
-                    report_error(f"{job.source}: {message}")
-            records.append(record)
-            progress.advance(task)
-    return records
-
-
-def batch_failures(records: list[dict], *, as_json: bool) -> int:
-    """Print the --json summary if asked; return how many jobs failed."""
-    failed = sum(record["status"] == "failed" for record in records)
-    if as_json:
-        stdout_write(json.dumps({
-            "ok": sum(record["status"] == "ok" for record in records),
-            "skipped": sum(record["status"] == "skipped" for record in records),
-            "failed": failed,
-            "results": records,
-        }, indent=2))
-    return failed

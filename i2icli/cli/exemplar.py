@@ -15,12 +15,11 @@ from i2icli.cli.common import (
     Bf16Option,
     DeviceOption,
     JsonOption,
-    batch_failures,
     handles_errors,
     precision_from_flags,
-    run_batch,
     usage_error,
 )
+from i2icli.cli.runner import batch_failures, run_batch
 from i2icli.errors import InputError
 
 _MODEL = "Model"

@@ -13,14 +13,13 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
-    batch_failures,
     console,
     handles_errors,
     image_files,
     refuse_overwrite,
-    run_batch,
     usage_error,
 )
+from i2icli.cli.runner import batch_failures, run_batch
 
 _MODEL = "Model"
 _OUTPUT = "Output"

@@ -14,14 +14,13 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
-    batch_failures,
     console,
     handles_errors,
     image_files,
     refuse_overwrite,
-    run_batch,
     usage_error,
 )
+from i2icli.cli.runner import batch_failures, run_batch
 from i2icli.errors import I2IError
 
 _MODEL = "Model"

@@ -3,14 +3,16 @@ Real-ESRGAN, paste the faces back. Inference only; models are loaded once and re
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 
 from i2icli.archs.gfpgan import GFPGANv1Clean, gfpgan_config_from_state_dict
-from i2icli.errors import WeightsError
+from i2icli.errors import DeviceError, WeightsError
 from i2icli.faces.align import FACE_SIZE, alignment_matrix, crop_face, paste_matrix
 from i2icli.faces.detect import (
     DetectedFace,
@@ -32,12 +34,16 @@ from i2icli.pipelines.loading import (
     load_checkpoint,
     timed,
 )
+from i2icli.pipelines.memory import GIB, HEADROOM, DeviceMemory, budget_bytes
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
 
 DEFAULT_FACE_MODEL = "gfpgan-1.4"
 DEFAULT_DETECTOR = "retinaface-resnet50"
 DEFAULT_PARSER = "parsenet"
+MOST_PER_BATCH = 16  # faces or tiles per network call: more does not keep a GPU any busier
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,13 +116,6 @@ def build_parser(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     return instantiate(lambda: ParseNet(in_size=512, out_size=512, parsing_ch=19), state_dict)
 
 
-def _cuda_face_batch(device: torch.device, dtype: torch.dtype) -> int:
-    # A 512x512 GFPGAN forward pass peaks near 0.6 GB per face in fp32, half that in fp16.
-    free, _ = torch.cuda.mem_get_info(device)
-    per_face = (0.6 if dtype == torch.float32 else 0.3) * 2**30
-    return int(max(1, min(16, free * 0.5 // per_face)))
-
-
 class RestorePipeline:
     """Face restoration for whole photos (or pre-aligned faces); see ``restore``."""
 
@@ -138,6 +137,8 @@ class RestorePipeline:
         self.parser = parser.to(device=device, dtype=dtype).eval() if parser is not None else None
         self.upscaler = upscaler
         self.settings = settings or RestoreSettings()
+        self.memory: DeviceMemory | None = None  # set by fit_memory on CUDA
+        self.face_cost = self.tile_cost = 0  # bytes one face / one background tile allocates
 
     @classmethod
     def load(
@@ -150,11 +151,13 @@ class RestorePipeline:
         device: torch.device | str = AUTO,
         precision: str = "auto",
         tile: int = 400,
+        max_memory: float | None = None,
         settings: RestoreSettings | None = None,
         progress: DownloadProgress | None = None,
     ) -> "RestorePipeline":
         """Resolve, verify and load every model once. ``bg_model``/``parser`` None means none;
-        ``progress`` hears about checkpoint downloads."""
+        ``max_memory`` is a GPU budget in GB (None: the GPU's free memory; not used on a CPU,
+        where ``tile`` alone bounds memory); ``progress`` hears about checkpoint downloads."""
         settings = settings or RestoreSettings()
         device = device if isinstance(device, torch.device) else pick_device(device)
         dtype = pick_dtype(precision, device)
@@ -177,10 +180,11 @@ class RestorePipeline:
                     dtype=dtype,
                     tile=tile,
                     pre_pad=0,  # as GFPGAN's own inference script sets up its background upsampler
-                    # Batched tiles keep a GPU busy; a CPU is no faster with them and holds more.
-                    tile_batch=4 if device.type == "cuda" else 1,
+                    # A CPU is no faster with batched tiles and holds more; on CUDA the batch
+                    # is sized per photo from free memory (fit_memory).
+                    tile_batch=1,
                 )
-        return cls(
+        pipeline = cls(
             face_model,
             detector=face_detector,
             parser=face_parser,
@@ -189,29 +193,93 @@ class RestorePipeline:
             dtype=dtype,
             settings=settings,
         )
+        if device.type == "cuda":
+            pipeline.fit_memory(DeviceMemory(device, budget_bytes(max_memory)))
+        elif device.type == "mps" and max_memory:
+            # No allocation statistics to size batches from on MPS, but the cap still holds.
+            budget = budget_bytes(max_memory)
+            torch.mps.set_per_process_memory_fraction(min(1.0, budget / torch.mps.recommended_max_memory()))
+        return pipeline
+
+    @torch.inference_mode()
+    def fit_memory(self, memory: DeviceMemory) -> None:
+        """Measure what one face and one background tile allocate on this device, and shrink the
+        tile until one fits in the memory available (the budget, or what the GPU has free)."""
+        self.memory = memory
+        room = memory.available()
+        try:
+            # Each cost includes the input, as a real batch's does.
+            self.face_cost = memory.cost(lambda: self.face_model(self._blank(FACE_SIZE)))
+            if self.parser is not None:
+                self.face_cost = max(self.face_cost, memory.cost(lambda: parse_masks(self.parser, self._blank(FACE_SIZE))))
+        except torch.OutOfMemoryError:
+            raise DeviceError(
+                f"one face does not fit in the {room / GIB:.2f} GB of GPU memory available",
+                "raise --max-memory, close other GPU programs, or use --device cpu",
+            ) from None
+        upscaler = self.upscaler
+        if upscaler is None or upscaler.tile <= 0:
+            return  # whole-image passes: nothing to size ahead of the photo
+        while True:
+            side = upscaler.input_side(upscaler.tile)
+            try:
+                self.tile_cost = memory.cost(lambda: upscaler.model(self._blank(side)))
+                fits = self.tile_cost <= room * (1 - HEADROOM)
+            except torch.OutOfMemoryError:
+                self.tile_cost, fits = 0, False
+                torch.cuda.empty_cache()
+            smaller = upscaler.smaller_tile(upscaler.tile)
+            if fits or smaller is None:
+                return  # what still does not fit is left to the upscaler's retries
+            log.warning("a %d px background tile does not fit in %.2f GB of GPU memory; using %d px tiles",
+                        upscaler.tile, room / GIB, smaller)
+            upscaler.tile = smaller
+
+    def _blank(self, side: int) -> torch.Tensor:
+        return torch.zeros(1, 3, side, side, device=self.device, dtype=self.dtype)
 
     # -- stages -------------------------------------------------------------------------------
 
     def _batch_size(self) -> int:
         if self.settings.face_batch > 0:
             return self.settings.face_batch
-        if self.device.type == "cuda":
-            return _cuda_face_batch(self.device, self.dtype)
+        if self.memory is not None:
+            return self.memory.fits(self.face_cost, MOST_PER_BATCH)
         # On a CPU a batch is no faster per face (GFPGAN 2.88 vs 2.89 s, ParseNet 4.14 vs 4.04 s
         # per face, batch of 2-4 vs 1, 2 cores) and holds every face's activations at once.
         return 1
+
+    def _in_batches(self, count: int, run: Callable[[int, int], None]) -> None:
+        """``run(start, stop)`` over ``range(count)`` in batches; out of device memory, the
+        batch is halved and retried, down to one face at a time."""
+        step, start = self._batch_size(), 0
+        while start < count:
+            stop = min(start + step, count)
+            try:
+                run(start, stop)
+            except torch.OutOfMemoryError:
+                if stop - start == 1:
+                    raise
+                step = max((stop - start) // 2, 1)
+                log.warning("out of device memory with %d faces at once; retrying with %d", stop - start, step)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            start = stop
 
     @torch.inference_mode()
     def restore_faces(self, crops: np.ndarray) -> np.ndarray:
         """Nx512x512x3 float32 RGB in [0,1] -> restored faces, same layout, in batches."""
         restored = np.empty_like(crops)
-        step = self._batch_size()
-        for start in range(0, len(crops), step):
-            batch = torch.from_numpy(crops[start : start + step]).permute(0, 3, 1, 2)
+
+        def run(start: int, stop: int) -> None:
+            batch = torch.from_numpy(crops[start:stop]).permute(0, 3, 1, 2)
             batch = (batch.to(self.device, self.dtype) - 0.5) / 0.5
             output = self.face_model(batch).float().clamp_(-1, 1)
             output = (output + 1) / 2
-            restored[start : start + step] = output.permute(0, 2, 3, 1).cpu().numpy()
+            restored[start:stop] = output.permute(0, 2, 3, 1).cpu().numpy()
+
+        self._in_batches(len(crops), run)
         strength = float(np.clip(self.settings.strength, 0.0, 1.0))
         if strength < 1.0:
             restored = strength * restored + (1.0 - strength) * crops
@@ -221,15 +289,18 @@ class RestorePipeline:
         if self.parser is None or len(restored) == 0:
             return [None] * len(restored)
         faces = torch.from_numpy(restored).permute(0, 3, 1, 2).to(self.device)
-        masks = []
-        step = self._batch_size()
-        for start in range(0, len(faces), step):
-            masks.extend(parse_masks(self.parser, (faces[start : start + step] - 0.5) / 0.5))
+        masks: list[np.ndarray | None] = [None] * len(restored)
+
+        def run(start: int, stop: int) -> None:
+            masks[start:stop] = parse_masks(self.parser, (faces[start:stop] - 0.5) / 0.5)
+
+        self._in_batches(len(restored), run)
         return masks
 
     def _upscale_background(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if self.upscaler is not None:
-            upscaled = self.upscaler.upscale(image, outscale=self.settings.upscale)
+            batch = self.memory.fits(self.tile_cost, MOST_PER_BATCH) if self.memory and self.tile_cost else None
+            upscaled = self.upscaler.upscale(image, outscale=self.settings.upscale, tile_batch=batch)
         else:
             upscaled = image
         if upscaled.shape[1::-1] != size:
@@ -240,6 +311,16 @@ class RestorePipeline:
 
     def restore(self, picture: Picture) -> RestoreResult:
         """Restore every face of ``picture`` and upscale it by ``settings.upscale``."""
+        try:
+            return self._restore(picture)
+        except torch.OutOfMemoryError as error:
+            # Only once smaller tile batches, tiles and face batches have all failed too.
+            raise DeviceError(
+                f"out of {self.device.type.upper()} memory even with the smallest tiles and one face at a time",
+                "close other GPU programs, lower --upscale, or use --device cpu",
+            ) from error
+
+    def _restore(self, picture: Picture) -> RestoreResult:
         seconds: dict[str, float] = {}
         if self.settings.aligned:
             return self._restore_aligned(picture, seconds)

@@ -356,6 +356,7 @@ class BackgroundUpscaler:
         image: np.ndarray,
         outscale: float | None = None,
         *,
+        tile_batch: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Super-resolve an RGB photo.
@@ -364,7 +365,8 @@ class BackgroundUpscaler:
         Returns the same layout and dtype, ``scaled_size(H, W, outscale)``
         (``outscale`` defaults to the model's native scale; any other value resizes the
         network's output with cv2 LANCZOS4, as RealESRGANer does). ``progress(done, total)``
-        is called after each batch of tiles.
+        is called after each batch of tiles. ``tile_batch`` overrides the instance's for this
+        image (e.g. sized from the memory free now).
         """
         if not isinstance(image, np.ndarray):
             raise I2IError(f"expected a numpy image, got {type(image).__name__}")
@@ -402,8 +404,8 @@ class BackgroundUpscaler:
         pad_h, pad_w = sources[0].shape[:2]
 
         mod = _MOD_SCALE.get(s, 1)
-        tile, tile_pad = self._tiling(self.tile, mod), self.tile_pad + (-self.tile_pad % mod)
-        batch = self.tile_batch
+        tile, tile_pad = self._tiling(self.tile, mod), self._tile_pad(mod)
+        batch = self.tile_batch if tile_batch is None else max(int(tile_batch), 1)
         while True:
             plan, grid = _plan_tiles(pad_h, pad_w, tile, tile_pad, s, h * s, w * s)
             batches = _batches(plan, len(sources), batch)
@@ -411,7 +413,7 @@ class BackgroundUpscaler:
                 out = self._render(sources, image, batches, grid, max_range, progress)
                 break
             except torch.OutOfMemoryError as err:
-                smaller = self._smaller(tile, batch, batches, pad_h, pad_w, mod)
+                smaller = self._smaller(tile, batch, batches, pad_h, pad_w)
                 if not self.oom_retry or smaller is None:
                     _add_note(err, f"i2i: out of device memory with {self._describe(tile, batch)}")
                     raise
@@ -452,6 +454,22 @@ class BackgroundUpscaler:
                 pixels = np.pad(pixels, ((0, mod_h), (0, mod_w), (0, 0)), mode="reflect")
         return pixels
 
+    def input_side(self, tile: int) -> int:
+        """Side of the network input for a full ``tile`` (tile plus its context on both sides)."""
+        mod = _MOD_SCALE.get(self.scale, 1)
+        return self._tiling(tile, mod) + 2 * self._tile_pad(mod)
+
+    def smaller_tile(self, tile: int) -> int | None:
+        """Half of ``tile`` as the grid allows it, or None below ``min_tile``."""
+        mod = _MOD_SCALE.get(self.scale, 1)
+        smaller = self._tiling(tile // 2, mod)
+        if smaller < max(self.min_tile, mod, 1) or smaller >= tile:
+            return None
+        return smaller
+
+    def _tile_pad(self, mod: int) -> int:
+        return self.tile_pad + (-self.tile_pad % mod)
+
     @staticmethod
     def _tiling(tile: int, mod: int) -> int:
         # x2 / x1 RRDBNet pixel-unshuffles every tile, so tiles (and tile_pad) must be
@@ -468,7 +486,6 @@ class BackgroundUpscaler:
         batches: list[list[tuple[int, _Tile]]],
         pad_h: int,
         pad_w: int,
-        mod: int,
     ) -> tuple[int, int] | None:
         """The next configuration to try after running out of memory, or None."""
         # A smaller batch first: unlike a smaller tile, it keeps the tile grid, so the output
@@ -477,10 +494,8 @@ class BackgroundUpscaler:
             return tile, max(batch // 2, 1)
         # A tile larger than the image is the whole image: halve from what was really run.
         current = min(tile, max(pad_h, pad_w)) if tile > 0 else max(pad_h, pad_w)
-        smaller = self._tiling(current // 2, mod)
-        if smaller < max(self.min_tile, mod, 1) or smaller >= current:
-            return None
-        return smaller, batch
+        smaller = self.smaller_tile(current)
+        return None if smaller is None else (smaller, batch)
 
     @staticmethod
     def _describe(tile: int, batch: int) -> str:

@@ -1,0 +1,196 @@
+"""The batch runner every image command shares: one progress bar, one status line per input, a
+failed input reported while the rest go on, and (for pipelines split into stages) decoding and
+encoding overlapped with the device work."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, Protocol, TypeVar
+
+from i2icli.cli.common import console, report_error, stdout_write, transient_progress
+from i2icli.errors import I2IError, InputError
+
+
+class BatchJob(Protocol):
+    """What a command's unit of work must tell the batch runner."""
+
+    @property
+    def source(self) -> Path: ...
+
+    @property
+    def output(self) -> Path: ...
+
+    @property
+    def problem(self) -> str | None: ...
+
+
+J = TypeVar("J", bound=BatchJob)
+# What finishing a job returns: (extra record fields, what the success line names, detail shown
+# before the seconds).
+Outcome = tuple[dict[str, Any], str, str]
+Processor = Callable[[J], Outcome]
+
+
+@dataclass(frozen=True)
+class Stages(Generic[J]):
+    """A job split so that its file I/O can overlap other jobs' compute.
+
+    ``read(job)`` decodes the input and ``write(job, result)`` encodes and saves the output; with
+    overlap they run on worker threads (image codecs release the GIL), so the next photo is
+    decoded and the previous one encoded while ``compute(job, data)`` keeps the device busy on the
+    calling thread. At most one job is read ahead and one written behind, so a folder run holds
+    three images at a time, whatever its length.
+    """
+
+    read: Callable[[J], Any]
+    compute: Callable[[J, Any], Any]
+    write: Callable[[J, Any], Outcome]
+
+
+def _one_stage(process: Processor[J]) -> Stages[J]:
+    return Stages(read=lambda job: None, compute=lambda job, _: process(job), write=lambda job, outcome: outcome)
+
+
+class _Inline:
+    """An executor that runs each call as it is submitted: the runner without overlap."""
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(function(*args))
+        except BaseException as error:  # delivered by .result(), as a thread pool would
+            future.set_exception(error)
+        return future
+
+
+def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    return function(*args), time.perf_counter() - started
+
+
+def _failure(job: BatchJob, error: BaseException) -> str:
+    if isinstance(error, I2IError):
+        # An input error names its file; any other (out of GPU memory, say) gets the job's.
+        if not isinstance(error, InputError) and str(job.source) not in error.message:
+            error = I2IError(f"{job.source}: {error.message}", error.hint)
+        report_error(error)
+        return str(error)
+    # One bad file must not stop the batch: anything else is named by its first line.
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    report_error(f"{job.source}: {message}")
+    return f"{job.source}: {message}"
+
+
+@dataclass
+class _Written:
+    """A job whose output is being written: reported once the write has finished."""
+
+    job: BatchJob
+    record: dict[str, Any]
+    future: Future
+    seconds: float  # read + compute
+
+
+def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, skip_existing: bool,
+              record_of: Callable[[J], dict[str, Any]], overlap_io: bool = False) -> list[dict]:
+    """Run every job under one progress bar and report each in order; a failed job is reported
+    and the rest go on. With ``overlap_io`` (for :class:`Stages`), reads and writes run on two
+    worker threads; an interrupted run still finishes the write in flight, so no output is lost."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    stages = process if isinstance(process, Stages) else _one_stage(process)
+    # Outputs are distinct (the planners refuse collisions), so what to skip is known up front.
+    runnable = [i for i, job in enumerate(jobs) if job.problem is None and not (skip_existing and job.output.exists())]
+    will_run = set(runnable)
+    read_next = dict(zip(runnable, runnable[1:]))  # the job to read ahead while one computes
+    records: list[dict] = []
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with ExitStack() as stack:
+        progress = stack.enter_context(transient_progress(*columns))
+        # Entered after the progress bar, so left first: an interrupted run waits for its last write.
+        if overlap_io:
+            reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-read"))
+            writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-write"))
+        else:
+            reader = writer = _Inline()
+        task = progress.add_task(verb, total=len(jobs))
+        reads: dict[int, Future] = {}  # reads started ahead of their job's turn
+        in_flight: _Written | None = None
+
+        def finish_write() -> None:
+            nonlocal in_flight
+            if in_flight is None:
+                return
+            written, in_flight = in_flight, None
+            try:
+                (extra, headline, detail), write_seconds = written.future.result()
+            except Exception as error:
+                written.record.update(status="failed", error=_failure(written.job, error))
+            else:
+                seconds = written.seconds + write_seconds
+                written.record.update(status="ok", seconds=round(seconds, 3), **extra)
+                console.print(f"[green]✓[/] {headline} [dim]({detail}{seconds:.1f} s)[/]")
+            progress.advance(task)
+
+        for index, job in enumerate(jobs):
+            record = record_of(job)
+            records.append(record)
+            if index not in will_run:  # reported after the job before it
+                finish_write()
+                if job.problem is not None:
+                    record.update(status="failed", error=job.problem)
+                    report_error(job.problem)
+                else:
+                    record.update(status="skipped")
+                    console.print(f"[dim]skipped[/] {job.source} [dim](output exists)[/]")
+                progress.advance(task)
+                continue
+            progress.update(task, description=f"{verb} {job.source.name}")
+            failure: Exception | None = None
+            read = reads.pop(index, None) or reader.submit(_timed, stages.read, job)
+            if overlap_io and index in read_next:  # decode the next photo while this one computes
+                reads[read_next[index]] = reader.submit(_timed, stages.read, jobs[read_next[index]])
+            try:
+                data, read_seconds = read.result()
+            except Exception as error:
+                failure = error
+            if failure is None:
+                try:
+                    result, compute_seconds = _timed(stages.compute, job, data)
+                except Exception as error:
+                    failure = error
+                del data
+            finish_write()
+            if failure is not None:
+                record.update(status="failed", error=_failure(job, failure))
+                progress.advance(task)
+                continue
+            in_flight = _Written(job, record, writer.submit(_timed, stages.write, job, result), read_seconds + compute_seconds)
+            del result
+            if not overlap_io:  # one job at a time, each reported as soon as it is written
+                finish_write()
+        finish_write()
+    return records
+
+
+def batch_failures(records: list[dict], *, as_json: bool) -> int:
+    """Print the --json summary if asked; return how many jobs failed."""
+    failed = sum(record["status"] == "failed" for record in records)
+    if as_json:
+        stdout_write(json.dumps({
+            "ok": sum(record["status"] == "ok" for record in records),
+            "skipped": sum(record["status"] == "skipped" for record in records),
+            "failed": failed,
+            "results": records,
+        }, indent=2))
+    return failed

@@ -1,0 +1,80 @@
+"""How much GPU memory a run may use, and how many faces or tiles fit in it at once.
+
+A budget (``--max-memory``) is enforced by the CUDA caching allocator itself
+(``set_per_process_memory_fraction``): going over it raises the ``OutOfMemoryError`` that the
+pipelines answer with smaller batches and tiles, exactly as a full card would. Batch sizes come
+from what one item was measured to allocate on this device, in this dtype, when the models were
+loaded, not from a table of guesses.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from i2icli.errors import DeviceError
+
+GIB = 2**30
+# Keep this share of the memory that is free back: the allocator's blocks are rounded up and
+# fragment, and the caller's own tensors around a batch are not part of the measured cost.
+HEADROOM = 0.2
+
+
+class DeviceMemory:
+    """Free memory and allocation costs on one CUDA device, within an optional budget in bytes."""
+
+    def __init__(self, device: torch.device, budget: int | None = None):
+        if device.type != "cuda":
+            raise ValueError(f"DeviceMemory measures CUDA devices, not {device}")
+        self.device = device
+        self.budget = budget
+        if budget is not None:
+            total = torch.cuda.get_device_properties(device).total_memory
+            if budget < torch.cuda.memory_allocated(device):
+                raise DeviceError(
+                    f"--max-memory {budget / GIB:g} GB is less than the {torch.cuda.memory_allocated(device) / GIB:.2f} GB "
+                    "already in use on the GPU",
+                    "raise --max-memory",
+                )
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), device)
+
+    def available(self) -> int:
+        """Bytes this process can still allocate: the device's free memory plus what its own
+        allocator holds unused, capped by the budget."""
+        free, _ = torch.cuda.mem_get_info(self.device)
+        allocated = torch.cuda.memory_allocated(self.device)
+        free += torch.cuda.memory_reserved(self.device) - allocated
+        if self.budget is not None:
+            free = min(free, self.budget - allocated)
+        return max(int(free), 0)
+
+    def cost(self, run: Callable[[], object]) -> int:
+        """Bytes allocated at the peak of ``run()`` beyond what was allocated before it.
+
+        Resets the device's peak-memory counter, so it is meant for load time, before any
+        photo has been processed."""
+        torch.cuda.synchronize(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        run()
+        torch.cuda.synchronize(self.device)
+        return max(int(torch.cuda.max_memory_allocated(self.device) - before), 1)
+
+    def fits(self, cost: int, most: int) -> int:
+        """How many items of ``cost`` bytes fit in what is available now: 1 to ``most``."""
+        return fitting(self.available(), cost, most)
+
+
+def fitting(available: int, cost: int, most: int) -> int:
+    """Items of ``cost`` bytes that fit in ``available`` bytes less the headroom, 1 to ``most``."""
+    return int(max(1, min(most, available * (1 - HEADROOM) // max(cost, 1))))
+
+
+def budget_bytes(gigabytes: float | None) -> int | None:
+    """``--max-memory`` in bytes; None or 0 means no budget beyond the device's free memory."""
+    if not gigabytes:
+        return None
+    if gigabytes < 0:
+        raise DeviceError(f"--max-memory {gigabytes:g} GB is negative", "give a size in GB, e.g. --max-memory 8")
+    return int(gigabytes * GIB)

@@ -1,0 +1,184 @@
+"""GPU memory budgets: the arithmetic, and how the restore pipeline sizes its batches and tiles from
+it and recovers from running out. CUDA itself is replaced by stand-ins, so this runs on a CPU."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS
+from i2icli.errors import DeviceError
+from i2icli.imageio import read_image
+from i2icli.pipelines import memory as memory_module
+from i2icli.pipelines.memory import GIB, DeviceMemory, budget_bytes, fitting
+from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
+
+CUDA = torch.device("cuda")
+
+
+class FakeCuda:
+    """The torch.cuda calls DeviceMemory makes, on a pretend 80 GB card."""
+
+    def __init__(self, monkeypatch, *, free: int, allocated: int, reserved: int, total: int = 80 * GIB):
+        self.free, self.allocated, self.reserved, self.total = free, allocated, reserved, total
+        self.fraction = None
+        self.peak = allocated
+        cuda = memory_module.torch.cuda
+        monkeypatch.setattr(cuda, "get_device_properties", lambda device: type("P", (), {"total_memory": total})())
+        monkeypatch.setattr(cuda, "set_per_process_memory_fraction", self._set_fraction)
+        monkeypatch.setattr(cuda, "mem_get_info", lambda device: (self.free, self.total))
+        monkeypatch.setattr(cuda, "memory_allocated", lambda device: self.allocated)
+        monkeypatch.setattr(cuda, "memory_reserved", lambda device: self.reserved)
+        monkeypatch.setattr(cuda, "max_memory_allocated", lambda device: self.peak)
+        monkeypatch.setattr(cuda, "reset_peak_memory_stats", self._reset_peak)
+        monkeypatch.setattr(cuda, "synchronize", lambda device: None)
+
+    def _set_fraction(self, fraction, device):
+        self.fraction = fraction
+
+    def _reset_peak(self, device):
+        self.peak = self.allocated
+
+
+def test_free_memory_counts_the_allocators_own_cache(monkeypatch):
+    FakeCuda(monkeypatch, free=10 * GIB, allocated=2 * GIB, reserved=5 * GIB)
+    # 10 GB free on the card, plus 3 GB this process's allocator holds but does not use.
+    assert DeviceMemory(CUDA).available() == 13 * GIB
+
+
+def test_a_budget_caps_the_allocator_and_what_is_available(monkeypatch):
+    cuda = FakeCuda(monkeypatch, free=70 * GIB, allocated=1 * GIB, reserved=1 * GIB)
+    memory = DeviceMemory(CUDA, budget=8 * GIB)
+    assert cuda.fraction == pytest.approx(8 / 80)
+    assert memory.available() == 7 * GIB
+    cuda.allocated = 9 * GIB  # over the budget (another stage's tensors): nothing left, not negative
+    assert memory.available() == 0
+
+
+def test_a_budget_below_what_is_already_used_is_refused(monkeypatch):
+    FakeCuda(monkeypatch, free=70 * GIB, allocated=3 * GIB, reserved=3 * GIB)
+    with pytest.raises(DeviceError, match="--max-memory 2 GB is less than the 3.00 GB already in use"):
+        DeviceMemory(CUDA, budget=2 * GIB)
+
+
+def test_cost_is_the_peak_above_what_was_allocated(monkeypatch):
+    cuda = FakeCuda(monkeypatch, free=70 * GIB, allocated=1 * GIB, reserved=1 * GIB)
+    cuda.peak = 50 * GIB  # an earlier peak must not count
+
+    def forward():
+        cuda.peak = cuda.allocated + 300 * 2**20
+
+    assert DeviceMemory(CUDA).cost(forward) == 300 * 2**20
+
+
+def test_fitting_keeps_headroom_and_bounds():
+    assert fitting(1000, 100, 16) == 8  # 20 % kept back
+    assert fitting(10**9, 100, 16) == 16
+    assert fitting(50, 100, 16) == 1  # never zero: the retry on out-of-memory takes it from there
+    assert budget_bytes(None) is None and budget_bytes(0) is None
+    assert budget_bytes(8) == 8 * GIB
+    with pytest.raises(DeviceError):
+        budget_bytes(-1)
+
+
+class FakeMemory:
+    """DeviceMemory's interface with chosen numbers: each cost() runs the probe and returns the next cost."""
+
+    def __init__(self, available: int, costs: list[int]):
+        self.room, self.costs, self.probes = available, list(costs), 0
+
+    def available(self) -> int:
+        return self.room
+
+    def cost(self, run) -> int:
+        self.probes += 1
+        run()
+        cost = self.costs.pop(0)
+        if cost < 0:
+            raise torch.OutOfMemoryError("probe ran out of memory")
+        return cost
+
+    def fits(self, cost: int, most: int) -> int:
+        return fitting(self.room, cost, most)
+
+
+def _pipeline(tile: int = 64, **settings) -> RestorePipeline:
+    return RestorePipeline.load(device="cpu", precision="fp32", tile=tile, settings=RestoreSettings(**settings))
+
+
+def _six_faces(landmarks_detector) -> None:
+    shifts = [np.array([dx, dy], np.float32) for dx in (-60, 0, 60) for dy in (-30, 30)]
+    landmarks_detector([OLD_PHOTO_LANDMARKS + shift for shift in shifts])
+
+
+def _count_faces(pipeline: RestorePipeline, fail_above: int | None = None) -> list[int]:
+    sizes = []
+    forward = pipeline.face_model.forward
+
+    def counted(x):
+        sizes.append(len(x))
+        if fail_above is not None and len(x) > fail_above:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(x)
+
+    pipeline.face_model.forward = counted
+    return sizes
+
+
+def test_face_and_tile_batches_are_sized_from_the_memory_available(tiny_env, landmarks_detector):
+    _six_faces(landmarks_detector)
+    pipeline = _pipeline(keep_faces=False)
+    pipeline.fit_memory(FakeMemory(available=1000, costs=[120, 150, 90]))
+    assert (pipeline.face_cost, pipeline.tile_cost, pipeline.upscaler.tile) == (150, 90, 64)  # the larger face probe
+    sizes = _count_faces(pipeline)
+    batches = []
+    upscale = pipeline.upscaler.upscale
+    pipeline.upscaler.upscale = lambda image, **kw: batches.append(kw["tile_batch"]) or upscale(image, **kw)
+    result = pipeline.restore(read_image(EXAMPLES / "old_photo.jpg"))
+    assert sizes == [5, 1] and result.face_count == 6  # 800 // 150 faces per call
+    assert batches == [8]  # 800 // 90 tiles per call
+
+
+def test_tiles_shrink_until_one_fits(tiny_env, caplog):
+    pipeline = _pipeline(tile=256)
+    upscaler = pipeline.upscaler
+    # 256 px runs out of memory, 128 px needs more than 800 (1000 less the headroom), 64 px fits.
+    memory = FakeMemory(available=1000, costs=[100, 100, -1, 900, 700])
+    with caplog.at_level(logging.WARNING):
+        pipeline.fit_memory(memory)
+    assert upscaler.tile == 64 and pipeline.tile_cost == 700 and memory.probes == 5
+    assert "256 px background tile does not fit" in caplog.text and "128 px background tile does not fit" in caplog.text
+    assert upscaler.smaller_tile(64) is None  # min_tile: a tile that still does not fit is left to the retries
+
+
+def test_a_face_that_cannot_fit_is_one_clear_error(tiny_env):
+    pipeline = _pipeline()
+    with pytest.raises(DeviceError, match="one face does not fit in the 0.00 GB of GPU memory available"):
+        pipeline.fit_memory(FakeMemory(available=1000, costs=[-1]))
+
+
+def test_out_of_memory_halves_the_face_batch_and_gives_the_same_faces(tiny_env, landmarks_detector, caplog):
+    _six_faces(landmarks_detector)
+    photo = read_image(EXAMPLES / "old_photo.jpg")
+    one_by_one = _pipeline(face_batch=1, keep_faces=True).restore(photo)
+    pipeline = _pipeline(face_batch=4, keep_faces=True)
+    sizes = _count_faces(pipeline, fail_above=2)
+    with caplog.at_level(logging.WARNING):
+        retried = pipeline.restore(photo)
+    assert sizes == [4, 2, 2, 2]  # the first batch of 4 fails and runs as 2 + 2; then the last 2 faces
+    assert "retrying with 2" in caplog.text
+    for a, b in zip(retried.faces, one_by_one.faces):
+        np.testing.assert_allclose(a.restored, b.restored, atol=1e-5)
+    difference = np.abs(retried.picture.rgb.astype(int) - one_by_one.picture.rgb.astype(int))
+    assert difference.max() <= 1
+
+
+def test_out_of_memory_with_one_face_is_a_device_error(tiny_env, landmarks_detector):
+    _six_faces(landmarks_detector)
+    pipeline = _pipeline(face_batch=2)
+    _count_faces(pipeline, fail_above=0)
+    with pytest.raises(DeviceError, match="out of CPU memory even with the smallest tiles and one face at a time"):
+        pipeline.restore(read_image(EXAMPLES / "old_photo.jpg"))

@@ -1,0 +1,161 @@
+"""The shared batch runner: reports in order, goes on past failures, and overlaps file I/O with compute."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from i2icli.cli.runner import Stages, run_batch
+from i2icli.errors import DeviceError, I2IError
+
+WAIT = 10.0  # seconds; only reached when the overlap is broken
+
+
+@dataclass(frozen=True)
+class FakeJob:
+    source: Path
+    output: Path
+    problem: str | None = None
+
+
+def _jobs(tmp_path: Path, names: list[str]) -> list[FakeJob]:
+    jobs = []
+    for name in names:
+        problem = f"{name}: no such file" if name.startswith("missing") else None
+        jobs.append(FakeJob(tmp_path / f"{name}.png", tmp_path / "out" / f"{name}.png", problem))
+    return jobs
+
+
+def _stages(log: list[str]) -> Stages:
+    def read(job: FakeJob) -> str:
+        log.append(f"read {job.source.stem}")
+        if "unreadable" in job.source.stem:
+            raise I2IError(f"{job.source}: not an image")
+        return job.source.stem
+
+    def compute(job: FakeJob, data: str) -> str:
+        log.append(f"compute {data}")
+        if "crash" in data:
+            raise RuntimeError("network exploded\nsecond line")
+        if "huge" in data:
+            raise DeviceError("out of CUDA memory", "use --device cpu")
+        return data.upper()
+
+    def write(job: FakeJob, result: str) -> tuple[dict, str, str]:
+        log.append(f"write {result}")
+        if "UNWRITABLE" in result:
+            raise OSError("disk full")
+        job.output.parent.mkdir(exist_ok=True)
+        job.output.write_text(result)
+        return {"value": result}, f"{job.source.name} done", ""
+
+    return Stages(read, compute, write)
+
+
+def _record(job: FakeJob) -> dict:
+    return {"input": job.source.name}
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_every_outcome_is_reported_in_order(tmp_path, capsys, overlap):
+    names = ["a", "unreadable", "b", "missing", "crash", "unwritable", "skip", "huge", "c"]
+    jobs = _jobs(tmp_path, names)
+    jobs[6].output.parent.mkdir()
+    jobs[6].output.write_text("from an earlier run")
+    log: list[str] = []
+
+    records = run_batch(jobs, _stages(log), verb="testing", skip_existing=True, record_of=_record, overlap_io=overlap)
+
+    assert [r["input"] for r in records] == [f"{n}.png" for n in names]
+    assert [r["status"] for r in records] == ["ok", "failed", "ok", "failed", "failed", "failed", "skipped", "failed", "ok"]
+    assert [r.get("value") for r in records] == ["A", None, "B", None, None, None, None, None, "C"]
+    assert records[1]["error"].endswith("unreadable.png: not an image")
+    assert records[4]["error"] == f"{jobs[4].source}: network exploded"
+    assert records[5]["error"] == f"{jobs[5].source}: disk full"
+    assert records[7]["error"] == f"{jobs[7].source}: out of CUDA memory (use --device cpu)"  # names the photo
+    assert all(r["seconds"] >= 0 for r in records if r["status"] == "ok")
+    assert jobs[6].output.read_text() == "from an earlier run"  # skipped, not recomputed
+    assert "read skip" not in log and "read missing" not in log
+
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    reported = ["a.png done", "unreadable.png", "b.png done", "missing", "crash.png", "unwritable.png", "skipped", "huge.png", "c.png done"]
+    assert len(lines) == len(reported)
+    for line, expected in zip(lines, reported):
+        assert expected in line
+
+
+def test_without_overlap_each_job_is_read_computed_and_written_in_turn(tmp_path):
+    log: list[str] = []
+    run_batch(_jobs(tmp_path, ["a", "b"]), _stages(log), verb="testing", skip_existing=False, record_of=_record)
+    assert log == ["read a", "compute a", "write A", "read b", "compute b", "write B"]
+
+
+def test_the_next_read_and_the_previous_write_overlap_compute(tmp_path):
+    """Compute of the middle job only finishes once the next job has been read and the previous
+    one written, which can only happen on other threads while it runs."""
+    read_c, wrote_a = threading.Event(), threading.Event()
+    in_flight, most_in_flight = [0], [0]
+    lock = threading.Lock()
+
+    def read(job: FakeJob) -> str:
+        with lock:
+            in_flight[0] += 1
+            most_in_flight[0] = max(most_in_flight[0], in_flight[0])
+        if job.source.stem == "c":
+            read_c.set()
+        return job.source.stem
+
+    def compute(job: FakeJob, data: str) -> str:
+        if data == "b":
+            assert read_c.wait(WAIT), "the next photo was not decoded during compute"
+            assert wrote_a.wait(WAIT), "the previous photo was not encoded during compute"
+        return data
+
+    def write(job: FakeJob, result: str) -> tuple[dict, str, str]:
+        with lock:
+            in_flight[0] -= 1
+        if result == "a":
+            wrote_a.set()
+        return {}, result, ""
+
+    jobs = _jobs(tmp_path, ["a", "b", "c", "d", "e"])
+    records = run_batch(jobs, Stages(read, compute, write), verb="testing", skip_existing=False,
+                        record_of=_record, overlap_io=True)
+    assert [r["status"] for r in records] == ["ok"] * 5
+    # One read ahead, one computing, one written behind: never more images held than that.
+    assert most_in_flight[0] <= 3
+
+
+def test_an_interrupted_run_finishes_the_write_in_flight(tmp_path):
+    def compute(job: FakeJob, data: str) -> str:
+        if data == "b":
+            raise KeyboardInterrupt
+        return data
+
+    def write(job: FakeJob, result: str) -> tuple[dict, str, str]:
+        threading.Event().wait(0.2)  # still writing when the interrupt arrives
+        job.output.parent.mkdir(exist_ok=True)
+        job.output.write_text(result)
+        return {}, result, ""
+
+    jobs = _jobs(tmp_path, ["a", "b", "c"])
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(jobs, Stages(lambda job: job.source.stem, compute, write), verb="testing", skip_existing=False,
+                  record_of=_record, overlap_io=True)
+    assert jobs[0].output.read_text() == "a"
+    assert not jobs[2].output.exists()
+
+
+def test_a_plain_processor_still_runs(tmp_path):
+    def process(job: FakeJob) -> tuple[dict, str, str]:
+        if job.source.stem == "crash":
+            raise ValueError("bad")
+        return {"n": 1}, job.source.name, ""
+
+    records = run_batch(_jobs(tmp_path, ["a", "crash", "b"]), process, verb="testing", skip_existing=False,
+                        record_of=_record)
+    assert [r["status"] for r in records] == ["ok", "failed", "ok"]
+    assert records[0]["n"] == 1
