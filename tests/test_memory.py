@@ -12,7 +12,6 @@ import torch
 from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS
 from i2icli.errors import DeviceError
 from i2icli.imageio import read_image
-from i2icli.pipelines import memory as memory_module
 from i2icli.pipelines.memory import GIB, DeviceMemory, budget_bytes, fitting
 from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 
@@ -26,7 +25,7 @@ class FakeCuda:
         self.free, self.allocated, self.reserved, self.total = free, allocated, reserved, total
         self.fraction = None
         self.peak = allocated
-        cuda = memory_module.torch.cuda
+        cuda = torch.cuda
         monkeypatch.setattr(cuda, "get_device_properties", lambda device: type("P", (), {"total_memory": total})())
         monkeypatch.setattr(cuda, "set_per_process_memory_fraction", self._set_fraction)
         monkeypatch.setattr(cuda, "mem_get_info", lambda device: (self.free, self.total))

@@ -30,13 +30,13 @@ class DeviceMemory:
         self.device = device
         self.budget = budget
         if budget is not None:
-            total = torch.cuda.get_device_properties(device).total_memory
-            if budget < torch.cuda.memory_allocated(device):
+            in_use = torch.cuda.memory_allocated(device)
+            if budget < in_use:
                 raise DeviceError(
-                    f"--max-memory {budget / GIB:g} GB is less than the {torch.cuda.memory_allocated(device) / GIB:.2f} GB "
-                    "already in use on the GPU",
+                    f"--max-memory {budget / GIB:g} GB is less than the {in_use / GIB:.2f} GB already in use on the GPU",
                     "raise --max-memory",
                 )
+            total = torch.cuda.get_device_properties(device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), device)
 
     def available(self) -> int:
