@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
 import os
 import secrets
 import stat
@@ -155,6 +156,9 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             f"raise the limit with --max-pixels {width * height} if this machine has the memory",
         )
     mode = pil.mode
+    frames = getattr(pil, "n_frames", 1)
+    if frames > 1:  # a multi-page TIFF, an animated WebP or PNG: say so rather than drop pages silently
+        logging.getLogger(__name__).warning("%s: holds %d frames or pages; only the first is used", p, frames)
     orientation = _exif_orientation(pil, fmt, data)
 
     decoded = _decode_cv2(data)

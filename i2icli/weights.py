@@ -7,10 +7,12 @@ by name has been hash-checked and every file is unpickled with ``weights_only=Tr
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -237,8 +239,11 @@ def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], No
                     progress(done, total)
         os.replace(partial, target)
         return target
-    except OSError:
-        return None
+    except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException):
+        return None  # unreachable or cut off: the caller names the other places the file can come from
+    except OSError as error:  # saving failed here (a full disk, say): not a network problem
+        raise WeightsError(f"{target}: the download could not be saved ({error.strerror or error})",
+                           "free some disk space, or set XDG_CACHE_HOME to a folder on a larger disk") from None
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
@@ -331,19 +336,32 @@ def load_checkpoint_file(path: Path | str) -> Any:
     except FileNotFoundError:
         raise WeightsError(f"{path}: checkpoint file not found") from None
     except Exception as error:  # torch/safetensors raise many types for damaged or hostile files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights only load failed" in str(error).lower():
+            raise WeightsError(
+                f"{path}: holds Python objects besides tensors, which i2i does not load (loading them could run code)",
+                "re-save it as a plain state dict (torch.save(model.state_dict(), PATH)) or as .safetensors",
+            ) from None
         raise WeightsError(
-            f"{path}: not a readable checkpoint ({first_line[:160]})",
-            "re-download it (`i2i weights fetch`) or check that it is a PyTorch .pth or .safetensors file",
+            f"{path}: not a readable checkpoint (damaged, cut short, or not a PyTorch .pth or .safetensors file)",
+            "download it again, or check the file",
         ) from None
 
 
 def copy_into(directory: Path, path: Path, name: str) -> Path:
     """Copy a fetched file into ``directory`` (used by `i2i weights fetch --to`)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WeightsError(f"{directory}: cannot be used as the destination folder ({error.strerror or error})",
+                           "give --to a folder") from None
     target = directory / name
     if target.resolve() != path.resolve():
         temporary = target.with_name(f".{name}.part")
-        shutil.copyfile(path, temporary)
-        os.replace(temporary, target)
+        try:
+            shutil.copyfile(path, temporary)
+            os.replace(temporary, target)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise WeightsError(f"{target}: cannot be written ({error.strerror or error})",
+                               "free some disk space, or choose another --to folder") from None
     return target

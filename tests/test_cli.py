@@ -224,3 +224,176 @@ def test_weights_list_fetch_verify(tiny_env, tmp_path, monkeypatch):
     verified = run("weights", "verify")
     assert verified.exit_code == 1 and "parsing_parsenet.pth" in verified.stderr
     assert run("weights", "fetch", "nonsense").exit_code == 1
+
+
+# --------------------------------------------------------------------------- planning a batch safely
+
+
+def _photo(path: Path, value: int = 90, size: tuple[int, int] = (32, 32)) -> Path:
+    return _write(path, np.full((*size, 3), value, np.uint8))
+
+
+def test_no_output_may_replace_another_input(tiny_env, landmarks_detector, tmp_path):
+    landmarks_detector([])
+    first, second = _photo(tmp_path / "a" / "photo.png", 10), _photo(tmp_path / "b" / "photo.png", 200)
+    kept = first.read_bytes()
+    result = run("restore", str(first), str(second), "-o", str(tmp_path / "a"), "--device", "cpu")
+    assert result.exit_code == 1 and first.read_bytes() == kept
+    assert "is another input" in result.stderr and "would be overwritten" in result.stderr
+
+    # A rerun over a folder that holds an earlier result: that result is an input now, left alone.
+    folder = tmp_path / "again"
+    _photo(folder / "x.png", 10)
+    earlier = _photo(folder / "x_r.png", 50, (16, 20))
+    kept = earlier.read_bytes()
+    result = run("restore", str(folder / "*.png"), "-o", str(folder), "--suffix", "_r", "--device", "cpu", "--json")
+    assert earlier.read_bytes() == kept
+    status = {Path(r["input"]).name: r["status"] for r in json.loads(result.stdout)["results"]}
+    assert status == {"x.png": "failed", "x_r.png": "ok"}
+
+
+def test_a_suffix_cannot_leave_the_output_folder(tmp_path):
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "out"), "--suffix", "/../../escaped")
+    assert result.exit_code == 2 and "Invalid value for '--suffix'" in result.stderr
+    assert not any(tmp_path.rglob("*escaped*"))
+
+
+def test_planning_the_batch(tmp_path, monkeypatch):
+    from i2icli.batch import plan_jobs
+
+    _photo(tmp_path / "in" / "a.png")
+    _photo(tmp_path / "in" / "sub" / "b.png")
+    _photo(tmp_path / "nested" / "deep" / "c.png")
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+
+    # The same file twice (a folder and a glob) is one job.
+    jobs = plan_jobs([str(tmp_path / "in"), str(tmp_path / "in" / "*.png")], out, recursive=False)
+    assert [(j.source.name, j.problem) for j in jobs] == [("a.png", None)]
+    # An output folder that is the input folder, or holds it, hides no input.
+    assert [j.source.name for j in plan_jobs([str(tmp_path / "in")], tmp_path / "in", recursive=False, suffix="_r")] == ["a.png"]
+    assert [j.source.name for j in plan_jobs([str(tmp_path / "in")], tmp_path, recursive=True)] == ["a.png", "b.png"]
+    # ...while one inside it keeps its earlier results out of a recursive run.
+    _photo(tmp_path / "in" / "results" / "a.png")
+    assert [j.source.name for j in plan_jobs([str(tmp_path / "in")], tmp_path / "in" / "results", recursive=True)] == ["a.png", "b.png"]
+
+    # Empty folders, and folders whose images are all in sub-folders, say which and what to do.
+    empty, nested, missing = plan_jobs([str(tmp_path / "empty"), str(tmp_path / "nested"), str(tmp_path / "nope.png")],
+                                       out, recursive=False)
+    assert empty.output is None and empty.problem == f"{tmp_path / 'empty'}: no images in this folder"
+    assert "only in its sub-folders; add -r" in nested.problem
+    assert missing.output is None and "no such file or folder" in missing.problem
+
+    # A path that cannot even be looked at is that input's failure, not the batch's.
+    stat = Path.stat
+
+    def denied(self, *args, **kwargs):
+        if self.name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", denied)
+    locked, good = plan_jobs([str(tmp_path / "locked.png"), str(tmp_path / "in" / "a.png")], out, recursive=False)
+    assert locked.problem == f"{tmp_path / 'locked.png'}: cannot be read (permission denied); check its permissions"
+    assert good.problem is None
+
+
+def test_failed_inputs_report_no_output_in_json(tiny_env, tmp_path):
+    result = run("restore", str(tmp_path / "nothere.jpg"), "-o", str(tmp_path / "out"), "--json", "--device", "cpu")
+    record = json.loads(result.stdout)["results"][0]
+    assert result.exit_code == 1 and record["status"] == "failed" and record["output"] is None
+
+
+def test_output_folder_problems_are_found_before_any_work(tmp_path, monkeypatch):
+    from i2icli.pipelines import restore as restore_pipeline
+
+    def never(**kwargs):
+        raise AssertionError("models were loaded")
+
+    monkeypatch.setattr(restore_pipeline.RestorePipeline, "load", never)
+    (tmp_path / "afile").write_text("x")
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "afile"))
+    assert result.exit_code == 1 and "afile: is a file, not a folder" in result.stderr
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "afile" / "below"))
+    assert result.exit_code == 1 and "is a file, so this folder cannot be made" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_output_can_name_the_file_for_one_input(tiny_env, landmarks_detector, tmp_path):
+    landmarks_detector([])
+    source = _photo(tmp_path / "photo.png")
+    result = run("restore", str(source), "-o", str(tmp_path / "new" / "restored.webp"), "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert read_image_size(tmp_path / "new" / "restored.webp") == (64, 64)
+    two = run("restore", str(source), str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "x.png"))
+    assert two.exit_code == 2 and "give -o a folder" in two.stderr
+    assert run("restore", str(source), "-o", str(tmp_path / "x.png"), "--suffix", "_r").exit_code == 2
+    same = run("restore", str(source), "-o", str(source), "--device", "cpu")
+    assert same.exit_code == 1 and "overwrite the input" in same.stderr
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    from i2icli.imageio import read_image
+
+    picture = read_image(path)
+    return picture.width, picture.height
+
+
+def test_face_files_of_photos_that_share_a_stem_stay_apart(tiny_env, landmarks_detector, tmp_path):
+    landmarks_detector([OLD_PHOTO_LANDMARKS])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "old.jpg").write_bytes((EXAMPLES / "old_photo.jpg").read_bytes())
+    _photo(folder / "old.png", 200, (341, 341))
+    result = run("restore", str(folder), "-o", str(tmp_path / "out"), "--save-faces", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    for name in ("old.jpg", "old.png"):
+        crop = cv2.imread(str(tmp_path / "out" / "cropped_faces" / f"{name}_00.png"))
+        assert crop.shape == (512, 512, 3)
+    crops = [cv2.imread(str(tmp_path / "out" / "cropped_faces" / f"{name}_00.png")) for name in ("old.jpg", "old.png")]
+    assert not np.array_equal(*crops)  # each photo's own face
+
+
+def test_device_names(tmp_path):
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--device", "nonsense")
+    assert result.exit_code == 2 and "use auto, cpu, cuda, cuda:N or mps" in result.stderr
+    from i2icli.cli.common import _device_name
+
+    assert _device_name(" CPU ") == "cpu" and _device_name("cuda:1") == "cuda:1"
+
+
+def test_a_registry_name_for_the_wrong_option_is_refused_before_any_download(tiny_env, tmp_path, monkeypatch):
+    from i2icli import weights
+
+    fetched, fetch = [], weights.fetch
+    monkeypatch.setattr(weights, "fetch", lambda checkpoint, **kw: fetched.append(checkpoint.name) or fetch(checkpoint, **kw))
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--device", "cpu", "--bg-model", "parsenet",
+                 "--parser", "none")
+    assert result.exit_code == 1 and "parsenet" not in fetched
+    assert "parsenet is a parsenet checkpoint, not a Real-ESRGAN one" in result.stderr
+    assert "realesrgan-x2plus or realesrgan-x4plus or realesr-general-x4v3" in result.stderr
+
+
+def test_weights_list_goes_to_stdout_and_fetch_into_a_file_is_one_line(tiny_env, tmp_path):
+    listed = run("weights", "list")
+    assert listed.exit_code == 0 and "gfpgan-1.4" in listed.stdout
+    (tmp_path / "carry").write_text("a file, not a folder")
+    fetched = run("weights", "fetch", "gfpgan-1.4", "--to", str(tmp_path / "carry"))
+    assert fetched.exit_code == 1 and "cannot be used as the destination folder" in fetched.stderr
+    assert len(fetched.stderr.strip().splitlines()) == 1
+
+
+def test_unforeseen_file_system_errors_are_one_line(tmp_path, capsys):
+    import pytest
+    import typer
+
+    from i2icli.cli.common import handles_errors
+
+    @handles_errors
+    def command():
+        raise OSError(28, "No space left on device", str(tmp_path / "out.png"))
+
+    with pytest.raises(typer.Exit) as exit_:
+        command()
+    assert exit_.value.exit_code == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'out.png'}: No space left on device"

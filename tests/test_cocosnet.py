@@ -326,3 +326,15 @@ def test_a_pose_for_a_label_model_is_refused(tmp_path):
     pose = _pose_json(tmp_path / "pose.json", _STANDING)
     with pytest.raises(InputError, match="is a pose, but this checkpoint takes 3-channel semantics"):
         load_semantics(pose, size=64, channels=3, frame=(75, 110))
+
+
+def test_a_stray_unknown_class_is_found_at_every_working_size(tmp_path):
+    from PIL import Image
+
+    labels = np.zeros((100, 100), np.uint8)
+    labels[37, 41] = 7  # one pixel: nearest-neighbour resizing to 64 px would drop it
+    path = tmp_path / "stray.png"
+    Image.fromarray(labels).save(path)
+    for size in (64, 256):
+        with pytest.raises(InputError, match="has class 7, but the model knows 5 classes"):
+            load_semantics(path, size=size, channels=5, frame=(100, 100), label_nc=5)

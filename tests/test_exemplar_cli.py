@@ -173,3 +173,37 @@ def test_weights_commands_treat_the_manual_download_plainly():
     assert len(fetched.stderr.strip().splitlines()) == 1
     verified = run("weights", "verify")
     assert "cocosnet2-deepfashionhd: no published checksum" in verified.stderr
+
+
+def test_batch_outputs_never_replace_inputs_or_each_other(checkpoint, pair, tmp_path):
+    (tmp_path / "other.jpg").write_bytes(pair["photo"].read_bytes())
+    (tmp_path / "sub").mkdir()
+    for name in ("model.jpg", "model.json", "target.json"):
+        (tmp_path / "sub" / name).write_bytes((tmp_path / name).read_bytes())
+    photo_before = pair["photo"].read_bytes()
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(
+        "input,exemplar,exemplar_pose,output\n"
+        "target.json,other.jpg,model.json,model.jpg\n"  # would replace the next row's exemplar
+        "\n"
+        "target.json,model.jpg,model.json,\n"
+        "sub/target.json,sub/model.jpg,sub/model.json,\n"  # the same default name, target_model.png
+        "target.json,model.jpg,model.json,x.png,extra\n"
+    )
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), "--json", *_common(checkpoint))
+    assert result.exit_code == 1 and pair["photo"].read_bytes() == photo_before
+    summary = json.loads(result.stdout)
+    assert [r["status"] for r in summary["results"]] == ["failed", "ok", "failed", "failed"]
+    errors = [summary["results"][i]["error"] for i in (0, 2, 3)]
+    assert "would overwrite an input of the batch" in errors[0]
+    assert "target_model.png is also written for" in errors[1]
+    assert errors[2] == f"{csv}:6: more cells than the header has columns"  # file line numbers, blank line counted
+
+    # A saved warp may not replace an input either.
+    warp_named = tmp_path / "r_warp64.png"
+    warp_named.write_bytes(pair["photo"].read_bytes())
+    kept = warp_named.read_bytes()
+    single = run("exemplar", str(pair["target"]), str(warp_named), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "r.png"), "--save-warps", *_common(checkpoint))
+    assert single.exit_code == 1 and "would overwrite an input" in single.stderr
+    assert warp_named.read_bytes() == kept

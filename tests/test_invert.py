@@ -235,9 +235,12 @@ def test_parse_layers():
     assert parse_layers("4-8") == (4, 5, 6, 7, 8)
     assert parse_layers("3,5, 9") == (3, 5, 9)
     assert parse_layers("6") == (6,)
-    for bad in ("8-4", "a", "0", "3,3", ""):
+    for bad in ("8-4", "a", "0", "3,3", "", "40"):
         with pytest.raises(ValueError):
             parse_layers(bad)
+    with pytest.raises(ValueError, match="at most 32 composing layers") as caught:
+        parse_layers("1-300000000")  # refused before the range is spelled out
+    assert len(str(caught.value)) < 100
 
 
 def test_layers_and_sizes_the_generator_cannot_do_are_refused(networks):
@@ -346,6 +349,16 @@ def test_cli_input_errors_are_one_line(files, tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
     result = run("invert", str(good), str(good), "-o", str(good), "--aligned", *_model_options(files))
     assert result.exit_code == 1 and "overwrite an input" in result.stderr
+    # --save-all's extra files are checked too: the warp of r.png is r_warped.png.
+    exemplar = write_png(tmp_path / "r_warped.png", smooth_image(15))
+    kept = exemplar.read_bytes()
+    result = run("invert", str(good), str(exemplar), "-o", str(tmp_path / "r.png"), "--save-all", "--aligned",
+                 *_model_options(files))
+    assert result.exit_code == 1 and "overwrite an input" in result.stderr and exemplar.read_bytes() == kept
+    for option in ("--lr", "--temperature", "--perceptual-weight"):
+        result = run("invert", str(good), str(exemplar), "-o", str(tmp_path / "o.png"), option, "inf", "--aligned",
+                     *_model_options(files))
+        assert result.exit_code == 2 and "all finite" in result.stderr
 
 
 def test_cli_wrong_checkpoint_is_one_line(files, tmp_path):

@@ -437,3 +437,31 @@ def test_edge_images_train_and_translate(tmp_path):
     result = runner.invoke(app, ["paired", str(colour), "-c", str(tmp_path / "run"), "-o", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert read_image(out).width == 32
+
+
+def test_outputs_that_would_clash_are_refused(tmp_path, run):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    label = run["data"] / "labels" / "000.png"
+    (folder / "b.png").write_bytes(label.read_bytes())
+    cv2.imwrite(str(folder / "b.bmp"), cv2.imread(str(run["data"] / "labels" / "001.png"), cv2.IMREAD_UNCHANGED))
+    result = runner.invoke(app, ["paired", str(folder), "-c", str(run["run"]), "-o", str(tmp_path / "out"),
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 1
+    status = {Path(r["label"]).name: r["status"] for r in json.loads(result.stdout)["results"]}
+    assert status == {"b.bmp": "ok", "b.png": "failed"} and "b.png is also written for" in result.stderr
+    plot = runner.invoke(app, ["paired", str(label), "-c", str(run["run"]), "-o", str(tmp_path / "p.png"),
+                               "--spectrum", str(tmp_path / "p.png"), "--device", "cpu"])
+    assert plot.exit_code == 1 and "also one of the command's outputs" in plot.stderr
+
+
+def test_eval_spectrum_never_replaces_data_or_run_files(tmp_path, run):
+    photo = next((run["data"] / "photos").iterdir())
+    kept = photo.read_bytes()
+    for target, message in ((photo, "inside the training data"), (run["run"] / "metrics.csv", "ending in .png"),
+                            (run["run"] / "samples" / "x.png", "inside the run's sample grids")):
+        result = runner.invoke(app, ["train", "paired", str(run["data"]), "--out", str(run["run"]), "--eval",
+                                     "--spectrum", str(target), "--fid-model", "none", "--lpips-backbone", "none",
+                                     "--device", "cpu"])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert photo.read_bytes() == kept

@@ -359,3 +359,108 @@ def test_ctrl_c_finishes_the_step_in_progress(tmp_path: Path, dataset: ImageFold
     assert method.steps_seen == 3
     assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 3
     assert signal.getsignal(signal.SIGINT) is handler_before
+
+
+# --------------------------------------------------------------------------- runs that must not be mixed or lost
+
+
+def test_the_same_ctrl_c_twice_is_one_and_the_save_is_never_cut_short(monkeypatch):
+    from i2icli.training import loop
+
+    clock = [100.0]
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
+    with loop._finish_step_on_interrupt() as request:
+        handler = signal.getsignal(signal.SIGINT)
+        handler(signal.SIGINT, None)
+        assert request.requested
+        clock[0] += 0.2
+        handler(signal.SIGINT, None)  # forwarded again by a launcher such as `uv run`: the same Ctrl-C
+        request.saving = True
+        clock[0] += 5
+        handler(signal.SIGINT, None)  # while the checkpoint is written: ignored
+        request.saving = False
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, None)  # a second Ctrl-C of its own
+
+
+def test_a_log_without_any_checkpoint_does_not_block_a_new_run(tmp_path: Path, dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("step,seconds,noise,recon\n1,0.1,0.5,0.5\n")
+    warnings: list[str] = []
+    result = train(ToyAutoencoder(), dataset, settings(out, 2), on_warning=warnings.append)
+    assert result.step == 2 and "saved no checkpoint; starting over" in warnings[0]
+    assert [row["step"] for row in read_rows(out / "metrics.csv")] == ["1", "2"]
+
+
+def test_one_run_at_a_time_in_a_folder(tmp_path: Path, dataset: ImageFolderDataset):
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "run"
+    out.mkdir()
+    held = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run, in progress
+        with pytest.raises(I2IError, match="another training run is using this folder"):
+            train(ToyAutoencoder(), dataset, settings(out, 2))
+    finally:
+        os.close(held)
+    assert not (out / "checkpoints").exists()
+    assert train(ToyAutoencoder(), dataset, settings(out, 2)).step == 2  # free again
+
+
+def test_resuming_another_runs_checkpoint_into_a_run_folder_is_refused(tmp_path: Path, dataset: ImageFolderDataset):
+    train(ToyAutoencoder(width=4), dataset, settings(tmp_path / "other", 2))
+    out = tmp_path / "run"
+    train(ToyAutoencoder(), dataset, settings(out, 4))
+    before = (out / "checkpoints" / "latest.pt").read_bytes()
+    with pytest.raises(I2IError, match="holds another run than .*config field 'layers' differs"):
+        train(ToyAutoencoder(width=4), dataset, settings(out, 6), resume=tmp_path / "other" / "checkpoints" / "latest.pt")
+    assert (out / "checkpoints" / "latest.pt").read_bytes() == before
+    # The run's own older checkpoint is fine.
+    train(ToyAutoencoder(), dataset, settings(tmp_path / "keep", 4, checkpoint_every=2, keep_checkpoints=5))
+    older = tmp_path / "keep" / "checkpoints" / "step-0000002.pt"
+    assert train(ToyAutoencoder(), dataset, settings(tmp_path / "keep", 5), resume=older).step == 5
+
+
+def test_a_log_line_torn_inside_a_character_is_dropped_on_resume(tmp_path: Path, dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    train(ToyAutoencoder(), dataset, settings(out, 2))
+    with open(out / "metrics.csv", "ab") as log:
+        log.write(b"3\xff\xfe\x00")
+    assert train(ToyAutoencoder(), dataset, settings(out, 4), resume=True).step == 4
+    assert [row["step"] for row in read_rows(out / "metrics.csv")] == ["1", "2", "3", "4"]
+
+
+def test_a_run_folder_inside_the_data_is_not_training_data(tmp_path: Path, images: list[Path]):
+    root = images[0].parent.parent
+    out = root / "run"
+    (out / "samples").mkdir(parents=True)
+    cv2.imwrite(str(out / "samples" / "step-0000001.png"), np.zeros((8, 8, 3), np.uint8))
+    assert find_images(root, exclude=out) == images
+    assert len(find_images(root)) == len(images) + 1
+
+
+def test_held_out_grids_skip_unreadable_files_instead_of_repeating_the_next(tmp_path: Path, images: list[Path]):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    held = ImageFolderDataset([images[0], bad, images[1], images[2]], SIZE)
+    held.role = "held-out"
+    batch = fixed_batch(held, 3)
+    expected = torch.stack([held[(i, False)]["image"] for i in (0, 2, 3)])
+    assert torch.equal(batch, expected)  # 0, 2, 3: not 0, 2 (for the bad 1), 2
+    hopeless = ImageFolderDataset([bad], SIZE)
+    hopeless.role = "held-out"
+    with pytest.raises(I2IError, match="none of the 1 held-out examples can be read"):
+        fixed_batch(hopeless, 2)
+
+
+def test_a_data_loader_workers_error_is_one_line(tmp_path: Path):
+    bad = []
+    for index in range(3):
+        bad.append(tmp_path / f"bad{index}.png")
+        bad[-1].write_bytes(b"junk")
+    with pytest.raises(I2IError) as caught:
+        train(ToyAutoencoder(), ImageFolderDataset(bad, SIZE), settings(tmp_path / "run", 2, num_workers=1))
+    message = str(caught.value)
+    assert message.startswith("none of the 3 training examples can be read") and "\n" not in message
+    assert "Traceback" not in message

@@ -197,6 +197,7 @@ def test_resume_continues_with_the_same_step_and_optimiser_state(tmp_path, run):
     second = train_cli(run["data"], tmp_path / "resumed", 6, "--resume")
     assert second.exit_code == 0, second.output
     assert "resuming" in second.output and "step 3" in second.output
+    assert "ignored" not in second.output  # the run's own settings, repeated: nothing to say
     a = torch.load(tmp_path / "straight" / "checkpoints" / "latest.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "latest.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
@@ -205,6 +206,9 @@ def test_resume_continues_with_the_same_step_and_optimiser_state(tmp_path, run):
             assert torch.equal(a[network][key], b[network][key]), (network, key)
     assert a["optG"]["state"][0]["step"] == b["optG"]["state"][0]["step"] == 6
     torch.testing.assert_close(a["optD"]["state"][0]["exp_avg_sq"], b["optD"]["state"][0]["exp_avg_sq"], rtol=0, atol=0)
+    changed = train_cli(run["data"], tmp_path / "resumed", 7, "--resume", "--g-lr", "0.5", "--seed", "3")
+    assert changed.exit_code == 0, changed.output
+    assert "--g-lr, --seed ignored: a resumed run keeps the settings it was started with" in changed.output
 
 
 def test_a_new_run_never_overwrites_an_old_one(run):
@@ -411,3 +415,21 @@ def test_translate_returns_a_typed_result(run):
     assert result.image.rgb.shape == (32, 32, 3) and result.target.rgb.shape == (8, 8, 3)
     assert result.exact and result.lr_error < 1.0 < result.network_error
     assert set(result.seconds) == {"prepare", "generate"}
+
+
+def test_outputs_that_would_clash_are_refused(run, tmp_path):
+    photos = sorted(run["data"].glob("*.png"))
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "a.png").write_bytes(photos[0].read_bytes())
+    cv2.imwrite(str(sources / "a.jpg"), cv2.imread(str(photos[1])))  # the same output name, a__<target>.png
+    result = runner.invoke(app, ["translate-lr", str(sources), str(photos[2]), "-c", str(run["run"]),
+                                 "-o", str(tmp_path / "out"), "--device", "cpu", "--json"])
+    assert result.exit_code == 1
+    status = {Path(r["source"]).name: r["status"] for r in json.loads(result.stdout)["results"]}
+    assert status == {"a.jpg": "ok", "a.png": "failed"} and "is also written for" in result.stderr
+    # A grid named like the output would replace it.
+    single = runner.invoke(app, ["translate-lr", str(photos[0]), str(photos[1]), "-c", str(run["run"]),
+                                 "-o", str(tmp_path / "g.png"), "--grid", str(tmp_path / "g.png"), "--device", "cpu"])
+    assert single.exit_code == 1 and "also one of the command's outputs" in single.stderr
+    assert not (tmp_path / "g.png").exists()

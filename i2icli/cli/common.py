@@ -6,7 +6,7 @@ import functools
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, TypeVar
+from typing import Annotated, Any, Callable, Iterable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +26,8 @@ def transient_progress(*columns: Any) -> Any:
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# What an output path may end in to name an image file (else it names a folder).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +59,11 @@ def handles_errors(command: F) -> F:
         except MemoryError:
             report_error(I2IError("out of memory", "try a smaller --tile, a lower --upscale, or fewer images at once"))
             raise typer.Exit(EXIT_FAILED) from None
+        except OSError as error:
+            # A file-system failure no check foresaw (a disk filling up mid-run, say): still one line.
+            where = f"{error.filename}: " if error.filename else ""
+            report_error(I2IError(f"{where}{error.strerror or error}"))
+            raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -66,8 +73,18 @@ def usage_error(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+def _device_name(value: str) -> str:
+    """A well-formed device name (lower-cased); whether that device is present is checked on use."""
+    import re
+
+    name = value.strip().lower()
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise typer.BadParameter(f"{value!r}: use auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
 DeviceOption = Annotated[
-    str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Device")
+    str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Device", callback=_device_name)
 ]
 HalfOption = Annotated[
     bool | None,
@@ -116,10 +133,35 @@ def image_files(path: Path, role: str) -> list[Path]:
     return [path]
 
 
-def refuse_overwrite(target: Path, inputs: list[Path]) -> None:
-    """Raise InputError if writing ``target`` would replace one of ``inputs``."""
-    if target.expanduser().resolve() in {p.expanduser().resolve() for p in inputs}:
+def check_output_folder(folder: Path) -> None:
+    """Fail before any work when results could not be written into ``folder`` (created if missing):
+    a batch that finds out only at its first write may have spent an hour on it."""
+    import os
+
+    folder = folder.expanduser()
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(folder, "is a file, not a folder", "give -o/--output a folder")
+        existing = folder.absolute()
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as error:
+        raise InputError(folder, f"cannot be used as the output folder ({error.strerror or error})",
+                         "choose another -o/--output") from None
+    if not existing.is_dir():
+        raise InputError(folder, f"{existing} is a file, so this folder cannot be made", "choose another -o/--output")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(folder, f"cannot be written ({existing}: permission denied)", "choose another -o/--output")
+
+
+def refuse_overwrite(target: Path, inputs: Iterable[Path], outputs: Iterable[Path] = ()) -> None:
+    """Raise InputError if writing ``target`` would replace one of ``inputs``, or one of the
+    command's own ``outputs`` (a plot written over the image it summarises, say)."""
+    key = target.expanduser().resolve()
+    if key in {p.expanduser().resolve() for p in inputs}:
         raise InputError(target, "the output would overwrite an input", "choose another output")
+    if key in {p.expanduser().resolve() for p in outputs}:
+        raise InputError(target, "this file is also one of the command's outputs", "choose another name for it")
 
 
 def stdout_write(text: str) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli.common import (
+    IMAGE_EXTENSIONS,
     EXIT_FAILED,
     EXIT_OK,
     Bf16Option,
@@ -19,12 +20,11 @@ from i2icli.cli.common import (
     precision_from_flags,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, run_batch
+from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch, will_run
 from i2icli.errors import InputError
 
 _MODEL = "Model"
 _OUTPUT = "Output"
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 _CSV_COLUMNS = ("input", "exemplar", "exemplar_pose", "input_pose", "output")
 
 
@@ -128,7 +128,10 @@ def exemplar(
     if size % 32:
         raise usage_error(f"--size {size}: must be a multiple of 32")
     jobs = _plan(input, exemplar_photo, exemplar_pose, input_pose, output, pairs)
-    todo = [job for job in jobs if job.problem is None and not (skip_existing and job.output.exists())]
+    inputs = [path for job in jobs for path in (job.input, job.exemplar, job.exemplar_pose, job.input_pose) if path]
+    jobs, _ = one_writer_per_file(jobs, lambda pair: [path for paths in _written_files(
+        pair.output, size, save_warps=save_warps, save_label=save_label).values() for path in paths], inputs)
+    todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
 
     from i2icli.pipelines.exemplar import ExemplarPipeline, ExemplarSettings
 
@@ -149,7 +152,7 @@ def exemplar(
 
 
 def _is_file_target(output: str) -> bool:
-    return Path(output).suffix.lower() in _IMAGE_EXTENSIONS
+    return Path(output).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | None, input_pose: str | None,
@@ -175,8 +178,9 @@ def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | No
 def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-            header = [name.strip() for name in (rows[0].keys() if rows else [])]
+            reader = csv.DictReader(handle)
+            header = [(name or "").strip() for name in (reader.fieldnames or [])]
+            rows = [(reader.line_num, row) for row in reader]  # file line numbers: blank lines are skipped
     except OSError as error:
         raise InputError(path, f"cannot read the pairs file ({error.strerror or error})") from None
     except (csv.Error, UnicodeDecodeError) as error:
@@ -186,11 +190,15 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
     unknown = [name for name in header if name not in _CSV_COLUMNS]
     if unknown or "input" not in header or "exemplar" not in header:
         raise InputError(path, f"the header must name input and exemplar (and may name {', '.join(_CSV_COLUMNS[2:])})"
-                         + (f"; unknown column {unknown[0]!r}" if unknown else ""))
+                         + (f"; unknown column {unknown[0]!r}" if unknown else ""),
+                         f"the first line must be the header, e.g. {','.join(_CSV_COLUMNS)}")
     base = path.parent
     jobs = []
-    for number, row in enumerate(rows, start=2):
-        row = {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
+    for number, row in rows:
+        if None in row:  # DictReader keeps cells beyond the header's columns under None
+            jobs.append(Pair(path, path, None, None, folder, f"{path}:{number}: more cells than the header has columns"))
+            continue
+        row = {key.strip(): (value or "").strip() for key, value in row.items()}
 
         def cell(name: str) -> Path | None:
             value = row.get(name, "")
@@ -244,21 +252,29 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
     result = pipeline.translate(semantic, exemplar, exemplar_semantic)
     write_image(job.output, result.picture)
     written: dict[str, Any] = {"stages": {k: round(v, 3) for k, v in result.seconds.items()}}
-    stem, folder = job.output.stem, job.output.parent
+    files = _written_files(job.output, pipeline.settings.size, save_warps=save_warps, save_label=save_label)
     if save_warps:
-        paths = []
-        size = pipeline.settings.size
-        for level_size, warp in zip((size // 8, size // 4, size // 2, size), result.warps):
-            path = folder / f"{stem}_warp{level_size}.png"
+        for path, warp in zip(files["warps"], result.warps):
             write_image(path, warp)
-            paths.append(str(path))
-        written["warps"] = paths
+        written["warps"] = [str(path) for path in files["warps"]]
     if save_label:
         labels = []
-        for which, semantics in (("input", semantic), ("exemplar", exemplar_semantic)):
-            if semantics.drawing is not None:
-                path = folder / f"{stem}_{which}_label.png"
+        for path, semantics in zip(files["labels"], (semantic, exemplar_semantic)):
+            if semantics.drawing is not None:  # poses only: a label or edge map is its own picture
                 write_image(path, Picture(semantics.drawing))
                 labels.append(str(path))
         written["labels"] = labels
     return written
+
+
+def _written_files(output: Path, size: int, *, save_warps: bool, save_label: bool) -> dict[str, list[Path]]:
+    """Every file a pair may write: its output, a warp per level, the input's and exemplar's skeletons."""
+    stem, folder = output.stem, output.parent
+    levels = (size // 8, size // 4, size // 2, size)
+    return {
+        "output": [output],
+        "warps": [folder / f"{stem}_warp{level}.png" for level in levels] if save_warps else [],
+        "labels": [folder / f"{stem}_{which}_label.png" for which in ("input", "exemplar")] if save_label else [],
+    }
+
+

@@ -9,11 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli.common import (
+    IMAGE_EXTENSIONS,
     EXIT_OK,
     DeviceOption,
     JsonOption,
     console,
     handles_errors,
+    refuse_overwrite,
     stdout_write,
     transient_progress,
     usage_error,
@@ -23,7 +25,6 @@ from i2icli.errors import InputError
 _MODEL = "Model"
 _SEARCH = "Inversion"
 _OUTPUT = "Output"
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
 @handles_errors
@@ -116,6 +117,8 @@ def invert(
     except ValueError as error:
         raise usage_error(str(error)) from None
     target = _output_path(source, exemplar, output)
+    for path in _written_files(target, settings.layers, save_all).values():
+        refuse_overwrite(path, [source, exemplar])
 
     from i2icli.imageio import read_image
 
@@ -146,7 +149,7 @@ def invert(
 
 def _output_path(source: Path, exemplar: Path, output: str) -> Path:
     target = Path(output).expanduser()
-    if target.suffix.lower() not in _IMAGE_EXTENSIONS:
+    if target.suffix.lower() not in IMAGE_EXTENSIONS:
         target = target / f"{source.stem}_{exemplar.stem}.png"
     for given in (source, exemplar):
         try:
@@ -181,22 +184,33 @@ def _write(result: Any, target: Path, save_all: bool) -> dict[str, Any]:
     write_image(target, result.picture)
     if not save_all:
         return {}
-    folder, stem = target.parent, target.stem
+    files = _written_files(target, [h.layer for h in result.hypotheses], save_all)
     written: dict[str, Any] = {"hypotheses": {}}
     for hypothesis in result.hypotheses:
-        path = folder / f"{stem}_layer{hypothesis.layer:02d}.png"
+        path = files[f"layer{hypothesis.layer:02d}"]
         write_image(path, hypothesis.picture)
         written["hypotheses"][hypothesis.layer] = str(path)
     for name, picture in (("warped", result.warped), ("source_face", result.source_face),
                           ("exemplar_face", result.exemplar_face)):
-        path = folder / f"{stem}_{name}.png"
-        write_image(path, picture)
-        written[name] = str(path)
+        write_image(files[name], picture)
+        written[name] = str(files[name])
     scores = {"chosen_layer": result.layer,
               "hypotheses": [{"layer": h.layer, "loss": h.loss, "frechet": h.score,
                               "file": written["hypotheses"][h.layer]} for h in result.hypotheses]}
-    written["scores"] = str(write_text(folder / f"{stem}_scores.json", json.dumps(scores, indent=2) + "\n"))
+    written["scores"] = str(write_text(files["scores"], json.dumps(scores, indent=2) + "\n"))
     return written
+
+
+def _written_files(target: Path, layers: Any, save_all: bool) -> dict[str, Path]:
+    """The files a run writes: the result, and with --save-all every hypothesis, the warp, both
+    aligned faces and the scores, named after the result."""
+    folder, stem = target.parent, target.stem
+    files = {"result": target}
+    if save_all:
+        files.update({f"layer{layer:02d}": folder / f"{stem}_layer{layer:02d}.png" for layer in layers})
+        files.update({name: folder / f"{stem}_{name}.png" for name in ("warped", "source_face", "exemplar_face")})
+        files["scores"] = folder / f"{stem}_scores.json"
+    return files
 
 
 class _loss_progress:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli.common import (
+    IMAGE_EXTENSIONS,
     EXIT_FAILED,
     EXIT_OK,
     DeviceOption,
@@ -19,11 +20,10 @@ from i2icli.cli.common import (
     refuse_overwrite,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, run_batch
+from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch
 
 _MODEL = "Model"
 _OUTPUT = "Output"
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,9 @@ def paired(
     resolved_inputs = {p.expanduser().resolve() for p in inputs}  # once, not once per job
     jobs = [_check_outputs(job, seeds, save_components, std_map, inputs, resolved_inputs, fail_now=len(jobs) == 1)
             for job in jobs]
+    jobs, written = one_writer_per_file(jobs, lambda job: output_files(job.base, seeds, save_components, std_map).values())
     if spectrum is not None:
-        refuse_overwrite(spectrum.expanduser(), inputs)
+        refuse_overwrite(spectrum.expanduser(), inputs, written)
 
     from i2icli.imageio import read_image
 
@@ -171,9 +172,9 @@ def _plan(labels: list[Path], output: Path, seeds: list[int], single: bool) -> l
     def job(source: Path, base: Path) -> LabelJob:
         return LabelJob(source, base, output_files(base, seeds, False, False)[f"output:{seeds[0]}"])
 
-    if single and output.suffix.lower() in _IMAGE_EXTENSIONS:
+    if single and output.suffix.lower() in IMAGE_EXTENSIONS:
         return [job(labels[0], output)]
-    if output.suffix.lower() in _IMAGE_EXTENSIONS:
+    if output.suffix.lower() in IMAGE_EXTENSIONS:
         raise usage_error(f"-o {output}: with a folder of label maps, -o must be a folder")
     return [job(path, output / f"{path.stem}.png") for path in labels]
 

@@ -10,17 +10,18 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    IMAGE_EXTENSIONS,
     Bf16Option,
     DeviceOption,
     HalfOption,
     JsonOption,
-    OutputOption,
+    check_output_folder,
     download_progress,
     handles_errors,
     precision_from_flags,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, run_batch
+from i2icli.cli.runner import batch_failures, run_batch, will_run
 
 _MODELS = "Models"
 _FACES = "Faces"
@@ -28,10 +29,19 @@ _OUTPUT = "Output"
 _EXTENSIONS = ("auto", "png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp")
 
 
+def _file_name_suffix(value: str) -> str:
+    if "/" in value or "\\" in value:
+        raise typer.BadParameter("it is added to file names, so it cannot contain / or \\")
+    return value
+
+
 @handles_errors
 def restore(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
-    output: OutputOption = "results",
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Folder for the results (created if missing), or for one input the "
+                          "output file itself (its extension picks the format).", rich_help_panel=_OUTPUT)
+    ] = "results",
     upscale: Annotated[float, typer.Option("--upscale", "-s", min=1.0, max=8.0, help="Final size factor (any float).")] = 2.0,
     strength: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="How much of the restored face to use: 1 all of it, 0 none.")
@@ -56,12 +66,13 @@ def restore(
     detect_size: Annotated[
         int, typer.Option(min=0, help="Detect faces on a copy at most this many pixels wide/high (0: full size).", rich_help_panel=_FACES)
     ] = 1280,
-    aligned: Annotated[bool, typer.Option("--aligned", help="Inputs are already aligned 512x512 face crops.", rich_help_panel=_FACES)] = False,
+    aligned: Annotated[bool, typer.Option("--aligned", help="Inputs are already aligned 512x512 face crops; each output is its restored 512x512 face (no --upscale, no alpha).", rich_help_panel=_FACES)] = False,
     save_faces: Annotated[
         bool, typer.Option("--save-faces", help="Also save face crops, restored faces and side-by-side comparisons.", rich_help_panel=_OUTPUT)
     ] = False,
     ext: Annotated[str, typer.Option(help="Output format: auto (same as input), png, jpg, webp, tif or bmp.", rich_help_panel=_OUTPUT)] = "auto",
-    suffix: Annotated[str, typer.Option(help="Text added to each output file name.", rich_help_panel=_OUTPUT)] = "",
+    suffix: Annotated[str, typer.Option(help="Text added to each output file name.", rich_help_panel=_OUTPUT,
+                                        callback=_file_name_suffix)] = "",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder inputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output file already exists.")] = False,
     device: DeviceOption = "auto",
@@ -92,12 +103,7 @@ def restore(
     if ext.lower() not in _EXTENSIONS:
         raise usage_error(f"--ext {ext}: use one of {', '.join(_EXTENSIONS)}")
 
-    from i2icli.batch import plan_jobs
-
-    output_dir = Path(output).expanduser()
-    jobs = plan_jobs(inputs, output_dir, recursive=recursive, ext=ext, suffix=suffix)
-    if not jobs:
-        raise usage_error("no images found in the given inputs")
+    jobs = _plan(inputs, Path(output).expanduser(), recursive=recursive, ext=ext, suffix=suffix)
 
     from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 
@@ -112,7 +118,7 @@ def restore(
         face_batch=face_batch,
         keep_faces=save_faces,
     )
-    todo = [job for job in jobs if job.problem is None and not (skip_existing and job.output.exists())]
+    todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
     pipeline = None
     if todo:
         with download_progress() as progress:
@@ -129,26 +135,62 @@ def restore(
                 progress=progress,
             )
 
-    stages = restore_stages(pipeline, max_pixels=max_pixels, save_faces=save_faces)
+    stages = restore_stages(pipeline, max_pixels=max_pixels, save_faces=save_faces, face_stem=face_stems(jobs))
     # Decoding and encoding on worker threads keeps a GPU busy. On a CPU they would compete with
     # the networks for the same cores: there a 2 MP folder ran 69.3 s/image with it and 70.7 s
     # without, within noise (decode + encode are 0.3 s of it), for 130 MB more memory.
     overlap_io = pipeline is not None and pipeline.device.type != "cpu"
     records = run_batch(jobs, stages, verb="restoring", skip_existing=skip_existing, overlap_io=overlap_io,
-                        record_of=lambda job: {"input": str(job.source), "output": str(job.output)})
+                        record_of=lambda job: {"input": str(job.source), "output": job.output and str(job.output)})
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool) -> Any:
-    """A restore job as the batch runner's three stages: decode, restore, encode (and save faces)."""
+def _plan(inputs: list[str], output: Path, *, recursive: bool, ext: str, suffix: str) -> list[Any]:
+    """The jobs for INPUTS. -o names the output folder, or, for a single input, the output file."""
+    import os
+
+    from i2icli.batch import Job, plan_jobs
+
+    if output.suffix.lower() not in IMAGE_EXTENSIONS or os.path.isdir(output):
+        check_output_folder(output)
+        return plan_jobs(inputs, output, recursive=recursive, ext=ext, suffix=suffix)
+    if ext.lower() != "auto" or suffix:
+        raise usage_error(f"-o {output} names the output file: its extension picks the format, so --ext and --suffix "
+                          "(which are for output folders) cannot be used with it")
+    check_output_folder(output.parent)
+    jobs = plan_jobs(inputs, output.parent, recursive=recursive)
+    if len(jobs) > 1:
+        raise usage_error(f"-o {output} names one output file, but the inputs hold {len(jobs)} images; give -o a folder")
+    job = jobs[0]
+    if job.output is None:  # missing, unreadable, or an empty folder: nothing to name
+        return jobs
+    problem = None
+    if output.resolve() == job.source.resolve():
+        problem = f"{job.source}: the output would overwrite the input; choose another -o/--output"
+    return [Job(job.source, output, problem)]
+
+
+def face_stems(jobs: list[Any]) -> Any:
+    """How --save-faces names a photo's face files: OUTPUT-STEM_NN.png, as GFPGAN does, unless two
+    outputs in one folder share a stem (old.jpg, old.png); then the whole name: old.jpg_NN.png."""
+    from collections import Counter
+
+    stems = Counter((job.output.parent, job.output.stem) for job in jobs if job.output is not None)
+    return lambda output: output.name if stems[(output.parent, output.stem)] > 1 else output.stem
+
+
+def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_stem: Any = None) -> Any:
+    """A restore job as the batch runner's three stages: decode, restore, encode (and save faces).
+    ``face_stem(output)`` names the face files (default: the output's stem)."""
+    face_stem = face_stem or (lambda output: output.stem)
     from i2icli.cli.runner import Stages
     from i2icli.imageio import read_image, write_image
 
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
         write_image(job.output, result.picture)
         if save_faces:
-            _save_faces(job.output, result, result.picture.rgb.dtype)
+            _save_faces(job.output, face_stem(job.output), result, result.picture.rgb.dtype)
         extra = {"faces": result.face_count, "stages": {k: round(v, 3) for k, v in result.seconds.items()}}
         faces = f"{result.face_count} face{'s' if result.face_count != 1 else ''}, "
         return extra, f"{job.source} → {job.output}", faces
@@ -160,7 +202,7 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool) -> Any:
     )
 
 
-def _save_faces(output: Path, result: Any, dtype: Any) -> None:
+def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> None:
     """Crops, restored faces and side-by-side pairs next to the output, one PNG per face."""
     import numpy as np
 
@@ -170,6 +212,6 @@ def _save_faces(output: Path, result: Any, dtype: Any) -> None:
     for index, face in enumerate(result.faces):
         crop = np.clip(np.rint(face.crop * peak), 0, peak).astype(dtype)
         restored = np.clip(np.rint(face.restored * peak), 0, peak).astype(dtype)
-        name = f"{output.stem}_{index:02d}.png"
+        name = f"{stem}_{index:02d}.png"
         for folder, pixels in (("cropped_faces", crop), ("restored_faces", restored), ("cmp", np.hstack([crop, restored]))):
             write_image(output.parent / folder / name, Picture(rgb=pixels, alpha=None, grayscale=False, source=None))

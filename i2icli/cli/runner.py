@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Protocol, TypeVar
+from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 
 from i2icli.cli.common import console, report_error, stdout_write, transient_progress
 from i2icli.errors import I2IError, InputError
@@ -50,6 +50,54 @@ class Stages(Generic[J]):
     read: Callable[[J], Any]
     compute: Callable[[J, Any], Any]
     write: Callable[[J, Any], Outcome]
+
+
+def will_run(job: BatchJob, *, skip_existing: bool) -> bool:
+    """Whether ``job`` is to run: it has no problem, and unless asked to skip it, no output yet."""
+    return job.problem is None and not (skip_existing and _exists(job.output))
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        # Below a folder that cannot be searched: not known to exist, so the job runs and its
+        # write fails with a message naming the file, instead of the whole batch stopping here.
+        return False
+
+
+def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]],
+                        inputs: Iterable[Path] = ()) -> tuple[list[J], list[Path]]:
+    """Fail (with ``dataclasses.replace(job, problem=...)``) a job that would write over one of
+    ``inputs``, or over a file an earlier job writes (a.png and a.jpg both making a.png, say).
+    Also return every file the batch will write."""
+    import dataclasses
+
+    protected = {_resolved(path) for path in inputs}
+    taken: dict[Path, Any] = {}
+    checked = []
+    for job in jobs:
+        if job.problem is None:
+            files = [_resolved(path) for path in files_of(job)]
+            over_input = next((path for path in files if path in protected), None)
+            clash = next((path for path in files if path in taken), None)
+            if over_input is not None:
+                job = dataclasses.replace(job, problem=f"{job.source}: its output {over_input} would overwrite an "
+                                                       "input of the batch; choose another output")
+            elif clash is not None:
+                job = dataclasses.replace(job, problem=f"{job.source}: its output {clash} is also written for "
+                                                       f"{taken[clash].source}; give them different output names")
+            else:
+                taken.update((path, job) for path in files)
+        checked.append(job)
+    return checked, list(taken)
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
 
 
 def _one_stage(process: Processor[J]) -> Stages[J]:
@@ -110,8 +158,8 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
 
     stages = process if isinstance(process, Stages) else _one_stage(process)
     # Outputs are distinct (the planners refuse collisions), so what to skip is known up front.
-    runnable = [i for i, job in enumerate(jobs) if job.problem is None and not (skip_existing and job.output.exists())]
-    will_run = set(runnable)
+    runnable = [i for i, job in enumerate(jobs) if will_run(job, skip_existing=skip_existing)]
+    to_run = set(runnable)
     read_next = dict(zip(runnable, runnable[1:]))  # the job to read ahead while one computes
     records: list[dict] = []
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -145,7 +193,7 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
         for index, job in enumerate(jobs):
             record = record_of(job)
             records.append(record)
-            if index not in will_run:  # reported after the job before it
+            if index not in to_run:  # reported after the job before it
                 finish_write()
                 if job.problem is not None:
                     record.update(status="failed", error=job.problem)

@@ -44,6 +44,7 @@ from i2icli.cli.train_common import (
     held_out_amount,
     resume_point,
     run_training,
+    warn_of_options_the_run_keeps,
 )
 from i2icli.errors import I2IError
 
@@ -53,6 +54,7 @@ app = typer.Typer(help="Train the methods that have no public weights.", no_args
 @app.command("translate-lr", no_args_is_help=True)
 @handles_errors
 def translate_lr(
+    context: typer.Context,
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,
                                              help="Folder of training photos (searched recursively).")],
     out: OutOption = Path("runs/translate-lr"),
@@ -122,6 +124,7 @@ def translate_lr(
     resume_spec, stored = resume_point(out, resume, resume_from, METHOD_NAME)
     if stored is not None:
         method = _method_from_checkpoint(stored)
+        warn_of_options_the_run_keeps(context, stored)
         seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
         data_settings = method.data
         console.print(f"resuming {out} at step {stored['step']} [dim](hr {method.model_config.hr_size}, "
@@ -141,10 +144,12 @@ def translate_lr(
         data_settings = {"hr_size": hr_size, "held_out": held_out_amount(held_out)}
         method = TranslateLRTraining(model, options, seed=seed, data=data_settings)
 
-    files = data.find_images(data_dir)
+    files = data.find_images(data_dir, exclude=out)
     train_files, held_files = data.split_held_out(files, data_dir, data_settings["held_out"], seed)
     dataset = data.ImageFolderDataset(train_files, data_settings["hr_size"])
-    held_out_batch = data.fixed_batch(data.ImageFolderDataset(held_files or train_files, data_settings["hr_size"]), 4)
+    held_dataset = data.ImageFolderDataset(held_files or train_files, data_settings["hr_size"])
+    held_dataset.role = "held-out" if held_files else "training"
+    held_out_batch = data.fixed_batch(held_dataset, 4)
     console.print(f"training on {len(train_files)} images, {len(held_files)} held out "
                   f"[dim]({data_dir}, {data_settings['hr_size']} px)[/]")
     run_training(method, dataset, held_out_batch, collate_fn=data.collate_images, resume=resume_spec,
@@ -175,7 +180,7 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     stored = loop.load_training_checkpoint(path)
     generator, config = generator_from_checkpoint(stored)
     held = stored["config"].get("data", {})
-    files = data.find_images(data_dir)
+    files = data.find_images(data_dir, exclude=out)
     _, held_files = data.split_held_out(files, data_dir, held.get("held_out", 0.05), stored["settings"]["seed"])
     if len(held_files) < 2:
         raise I2IError(f"{data_dir}: only {len(held_files)} held-out image(s) for this run's split",

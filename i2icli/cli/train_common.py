@@ -99,6 +99,44 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
     return spec, stored
 
 
+# Option names whose stored field is named otherwise.
+_STORED_AS = {"g_lr": "generator_lr", "d_lr": "discriminator_lr", "disc_channels": "disc_base_channels",
+              "size": "image_size", "label_nc": "input_channels"}
+
+
+def warn_of_options_the_run_keeps(context: Any, stored: dict) -> list[str]:
+    """On resume the model, the losses, the optimiser, the batch, the split and the seed are the
+    run's own. Name each such option on this command line whose value differs from the run's (or
+    cannot be compared): it has no effect. Repeating the run's own values is fine."""
+    known: dict[str, Any] = dict(stored.get("settings") or {})
+    for part in (stored.get("config") or {}).values():
+        if isinstance(part, dict):
+            known.update(part)
+    if "held_out" in known:
+        known["held_out"] = str(known["held_out"])
+    ignored = []
+    for param in context.command.params:
+        fixed = getattr(param, "rich_help_panel", None) in (MODEL_PANEL, LOSS_PANEL) or param.name in ("batch_size", "held_out", "seed")
+        source = context.get_parameter_source(param.name)
+        if not fixed or getattr(source, "name", None) != "COMMANDLINE":
+            continue
+        value = context.params[param.name]
+        if param.name == "held_out":
+            value = str(held_out_amount(value))
+        stored_value = known.get(_STORED_AS.get(param.name, param.name), _MISSING)
+        if param.name == "edges":
+            stored_value = known.get("input_kind") == "edge"
+        if stored_value != value:
+            ignored.append(param.opts[0])
+    if ignored:
+        console.print(f"[yellow]warning:[/] {', '.join(ignored)} ignored: a resumed run keeps the settings it was "
+                      "started with (start a new run with another --out to change them)")
+    return ignored
+
+
+_MISSING = object()
+
+
 def run_training(method: Any, dataset: Any, held_out_batch: Any, *, collate_fn: Any, resume: bool | Path,
                  shown: tuple[str, ...], as_json: bool, out: Path, steps: int, batch_size: int, seed: int,
                  checkpoint_every: int, sample_every: int, log_every: int, keep: int, workers: int, device: Any) -> None:

@@ -43,6 +43,7 @@ from i2icli.cli.train_common import (
     held_out_amount,
     resume_point,
     run_training,
+    warn_of_options_the_run_keeps,
 )
 from i2icli.errors import I2IError, InputError
 
@@ -52,6 +53,7 @@ _PHOTO_FOLDERS = ("photos", "images", "img")
 
 @handles_errors
 def paired(
+    context: typer.Context,
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,
                                              help="Folder with labels/ and photos/ (or images/) subfolders whose files "
                                              "pair up by name: labels/12.png with photos/12.jpg.")],
@@ -128,6 +130,7 @@ def paired(
     resume_spec, stored = resume_point(out, resume, resume_from, METHOD_NAME)
     if stored is not None:
         method = _method_from_checkpoint(stored, torch_device)
+        warn_of_options_the_run_keeps(context, stored)
         seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
         data_settings = method.data
         console.print(f"resuming {out} at step {stored['step']} [dim]({method.model_config.image_size} px, "
@@ -159,6 +162,7 @@ def paired(
     train_pairs, held_pairs = _split(data_dir, labels, photos, data_settings["held_out"], seed)
     dataset = data.PairedDataset(train_pairs, config.image_size, config.input_kind, config.input_channels)
     held_dataset = data.PairedDataset(held_pairs or train_pairs, config.image_size, config.input_kind, config.input_channels)
+    held_dataset.role = "held-out" if held_pairs else "training"
     held_out_batch = data.fixed_batch(held_dataset, 4, data.collate_examples)
     console.print(f"training on {len(train_pairs)} pairs, {len(held_pairs)} held out "
                   f"[dim]({data_dir}, {config.image_size} px, {config.input_description})[/]")
@@ -223,6 +227,22 @@ def _method_from_checkpoint(stored: dict[str, Any], device: Any) -> Any:
     return PairedTraining(GRITConfig(**config["model"]), options, seed=stored["settings"]["seed"], data=data_settings, vgg=vgg)
 
 
+def _spectrum_file(spectrum: Path | None, data_dir: Path, out: Path) -> Path | None:
+    """--spectrum, if it is a PNG outside the data and the run's own files (which it would replace)."""
+    from i2icli.batch import is_inside
+
+    if spectrum is None:
+        return None
+    spectrum = spectrum.expanduser()
+    if spectrum.suffix.lower() != ".png":
+        raise usage_error(f"--spectrum {spectrum}: the plot is a PNG file; give a name ending in .png")
+    for folder, what in ((data_dir, "the training data"), (out / "checkpoints", "the run's checkpoints"),
+                         (out / "samples", "the run's sample grids")):
+        if is_inside(spectrum, folder):
+            raise usage_error(f"--spectrum {spectrum} is inside {what} ({folder}); choose a file elsewhere")
+    return spectrum
+
+
 def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Path, checkpoint: Path | None, style: str,
               spectrum: Path | None, fid_model: str, lpips_backbone: str, device: Any, as_json: bool) -> None:
 
@@ -250,7 +270,7 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     with console.status("evaluating"):
         result = evaluate(generator.to(device), batch["label"], batch["photo"], style=style, seed=seed,
                           fid_features=fid_features, lpips_distance=lpips_distance)
-    plot = spectrum or out / "eval" / f"spectrum-step-{stored['step']}.png"
+    plot = _spectrum_file(spectrum, data_dir, out) or out / "eval" / f"spectrum-step-{stored['step']}.png"
     assert result.spectra is not None
     plot_spectra(result.spectra, plot, title=f"Power spectrum, {result.images} held-out pairs (step {stored['step']})")
     shares = {name: round(high_frequency_share(s), 5) for name, s in result.spectra.items()}

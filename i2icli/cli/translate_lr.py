@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli.common import (
+    IMAGE_EXTENSIONS,
     EXIT_FAILED,
     EXIT_OK,
     DeviceOption,
@@ -20,12 +21,11 @@ from i2icli.cli.common import (
     refuse_overwrite,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, run_batch
+from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch
 from i2icli.errors import I2IError
 
 _MODEL = "Model"
 _OUTPUT = "Output"
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def translate_lr(
     single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
     jobs = _plan(sources, targets, Path(output).expanduser(), single)
     if grid is not None:
-        refuse_overwrite(grid.expanduser(), [*sources, *targets])
+        refuse_overwrite(grid.expanduser(), [*sources, *targets], [job.output for job in jobs])
 
     from i2icli.pipelines.translate_lr import LRTranslator
 
@@ -128,18 +128,13 @@ def translate_lr(
 
 def _plan(sources: list[Path], targets: list[Path], output: Path, single: bool) -> list[PairJob]:
     inputs = {p.resolve() for p in [*sources, *targets]}
-    if single and output.suffix.lower() in _IMAGE_EXTENSIONS:
+    if single and output.suffix.lower() in IMAGE_EXTENSIONS:
         refuse_overwrite(output, [*sources, *targets])
         return [PairJob(sources[0], targets[0], output)]
-    if output.suffix.lower() in _IMAGE_EXTENSIONS:
+    if output.suffix.lower() in IMAGE_EXTENSIONS:
         raise usage_error(f"-o {output}: with folders of inputs, -o must be a folder")
-    jobs = []
-    for source in sources:
-        for target in targets:
-            out = output / f"{source.stem}__{target.stem}.png"
-            problem = f"{out}: the output would overwrite an input" if out.resolve() in inputs else None
-            jobs.append(PairJob(source, target, out, problem))
-    return jobs
+    jobs = [PairJob(source, target, output / f"{source.stem}__{target.stem}.png") for source in sources for target in targets]
+    return one_writer_per_file(jobs, lambda job: [job.output], inputs)[0]
 
 
 class _PreparedInputs:

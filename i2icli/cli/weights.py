@@ -49,16 +49,20 @@ def list_weights(as_json: JsonOption = False) -> None:
             for c, p in rows
         ], indent=2))
         return
+    from rich.console import Console
+
     table = Table(title="i2i checkpoints")
-    for column in ("name", "role", "file", "size", "license", "on this machine"):
-        table.add_column(column)
+    table.add_column("name", no_wrap=True)  # what other commands take: always whole
+    for column in ("role", "file", "size", "license", "on this machine"):
+        table.add_column(column, overflow="fold")  # paths and URLs wrap, never cut short
     for checkpoint, local in rows:
         if checkpoint.manual:
             where, size = f"[yellow]manual download[/] {checkpoint.url}", "?"
         else:
             where, size = (f"[green]{local}[/]" if local else "[dim]no[/]"), _size(checkpoint.bytes)
         table.add_row(checkpoint.name, checkpoint.role, checkpoint.file, size, checkpoint.license, where)
-    console.print(table)
+    # The listing is what the command produces, so it goes to stdout (for grep), unlike diagnostics.
+    Console(highlight=False).print(table)
 
 
 @app.command("fetch")

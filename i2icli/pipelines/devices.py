@@ -24,7 +24,10 @@ def pick_device(spec: str = AUTO) -> torch.device:
     except RuntimeError:
         raise DeviceError(f"unknown device {spec!r}", "use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
+        raise DeviceError(f"--device {spec} was asked for but no CUDA GPU is available", "use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0",
+                          "use --device cuda or another number")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("--device mps was asked for but MPS is not available", "use --device cpu")
     return device
@@ -35,11 +38,17 @@ def cpu_has_native_bf16() -> bool:
 
 
 def explicit_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype for a precision the user named; a request this device cannot honour is an error."""
+    """The dtype for a precision the user named; a request this device cannot honour is an error.
+    fp32 on CUDA also turns TF32 off, so that it is float32 arithmetic throughout."""
     if precision not in PRECISIONS or precision == AUTO:
         raise DeviceError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
         raise DeviceError("--fp16 needs a CUDA GPU", "use --bf16 or --fp32 on this device")
+    if precision == "fp32" and device.type == "cuda":
+        # fp32 means float32 arithmetic: PyTorch otherwise lets cuDNN run convolutions in TF32
+        # (a 10-bit mantissa) on Ampere and later GPUs. Process-wide, as the whole run is fp32.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         raise DeviceError("--bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one would emulate it slowly",
                           "use --fp32")

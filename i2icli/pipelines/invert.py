@@ -15,6 +15,7 @@ No training: every network is pretrained and frozen; only codes and blending wei
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -89,8 +90,8 @@ class InvertSettings:
             raise ValueError("--codes must be at least 1 and --steps at least 0")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16; got {self.precision!r}")
-        if not self.lr > 0 or not self.temperature > 0 or self.perceptual_weight < 0:
-            raise ValueError("--lr and --temperature must be positive, --perceptual-weight not negative")
+        if not (0 < self.lr < math.inf and 0 < self.temperature < math.inf and 0 <= self.perceptual_weight < math.inf):
+            raise ValueError("--lr and --temperature must be positive, --perceptual-weight not negative, all finite")
 
 
 @dataclass
@@ -120,6 +121,10 @@ class InvertResult:
 StepCallback = Callable[[int, int, Sequence[float]], None]
 
 
+# A 1024 px StyleGAN2 has 17 style layers; any --layers beyond this is a typo, not a network.
+MOST_LAYERS = 32
+
+
 def parse_layers(text: str) -> tuple[int, ...]:
     """'4-8' -> (4, 5, 6, 7, 8); '3,5,9' -> (3, 5, 9); '6' -> (6,)."""
     layers: list[int] = []
@@ -129,13 +134,17 @@ def parse_layers(text: str) -> tuple[int, ...]:
                 low, high = (int(value) for value in part.split("-", 1))
                 if high < low:
                     raise ValueError
+                if high > MOST_LAYERS:  # checked before the range is spelled out: 1-300000000 is one line
+                    raise ValueError(f"--layers {part}: a StyleGAN2 has at most {MOST_LAYERS} composing layers")
                 layers.extend(range(low, high + 1))
             else:
                 layers.append(int(part))
-    except ValueError:
-        raise ValueError(f"--layers takes numbers and ranges like 4-8 or 3,5,7; got {text!r}") from None
-    if not layers or len(set(layers)) != len(layers) or min(layers) < 1:
-        raise ValueError(f"--layers must list distinct layers from 1 up; got {text!r}")
+    except ValueError as error:
+        if str(error).startswith("--layers"):
+            raise
+        raise ValueError(f"--layers takes numbers and ranges like 4-8 or 3,5,7; got {text[:40]!r}") from None
+    if not layers or len(set(layers)) != len(layers) or min(layers) < 1 or max(layers) > MOST_LAYERS:
+        raise ValueError(f"--layers must list distinct layers from 1 to {MOST_LAYERS}; got {text[:40]!r}")
     return tuple(layers)
 
 

@@ -18,6 +18,19 @@ DownloadProgress = Callable[[str, int, int], None]  # (file, bytes done, bytes t
 
 Built = TypeVar("Built")
 
+# The registry architectures each kind of model accepts (``arch`` in weights.toml), so that a
+# name given to the wrong option is refused before a download, not after.
+_ARCHITECTURES = {
+    "GFPGAN": {"gfpgan-v1-clean"},
+    "RetinaFace": {"retinaface"},
+    "ParseNet": {"parsenet"},
+    "Real-ESRGAN": {"rrdbnet", "srvgg"},
+    "StyleGAN2 generator": {"stylegan2-fused"},
+    "VGG-19": {"vgg19"},
+    "VGG-16": {"vgg16"},
+    "FID Inception": {"fid-inception"},
+}
+
 
 def load_checkpoint(
     spec: str,
@@ -29,6 +42,13 @@ def load_checkpoint(
 
     Any failure to build becomes one WeightsError naming the file, whatever the builder raised.
     """
+    expected = _ARCHITECTURES.get(what)
+    if expected and not weights.looks_like_path(spec):
+        entry = weights.find(spec)
+        if entry.arch not in expected:
+            names = " or ".join(c.name for c in weights.registry() if c.arch in expected)
+            raise WeightsError(f"{spec} is a {entry.arch} checkpoint, not a {what} one",
+                               f"use {names}, or the path of a {what} checkpoint file")
     report = (lambda done, total: progress(spec, done, total)) if progress else None
     resolved = weights.resolve(spec, progress=report)
     return _built(builder, weights.load_state_dict(resolved.path), resolved.path, what,

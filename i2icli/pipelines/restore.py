@@ -380,6 +380,9 @@ class RestorePipeline:
         peak = max_value(picture.rgb.dtype)
         face = picture.rgb
         if face.shape[:2] != (FACE_SIZE, FACE_SIZE):
+            # As GFPGAN's --aligned does; a crop of another shape is distorted, so say so.
+            log.warning("%s: %dx%d is not an aligned %d x %d face crop; it is resized to that",
+                        picture.source or "input", picture.width, picture.height, FACE_SIZE, FACE_SIZE)
             face = cv2.resize(face, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
         crop = face.astype(np.float32)[None] / peak
         with timed(seconds, "faces"):

@@ -15,7 +15,7 @@ import numpy as np
 
 from i2icli.errors import InputError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, to_float
-from i2icli.semantics.labelmaps import class_indices, one_hot
+from i2icli.semantics.labelmaps import check_classes, class_indices, one_hot
 from i2icli.semantics.pose import (
     pose_drawing,
     read_pose,
@@ -91,7 +91,9 @@ def _one_hot(picture: Picture, path: Path, size: int, channels: int, label_nc: i
     if label_nc != channels:
         raise InputError(path, f"--label-nc {label_nc} does not match the checkpoint, which takes {channels} channels",
                          f"use --label-nc {channels}")
-    return one_hot(_resized_square(class_indices(picture, path), size), label_nc, path)
+    labels = class_indices(picture, path)
+    check_classes(labels, label_nc, path)
+    return one_hot(_resized_square(labels, size), label_nc, path)
 
 
 def _edges(picture: Picture, path: Path, size: int, channels: int) -> np.ndarray:

@@ -26,12 +26,19 @@ def class_indices(picture: Picture, path: Path | str) -> np.ndarray:
     return np.ascontiguousarray(picture.rgb[:, :, 0])
 
 
-def one_hot(labels: np.ndarray, label_nc: int, path: Path | str) -> np.ndarray:
-    """(H, W) class indices -> (label_nc, H, W) float32 one-hot; 255 gives all zeros."""
+def check_classes(labels: np.ndarray, label_nc: int, path: Path | str) -> None:
+    """Refuse class indices the model does not know. Called on the map as read, before any
+    resize, so that a stray pixel is found whatever the working size."""
     known = labels != UNKNOWN_LABEL
     if known.any() and int(labels[known].max()) >= label_nc:
         raise InputError(path, f"has class {int(labels[known].max())}, but the model knows {label_nc} classes (0-{label_nc - 1})",
-                         "check --label-nc or the label map")
+                         "check the label map against the model's classes")
+
+
+def one_hot(labels: np.ndarray, label_nc: int, path: Path | str) -> np.ndarray:
+    """(H, W) class indices -> (label_nc, H, W) float32 one-hot; 255 gives all zeros."""
+    check_classes(labels, label_nc, path)
+    known = labels != UNKNOWN_LABEL
     result = np.zeros((label_nc, *labels.shape), np.float32)
     rows, cols = np.nonzero(known)
     result[labels[rows, cols], rows, cols] = 1.0
@@ -56,6 +63,7 @@ def square_label_channels(picture: Picture, path: Path | str, size: int, kind: s
     """
     if kind == "label":
         labels = centre_square(class_indices(picture, path))
+        check_classes(labels, channels, path)
         labels = cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
         return one_hot(labels, channels, path)
     values = to_float(picture).astype(np.float32)  # (H, W, 3) in [0, 1]

@@ -46,9 +46,12 @@ IMAGE_EXTENSIONS = tuple(sorted(SUPPORTED_SUFFIXES))  # what imageio reads
 # --------------------------------------------------------------------------- finding files
 
 
-def find_images(root: Path) -> list[Path]:
-    """Every image under ``root`` (recursively, hidden files and folders skipped), sorted by relative path."""
+def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every image under ``root`` (recursively, hidden files and folders skipped, and the folder
+    ``exclude``: a run folder inside the data, whose sample grids are no training images), sorted
+    by relative path."""
     root = Path(root)
+    skipped = os.path.realpath(exclude) if exclude is not None else None
     if not root.exists():
         raise InputError(root, "no such folder", "check the path to the training images")
     if not root.is_dir():
@@ -62,7 +65,8 @@ def find_images(root: Path) -> list[Path]:
             dirs[:] = []
             continue
         visited.add((info.st_dev, info.st_ino))
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        dirs[:] = [name for name in dirs
+                   if not name.startswith(".") and os.path.realpath(os.path.join(folder, name)) != skipped]
         for name in files:
             if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
@@ -167,6 +171,9 @@ class TrainingDataset(Dataset):
     one message per file skipped on its way.
     """
 
+    # What the examples are, for messages: "training", or "held-out" for the sample-grid set.
+    role = "training"
+
     def __init__(self) -> None:
         self.unreadable: set[Path] = set()
         self._problems: dict[Path, str] = {}
@@ -203,7 +210,7 @@ class TrainingDataset(Dataset):
                 example = {key: value.flip(-1) for key, value in example.items()}
             return {**example, "skipped": skipped}
         raise I2IError(
-            f"none of the {total} training examples can be read (first problem: {skipped[0] if skipped else 'unknown'})",
+            f"none of the {total} {self.role} examples can be read (first problem: {skipped[0] if skipped else 'unknown'})",
             "check the training folder",
         )
 
@@ -306,7 +313,15 @@ def fixed_batch(
     count: int,
     collate_fn: Callable[[list[dict[str, Any]]], tuple[Any, list[str]]] = collate_images,
 ) -> Any:
-    """The first ``count`` examples, unflipped, as one batch: the held-out batch sample grids are made from."""
-    items = [dataset[(index, False)] for index in range(min(count, len(dataset)))]
+    """The first ``count`` readable examples, unflipped, as one batch: the held-out batch sample
+    grids are made from. Each appears once: an unreadable example's stand-in (the next one) is
+    not taken in its place, as the next one comes in its own turn."""
+    items = []
+    for index in range(len(dataset)):
+        if len(items) == count:
+            break
+        item = dataset[(index, False)]
+        if not any(path in dataset.unreadable for path in dataset.paths(index)):
+            items.append(item)
     batch, _ = collate_fn(items)
     return batch

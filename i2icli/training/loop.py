@@ -266,10 +266,9 @@ def load_training_checkpoint(path: Path) -> dict:
         raise WeightsError(f"{path}: no such checkpoint file", "check the path; a run keeps its checkpoints in <out>/checkpoints/")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for damaged or foreign files
-        text = str(error).strip()
-        first_line = text.splitlines()[0][:160] if text else type(error).__name__
-        raise WeightsError(f"{path}: not a readable training checkpoint ({first_line})", hint) from None
+    except Exception:  # torch raises many types, with messages about its internals, for damaged or foreign files
+        raise WeightsError(f"{path}: not a readable training checkpoint (damaged, cut short, or not a PyTorch file)",
+                           hint) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path}: not an i2i training checkpoint", hint)
     version = checkpoint.get("format_version")
@@ -356,7 +355,8 @@ class _MetricsLog:
             self.counts = {key: int(value) for key, value in window["counts"].items()}
         if not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        # A crash can leave a torn last line, even half a character: decode leniently, drop it below.
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
         if not lines:
             return
         header, kept = lines[0], [lines[0]]
@@ -418,24 +418,34 @@ def _write_sample(grid: torch.Tensor, path: Path) -> None:
 # --------------------------------------------------------------------------- interrupts
 
 
+# A second SIGINT this soon after the first is the same Ctrl-C: the terminal sends it to the
+# whole process group, and a launcher in that group (`uv run`, say) forwards it once more.
+_SAME_CTRL_C_SECONDS = 1.0
+
+
 @dataclass
 class _InterruptRequest:
     requested: bool = False
+    at: float = 0.0
+    saving: bool = False  # set while the final checkpoint is written: nothing may cut that short
 
 
 @contextlib.contextmanager
 def _finish_step_on_interrupt() -> Iterator[_InterruptRequest]:
     """The first Ctrl-C lets the current step finish (so the saved state is exactly a step's);
-    a second one interrupts at once."""
+    a second one, a moment later, interrupts at once, but never the saving of the checkpoint."""
     request = _InterruptRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request  # signal handlers can only be set from the main thread
         return
 
     def handle(signum: int, frame: Any) -> None:
+        now = time.monotonic()
         if request.requested:
+            if request.saving or now - request.at < _SAME_CTRL_C_SECONDS:
+                return
             raise KeyboardInterrupt
-        request.requested = True
+        request.requested, request.at = True, now
 
     previous = signal.signal(signal.SIGINT, handle)
     try:
@@ -493,6 +503,30 @@ def _check_resumable(checkpoint: dict, path: Path, method: TrainableMethod, sett
             )
 
 
+def _from_worker(error: I2IError) -> I2IError:
+    """A DataLoader worker's error is raised again in this process with the worker's whole
+    traceback as its message; the error's own line (the last) is what the user needs."""
+    if not error.message.startswith("Caught "):
+        return error
+    last = error.message.strip().splitlines()[-1]
+    return I2IError(last.split(": ", 1)[-1], error.hint or "check the training folder")
+
+
+def _check_same_run(latest: Path, checkpoint: dict, path: Path) -> None:
+    """Resuming from ``path`` into a folder that holds a run: only that same run (method, config,
+    seed), or its metrics and checkpoints would be mixed with another run's."""
+    current = load_training_checkpoint(latest)
+    difference = _config_difference(_plain(current.get("config")), _plain(checkpoint.get("config")))
+    seeds = [(c.get("settings") or {}).get("seed") for c in (current, checkpoint)]
+    if current.get("method") != checkpoint.get("method"):
+        difference = f"method '{current.get('method')}' there, '{checkpoint.get('method')}' here"
+    elif not difference and seeds[0] != seeds[1]:
+        difference = f"seed {seeds[0]} there, {seeds[1]} here"
+    if difference:
+        raise I2IError(f"{latest.parent.parent} holds another run than {path} ({difference})",
+                       "resume from that checkpoint into a new --out")
+
+
 def _validate(settings: TrainingSettings) -> None:
     for name in ("steps", "batch_size", "checkpoint_every", "sample_every", "log_every", "keep_checkpoints"):
         if getattr(settings, name) < 1:
@@ -501,17 +535,29 @@ def _validate(settings: TrainingSettings) -> None:
         raise I2IError(f"num workers must be 0 or more, got {settings.num_workers}")
 
 
-def train(
-    method: TrainableMethod,
-    dataset: Dataset,
-    settings: TrainingSettings,
-    *,
-    collate_fn: Callable[[list[Any]], tuple[Any, list[str]]] = collate_images,
-    held_out_batch: Any | None = None,
-    resume: bool | Path = False,
-    on_progress: Callable[[int, int, dict[str, float]], None] | None = None,
-    on_warning: Callable[[str], None] | None = None,
-) -> TrainingResult:
+@contextlib.contextmanager
+def _only_run_in(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir`` for this run: a second run into the same folder would interleave its
+    metrics and checkpoints with this one's. (Advisory lock; where there is none, no check.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = os.open(out_dir, os.O_RDONLY)  # the folder itself is locked: no lock file is left behind
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise I2IError(f"{out_dir}: another training run is using this folder",
+                           "wait for it to finish, or choose another --out") from None
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def train(method: TrainableMethod, dataset: Dataset, settings: TrainingSettings, **options: Any) -> TrainingResult:
     """Train ``method`` on ``dataset`` for steps 1 .. ``settings.steps``, or resume a run and continue.
 
     ``dataset`` is indexed by ``(index, flip)`` (see :mod:`i2icli.training.data`);
@@ -523,8 +569,24 @@ def train(
 
     ``on_progress(step, total_steps, losses)`` is called after every step; ``on_warning``
     gets one line per unreadable training file (once per file) and per other notice.
-    On KeyboardInterrupt the last completed step is saved and the interrupt re-raised.
+    On KeyboardInterrupt the last completed step is saved and the interrupt re-raised. Only one
+    run at a time may use ``out_dir``.
     """
+    with _only_run_in(Path(settings.out_dir)):
+        return _train(method, dataset, settings, **options)
+
+
+def _train(
+    method: TrainableMethod,
+    dataset: Dataset,
+    settings: TrainingSettings,
+    *,
+    collate_fn: Callable[[list[Any]], tuple[Any, list[str]]] = collate_images,
+    held_out_batch: Any | None = None,
+    resume: bool | Path = False,
+    on_progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> TrainingResult:
     _validate(settings)
     started = time.perf_counter()
     warn = on_warning or (lambda message: None)
@@ -548,6 +610,8 @@ def train(
             )
         checkpoint = load_training_checkpoint(path)
         _check_resumable(checkpoint, path, method, settings)
+        if resume is not True and checkpoints.latest.exists() and path.resolve() != checkpoints.latest.resolve():
+            _check_same_run(checkpoints.latest, checkpoint, path)
         resumed_from = int(checkpoint["step"])
         stored_size = (checkpoint.get("settings") or {}).get("dataset_size")
         if stored_size is not None and stored_size != dataset_size:
@@ -561,10 +625,13 @@ def train(
                 f"resuming from step {resumed_from} although {checkpoints.folder} holds checkpoints up to "
                 f"step {max(later)}; those are replaced as training reaches them"
             )
-    elif checkpoints.holds_a_run() or metrics.path.exists():
+    elif checkpoints.holds_a_run():
         raise I2IError(
             f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out"
         )
+    elif metrics.path.exists():
+        # A run stopped before its first checkpoint: nothing to resume, and its log would only mislead.
+        warn(f"{out_dir} holds the log of a run that saved no checkpoint; starting over")
 
     method.to(device)
     if checkpoint is not None:
@@ -631,7 +698,10 @@ def train(
         batches = iter(loader)
         try:
             for step in range(start + 1, settings.steps + 1):
-                batch, skipped = next(batches)
+                try:
+                    batch, skipped = next(batches)
+                except I2IError as error:
+                    raise _from_worker(error) from None
                 for message in skipped:
                     if message not in warned:
                         warned.add(message)
@@ -655,6 +725,7 @@ def train(
                 if interrupt.requested and not last:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
+            interrupt.saving = True
             metrics.write_partial(completed, training_seconds())
             if completed > saved:
                 save(completed)
