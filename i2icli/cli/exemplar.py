@@ -214,23 +214,14 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
 
 
 def _checked(pair: Pair, where: str = "") -> Pair:
-    """A pair that would overwrite one of its own inputs, or lacks the exemplar's pose, is refused."""
+    """A pair that lacks the exemplar's pose, or would write no image file, is refused (outputs
+    over inputs are refused for the whole batch at once, by ``one_writer_per_file``)."""
     problem = None
     if pair.exemplar_pose is None:
         problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
-    inputs = [p for p in (pair.input, pair.exemplar, pair.exemplar_pose, pair.input_pose) if p is not None]
-    if any(_same(pair.output, p) for p in inputs):
-        problem = f"{where}{pair.output}: the output would overwrite an input; choose another -o/--output"
     if not _is_file_target(str(pair.output)):
         problem = f"{where}{pair.output}: the output must be an image file (.png, .jpg, .webp, .tif or .bmp)"
     return Pair(pair.input, pair.exemplar, pair.exemplar_pose, pair.input_pose, pair.output, problem)
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
 
 
 def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,

@@ -102,6 +102,7 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
 # Option names whose stored field is named otherwise.
 _STORED_AS = {"g_lr": "generator_lr", "d_lr": "discriminator_lr", "disc_channels": "disc_base_channels",
               "size": "image_size", "label_nc": "input_channels"}
+_MISSING = object()  # an option the stored run has no field for: never equal, so named as ignored
 
 
 def warn_of_options_the_run_keeps(context: Any, stored: dict) -> list[str]:
@@ -132,9 +133,6 @@ def warn_of_options_the_run_keeps(context: Any, stored: dict) -> list[str]:
         console.print(f"[yellow]warning:[/] {', '.join(ignored)} ignored: a resumed run keeps the settings it was "
                       "started with (start a new run with another --out to change them)")
     return ignored
-
-
-_MISSING = object()
 
 
 def run_training(method: Any, dataset: Any, held_out_batch: Any, *, collate_fn: Any, resume: bool | Path,
