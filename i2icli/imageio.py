@@ -97,6 +97,9 @@ class Picture:
     alpha: np.ndarray | None = None  # HxW, same dtype as rgb
     grayscale: bool = False  # the file had a single luminance channel (+/- alpha)
     source: Path | None = None  # the file it came from (never overwritten by write_image)
+    # HxW uint8 palette index of each pixel, for palette files: label maps are often stored so,
+    # with the class as the index and a palette only for showing it.
+    palette_indices: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rgb = self.rgb
@@ -183,7 +186,10 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         )
     if orientation != 1 and not cv2_oriented:
         decoded = _orient(decoded, orientation)
-    return _to_picture(decoded, order, mode, fmt, pil, data, p)
+    picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
+    if mode in ("P", "PA"):
+        picture.palette_indices = _palette_indices(p, pil, fmt, orientation)
+    return picture
 
 
 def _stored_size(pil: Image.Image, fmt: str) -> tuple[int, int]:
@@ -348,11 +354,7 @@ def _decode_pil(
     try:
         with _pil_strict():
             pil.load()
-            oriented = (
-                orientation != 1
-                and fmt == "TIFF"
-                and _ORIENTATION_TAG not in getattr(pil, "tag_v2", {_ORIENTATION_TAG: None})
-            )
+            oriented = _pil_oriented_on_load(pil, fmt, orientation)
             if mode == "1":
                 pil = pil.convert("L")
             elif mode in ("P", "PA"):
@@ -363,6 +365,28 @@ def _decode_pil(
     if mode in _16BIT_MODES:
         arr = arr.astype(np.uint16, copy=False)  # I;16B arrives big-endian
     return arr, oriented
+
+
+def _pil_oriented_on_load(pil: Image.Image, fmt: str, orientation: int) -> bool:
+    """Whether Pillow applied the orientation while loading (recent Pillow transposes TIFFs on
+    load and then drops the tag). Call after ``pil.load()``."""
+    return (
+        orientation != 1
+        and fmt == "TIFF"
+        and _ORIENTATION_TAG not in getattr(pil, "tag_v2", {_ORIENTATION_TAG: None})
+    )
+
+
+def _palette_indices(p: Path, pil: Image.Image, fmt: str, orientation: int) -> np.ndarray:
+    """The stored palette index of each pixel, upright (Pillow decodes palette files exactly)."""
+    try:
+        with _pil_strict():
+            pil.load()
+            oriented = _pil_oriented_on_load(pil, fmt, orientation)
+            indices = np.array(pil.getchannel(0) if pil.mode == "PA" else pil, dtype=np.uint8)
+    except Exception:
+        raise _corrupt(p) from None
+    return indices if oriented or orientation == 1 else _orient(indices, orientation)
 
 
 def _pil_loses_depth(pil: Image.Image, fmt: str, data: bytes) -> bool:

@@ -55,6 +55,17 @@ def test_missing_weights_is_one_clear_line(tiny_env, monkeypatch, tmp_path):
         assert expected in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "old_photo.jpg").exists()
+    # With --json, a script reading stdout gets the same failure as a document.
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    report = json.loads(result.stdout)
+    assert "GFPGANv1.4.pth" in report["error"] and "I2I_WEIGHTS_DIR" in report["hint"]
+
+
+def test_an_output_in_a_format_i2i_does_not_write_is_a_usage_error(tmp_path):
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "old.GIF"))
+    assert result.exit_code == 2 and "cannot write .gif files" in result.stderr
+    assert not (tmp_path / "old.GIF").exists()
 
 
 class FakePipeline:

@@ -145,6 +145,27 @@ def test_usage_errors(checkpoint, pair, tmp_path):
     assert run(*base, *_common(checkpoint)).exit_code == 2  # no --exemplar-pose
     assert run(*base, "--exemplar-pose", str(pair["photo_pose"]), "--size", "100").exit_code == 2
     assert run("exemplar", "--pairs", str(tmp_path / "p.csv"), str(pair["target"])).exit_code == 2
+    # An image format i2i does not write names a file all the same, not a folder to create.
+    gif = run(*base, "--exemplar-pose", str(pair["photo_pose"]), "-o", str(tmp_path / "out.gif"), *_common(checkpoint))
+    assert gif.exit_code == 2 and "cannot write .gif files" in gif.stderr
+    assert not (tmp_path / "out.gif").exists()
+
+
+def test_a_whole_run_failure_is_reported_in_json_too(pair, tmp_path):
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "nowhere"), "--device", "cpu", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert "checkpoint folder not found" in report["error"] and report["hint"]
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_csv_without_header_says_so(checkpoint, pair, tmp_path):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"{pair['target']},{pair['photo']},{pair['photo_pose']}\n")
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), *_common(checkpoint))
+    assert result.exit_code == 1
+    assert "the first line is not a header" in result.stderr and "input,exemplar,exemplar_pose" in result.stderr
 
 
 def test_never_overwrites_an_input(checkpoint, pair):
@@ -162,6 +183,10 @@ def test_wrong_channel_count_is_one_line(checkpoint, pair, tmp_path):
                  "-o", str(tmp_path / "x.png"), *_common(checkpoint))
     assert result.exit_code == 1
     assert "edges.png: gives 1 channel, but this checkpoint takes 20" in result.stderr
+    # A photo given as INPUT without its pose: the hint names the option that takes the pose.
+    result = run("exemplar", str(pair["photo"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "x.png"), *_common(checkpoint))
+    assert result.exit_code == 1 and "--input-pose" in result.stderr
 
 
 def test_weights_commands_treat_the_manual_download_plainly():

@@ -281,6 +281,24 @@ def test_palette_png(tmp_path):
     pic = read_image(tmp_path / "p.png")
     assert not pic.grayscale and pic.alpha is None
     np.testing.assert_array_equal(pic.rgb, np.asarray(src.convert("RGB")))
+    np.testing.assert_array_equal(pic.palette_indices, np.asarray(src))  # what label maps are read from
+
+
+def test_only_palette_files_carry_palette_indices(tmp_path):
+    Image.fromarray(blocks()).save(tmp_path / "rgb.png")
+    assert read_image(tmp_path / "rgb.png").palette_indices is None
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_palette_indices_are_upright(tmp_path, orientation):
+    src = Image.fromarray(blocks()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    src.save(tmp_path / "p.png", exif=exif.tobytes())
+    pic = read_image(tmp_path / "p.png")
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "p.png")))
+    assert pic.palette_indices.shape == pic.rgb.shape[:2] == upright.shape
+    np.testing.assert_array_equal(pic.palette_indices, upright)
 
 
 def test_palette_png_with_transparency(tmp_path):

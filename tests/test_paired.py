@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from feature_checkpoints import random_fid_inception_state_dict, random_vgg_state_dict
+from PIL import Image
 from torch.nn import functional as F
 from typer.testing import CliRunner
 
@@ -20,7 +21,7 @@ from i2icli.errors import InputError
 from i2icli.imageio import Picture, read_image
 from i2icli.pipelines.paired import PairedTranslator, generator_from_checkpoint
 from i2icli.pipelines.spectrum import frequencies, high_frequency_share, plot_spectra, radial_power_spectrum
-from i2icli.semantics.labelmaps import one_hot, square_label_channels
+from i2icli.semantics.labelmaps import class_indices, one_hot, square_label_channels
 from i2icli.training import data, loop
 from i2icli.training.paired import (
     PairedTraining,
@@ -175,9 +176,36 @@ def test_label_maps_become_one_hot_with_255_as_unknown(tmp_path):
     assert not encoded[:, 1, 1].any()
     with pytest.raises(InputError, match="has class 3"):
         one_hot(labels, 3, "x.png")
-    colour = Picture(rgb=np.zeros((8, 8, 3), np.uint8), source=tmp_path / "c.png")
-    with pytest.raises(InputError, match="8-bit single-channel"):
+    colour = Picture(rgb=np.full((8, 8, 3), (200, 0, 0), np.uint8), source=tmp_path / "c.png")
+    with pytest.raises(InputError, match="is a colour image, but a label map must hold class indices"):
         square_label_channels(colour, colour.source, 8, "label", 4)
+
+
+def _palette_png(path, indices, palette):
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([value for colour in palette for value in colour])
+    image.save(path)
+
+
+def test_label_maps_may_be_palette_images_or_show_greys(tmp_path):
+    indices = np.array([[0, 1, 2, 3], [3, 2, 1, 255]], np.uint8)
+    # PASCAL VOC style: the class is the palette index, the colours are only for showing it.
+    voc = [(index * 97 % 256, index * 31 % 256, (index * 7 + 50) % 256) for index in range(256)]
+    _palette_png(tmp_path / "voc.png", indices, voc)
+    np.testing.assert_array_equal(class_indices(read_image(tmp_path / "voc.png"), "voc.png"), indices)
+    # A grey map a PNG optimiser stored with a palette in another order: read as the greys it shows.
+    greys = indices.copy()
+    greys[indices == 255] = 9
+    order = [9, 3, 2, 1, 0] + list(range(10, 256))
+    stored = np.vectorize(order.index)(greys).astype(np.uint8)
+    _palette_png(tmp_path / "grey.png", stored, [(value, value, value) for value in order])
+    np.testing.assert_array_equal(class_indices(read_image(tmp_path / "grey.png"), "grey.png"), greys)
+    # An RGB file that shows greys only is read the same way.
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.repeat(greys[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(class_indices(read_image(tmp_path / "rgb.png"), "rgb.png"), greys)
+    cv2.imwrite(str(tmp_path / "deep.png"), greys.astype(np.uint16) * 257)
+    with pytest.raises(InputError, match="deep.png: is a 16-bit image"):
+        class_indices(read_image(tmp_path / "deep.png"), tmp_path / "deep.png")
 
 
 def test_edges_follow_the_model_channels():
@@ -364,16 +392,20 @@ def test_folder_batch_goes_on_past_a_bad_file(tmp_path, run):
         (folder / f"{name}.png").write_bytes((run["data"] / "labels" / f"{name}.png").read_bytes())
     (folder / "broken.png").write_bytes(b"not a png")
     cv2.imwrite(str(folder / "colour.png"), np.full((8, 8, 3), (0, 0, 255), np.uint8))
+    classes = cv2.imread(str(folder / "000.png"), cv2.IMREAD_UNCHANGED)
+    _palette_png(folder / "palette.png", classes, [(40 * i % 256, 90 * i % 256, 255 - i) for i in range(256)])
     out = tmp_path / "out"
     result = runner.invoke(app, ["paired", str(folder), "-c", str(run["run"]), "-o", str(out), "--device", "cpu", "--json"])
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
-    assert summary["ok"] == 2 and summary["failed"] == 2
-    assert "8-bit single-channel" in result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png"]
+    assert summary["ok"] == 3 and summary["failed"] == 2
+    assert "colour.png: is a colour image" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png", "palette.png"]
+    # The palette file holds 000.png's classes: the same label map, so the same image.
+    np.testing.assert_array_equal(cv2.imread(str(out / "palette.png")), cv2.imread(str(out / "000.png")))
     again = runner.invoke(app, ["paired", str(folder), "-c", str(run["run"]), "-o", str(out), "--skip-existing",
                                 "--device", "cpu", "--json"])
-    assert json.loads(again.stdout)["skipped"] == 2
+    assert json.loads(again.stdout)["skipped"] == 3
 
 
 def test_bad_inputs_give_one_clear_line(tmp_path, run):
@@ -402,6 +434,21 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
         assert text in result.stderr, (text, result.stderr)
         assert "Traceback" not in result.output
     assert label.is_file() and read_image(label).grayscale  # nothing overwritten
+
+
+def test_images_in_sub_folders_are_never_left_out_silently(tmp_path, run):
+    nested = tmp_path / "labels" / "more"
+    nested.mkdir(parents=True)
+    (nested / "000.png").write_bytes((run["data"] / "labels" / "000.png").read_bytes())
+    only_below = runner.invoke(app, ["paired", str(tmp_path / "labels"), "-c", str(run["run"]), "--device", "cpu"])
+    assert only_below.exit_code == 1
+    assert "no images in this LABEL folder" in only_below.stderr and "1 image is in sub-folders" in only_below.stderr
+    (tmp_path / "labels" / "001.png").write_bytes((run["data"] / "labels" / "001.png").read_bytes())
+    out = tmp_path / "out"
+    some = runner.invoke(app, ["paired", str(tmp_path / "labels"), "-c", str(run["run"]), "-o", str(out), "--device", "cpu"])
+    assert some.exit_code == 0, some.output
+    assert "1 image in sub-folders left out" in some.stderr
+    assert [p.name for p in out.iterdir()] == ["001.png"]
 
 
 def test_train_refuses_unclear_or_missing_data(tmp_path):

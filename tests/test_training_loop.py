@@ -334,8 +334,14 @@ def test_an_unreadable_image_is_skipped_with_one_warning(tmp_path: Path, images:
 def test_keyboard_interrupt_saves_the_last_completed_step(tmp_path: Path, dataset: ImageFolderDataset):
     out = tmp_path / "run"
     warnings: list[str] = []
+
+    def interrupt_after_step_3(step: int, total: int, losses: dict) -> None:  # between steps, as while a sample is written
+        if step == 3:
+            raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
-        train(ToyAutoencoder(interrupt_at=4), dataset, settings(out, 10, log_every=2), on_warning=warnings.append)
+        train(ToyAutoencoder(), dataset, settings(out, 10, log_every=2), on_warning=warnings.append,
+              on_progress=interrupt_after_step_3)
     checkpoint = load_training_checkpoint(out / "checkpoints" / "latest.pt")
     assert checkpoint["step"] == 3 and step_files(out) == ["latest.pt", "step-0000003.pt"]
     assert [row["step"] for row in read_rows(out / "metrics.csv")] == ["2", "3"]  # a partial row for step 3
@@ -348,6 +354,29 @@ def test_keyboard_interrupt_saves_the_last_completed_step(tmp_path: Path, datase
     train(straight, dataset, settings(tmp_path / "straight", 6, log_every=2))
     assert_same_state(straight.state_dict(), resumed.state_dict())
     assert without_seconds(read_rows(out / "metrics.csv")) == without_seconds(read_rows(tmp_path / "straight" / "metrics.csv"))
+
+
+def test_an_interrupt_inside_a_step_saves_no_half_step(tmp_path: Path, dataset: ImageFolderDataset):
+    # A second Ctrl-C while a step runs stops at once: the weights are then neither step 4's nor
+    # step 5's, so the run keeps its last checkpoint (step 4) rather than save them as either.
+    out = tmp_path / "run"
+    warnings: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        train(ToyAutoencoder(interrupt_at=5), dataset, settings(out, 10, checkpoint_every=2), on_warning=warnings.append)
+    assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 4
+    assert step_files(out) == ["latest.pt", "step-0000002.pt", "step-0000004.pt"]
+    assert "interrupted during step 5, which is not saved; the run continues from step 4" in warnings[-1]
+    resumed = ToyAutoencoder()
+    train(resumed, dataset, settings(out, 6, checkpoint_every=2), resume=True)
+    straight = ToyAutoencoder()
+    train(straight, dataset, settings(tmp_path / "straight", 6, checkpoint_every=2))
+    assert_same_state(straight.state_dict(), resumed.state_dict())
+    # Before any checkpoint, nothing is saved at all.
+    warnings.clear()
+    with pytest.raises(KeyboardInterrupt):
+        train(ToyAutoencoder(interrupt_at=2), dataset, settings(tmp_path / "early", 10), on_warning=warnings.append)
+    assert not (tmp_path / "early" / "checkpoints" / "latest.pt").exists()
+    assert "before any checkpoint was saved" in warnings[-1]
 
 
 def test_ctrl_c_finishes_the_step_in_progress(tmp_path: Path, dataset: ImageFolderDataset):

@@ -308,10 +308,14 @@ def test_tiny_targets_folders_and_grid(run, tmp_path):
     cv2.imwrite(str(targets / "tiny.png"), tiny)
     (targets / "broken.png").write_bytes(b"not an image at all")
     result = runner.invoke(app, ["translate-lr", str(sources), str(targets), "-c", str(run["run"]), "-o", str(tmp_path / "out"),
-                                 "--grid", str(tmp_path / "grid.png"), "--device", "cpu"])
+                                 "--grid", str(tmp_path / "grid.png"), "--device", "cpu", "--json"])
     assert result.exit_code == 1  # the broken target fails its pairs; the others are written
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo00__tiny.png", "photo01__tiny.png"]
-    assert "broken.png" in result.output and "Traceback" not in result.output
+    assert "Traceback" not in result.output
+    # Each of the broken target's two pairs failed, but its error is shown once.
+    assert result.stderr.count("broken.png") == 1, result.stderr
+    failed = [record for record in json.loads(result.stdout)["results"] if record["status"] == "failed"]
+    assert len(failed) == 2 and all("broken.png: is not an image file" in record["error"] for record in failed)
     grid = cv2.imread(str(tmp_path / "grid.png"))
     assert grid.shape == (3 * 32, 2 * 32, 3)  # header + two sources; corner + one readable target
     # the header shows the tiny target's pixels as blocks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,11 @@ def transient_progress(*columns: Any) -> Any:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # What an output path may end in to name an image file (else it names a folder).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+# Image formats i2i does not write: `-o out.gif` is refused, rather than made a folder named out.gif.
+_UNWRITTEN_IMAGE_EXTENSIONS = frozenset({
+    ".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".exr",
+    ".hdr", ".ico", ".svg", ".psd", ".dng", ".raw", ".pdf",
+})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,26 +50,33 @@ def report_error(error: I2IError | str) -> None:
 
 
 def handles_errors(command: F) -> F:
-    """Turn known failures into a one-line message and exit code 1 instead of a traceback."""
+    """Turn known failures into a one-line message and exit code 1 instead of a traceback.
+
+    With ``--json`` (a command's ``as_json``), a failure of the whole run is also reported on
+    stdout, as ``{"error": ..., "hint": ...}``, so that a script reading stdout gets a document
+    whatever happens."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def fail(error: I2IError) -> typer.Exit:
+            report_error(error)
+            if kwargs.get("as_json") is True:
+                stdout_write(json.dumps({"error": error.message, "hint": error.hint}, indent=2))
+            return typer.Exit(EXIT_FAILED)
+
         try:
             return command(*args, **kwargs)
         except I2IError as error:
-            report_error(error)
-            raise typer.Exit(EXIT_FAILED) from None
+            raise fail(error) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
         except MemoryError:
-            report_error(I2IError("out of memory", "try a smaller --tile, a lower --upscale, or fewer images at once"))
-            raise typer.Exit(EXIT_FAILED) from None
+            raise fail(I2IError("out of memory", "try a smaller --tile, a lower --upscale, or fewer images at once")) from None
         except OSError as error:
             # A file-system failure no check foresaw (a disk filling up mid-run, say): still one line.
             where = f"{error.filename}: " if error.filename else ""
-            report_error(I2IError(f"{where}{error.strerror or error}"))
-            raise typer.Exit(EXIT_FAILED) from None
+            raise fail(I2IError(f"{where}{error.strerror or error}")) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -118,15 +131,37 @@ JsonOption = Annotated[
 ]
 
 
+def names_image_file(output: str | Path) -> bool:
+    """Whether -o/--output names an image file (by its extension) rather than a folder. An existing
+    folder is a folder whatever its name; an image format i2i cannot write is a usage error."""
+    import os
+
+    path = Path(output).expanduser()
+    suffix = path.suffix.lower()
+    if os.path.isdir(path):
+        return False
+    if suffix in _UNWRITTEN_IMAGE_EXTENSIONS:
+        raise usage_error(f"-o {output}: i2i cannot write {suffix} files; name a {', '.join(IMAGE_EXTENSIONS)} file "
+                          "or a folder")
+    return suffix in IMAGE_EXTENSIONS
+
+
 def image_files(path: Path, role: str) -> list[Path]:
-    """An image argument: the file itself, or the images in a folder (not its subfolders)."""
+    """An image argument: the file itself, or the images in a folder (not its sub-folders, whose
+    images are named as left out, so that none is missed silently)."""
     from i2icli.batch import images_in
 
     path = path.expanduser()
     if path.is_dir():
         found = images_in(path, recursive=False)
+        below = len(images_in(path, recursive=True)) - len(found)
         if not found:
-            raise InputError(path, f"no images in this {role} folder", "pass an image file or a folder of images")
+            hint = (f"its {below} image{'s are' if below > 1 else ' is'} in sub-folders, which are not searched: pass "
+                    "a sub-folder" if below else "pass an image file or a folder of images")
+            raise InputError(path, f"no images in this {role} folder", hint)
+        if below:
+            console.print(f"[yellow]warning:[/] {escape(str(path))}: {below} image{'s' if below > 1 else ''} in "
+                          "sub-folders left out (only the folder's own images are used)")
         return found
     if not path.exists():
         raise InputError(path, "no such file or folder", f"check the {role} path")

@@ -10,13 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli.common import (
-    IMAGE_EXTENSIONS,
     EXIT_FAILED,
     EXIT_OK,
+    IMAGE_EXTENSIONS,
     Bf16Option,
     DeviceOption,
     JsonOption,
     handles_errors,
+    names_image_file,
     precision_from_flags,
     usage_error,
 )
@@ -151,16 +152,12 @@ def exemplar(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def _is_file_target(output: str) -> bool:
-    return Path(output).suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | None, input_pose: str | None,
           output: str, pairs: Path | None) -> list[Pair]:
     if pairs is not None:
         if input or exemplar_photo or exemplar_pose or input_pose:
             raise usage_error("give either --pairs CSV or INPUT EXEMPLAR --exemplar-pose, not both")
-        if _is_file_target(output):
+        if names_image_file(output):
             raise usage_error("with --pairs, -o/--output is a folder")
         return _pairs_from_csv(pairs.expanduser(), Path(output).expanduser())
     if input is None or exemplar_photo is None:
@@ -169,7 +166,7 @@ def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | No
         raise usage_error("--exemplar-pose is required: the model needs the exemplar's own pose or label map")
     target = Path(output).expanduser()
     source, look = Path(input).expanduser(), Path(exemplar_photo).expanduser()
-    if not _is_file_target(output):
+    if not names_image_file(output):
         target = target / f"{source.stem}_{look.stem}.png"
     pose = Path(input_pose).expanduser() if input_pose else None
     return [_checked(Pair(source, look, Path(exemplar_pose).expanduser(), pose, target))]
@@ -185,13 +182,19 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
         raise InputError(path, f"cannot read the pairs file ({error.strerror or error})") from None
     except (csv.Error, UnicodeDecodeError) as error:
         raise InputError(path, f"not a readable CSV file ({error})") from None
-    if not rows:
-        raise InputError(path, "no pairs in this CSV file", f"write a header line ({','.join(_CSV_COLUMNS)}) and one row per pair")
+    no_pairs = InputError(path, "no pairs in this CSV file", f"write a header line ({','.join(_CSV_COLUMNS)}) and one row per pair")
+    if not header:
+        raise no_pairs
     unknown = [name for name in header if name not in _CSV_COLUMNS]
+    if len(unknown) == len(header):  # the first line is a pair, say
+        raise InputError(path, f"the first line is not a header: it names none of the columns {', '.join(_CSV_COLUMNS)}",
+                         f"add a header line such as {','.join(_CSV_COLUMNS[:3])}")
     if unknown or "input" not in header or "exemplar" not in header:
         raise InputError(path, f"the header must name input and exemplar (and may name {', '.join(_CSV_COLUMNS[2:])})"
                          + (f"; unknown column {unknown[0]!r}" if unknown else ""),
                          f"the first line must be the header, e.g. {','.join(_CSV_COLUMNS)}")
+    if not rows:
+        raise no_pairs
     base = path.parent
     jobs = []
     for number, row in rows:
@@ -219,7 +222,7 @@ def _checked(pair: Pair, where: str = "") -> Pair:
     problem = None
     if pair.exemplar_pose is None:
         problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
-    if not _is_file_target(str(pair.output)):
+    if pair.output.suffix.lower() not in IMAGE_EXTENSIONS:
         problem = f"{where}{pair.output}: the output must be an image file (.png, .jpg, .webp, .tif or .bmp)"
     return Pair(pair.input, pair.exemplar, pair.exemplar_pose, pair.input_pose, pair.output, problem)
 

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli.common import (
-    IMAGE_EXTENSIONS,
     EXIT_OK,
     DeviceOption,
     JsonOption,
     console,
     handles_errors,
+    names_image_file,
     refuse_overwrite,
     stdout_write,
     transient_progress,
@@ -149,7 +149,7 @@ def invert(
 
 def _output_path(source: Path, exemplar: Path, output: str) -> Path:
     target = Path(output).expanduser()
-    if target.suffix.lower() not in IMAGE_EXTENSIONS:
+    if not names_image_file(target):
         target = target / f"{source.stem}_{exemplar.stem}.png"
     for given in (source, exemplar):
         try:

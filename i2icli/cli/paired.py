@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli.common import (
-    IMAGE_EXTENSIONS,
     EXIT_FAILED,
     EXIT_OK,
     DeviceOption,
@@ -17,6 +16,7 @@ from i2icli.cli.common import (
     console,
     handles_errors,
     image_files,
+    names_image_file,
     refuse_overwrite,
     usage_error,
 )
@@ -172,9 +172,10 @@ def _plan(labels: list[Path], output: Path, seeds: list[int], single: bool) -> l
     def job(source: Path, base: Path) -> LabelJob:
         return LabelJob(source, base, output_files(base, seeds, False, False)[f"output:{seeds[0]}"])
 
-    if single and output.suffix.lower() in IMAGE_EXTENSIONS:
+    to_file = names_image_file(output)
+    if single and to_file:
         return [job(labels[0], output)]
-    if output.suffix.lower() in IMAGE_EXTENSIONS:
+    if to_file:
         raise usage_error(f"-o {output}: with a folder of label maps, -o must be a folder")
     return [job(path, output / f"{path.stem}.png") for path in labels]
 

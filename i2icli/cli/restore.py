@@ -10,7 +10,6 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    IMAGE_EXTENSIONS,
     Bf16Option,
     DeviceOption,
     HalfOption,
@@ -18,6 +17,7 @@ from i2icli.cli.common import (
     check_output_folder,
     download_progress,
     handles_errors,
+    names_image_file,
     precision_from_flags,
     usage_error,
 )
@@ -148,11 +148,9 @@ def restore(
 
 def _plan(inputs: list[str], output: Path, *, recursive: bool, ext: str, suffix: str) -> list[Any]:
     """The jobs for INPUTS. -o names the output folder, or, for a single input, the output file."""
-    import os
-
     from i2icli.batch import Job, plan_jobs
 
-    if output.suffix.lower() not in IMAGE_EXTENSIONS or os.path.isdir(output):
+    if not names_image_file(output):
         check_output_folder(output)
         return plan_jobs(inputs, output, recursive=recursive, ext=ext, suffix=suffix)
     if ext.lower() != "auto" or suffix:

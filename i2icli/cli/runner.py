@@ -29,6 +29,11 @@ class BatchJob(Protocol):
     def problem(self) -> str | None: ...
 
 
+class ShownBefore(I2IError):
+    """A failure the batch has already shown for an earlier job (one bad file in many pairs, say):
+    recorded for every job it fails, printed once."""
+
+
 J = TypeVar("J", bound=BatchJob)
 # What finishing a job returns: (extra record fields, what the success line names, detail shown
 # before the seconds).
@@ -122,6 +127,8 @@ def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 
 def _failure(job: BatchJob, error: BaseException) -> str:
+    if isinstance(error, ShownBefore):
+        return str(error)
     if isinstance(error, I2IError):
         # An input error names its file; any other (out of GPU memory, say) gets the job's.
         if not isinstance(error, InputError) and str(job.source) not in error.message:

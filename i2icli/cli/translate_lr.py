@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli.common import (
-    IMAGE_EXTENSIONS,
     EXIT_FAILED,
     EXIT_OK,
     DeviceOption,
@@ -18,10 +17,11 @@ from i2icli.cli.common import (
     console,
     handles_errors,
     image_files,
+    names_image_file,
     refuse_overwrite,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch
+from i2icli.cli.runner import ShownBefore, batch_failures, one_writer_per_file, run_batch
 from i2icli.errors import I2IError
 
 _MODEL = "Model"
@@ -128,17 +128,19 @@ def translate_lr(
 
 def _plan(sources: list[Path], targets: list[Path], output: Path, single: bool) -> list[PairJob]:
     inputs = {p.resolve() for p in [*sources, *targets]}
-    if single and output.suffix.lower() in IMAGE_EXTENSIONS:
+    to_file = names_image_file(output)
+    if single and to_file:
         refuse_overwrite(output, [*sources, *targets])
         return [PairJob(sources[0], targets[0], output)]
-    if output.suffix.lower() in IMAGE_EXTENSIONS:
+    if to_file:
         raise usage_error(f"-o {output}: with folders of inputs, -o must be a folder")
     jobs = [PairJob(source, target, output / f"{source.stem}__{target.stem}.png") for source in sources for target in targets]
     return one_writer_per_file(jobs, lambda job: [job.output], inputs)[0]
 
 
 class _PreparedInputs:
-    """Each file is read and prepared once, however many pairs it is in; a bad file fails its pairs."""
+    """Each file is read and prepared once, however many pairs it is in; a bad file fails its pairs
+    (its error is shown once, and recorded for each)."""
 
     def __init__(self, translator: Any, max_pixels: int) -> None:
         self.translator = translator
@@ -158,9 +160,10 @@ class _PreparedInputs:
                 self.prepared[key] = (tensor, to_picture(tensor[0]))
             except I2IError as error:
                 self.prepared[key] = error
+                raise
         value = self.prepared[key]
         if isinstance(value, I2IError):
-            raise value
+            raise ShownBefore(value.message, value.hint)
         return value
 
     def source(self, path: Path) -> Any:

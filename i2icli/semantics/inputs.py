@@ -103,7 +103,8 @@ def _edges(picture: Picture, path: Path, size: int, channels: int) -> np.ndarray
         raise InputError(
             path,
             f"gives {have} channel{'s' if have > 1 else ''}, but this checkpoint takes {channels}",
-            "a pose model needs an OpenPose .json or _candidate.txt/_subset.txt file; for a label map pass --label-nc",
+            "a pose model needs an OpenPose .json or _candidate.txt/_subset.txt file (for a photo as INPUT, give its "
+            "pose with --input-pose); for a label map pass --label-nc",
         )
     values = values[:, :, :1] if have == 1 else values
     resized = _resized_square(values, size)

@@ -1,6 +1,7 @@
 """Label maps as network input: class-index images to one-hot channels, edge images to values.
 
-A class-index map is an 8-bit single-channel image whose pixel values are the classes; 255 marks
+A class-index map is an 8-bit grey image whose pixel values are the classes, or a palette image
+whose palette indices are (as PASCAL VOC stores them); 255 marks
 "unknown / don't care" (as in the datasets the official code ships) and becomes an all-zero
 vector. Resizing always uses nearest neighbour, so no in-between class appears.
 """
@@ -19,10 +20,19 @@ UNKNOWN_LABEL = 255
 
 
 def class_indices(picture: Picture, path: Path | str) -> np.ndarray:
-    """(H, W) uint8 class indices of a label-map image; InputError for anything else."""
-    if not picture.grayscale or picture.rgb.dtype != np.uint8:
-        raise InputError(path, "a label map must be an 8-bit single-channel image of class indices",
-                         "save the label map as a grayscale PNG whose pixel values are the classes")
+    """(H, W) uint8 class indices of a label-map image: the values of an 8-bit image that shows only
+    greys, or the palette indices of a palette image in colour (as PASCAL VOC stores them).
+    InputError for anything else."""
+    rgb = picture.rgb
+    shows_grey = picture.grayscale or bool((rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all())
+    if picture.palette_indices is not None and not shows_grey:
+        return picture.palette_indices
+    # A palette of greys is read as the greys it shows: PNG optimisers store grey maps so, in any order.
+    if not shows_grey or rgb.dtype != np.uint8:
+        kind = "a colour image" if not shows_grey else f"a {picture.bit_depth}-bit image"
+        raise InputError(path, f"is {kind}, but a label map must hold class indices: 8-bit grey values or "
+                         "palette indices", "save it as a grayscale or palette PNG whose pixel values are the "
+                         "classes (a colour-coded map must first be converted to class indices)")
     return np.ascontiguousarray(picture.rgb[:, :, 0])
 
 

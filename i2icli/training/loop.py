@@ -569,8 +569,9 @@ def train(method: TrainableMethod, dataset: Dataset, settings: TrainingSettings,
 
     ``on_progress(step, total_steps, losses)`` is called after every step; ``on_warning``
     gets one line per unreadable training file (once per file) and per other notice.
-    On KeyboardInterrupt the last completed step is saved and the interrupt re-raised. Only one
-    run at a time may use ``out_dir``.
+    On KeyboardInterrupt the last completed step is saved and the interrupt re-raised; one that
+    arrives inside ``train_step`` (a second Ctrl-C) saves nothing new, since the state is then
+    no step's. Only one run at a time may use ``out_dir``.
     """
     with _only_run_in(Path(settings.out_dir)):
         return _train(method, dataset, settings, **options)
@@ -672,6 +673,7 @@ def _train(
     session_start = time.perf_counter()
     warned: set[str] = set()
     completed = saved = start
+    mid_step: int | None = None  # the step being taken, while train_step runs
 
     def training_seconds() -> float:
         return seconds_before + time.perf_counter() - session_start
@@ -710,8 +712,9 @@ def _train(
                 _seed_global_generators(derived_seed(settings.seed, "global", step))
                 generator = torch.Generator(device=device)
                 generator.manual_seed(derived_seed(settings.seed, "step", step))
+                mid_step = step  # the weights and optimisers are neither step-1's nor step's until it returns
                 losses = {name: float(value) for name, value in method.train_step(batch, generator).items()}
-                completed = step
+                completed, mid_step = step, None
                 last = step == settings.steps
                 metrics.add(step, training_seconds(), losses, last)
                 if on_progress is not None:
@@ -727,9 +730,20 @@ def _train(
         except KeyboardInterrupt:
             interrupt.saving = True
             metrics.write_partial(completed, training_seconds())
-            if completed > saved:
+            if mid_step is not None:
+                # A second Ctrl-C cut a step short: saving that state as step `completed` would
+                # make --resume continue from weights no uninterrupted run ever had.
+                if saved > start:
+                    warn(f"interrupted during step {mid_step}, which is not saved; the run continues from step "
+                         f"{saved} with --resume ({checkpoints.latest})")
+                elif start:
+                    warn(f"interrupted during step {mid_step}; nothing new saved, the run continues from step {start} "
+                         "with --resume")
+                else:
+                    warn(f"interrupted during step {mid_step}, before any checkpoint was saved")
+            elif completed > saved:
                 save(completed)
-            if completed > start:
+            if mid_step is None and completed > start:
                 warn(f"interrupted after step {completed}; saved {checkpoints.latest} (continue with --resume)")
             raise
         finally:
