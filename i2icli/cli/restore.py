@@ -37,7 +37,7 @@ def _file_name_suffix(value: str) -> str:
 
 @handles_errors
 def restore(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Image files, folders or glob patterns.", show_default=False)],
     output: Annotated[
         str, typer.Option("-o", "--output", help="Folder for the results (created if missing), or for one input the "
                           "output file itself (its extension picks the format).", rich_help_panel=_OUTPUT)

@@ -68,7 +68,7 @@ def list_weights(as_json: JsonOption = False) -> None:
 @app.command("fetch")
 @handles_errors
 def fetch(
-    names: Annotated[list[str] | None, typer.Argument(help="Names from `i2i weights list` (default: what `i2i restore` uses).", show_default=False)] = None,
+    names: Annotated[list[str] | None, typer.Argument(metavar="NAMES", help="Names from `i2i weights list` (default: what `i2i restore` uses).", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Fetch every known checkpoint.")] = False,
     to: Annotated[Path | None, typer.Option(help="Also copy the files into this folder (e.g. to carry to an offline machine).")] = None,
 ) -> None:
