@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS
@@ -327,6 +328,23 @@ def test_output_folder_problems_are_found_before_any_work(tmp_path, monkeypatch)
     assert result.exit_code == 1 and "afile: is a file, not a folder" in result.stderr
     result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "afile" / "below"))
     assert result.exit_code == 1 and "is a file, so this folder cannot be made" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [
+    ["exemplar", "pose.json", "{photo}", "--exemplar-pose", "pose.json", "--checkpoint", "{missing}"],
+    ["invert", "{photo}", "{photo}", "--generator", "{missing}"],
+    ["translate-lr", "{photo}", "{photo}", "-c", "{missing}"],
+    ["paired", "{photo}", "-c", "{missing}"],
+])
+@pytest.mark.parametrize("output", ["below", "below/out.png"])
+def test_every_command_checks_its_output_folder_first(tmp_path, command, output):
+    (tmp_path / "afile").write_text("x")
+    values = {"photo": str(EXAMPLES / "old_photo.jpg"), "missing": str(tmp_path / "missing")}
+    args = [part.format(**values) for part in command]
+    result = run(*args, "-o", str(tmp_path / "afile" / output), "--device", "cpu")
+    # Refused for the folder before any checkpoint is looked for (the one given does not exist).
+    assert result.exit_code == 1 and "is a file, so this folder cannot be made" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -16,6 +16,7 @@ from i2icli.cli.common import (
     Bf16Option,
     DeviceOption,
     JsonOption,
+    check_output_folder,
     handles_errors,
     names_image_file,
     precision_from_flags,
@@ -159,6 +160,7 @@ def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | No
             raise usage_error("give either --pairs CSV or INPUT EXEMPLAR --exemplar-pose, not both")
         if names_image_file(output):
             raise usage_error("with --pairs, -o/--output is a folder")
+        check_output_folder(Path(output))
         return _pairs_from_csv(pairs.expanduser(), Path(output).expanduser())
     if input is None or exemplar_photo is None:
         raise usage_error("give INPUT and EXEMPLAR (or --pairs CSV)")
@@ -168,6 +170,7 @@ def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | No
     source, look = Path(input).expanduser(), Path(exemplar_photo).expanduser()
     if not names_image_file(output):
         target = target / f"{source.stem}_{look.stem}.png"
+    check_output_folder(target.parent)
     pose = Path(input_pose).expanduser() if input_pose else None
     return [_checked(Pair(source, look, Path(exemplar_pose).expanduser(), pose, target))]
 

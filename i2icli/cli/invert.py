@@ -12,6 +12,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
+    check_output_folder,
     console,
     handles_errors,
     names_image_file,
@@ -151,6 +152,7 @@ def _output_path(source: Path, exemplar: Path, output: str) -> Path:
     target = Path(output).expanduser()
     if not names_image_file(target):
         target = target / f"{source.stem}_{exemplar.stem}.png"
+    check_output_folder(target.parent)
     for given in (source, exemplar):
         try:
             same = target.resolve() == given.expanduser().resolve()

@@ -13,6 +13,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
+    check_output_folder,
     console,
     handles_errors,
     image_files,
@@ -173,6 +174,7 @@ def _plan(labels: list[Path], output: Path, seeds: list[int], single: bool) -> l
         return LabelJob(source, base, output_files(base, seeds, False, False)[f"output:{seeds[0]}"])
 
     to_file = names_image_file(output)
+    check_output_folder(output.parent if to_file else output)
     if single and to_file:
         return [job(labels[0], output)]
     if to_file:

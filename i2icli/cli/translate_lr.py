@@ -14,6 +14,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
+    check_output_folder,
     console,
     handles_errors,
     image_files,
@@ -21,7 +22,12 @@ from i2icli.cli.common import (
     refuse_overwrite,
     usage_error,
 )
-from i2icli.cli.runner import ShownBefore, batch_failures, one_writer_per_file, run_batch
+from i2icli.cli.runner import (
+    ShownBefore,
+    batch_failures,
+    one_writer_per_file,
+    run_batch,
+)
 from i2icli.errors import I2IError
 
 _MODEL = "Model"
@@ -129,6 +135,7 @@ def translate_lr(
 def _plan(sources: list[Path], targets: list[Path], output: Path, single: bool) -> list[PairJob]:
     inputs = {p.resolve() for p in [*sources, *targets]}
     to_file = names_image_file(output)
+    check_output_folder(output.parent if to_file else output)
     if single and to_file:
         refuse_overwrite(output, [*sources, *targets])
         return [PairJob(sources[0], targets[0], output)]
