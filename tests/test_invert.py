@@ -315,9 +315,12 @@ def test_cli_writes_the_result_every_hypothesis_and_a_summary(files, tmp_path):
     assert np.array_equal(read_image(target).rgb, read_image(chosen["file"]).rgb)
 
 
-def test_cli_default_generator_explains_the_manual_download(files, tmp_path):
+@pytest.mark.parametrize("aligned", [["--aligned"], []])
+def test_cli_default_generator_explains_the_manual_download(files, tmp_path, aligned):
+    # The generator is looked for before the detector (which would be fetched by name): the
+    # one manual download is named first.
     source = write_png(tmp_path / "a.png", smooth_image(12))
-    result = run("invert", str(source), str(source), "-o", str(tmp_path / "o.png"), "--aligned")
+    result = run("invert", str(source), str(source), "-o", str(tmp_path / "o.png"), *aligned)
     assert result.exit_code == 1
     assert "stylegan2-ffhq-512" in result.stderr and "--generator" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -240,6 +240,18 @@ def test_precision_choice():
         pick_dtype("fp16", CPU)
 
 
+def test_bf16_is_refused_on_gpus_that_would_emulate_it(monkeypatch):
+    from i2icli.errors import DeviceError
+    from i2icli.pipelines.devices import explicit_dtype
+
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # Turing
+    with pytest.raises(DeviceError, match="--bf16 needs an Ampere or later GPU.*cuda:0 is 7.5"):
+        explicit_dtype("bf16", gpu)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # Hopper
+    assert explicit_dtype("bf16", gpu) == torch.bfloat16
+
+
 @pytest.mark.skipif(not __import__("i2icli.pipelines.restore", fromlist=["x"]).cpu_has_native_bf16(),
                     reason="this CPU has no native bf16")
 def test_bf16_stays_within_a_level_of_fp32(tiny_env, landmarks_detector):

@@ -327,21 +327,23 @@ def test_tile_failure_propagates():
 class _SmallMemory(nn.Module):
     """Pretends to be a GPU that fits one tile of at most ``limit`` pixels a side."""
 
-    def __init__(self, net: nn.Module, limit: int):
+    def __init__(self, net: nn.Module, limit: int, error: Exception | None = None):
         super().__init__()
         self.net, self.limit, self.shapes = net, limit, []
+        self.error = error or torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     def forward(self, x):
         self.shapes.append(tuple(x.shape))
         if x.shape[0] > 1 or max(x.shape[2:]) > self.limit:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise self.error
         return self.net(x)
 
 
-def test_oom_retries_with_smaller_batch_then_tiles():
+@pytest.mark.parametrize("error", [None, RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED")])
+def test_oom_retries_with_smaller_batch_then_tiles(error):
     net, scale = build_sr_model(tiny_rrdb(4).state_dict())
     image = photo()  # padded to 50x66: whole image -> tile 32 -> tile 16 (36 px with pad)
-    small = _SmallMemory(net, limit=40)
+    small = _SmallMemory(net, limit=40, error=error)
     out = BackgroundUpscaler(small, scale, CPU, tile=0, tile_batch=4, min_tile=8).upscale(image)
     # whole image, then tile 32 (first tile 42 px), then tile 16 in batches of 4, 2, then 1.
     assert small.shapes[0] == (1, 3, 50, 66)

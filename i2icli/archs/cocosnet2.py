@@ -89,15 +89,20 @@ class CoCosNetConfig:
 
 
 def positional_norm(x: Tensor) -> Tensor:
-    """Normalise every position across channels (PONO); unbiased variance, as trained."""
-    mean = x.mean(dim=1, keepdim=True)
-    std = x.var(dim=1, keepdim=True).add(_EPS_PONO).sqrt()
-    return (x - mean) / std
+    """Normalise every position across channels (PONO); unbiased variance, as trained.
+
+    In float32 whatever the input (a no-op for float32): fp16 autocast leaves mean and var in
+    fp16, where 1e-8 rounds away (a zero variance then gives NaN) and a variance over 65504 is inf."""
+    work = x.float()
+    mean = work.mean(dim=1, keepdim=True)
+    std = work.var(dim=1, keepdim=True).add(_EPS_PONO).sqrt()
+    return ((work - mean) / std).to(x.dtype)
 
 
 def _unit_channels(x: Tensor) -> Tensor:
-    """Scale every position's feature vector to unit L2 norm."""
-    return x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + _EPS_FEATURE)
+    """Scale every position's feature vector to unit L2 norm (in float32, as for PONO)."""
+    work = x.float()
+    return (work / (torch.linalg.vector_norm(work, dim=1, keepdim=True) + _EPS_FEATURE)).to(x.dtype)
 
 
 def _centred_unit_channels(x: Tensor) -> Tensor:

@@ -72,7 +72,8 @@ def exemplar(
     ] = None,
     output: Annotated[
         str,
-        typer.Option("-o", "--output", help="Output file for one pair, or a folder (batches).", rich_help_panel=_OUTPUT),
+        typer.Option("-o", "--output", help="Output file for one pair, or a folder (for INPUT_EXEMPLAR.png files).",
+                     rich_help_panel=_OUTPUT),
     ] = "results",
     pairs: Annotated[
         Path | None,

@@ -51,8 +51,8 @@ def translate_lr(
                                            "photo to downsample, or a folder of them.")],
     checkpoint: Annotated[
         str, typer.Option("--checkpoint", "-c", show_default=False, rich_help_panel=_MODEL,
-                          help="A checkpoint from `i2i train translate-lr` (file, or the run's --out folder), the authors' "
-                          "training file, or a name from `i2i weights list`.")
+                          help="A checkpoint from `i2i train translate-lr` (file, or the run's --out folder), or the "
+                          "authors' training file.")
     ],
     output: Annotated[
         str, typer.Option("-o", "--output", rich_help_panel=_OUTPUT,

@@ -12,10 +12,11 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def pick_device(spec: str = AUTO) -> torch.device:
-    """``auto`` prefers CUDA, then Apple's MPS, then the CPU; an unavailable request is an error."""
+    """``auto`` prefers CUDA, then Apple's MPS, then the CPU; an unavailable request is an error.
+    A CUDA device always comes with its index (see :func:`indexed`)."""
     if spec == AUTO:
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return indexed(torch.device("cuda"))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -30,6 +31,15 @@ def pick_device(spec: str = AUTO) -> torch.device:
                           "use --device cuda or another number")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("--device mps was asked for but MPS is not available", "use --device cpu")
+    return indexed(device)
+
+
+def indexed(device: torch.device) -> torch.device:
+    """``cuda`` as ``cuda:N`` for the current GPU: some torch.cuda calls
+    (``set_per_process_memory_fraction``) refuse a device without an index, and others would
+    silently take GPU 0 for it."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
     return device
 
 
@@ -52,4 +62,9 @@ def explicit_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         raise DeviceError("--bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one would emulate it slowly",
                           "use --fp32")
+    if precision == "bf16" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+        # torch.cuda.is_bf16_supported() says yes to these too: it counts emulation.
+        raise DeviceError(f"--bf16 needs an Ampere or later GPU (compute capability 8.0); {device} is "
+                          f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))} and would emulate it slowly",
+                          "use --fp16")
     return _DTYPES[precision]

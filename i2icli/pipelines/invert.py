@@ -249,11 +249,14 @@ class InvertPipeline:
     ) -> InvertPipeline:
         settings = settings or InvertSettings()
         device = device if isinstance(device, torch.device) else pick_device(device)
+        # The generator first: it is the one manual download, so a machine without it learns that
+        # before anything else is fetched.
+        generator_model = load_checkpoint(generator, "StyleGAN2 generator", build_generator, progress)
         face_detector = None
         if not settings.aligned:
             face_detector = FaceDetector(load_checkpoint(detector, "RetinaFace", build_retinaface, progress), device)
         return cls(
-            load_checkpoint(generator, "StyleGAN2 generator", build_generator, progress),
+            generator_model,
             load_checkpoint(correspondence, "VGG-19", build_vgg(19), progress),
             load_checkpoint(perceptual, "VGG-16", build_vgg(16), progress),
             load_checkpoint(scorer, "FID Inception", build_scorer, progress),

@@ -100,6 +100,15 @@ def load_trained(checkpoint: str, method: str, build: Callable[[object], Built])
     Whatever ``build`` raises about the content becomes one WeightsError naming the file and the
     training command that makes the right kind.
     """
-    resolved = weights.resolve(training_checkpoint_file(checkpoint))
-    return _built(build, weights.load_checkpoint_file(resolved.path), resolved.path, method,
-                  f"pass a checkpoint (or run folder) from `i2i train {method}`")
+    hint = f"pass a checkpoint (or run folder) from `i2i train {method}`"
+    spec = training_checkpoint_file(checkpoint)
+    if not weights.looks_like_path(spec):
+        # A registry name is only good for a model of this method (the registry has none yet):
+        # refused before any download, and a plain word is a file that is not there.
+        entry = next((c for c in weights.registry() if c.name == spec), None)
+        if entry is None:
+            raise WeightsError(f"{spec}: no such checkpoint file or run folder", hint)
+        if entry.arch != method:
+            raise WeightsError(f"{spec} is a {entry.arch} checkpoint, not a {method} one", hint)
+    resolved = weights.resolve(spec)
+    return _built(build, weights.load_checkpoint_file(resolved.path), resolved.path, method, hint)

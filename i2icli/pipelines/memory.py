@@ -14,11 +14,29 @@ from typing import Callable
 import torch
 
 from i2icli.errors import DeviceError
+from i2icli.pipelines.devices import indexed
 
 GIB = 2**30
 # Keep this share of the memory that is free back: the allocator's blocks are rounded up and
 # fragment, and the caller's own tensors around a batch are not part of the measured cost.
 HEADROOM = 0.2
+
+
+# cuBLAS and cuDNN allocate their handles and workspaces outside PyTorch's caching allocator: on a
+# full card they fail with a RuntimeError naming their status, not with torch.OutOfMemoryError.
+_OUT_OF_MEMORY_MESSAGES = (
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDA error: out of memory",
+    "MPS backend out of memory",
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` means the device ran out of memory (and a smaller batch may fit)."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and any(message in str(error) for message in _OUT_OF_MEMORY_MESSAGES)
+    )
 
 
 class DeviceMemory:
@@ -27,7 +45,7 @@ class DeviceMemory:
     def __init__(self, device: torch.device, budget: int | None = None):
         if device.type != "cuda":
             raise ValueError(f"DeviceMemory measures CUDA devices, not {device}")
-        self.device = device
+        self.device = device = indexed(device)
         self.budget = budget
         if budget is not None:
             in_use = torch.cuda.memory_allocated(device)

@@ -34,7 +34,13 @@ from i2icli.pipelines.loading import (
     load_checkpoint,
     timed,
 )
-from i2icli.pipelines.memory import GIB, HEADROOM, DeviceMemory, budget_bytes
+from i2icli.pipelines.memory import (
+    GIB,
+    HEADROOM,
+    DeviceMemory,
+    budget_bytes,
+    is_out_of_memory,
+)
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
 
@@ -209,10 +215,13 @@ class RestorePipeline:
         room = memory.available()
         try:
             # Each cost includes the input, as a real batch's does.
-            self.face_cost = memory.cost(lambda: self.face_model(self._blank(FACE_SIZE)))
+            self.face_cost = memory.cost(lambda: self.face_model(self._blank(FACE_SIZE, like_faces=True)))
             if self.parser is not None:
-                self.face_cost = max(self.face_cost, memory.cost(lambda: parse_masks(self.parser, self._blank(FACE_SIZE))))
-        except torch.OutOfMemoryError:
+                self.face_cost = max(self.face_cost, memory.cost(
+                    lambda: parse_masks(self.parser, self._blank(FACE_SIZE, like_faces=True))))
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
             raise DeviceError(
                 f"one face does not fit in the {room / GIB:.2f} GB of GPU memory available",
                 "raise --max-memory, close other GPU programs, or use --device cpu",
@@ -225,8 +234,11 @@ class RestorePipeline:
             try:
                 self.tile_cost = memory.cost(lambda: upscaler.model(self._blank(side)))
                 fits = self.tile_cost <= room * (1 - HEADROOM)
-            except torch.OutOfMemoryError:
+            except RuntimeError as error:
+                if not is_out_of_memory(error):
+                    raise
                 self.tile_cost, fits = 0, False
+            if not fits:  # outside the handler, whose traceback holds the probe's tensors
                 torch.cuda.empty_cache()
             smaller = upscaler.smaller_tile(upscaler.tile)
             if fits or smaller is None:
@@ -235,8 +247,11 @@ class RestorePipeline:
                         upscaler.tile, room / GIB, smaller)
             upscaler.tile = smaller
 
-    def _blank(self, side: int) -> torch.Tensor:
-        return torch.zeros(1, 3, side, side, device=self.device, dtype=self.dtype)
+    def _blank(self, side: int, *, like_faces: bool = False) -> torch.Tensor:
+        """A probe input laid out as the real ones: face batches are NHWC arrays permuted to NCHW
+        (so channels-last strided, which cuDNN runs with other kernels and workspaces), tiles NCHW."""
+        blank = torch.zeros(1, 3, side, side, device=self.device, dtype=self.dtype)
+        return blank.contiguous(memory_format=torch.channels_last) if like_faces else blank
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -257,15 +272,16 @@ class RestorePipeline:
             stop = min(start + step, count)
             try:
                 run(start, stop)
-            except torch.OutOfMemoryError:
-                if stop - start == 1:
+            except RuntimeError as error:
+                if not is_out_of_memory(error) or stop - start == 1:
                     raise
                 step = max((stop - start) // 2, 1)
                 log.warning("out of device memory with %d faces at once; retrying with %d", stop - start, step)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            else:
+                start = stop
                 continue
-            start = stop
+            if self.device.type == "cuda":  # outside the handler, whose traceback holds the batch
+                torch.cuda.empty_cache()
 
     @torch.inference_mode()
     def restore_faces(self, crops: np.ndarray) -> np.ndarray:
@@ -313,7 +329,9 @@ class RestorePipeline:
         """Restore every face of ``picture`` and upscale it by ``settings.upscale``."""
         try:
             return self._restore(picture)
-        except torch.OutOfMemoryError as error:
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
             # Only once smaller tile batches, tiles and face batches have all failed too.
             raise DeviceError(
                 f"out of {self.device.type.upper()} memory even with the smallest tiles and one face at a time",

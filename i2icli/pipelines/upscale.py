@@ -63,6 +63,7 @@ from torch import nn
 
 import i2icli._compat  # noqa: F401  (before anything from basicsr / realesrgan)
 from i2icli.errors import I2IError, WeightsError
+from i2icli.pipelines.memory import is_out_of_memory
 
 __all__ = ["BackgroundUpscaler", "build_sr_model"]
 
@@ -412,7 +413,9 @@ class BackgroundUpscaler:
             try:
                 out = self._render(sources, image, batches, grid, max_range, progress)
                 break
-            except torch.OutOfMemoryError as err:
+            except RuntimeError as err:
+                if not is_out_of_memory(err):
+                    raise
                 smaller = self._smaller(tile, batch, batches, pad_h, pad_w)
                 if not self.oom_retry or smaller is None:
                     _add_note(err, f"i2i: out of device memory with {self._describe(tile, batch)}")
