@@ -500,12 +500,21 @@ def test_outputs_that_would_clash_are_refused(tmp_path, run):
     plot = runner.invoke(app, ["paired", str(label), "-c", str(run["run"]), "-o", str(tmp_path / "p.png"),
                                "--spectrum", str(tmp_path / "p.png"), "--device", "cpu"])
     assert plot.exit_code == 1 and "also one of the command's outputs" in plot.stderr
+    # The plot is a PNG, and a plot that could not be written is found before any work.
+    jpeg = runner.invoke(app, ["paired", str(label), "-c", str(run["run"]), "-o", str(tmp_path / "q.png"),
+                               "--spectrum", str(tmp_path / "plot.jpg"), "--device", "cpu"])
+    assert jpeg.exit_code == 2 and "--spectrum" in jpeg.stderr and ".png file" in jpeg.stderr
+    (tmp_path / "afile").write_text("x")
+    below = runner.invoke(app, ["paired", str(label), "-c", str(run["run"]), "-o", str(tmp_path / "q.png"),
+                                "--spectrum", str(tmp_path / "afile" / "plot.png"), "--device", "cpu"])
+    assert below.exit_code == 1 and "choose another --spectrum" in below.stderr
+    assert not (tmp_path / "q.png").exists()
 
 
 def test_eval_spectrum_never_replaces_data_or_run_files(tmp_path, run):
     photo = next((run["data"] / "photos").iterdir())
     kept = photo.read_bytes()
-    for target, message in ((photo, "inside the training data"), (run["run"] / "metrics.csv", "ending in .png"),
+    for target, message in ((photo, "inside the training data"), (run["run"] / "metrics.csv", "name a .png file"),
                             (run["run"] / "samples" / "x.png", "inside the run's sample grids")):
         result = runner.invoke(app, ["train", "paired", str(run["data"]), "--out", str(run["run"]), "--eval",
                                      "--spectrum", str(target), "--fid-model", "none", "--lpips-backbone", "none",

@@ -440,3 +440,6 @@ def test_outputs_that_would_clash_are_refused(run, tmp_path):
                                  "-o", str(tmp_path / "g.png"), "--grid", str(tmp_path / "g.png"), "--device", "cpu"])
     assert single.exit_code == 1 and "also one of the command's outputs" in single.stderr
     assert not (tmp_path / "g.png").exists()
+    gif = runner.invoke(app, ["translate-lr", str(photos[0]), str(photos[1]), "-c", str(run["run"]),
+                              "-o", str(tmp_path / "g.png"), "--grid", str(tmp_path / "grid.gif"), "--device", "cpu"])
+    assert gif.exit_code == 2 and "--grid" in gif.stderr and not (tmp_path / "g.png").exists()

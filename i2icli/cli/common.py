@@ -168,7 +168,7 @@ def image_files(path: Path, role: str) -> list[Path]:
     return [path]
 
 
-def check_output_folder(folder: Path) -> None:
+def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
     """Fail before any work when results could not be written into ``folder`` (created if missing):
     a batch that finds out only at its first write may have spent an hour on it."""
     import os
@@ -176,17 +176,27 @@ def check_output_folder(folder: Path) -> None:
     folder = folder.expanduser()
     try:
         if folder.exists() and not folder.is_dir():
-            raise InputError(folder, "is a file, not a folder", "give -o/--output a folder")
+            raise InputError(folder, "is a file, not a folder", f"choose another {option}")
         existing = folder.absolute()
         while not existing.exists():
             existing = existing.parent
     except OSError as error:
         raise InputError(folder, f"cannot be used as the output folder ({error.strerror or error})",
-                         "choose another -o/--output") from None
+                         f"choose another {option}") from None
     if not existing.is_dir():
-        raise InputError(folder, f"{existing} is a file, so this folder cannot be made", "choose another -o/--output")
+        raise InputError(folder, f"{existing} is a file, so this folder cannot be made", f"choose another {option}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(folder, f"cannot be written ({existing}: permission denied)", "choose another -o/--output")
+        raise InputError(folder, f"cannot be written ({existing}: permission denied)", f"choose another {option}")
+
+
+def check_extra_output(path: Path, option: str, suffixes: tuple[str, ...] = IMAGE_EXTENSIONS) -> Path:
+    """A file named by an option other than -o (--grid, --spectrum), checked before any work: a
+    format that cannot be written, or a folder that cannot be made, would fail only at the end."""
+    path = path.expanduser()
+    if path.suffix.lower() not in suffixes:
+        raise usage_error(f"{option} {path}: name a {', '.join(suffixes)} file")
+    check_output_folder(path.parent, option)
+    return path
 
 
 def refuse_overwrite(target: Path, inputs: Iterable[Path], outputs: Iterable[Path] = ()) -> None:

@@ -13,6 +13,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
+    check_extra_output,
     check_output_folder,
     console,
     handles_errors,
@@ -121,7 +122,8 @@ def paired(
             for job in jobs]
     jobs, written = one_writer_per_file(jobs, lambda job: output_files(job.base, seeds, save_components, std_map).values())
     if spectrum is not None:
-        refuse_overwrite(spectrum.expanduser(), inputs, written)
+        spectrum = check_extra_output(spectrum, "--spectrum", (".png",))  # the plot is a PNG
+        refuse_overwrite(spectrum, inputs, written)
 
     from i2icli.imageio import read_image
 
@@ -164,7 +166,7 @@ def paired(
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing,
                         record_of=lambda job: {"label": str(job.source), "output": str(job.output)})
     if spectra is not None:
-        spectra.write(spectrum.expanduser())  # type: ignore[union-attr]
+        spectra.write(spectrum)  # type: ignore[union-attr,arg-type]
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 

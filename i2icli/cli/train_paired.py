@@ -12,6 +12,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
+    check_extra_output,
     console,
     handles_errors,
     stdout_write,
@@ -233,9 +234,7 @@ def _spectrum_file(spectrum: Path | None, data_dir: Path, out: Path) -> Path | N
 
     if spectrum is None:
         return None
-    spectrum = spectrum.expanduser()
-    if spectrum.suffix.lower() != ".png":
-        raise usage_error(f"--spectrum {spectrum}: the plot is a PNG file; give a name ending in .png")
+    spectrum = check_extra_output(spectrum, "--spectrum", (".png",))  # the plot is a PNG
     for folder, what in ((data_dir, "the training data"), (out / "checkpoints", "the run's checkpoints"),
                          (out / "samples", "the run's sample grids")):
         if is_inside(spectrum, folder):

@@ -14,6 +14,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
+    check_extra_output,
     check_output_folder,
     console,
     handles_errors,
@@ -95,7 +96,8 @@ def translate_lr(
     single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
     jobs = _plan(sources, targets, Path(output).expanduser(), single)
     if grid is not None:
-        refuse_overwrite(grid.expanduser(), [*sources, *targets], [job.output for job in jobs])
+        grid = check_extra_output(grid, "--grid")
+        refuse_overwrite(grid, [*sources, *targets], [job.output for job in jobs])
 
     from i2icli.pipelines.translate_lr import LRTranslator
 
@@ -127,7 +129,7 @@ def translate_lr(
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing,
                         record_of=lambda job: {"source": str(job.source), "target": str(job.target), "output": str(job.output)})
     if grid is not None:
-        _write_grid(grid.expanduser(), sources, targets, results)
+        _write_grid(grid, sources, targets, results)
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
