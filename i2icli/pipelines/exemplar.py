@@ -234,7 +234,7 @@ def exemplar_tensor(picture: Picture, size: int) -> np.ndarray:
         # The model saw 8-bit photos; PIL's antialiased bicubic resize wants 8-bit too.
         rgb = np.round(rgb.astype(np.float32) * (255.0 / max_value(rgb.dtype))).astype(np.uint8)
     square = pad_to_square(rgb, PAD_VALUE)
-    resized = np.asarray(Image.fromarray(square).resize((size, size), Image.BICUBIC), dtype=np.float32)
+    resized = np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
     return np.ascontiguousarray((resized / 127.5 - 1.0).transpose(2, 0, 1))
 
 

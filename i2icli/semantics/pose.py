@@ -232,7 +232,7 @@ def _limb_polygon(start: np.ndarray, end: np.ndarray) -> np.ndarray:
 def _resize_drawing(canvas: np.ndarray, size: int) -> np.ndarray:
     """Canvas read as BGR, to RGB, nearest-neighbour to size (the transform's second resize is a no-op)."""
     rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
-    return np.asarray(Image.fromarray(rgb).resize((size, size), resample=Image.NEAREST))
+    return np.asarray(Image.fromarray(rgb).resize((size, size), resample=Image.Resampling.NEAREST))
 
 
 def _distance_channel(joint: np.ndarray, size: int) -> np.ndarray:
@@ -243,4 +243,4 @@ def _distance_channel(joint: np.ndarray, size: int) -> np.ndarray:
     """
     distance = cv2.distanceTransform(255 - joint, cv2.DIST_L1, 3)
     saturated = np.clip(distance / 3, 0, 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(saturated).resize((size, size), resample=Image.BILINEAR))
+    return np.asarray(Image.fromarray(saturated).resize((size, size), resample=Image.Resampling.BILINEAR))
