@@ -97,8 +97,8 @@ class Picture:
     alpha: np.ndarray | None = None  # HxW, same dtype as rgb
     grayscale: bool = False  # the file had a single luminance channel (+/- alpha)
     source: Path | None = None  # the file it came from (never overwritten by write_image)
-    # HxW uint8 palette index of each pixel, for palette files: label maps are often stored so,
-    # with the class as the index and a palette only for showing it.
+    # HxW uint8 palette index of each pixel, for files with a colour palette: label maps are often
+    # stored so, with the class as the index and the colours only for showing it.
     palette_indices: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -187,7 +187,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     if orientation != 1 and not cv2_oriented:
         decoded = _orient(decoded, orientation)
     picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
-    if mode in ("P", "PA"):
+    if mode in ("P", "PA") and _palette_has_colours(pil):
         picture.palette_indices = _palette_indices(p, pil, fmt, orientation)
     return picture
 
@@ -375,6 +375,14 @@ def _pil_oriented_on_load(pil: Image.Image, fmt: str, orientation: int) -> bool:
         and fmt == "TIFF"
         and _ORIENTATION_TAG not in getattr(pil, "tag_v2", {_ORIENTATION_TAG: None})
     )
+
+
+def _palette_has_colours(pil: Image.Image) -> bool:
+    """Whether a palette holds any non-grey entry. A palette of greys is a grey image stored
+    compactly (PNG optimisers do so, in any order): its pixels are what it shows, not its indices."""
+    palette = pil.getpalette() or []
+    entries = np.asarray(palette[: len(palette) // 3 * 3], dtype=np.int32).reshape(-1, 3)
+    return bool((entries != entries[:, :1]).any())
 
 
 def _palette_indices(p: Path, pil: Image.Image, fmt: str, orientation: int) -> np.ndarray:

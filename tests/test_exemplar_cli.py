@@ -160,6 +160,15 @@ def test_a_whole_run_failure_is_reported_in_json_too(pair, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_pairs_that_name_their_outputs_need_no_output_folder(checkpoint, pair, tmp_path):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"input,exemplar,exemplar_pose,output\n{pair['target']},{pair['photo']},{pair['photo_pose']},mine.png\n")
+    (tmp_path / "afile").write_text("x")  # -o names a file, but no row writes there
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "afile"), *_common(checkpoint))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mine.png").is_file()
+
+
 def test_a_csv_without_header_says_so(checkpoint, pair, tmp_path):
     csv = tmp_path / "pairs.csv"
     csv.write_text(f"{pair['target']},{pair['photo']},{pair['photo_pose']}\n")

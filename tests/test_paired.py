@@ -21,7 +21,7 @@ from i2icli.errors import InputError
 from i2icli.imageio import Picture, read_image
 from i2icli.pipelines.paired import PairedTranslator, generator_from_checkpoint
 from i2icli.pipelines.spectrum import frequencies, high_frequency_share, plot_spectra, radial_power_spectrum
-from i2icli.semantics.labelmaps import class_indices, one_hot, square_label_channels
+from i2icli.semantics.labelmaps import class_indices, label_colours, one_hot, square_label_channels
 from i2icli.training import data, loop
 from i2icli.training.paired import (
     PairedTraining,
@@ -193,6 +193,12 @@ def test_label_maps_may_be_palette_images_or_show_greys(tmp_path):
     voc = [(index * 97 % 256, index * 31 % 256, (index * 7 + 50) % 256) for index in range(256)]
     _palette_png(tmp_path / "voc.png", indices, voc)
     np.testing.assert_array_equal(class_indices(read_image(tmp_path / "voc.png"), "voc.png"), indices)
+    # The real VOC palette shows class 7 (car) in grey (128, 128, 128): a map of background and
+    # cars only shows nothing but greys, and is still read by its indices.
+    cars = np.array([[0, 7], [7, 0]], np.uint8)
+    _palette_png(tmp_path / "cars.png", cars, [tuple(colour) for colour in label_colours(256)])
+    assert read_image(tmp_path / "cars.png").rgb[0, 1].tolist() == [128, 128, 128]
+    np.testing.assert_array_equal(class_indices(read_image(tmp_path / "cars.png"), "cars.png"), cars)
     # A grey map a PNG optimiser stored with a palette in another order: read as the greys it shows.
     greys = indices.copy()
     greys[indices == 255] = 9
@@ -449,6 +455,12 @@ def test_images_in_sub_folders_are_never_left_out_silently(tmp_path, run):
     assert some.exit_code == 0, some.output
     assert "1 image in sub-folders left out" in some.stderr
     assert [p.name for p in out.iterdir()] == ["001.png"]
+    # The command's own results in a sub-folder are not counted as left out.
+    into_input = ["paired", str(tmp_path / "labels"), "-c", str(run["run"]), "-o", str(tmp_path / "labels" / "results"),
+                  "--device", "cpu"]
+    assert runner.invoke(app, into_input).exit_code == 0  # writes labels/results/001.png
+    again = runner.invoke(app, into_input)
+    assert again.exit_code == 0 and "1 image in sub-folders left out" in again.stderr  # more/000.png only
 
 
 def test_train_refuses_unclear_or_missing_data(tmp_path):

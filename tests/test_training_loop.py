@@ -37,13 +37,15 @@ class ToyAutoencoder:
 
     name = "toy"
 
-    def __init__(self, width: int = 6, lr: float = 1e-2, interrupt_at: int | None = None, sigint_at: int | None = None):
+    def __init__(self, width: int = 6, lr: float = 1e-2, interrupt_at: int | None = None, sigint_at: int | None = None,
+                 interrupt_after_update_at: int | None = None):
         self.width, self.lr = width, lr
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 3, 3, padding=1))
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.interrupt_at, self.sigint_at = interrupt_at, sigint_at
+        self.interrupt_after_update_at = interrupt_after_update_at
         self.steps_seen = 0
 
     def config(self) -> dict:
@@ -70,6 +72,8 @@ class ToyAutoencoder:
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
+        if step == self.interrupt_after_update_at:
+            raise KeyboardInterrupt  # the net and Adam are step's, the EMA still step-1's
         with torch.no_grad():
             for average, current in zip(self.ema.parameters(), self.net.parameters()):
                 average.lerp_(current, 0.5)
@@ -358,18 +362,20 @@ def test_keyboard_interrupt_saves_the_last_completed_step(tmp_path: Path, datase
 
 def test_an_interrupt_inside_a_step_saves_no_half_step(tmp_path: Path, dataset: ImageFolderDataset):
     # A second Ctrl-C while a step runs stops at once: the weights are then neither step 4's nor
-    # step 5's, so the run keeps its last checkpoint (step 4) rather than save them as either.
+    # step 5's (here the net is updated and the EMA not), so the run keeps its last checkpoint
+    # (step 3) rather than save them as step 4.
     out = tmp_path / "run"
     warnings: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        train(ToyAutoencoder(interrupt_at=5), dataset, settings(out, 10, checkpoint_every=2), on_warning=warnings.append)
-    assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 4
-    assert step_files(out) == ["latest.pt", "step-0000002.pt", "step-0000004.pt"]
-    assert "interrupted during step 5, which is not saved; the run continues from step 4" in warnings[-1]
+        train(ToyAutoencoder(interrupt_after_update_at=5), dataset, settings(out, 10, checkpoint_every=3),
+              on_warning=warnings.append)
+    assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 3
+    assert step_files(out) == ["latest.pt", "step-0000003.pt"]
+    assert "interrupted during step 5, which is not saved; the run continues from step 3" in warnings[-1]
     resumed = ToyAutoencoder()
-    train(resumed, dataset, settings(out, 6, checkpoint_every=2), resume=True)
+    train(resumed, dataset, settings(out, 6, checkpoint_every=3), resume=True)
     straight = ToyAutoencoder()
-    train(straight, dataset, settings(tmp_path / "straight", 6, checkpoint_every=2))
+    train(straight, dataset, settings(tmp_path / "straight", 6, checkpoint_every=3))
     assert_same_state(straight.state_dict(), resumed.state_dict())
     # Before any checkpoint, nothing is saved at all.
     warnings.clear()

@@ -443,3 +443,7 @@ def test_outputs_that_would_clash_are_refused(run, tmp_path):
     gif = runner.invoke(app, ["translate-lr", str(photos[0]), str(photos[1]), "-c", str(run["run"]),
                               "-o", str(tmp_path / "g.png"), "--grid", str(tmp_path / "grid.gif"), "--device", "cpu"])
     assert gif.exit_code == 2 and "--grid" in gif.stderr and not (tmp_path / "g.png").exists()
+    (tmp_path / "grid.png").mkdir()  # a folder where the grid would go: refused before any work
+    folder = runner.invoke(app, ["translate-lr", str(photos[0]), str(photos[1]), "-c", str(run["run"]),
+                                 "-o", str(tmp_path / "g.png"), "--grid", str(tmp_path / "grid.png"), "--device", "cpu"])
+    assert folder.exit_code == 1 and "grid.png: is a folder" in folder.stderr and not (tmp_path / "g.png").exists()

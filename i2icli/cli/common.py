@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from contextlib import contextmanager
@@ -56,11 +57,18 @@ def handles_errors(command: F) -> F:
     stdout, as ``{"error": ..., "hint": ...}``, so that a script reading stdout gets a document
     whatever happens."""
 
+    signature = inspect.signature(command)
+
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            json_asked = signature.bind_partial(*args, **kwargs).arguments.get("as_json") is True
+        except TypeError:  # arguments the command does not take: it will say so itself
+            json_asked = False
+
         def fail(error: I2IError) -> typer.Exit:
             report_error(error)
-            if kwargs.get("as_json") is True:
+            if json_asked:
                 stdout_write(json.dumps({"error": error.message, "hint": error.hint}, indent=2))
             return typer.Exit(EXIT_FAILED)
 
@@ -146,15 +154,18 @@ def names_image_file(output: str | Path) -> bool:
     return suffix in IMAGE_EXTENSIONS
 
 
-def image_files(path: Path, role: str) -> list[Path]:
+def image_files(path: Path, role: str, output: Path | None = None) -> list[Path]:
     """An image argument: the file itself, or the images in a folder (not its sub-folders, whose
-    images are named as left out, so that none is missed silently)."""
+    images are counted as left out, so that none is missed silently; the command's ``output``
+    folder, wherever it lies, is not counted)."""
     from i2icli.batch import images_in
 
     path = path.expanduser()
     if path.is_dir():
         found = images_in(path, recursive=False)
-        below = len(images_in(path, recursive=True)) - len(found)
+        output = output.expanduser() if output is not None else None
+        skip = output if output is not None and output.resolve() != path.resolve() else None
+        below = sum(1 for image in images_in(path, recursive=True, exclude=skip) if image.parent != path)
         if not found:
             hint = (f"its {below} image{'s are' if below > 1 else ' is'} in sub-folders, which are not searched: pass "
                     "a sub-folder" if below else "pass an image file or a folder of images")
@@ -195,6 +206,8 @@ def check_extra_output(path: Path, option: str, suffixes: tuple[str, ...] = IMAG
     path = path.expanduser()
     if path.suffix.lower() not in suffixes:
         raise usage_error(f"{option} {path}: name a {', '.join(suffixes)} file")
+    if path.is_dir():
+        raise InputError(path, "is a folder", f"choose another {option}")
     check_output_folder(path.parent, option)
     return path
 

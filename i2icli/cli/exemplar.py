@@ -161,8 +161,11 @@ def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | No
             raise usage_error("give either --pairs CSV or INPUT EXEMPLAR --exemplar-pose, not both")
         if names_image_file(output):
             raise usage_error("with --pairs, -o/--output is a folder")
-        check_output_folder(Path(output))
-        return _pairs_from_csv(pairs.expanduser(), Path(output).expanduser())
+        folder = Path(output).expanduser()
+        jobs = _pairs_from_csv(pairs.expanduser(), folder)
+        if any(job.problem is None and job.output.parent == folder for job in jobs):  # rows without an output cell
+            check_output_folder(folder)
+        return jobs
     if input is None or exemplar_photo is None:
         raise usage_error("give INPUT and EXEMPLAR (or --pairs CSV)")
     if exemplar_pose is None:

@@ -113,7 +113,7 @@ def paired(
         raise usage_error("--std-map needs --samples 2 or more")
     from i2icli.pipelines.paired import PairedTranslator, sample_seed
 
-    labels = image_files(label, "LABEL")
+    labels = image_files(label, "LABEL", Path(output))
     seeds = [sample_seed(seed, k) for k in range(samples)]
     jobs = _plan(labels, Path(output).expanduser(), seeds, single=label.is_file())
     inputs = [*labels, *([style] if style else [])]

@@ -91,8 +91,8 @@ def translate_lr(
     size, matches the target. Inputs are centre-cropped to squares. SOURCE and TARGET may be
     folders: every source is translated to every target.
     """
-    sources = image_files(source, "SOURCE")
-    targets = image_files(target, "TARGET")
+    sources = image_files(source, "SOURCE", Path(output))
+    targets = image_files(target, "TARGET", Path(output))
     single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
     jobs = _plan(sources, targets, Path(output).expanduser(), single)
     if grid is not None:

@@ -20,14 +20,13 @@ UNKNOWN_LABEL = 255
 
 
 def class_indices(picture: Picture, path: Path | str) -> np.ndarray:
-    """(H, W) uint8 class indices of a label-map image: the values of an 8-bit image that shows only
-    greys, or the palette indices of a palette image in colour (as PASCAL VOC stores them).
-    InputError for anything else."""
+    """(H, W) uint8 class indices of a label-map image: the palette indices of a file with a colour
+    palette (as PASCAL VOC stores them, whatever colours the classes present happen to have), or
+    the values of an 8-bit image that shows only greys. InputError for anything else."""
+    if picture.palette_indices is not None:
+        return picture.palette_indices
     rgb = picture.rgb
     shows_grey = picture.grayscale or bool((rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all())
-    if picture.palette_indices is not None and not shows_grey:
-        return picture.palette_indices
-    # A palette of greys is read as the greys it shows: PNG optimisers store grey maps so, in any order.
     if not shows_grey or rgb.dtype != np.uint8:
         kind = "a colour image" if not shows_grey else f"a {picture.bit_depth}-bit image"
         raise InputError(path, f"is {kind}, but a label map must hold class indices: 8-bit grey values or "

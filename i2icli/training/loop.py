@@ -713,8 +713,9 @@ def _train(
                 generator = torch.Generator(device=device)
                 generator.manual_seed(derived_seed(settings.seed, "step", step))
                 mid_step = step  # the weights and optimisers are neither step-1's nor step's until it returns
-                losses = {name: float(value) for name, value in method.train_step(batch, generator).items()}
-                completed, mid_step = step, None
+                raw_losses = method.train_step(batch, generator)
+                completed, mid_step = step, None  # every update is queued: saving waits for them
+                losses = {name: float(value) for name, value in raw_losses.items()}
                 last = step == settings.steps
                 metrics.add(step, training_seconds(), losses, last)
                 if on_progress is not None:
