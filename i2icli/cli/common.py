@@ -162,10 +162,11 @@ def image_files(path: Path, role: str, output: Path | None = None) -> list[Path]
 
     path = path.expanduser()
     if path.is_dir():
-        found = images_in(path, recursive=False)
         output = output.expanduser() if output is not None else None
         skip = output if output is not None and output.resolve() != path.resolve() else None
-        below = sum(1 for image in images_in(path, recursive=True, exclude=skip) if image.parent != path)
+        everything = images_in(path, recursive=True, exclude=skip)  # one walk for both counts
+        found = [image for image in everything if image.parent == path]
+        below = len(everything) - len(found)
         if not found:
             hint = (f"its {below} image{'s are' if below > 1 else ' is'} in sub-folders, which are not searched: pass "
                     "a sub-folder" if below else "pass an image file or a folder of images")
