@@ -734,12 +734,9 @@ def _train(
             if mid_step is not None:
                 # A second Ctrl-C cut a step short: saving that state as step `completed` would
                 # make --resume continue from weights no uninterrupted run ever had.
-                if saved > start:
+                if saved:
                     warn(f"interrupted during step {mid_step}, which is not saved; the run continues from step "
                          f"{saved} with --resume ({checkpoints.latest})")
-                elif start:
-                    warn(f"interrupted during step {mid_step}; nothing new saved, the run continues from step {start} "
-                         "with --resume")
                 else:
                     warn(f"interrupted during step {mid_step}, before any checkpoint was saved")
             elif completed > saved:
