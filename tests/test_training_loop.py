@@ -335,6 +335,15 @@ def test_an_unreadable_image_is_skipped_with_one_warning(tmp_path: Path, images:
     assert len(warnings) == 1 and str(bad) in warnings[0] and "skipped" in warnings[0]
 
 
+def resume_like_a_straight_run(out: Path, straight_out: Path, dataset: ImageFolderDataset, steps: int, **overrides) -> None:
+    """Resume the run in ``out`` to ``steps``: it must end in the state of a run never interrupted."""
+    resumed = ToyAutoencoder()
+    train(resumed, dataset, settings(out, steps, **overrides), resume=True)
+    straight = ToyAutoencoder()
+    train(straight, dataset, settings(straight_out, steps, **overrides))
+    assert_same_state(straight.state_dict(), resumed.state_dict())
+
+
 def test_keyboard_interrupt_saves_the_last_completed_step(tmp_path: Path, dataset: ImageFolderDataset):
     out = tmp_path / "run"
     warnings: list[str] = []
@@ -352,11 +361,7 @@ def test_keyboard_interrupt_saves_the_last_completed_step(tmp_path: Path, datase
     assert "interrupted after step 3" in warnings[-1]
 
     # The interrupted run resumes to the same state as one never interrupted.
-    resumed = ToyAutoencoder()
-    train(resumed, dataset, settings(out, 6, log_every=2), resume=True)
-    straight = ToyAutoencoder()
-    train(straight, dataset, settings(tmp_path / "straight", 6, log_every=2))
-    assert_same_state(straight.state_dict(), resumed.state_dict())
+    resume_like_a_straight_run(out, tmp_path / "straight", dataset, 6, log_every=2)
     assert without_seconds(read_rows(out / "metrics.csv")) == without_seconds(read_rows(tmp_path / "straight" / "metrics.csv"))
 
 
@@ -372,11 +377,7 @@ def test_an_interrupt_inside_a_step_saves_no_half_step(tmp_path: Path, dataset: 
     assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 3
     assert step_files(out) == ["latest.pt", "step-0000003.pt"]
     assert "interrupted during step 5, which is not saved; the run continues from step 3" in warnings[-1]
-    resumed = ToyAutoencoder()
-    train(resumed, dataset, settings(out, 6, checkpoint_every=3), resume=True)
-    straight = ToyAutoencoder()
-    train(straight, dataset, settings(tmp_path / "straight", 6, checkpoint_every=3))
-    assert_same_state(straight.state_dict(), resumed.state_dict())
+    resume_like_a_straight_run(out, tmp_path / "straight", dataset, 6, checkpoint_every=3)
     # Before any checkpoint, nothing is saved at all.
     warnings.clear()
     with pytest.raises(KeyboardInterrupt):
