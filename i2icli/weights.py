@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import ssl
 import sys
 import tempfile
 import urllib.error
@@ -126,6 +127,14 @@ def find(name: str) -> Checkpoint:
 
 
 def looks_like_path(spec: str) -> bool:
+    """True when a model option names a file rather than a registry entry.
+
+    A registry name always means the registry's verified file, even if a file of that name sits
+    in the working directory: otherwise a stray ``gfpgan-1.4`` there would be loaded unchecked.
+    ``./gfpgan-1.4`` names the file.
+    """
+    if any(checkpoint.name == spec for checkpoint in registry()):
+        return False
     return spec.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in spec or "/" in spec or Path(spec).exists()
 
 
@@ -191,10 +200,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(checkpoint: Checkpoint, path: Path) -> None:
-    """Refuse a file whose sha256 is not the pinned one (or does not start with the pinned prefix)."""
+def verify(checkpoint: Checkpoint, path: Path, *, shown_as: Path | None = None) -> None:
+    """Refuse a file whose sha256 is not the pinned one (or does not start with the pinned prefix).
+
+    ``shown_as`` is the name a download in progress is reported under.
+    """
     actual = sha256_of(path)
     if not actual.startswith(checkpoint.sha256) or not checkpoint.sha256:
+        if shown_as is not None:
+            raise WeightsError(
+                f"{shown_as}: the download's sha256 {actual[:12]}… does not match {checkpoint.name} "
+                f"(expected {checkpoint.sha256[:12]}…), so it was not kept",
+                f"try again later, or download {checkpoint.file} yourself and put it in ${WEIGHTS_DIR_ENV}",
+            )
         raise WeightsError(
             f"{path}: sha256 {actual[:12]}… does not match {checkpoint.name} (expected {checkpoint.sha256[:12]}…); "
             "the file is damaged or not the official checkpoint",
@@ -204,11 +222,17 @@ def verify(checkpoint: Checkpoint, path: Path) -> None:
 
 @lru_cache(maxsize=None)
 def _reachable(url: str) -> bool:
-    """A quick connect to the host, so an offline machine fails in seconds, not after retries."""
+    """A quick connect to the host, so an offline machine fails in seconds, not after retries.
+
+    Behind a proxy a direct connection says nothing (it may be blocked while the proxy works),
+    so the download is simply tried: urllib and huggingface_hub both go through the proxy.
+    """
     import socket
     from urllib.parse import urlparse
 
     parsed = urlparse(url)
+    if urllib.request.getproxies().get(parsed.scheme or "https") and not urllib.request.proxy_bypass(parsed.hostname or ""):
+        return True
     try:
         socket.create_connection((parsed.hostname, parsed.port or 443), timeout=3).close()
         return True
@@ -237,9 +261,11 @@ def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], No
                 done += len(chunk)
                 if progress:
                     progress(done, total)
+        # Checked before it takes the cache's name, so a bad download never sits there as the file.
+        verify(checkpoint, Path(partial), shown_as=target)
         os.replace(partial, target)
         return target
-    except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException):
+    except (urllib.error.URLError, ssl.SSLError, ConnectionError, TimeoutError, http.client.HTTPException):
         return None  # unreachable or cut off: the caller names the other places the file can come from
     except OSError as error:  # saving failed here (a full disk, say): not a network problem
         raise WeightsError(f"{target}: the download could not be saved ({error.strerror or error})",
@@ -361,7 +387,8 @@ def copy_into(directory: Path, path: Path, name: str) -> Path:
             shutil.copyfile(path, temporary)
             os.replace(temporary, target)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
             raise WeightsError(f"{target}: cannot be written ({error.strerror or error})",
                                "free some disk space, or choose another --to folder") from None
+        finally:  # also after Ctrl-C: no half copy is left in the user's folder
+            temporary.unlink(missing_ok=True)
     return target

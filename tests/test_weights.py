@@ -127,37 +127,100 @@ def test_missing_everywhere_says_where_and_what_to_do(tiny_env, monkeypatch):
     assert "\n" not in message
 
 
-def test_url_download_goes_to_cache_and_is_verified(tiny_env, monkeypatch, tmp_path):
-    """The official-URL fallback: stream into the i2i cache, rename, hash-check."""
+class _Response:
+    """What urllib.request.urlopen returns, serving ``payload``."""
+
+    def __init__(self, payload: bytes):
+        self.payload, self.offset = payload, 0
+        self.headers = {"Content-Length": str(len(payload))}
+
+    def read(self, n):
+        chunk = self.payload[self.offset : self.offset + n]
+        self.offset += n
+        return chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _serve_official_url(monkeypatch, payload: bytes) -> None:
     monkeypatch.delenv("I2I_WEIGHTS_DIR")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(weights, "_reachable", lambda url: "example.invalid" in url)
+    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
+
+
+def test_url_download_goes_to_cache_and_is_verified(tiny_env, monkeypatch, tmp_path):
+    """The official-URL fallback: stream into the i2i cache, hash-check, rename."""
     payload = tiny_env.files["realesr-general-x4v3"].read_bytes()
-
-    class Response:
-        headers = {"Content-Length": str(len(payload))}
-
-        def __init__(self):
-            self.offset = 0
-
-        def read(self, n):
-            chunk = payload[self.offset : self.offset + n]
-            self.offset += n
-            return chunk
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda url, timeout: Response())
+    _serve_official_url(monkeypatch, payload)
     seen = []
     path = weights.fetch(weights.find("realesr-general-x4v3"), progress=lambda done, total: seen.append((done, total)))
     assert path == tmp_path / "cache" / "i2i" / "weights" / "realesr-general-x4v3.pth"
     assert path.read_bytes() == payload
     assert seen[-1] == (len(payload), len(payload))
     assert not list(path.parent.glob(".*part"))
+
+
+def test_a_download_with_the_wrong_hash_is_not_kept(tiny_env, monkeypatch, tmp_path):
+    """Refused before it takes the cache's name: a second run downloads again instead of
+    finding the bad file and refusing it until someone deletes it by hand."""
+    payload = bytearray(tiny_env.files["realesr-general-x4v3"].read_bytes())
+    payload[-10] ^= 0xFF
+    _serve_official_url(monkeypatch, bytes(payload))
+    with pytest.raises(WeightsError) as caught:
+        weights.fetch(weights.find("realesr-general-x4v3"))
+    message = str(caught.value)
+    assert "realesr-general-x4v3.pth" in message and "not kept" in message and "I2I_WEIGHTS_DIR" in message
+    assert not list((tmp_path / "cache" / "i2i" / "weights").iterdir())
+
+
+def test_a_registry_name_is_never_a_stray_file_of_that_name(tiny_env, tmp_path, monkeypatch):
+    """A file called gfpgan-1.4 in the working directory must not stand in, unchecked, for the
+    verified checkpoint; ./gfpgan-1.4 names the file."""
+    monkeypatch.chdir(tmp_path)
+    torch.save({"w": torch.ones(1)}, tmp_path / "gfpgan-1.4")
+    resolved = weights.resolve("gfpgan-1.4")
+    assert resolved.checkpoint is not None and resolved.path == tiny_env.files["gfpgan-1.4"]
+    own = weights.resolve("./gfpgan-1.4")
+    assert own.checkpoint is None and own.path == Path("gfpgan-1.4")
+    torch.save({"w": torch.ones(1)}, tmp_path / "my-model")
+    assert weights.resolve("my-model").path == Path("my-model")
+
+
+def test_behind_a_proxy_the_download_is_tried_without_a_direct_connection(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("direct connections are blocked")
+
+    monkeypatch.setattr("socket.create_connection", refuse)
+    for variable in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    weights._reachable.cache_clear()
+    try:
+        assert not weights._reachable("https://example.invalid/file.pth")
+        weights._reachable.cache_clear()
+        monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+        assert weights._reachable("https://example.invalid/file.pth")
+    finally:
+        weights._reachable.cache_clear()
+
+
+def test_an_interrupted_copy_leaves_no_partial_file(tmp_path, monkeypatch):
+    source = tmp_path / "source.pth"
+    source.write_bytes(b"x" * 1000)
+    destination = tmp_path / "to"
+
+    def copy_then_interrupt(src, dst):
+        Path(dst).write_bytes(b"x" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(weights.shutil, "copyfile", copy_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        weights.copy_into(destination, source, "model.pth")
+    assert list(destination.iterdir()) == []
 
 
 def test_user_path_is_loaded_without_hash(tmp_path):
