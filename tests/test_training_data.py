@@ -16,6 +16,7 @@ from i2icli.training.data import (
     find_images,
     fixed_batch,
     load_training_image,
+    readable_examples,
     split_held_out,
 )
 
@@ -226,6 +227,22 @@ def test_dataset_replaces_an_unreadable_file_with_the_next(tmp_path: Path):
     assert torch.equal(again["image"], load_training_image(good[1], 8).flip(-1)) and again["skipped"] == item["skipped"]
     batch, skipped = collate_images([dataset[(1, False)], dataset[(0, False)], dataset[(1, False)]])
     assert batch.shape == (3, 3, 8, 8) and skipped == item["skipped"]
+
+
+def test_readable_examples_count_each_image_once(tmp_path: Path):
+    """Held-out scores and grids: an unreadable file is left out, not replaced by a second copy
+    of its neighbour, and the items still say which file was left out."""
+    good = [write_rgb(tmp_path / f"{i}.png", gradient(12, 12, i)) for i in range(3)]
+    bad = tmp_path / "0b.png"
+    bad.write_bytes(b"junk")
+    dataset = ImageFolderDataset([good[0], bad, good[1], good[2]], 8)
+    items = readable_examples(dataset)
+    assert len(items) == 3
+    for item, expected in zip(items, good):
+        assert torch.equal(item["image"], load_training_image(expected, 8))
+    batch, skipped = collate_images(items)
+    assert batch.shape[0] == 3 and len(skipped) == 1 and str(bad) in skipped[0]
+    assert len(readable_examples(dataset, 2)) == 2
 
 
 def test_dataset_wraps_past_the_end_and_fails_when_nothing_is_readable(tmp_path: Path):

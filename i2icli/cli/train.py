@@ -52,7 +52,7 @@ app = typer.Typer(help="Train the methods that have no public weights.", no_args
 
 
 @app.command("translate-lr", no_args_is_help=True)
-@handles_errors
+@handles_errors(out_of_memory_hint="use a smaller --batch-size, or --device cpu")
 def translate_lr(
     context: typer.Context,
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,
@@ -170,8 +170,6 @@ def _method_from_checkpoint(stored: dict[str, Any]) -> Any:
 
 def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, fid_model: str, lpips_backbone: str,
               device: Any, as_json: bool) -> None:
-    import torch
-
     from i2icli.pipelines.translate_lr import generator_from_checkpoint
     from i2icli.training import data, loop
     from i2icli.training.translate_lr import evaluate
@@ -186,8 +184,13 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
         raise I2IError(f"{data_dir}: only {len(held_files)} held-out image(s) for this run's split",
                        "evaluation needs at least two; train with a larger --held-out")
     dataset = data.ImageFolderDataset(held_files, config.hr_size)
-    images = torch.stack([dataset[(index, False)]["image"] for index in range(len(dataset))])
+    dataset.role = "held-out"
+    images, skipped = data.collate_images(data.readable_examples(dataset))
+    if len(images) < 2:
+        raise I2IError(f"{data_dir}: only {len(images)} of the {len(held_files)} held-out images can be read ({skipped[0]})",
+                       "evaluation needs at least two; replace the unreadable files or train with a larger --held-out")
     fid_features, lpips_distance, notes = evaluation_metrics(fid_model, lpips_backbone, device)
+    notes = [*skipped, *notes]
     with console.status("evaluating"):
         result = evaluate(generator.to(device), config.lr_size, images, targets_per_source=targets,
                           fid_features=fid_features, lpips_distance=lpips_distance)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from i2icli.cli.common import console, stdout_write, usage_error
+from i2icli.cli.common import console, download_progress, stdout_write, usage_error
 
 MODEL_PANEL = "Model"
 LOSS_PANEL = "Losses and optimiser"
@@ -66,7 +66,8 @@ def evaluation_metrics(fid_model: str, lpips_backbone: str, device: Any) -> tupl
 
     def loaded(load: Any, spec: str, option: str) -> Any:
         try:
-            return load(spec, device)
+            with download_progress() as progress:
+                return load(spec, device, progress)
         except WeightsError as error:
             raise WeightsError(error.message, f"{error.hint}; or leave the metric out with {option} none") from None
 

@@ -14,6 +14,7 @@ from i2icli.cli.common import (
     JsonOption,
     check_extra_output,
     console,
+    download_progress,
     handles_errors,
     stdout_write,
     usage_error,
@@ -52,7 +53,7 @@ _LABEL_FOLDERS = ("labels", "label", "masks")
 _PHOTO_FOLDERS = ("photos", "images", "img")
 
 
-@handles_errors
+@handles_errors(out_of_memory_hint="use a smaller --batch-size or --size, or --device cpu")
 def paired(
     context: typer.Context,
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,
@@ -214,7 +215,8 @@ def _load_vgg(spec: str, device: Any) -> Any:
         network.load_torchvision_state_dict(state_dict)
         return network
 
-    return load_checkpoint(spec, "VGG-19", build).to(device)
+    with download_progress() as progress:
+        return load_checkpoint(spec, "VGG-19", build, progress).to(device)
 
 
 def _method_from_checkpoint(stored: dict[str, Any], device: Any) -> Any:
@@ -257,19 +259,19 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise I2IError(f"{path}: not a checkpoint from `i2i train paired` ({error})", "pass one with --eval-checkpoint") from None
     seed = stored["settings"]["seed"]
+    plot = _spectrum_file(spectrum, data_dir, out) or out / "eval" / f"spectrum-step-{stored['step']}.png"
     _, held_pairs = _split(data_dir, labels, photos, stored["config"].get("data", {}).get("held_out", 0.05), seed)
     if not held_pairs:
         raise I2IError(f"{data_dir}: no held-out pairs for this run's split", "train with --held-out above 0")
     dataset = data.PairedDataset(held_pairs, config.image_size, config.input_kind, config.input_channels)
-    items = [dataset[(index, False)] for index in range(len(dataset))]
-    batch, skipped = data.collate_examples(items)
+    dataset.role = "held-out"
+    batch, skipped = data.collate_examples(data.readable_examples(dataset))
     notes = list(skipped)
     fid_features, lpips_distance, more_notes = evaluation_metrics(fid_model, lpips_backbone, device)
     notes += more_notes
     with console.status("evaluating"):
         result = evaluate(generator.to(device), batch["label"], batch["photo"], style=style, seed=seed,
                           fid_features=fid_features, lpips_distance=lpips_distance)
-    plot = _spectrum_file(spectrum, data_dir, out) or out / "eval" / f"spectrum-step-{stored['step']}.png"
     assert result.spectra is not None
     plot_spectra(result.spectra, plot, title=f"Power spectrum, {result.images} held-out pairs (step {stored['step']})")
     shares = {name: round(high_frequency_share(s), 5) for name, s in result.spectra.items()}

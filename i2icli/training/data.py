@@ -308,20 +308,33 @@ def collate_images(items: list[dict[str, Any]]) -> tuple[torch.Tensor, list[str]
     return batch["image"], skipped
 
 
+def readable_examples(dataset: TrainingDataset, count: int | None = None) -> list[dict[str, Any]]:
+    """The first ``count`` (default: all) readable examples, unflipped, each once.
+
+    An unreadable example's stand-in (the next one) is not taken in its place, as the next one
+    comes in its own turn: a sample grid or a held-out score must not count an image twice.
+    The messages about the files left out are kept on the first item, so they are still reported.
+    """
+    items: list[dict[str, Any]] = []
+    left_out: list[str] = []
+    for index in range(len(dataset)):
+        if count is not None and len(items) == count:
+            break
+        item = dataset[(index, False)]
+        if any(path in dataset.unreadable for path in dataset.paths(index)):
+            left_out += [message for message in item["skipped"] if message not in left_out]
+        else:
+            items.append(item)
+    if items:
+        items[0] = {**items[0], "skipped": [*left_out, *(m for m in items[0]["skipped"] if m not in left_out)]}
+    return items
+
+
 def fixed_batch(
     dataset: TrainingDataset,
     count: int,
     collate_fn: Callable[[list[dict[str, Any]]], tuple[Any, list[str]]] = collate_images,
 ) -> Any:
-    """The first ``count`` readable examples, unflipped, as one batch: the held-out batch sample
-    grids are made from. Each appears once: an unreadable example's stand-in (the next one) is
-    not taken in its place, as the next one comes in its own turn."""
-    items = []
-    for index in range(len(dataset)):
-        if len(items) == count:
-            break
-        item = dataset[(index, False)]
-        if not any(path in dataset.unreadable for path in dataset.paths(index)):
-            items.append(item)
-    batch, _ = collate_fn(items)
+    """The first ``count`` readable examples as one batch: the held-out batch sample grids are made from."""
+    batch, _ = collate_fn(readable_examples(dataset, count))
     return batch

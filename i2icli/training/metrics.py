@@ -9,6 +9,7 @@ package, and its VGG-16 backbone is loaded from our registry rather than downloa
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,9 @@ from torch import Tensor
 
 from i2icli.archs.features import FIDInceptionFeatures
 from i2icli.pipelines.frechet import frechet_distance
-from i2icli.pipelines.loading import load_checkpoint
+from i2icli.errors import WeightsError
+from i2icli.pipelines.loading import DownloadProgress, load_checkpoint
+from i2icli.weights import load_state_dict
 
 DEFAULT_FID_MODEL = "fid-inception"
 DEFAULT_LPIPS_BACKBONE = "vgg16-imagenet"
@@ -26,13 +29,14 @@ DEFAULT_LPIPS_BACKBONE = "vgg16-imagenet"
 _LPIPS_VGG_SLICES = ((1, range(4)), (2, range(4, 9)), (3, range(9, 16)), (4, range(16, 23)), (5, range(23, 30)))
 
 
-def load_fid_network(spec: str = DEFAULT_FID_MODEL, device: torch.device | str = "cpu") -> FIDInceptionFeatures:
+def load_fid_network(spec: str = DEFAULT_FID_MODEL, device: torch.device | str = "cpu",
+                     progress: DownloadProgress | None = None) -> FIDInceptionFeatures:
     def build(state_dict: dict[str, Tensor]) -> FIDInceptionFeatures:
         network = FIDInceptionFeatures(pooled=True)
         network.load_fid_state_dict(state_dict)
         return network
 
-    return load_checkpoint(spec, "FID Inception", build).to(device).eval()
+    return load_checkpoint(spec, "FID Inception", build, progress).to(device).eval()
 
 
 @torch.no_grad()
@@ -59,13 +63,22 @@ def lpips_available() -> bool:
     return True
 
 
-def load_lpips(backbone: str = DEFAULT_LPIPS_BACKBONE, device: torch.device | str = "cpu") -> Callable[[Tensor, Tensor], Tensor]:
+def load_lpips(backbone: str = DEFAULT_LPIPS_BACKBONE, device: torch.device | str = "cpu",
+               progress: DownloadProgress | None = None) -> Callable[[Tensor, Tensor], Tensor]:
     """LPIPS (VGG variant, v0.1) as ``distance(a, b) -> (N,)`` for images in [-1, 1]."""
     import lpips
 
     def build(state_dict: dict[str, Tensor]) -> Any:
         # pnet_rand: do not let torchvision download the backbone; it is loaded below instead.
-        model = lpips.LPIPS(net="vgg", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+        # pretrained=False: lpips would unpickle its linear heads with whatever torch.load
+        # defaults to; they are read here through the one safe loader instead.
+        model = lpips.LPIPS(net="vgg", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+        heads_file = Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth"
+        heads = load_state_dict(heads_file)
+        missing, unexpected = model.load_state_dict(heads, strict=False)
+        # "lins.N" is a list holding the same "linN" modules: those keys are loaded through "linN".
+        if unexpected or any(key.startswith("lin") and not key.startswith("lins.") for key in missing):
+            raise WeightsError(f"{heads_file}: not the lpips VGG heads", "reinstall the lpips package")
         renamed = {}
         for slice_number, indices in _LPIPS_VGG_SLICES:
             for index in indices:
@@ -76,7 +89,7 @@ def load_lpips(backbone: str = DEFAULT_LPIPS_BACKBONE, device: torch.device | st
         model.net.load_state_dict(renamed, strict=True)
         return model.eval().requires_grad_(False)
 
-    model = load_checkpoint(backbone, "VGG-16", build).to(device)
+    model = load_checkpoint(backbone, "VGG-16", build, progress).to(device)
 
     @torch.no_grad()
     def distance(a: Tensor, b: Tensor) -> Tensor:
