@@ -426,3 +426,78 @@ def test_unforeseen_file_system_errors_are_one_line(tmp_path, capsys):
         command()
     assert exit_.value.exit_code == 1
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'out.png'}: No space left on device"
+
+
+def test_a_device_out_of_memory_is_one_line_with_the_commands_own_hint(capsys):
+    """Where a command has no smaller batch to retry with, running out of device memory still
+    ends in one line, which names what the command can do with less; other RuntimeErrors are
+    bugs and keep their traceback."""
+    import pytest
+    import torch
+    import typer
+
+    from i2icli.cli.common import handles_errors
+
+    @handles_errors(out_of_memory_hint="use fewer --codes")
+    def command(error: Exception, as_json: bool = False):
+        raise error
+
+    with pytest.raises(typer.Exit) as exit_:
+        command(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail"), as_json=True)
+    assert exit_.value.exit_code == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "error: the device ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB) — use fewer --codes"
+    assert json.loads(captured.out)["hint"] == "use fewer --codes"
+    with pytest.raises(typer.Exit):
+        command(RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)"))
+    assert "ran out of memory" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        command(RuntimeError("shape mismatch"))
+
+
+def test_logged_and_python_warnings_are_one_line_warnings(tmp_path, capsys):
+    """A multi-page TIFF is read with a logged warning: through the CLI it is shown like every
+    other warning, not by Python's bare fallback handler; Python warnings lose their file:line."""
+    import logging
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from i2icli.cli.common import route_messages_to_console
+    from i2icli.imageio import read_image
+
+    pages = [Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)) for i in range(3)]
+    tiff = tmp_path / "multi.tif"
+    pages[0].save(tiff, save_all=True, append_images=pages[1:])
+    saved = warnings.showwarning
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            route_messages_to_console()
+            route_messages_to_console()  # idempotent: one handler, one line per message
+            assert sum(type(h).__name__ == "_ConsoleLogHandler" for h in logging.getLogger("i2icli").handlers) == 1
+            capsys.readouterr()
+            read_image(tiff)
+            warnings.warn("first line\nsecond line", RuntimeWarning)
+            shown = capsys.readouterr().err
+    finally:
+        warnings.showwarning = saved
+    assert shown.splitlines() == [f"warning: {tiff}: holds 3 frames or pages; only the first is used", "warning: first line"]
+
+
+def test_a_quoted_home_folder_is_expanded_for_every_path_option(tmp_path, monkeypatch):
+    """The shell leaves "~/x" alone when it is quoted (and scripts often quote): every path
+    option sees the expanded path, so a file test or a read never meets the literal "~"."""
+    from i2icli.cli.common import handles_errors
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    seen = {}
+
+    @handles_errors
+    def command(label: Path, styles: list[Path], name: str = "~", out: Path | None = None):
+        seen.update(label=label, styles=styles, name=name, out=out)
+
+    command(Path("~/label.png"), [Path("~/a.png"), Path("b.png")], out=Path("~/out"))
+    assert seen == {"label": tmp_path / "label.png", "styles": [tmp_path / "a.png", Path("b.png")], "name": "~",
+                    "out": tmp_path / "out"}

@@ -8,6 +8,7 @@ import typer
 
 from i2icli import __version__
 from i2icli.cli import exemplar, invert, paired, restore, train, translate_lr, weights
+from i2icli.cli.common import route_messages_to_console
 
 app = typer.Typer(
     name="i2i",
@@ -32,6 +33,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Restore and translate photos with GAN models."""
+    route_messages_to_console()
 
 
 app.command("restore", no_args_is_help=True)(restore.restore)

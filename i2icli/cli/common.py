@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Iterator, TypeVar
@@ -50,21 +52,71 @@ def report_error(error: I2IError | str) -> None:
     console.print(text, soft_wrap=True)
 
 
-def handles_errors(command: F) -> F:
+class _ConsoleLogHandler(logging.Handler):
+    """The package's logged warnings (a tile shrunk to fit, extra TIFF pages ignored), shown as
+    the CLI's own warnings rather than through Python's bare fallback handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"[yellow]warning:[/] {escape(record.getMessage())}")
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    # One line like every other message: the source file and line Python adds mean nothing to a user.
+    first_line = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    console.print(f"[yellow]warning:[/] {escape(first_line)}")
+
+
+def route_messages_to_console() -> None:
+    """Send logged warnings and Python warnings through the one console (stderr). Idempotent."""
+    logger = logging.getLogger("i2icli")
+    if not any(isinstance(handler, _ConsoleLogHandler) for handler in logger.handlers):
+        # Propagation stays on: with no handler above, Python's fallback printer is not used.
+        logger.addHandler(_ConsoleLogHandler(logging.WARNING))
+    warnings.showwarning = _show_warning
+
+
+def _device_out_of_memory(error: RuntimeError) -> bool:
+    """``pipelines.memory.is_out_of_memory``, asked only once torch is loaded (this module must not load it)."""
+    if "torch" not in sys.modules:
+        return False
+    from i2icli.pipelines.memory import is_out_of_memory
+
+    return is_out_of_memory(error)
+
+
+def _home_expanded(value: Any) -> Any:
+    if isinstance(value, Path):
+        return value.expanduser()
+    if isinstance(value, list) and value and all(isinstance(item, Path) for item in value):
+        return [item.expanduser() for item in value]
+    return value
+
+
+def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a smaller --size, or --device cpu") -> Any:
     """Turn known failures into a one-line message and exit code 1 instead of a traceback.
 
     With ``--json`` (a command's ``as_json``), a failure of the whole run is also reported on
     stdout, as ``{"error": ..., "hint": ...}``, so that a script reading stdout gets a document
-    whatever happens."""
-
+    whatever happens. A device that runs out of memory where the command has no smaller batch to
+    retry with ends the same way, with ``out_of_memory_hint`` naming the command's options that
+    use less. Used as ``@handles_errors`` or ``@handles_errors(out_of_memory_hint=...)``."""
+    if command is None:
+        return functools.partial(handles_errors, out_of_memory_hint=out_of_memory_hint)
     signature = inspect.signature(command)
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            json_asked = signature.bind_partial(*args, **kwargs).arguments.get("as_json") is True
+            bound = signature.bind_partial(*args, **kwargs)
         except TypeError:  # arguments the command does not take: it will say so itself
             json_asked = False
+        else:
+            json_asked = bound.arguments.get("as_json") is True
+            # A quoted "~/photo.png" reaches the command unexpanded: expanded here, once for every
+            # path option, so that no check or read sees the literal "~".
+            bound.arguments.update({name: _home_expanded(value) for name, value in bound.arguments.items()})
+            args, kwargs = bound.args, bound.kwargs
 
         def fail(error: I2IError) -> typer.Exit:
             report_error(error)
@@ -81,12 +133,16 @@ def handles_errors(command: F) -> F:
             raise typer.Exit(130) from None
         except MemoryError:
             raise fail(I2IError("out of memory", "try a smaller --tile, a lower --upscale, or fewer images at once")) from None
+        except RuntimeError as error:
+            if not _device_out_of_memory(error):
+                raise
+            raise fail(I2IError(f"the device ran out of memory ({str(error).splitlines()[0][:100]})", out_of_memory_hint)) from None
         except OSError as error:
             # A file-system failure no check foresaw (a disk filling up mid-run, say): still one line.
             where = f"{error.filename}: " if error.filename else ""
             raise fail(I2IError(f"{where}{error.strerror or error}")) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def usage_error(message: str) -> typer.Exit:

@@ -46,7 +46,7 @@ class Pair:
         return self.input
 
 
-@handles_errors
+@handles_errors(out_of_memory_hint="use a smaller --size or --fp16, or --device cpu")
 def exemplar(
     input: Annotated[
         str | None,

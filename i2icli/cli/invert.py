@@ -14,6 +14,7 @@ from i2icli.cli.common import (
     JsonOption,
     check_output_folder,
     console,
+    download_progress,
     handles_errors,
     names_image_file,
     refuse_overwrite,
@@ -21,14 +22,13 @@ from i2icli.cli.common import (
     transient_progress,
     usage_error,
 )
-from i2icli.errors import InputError
 
 _MODEL = "Model"
 _SEARCH = "Inversion"
 _OUTPUT = "Output"
 
 
-@handles_errors
+@handles_errors(out_of_memory_hint="use --one-by-one, fewer --codes or a smaller --size, or --device cpu")
 def invert(
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="The face whose structure (pose, shape, expression) to keep.",
                                            show_default=False)],
@@ -126,10 +126,11 @@ def invert(
     source_picture = read_image(source, max_pixels=max_pixels)
     exemplar_picture = read_image(exemplar, max_pixels=max_pixels)
     try:
-        pipeline = InvertPipeline.load(
-            generator=generator, correspondence=correspondence_model, perceptual=perceptual_model,
-            scorer=score_model, detector=detector, device=device, settings=settings,
-        )
+        with download_progress() as progress:
+            pipeline = InvertPipeline.load(
+                generator=generator, correspondence=correspondence_model, perceptual=perceptual_model,
+                scorer=score_model, detector=detector, device=device, settings=settings, progress=progress,
+            )
     except ValueError as error:  # layers or size this generator cannot do
         raise usage_error(str(error)) from None
 
@@ -153,13 +154,6 @@ def _output_path(source: Path, exemplar: Path, output: str) -> Path:
     if not names_image_file(target):
         target = target / f"{source.stem}_{exemplar.stem}.png"
     check_output_folder(target.parent)
-    for given in (source, exemplar):
-        try:
-            same = target.resolve() == given.expanduser().resolve()
-        except OSError:
-            same = False
-        if same:
-            raise InputError(target, "the output would overwrite an input", "choose another -o/--output")
     return target
 
 

@@ -22,7 +22,7 @@ from i2icli.cli.common import (
     refuse_overwrite,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch
+from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch, will_run
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -60,7 +60,7 @@ def output_files(output: Path, seeds: list[int], components: bool, std_map: bool
     return files
 
 
-@handles_errors
+@handles_errors(out_of_memory_hint="use a smaller --size, or --device cpu")
 def paired(
     label: Annotated[Path, typer.Argument(metavar="LABEL", show_default=False,
                                           help="Label map (class-index PNG) or edge image, or a folder of them.")],
@@ -117,21 +117,22 @@ def paired(
     seeds = [sample_seed(seed, k) for k in range(samples)]
     jobs = _plan(labels, Path(output).expanduser(), seeds, single=label.is_file())
     inputs = [*labels, *([style] if style else [])]
-    resolved_inputs = {p.expanduser().resolve() for p in inputs}  # once, not once per job
-    jobs = [_check_outputs(job, seeds, save_components, std_map, inputs, resolved_inputs, fail_now=len(jobs) == 1)
-            for job in jobs]
-    jobs, written = one_writer_per_file(jobs, lambda job: output_files(job.base, seeds, save_components, std_map).values())
+    jobs, written = one_writer_per_file(
+        jobs, lambda job: output_files(job.base, seeds, save_components, std_map).values(), inputs)
     if spectrum is not None:
         spectrum = check_extra_output(spectrum, "--spectrum", (".png",))  # the plot is a PNG
         refuse_overwrite(spectrum, inputs, written)
 
     from i2icli.imageio import read_image
 
-    try:
-        translator = PairedTranslator.load(checkpoint, size=size, device=device)
-    except ValueError as error:
-        raise usage_error(str(error)) from None
-    style_code = translator.style_code(read_image(style, max_pixels=max_pixels) if style else None)
+    translator: Any = None
+    style_code = None
+    if any(will_run(job, skip_existing=skip_existing) for job in jobs):  # else no model is loaded at all
+        try:
+            translator = PairedTranslator.load(checkpoint, size=size, device=device)
+        except ValueError as error:
+            raise usage_error(str(error)) from None
+        style_code = translator.style_code(read_image(style, max_pixels=max_pixels) if style else None)
     spectra = _SpectrumSums() if spectrum is not None else None
 
     def process(job: LabelJob) -> tuple[dict[str, Any], str, str]:
@@ -182,18 +183,6 @@ def _plan(labels: list[Path], output: Path, seeds: list[int], single: bool) -> l
     if to_file:
         raise usage_error(f"-o {output}: with a folder of label maps, -o must be a folder")
     return [job(path, output / f"{path.stem}.png") for path in labels]
-
-
-def _check_outputs(job: LabelJob, seeds: list[int], components: bool, std_map: bool, inputs: list[Path],
-                   resolved_inputs: set[Path], *, fail_now: bool) -> LabelJob:
-    """No file of a job may overwrite an input: the job fails (or, with ``fail_now``, the command)."""
-    for path in output_files(job.base, seeds, components, std_map).values():
-        if path.resolve() in resolved_inputs:
-            if fail_now:
-                refuse_overwrite(path, inputs)
-            problem = f"{path}: the output would overwrite an input"
-            return LabelJob(job.source, job.base, job.output, problem)
-    return job
 
 
 class _SpectrumSums:

@@ -35,14 +35,14 @@ def _file_name_suffix(value: str) -> str:
     return value
 
 
-@handles_errors
+@handles_errors(out_of_memory_hint="use a smaller --tile or a lower --upscale, or --device cpu")
 def restore(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Image files, folders or glob patterns.", show_default=False)],
     output: Annotated[
         str, typer.Option("-o", "--output", help="Folder for the results (created if missing), or for one input the "
                           "output file itself (its extension picks the format).", rich_help_panel=_OUTPUT)
     ] = "results",
-    upscale: Annotated[float, typer.Option("--upscale", "-s", min=1.0, max=8.0, help="Final size factor (any float).")] = 2.0,
+    upscale: Annotated[float, typer.Option("--upscale", "-s", min=1.0, max=8.0, help="Final size factor; fractions too (e.g. 1.5).")] = 2.0,
     strength: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="How much of the restored face to use: 1 all of it, 0 none.")
     ] = 1.0,

@@ -17,6 +17,7 @@ from i2icli.cli.common import (
     check_extra_output,
     check_output_folder,
     console,
+    download_progress,
     handles_errors,
     image_files,
     names_image_file,
@@ -43,7 +44,7 @@ class PairJob:
     problem: str | None = None
 
 
-@handles_errors
+@handles_errors(out_of_memory_hint="close other programs that use the GPU, or use --device cpu")
 def translate_lr(
     source: Annotated[Path, typer.Argument(metavar="SOURCE", show_default=False,
                                            help="High-resolution photo whose detail (identity, texture) to keep, or a folder of them.")],
@@ -102,7 +103,9 @@ def translate_lr(
     from i2icli.pipelines.translate_lr import LRTranslator
 
     try:
-        translator = LRTranslator.load(checkpoint, lr_size=lr_size, device=device, align_faces=align_faces, detector=detector)
+        with download_progress() as progress:
+            translator = LRTranslator.load(checkpoint, lr_size=lr_size, device=device, align_faces=align_faces,
+                                           detector=detector, progress=progress)
     except ValueError as error:
         raise usage_error(str(error)) from None
     cache = _PreparedInputs(translator, max_pixels)

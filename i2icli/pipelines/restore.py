@@ -115,9 +115,10 @@ def build_face_model(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 
 def build_parser(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
-    from facexlib.parsing.parsenet import ParseNet
+    import i2icli._compat  # noqa: F401  (before facexlib, which imports basicsr)
 
-    import i2icli._compat  # noqa: F401
+    # isort: split
+    from facexlib.parsing.parsenet import ParseNet
 
     return instantiate(lambda: ParseNet(in_size=512, out_size=512, parsing_ch=19), state_dict)
 

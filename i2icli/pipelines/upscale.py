@@ -342,14 +342,6 @@ class BackgroundUpscaler:
         self.model = self.model.to(device=self.device, dtype=self.dtype).eval()
         self.model.requires_grad_(False)
 
-    @classmethod
-    def from_state_dict(
-        cls, state_dict: Mapping[str, torch.Tensor], device: torch.device | str, **options
-    ) -> BackgroundUpscaler:
-        """Detect the network with :func:`build_sr_model` and wrap it."""
-        model, scale = build_sr_model(state_dict)
-        return cls(model=model, scale=scale, device=torch.device(device), **options)
-
     # ---------------------------------------------------------------------------------------
 
     def upscale(
