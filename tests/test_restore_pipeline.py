@@ -269,7 +269,9 @@ def test_crowds_are_processed_in_bounded_batches(tiny_env, landmarks_detector):
     """Many faces: the network sees at most face_batch at a time, and faces are kept only on request."""
     shifts = [np.array([dx, dy], np.float32) for dx in (-60, 0, 60) for dy in (-30, 30)]
     landmarks_detector([OLD_PHOTO_LANDMARKS + shift for shift in shifts])
-    pipeline = _load(tiny_env, face_batch=2, keep_faces=False)
+    # Without the parser and the background network, which have nothing to do with face batches.
+    pipeline = RestorePipeline.load(device="cpu", precision="fp32", parser=None, bg_model=None,
+                                    settings=RestoreSettings(face_batch=2, keep_faces=False))
     sizes = []
     original_forward = pipeline.face_model.forward
     pipeline.face_model.forward = lambda x: sizes.append(len(x)) or original_forward(x)
