@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from .errors import I2IError, InputImageError
+from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -45,12 +46,8 @@ __all__ = [
     "from_float",
 ]
 
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
-)
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(IMAGE_SUFFIXES)
 _SUFFIX_LIST = ", ".join(sorted(SUPPORTED_SUFFIXES))
-
-DEFAULT_MAX_PIXELS = 200_000_000
 
 # Pillow's format name -> the container we treat it as.
 _READABLE_FORMATS = {

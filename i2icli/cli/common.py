@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from i2icli.errors import I2IError, InputError
+from i2icli.formats import IMAGE_SUFFIXES
 
 # Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -31,7 +32,7 @@ def transient_progress(*columns: Any) -> Any:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # What an output path may end in to name an image file (else it names a folder).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 # Image formats i2i does not write: `-o out.gif` is refused, rather than made a folder named out.gif.
 _UNWRITTEN_IMAGE_EXTENSIONS = frozenset({
     ".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".exr",
@@ -192,6 +193,9 @@ OutputOption = Annotated[
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print a machine-readable summary on stdout.", rich_help_panel="Output")
+]
+MaxPixelsOption = Annotated[
+    int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
 ]
 
 

@@ -16,6 +16,7 @@ from i2icli.cli.common import (
     Bf16Option,
     DeviceOption,
     JsonOption,
+    MaxPixelsOption,
     check_output_folder,
     handles_errors,
     names_image_file,
@@ -24,6 +25,7 @@ from i2icli.cli.common import (
 )
 from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch, will_run
 from i2icli.errors import InputError
+from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -117,9 +119,7 @@ def exemplar(
                      "else fp32 (matching scores are always fp32).", show_default=False, rich_help_panel="Device"),
     ] = None,
     bf16: Bf16Option = False,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
-    ] = 200_000_000,
+    max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
     as_json: JsonOption = False,
 ) -> None:
     """Draw INPUT's structure with EXEMPLAR's appearance (CoCosNet v2).

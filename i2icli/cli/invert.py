@@ -12,6 +12,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
+    MaxPixelsOption,
     check_output_folder,
     console,
     download_progress,
@@ -22,6 +23,7 @@ from i2icli.cli.common import (
     transient_progress,
     usage_error,
 )
+from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
 _SEARCH = "Inversion"
@@ -93,9 +95,7 @@ def invert(
                            "AVX512-BF16/AMX and on recent GPUs); codes, Adam and losses stay fp32.",
                            rich_help_panel="Device")
     ] = False,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
-    ] = 200_000_000,
+    max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
     as_json: JsonOption = False,
 ) -> None:
     """Give SOURCE's face the style of EXEMPLAR's (Multiple GAN Inversion).

@@ -13,6 +13,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
+    MaxPixelsOption,
     check_extra_output,
     check_output_folder,
     console,
@@ -23,6 +24,7 @@ from i2icli.cli.common import (
     usage_error,
 )
 from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch, will_run
+from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -100,8 +102,7 @@ def paired(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip label maps whose output exists.",
                                                 rich_help_panel=_OUTPUT)] = False,
     device: DeviceOption = "auto",
-    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse inputs with more pixels than this.",
-                                            rich_help_panel="Device")] = 200_000_000,
+    max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
     as_json: JsonOption = False,
 ) -> None:
     """Turn label maps into photos with GRIT (a reconstruction plus a GAN residual with noise).

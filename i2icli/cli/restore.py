@@ -10,10 +10,12 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    IMAGE_EXTENSIONS,
     Bf16Option,
     DeviceOption,
     HalfOption,
     JsonOption,
+    MaxPixelsOption,
     check_output_folder,
     download_progress,
     handles_errors,
@@ -22,11 +24,12 @@ from i2icli.cli.common import (
     usage_error,
 )
 from i2icli.cli.runner import batch_failures, run_batch, will_run
+from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODELS = "Models"
 _FACES = "Faces"
 _OUTPUT = "Output"
-_EXTENSIONS = ("auto", "png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp")
+_EXTENSIONS = ("auto", *(suffix.lstrip(".") for suffix in IMAGE_EXTENSIONS))
 
 
 def _file_name_suffix(value: str) -> str:
@@ -93,9 +96,7 @@ def restore(
             rich_help_panel="Device",
         ),
     ] = 0.0,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
-    ] = 200_000_000,
+    max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
     as_json: JsonOption = False,
 ) -> None:
     """Restore faces with GFPGAN and upscale the rest with Real-ESRGAN."""

@@ -14,6 +14,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
     JsonOption,
+    MaxPixelsOption,
     check_extra_output,
     check_output_folder,
     console,
@@ -31,6 +32,7 @@ from i2icli.cli.runner import (
     run_batch,
 )
 from i2icli.errors import I2IError
+from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -82,8 +84,7 @@ def translate_lr(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip pairs whose output exists.",
                                                 rich_help_panel=_OUTPUT)] = False,
     device: DeviceOption = "auto",
-    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse inputs with more pixels than this.",
-                                            rich_help_panel="Device")] = 200_000_000,
+    max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
     as_json: JsonOption = False,
 ) -> None:
     """Translate SOURCE to the tiny TARGET (image-to-image translation with low-resolution conditioning).

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from i2icli.archs.features import FIDInceptionFeatures
-from i2icli.pipelines.frechet import frechet_distance
 from i2icli.errors import WeightsError
+from i2icli.pipelines.frechet import frechet_distance
 from i2icli.pipelines.loading import DownloadProgress, load_checkpoint
 from i2icli.weights import load_state_dict
 

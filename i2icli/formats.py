@@ -1,0 +1,13 @@
+"""The image formats i2i reads and writes, and its input size limit.
+
+Kept apart from ``imageio`` (which loads OpenCV and Pillow) so that the command-line modules,
+which must start fast, can share these values instead of repeating them.
+"""
+
+from __future__ import annotations
+
+# What i2i reads and writes, in the order messages list them.
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+# Larger inputs are refused before decoding: a 200-megapixel RGB image is already 600 MB.
+DEFAULT_MAX_PIXELS = 200_000_000
