@@ -44,6 +44,7 @@ __all__ = [
     "to_float",
     "alpha_to_float",
     "from_float",
+    "quantize",
 ]
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(IMAGE_SUFFIXES)
@@ -706,7 +707,8 @@ def alpha_to_float(picture: Picture) -> np.ndarray | None:
     return np.divide(picture.alpha, np.float32(max_value(picture.alpha.dtype)), dtype=np.float32)
 
 
-def _quantize(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def quantize(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float [0, 1] values as ``dtype`` (uint8 or uint16): scaled, NaN to 0, clipped, rounded."""
     scaled = np.multiply(values, np.float32(max_value(dtype)), dtype=np.float32)
     np.nan_to_num(scaled, copy=False, nan=0.0)
     np.clip(scaled, 0.0, max_value(dtype), out=scaled)
@@ -728,14 +730,14 @@ def from_float(rgb_float: np.ndarray, alpha_float: np.ndarray | None, like: Pict
         luma = np.zeros(rgb_float.shape[:2], np.float32)
         for channel, weight in enumerate(_BT601):
             luma += rgb_float[..., channel].astype(np.float32, copy=False) * np.float32(weight)
-        q = _quantize(luma, dtype)
+        q = quantize(luma, dtype)
         rgb = np.stack((q, q, q), axis=-1)
     else:
-        rgb = _quantize(rgb_float, dtype)
+        rgb = quantize(rgb_float, dtype)
     alpha = None
     if alpha_float is not None:
         alpha_float = np.asarray(alpha_float)
         if alpha_float.shape != rgb.shape[:2]:
             raise ValueError(f"alpha_float must be {rgb.shape[:2]}, got {alpha_float.shape}")
-        alpha = _quantize(alpha_float, dtype)
+        alpha = quantize(alpha_float, dtype)
     return Picture(rgb=rgb, alpha=alpha, grayscale=like.grayscale, source=like.source)

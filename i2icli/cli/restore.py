@@ -205,12 +205,10 @@ def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> None:
     """Crops, restored faces and side-by-side pairs next to the output, one PNG per face."""
     import numpy as np
 
-    from i2icli.imageio import Picture, max_value, write_image
+    from i2icli.imageio import Picture, quantize, write_image
 
-    peak = max_value(dtype)
     for index, face in enumerate(result.faces):
-        crop = np.clip(np.rint(face.crop * peak), 0, peak).astype(dtype)
-        restored = np.clip(np.rint(face.restored * peak), 0, peak).astype(dtype)
+        crop, restored = quantize(face.crop, dtype), quantize(face.restored, dtype)
         name = f"{stem}_{index:02d}.png"
         for folder, pixels in (("cropped_faces", crop), ("restored_faces", restored), ("cmp", np.hstack([crop, restored]))):
             write_image(output.parent / folder / name, Picture(rgb=pixels, alpha=None, grayscale=False, source=None))

@@ -24,6 +24,7 @@ from i2icli.archs.cocosnet2 import (
 from i2icli.errors import WeightsError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, max_value
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device
+from i2icli.pipelines.imagetensors import to_picture
 from i2icli.semantics.inputs import Semantics, load_semantics, pad_to_square
 from i2icli.semantics.pose import PAD_VALUE, square_frame
 
@@ -245,6 +246,4 @@ def _to_picture(image: torch.Tensor, frame: tuple[int, int]) -> Picture:
     side, left, top = square_frame(width, height)
     x0, y0 = round(left * size / side), round(top * size / side)
     w, h = max(1, round(width * size / side)), max(1, round(height * size / side))
-    crop = image[:, y0 : y0 + h, x0 : x0 + w].float().clamp(-1, 1)
-    rgb = ((crop + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Picture(np.ascontiguousarray(rgb))
+    return to_picture(image[:, y0 : y0 + h, x0 : x0 + w])

@@ -21,7 +21,7 @@ from i2icli.faces.detect import (
     select_faces,
 )
 from i2icli.faces.paste import parse_masks, paste_face
-from i2icli.imageio import Picture, max_value
+from i2icli.imageio import Picture, max_value, quantize
 from i2icli.pipelines.devices import (
     AUTO,
     cpu_has_native_bf16,
@@ -406,6 +406,6 @@ class RestorePipeline:
         crop = face.astype(np.float32)[None] / peak
         with timed(seconds, "faces"):
             restored = self.restore_faces(crop)
-        pixels = np.clip(np.rint(restored[0] * peak), 0, peak).astype(picture.rgb.dtype)
+        pixels = quantize(restored[0], picture.rgb.dtype)
         result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=None)
         return RestoreResult(result, 1, [RestoredFace(crop[0], restored[0], None)], seconds)

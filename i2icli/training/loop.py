@@ -41,7 +41,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from i2icli.errors import I2IError, WeightsError
-from i2icli.imageio import Picture, replace_atomically, write_image, write_text
+from i2icli.imageio import replace_atomically, write_image, write_text
+from i2icli.pipelines.imagetensors import to_picture
 
 from .data import collate_images
 
@@ -409,10 +410,8 @@ class _MetricsLog:
 def _write_sample(grid: torch.Tensor, path: Path) -> None:
     if grid.ndim != 3 or grid.shape[0] != 3:
         raise ValueError(f"sample_grid must return a [3, H, W] tensor, got {tuple(grid.shape)}")
-    grid = torch.nan_to_num(grid.detach().float().cpu(), nan=-1.0).clamp(-1.0, 1.0)
-    rgb = ((grid + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(path, Picture(rgb=np.ascontiguousarray(rgb)))
+    write_image(path, to_picture(torch.nan_to_num(grid.detach().float(), nan=-1.0)))
 
 
 # --------------------------------------------------------------------------- interrupts
