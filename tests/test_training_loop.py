@@ -282,7 +282,7 @@ def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path: Path, dataset: Imag
     "method, overrides, message",
     [
         (lambda: ToyAutoencoder(width=4), {}, "config field 'layers' differs"),
-        (lambda: ToyAutoencoder(lr=0.5), {}, "config field 'lr' differs: the checkpoint has 0.01, this run asks for 0.5"),
+        (lambda: ToyAutoencoder(lr=0.5), {}, "config field 'lr' differs: the checkpoint has 0.01, this run has 0.5"),
         (ToyAutoencoder, {"batch_size": 2}, "batch size 3, this run asks for 2"),
         (ToyAutoencoder, {"seed": 6}, "seed 5, this run asks for 6"),
     ],
@@ -449,7 +449,9 @@ def test_resuming_another_runs_checkpoint_into_a_run_folder_is_refused(tmp_path:
     out = tmp_path / "run"
     train(ToyAutoencoder(), dataset, settings(out, 4))
     before = (out / "checkpoints" / "latest.pt").read_bytes()
-    with pytest.raises(I2IError, match="holds another run than .*config field 'layers' differs"):
+    # Each value said with its own side: the run in the folder has 6 channels, the checkpoint 4.
+    with pytest.raises(I2IError, match=r"holds another run than .*config field 'layers' differs: the run there has "
+                                       r"\[3, 6, 3\], the checkpoint has \[3, 4, 3\]"):
         train(ToyAutoencoder(width=4), dataset, settings(out, 6), resume=tmp_path / "other" / "checkpoints" / "latest.pt")
     assert (out / "checkpoints" / "latest.pt").read_bytes() == before
     # The run's own older checkpoint is fine.
@@ -500,3 +502,32 @@ def test_a_data_loader_workers_error_is_one_line(tmp_path: Path):
     message = str(caught.value)
     assert message.startswith("none of the 3 training examples can be read") and "\n" not in message
     assert "Traceback" not in message
+
+
+def test_losses_that_are_no_longer_finite_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path: Path,
+                                                                                        dataset: ImageFolderDataset):
+    """A learning rate far too high ends in NaN: the run stops at once, one line says so, and the
+    last checkpoint is not replaced by NaN weights."""
+
+    class Diverging(ToyAutoencoder):
+        def train_step(self, batch, generator):
+            losses = super().train_step(batch, generator)
+            return {name: float("nan") for name in losses} if self.steps_seen >= 5 else losses
+
+    out = tmp_path / "run"
+    with pytest.raises(I2IError) as caught:
+        train(Diverging(), dataset, settings(out, 8, checkpoint_every=2))
+    message = str(caught.value)
+    assert "step 5: the losses are not finite (recon nan, noise nan)" in message
+    assert "the last checkpoint, step 4, is kept" in message
+    assert "--g-lr" in message
+    kept = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
+    assert kept["step"] == 4 and all(torch.isfinite(value).all() for value in kept["Net"].values())
+
+    class DivergingAtOnce(ToyAutoencoder):
+        def train_step(self, batch, generator):
+            return {"recon": float("inf")}
+
+    with pytest.raises(I2IError, match=r"step 1: the losses are not finite \(recon inf\); .* no checkpoint was saved"):
+        train(DivergingAtOnce(), dataset, settings(tmp_path / "early", 3))
+    assert not (tmp_path / "early" / "checkpoints" / "latest.pt").exists()

@@ -6,6 +6,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 import sys
 import warnings
 from contextlib import contextmanager
@@ -149,6 +150,21 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a
 def usage_error(message: str) -> typer.Exit:
     report_error(message)
     return typer.Exit(EXIT_USAGE)
+
+
+def finite(value: float | None) -> float | None:
+    """Option callback: NaN and infinity pass click's ranges (every comparison with NaN is false)
+    and would only surface as a NaN result, so they are refused here."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def positive_finite(value: float | None) -> float | None:
+    """Option callback for rates and scales that must be above zero."""
+    if finite(value) is not None and value <= 0:  # type: ignore[operator]
+        raise typer.BadParameter(f"{value} must be above 0")
+    return value
 
 
 def _device_name(value: str) -> str:

@@ -18,6 +18,7 @@ from i2icli.cli.common import (
     MaxPixelsOption,
     check_output_folder,
     download_progress,
+    finite,
     handles_errors,
     names_image_file,
     precision_from_flags,
@@ -45,7 +46,7 @@ def restore(
         str, typer.Option("-o", "--output", help="Folder for the results (created if missing), or for one input the "
                           "output file itself (its extension picks the format).", rich_help_panel=_OUTPUT)
     ] = "results",
-    upscale: Annotated[float, typer.Option("--upscale", "-s", min=1.0, max=8.0, help="Final size factor; fractions too (e.g. 1.5).")] = 2.0,
+    upscale: Annotated[float, typer.Option("--upscale", "-s", min=1.0, max=8.0, callback=finite, help="Final size factor; fractions too (e.g. 1.5).")] = 2.0,
     strength: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="How much of the restored face to use: 1 all of it, 0 none.")
     ] = 1.0,
@@ -63,9 +64,9 @@ def restore(
     parser: Annotated[
         str, typer.Option(help="Face parser for soft paste masks: parsenet, a path, or none.", rich_help_panel=_MODELS)
     ] = "parsenet",
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Face detection confidence threshold.", rich_help_panel=_FACES)] = 0.97,
+    threshold: Annotated[float, typer.Option(callback=finite, min=0.0, max=1.0, help="Face detection confidence threshold.", rich_help_panel=_FACES)] = 0.97,
     only_center_face: Annotated[bool, typer.Option("--only-center-face", help="Restore only the face nearest the centre.", rich_help_panel=_FACES)] = False,
-    min_face_size: Annotated[float, typer.Option(min=0.0, help="Ignore faces smaller than this many pixels.", rich_help_panel=_FACES)] = 16.0,
+    min_face_size: Annotated[float, typer.Option(callback=finite, min=0.0, help="Ignore faces smaller than this many pixels.", rich_help_panel=_FACES)] = 16.0,
     detect_size: Annotated[
         int, typer.Option(min=0, help="Detect faces on a copy at most this many pixels wide/high (0: full size).", rich_help_panel=_FACES)
     ] = 1280,

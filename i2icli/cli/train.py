@@ -14,6 +14,7 @@ from i2icli.cli.common import (
     DeviceOption,
     JsonOption,
     console,
+    finite,
     handles_errors,
     stdout_write,
     usage_error,
@@ -72,10 +73,10 @@ def translate_lr(
     steps: StepsOption = 100_000,
     batch_size: Annotated[int, typer.Option(min=2, help="Images per step, split into two halves that translate to each "
                                             "other (even).", rich_help_panel=RUN_PANEL)] = 8,
-    cycle_weight: Annotated[float | None, typer.Option(min=0.0, show_default=False, rich_help_panel=LOSS_PANEL,
+    cycle_weight: Annotated[float | None, typer.Option(callback=finite, min=0.0, show_default=False, rich_help_panel=LOSS_PANEL,
                                                        help="lambda_cyc (default: 1 below 256 px, 0.1 from 256 px, as the paper).")
                             ] = None,
-    r1_gamma: Annotated[float, typer.Option(min=0.0, help="R1 penalty weight on real images.", rich_help_panel=LOSS_PANEL)] = 10.0,
+    r1_gamma: Annotated[float, typer.Option(callback=finite, min=0.0, help="R1 penalty weight on real images.", rich_help_panel=LOSS_PANEL)] = 10.0,
     g_lr: GeneratorLrOption = 1e-3,
     d_lr: DiscriminatorLrOption = 4e-3,
     ema_decay: EmaDecayOption = 0.999,

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from i2icli.cli.common import console, download_progress, stdout_write, usage_error
+from i2icli.cli.common import (
+    console,
+    download_progress,
+    finite,
+    positive_finite,
+    stdout_write,
+    usage_error,
+)
 
 MODEL_PANEL = "Model"
 LOSS_PANEL = "Losses and optimiser"
@@ -21,9 +28,11 @@ EVAL_PANEL = "Evaluation"
 OutOption = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=RUN_PANEL)]
 StepsOption = Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count).",
                                           rich_help_panel=RUN_PANEL)]
-GeneratorLrOption = Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL)]
-DiscriminatorLrOption = Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=LOSS_PANEL)]
-EmaDecayOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the generator used for inference.",
+GeneratorLrOption = Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL,
+                                                  callback=positive_finite)]
+DiscriminatorLrOption = Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=LOSS_PANEL,
+                                                      callback=positive_finite)]
+EmaDecayOption = Annotated[float, typer.Option(min=0.0, max=1.0, callback=finite, help="EMA decay of the generator used for inference.",
                                                rich_help_panel=LOSS_PANEL)]
 HeldOutOption = Annotated[str, typer.Option(help="Examples kept out of training for samples and --eval: a fraction or a count.",
                                             rich_help_panel=RUN_PANEL)]

@@ -15,6 +15,7 @@ from i2icli.cli.common import (
     check_extra_output,
     console,
     download_progress,
+    finite,
     handles_errors,
     stdout_write,
     usage_error,
@@ -82,9 +83,9 @@ def paired(
     disc_channels: Annotated[int, typer.Option(min=1, help="Discriminator's first width.", rich_help_panel=MODEL_PANEL)] = 64,
     steps: StepsOption = 100_000,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.", rich_help_panel=RUN_PANEL)] = 8,
-    l1_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the L1 loss on the reconstruction.",
+    l1_weight: Annotated[float, typer.Option(callback=finite, min=0.0, help="Weight of the L1 loss on the reconstruction.",
                                              rich_help_panel=LOSS_PANEL)] = 10.0,
-    vgg_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a VGG-19 perceptual loss on the reconstruction "
+    vgg_weight: Annotated[float, typer.Option(callback=finite, min=0.0, help="Weight of a VGG-19 perceptual loss on the reconstruction "
                                               "(off by default, as in the paper).", rich_help_panel=LOSS_PANEL)] = 0.0,
     vgg: Annotated[str, typer.Option(help="VGG-19 checkpoint for --vgg-weight.", rich_help_panel=LOSS_PANEL)] = "vgg19-imagenet",
     g_lr: GeneratorLrOption = 1e-4,

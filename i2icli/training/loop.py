@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import math
 import os
 import random
 import re
@@ -466,20 +467,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _config_difference(stored: Any, wanted: Any, where: str = "") -> str | None:
+def _config_difference(stored: Any, wanted: Any, where: str = "",
+                       sides: tuple[str, str] = ("the checkpoint", "this run")) -> str | None:
+    """The first config field that differs, in words; ``sides`` name where ``stored`` and
+    ``wanted`` come from ("the checkpoint has 8, this run has 4")."""
     if isinstance(stored, dict) and isinstance(wanted, dict):
         for key in sorted(set(stored) | set(wanted), key=str):
             name = f"{where}.{key}" if where else str(key)
             if key not in stored:
-                return f"config field '{name}' is not in the checkpoint"
+                return f"config field '{name}' is not in {sides[0]}"
             if key not in wanted:
-                return f"config field '{name}' is in the checkpoint but not in this run"
-            found = _config_difference(stored[key], wanted[key], name)
+                return f"config field '{name}' is in {sides[0]} but not in {sides[1]}"
+            found = _config_difference(stored[key], wanted[key], name, sides)
             if found:
                 return found
         return None
     if stored != wanted:
-        return f"config field '{where or 'config'}' differs: the checkpoint has {stored!r}, this run asks for {wanted!r}"
+        return f"config field '{where or 'config'}' differs: {sides[0]} has {stored!r}, {sides[1]} has {wanted!r}"
     return None
 
 
@@ -515,7 +519,8 @@ def _check_same_run(latest: Path, checkpoint: dict, path: Path) -> None:
     """Resuming from ``path`` into a folder that holds a run: only that same run (method, config,
     seed), or its metrics and checkpoints would be mixed with another run's."""
     current = load_training_checkpoint(latest)
-    difference = _config_difference(_plain(current.get("config")), _plain(checkpoint.get("config")))
+    difference = _config_difference(_plain(current.get("config")), _plain(checkpoint.get("config")),
+                                    sides=("the run there", "the checkpoint"))
     seeds = [(c.get("settings") or {}).get("seed") for c in (current, checkpoint)]
     if current.get("method") != checkpoint.get("method"):
         difference = f"method '{current.get('method')}' there, '{checkpoint.get('method')}' here"
@@ -715,6 +720,12 @@ def _train(
                 raw_losses = method.train_step(batch, generator)
                 completed, mid_step = step, None  # every update is queued: saving waits for them
                 losses = {name: float(value) for name, value in raw_losses.items()}
+                diverged = [f"{name} {value}" for name, value in losses.items() if not math.isfinite(value)]
+                if diverged:
+                    # The weights are NaN/inf from here on: nothing is saved over the last good checkpoint.
+                    kept = f"the last checkpoint, step {saved}, is kept ({checkpoints.latest})" if saved else "no checkpoint was saved"
+                    raise I2IError(f"step {step}: the losses are not finite ({', '.join(diverged)}); training stopped and {kept}",
+                                   "lower the learning rates (--g-lr, --d-lr) or the loss weights, then --resume or start again")
                 last = step == settings.steps
                 metrics.add(step, training_seconds(), losses, last)
                 if on_progress is not None:
