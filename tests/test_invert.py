@@ -372,3 +372,25 @@ def test_cli_wrong_checkpoint_is_one_line(files, tmp_path):
     assert result.exit_code == 1
     assert str(files["vgg16"]) in result.stderr and "StyleGAN2" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_diverged_fit_is_one_line_and_writes_nothing(files, tmp_path):
+    """A learning rate far too high drives every render to NaN: scoring must not crash in the
+    matrix square root, and the run ends with one line (and the JSON error) instead."""
+    source = write_png(tmp_path / "a.png", smooth_image(16, 48))
+    target = tmp_path / "o.png"
+    result = run("invert", str(source), str(source), "-o", str(target), "--aligned", "--layers", "2",
+                 "--codes", "2", "--steps", "2", "--size", "32", "--lr", "1e30", "--json", *_model_options(files))
+    assert result.exit_code == 1, result.stderr
+    assert "the inversion diverged" in result.stderr and "--lr" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "diverged" in json.loads(result.stdout)["error"] and not target.exists()
+
+
+def test_frechet_distance_of_a_non_finite_image_is_infinite():
+    from i2icli.pipelines.frechet import frechet_distance
+
+    mean, cov = np.zeros(3), np.eye(3)
+    assert frechet_distance(mean, cov, mean, cov) == 0.0
+    assert frechet_distance(np.full(3, np.nan), cov, mean, cov) == float("inf")
+    assert frechet_distance(mean, cov, mean, np.full((3, 3), np.inf)) == float("inf")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 
 import numpy as np
@@ -73,6 +74,11 @@ def frechet_distance(
     from pytorch_fid.fid_score import calculate_frechet_distance
     from scipy.linalg import LinAlgWarning
 
+    statistics = [_numpy(value) for value in (mu1, sigma1, mu2, sigma2)]
+    if not all(np.isfinite(value).all() for value in statistics):
+        # A diverged image (NaN or inf pixels) is no distribution at all: it is as far from
+        # anything as can be, and SciPy's matrix root would fail on it.
+        return math.inf
     printed = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
         # pytorch-fid still passes sqrtm's `disp` argument, which SciPy deprecates; the
@@ -86,7 +92,7 @@ def frechet_distance(
         warnings.filterwarnings("ignore", category=LinAlgWarning)
         # It also print()s when it has to regularise a singular product; that must not land on
         # stdout (the CLI may be writing JSON there), so it is turned into a warning below.
-        distance = float(calculate_frechet_distance(_numpy(mu1), _numpy(sigma1), _numpy(mu2), _numpy(sigma2)))
+        distance = float(calculate_frechet_distance(*statistics))
     if printed.getvalue().strip():
         warnings.warn(f"Fréchet distance: {printed.getvalue().strip()}", RuntimeWarning, stacklevel=2)
     return max(distance, 0.0)

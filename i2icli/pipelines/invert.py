@@ -32,6 +32,7 @@ from i2icli.archs.stylegan2 import (
     is_fused_layout,
     stylegan2_config_from_state_dict,
 )
+from i2icli.errors import I2IError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture, to_8bit
 from i2icli.pipelines.correspondence import (
@@ -378,7 +379,12 @@ class InvertPipeline:
             Hypothesis(layer, to_picture(render), loss, score)
             for layer, render, loss, score in zip(self.settings.layers, renders, losses, scores)
         ]
-        best = min(hypotheses, key=lambda hypothesis: hypothesis.score)
+        # A diverged render scores infinity (see frechet_distance); its loss may be NaN as well.
+        finite = [hypothesis for hypothesis in hypotheses if math.isfinite(hypothesis.score)]
+        if not finite:
+            raise I2IError("the inversion diverged: every layer's render ended with non-finite values",
+                           "use a lower --lr (the default is 0.05)")
+        best = min(finite, key=lambda hypothesis: hypothesis.score)
         return InvertResult(
             picture=best.picture,
             layer=best.layer,
