@@ -503,3 +503,22 @@ def test_a_quoted_home_folder_is_expanded_for_every_path_option(tmp_path, monkey
     command(Path("~/label.png"), [Path("~/a.png"), Path("b.png")], out=Path("~/out"))
     assert seen == {"label": tmp_path / "label.png", "styles": [tmp_path / "a.png", Path("b.png")], "name": "~",
                     "out": tmp_path / "out"}
+
+
+@pytest.mark.parametrize("args", [
+    ["invert", "a.png", "b.png", "--seed", "99999999999999999999999"],
+    ["exemplar", "a.png", "b.png", "--seed", "-1"],
+    ["paired", "a.png", "-c", "run", "--seed", str(2**63 - 1), "--samples", "2"],
+    ["train", "paired", "data", "--out", "run", "--seed", str(2**64)],
+    ["train", "paired", "data", "--out", "run", "--g-lr", "nan"],
+    ["train", "paired", "data", "--out", "run", "--d-lr", "-1"],
+    ["train", "translate-lr", "data", "--out", "run", "--r1-gamma", "inf"],
+    ["train", "paired", "data", "--out", "run", "--l1-weight", "nan"],
+    ["restore", "a.png", "--min-face-size", "inf"],
+])
+def test_seeds_rates_and_weights_out_of_range_are_usage_errors(args):
+    """Seeds reach torch as 64-bit integers, and a NaN or infinite rate only shows up as NaN
+    weights much later: all are refused before anything runs."""
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output

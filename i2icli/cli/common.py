@@ -210,6 +210,8 @@ OutputOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print a machine-readable summary on stdout.", rich_help_panel="Output")
 ]
+# Seeds reach torch and NumPy as signed 64-bit integers.
+SEED_MAX = 2**63 - 1
 MaxPixelsOption = Annotated[
     int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
 ]

@@ -13,6 +13,7 @@ from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     IMAGE_EXTENSIONS,
+    SEED_MAX,
     Bf16Option,
     DeviceOption,
     JsonOption,
@@ -95,7 +96,7 @@ def exemplar(
         int, typer.Option(min=1, max=50, help="PatchMatch + GRU iterations at each fine level.", rich_help_panel=_MODEL)
     ] = 5,
     seed: Annotated[
-        int, typer.Option(help="Seed of the propagation-order coin flips (same seed, same result).",
+        int, typer.Option(min=0, max=SEED_MAX, help="Seed of the propagation-order coin flips (same seed, same result).",
                           rich_help_panel=_MODEL)
     ] = 0,
     label_nc: Annotated[

@@ -10,6 +10,7 @@ import typer
 
 from i2icli.cli.common import (
     EXIT_OK,
+    SEED_MAX,
     DeviceOption,
     JsonOption,
     MaxPixelsOption,
@@ -55,7 +56,7 @@ def invert(
         int, typer.Option(min=32, help="Working size of the warp and the fitting target, a multiple of 8 "
                           "(the paper: 256, i.e. x4 super-resolution with a 1024 px generator).", rich_help_panel=_SEARCH)
     ] = 256,
-    seed: Annotated[int, typer.Option(help="Seed of the starting codes (same seed, same result on one device).",
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed of the starting codes (same seed, same result on one device).",
                                       rich_help_panel=_SEARCH)] = 0,
     temperature: Annotated[
         float, typer.Option(help="Correspondence softmax temperature (alpha): higher copies "

@@ -11,6 +11,7 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    SEED_MAX,
     DeviceOption,
     JsonOption,
     MaxPixelsOption,
@@ -81,7 +82,7 @@ def paired(
     ] = None,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, max=256, help="Variations per label map, each from "
                                          "its own noise.")] = 1,
-    seed: Annotated[int, typer.Option(min=0, help="Noise seed of the first sample; sample k uses seed + k.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Noise seed of the first sample; sample k uses seed + k.")] = 0,
     save_components: Annotated[
         bool, typer.Option("--save-components", rich_help_panel=_OUTPUT,
                            help="Also write the reconstruction (-reconstruction) and the GAN residual (-residual, "
@@ -112,6 +113,8 @@ def paired(
     """
     if std_map and samples < 2:
         raise usage_error("--std-map needs --samples 2 or more")
+    if seed + samples - 1 > SEED_MAX:  # sample k uses seed + k
+        raise usage_error(f"--seed {seed}: with --samples {samples}, use at most {SEED_MAX - samples + 1}")
     from i2icli.pipelines.paired import PairedTranslator, sample_seed
 
     labels = image_files(label, "LABEL", Path(output))
