@@ -307,6 +307,8 @@ def resolve(spec: str, *, progress: Callable[[int, int], None] | None = None) ->
     """Turn a model option (registry name or file path) into a verified file."""
     if looks_like_path(spec):
         path = Path(spec).expanduser()
+        if path.is_dir():
+            raise WeightsError(f"{path}: is a folder, not a checkpoint file", "pass the checkpoint file itself")
         if not path.is_file():
             raise WeightsError(f"{path}: checkpoint file not found", "check the path, or use a name from `i2i weights list`")
         return ResolvedWeights(path, None)
@@ -361,8 +363,12 @@ def load_checkpoint_file(path: Path | str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"{path}: checkpoint file not found") from None
+    except IsADirectoryError:
+        raise WeightsError(f"{path}: is a folder, not a checkpoint file", "pass the checkpoint file itself") from None
     except Exception as error:  # torch/safetensors raise many types for damaged or hostile files
-        if "weights only load failed" in str(error).lower():
+        # Only a pickle (a zip archive holding one, or a legacy file starting with the pickle
+        # opcode) can hold "Python objects": anything else, an image say, is simply no checkpoint.
+        if "weights only load failed" in str(error).lower() and _looks_pickled(path):
             raise WeightsError(
                 f"{path}: holds Python objects besides tensors, which i2i does not load (loading them could run code)",
                 "re-save it as a plain state dict (torch.save(model.state_dict(), PATH)) or as .safetensors",
@@ -371,6 +377,15 @@ def load_checkpoint_file(path: Path | str) -> Any:
             f"{path}: not a readable checkpoint (damaged, cut short, or not a PyTorch .pth or .safetensors file)",
             "download it again, or check the file",
         ) from None
+
+
+def _looks_pickled(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def copy_into(directory: Path, path: Path, name: str) -> Path:

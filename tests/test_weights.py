@@ -271,3 +271,25 @@ def test_every_torch_load_is_weights_only():
     for source in package.rglob("*.py"):
         for call in re.findall(r"torch\.load\([^)]*\)", source.read_text()):
             assert "weights_only=True" in call, f"{source}: {call}"
+
+
+def test_a_picture_or_a_folder_given_as_checkpoint_is_named_for_what_it_is(tmp_path):
+    """Only a pickle can hold Python objects; a PNG is simply not a checkpoint, and a folder is
+    not a file (not "not found")."""
+    picture = tmp_path / "photo.pth"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(WeightsError) as caught:
+        weights.load_state_dict(picture)
+    assert "not a readable checkpoint" in str(caught.value) and "Python objects" not in str(caught.value)
+    for attempt in (lambda: weights.resolve(str(tmp_path)), lambda: weights.load_state_dict(tmp_path)):
+        with pytest.raises(WeightsError, match="is a folder, not a checkpoint file"):
+            attempt()
+
+
+def test_a_missing_training_checkpoint_names_the_training_command(tmp_path):
+    from i2icli.pipelines.loading import load_trained
+
+    with pytest.raises(WeightsError) as caught:
+        load_trained(str(tmp_path / "gone.pt"), "paired", lambda content: content)
+    assert "no such checkpoint file or run folder" in str(caught.value) and "i2i train paired" in str(caught.value)
+    assert "weights list" not in str(caught.value)

@@ -62,7 +62,13 @@ def _built(build: Callable[[Any], Built], content: Any, path: Path, what: str, h
     except WeightsError as error:
         raise WeightsError(f"{path}: {error.message}", error.hint) from None
     except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as error:
-        raise WeightsError(f"{path}: not a {what} checkpoint ({str(error).splitlines()[0][:120]})", hint) from None
+        raise WeightsError(f"{path}: not a {what} checkpoint ({_first_words(str(error))})", hint) from None
+
+
+def _first_words(text: str, limit: int = 200) -> str:
+    """The first line of a library's message, shortened at a word boundary rather than mid-word."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -102,6 +108,8 @@ def load_trained(checkpoint: str, method: str, build: Callable[[object], Built])
     """
     hint = f"pass a checkpoint (or run folder) from `i2i train {method}`"
     spec = training_checkpoint_file(checkpoint)
+    if weights.looks_like_path(spec) and not Path(spec).expanduser().exists():
+        raise WeightsError(f"{spec}: no such checkpoint file or run folder", hint)
     if not weights.looks_like_path(spec):
         # A registry name is only good for a model of this method (the registry has none yet):
         # refused before any download, and a plain word is a file that is not there.
