@@ -531,3 +531,19 @@ def test_losses_that_are_no_longer_finite_stop_the_run_and_keep_the_last_good_ch
     with pytest.raises(I2IError, match=r"step 1: the losses are not finite \(recon inf\); .* no checkpoint was saved"):
         train(DivergingAtOnce(), dataset, settings(tmp_path / "early", 3))
     assert not (tmp_path / "early" / "checkpoints" / "latest.pt").exists()
+
+
+def test_a_metrics_file_with_another_header_is_refused_before_resuming(tmp_path: Path, dataset: ImageFolderDataset):
+    """A spreadsheet that re-saved metrics.csv with semicolons: one line naming the file, before
+    any step is taken, and the run's checkpoint is untouched."""
+    out = tmp_path / "run"
+    train(ToyAutoencoder(), dataset, settings(out, 2))
+    metrics = out / "metrics.csv"
+    metrics.write_text(metrics.read_text().replace(",", ";"))
+    before = (out / "checkpoints" / "latest.pt").read_bytes()
+    model = ToyAutoencoder()
+    with pytest.raises(I2IError, match=r"metrics.csv: its header is not this run.s .* \(move the file aside"):
+        train(model, dataset, settings(out, 4), resume=True)
+    assert model.steps_seen == 0 and (out / "checkpoints" / "latest.pt").read_bytes() == before
+    metrics.rename(out / "metrics-old.csv")
+    assert train(ToyAutoencoder(), dataset, settings(out, 4), resume=True).step == 4

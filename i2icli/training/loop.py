@@ -362,6 +362,8 @@ class _MetricsLog:
         if not lines:
             return
         header, kept = lines[0], [lines[0]]
+        if header.split(",")[:2] != ["step", "seconds"] or len(header.split(",")) < 3:
+            raise self._foreign_header()
         for line in lines[1:]:
             first = line.split(",", 1)[0]
             if not first.isdigit():
@@ -378,8 +380,8 @@ class _MetricsLog:
             self.columns = sorted(losses)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_text(self.path, ",".join(["step", "seconds", *self.columns]) + "\n")
-        extra = set(losses) - set(self.columns)
-        assert not extra, f"losses {sorted(extra)} are not among the metrics columns {self.columns}"
+        if set(losses) - set(self.columns):
+            raise self._foreign_header()
         for name, value in losses.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
             self.counts[name] = self.counts.get(name, 0) + 1
@@ -388,6 +390,11 @@ class _MetricsLog:
             self.sums, self.counts = {}, {}
         elif last:
             self.write_row(step, seconds)
+
+    def _foreign_header(self) -> I2IError:
+        # Re-saved by a spreadsheet, say: rows appended under another header would be misread.
+        return I2IError(f"{self.path}: its header is not this run's (step,seconds, then the losses)",
+                        "move the file aside (a new one is started) or restore the original, then --resume again")
 
     def write_partial(self, step: int, seconds: float) -> None:
         """The row for steps since the last one, when a session stops between rows."""
