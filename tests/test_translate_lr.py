@@ -330,9 +330,15 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path):
     cv2.imwrite(str(wrong_size), np.zeros((16, 16, 3), np.uint8))
     text = tmp_path / "notes.png"
     text.write_text("hello")
+    dot = tmp_path / "dot.png"
+    cv2.imwrite(str(dot), np.zeros((1, 1, 3), np.uint8))
+    sliver = tmp_path / "sliver.png"
+    cv2.imwrite(str(sliver), np.zeros((3, 200, 3), np.uint8))
     cases = [
         ([str(photos[0]), str(oblong)], "must be square"),
         ([str(photos[0]), str(wrong_size)], "pass --lr-size 16"),
+        ([str(photos[0]), str(dot)], "pass a target of 8x8 (or 4-32 px with --lr-size)"),  # --lr-size 1 is no option
+        ([str(photos[0]), str(sliver)], "crop the target square at 8x8 px"),  # not "tiny images can only be targets"
         ([str(text), str(photos[1])], "notes.png"),
         ([str(tmp_path / "missing.png"), str(photos[1])], "no such file"),
         ([str(photos[0]), str(photos[1]), "-o", str(photos[0])], "would overwrite an input"),
@@ -434,7 +440,10 @@ def test_outputs_that_would_clash_are_refused(run, tmp_path):
                                  "-o", str(tmp_path / "out"), "--device", "cpu", "--json"])
     assert result.exit_code == 1
     status = {Path(r["source"]).name: r["status"] for r in json.loads(result.stdout)["results"]}
-    assert status == {"a.jpg": "ok", "a.png": "failed"} and "is also written for" in result.stderr
+    assert status == {"a.jpg": "ok", "a.png": "failed"}
+    # Both pairs named, each with its own source (not the same file twice).
+    assert f"{sources / 'a.png'} + {photos[2]}: its output" in result.stderr
+    assert f"is also written for {sources / 'a.jpg'} + {photos[2]}" in result.stderr
     # A grid named like the output would replace it.
     single = runner.invoke(app, ["translate-lr", str(photos[0]), str(photos[1]), "-c", str(run["run"]),
                                  "-o", str(tmp_path / "g.png"), "--grid", str(tmp_path / "g.png"), "--device", "cpu"])

@@ -71,11 +71,12 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]],
-                        inputs: Iterable[Path] = ()) -> tuple[list[J], list[Path]]:
+def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], inputs: Iterable[Path] = (),
+                        name_of: Callable[[J], str] = lambda job: str(job.source)) -> tuple[list[J], list[Path]]:
     """Fail (with ``dataclasses.replace(job, problem=...)``) a job that would write over one of
     ``inputs``, or over a file an earlier job writes (a.png and a.jpg both making a.png, say).
-    Also return every file the batch will write."""
+    ``name_of`` says which inputs a job is made from, for the message. Also return every file
+    the batch will write."""
     import dataclasses
 
     protected = {_resolved(path) for path in inputs}
@@ -87,11 +88,12 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]],
             over_input = next((path for path in files if path in protected), None)
             clash = next((path for path in files if path in taken), None)
             if over_input is not None:
-                job = dataclasses.replace(job, problem=f"{job.source}: its output {over_input} would overwrite an "
+                job = dataclasses.replace(job, problem=f"{name_of(job)}: its output {over_input} would overwrite an "
                                                        "input of the batch; choose another output")
             elif clash is not None:
-                job = dataclasses.replace(job, problem=f"{job.source}: its output {clash} is also written for "
-                                                       f"{taken[clash].source}; give them different output names")
+                job = dataclasses.replace(job, problem=f"{name_of(job)}: its output {clash} is also written for "
+                                                       f"{name_of(taken[clash])}; give them different output names "
+                                                       "(or rename one of the inputs)")
             else:
                 taken.update((path, job) for path in files)
         checked.append(job)

@@ -148,7 +148,7 @@ def _plan(sources: list[Path], targets: list[Path], output: Path, single: bool) 
     if to_file:
         raise usage_error(f"-o {output}: with folders of inputs, -o must be a folder")
     jobs = [PairJob(source, target, output / f"{source.stem}__{target.stem}.png") for source in sources for target in targets]
-    return one_writer_per_file(jobs, lambda job: [job.output], inputs)[0]
+    return one_writer_per_file(jobs, lambda job: [job.output], inputs, name_of=lambda job: f"{job.source} + {job.target}")[0]
 
 
 class _PreparedInputs:

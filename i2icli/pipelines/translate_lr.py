@@ -195,7 +195,8 @@ class LRTranslator:
                 picture.source or role,
                 f"the {role} is {rgb.shape[1]}x{rgb.shape[0]} px, too small to translate at "
                 f"{self.hr_size} px",
-                "use a larger photo (tiny images can only be targets)",
+                "use a larger photo (tiny images can only be targets)" if role == "source"
+                else f"crop the target square at {self.config.lr_size}x{self.config.lr_size} px, or use a larger photo",
             )
         if self.detector is not None:
             rgb = aligned_largest_face(self.detector, picture, role, "leave out --align-faces")
@@ -215,9 +216,13 @@ class LRTranslator:
                 raise InputError(picture.source or "target", f"a tiny target must be square, this one is {width}x{height} px",
                                  "crop it square, or pass the full-size image")
             if height != self.config.lr_size:
+                lr = self.config.lr_size
+                workable = MIN_LR_SIZE <= width <= MAX_LR_SIZE  # only then can --lr-size match it
                 raise InputError(picture.source or "target", f"the target is {width}x{height} px but the model works at "
-                                 f"{self.config.lr_size}x{self.config.lr_size} here",
-                                 f"pass --lr-size {width}, or a target of {self.config.lr_size}x{self.config.lr_size}")
+                                 f"{lr}x{lr} here",
+                                 f"pass --lr-size {width}, or a target of {lr}x{lr}" if workable
+                                 else f"pass a target of {lr}x{lr} (or {MIN_LR_SIZE}-{MAX_LR_SIZE} px with --lr-size), "
+                                 "or the full-size image")
             return to_tensor(picture.rgb, self.device)
         return downscale(self.prepare_source(picture, "target"), self.config.lr_size)
 
