@@ -533,3 +533,18 @@ def test_eval_spectrum_never_replaces_data_or_run_files(tmp_path, run):
                                      "--device", "cpu"])
         assert result.exit_code == 2 and message in result.stderr, result.stderr
     assert photo.read_bytes() == kept
+
+
+def test_training_paths_and_amounts_that_cannot_work_are_named_before_any_work(tmp_path):
+    data = write_pairs(tmp_path / "data", 3)
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a folder")
+    cases = [
+        (["train", "paired", str(data), "--out", str(a_file), "--edges"], 1, "is a file, not a folder — choose another --out"),
+        (["train", "paired", str(a_file), "--out", str(tmp_path / "run"), "--edges"], 1, "is a file, not a folder"),
+        (["train", "paired", str(data), "--out", str(tmp_path / "run"), "--edges", "--held-out", "nan"], 2, "--held-out nan"),
+    ]
+    for args, code, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == code and message in result.stderr, (args, result.output)
+    assert not (tmp_path / "run").exists()

@@ -4,6 +4,7 @@ closing summary."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 
 from i2icli.cli.common import (
     SEED_MAX,
+    check_output_folder,
     console,
     download_progress,
     finite,
@@ -63,7 +65,7 @@ def held_out_amount(text: str) -> float | int:
         value = float(text)
     except ValueError:
         raise usage_error(f"--held-out {text}: give a fraction below 1 (0.05) or a count (20)") from None
-    if value < 0 or (value >= 1 and not value.is_integer()):
+    if not math.isfinite(value) or value < 0 or (value >= 1 and not value.is_integer()):
         raise usage_error(f"--held-out {text}: give a fraction below 1 (0.05) or a count (20)")
     return int(value) if value >= 1 else value
 
@@ -100,6 +102,7 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
     from i2icli.errors import I2IError
     from i2icli.training import loop
 
+    check_output_folder(out, option="--out")  # before the data is searched and any model is built
     spec: bool | Path = resume_from if resume_from is not None else resume
     if not spec:
         return False, None

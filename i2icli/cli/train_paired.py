@@ -188,7 +188,8 @@ def _folders(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[
 
     data_dir = data_dir.expanduser()
     if not data_dir.is_dir():
-        raise InputError(data_dir, "no such folder", "pass the folder that holds labels/ and photos/")
+        raise InputError(data_dir, "is a file, not a folder" if data_dir.exists() else "no such folder",
+                         "pass the folder that holds labels/ and photos/")
     return pick(labels, _LABEL_FOLDERS, "label maps", "--labels"), pick(photos, _PHOTO_FOLDERS, "photos", "--photos")
 
 
