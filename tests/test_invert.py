@@ -352,6 +352,10 @@ def test_cli_input_errors_are_one_line(files, tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
     result = run("invert", str(good), str(good), "-o", str(good), "--aligned", *_model_options(files))
     assert result.exit_code == 1 and "overwrite an input" in result.stderr
+    dot = write_png(tmp_path / "dot.png", smooth_image(14, 8)[..., :1, :1])
+    result = run("invert", str(good), str(dot), "-o", str(tmp_path / "o.png"), "--aligned", "--layers", "2", "--codes", "2",
+                 "--steps", "1", "--size", "32", *_model_options(files))
+    assert result.exit_code == 1 and "dot.png: the exemplar is 1x1 px, too small for a face crop" in result.stderr
     # --save-all's extra files are checked too: the warp of r.png is r_warped.png.
     exemplar = write_png(tmp_path / "r_warped.png", smooth_image(15))
     kept = exemplar.read_bytes()

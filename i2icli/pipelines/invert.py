@@ -32,7 +32,7 @@ from i2icli.archs.stylegan2 import (
     is_fused_layout,
     stylegan2_config_from_state_dict,
 )
-from i2icli.errors import I2IError
+from i2icli.errors import I2IError, InputError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture, to_8bit
 from i2icli.pipelines.correspondence import (
@@ -93,6 +93,9 @@ class InvertSettings:
             raise ValueError(f"precision must be fp32 or bf16; got {self.precision!r}")
         if not (0 < self.lr < math.inf and 0 < self.temperature < math.inf and 0 <= self.perceptual_weight < math.inf):
             raise ValueError("--lr and --temperature must be positive, --perceptual-weight not negative, all finite")
+
+
+MIN_FACE_CROP = 16  # px a side, for --aligned inputs
 
 
 @dataclass
@@ -272,7 +275,12 @@ class InvertPipeline:
         """The picture's largest face aligned to the 512 template (or, with --aligned, the picture
         itself cropped square), at full resolution."""
         if self.detector is None:
-            return square_resize(picture.rgb, min(picture.rgb.shape[:2]))
+            side = min(picture.rgb.shape[:2])
+            if side < MIN_FACE_CROP:
+                # Blown up to the working size it would be a smear: no face to invert, no style to take.
+                raise InputError(picture.source or role, f"the {role} is {picture.width}x{picture.height} px, too small "
+                                 f"for a face crop (at least {MIN_FACE_CROP} px a side)", "use a larger face crop")
+            return square_resize(picture.rgb, side)
         return aligned_largest_face(self.detector, picture, role, "pass --aligned for face crops that are already aligned")
 
     @torch.no_grad()
