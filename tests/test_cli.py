@@ -401,7 +401,7 @@ def test_a_registry_name_for_the_wrong_option_is_refused_before_any_download(tin
     result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--device", "cpu", "--bg-model", "parsenet",
                  "--parser", "none")
     assert result.exit_code == 1 and "parsenet" not in fetched
-    assert "parsenet is a parsenet checkpoint, not a Real-ESRGAN one" in result.stderr
+    assert "parsenet is a ParseNet checkpoint, not a Real-ESRGAN one" in result.stderr
     assert "realesrgan-x2plus or realesrgan-x4plus or realesr-general-x4v3" in result.stderr
 
 

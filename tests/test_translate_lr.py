@@ -360,9 +360,9 @@ def test_wrong_checkpoints_are_one_line_errors(tmp_path, run):
     empty_run = tmp_path / "empty-run"
     empty_run.mkdir()
     for checkpoint, message in [(other_method, "`paired` checkpoint"), (unrelated, "not a translate-lr checkpoint"),
-                                (empty_run, "no checkpoints/latest.pt"), (tmp_path / "none.pt", "not found"),
+                                (empty_run, "no checkpoints/latest.pt"), (tmp_path / "none.pt", "no such checkpoint file or run folder"),
                                 # registry names are refused before any download; a plain word is a missing run
-                                ("gfpgan-1.4", "gfpgan-1.4 is a gfpgan-v1-clean checkpoint, not a translate-lr one"),
+                                ("gfpgan-1.4", "gfpgan-1.4 is a GFPGAN checkpoint, not a translate-lr one"),
                                 ("myrun", "myrun: no such checkpoint file or run folder")]:
         result = runner.invoke(app, ["translate-lr", str(photos[0]), str(photos[1]), "-c", str(checkpoint),
                                      "-o", str(tmp_path / "o.png"), "--device", "cpu"])

@@ -32,6 +32,11 @@ _ARCHITECTURES = {
 }
 
 
+def _kind(arch: str) -> str:
+    """The model kind a registry architecture is, as messages name it ("GFPGAN", not "gfpgan-v1-clean")."""
+    return next((kind for kind, archs in _ARCHITECTURES.items() if arch in archs), arch)
+
+
 def load_checkpoint(
     spec: str,
     what: str,
@@ -47,7 +52,7 @@ def load_checkpoint(
         entry = weights.find(spec)
         if entry.arch not in expected:
             names = " or ".join(c.name for c in weights.registry() if c.arch in expected)
-            raise WeightsError(f"{spec} is a {entry.arch} checkpoint, not a {what} one",
+            raise WeightsError(f"{spec} is a {_kind(entry.arch)} checkpoint, not a {what} one",
                                f"use {names}, or the path of a {what} checkpoint file")
     report = (lambda done, total: progress(spec, done, total)) if progress else None
     resolved = weights.resolve(spec, progress=report)
@@ -117,6 +122,6 @@ def load_trained(checkpoint: str, method: str, build: Callable[[object], Built])
         if entry is None:
             raise WeightsError(f"{spec}: no such checkpoint file or run folder", hint)
         if entry.arch != method:
-            raise WeightsError(f"{spec} is a {entry.arch} checkpoint, not a {method} one", hint)
+            raise WeightsError(f"{spec} is a {_kind(entry.arch)} checkpoint, not a {method} one", hint)
     resolved = weights.resolve(spec)
     return _built(build, weights.load_checkpoint_file(resolved.path), resolved.path, method, hint)
