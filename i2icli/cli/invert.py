@@ -59,8 +59,8 @@ def invert(
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed of the starting codes (same seed, same result on one device).",
                                       rich_help_panel=_SEARCH)] = 0,
     temperature: Annotated[
-        float, typer.Option(help="Correspondence softmax temperature (alpha): higher copies "
-                            "single best matches.", rich_help_panel=_SEARCH)
+        float, typer.Option(help="Sharpness of the exemplar-to-source matching (the paper's alpha): "
+                            "higher copies each position's single best match, lower blends several.", rich_help_panel=_SEARCH)
     ] = 100.0,
     perceptual_weight: Annotated[
         float, typer.Option(min=0.0, help="Weight of the VGG-16 perceptual loss against pixel MSE.",

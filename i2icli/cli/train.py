@@ -63,7 +63,7 @@ def translate_lr(
                                          rich_help_panel=MODEL_PANEL)] = 128,
     lr_size: Annotated[int, typer.Option(min=4, max=32, help="Low-resolution target size; hr-size / lr-size must be a "
                                          "power of two.", rich_help_panel=MODEL_PANEL)] = 8,
-    max_channels: Annotated[int, typer.Option(min=1, help="Widest generator layer (the authors' dim_in).",
+    max_channels: Annotated[int, typer.Option(min=1, help="Channels of the widest generator layer (the authors' code calls it dim_in).",
                                               rich_help_panel=MODEL_PANEL)] = 512,
     base_channels: Annotated[int, typer.Option(min=1, help="First encoder width and narrowest decoder width.",
                                                rich_help_panel=MODEL_PANEL)] = 64,
@@ -74,9 +74,9 @@ def translate_lr(
     batch_size: Annotated[int, typer.Option(min=2, help="Images per step, split into two halves that translate to each "
                                             "other (even).", rich_help_panel=RUN_PANEL)] = 8,
     cycle_weight: Annotated[float | None, typer.Option(callback=finite, min=0.0, show_default=False, rich_help_panel=LOSS_PANEL,
-                                                       help="lambda_cyc (default: 1 below 256 px, 0.1 from 256 px, as the paper).")
+                                                       help="Weight of the cycle loss, the paper's lambda_cyc (default: 1 below 256 px, 0.1 from 256 px, as the paper).")
                             ] = None,
-    r1_gamma: Annotated[float, typer.Option(callback=finite, min=0.0, help="R1 penalty weight on real images.", rich_help_panel=LOSS_PANEL)] = 10.0,
+    r1_gamma: Annotated[float, typer.Option(callback=finite, min=0.0, help="Weight of the R1 gradient penalty on real images (keeps the discriminator smooth).", rich_help_panel=LOSS_PANEL)] = 10.0,
     g_lr: GeneratorLrOption = 1e-3,
     d_lr: DiscriminatorLrOption = 4e-3,
     ema_decay: EmaDecayOption = 0.999,
