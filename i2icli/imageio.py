@@ -540,6 +540,10 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
         target.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(target, data)
     except OSError as e:
+        blocking = next((folder for folder in target.parents if folder.is_file()), None)
+        if blocking is not None:  # mkdir's "File exists" would not say which file is in the way
+            raise I2IError(f"{target}: cannot write: {blocking} is a file, so the folder cannot be made",
+                           "choose another output") from None
         raise I2IError(f"{target}: cannot write: {e.strerror or e}") from None
     return target
 

@@ -610,6 +610,9 @@ def test_write_rejects_bad_targets(tmp_path):
         write_image(tmp_path / "d.png", pic)
     with pytest.raises(ValueError):
         write_image(tmp_path / "q.jpg", pic, jpeg_quality=0)
+    (tmp_path / "notes").write_text("a file where a folder is wanted")
+    with pytest.raises(I2IError, match="notes is a file, so the folder cannot be made"):
+        write_image(tmp_path / "notes" / "deeper" / "out.png", pic)
 
 
 def test_jpeg_quality_is_used(tmp_path):
