@@ -32,10 +32,8 @@ def transient_progress(*columns: Any) -> Any:
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# What an output path may end in to name an image file (else it names a folder).
-IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 # Image formats i2i does not write: `-o out.gif` is refused, rather than made a folder named out.gif.
-_UNWRITTEN_IMAGE_EXTENSIONS = frozenset({
+_UNWRITTEN_IMAGE_SUFFIXES = frozenset({
     ".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".exr",
     ".hdr", ".ico", ".svg", ".psd", ".dng", ".raw", ".pdf",
 })
@@ -153,8 +151,8 @@ def usage_error(message: str) -> typer.Exit:
 
 
 def finite(value: float | None) -> float | None:
-    """Option callback: NaN and infinity pass click's ranges (every comparison with NaN is false)
-    and would only surface as a NaN result, so they are refused here."""
+    """Option callback: infinity passes a range without an upper bound, an option without a range
+    takes NaN too, and either would only surface later as NaN weights or images."""
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a finite number")
     return value
@@ -226,10 +224,10 @@ def names_image_file(output: str | Path) -> bool:
     suffix = path.suffix.lower()
     if os.path.isdir(path):
         return False
-    if suffix in _UNWRITTEN_IMAGE_EXTENSIONS:
-        raise usage_error(f"-o {output}: i2i cannot write {suffix} files; name a {', '.join(IMAGE_EXTENSIONS)} file "
+    if suffix in _UNWRITTEN_IMAGE_SUFFIXES:
+        raise usage_error(f"-o {output}: i2i cannot write {suffix} files; name a {', '.join(IMAGE_SUFFIXES)} file "
                           "or a folder")
-    return suffix in IMAGE_EXTENSIONS
+    return suffix in IMAGE_SUFFIXES
 
 
 def image_files(path: Path, role: str, output: Path | None = None) -> list[Path]:
@@ -279,7 +277,7 @@ def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
         raise InputError(folder, f"cannot be written ({existing}: permission denied)", f"choose another {option}")
 
 
-def check_extra_output(path: Path, option: str, suffixes: tuple[str, ...] = IMAGE_EXTENSIONS) -> Path:
+def check_extra_output(path: Path, option: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Path:
     """A file named by an option other than -o (--grid, --spectrum), checked before any work: a
     format that cannot be written, or a folder that cannot be made, would fail only at the end."""
     path = path.expanduser()

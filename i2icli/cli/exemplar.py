@@ -12,7 +12,6 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    IMAGE_EXTENSIONS,
     SEED_MAX,
     Bf16Option,
     DeviceOption,
@@ -26,7 +25,7 @@ from i2icli.cli.common import (
 )
 from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch, will_run
 from i2icli.errors import InputError
-from i2icli.formats import DEFAULT_MAX_PIXELS
+from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -230,7 +229,7 @@ def _checked(pair: Pair, where: str = "") -> Pair:
     problem = None
     if pair.exemplar_pose is None:
         problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
-    if pair.output.suffix.lower() not in IMAGE_EXTENSIONS:
+    if pair.output.suffix.lower() not in IMAGE_SUFFIXES:
         problem = f"{where}{pair.output}: the output must be an image file (.png, .jpg, .webp, .tif or .bmp)"
     return Pair(pair.input, pair.exemplar, pair.exemplar_pose, pair.input_pose, pair.output, problem)
 

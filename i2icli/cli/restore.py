@@ -10,7 +10,6 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    IMAGE_EXTENSIONS,
     Bf16Option,
     DeviceOption,
     HalfOption,
@@ -25,12 +24,12 @@ from i2icli.cli.common import (
     usage_error,
 )
 from i2icli.cli.runner import batch_failures, run_batch, will_run
-from i2icli.formats import DEFAULT_MAX_PIXELS
+from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 _MODELS = "Models"
 _FACES = "Faces"
 _OUTPUT = "Output"
-_EXTENSIONS = ("auto", *(suffix.lstrip(".") for suffix in IMAGE_EXTENSIONS))
+_EXTENSIONS = ("auto", *(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES))
 
 
 def _file_name_suffix(value: str) -> str:

@@ -23,11 +23,11 @@ import torch
 from torch.utils.data import Dataset
 
 from i2icli.errors import I2IError, InputError
-from i2icli.imageio import SUPPORTED_SUFFIXES, read_image
+from i2icli.formats import IMAGE_SUFFIXES
+from i2icli.imageio import read_image
 from i2icli.pipelines.imagetensors import square_resize, to_tensor
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "find_images",
     "split_held_out",
     "load_training_image",
@@ -38,9 +38,8 @@ __all__ = [
     "collate_examples",
     "collate_images",
     "fixed_batch",
+    "readable_examples",
 ]
-
-IMAGE_EXTENSIONS = tuple(sorted(SUPPORTED_SUFFIXES))  # what imageio reads
 
 
 # --------------------------------------------------------------------------- finding files
@@ -68,13 +67,13 @@ def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
         dirs[:] = [name for name in dirs
                    if not name.startswith(".") and os.path.realpath(os.path.join(folder, name)) != skipped]
         for name in files:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
                 continue
             path = Path(folder) / name
             if path.is_file():
                 found.append((path.relative_to(root).as_posix(), path))
     if not found:
-        listed = ", ".join(IMAGE_EXTENSIONS)
+        listed = ", ".join(IMAGE_SUFFIXES)
         raise InputError(
             root,
             f"holds no training images (looked for {listed} in all subfolders; hidden files are skipped)",
