@@ -8,6 +8,7 @@ package, and its VGG-16 backbone is loaded from our registry rather than downloa
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,11 @@ def load_lpips(backbone: str = DEFAULT_LPIPS_BACKBONE, device: torch.device | st
         # pnet_rand: do not let torchvision download the backbone; it is loaded below instead.
         # pretrained=False: lpips would unpickle its linear heads with whatever torch.load
         # defaults to; they are read here through the one safe loader instead.
-        model = lpips.LPIPS(net="vgg", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():
+            # lpips still passes torchvision the `pretrained=` flag torchvision deprecates; the
+            # backbone is built without weights either way, so the warning says nothing to a user.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.")
+            model = lpips.LPIPS(net="vgg", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
         heads_file = Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth"
         heads = load_state_dict(heads_file)
         missing, unexpected = model.load_state_dict(heads, strict=False)
