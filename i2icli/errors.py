@@ -5,6 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(text: object, limit: int | None = None) -> str:
+    """The first line of a library's message, for a one-line report; "" for an empty message.
+    With ``limit``, shortened at a word boundary, not mid-word."""
+    stripped = str(text).strip()
+    line = stripped.splitlines()[0] if stripped else ""
+    return line if limit is None or len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " …"
+
+
 class I2IError(Exception):
     """A failure with a message meant for the user, and optionally what to do about it."""
 

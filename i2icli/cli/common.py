@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from i2icli.errors import I2IError, InputError
+from i2icli.errors import I2IError, InputError, first_line
 from i2icli.formats import IMAGE_SUFFIXES
 
 # Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines.
@@ -63,8 +63,7 @@ class _ConsoleLogHandler(logging.Handler):
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     # One line like every other message: the source file and line Python adds mean nothing to a user.
-    first_line = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-    console.print(f"[yellow]warning:[/] {escape(first_line)}")
+    console.print(f"[yellow]warning:[/] {escape(first_line(message) or category.__name__)}")
 
 
 def route_messages_to_console() -> None:
@@ -136,7 +135,7 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a
         except RuntimeError as error:
             if not _device_out_of_memory(error):
                 raise
-            raise fail(I2IError(f"the device ran out of memory ({str(error).splitlines()[0][:100]})", out_of_memory_hint)) from None
+            raise fail(I2IError(f"the device ran out of memory ({first_line(error, 100)})", out_of_memory_hint)) from None
         except OSError as error:
             # A file-system failure no check foresaw (a disk filling up mid-run, say): still one line.
             where = f"{error.filename}: " if error.filename else ""
@@ -160,7 +159,8 @@ def finite(value: float | None) -> float | None:
 
 def positive_finite(value: float | None) -> float | None:
     """Option callback for rates and scales that must be above zero."""
-    if finite(value) is not None and value <= 0:  # type: ignore[operator]
+    value = finite(value)
+    if value is not None and value <= 0:
         raise typer.BadParameter(f"{value} must be above 0")
     return value
 

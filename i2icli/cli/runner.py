@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 
 from i2icli.cli.common import console, report_error, stdout_write, transient_progress
-from i2icli.errors import I2IError, InputError
+from i2icli.errors import I2IError, InputError, first_line
 
 
 class BatchJob(Protocol):
@@ -138,7 +138,7 @@ def _failure(job: BatchJob, error: BaseException) -> str:
         report_error(error)
         return str(error)
     # One bad file must not stop the batch: anything else is named by its first line.
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    message = first_line(error) or type(error).__name__
     report_error(f"{job.source}: {message}")
     return f"{job.source}: {message}"
 

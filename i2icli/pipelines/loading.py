@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import torch
 
 from i2icli import weights
-from i2icli.errors import WeightsError
+from i2icli.errors import WeightsError, first_line
 
 CHECKPOINT_IN_RUN = Path("checkpoints") / "latest.pt"
 DownloadProgress = Callable[[str, int, int], None]  # (file, bytes done, bytes total)
@@ -67,13 +67,7 @@ def _built(build: Callable[[Any], Built], content: Any, path: Path, what: str, h
     except WeightsError as error:
         raise WeightsError(f"{path}: {error.message}", error.hint) from None
     except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as error:
-        raise WeightsError(f"{path}: not a {what} checkpoint ({_first_words(str(error))})", hint) from None
-
-
-def _first_words(text: str, limit: int = 200) -> str:
-    """The first line of a library's message, shortened at a word boundary rather than mid-word."""
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " …"
+        raise WeightsError(f"{path}: not a {what} checkpoint ({first_line(error, 200)})", hint) from None
 
 
 def instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
