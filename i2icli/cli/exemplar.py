@@ -92,7 +92,9 @@ def exemplar(
                           rich_help_panel=_MODEL)
     ] = 512,
     iterations: Annotated[
-        int, typer.Option(min=1, max=50, help="Matching refinement rounds at each finer level (PatchMatch search + GRU update); more is slower and may match better.", rich_help_panel=_MODEL)
+        int, typer.Option(min=1, max=50, rich_help_panel=_MODEL,
+                          help="Matching refinement rounds at each finer level (PatchMatch search + GRU update); "
+                          "more is slower and may match better.")
     ] = 5,
     seed: Annotated[
         int, typer.Option(min=0, max=SEED_MAX, help="Seed of the propagation-order coin flips (same seed, same result).",
