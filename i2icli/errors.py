@@ -38,7 +38,23 @@ class InputImageError(InputError):
 
 
 class WeightsError(I2IError):
-    """A checkpoint that cannot be found, fails its hash, or does not fit the model."""
+    """A checkpoint that cannot be found, fails its hash, or does not fit the model.
+
+    ``role`` is the registry role of the checkpoint that could not be had (face, background, ...);
+    ``hint_naming`` is the hint written for one command-line option, as a ``str.format`` template
+    with ``{option}``. Only the CLI knows which of its options takes that role's file: it calls
+    ``naming_option`` so the hint says ``--bg-model`` rather than "the model option"."""
+
+    def __init__(self, message: str, hint: str | None = None, *, role: str | None = None,
+                 hint_naming: str | None = None):
+        super().__init__(message, hint)
+        self.role = role
+        self.hint_naming = hint_naming
+
+    def naming_option(self, option: str) -> WeightsError:
+        if self.hint_naming is None:
+            return self
+        return WeightsError(self.message, self.hint_naming.format(option=option), role=self.role)
 
 
 class DeviceError(I2IError):

@@ -276,11 +276,12 @@ def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], No
 
 
 def missing_weights_error(checkpoint: Checkpoint) -> WeightsError:
+    ways_out = f"run `i2i weights fetch {checkpoint.name}` on a connected machine, put the file in ${WEIGHTS_DIR_ENV}, "
     return WeightsError(
         f"checkpoint {checkpoint.file} ({checkpoint.name}) is not on this machine and could not be downloaded; "
         f"looked in: {'; '.join(candidate_locations(checkpoint))}",
-        f"run `i2i weights fetch {checkpoint.name}` on a connected machine, put the file in ${WEIGHTS_DIR_ENV}, "
-        "or pass a checkpoint path to the model option",
+        ways_out + "or pass a checkpoint path to the model option",
+        role=checkpoint.role, hint_naming=ways_out + "or pass a checkpoint path with {option}",
     )
 
 
@@ -289,6 +290,8 @@ def manual_download_error(checkpoint: Checkpoint) -> WeightsError:
         f"{checkpoint.name} is published only at {checkpoint.url}, without a checksum, so i2i does not fetch or "
         "verify it by name",
         checkpoint.manual_hint or "download it there and pass its path to the command's checkpoint option",
+        role=checkpoint.role,
+        hint_naming=None if checkpoint.manual_hint else "download it there and pass its path with {option}",
     )
 
 

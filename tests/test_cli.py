@@ -63,6 +63,27 @@ def test_missing_weights_is_one_clear_line(tiny_env, monkeypatch, tmp_path):
     assert "GFPGANv1.4.pth" in report["error"] and "I2I_WEIGHTS_DIR" in report["hint"]
 
 
+@pytest.mark.parametrize(("name", "args", "option"), [
+    ("gfpgan-1.4", [], "--model"),
+    ("realesrgan-x2plus", [], "--bg-model"),
+    ("realesrgan-x4plus", ["--upscale", "4"], "--bg-model"),
+    ("retinaface-resnet50", [], "--detector"),
+    ("parsenet", [], "--parser"),
+])
+def test_a_checkpoint_that_cannot_be_had_names_the_option_that_takes_a_file(tiny_env, monkeypatch, tmp_path, name, args,
+                                                                            option):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for other, file in tiny_env.files.items():
+        if other != name:
+            (folder / file.name).symlink_to(file)
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(folder))
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "out"), "--device", "cpu", *args)
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert tiny_env.files[name].name in line and line.endswith(f"pass a checkpoint path with {option}")
+
+
 def test_an_output_in_a_format_i2i_does_not_write_is_a_usage_error(tmp_path):
     result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "old.GIF"))
     assert result.exit_code == 2 and "cannot write .gif files" in result.stderr

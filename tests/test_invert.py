@@ -326,6 +326,26 @@ def test_cli_default_generator_explains_the_manual_download(files, tmp_path, ali
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("missing", "option"), [("vgg19", "--correspondence-model"), ("vgg16", "--perceptual-model"),
+                                               ("fid", "--score-model")])
+def test_cli_a_network_that_cannot_be_had_names_the_option_that_takes_a_file(files, tmp_path, monkeypatch, missing,
+                                                                             option):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    options = _model_options(files)
+    flag = options.index(option)
+    del options[flag:flag + 2]  # that network by its registry name, which cannot be had offline
+    source = write_png(tmp_path / "a.png", smooth_image(12))
+    result = run("invert", str(source), str(source), "-o", str(tmp_path / "o.png"), "--aligned", *options)
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert files[missing].name in line and line.endswith(f"pass a checkpoint path with {option}")
+    assert not (tmp_path / "o.png").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [

@@ -241,6 +241,19 @@ def test_eval_reports_lr_error_fid_and_lpips(tmp_path, run):
     assert summary["lpips_diversity"] is not None and summary["lpips_diversity"] > 0
 
 
+def test_eval_network_that_cannot_be_had_names_its_option(tmp_path, run, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    result = runner.invoke(app, ["train", "translate-lr", str(run["data"]), "--out", str(run["run"]), "--eval",
+                                 "--lpips-backbone", "none", "--device", "cpu"])
+    assert result.exit_code == 1
+    line = next(line for line in result.output.splitlines() if line.startswith("error:"))
+    assert "fid-inception" in line and line.endswith("pass a checkpoint path with --fid-model; or leave the metric out with --fid-model none")
+
+
 def test_evaluate_pairs_each_source_with_the_next_targets():
     generator = LRConditionedGenerator(TINY).eval()
     images = smooth_images(4, 32, 9)

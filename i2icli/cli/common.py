@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from i2icli.errors import I2IError, InputError, first_line
+from i2icli.errors import I2IError, InputError, WeightsError, first_line
 from i2icli.formats import IMAGE_SUFFIXES
 
 # Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines.
@@ -92,16 +92,20 @@ def _home_expanded(value: Any) -> Any:
     return value
 
 
-def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a smaller --size, or --device cpu") -> Any:
+def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a smaller --size, or --device cpu",
+                   checkpoint_options: dict[str, str] | None = None) -> Any:
     """Turn known failures into a one-line message and exit code 1 instead of a traceback.
 
     With ``--json`` (a command's ``as_json``), a failure of the whole run is also reported on
     stdout, as ``{"error": ..., "hint": ...}``, so that a script reading stdout gets a document
     whatever happens. A device that runs out of memory where the command has no smaller batch to
     retry with ends the same way, with ``out_of_memory_hint`` naming the command's options that
-    use less. Used as ``@handles_errors`` or ``@handles_errors(out_of_memory_hint=...)``."""
+    use less. ``checkpoint_options`` maps a registry role (``weights.toml``'s ``role``) to the
+    option that takes a file for it, so that a checkpoint that cannot be had names that option.
+    Used as ``@handles_errors`` or ``@handles_errors(out_of_memory_hint=..., ...)``."""
     if command is None:
-        return functools.partial(handles_errors, out_of_memory_hint=out_of_memory_hint)
+        return functools.partial(handles_errors, out_of_memory_hint=out_of_memory_hint,
+                                 checkpoint_options=checkpoint_options)
     signature = inspect.signature(command)
 
     @functools.wraps(command)
@@ -118,6 +122,8 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a
             args, kwargs = bound.args, bound.kwargs
 
         def fail(error: I2IError) -> typer.Exit:
+            if isinstance(error, WeightsError) and error.role in (checkpoint_options or {}):
+                error = error.naming_option(checkpoint_options[error.role])
             report_error(error)
             if json_asked:
                 stdout_write(json.dumps({"error": error.message, "hint": error.hint}, indent=2))

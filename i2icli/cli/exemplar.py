@@ -48,7 +48,7 @@ class Pair:
         return self.input
 
 
-@handles_errors(out_of_memory_hint="use a smaller --size or --fp16, or --device cpu")
+@handles_errors(out_of_memory_hint="use a smaller --size or --fp16, or --device cpu", checkpoint_options={"exemplar": "--checkpoint"})
 def exemplar(
     input: Annotated[
         str | None,

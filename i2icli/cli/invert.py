@@ -31,7 +31,9 @@ _SEARCH = "Inversion"
 _OUTPUT = "Output"
 
 
-@handles_errors(out_of_memory_hint="use --one-by-one, fewer --codes or a smaller --size, or --device cpu")
+@handles_errors(out_of_memory_hint="use --one-by-one, fewer --codes or a smaller --size, or --device cpu",
+                checkpoint_options={"generator": "--generator", "correspondence": "--correspondence-model",
+                                    "perceptual": "--perceptual-model", "score": "--score-model", "detector": "--detector"})
 def invert(
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="The face whose structure (pose, shape, expression) to keep.",
                                            show_default=False)],

@@ -38,7 +38,8 @@ def _file_name_suffix(value: str) -> str:
     return value
 
 
-@handles_errors(out_of_memory_hint="use a smaller --tile or a lower --upscale, or --device cpu")
+@handles_errors(out_of_memory_hint="use a smaller --tile or a lower --upscale, or --device cpu",
+                checkpoint_options={"face": "--model", "background": "--bg-model", "detector": "--detector", "parser": "--parser"})
 def restore(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Image files, folders or glob patterns.", show_default=False)],
     output: Annotated[

@@ -81,6 +81,7 @@ def evaluation_metrics(fid_model: str, lpips_backbone: str, device: Any) -> tupl
             with download_progress() as progress:
                 return load(spec, device, progress)
         except WeightsError as error:
+            error = error.naming_option(option)
             raise WeightsError(error.message, f"{error.hint}; or leave the metric out with {option} none") from None
 
     fid_features = lpips_distance = None

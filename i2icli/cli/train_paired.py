@@ -54,7 +54,8 @@ _LABEL_FOLDERS = ("labels", "label", "masks")
 _PHOTO_FOLDERS = ("photos", "images", "img")
 
 
-@handles_errors(out_of_memory_hint="use a smaller --batch-size or --size, or --device cpu")
+@handles_errors(out_of_memory_hint="use a smaller --batch-size or --size, or --device cpu",
+                checkpoint_options={"correspondence": "--vgg"})
 def paired(
     context: typer.Context,
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,

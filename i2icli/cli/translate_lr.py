@@ -46,7 +46,7 @@ class PairJob:
     problem: str | None = None
 
 
-@handles_errors(out_of_memory_hint="close other programs that use the GPU, or use --device cpu")
+@handles_errors(out_of_memory_hint="close other programs that use the GPU, or use --device cpu", checkpoint_options={"detector": "--detector"})
 def translate_lr(
     source: Annotated[Path, typer.Argument(metavar="SOURCE", show_default=False,
                                            help="High-resolution photo whose detail (identity, texture) to keep, or a folder of them.")],
