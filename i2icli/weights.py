@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import os
 import shutil
 import ssl
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from i2icli.errors import WeightsError
+
+logger = logging.getLogger(__name__)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -179,17 +182,28 @@ def candidate_locations(checkpoint: Checkpoint) -> list[str]:
     return places
 
 
-def local_copy(checkpoint: Checkpoint) -> Path | None:
-    """A file for ``checkpoint`` already on this machine, without any network access."""
+def local_copies(checkpoint: Checkpoint) -> list[Path]:
+    """Every file for ``checkpoint`` already on this machine, without any network access:
+    $I2I_WEIGHTS_DIR, then i2i's download cache, then the Hub cache. Not yet hash-checked."""
     if checkpoint.manual:
-        return None
-    if (directory := weights_dir()) is not None and (directory / checkpoint.file).is_file():
-        return directory / checkpoint.file
-    cached = _from_hub(checkpoint, local_only=True)
-    if cached is not None:
-        return cached
+        return []
+    return [path for path in (_in_weights_dir(checkpoint), *_in_caches(checkpoint)) if path is not None]
+
+
+def local_copy(checkpoint: Checkpoint) -> Path | None:
+    """The first file for ``checkpoint`` on this machine (see ``local_copies``), or None."""
+    return next(iter(local_copies(checkpoint)), None)
+
+
+def _in_weights_dir(checkpoint: Checkpoint) -> Path | None:
+    directory = weights_dir()
+    return directory / checkpoint.file if directory is not None and (directory / checkpoint.file).is_file() else None
+
+
+def _in_caches(checkpoint: Checkpoint) -> tuple[Path | None, Path | None]:
+    """``(i2i's download cache, the Hub cache)``: each the file, or None."""
     fetched = download_cache_dir() / checkpoint.file
-    return fetched if fetched.is_file() else None
+    return (fetched if fetched.is_file() else None), _from_hub(checkpoint, local_only=True)
 
 
 def sha256_of(path: Path) -> str:
@@ -296,14 +310,39 @@ def manual_download_error(checkpoint: Checkpoint) -> WeightsError:
 
 
 def fetch(checkpoint: Checkpoint, *, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Find or download ``checkpoint`` and check its hash; raises WeightsError if it cannot be had."""
+    """Find or download ``checkpoint`` and check its hash; raises WeightsError if it cannot be had.
+
+    A file in $I2I_WEIGHTS_DIR was put there by hand, so a wrong one is refused at once. Any other
+    copy that fails its check (a damaged cache, or a Hub mirror holding another model under the
+    name, which has happened) is passed over with a warning for the next source, so one bad mirror
+    does not block a name that the official release still serves."""
     if checkpoint.manual:
         raise manual_download_error(checkpoint)
-    path = local_copy(checkpoint) or _from_hub(checkpoint, local_only=False) or _download_from_url(checkpoint, progress)
-    if path is None:
-        raise missing_weights_error(checkpoint)
-    verify(checkpoint, path)
-    return path
+    if (by_hand := _in_weights_dir(checkpoint)) is not None:
+        verify(checkpoint, by_hand)
+        return by_hand
+    refused: list[WeightsError] = []
+
+    def verified(path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        try:
+            verify(checkpoint, path)
+            return path
+        except WeightsError as error:
+            refused.append(error)
+            logger.warning("%s; trying the next source", error.message)
+            return None
+
+    downloaded, hub_cached = _in_caches(checkpoint)
+    found = verified(downloaded) or verified(hub_cached)
+    if found is None and hub_cached is None:  # a cached Hub copy that failed would only come down again
+        found = verified(_from_hub(checkpoint, local_only=False))
+    # The official download is checked before it is kept, and raises if it is wrong.
+    found = found or _download_from_url(checkpoint, progress)
+    if found is None:
+        raise refused[0] if refused else missing_weights_error(checkpoint)
+    return found
 
 
 def resolve(spec: str, *, progress: Callable[[int, int], None] | None = None) -> ResolvedWeights:

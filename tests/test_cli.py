@@ -261,6 +261,22 @@ def test_weights_list_fetch_verify(tiny_env, tmp_path, monkeypatch):
     assert run("weights", "fetch", "nonsense").exit_code == 1
 
 
+def test_weights_verify_checks_every_copy_on_this_machine(tiny_env, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from test_weights import _fake_hub_cache
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    good = tiny_env.files["parsenet"]
+    wrong = tmp_path / "wrong.pth"
+    wrong.write_bytes(b"another model")
+    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: wrong})
+    verified = run("weights", "verify")
+    assert verified.exit_code == 1
+    assert f"✓ parsenet: {good}" in verified.stdout + verified.stderr
+    assert "models--i2i-tests--tiny" in verified.stderr and "does not match parsenet" in verified.stderr
+
+
 # --------------------------------------------------------------------------- planning a batch safely
 
 
@@ -461,7 +477,7 @@ def test_a_device_out_of_memory_is_one_line_with_the_commands_own_hint(capsys):
 
     from i2icli.cli.common import handles_errors
 
-    @handles_errors(out_of_memory_hint="use fewer --codes")
+    @handles_errors(out_of_memory_hint="use fewer --codes", out_of_ram_hint="use a smaller --size")
     def command(error: Exception, as_json: bool = False):
         raise error
 
@@ -476,6 +492,10 @@ def test_a_device_out_of_memory_is_one_line_with_the_commands_own_hint(capsys):
     assert "ran out of memory" in capsys.readouterr().err
     with pytest.raises(RuntimeError, match="shape mismatch"):
         command(RuntimeError("shape mismatch"))
+    # The computer's own memory: the command's hint for that, not another command's options.
+    with pytest.raises(typer.Exit):
+        command(MemoryError())
+    assert capsys.readouterr().err.strip() == "error: out of memory — use a smaller --size"
 
 
 def test_logged_and_python_warnings_are_one_line_warnings(tmp_path, capsys):

@@ -178,6 +178,64 @@ def test_a_download_with_the_wrong_hash_is_not_kept(tiny_env, monkeypatch, tmp_p
     assert not list((tmp_path / "cache" / "i2i" / "weights").iterdir())
 
 
+def _damaged(path: Path) -> bytes:
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    return bytes(data)
+
+
+def test_a_hub_mirror_with_another_file_is_passed_over_for_the_official_release(tiny_env, monkeypatch, tmp_path, caplog):
+    good = tiny_env.files["realesr-general-x4v3"]
+    wrong = tmp_path / "wrong.pth"
+    wrong.write_bytes(_damaged(good))
+    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: wrong})
+    _serve_official_url(monkeypatch, good.read_bytes())
+    checkpoint = weights.find("realesr-general-x4v3")
+    with caplog.at_level("WARNING", logger="i2icli"):
+        path = weights.fetch(checkpoint)
+    assert path == tmp_path / "cache" / "i2i" / "weights" / good.name and path.read_bytes() == good.read_bytes()
+    [warning] = caplog.records
+    assert "models--i2i-tests--tiny" in warning.getMessage() and "does not match" in warning.getMessage()
+    assert "trying the next source" in warning.getMessage()
+    # Next time the verified download is found first: no network, no warning about the mirror.
+    caplog.clear()
+    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda url, timeout: pytest.fail("downloaded again"))
+    with caplog.at_level("WARNING", logger="i2icli"):
+        assert weights.fetch(checkpoint) == path
+    assert not caplog.records
+
+
+def test_a_wrong_hub_copy_with_nowhere_else_to_go_is_refused_by_path(tiny_env, monkeypatch, tmp_path):
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    wrong = tmp_path / "wrong.pth"
+    wrong.write_bytes(_damaged(tiny_env.files["parsenet"]))
+    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {"parsing_parsenet.pth": wrong})
+    with pytest.raises(WeightsError) as caught:
+        weights.fetch(weights.find("parsenet"))
+    assert "models--i2i-tests--tiny" in caught.value.message and "does not match parsenet" in caught.value.message
+
+
+def test_a_damaged_download_cache_is_replaced_by_a_fresh_download(tiny_env, monkeypatch, tmp_path):
+    good = tiny_env.files["realesr-general-x4v3"]
+    cached = tmp_path / "cache" / "i2i" / "weights" / good.name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(_damaged(good))
+    _serve_official_url(monkeypatch, good.read_bytes())
+    assert weights.fetch(weights.find("realesr-general-x4v3")) == cached
+    assert cached.read_bytes() == good.read_bytes()
+
+
+def test_a_wrong_file_put_in_the_weights_folder_is_refused_even_if_a_good_copy_is_cached(tiny_env, monkeypatch, tmp_path):
+    good = tiny_env.files["parsenet"]
+    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: good})
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / good.name).write_bytes(_damaged(good))
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(folder))
+    with pytest.raises(WeightsError, match="mine/parsing_parsenet.pth: sha256"):
+        weights.fetch(weights.find("parsenet"))
+
+
 def test_a_registry_name_is_never_a_stray_file_of_that_name(tiny_env, tmp_path, monkeypatch):
     """A file called gfpgan-1.4 in the working directory must not stand in, unchecked, for the
     verified checkpoint; ./gfpgan-1.4 names the file."""

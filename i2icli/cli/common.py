@@ -93,6 +93,7 @@ def _home_expanded(value: Any) -> Any:
 
 
 def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a smaller --size, or --device cpu",
+                   out_of_ram_hint: str = "close other programs that use much memory, or use smaller images",
                    checkpoint_options: dict[str, str] | None = None) -> Any:
     """Turn known failures into a one-line message and exit code 1 instead of a traceback.
 
@@ -100,12 +101,12 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a
     stdout, as ``{"error": ..., "hint": ...}``, so that a script reading stdout gets a document
     whatever happens. A device that runs out of memory where the command has no smaller batch to
     retry with ends the same way, with ``out_of_memory_hint`` naming the command's options that
-    use less. ``checkpoint_options`` maps a registry role (``weights.toml``'s ``role``) to the
+    use less; ``out_of_ram_hint`` does the same for the computer's own memory. ``checkpoint_options`` maps a registry role (``weights.toml``'s ``role``) to the
     option that takes a file for it, so that a checkpoint that cannot be had names that option.
     Used as ``@handles_errors`` or ``@handles_errors(out_of_memory_hint=..., ...)``."""
     if command is None:
         return functools.partial(handles_errors, out_of_memory_hint=out_of_memory_hint,
-                                 checkpoint_options=checkpoint_options)
+                                 out_of_ram_hint=out_of_ram_hint, checkpoint_options=checkpoint_options)
     signature = inspect.signature(command)
 
     @functools.wraps(command)
@@ -137,7 +138,7 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a
             console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
         except MemoryError:
-            raise fail(I2IError("out of memory", "try a smaller --tile, a lower --upscale, or fewer images at once")) from None
+            raise fail(I2IError("out of memory", out_of_ram_hint)) from None
         except RuntimeError as error:
             if not _device_out_of_memory(error):
                 raise

@@ -48,7 +48,9 @@ class Pair:
         return self.input
 
 
-@handles_errors(out_of_memory_hint="use a smaller --size or --fp16, or --device cpu", checkpoint_options={"exemplar": "--checkpoint"})
+@handles_errors(out_of_memory_hint="use a smaller --size or --fp16, or --device cpu",
+                out_of_ram_hint="use a smaller --size, or close other programs",
+                checkpoint_options={"exemplar": "--checkpoint"})
 def exemplar(
     input: Annotated[
         str | None,

@@ -32,6 +32,7 @@ _OUTPUT = "Output"
 
 
 @handles_errors(out_of_memory_hint="use --one-by-one, fewer --codes or a smaller --size, or --device cpu",
+                out_of_ram_hint="use fewer --codes or a smaller --size, or close other programs",
                 checkpoint_options={"generator": "--generator", "correspondence": "--correspondence-model",
                                     "perceptual": "--perceptual-model", "score": "--score-model", "detector": "--detector"})
 def invert(

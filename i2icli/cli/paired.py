@@ -63,7 +63,8 @@ def output_files(output: Path, seeds: list[int], components: bool, std_map: bool
     return files
 
 
-@handles_errors(out_of_memory_hint="use a smaller --size, or --device cpu")
+@handles_errors(out_of_memory_hint="use a smaller --size, or --device cpu",
+                out_of_ram_hint="use a smaller --size, or close other programs")
 def paired(
     label: Annotated[Path, typer.Argument(metavar="LABEL", show_default=False,
                                           help="Label map (class-index PNG) or edge image, or a folder of them.")],

@@ -39,6 +39,7 @@ def _file_name_suffix(value: str) -> str:
 
 
 @handles_errors(out_of_memory_hint="use a smaller --tile or a lower --upscale, or --device cpu",
+                out_of_ram_hint="use a smaller --tile or a lower --upscale, or close other programs",
                 checkpoint_options={"face": "--model", "background": "--bg-model", "detector": "--detector", "parser": "--parser"})
 def restore(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Image files, folders or glob patterns.", show_default=False)],

@@ -53,7 +53,8 @@ app = typer.Typer(help="Train the methods that have no public weights.", no_args
 
 
 @app.command("translate-lr", no_args_is_help=True)
-@handles_errors(out_of_memory_hint="use a smaller --batch-size, or --device cpu")
+@handles_errors(out_of_memory_hint="use a smaller --batch-size, or --device cpu",
+                out_of_ram_hint="use a smaller --batch-size or fewer --workers, or close other programs")
 def translate_lr(
     context: typer.Context,
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,
@@ -67,14 +68,14 @@ def translate_lr(
                                               rich_help_panel=MODEL_PANEL)] = 512,
     base_channels: Annotated[int, typer.Option(min=1, help="First encoder width and narrowest decoder width.",
                                                rich_help_panel=MODEL_PANEL)] = 64,
-    disc_channels: Annotated[int, typer.Option(min=0, help="Discriminator's first width (0: 2^14 / hr-size, as the authors).",
+    disc_channels: Annotated[int, typer.Option(min=0, help="Discriminator's first width (0: 2^14 / hr-size, as in the authors' code).",
                                                rich_help_panel=MODEL_PANEL)] = 0,
     disc_max_channels: Annotated[int, typer.Option(min=1, help="Discriminator's widest layer.", rich_help_panel=MODEL_PANEL)] = 512,
     steps: StepsOption = 100_000,
     batch_size: Annotated[int, typer.Option(min=2, help="Images per step, split into two halves that translate to each "
                                             "other (even).", rich_help_panel=RUN_PANEL)] = 8,
     cycle_weight: Annotated[float | None, typer.Option(callback=finite, min=0.0, show_default=False, rich_help_panel=LOSS_PANEL,
-                                                       help="Weight of the cycle loss, the paper's lambda_cyc (default: 1 below 256 px, 0.1 from 256 px, as the paper).")
+                                                       help="Weight of the cycle loss, the paper's lambda_cyc (default: 1 below 256 px, 0.1 from 256 px, as in the paper).")
                             ] = None,
     r1_gamma: Annotated[float, typer.Option(callback=finite, min=0.0, help="Weight of the R1 gradient penalty on real images (keeps the discriminator smooth).", rich_help_panel=LOSS_PANEL)] = 10.0,
     g_lr: GeneratorLrOption = 1e-3,

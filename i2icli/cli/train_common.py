@@ -93,7 +93,7 @@ def evaluation_metrics(fid_model: str, lpips_backbone: str, device: Any) -> tupl
         if metrics.lpips_available():
             lpips_distance = loaded(metrics.load_lpips, lpips_backbone, "--lpips-backbone")
         else:
-            notes.append("LPIPS not computed: the lpips package is not installed (pip install lpips)")
+            notes.append("LPIPS not computed: the lpips package is not installed (install i2i's `metrics` extra)")
     return fid_features, lpips_distance, notes
 
 

@@ -55,6 +55,7 @@ _PHOTO_FOLDERS = ("photos", "images", "img")
 
 
 @handles_errors(out_of_memory_hint="use a smaller --batch-size or --size, or --device cpu",
+                out_of_ram_hint="use a smaller --batch-size or --size, or fewer --workers",
                 checkpoint_options={"correspondence": "--vgg"})
 def paired(
     context: typer.Context,
@@ -74,7 +75,7 @@ def paired(
                                                 help="Folder of photos (default: DATA_DIR/photos or DATA_DIR/images).")] = None,
     out: OutOption = Path("runs/paired"),
     size: Annotated[int, typer.Option(min=16, help="Training size in pixels (squares).", rich_help_panel=MODEL_PANEL)] = 256,
-    levels: Annotated[int, typer.Option(min=0, max=8, help="Times the content encoder halves the size (0: down to 8 px).",
+    levels: Annotated[int, typer.Option(min=0, max=8, help="Times the content encoder halves the size (0: as many times as it takes to reach 8 px).",
                                         rich_help_panel=MODEL_PANEL)] = 0,
     base_channels: Annotated[int, typer.Option(min=1, help="First content-encoder width.", rich_help_panel=MODEL_PANEL)] = 64,
     max_channels: Annotated[int, typer.Option(min=1, help="Widest generator layer.", rich_help_panel=MODEL_PANEL)] = 512,
@@ -104,7 +105,7 @@ def paired(
     eval_: Annotated[bool, typer.Option("--eval", help="Evaluate the run's latest checkpoint on the held-out pairs "
                                         "instead of training.", rich_help_panel=EVAL_PANEL)] = False,
     eval_checkpoint: EvalCheckpointOption = None,
-    eval_style: Annotated[str, typer.Option(help="Style in --eval: 'photo' (each ground truth's own, as the paper) or "
+    eval_style: Annotated[str, typer.Option(help="Style in --eval: 'photo' (each held-out photo's own, as the paper scores it) or "
                                             "'mean'.", rich_help_panel=EVAL_PANEL)] = "photo",
     spectrum: Annotated[Path | None, typer.Option(show_default=False, help="Where --eval plots the power spectra "
                                                   "(default: OUT/eval/spectrum-step-N.png).", rich_help_panel=EVAL_PANEL)] = None,
@@ -255,6 +256,7 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     from i2icli.training import data, loop
     from i2icli.training.paired import evaluate
 
+    chosen_plot = _spectrum_file(spectrum, data_dir, out)  # checked before anything is loaded
     path = checkpoint or out / "checkpoints" / "latest.pt"
     stored = loop.load_training_checkpoint(path)
     try:
@@ -262,7 +264,7 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise I2IError(f"{path}: not a checkpoint from `i2i train paired` ({error})", "pass one with --eval-checkpoint") from None
     seed = stored["settings"]["seed"]
-    plot = _spectrum_file(spectrum, data_dir, out) or out / "eval" / f"spectrum-step-{stored['step']}.png"
+    plot = chosen_plot or out / "eval" / f"spectrum-step-{stored['step']}.png"
     _, held_pairs = _split(data_dir, labels, photos, stored["config"].get("data", {}).get("held_out", 0.05), seed)
     if not held_pairs:
         raise I2IError(f"{data_dir}: no held-out pairs for this run's split", "train with --held-out above 0")

@@ -21,7 +21,8 @@ from i2icli.cli.common import (
 app = typer.Typer(help="List, download and verify pretrained checkpoints.", no_args_is_help=True)
 
 # What `i2i restore` uses with its default options.
-RESTORE_DEFAULTS = ("gfpgan-1.4", "realesrgan-x2plus", "retinaface-resnet50", "parsenet")
+# What `i2i restore` loads with its default options, at any --upscale (x2plus up to 2x, x4plus above).
+RESTORE_DEFAULTS = ("gfpgan-1.4", "realesrgan-x2plus", "realesrgan-x4plus", "retinaface-resnet50", "parsenet")
 
 
 def _size(n: int) -> str:
@@ -69,12 +70,13 @@ def list_weights(as_json: JsonOption = False) -> None:
 @handles_errors
 def fetch(
     names: Annotated[list[str] | None, typer.Argument(metavar="NAMES", help="Names from `i2i weights list` (default: what `i2i restore` uses).", show_default=False)] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Fetch every known checkpoint.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Fetch every checkpoint that can be downloaded (not the "
+                                       "manual downloads).")] = False,
     to: Annotated[Path | None, typer.Option(help="Also copy the files into this folder (e.g. to carry to an offline machine).")] = None,
 ) -> None:
     """Download checkpoints (Hub first, then the official release) and check their sha256."""
     from i2icli import weights
-    from i2icli.errors import I2IError
+    from i2icli.errors import I2IError, WeightsError
 
     chosen = [c.name for c in weights.registry() if not c.manual] if all_ else list(names or RESTORE_DEFAULTS)
     failed = 0
@@ -86,6 +88,10 @@ def fetch(
             if to is not None:
                 path = weights.copy_into(to, path, checkpoint.file)
             console.print(f"[green]✓[/] {name}: {path}")
+        except WeightsError as error:
+            failed += 1
+            # This command has no model option to pass a file to: the hint says so.
+            report_error(error.naming_option("the model option of the command that needs it"))
         except I2IError as error:
             failed += 1
             report_error(error)
@@ -105,21 +111,25 @@ def verify() -> None:
         if checkpoint.manual:
             console.print(f"[dim]-[/] {checkpoint.name}: no published checksum (manual download, used by path)")
             continue
-        local = weights.local_copy(checkpoint)
-        if local is None:
+        copies = weights.local_copies(checkpoint)
+        if not copies:
             console.print(f"[dim]-[/] {checkpoint.name}: not on this machine")
             continue
         present += 1
-        try:
-            weights.verify(checkpoint, local)
+        failed = False
+        for local in copies:  # every copy: a bad one is passed over by a run, but should be known
+            try:
+                weights.verify(checkpoint, local)
+            except WeightsError as error:
+                failed = True
+                report_error(error)
+                continue
             if checkpoint.pinned_by_prefix:
                 # Only the publisher's 8-digit prefix is pinned; show the full digest so it can be.
                 console.print(f"[green]✓[/] {checkpoint.name}: {local} (prefix pin; sha256 {weights.sha256_of(local)})")
             else:
                 console.print(f"[green]✓[/] {checkpoint.name}: {local}")
-        except WeightsError as error:
-            bad += 1
-            report_error(error)
+        bad += failed
     console.print(f"{present} present, {bad} failed verification")
     if bad:
         raise typer.Exit(EXIT_FAILED)
