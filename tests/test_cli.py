@@ -563,3 +563,10 @@ def test_seeds_rates_and_weights_out_of_range_are_usage_errors(args):
     result = run(*args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_seed_help_gives_the_lower_bound_only():
+    """The upper bound (2^63 - 1) is checked by a callback: nineteen digits in the help say nothing."""
+    for command in (["invert"], ["exemplar"], ["paired"], ["train", "paired"]):
+        shown = run(*command, "--help", "--seed", "0").output
+        assert "x>=0" in shown and str(2**63 - 1) not in shown

@@ -217,6 +217,16 @@ JsonOption = Annotated[
 ]
 # Seeds reach torch and NumPy as signed 64-bit integers.
 SEED_MAX = 2**63 - 1
+
+
+def seed_in_range(value: int) -> int:
+    """Option callback for seeds: the upper bound is checked here rather than with ``max=``, which
+    would print all nineteen digits of it in every command's help."""
+    if value > SEED_MAX:
+        raise typer.BadParameter(f"{value} is over the largest seed, {SEED_MAX}")
+    return value
+
+
 MaxPixelsOption = Annotated[
     int, typer.Option(min=1, help="Refuse inputs with more pixels than this.", rich_help_panel="Device")
 ]

@@ -12,7 +12,6 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    SEED_MAX,
     Bf16Option,
     DeviceOption,
     JsonOption,
@@ -21,6 +20,7 @@ from i2icli.cli.common import (
     handles_errors,
     names_image_file,
     precision_from_flags,
+    seed_in_range,
     usage_error,
 )
 from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch, will_run
@@ -99,7 +99,7 @@ def exemplar(
                           "more is slower and may match better.")
     ] = 5,
     seed: Annotated[
-        int, typer.Option(min=0, max=SEED_MAX, help="Seed of the propagation-order coin flips (same seed, same result).",
+        int, typer.Option(min=0, callback=seed_in_range, help="Seed of the propagation-order coin flips (same seed, same result).",
                           rich_help_panel=_MODEL)
     ] = 0,
     label_nc: Annotated[

@@ -10,7 +10,6 @@ import typer
 
 from i2icli.cli.common import (
     EXIT_OK,
-    SEED_MAX,
     DeviceOption,
     JsonOption,
     MaxPixelsOption,
@@ -20,6 +19,7 @@ from i2icli.cli.common import (
     handles_errors,
     names_image_file,
     refuse_overwrite,
+    seed_in_range,
     stdout_write,
     transient_progress,
     usage_error,
@@ -59,7 +59,7 @@ def invert(
         int, typer.Option(min=32, help="Working size of the warp and the fitting target, a multiple of 8 "
                           "(the paper: 256, i.e. x4 super-resolution with a 1024 px generator).", rich_help_panel=_SEARCH)
     ] = 256,
-    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed of the starting codes (same seed, same result on one device).",
+    seed: Annotated[int, typer.Option(min=0, callback=seed_in_range, help="Seed of the starting codes (same seed, same result on one device).",
                                       rich_help_panel=_SEARCH)] = 0,
     temperature: Annotated[
         float, typer.Option(help="Sharpness of the exemplar-to-source matching (the paper's alpha): "

@@ -22,6 +22,7 @@ from i2icli.cli.common import (
     image_files,
     names_image_file,
     refuse_overwrite,
+    seed_in_range,
     usage_error,
 )
 from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch, will_run
@@ -83,7 +84,7 @@ def paired(
     ] = None,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, max=256, help="Variations per label map, each from "
                                          "its own noise.")] = 1,
-    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Noise seed of the first sample; sample k uses seed + k.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, callback=seed_in_range, help="Noise seed of the first sample; sample k uses seed + k.")] = 0,
     save_components: Annotated[
         bool, typer.Option("--save-components", rich_help_panel=_OUTPUT,
                            help="Also write the reconstruction (-reconstruction) and the GAN residual (-residual, "

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli.common import (
-    SEED_MAX,
     check_output_folder,
     console,
     download_progress,
     finite,
     positive_finite,
+    seed_in_range,
     stdout_write,
     usage_error,
 )
@@ -39,7 +39,7 @@ EmaDecayOption = Annotated[float, typer.Option(min=0.0, max=1.0, callback=finite
                                                rich_help_panel=LOSS_PANEL)]
 HeldOutOption = Annotated[str, typer.Option(help="Examples kept out of training for samples and --eval: a fraction or a count.",
                                             rich_help_panel=RUN_PANEL)]
-SeedOption = Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Seed of everything random: initial weights, batch order, flips, noise.",
+SeedOption = Annotated[int, typer.Option(min=0, callback=seed_in_range, help="Seed of everything random: initial weights, batch order, flips, noise.",
                                          rich_help_panel=RUN_PANEL)]
 CheckpointEveryOption = Annotated[int, typer.Option(min=1, help="Write a checkpoint every N steps (and at the end).",
                                                     rich_help_panel=RUN_PANEL)]
