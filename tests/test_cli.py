@@ -565,6 +565,15 @@ def test_seeds_rates_and_weights_out_of_range_are_usage_errors(args):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("command", [[], ["restore"], ["exemplar"], ["invert"], ["translate-lr"], ["paired"],
+                                     ["weights"], ["weights", "fetch"], ["train"], ["train", "translate-lr"],
+                                     ["train", "paired"]])
+def test_flags_show_no_value_type_in_help(command):
+    """`--json <bool>` reads as if it took a value; `--json true` is refused."""
+    shown = run(*command, "--help").output
+    assert "--help" in shown and "<bool>" not in shown
+
+
 def test_seed_help_gives_the_lower_bound_only():
     """The upper bound (2^63 - 1) is checked by a callback: nineteen digits in the help say nothing."""
     for command in (["invert"], ["exemplar"], ["paired"], ["train", "paired"]):

@@ -8,10 +8,11 @@ import typer
 
 from i2icli import __version__
 from i2icli.cli import exemplar, invert, paired, restore, train, translate_lr, weights
-from i2icli.cli.common import route_messages_to_console
+from i2icli.cli.common import Command, Group, route_messages_to_console
 
 app = typer.Typer(
     name="i2i",
+    cls=Group,
     help="Restore and translate photos with GAN models.",
     no_args_is_help=True,
     add_completion=False,
@@ -36,11 +37,11 @@ def main_options(
     route_messages_to_console()
 
 
-app.command("restore", no_args_is_help=True)(restore.restore)
-app.command("exemplar", no_args_is_help=True)(exemplar.exemplar)
-app.command("invert", no_args_is_help=True)(invert.invert)
-app.command("translate-lr", no_args_is_help=True)(translate_lr.translate_lr)
-app.command("paired", no_args_is_help=True)(paired.paired)
+app.command("restore", no_args_is_help=True, cls=Command)(restore.restore)
+app.command("exemplar", no_args_is_help=True, cls=Command)(exemplar.exemplar)
+app.command("invert", no_args_is_help=True, cls=Command)(invert.invert)
+app.command("translate-lr", no_args_is_help=True, cls=Command)(translate_lr.translate_lr)
+app.command("paired", no_args_is_help=True, cls=Command)(paired.paired)
 app.add_typer(weights.app, name="weights")
 app.add_typer(train.app, name="train")
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Callable, Iterable, Iterator, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from i2icli.errors import I2IError, InputError, WeightsError, first_line
 from i2icli.formats import IMAGE_SUFFIXES
@@ -39,6 +40,26 @@ _UNWRITTEN_IMAGE_SUFFIXES = frozenset({
 })
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _FlagsShowNoType:
+    """Typer's help prints a flag as `--json <bool>`, as if it took a value (`--json true` is
+    refused); a flag here shows no type, as in plain click."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsShowNoType, TyperCommand):
+    """The class of every i2i command (``app.command(..., cls=Command)``)."""
+
+
+class Group(_FlagsShowNoType, TyperGroup):
+    """The class of i2i and its command groups (``typer.Typer(cls=Group)``)."""
 
 
 def report_error(error: I2IError | str) -> None:

@@ -11,7 +11,9 @@ import typer
 from i2icli.cli import train_paired
 from i2icli.cli.common import (
     EXIT_OK,
+    Command,
     DeviceOption,
+    Group,
     JsonOption,
     console,
     finite,
@@ -49,10 +51,10 @@ from i2icli.cli.train_common import (
 )
 from i2icli.errors import I2IError
 
-app = typer.Typer(help="Train the methods that have no public weights.", no_args_is_help=True)
+app = typer.Typer(help="Train the methods that have no public weights.", no_args_is_help=True, cls=Group)
 
 
-@app.command("translate-lr", no_args_is_help=True)
+@app.command("translate-lr", no_args_is_help=True, cls=Command)
 @handles_errors(out_of_memory_hint="use a smaller --batch-size, or --device cpu",
                 out_of_ram_hint="use a smaller --batch-size or fewer --workers, or close other programs")
 def translate_lr(
@@ -216,4 +218,4 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
         stdout_write(json.dumps(summary, indent=2))
 
 
-app.command("paired", no_args_is_help=True)(train_paired.paired)
+app.command("paired", no_args_is_help=True, cls=Command)(train_paired.paired)

@@ -10,6 +10,8 @@ import typer
 
 from i2icli.cli.common import (
     EXIT_FAILED,
+    Command,
+    Group,
     JsonOption,
     console,
     download_progress,
@@ -18,7 +20,7 @@ from i2icli.cli.common import (
     stdout_write,
 )
 
-app = typer.Typer(help="List, download and verify pretrained checkpoints.", no_args_is_help=True)
+app = typer.Typer(help="List, download and verify pretrained checkpoints.", no_args_is_help=True, cls=Group)
 
 # What `i2i restore` uses with its default options.
 # What `i2i restore` loads with its default options, at any --upscale (x2plus up to 2x, x4plus above).
@@ -29,7 +31,7 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MB" if n else "?"
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 @handles_errors
 def list_weights(as_json: JsonOption = False) -> None:
     """Every known checkpoint, and whether it is on this machine."""
@@ -66,7 +68,7 @@ def list_weights(as_json: JsonOption = False) -> None:
     Console(highlight=False).print(table)
 
 
-@app.command("fetch")
+@app.command("fetch", cls=Command)
 @handles_errors
 def fetch(
     names: Annotated[list[str] | None, typer.Argument(metavar="NAMES", help="Names from `i2i weights list` (default: what `i2i restore` uses).", show_default=False)] = None,
@@ -99,7 +101,7 @@ def fetch(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command("verify")
+@app.command("verify", cls=Command)
 @handles_errors
 def verify() -> None:
     """Check the sha256 of every checkpoint present on this machine."""
