@@ -92,7 +92,8 @@ def invert(
     score_model: Annotated[
         str, typer.Option(help="FID Inception-v3 for the scores (pytorch-fid layout).", rich_help_panel=_MODEL)
     ] = "fid-inception",
-    detector: Annotated[str, typer.Option(help="RetinaFace face detector.", rich_help_panel=_MODEL)] = "retinaface-resnet50",
+    detector: Annotated[str, typer.Option(help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path.",
+                                          rich_help_panel=_MODEL)] = "retinaface-resnet50",
     device: DeviceOption = "auto",
     bf16: Annotated[
         bool, typer.Option("--bf16", help="Run the networks under bfloat16 autocast (about 2x faster on CPUs with "

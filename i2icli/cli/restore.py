@@ -55,7 +55,8 @@ def restore(
     bg_model: Annotated[
         str,
         typer.Option(
-            help="Background model: auto (x2plus up to 2x, x4plus above), a name, a path, or none (Lanczos resize).",
+            help="Background model: auto (realesrgan-x2plus up to 2x, realesrgan-x4plus above), realesr-general-x4v3, "
+            "a checkpoint path, or none (Lanczos resize).",
             rich_help_panel=_MODELS,
         ),
     ] = "auto",

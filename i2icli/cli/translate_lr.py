@@ -79,7 +79,8 @@ def translate_lr(
                                   help="Also write a grid like the paper's figures: targets across the top, sources "
                                   "down the side.")
     ] = None,
-    detector: Annotated[str, typer.Option(help="RetinaFace face detector, for --align-faces.", rich_help_panel=_MODEL)
+    detector: Annotated[str, typer.Option(help="Face detector for --align-faces: retinaface-resnet50 or a RetinaFace "
+                                          "checkpoint path.", rich_help_panel=_MODEL)
                         ] = "retinaface-resnet50",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip pairs whose output exists.",
                                                 rich_help_panel=_OUTPUT)] = False,
