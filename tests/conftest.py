@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import i2icli._compat  # noqa: F401
 
@@ -58,6 +59,15 @@ def parsenet_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 
     torch.manual_seed(seed)
     return ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict()
+
+
+class CommandRunner(CliRunner):
+    """A CliRunner that lets an unexpected exception fail the test. Typer's default catches it and
+    reports exit 1 with empty output, which a "clear error, no traceback" check cannot tell apart."""
+
+    def invoke(self, *args, **kwargs):
+        kwargs.setdefault("catch_exceptions", False)
+        return super().invoke(*args, **kwargs)
 
 
 def sha256(path: Path) -> str:

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS
+from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS, CommandRunner
 from i2icli.cli.app import app
 from i2icli.errors import DeviceError
 from i2icli.imageio import Picture, read_image
@@ -27,7 +26,7 @@ from i2icli.pipelines.memory import GIB
 from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 
 CPU = torch.device("cpu")
-runner = CliRunner()
+runner = CommandRunner()
 
 
 def _devices() -> list[str]:

@@ -546,28 +546,28 @@ def test_a_quoted_home_folder_is_expanded_for_every_path_option(tmp_path, monkey
                     "out": tmp_path / "out"}
 
 
-@pytest.mark.parametrize("args", [
-    ["invert", "a.png", "b.png", "--seed", "99999999999999999999999"],
-    ["exemplar", "a.png", "b.png", "--seed", "-1"],
-    ["paired", "a.png", "-c", "run", "--seed", str(2**63 - 1), "--samples", "2"],
-    ["train", "paired", "data", "--out", "run", "--seed", str(2**64)],
-    ["train", "paired", "data", "--out", "run", "--g-lr", "nan"],
-    ["train", "paired", "data", "--out", "run", "--d-lr", "-1"],
-    ["train", "translate-lr", "data", "--out", "run", "--r1-gamma", "inf"],
-    ["train", "paired", "data", "--out", "run", "--l1-weight", "nan"],
-    ["restore", "a.png", "--min-face-size", "inf"],
+@pytest.mark.parametrize(("args", "option"), [
+    (["invert", "a.png", "b.png", "--seed", "99999999999999999999999"], "--seed"),
+    (["exemplar", "a.png", "b.png", "--exemplar-pose", "p.json", "--seed", "-1"], "--seed"),
+    (["paired", "a.png", "-c", "run", "--seed", str(2**63 - 1), "--samples", "2"], "--seed"),
+    (["train", "paired", "data", "--label-nc", "4", "--out", "run", "--seed", str(2**64)], "--seed"),
+    (["train", "paired", "data", "--label-nc", "4", "--out", "run", "--g-lr", "nan"], "--g-lr"),
+    (["train", "paired", "data", "--label-nc", "4", "--out", "run", "--d-lr", "-1"], "--d-lr"),
+    (["train", "translate-lr", "data", "--out", "run", "--r1-gamma", "inf"], "--r1-gamma"),
+    (["train", "paired", "data", "--label-nc", "4", "--out", "run", "--l1-weight", "nan"], "--l1-weight"),
+    (["restore", "a.png", "--min-face-size", "inf"], "--min-face-size"),
 ])
-def test_seeds_rates_and_weights_out_of_range_are_usage_errors(args):
+def test_seeds_rates_and_weights_out_of_range_are_usage_errors(args, option, tmp_path, monkeypatch):
     """Seeds reach torch as 64-bit integers, and a NaN or infinite rate only shows up as NaN
-    weights much later: all are refused before anything runs."""
+    weights much later: all are refused before anything runs. Each command has what it requires,
+    so the refusal is the value's and no other's."""
+    monkeypatch.chdir(tmp_path)
     result = run(*args)
     assert result.exit_code == 2, result.output
+    assert f"'{option}'" in result.stderr or f"{option} " in result.stderr, result.stderr
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("command", [[], ["restore"], ["exemplar"], ["invert"], ["translate-lr"], ["paired"],
-                                     ["weights"], ["weights", "fetch"], ["train"], ["train", "translate-lr"],
-                                     ["train", "paired"]])
 def test_flags_show_no_value_type_in_help(command):
     """`--json <bool>` reads as if it took a value; `--json true` is refused."""
     shown = run(*command, "--help").output

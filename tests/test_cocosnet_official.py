@@ -35,10 +35,18 @@ def test_same_warps_and_output_as_the_official_networks():
 
     semantic, exemplar, exemplar_semantic = smooth(6), smooth(3) * 2 - 1, smooth(6)
     orders = propagation_orders(5, config.iterations)
+    # Random weights saturate most of tanh's output at +-1, which would hide differences there:
+    # the last convolution's output, before tanh, is compared too.
+    before_tanh = {}
+    gen.conv_img.register_forward_hook(lambda module, args, output: before_tanh.update(theirs=output.detach()))
+    ours_gen.conv_img.register_forward_hook(lambda module, args, output: before_tanh.update(ours=output.detach()))
     warps, image = official_cocosnet.official_forward(ROOT, corr, gen, semantic, exemplar, exemplar_semantic, orders)
     with torch.no_grad():
         ours = ours_corr(semantic, exemplar, exemplar_semantic, orders)
         our_image = ours_gen(semantic, ours.warps)
+    theirs_logits = before_tanh["theirs"]
+    torch.testing.assert_close(before_tanh["ours"], theirs_logits, rtol=1e-4, atol=1e-4 * theirs_logits.abs().max().item())
+    assert theirs_logits.std() > 0.1
     torch.testing.assert_close(ours.warps[0], warps[0], rtol=0, atol=1e-5)  # the coarsest warp
     for level in range(1, 4):
         torch.testing.assert_close(ours.warps[level], warps[level], rtol=0, atol=1e-4)

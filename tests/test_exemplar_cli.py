@@ -75,13 +75,18 @@ def test_input_photo_with_its_own_pose(checkpoint, pair, tmp_path):
 
 def test_same_seed_same_output(checkpoint, pair, tmp_path):
     outputs = []
-    for name, seed in (("a.png", "3"), ("b.png", "3")):
+    for name, seed in (("a.png", "3"), ("b.png", "3"), ("c.png", "4")):
         target = tmp_path / name
         result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
                      "-o", str(target), "--seed", seed, *_common(checkpoint))
         assert result.exit_code == 0, result.output
         outputs.append(np.asarray(Image.open(target)))
     assert np.array_equal(outputs[0], outputs[1])
+    # Seed 4 propagates the second fine level in the other order: the option reaches the correspondence.
+    from i2icli.archs.cocosnet2 import propagation_orders
+
+    assert propagation_orders(3, 1) != propagation_orders(4, 1)
+    assert not np.array_equal(outputs[0], outputs[2])
 
 
 def test_csv_batch_goes_on_past_a_bad_pair(checkpoint, pair, tmp_path):

@@ -324,6 +324,10 @@ def test_cmyk_reads_as_rgb_without_alpha(tmp_path, suffix):
     Image.fromarray(blocks()).convert("CMYK").save(tmp_path / f"c{suffix}")
     pic = read_image(tmp_path / f"c{suffix}")
     assert pic.alpha is None and not pic.grayscale and pic.rgb.shape == (H, W, 3)
+    # The colours are Pillow's own CMYK -> RGB conversion (exact, or within JPEG's loss).
+    expected = np.asarray(Image.open(tmp_path / f"c{suffix}").convert("RGB")).astype(np.int16)
+    assert np.abs(pic.rgb.astype(np.int16) - expected).max() <= (0 if suffix != ".jpg" else 8)
+    assert np.abs(pic.rgb.astype(np.int16) - blocks().astype(np.int16)).mean() < 8  # and the picture's own colours
 
 
 def test_float_tiff_refused(tmp_path):

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import CommandRunner
 from feature_checkpoints import random_fid_inception_state_dict, random_vgg_state_dict
 from PIL import Image
 from torch.nn import functional as F
-from typer.testing import CliRunner
 
 from i2icli.archs.grit import GRITConfig, GRITGenerator, MultiScaleDiscriminator
 from i2icli.cli.app import app
@@ -35,7 +36,7 @@ TINY = GRITConfig(input_channels=4, image_size=32, base_channels=8, max_channels
 TINY_ARGS = ["--label-nc", "4", "--size", "32", "--base-channels", "8", "--max-channels", "16", "--style-dim", "4",
              "--disc-channels", "8"]
 COLOURS = np.array([[40, 40, 40], [200, 60, 50], [60, 160, 70], [50, 80, 200]], np.uint8)
-runner = CliRunner()
+runner = CommandRunner()
 
 
 def randomised(config: GRITConfig = TINY, seed: int = 0) -> GRITGenerator:
@@ -343,7 +344,8 @@ def test_eval_reports_metrics_and_writes_the_spectrum_plot(tmp_path, run):
     assert summary["held_out_pairs"] == 3
     for part in ("output", "reconstruction"):
         assert 0 < summary[part]["l1"] < 1 and summary[part]["psnr"] > 5 and -1 < summary[part]["ssim"] <= 1
-    assert summary["fid"] is not None and summary["lpips"] is not None
+    assert math.isfinite(summary["fid"]) and summary["fid"] >= 0
+    assert 0 <= summary["lpips"] <= 1
     assert set(summary["high_frequency_share"]) == {"reconstruction", "residual", "output", "photo"}
     assert read_image(plot).width > 100
 
@@ -438,7 +440,8 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
     for result, code, text in cases:
         assert result.exit_code == code, (text, result.output)
         assert text in result.stderr, (text, result.stderr)
-        assert "Traceback" not in result.output
+        if code == 1:  # exit 2 is the option parser's usage box
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert label.is_file() and read_image(label).grayscale  # nothing overwritten
 
 

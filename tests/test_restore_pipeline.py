@@ -114,6 +114,12 @@ def test_aligned_input(tiny_env):
     face = crop_face(_old_photo().rgb, alignment_matrix(OLD_PHOTO_LANDMARKS))
     result = pipeline.restore(Picture(rgb=face, alpha=None, grayscale=False, source=None))
     assert result.picture.rgb.shape == (512, 512, 3) and len(result.faces) == 1
+    # The output is the face network's answer for the crop, not the crop passed through.
+    with torch.no_grad():
+        network_input = torch.from_numpy(face).permute(2, 0, 1)[None].float() / 127.5 - 1
+        expected = ((pipeline.face_model(network_input).clamp(-1, 1) + 1) * 127.5)[0].permute(1, 2, 0).numpy()
+    assert np.abs(result.picture.rgb.astype(np.float32) - expected).max() <= 1.0
+    assert np.abs(result.picture.rgb.astype(np.float32) - face).mean() > 10
 
 
 def test_no_face_found_still_upscales(tiny_env, landmarks_detector):

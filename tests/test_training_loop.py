@@ -547,3 +547,26 @@ def test_a_metrics_file_with_another_header_is_refused_before_resuming(tmp_path:
     assert model.steps_seen == 0 and (out / "checkpoints" / "latest.pt").read_bytes() == before
     metrics.rename(out / "metrics-old.csv")
     assert train(ToyAutoencoder(), dataset, settings(out, 4), resume=True).step == 4
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_checkpoint_save_cut_short_leaves_the_last_one_whole(tmp_path: Path, monkeypatch, failure):
+    """A save that fails half-way (a full disk, Ctrl-C) must leave latest.pt holding the last
+    complete checkpoint, no half-written step file and no temp files."""
+    from i2icli.training import loop
+
+    folder = loop._CheckpointFolder(tmp_path / "checkpoints", keep=3)
+    folder.save({"step": 1, "weights": torch.ones(4)}, 1)
+    real_save = torch.save
+
+    def cut_short(payload, file):
+        file.write(b"PK\x03\x04 half a zip")  # what a cut-off torch.save leaves behind
+        raise failure
+
+    monkeypatch.setattr(loop.torch, "save", cut_short)
+    with pytest.raises(type(failure)):
+        folder.save({"step": 2, "weights": torch.zeros(4)}, 2)
+    monkeypatch.setattr(loop.torch, "save", real_save)
+    assert sorted(path.name for path in folder.folder.iterdir()) == ["latest.pt", "step-0000001.pt"]
+    latest = torch.load(folder.latest, map_location="cpu", weights_only=True)
+    assert latest["step"] == 1 and torch.equal(latest["weights"], torch.ones(4))

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import CommandRunner
 from feature_checkpoints import random_fid_inception_state_dict, random_vgg_state_dict
-from typer.testing import CliRunner
 
 from i2icli.archs.lr_conditioned import (
     LRConditionedGenerator,
@@ -34,7 +34,7 @@ from i2icli.training.translate_lr import LRTrainingOptions, TranslateLRTraining,
 TINY = LRTranslatorConfig(hr_size=32, lr_size=8, max_channels=16, base_channels=4, disc_base_channels=8, disc_max_channels=16)
 TINY_ARGS = ["--hr-size", "32", "--lr-size", "8", "--max-channels", "16", "--base-channels", "4", "--disc-channels", "8",
              "--disc-max-channels", "16"]
-runner = CliRunner()
+runner = CommandRunner()
 
 
 def smooth_images(count: int, size: int, seed: int) -> torch.Tensor:
@@ -106,6 +106,18 @@ def test_downscale_is_block_average_and_difference_map_is_zero_on_target():
     image = images.clone().requires_grad_(True)
     difference_map(image, small + 0.1, 2 / 255).sum().backward()
     assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_the_discriminator_judges_the_difference_map_too():
+    """The method's conditioning: the discriminator's verdict depends on the LR difference map."""
+    torch.manual_seed(0)
+    discriminator = LRDifferenceDiscriminator(TINY).eval()
+    images = torch.rand(2, 3, TINY.hr_size, TINY.hr_size) * 2 - 1
+    lr_shape = (2, 3, TINY.lr_size, TINY.lr_size)
+    with torch.no_grad():
+        none_missed = discriminator(images, torch.zeros(lr_shape))
+        some_missed = discriminator(images, torch.rand(lr_shape))
+    assert (none_missed - some_missed).abs().max() > 1e-4
 
 
 def test_exact_projection_downsamples_to_the_target_within_an_8bit_level():
@@ -348,20 +360,22 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path):
     sliver = tmp_path / "sliver.png"
     cv2.imwrite(str(sliver), np.zeros((3, 200, 3), np.uint8))
     cases = [
-        ([str(photos[0]), str(oblong)], "must be square"),
-        ([str(photos[0]), str(wrong_size)], "pass --lr-size 16"),
-        ([str(photos[0]), str(dot)], "pass a target of 8x8 (or 4-32 px with --lr-size)"),  # --lr-size 1 is no option
-        ([str(photos[0]), str(sliver)], "crop the target square at 8x8 px"),  # not "tiny images can only be targets"
-        ([str(text), str(photos[1])], "notes.png"),
-        ([str(tmp_path / "missing.png"), str(photos[1])], "no such file"),
-        ([str(photos[0]), str(photos[1]), "-o", str(photos[0])], "would overwrite an input"),
-        ([str(photos[0]), str(photos[1]), "--lr-size", "64"], "less than or equal to 32"),
+        ([str(photos[0]), str(oblong)], 1, "must be square"),
+        ([str(photos[0]), str(wrong_size)], 1, "pass --lr-size 16"),
+        ([str(photos[0]), str(dot)], 1, "pass a target of 8x8 (or 4-32 px with --lr-size)"),  # --lr-size 1 is no option
+        ([str(photos[0]), str(sliver)], 1, "crop the target square at 8x8 px"),  # not "tiny images can only be targets"
+        ([str(text), str(photos[1])], 1, "notes.png"),
+        ([str(tmp_path / "missing.png"), str(photos[1])], 1, "no such file"),
+        ([str(photos[0]), str(photos[1]), "-o", str(photos[0])], 1, "would overwrite an input"),
     ]
-    for arguments, message in cases:
+    for arguments, code, message in cases:
         result = runner.invoke(app, ["translate-lr", *arguments, "-c", str(run["run"]), "--device", "cpu"])
-        assert result.exit_code in (1, 2), (arguments, result.output)
-        assert message in result.output, (arguments, result.output)
-        assert "Traceback" not in result.output
+        assert result.exit_code == code, (arguments, result.output)
+        [line] = result.stderr.strip().splitlines()
+        assert message in line, (arguments, result.stderr)
+    # An option out of its range is the option parser's usage error (exit 2).
+    result = runner.invoke(app, ["translate-lr", str(photos[0]), str(photos[1]), "--lr-size", "64", "-c", str(run["run"])])
+    assert result.exit_code == 2 and "less than or equal to 32" in result.output
 
 
 def test_wrong_checkpoints_are_one_line_errors(tmp_path, run):
@@ -392,7 +406,7 @@ def test_training_folder_problems_are_clear(tmp_path):
     one = tmp_path / "one"
     write_photos(one, 1)
     result = runner.invoke(app, ["train", "translate-lr", str(one), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "has only 1 training image" in result.output
 
 
 def test_dataset_split_is_what_eval_uses(run):

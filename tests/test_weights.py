@@ -306,22 +306,38 @@ def test_state_dict_unwrapping(tmp_path):
 
 
 class _Payload:
+    """Unpickling this creates a marker file: it is what a hostile checkpoint runs on load."""
+
+    marker: Path | None = None
+
     def __reduce__(self):
-        return (print, ("this would run on load",))
+        return (Path.touch, (self.marker,))
 
 
 def test_unsafe_and_corrupt_files_are_refused(tmp_path):
+    # torch.save's own zip format: an unsafe torch.load would accept the file and run the payload.
+    _Payload.marker = tmp_path / "payload-ran"
     hostile = tmp_path / "hostile.pth"
-    with open(hostile, "wb") as handle:
+    torch.save({"a": torch.zeros(1), "b": _Payload()}, hostile)
+    with pytest.raises(WeightsError, match="holds Python objects besides tensors"):
+        weights.load_state_dict(hostile)
+    from i2icli.training.loop import load_training_checkpoint
+
+    with pytest.raises(WeightsError, match="not a readable training checkpoint"):
+        load_training_checkpoint(hostile)
+    assert not _Payload.marker.exists()
+    raw_pickle = tmp_path / "raw.pth"
+    with open(raw_pickle, "wb") as handle:
         pickle.dump({"a": _Payload()}, handle)
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"\x80\x04 definitely not a checkpoint")
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
-    for path in (hostile, corrupt, empty):
+    for path in (hostile, raw_pickle, corrupt, empty):
         with pytest.raises(WeightsError) as caught:
             weights.load_state_dict(path)
         assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+    assert not _Payload.marker.exists()
 
 
 def test_every_torch_load_is_weights_only():
