@@ -187,7 +187,8 @@ def local_copies(checkpoint: Checkpoint) -> list[Path]:
     $I2I_WEIGHTS_DIR, then i2i's download cache, then the Hub cache. Not yet hash-checked."""
     if checkpoint.manual:
         return []
-    return [path for path in (_in_weights_dir(checkpoint), *_in_caches(checkpoint)) if path is not None]
+    found = (_in_weights_dir(checkpoint), *_in_caches(checkpoint))
+    return list(dict.fromkeys(path for path in found if path is not None))  # $I2I_WEIGHTS_DIR may be the cache
 
 
 def local_copy(checkpoint: Checkpoint) -> Path | None:

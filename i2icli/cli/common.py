@@ -122,9 +122,9 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a
     stdout, as ``{"error": ..., "hint": ...}``, so that a script reading stdout gets a document
     whatever happens. A device that runs out of memory where the command has no smaller batch to
     retry with ends the same way, with ``out_of_memory_hint`` naming the command's options that
-    use less; ``out_of_ram_hint`` does the same for the computer's own memory. ``checkpoint_options`` maps a registry role (``weights.toml``'s ``role``) to the
-    option that takes a file for it, so that a checkpoint that cannot be had names that option.
-    Used as ``@handles_errors`` or ``@handles_errors(out_of_memory_hint=..., ...)``."""
+    use less; ``out_of_ram_hint`` does the same for the computer's own memory.
+    ``checkpoint_options`` maps a registry role (``weights.toml``'s ``role``) to the option that
+    takes a file for it, so that a checkpoint that cannot be had names that option. Used as ``@handles_errors`` or ``@handles_errors(out_of_memory_hint=..., ...)``."""
     if command is None:
         return functools.partial(handles_errors, out_of_memory_hint=out_of_memory_hint,
                                  out_of_ram_hint=out_of_ram_hint, checkpoint_options=checkpoint_options)

@@ -22,7 +22,6 @@ from i2icli.cli.common import (
 
 app = typer.Typer(help="List, download and verify pretrained checkpoints.", no_args_is_help=True, cls=Group)
 
-# What `i2i restore` uses with its default options.
 # What `i2i restore` loads with its default options, at any --upscale (x2plus up to 2x, x4plus above).
 RESTORE_DEFAULTS = ("gfpgan-1.4", "realesrgan-x2plus", "realesrgan-x4plus", "retinaface-resnet50", "parsenet")
 
