@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from i2icli.imageio import SUPPORTED_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 _GLOB_CHARS = set("*?[")
 PATH_SEPARATORS = frozenset({"/", "\\", os.sep, os.altsep or "/"})
@@ -78,10 +81,24 @@ def _empty_folder_problem(folder: Path, recursive: bool, output_dir: Path) -> st
     return f"{folder}: no images in this folder"
 
 
+def file_key(path: Path) -> object:
+    """What makes two paths one file: the device and inode where it exists (a bind mount, a hard
+    link or a case-insensitive file system reach one file by different paths), else the path."""
+    try:
+        info = path.stat()
+        return (info.st_dev, info.st_ino)
+    except OSError:
+        return path.resolve()
+
+
 def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str = "auto", suffix: str = "") -> list[Job]:
     """Expand ``specs`` in order. A missing, unreadable or empty input becomes a job with a
-    problem, not an exception; a file named twice is one job; no output may replace any input."""
-    entries: list[tuple[Path, Path]] = []  # (source, path relative to the output folder)
+    problem, not an exception; a file named twice is one job; no output may replace any input.
+
+    A file found in a folder or by a glob that is the output another input would be written to is
+    that input's earlier result (a re-run in place with ``--suffix``): it is left out, with a
+    warning, rather than restored again. A file named on the command line is always an input."""
+    entries: list[tuple[Path, Path, bool]] = []  # (source, path relative to the output folder, named explicitly)
     jobs: list[Job] = []
     for spec in specs:
         path = Path(spec).expanduser()
@@ -93,34 +110,42 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             found = images_in(path, recursive, inside)
             if not found:
                 jobs.append(Job(path, None, _empty_folder_problem(path, recursive, output_dir)))
-            entries.extend((image, image.relative_to(path)) for image in found)
+            _warn_of_left_out(path, recursive, inside, found)
+            entries.extend((image, image.relative_to(path), False) for image in found)
         elif kind in ("file", "other"):
-            entries.append((path, Path(path.name)))
+            entries.append((path, Path(path.name), True))
         elif kind == "missing" and _GLOB_CHARS & set(spec):
-            matches = sorted(Path(m) for m in glob.glob(spec, recursive=recursive) if _is_file(Path(m)))
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=recursive) if _is_file(Path(m)))
             if not matches:
                 jobs.append(Job(path, None, f"{spec}: no files match this pattern"))
-            entries.extend((match, Path(match.name)) for match in matches)
+            entries.extend((match, Path(match.name), False) for match in matches)
         elif kind == "missing":
             jobs.append(Job(path, None, f"{spec}: no such file or folder"))
+        elif kind == "too many levels of symbolic links":
+            jobs.append(Job(path, None, f"{spec}: a symbolic link that leads back to itself; point it at a file"))
         else:
             jobs.append(Job(path, None, f"{spec}: cannot be read ({kind}); check its permissions"))
 
-    inputs: dict[Path, Path] = {}
-    for source, relative in entries:
-        inputs.setdefault(source.resolve(), source)
-    taken: dict[Path, Path] = {}
-    planned: set[Path] = set()
-    for source, relative in entries:
-        key_source = source.resolve()
-        if key_source in planned:
+    targets = [output_path(relative, output_dir, ext=ext, suffix=suffix) for _, relative, _ in entries]
+    sources = [file_key(source) for source, _, _ in entries]
+    target_keys = [file_key(target) for target in targets]
+    earlier_results = {key for key, source in zip(target_keys, sources) if key != source}
+    left_out = [source for (source, _, named), key in zip(entries, sources) if not named and key in earlier_results]
+    if left_out:
+        log.warning("%d file(s) left out as earlier results of this run's inputs (e.g. %s)", len(left_out), left_out[0])
+    left_out_keys = {file_key(source) for source in left_out}
+    inputs: dict[object, Path] = {}
+    for (source, _, _), key in zip(entries, sources):
+        inputs.setdefault(key, source)
+    taken: dict[object, Path] = {}
+    planned: set[object] = set()
+    for (source, _, named), target, key_source, key in zip(entries, targets, sources, target_keys):
+        if key_source in planned or (not named and key_source in earlier_results):
             continue  # the same file named twice (a folder and a glob, say): once is enough
         planned.add(key_source)
-        target = output_path(relative, output_dir, ext=ext, suffix=suffix)
-        key = target.resolve()
         if key == key_source:
             jobs.append(Job(source, target, f"{source}: the output would overwrite the input; use another --output or a --suffix"))
-        elif key in inputs:
+        elif key in inputs and key not in left_out_keys:
             jobs.append(Job(source, target, f"{source}: its output {target} is another input ({inputs[key]}), which "
                                             "would be overwritten; use another --output or a --suffix"))
         elif key in taken:
@@ -129,3 +154,16 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             taken[key] = source
             jobs.append(Job(source, target))
     return jobs
+
+
+def _warn_of_left_out(folder: Path, recursive: bool, output_inside: Path | None, found: list[Path]) -> None:
+    """Images a folder input holds but the run will not take are counted, never dropped silently."""
+    if output_inside is not None and recursive:
+        held = len(images_in(output_inside, True)) if output_inside.is_dir() else 0
+        if held:
+            log.warning("%s: %d image(s) inside the output folder %s left out (taken for earlier results)",
+                        folder, held, output_inside)
+    if not recursive and found:
+        below = len(images_in(folder, True, output_inside)) - len(found)
+        if below:
+            log.warning("%s: %d image(s) in sub-folders left out; add -r to include them", folder, below)

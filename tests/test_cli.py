@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -292,21 +293,68 @@ def test_no_output_may_replace_another_input(tiny_env, landmarks_detector, tmp_p
     assert result.exit_code == 1 and first.read_bytes() == kept
     assert "is another input" in result.stderr and "would be overwritten" in result.stderr
 
-    # A rerun over a folder that holds an earlier result: that result is an input now, left alone.
+    # A re-run in place over a folder: the earlier result found there is not restored again (no
+    # x_r_r.png), it is replaced, or kept with --skip-existing. Named on the command line, a file
+    # is an input and never replaced.
     folder = tmp_path / "again"
     _photo(folder / "x.png", 10)
     earlier = _photo(folder / "x_r.png", 50, (16, 20))
     kept = earlier.read_bytes()
-    result = run("restore", str(folder / "*.png"), "-o", str(folder), "--suffix", "_r", "--device", "cpu", "--json")
-    assert earlier.read_bytes() == kept
-    status = {Path(r["input"]).name: r["status"] for r in json.loads(result.stdout)["results"]}
-    assert status == {"x.png": "failed", "x_r.png": "ok"}
+    common = ("-o", str(folder), "--suffix", "_r", "--device", "cpu", "--json")
+    result = run("restore", str(folder / "*.png"), *common, "--skip-existing")
+    assert result.exit_code == 0 and earlier.read_bytes() == kept
+    assert "1 file(s) left out as earlier results" in result.stderr and "x_r.png" in result.stderr
+    assert [(Path(r["input"]).name, r["status"]) for r in json.loads(result.stdout)["results"]] == [("x.png", "skipped")]
+    result = run("restore", str(folder), *common)
+    assert result.exit_code == 0 and read_image_size(earlier) == (64, 64)  # x.png's new result, 2x of 32
+    assert sorted(path.name for path in folder.iterdir()) == ["x.png", "x_r.png"]
+    earlier = _photo(folder / "x_r.png", 50, (16, 20))
+    kept = earlier.read_bytes()
+    result = run("restore", str(folder / "x.png"), str(earlier), *common)
+    assert result.exit_code == 1 and earlier.read_bytes() == kept
+    assert "is another input" in result.stderr
 
 
 def test_a_suffix_cannot_leave_the_output_folder(tmp_path):
     result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "out"), "--suffix", "/../../escaped")
     assert result.exit_code == 2 and "Invalid value for '--suffix'" in result.stderr
     assert not any(tmp_path.rglob("*escaped*"))
+
+
+def test_planning_counts_what_it_leaves_out_and_knows_one_file_by_any_path(tmp_path, monkeypatch, caplog):
+    from i2icli.batch import plan_jobs
+
+    _photo(tmp_path / "in" / "a.png")
+    _photo(tmp_path / "in" / "sub" / "b.png")
+    _photo(tmp_path / "in" / "results" / "old.png")
+    with caplog.at_level("WARNING", logger="i2icli"):
+        plan_jobs([str(tmp_path / "in")], tmp_path / "out", recursive=False)
+        plan_jobs([str(tmp_path / "in")], tmp_path / "in" / "results", recursive=True)
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [f"{tmp_path / 'in'}: 2 image(s) in sub-folders left out; add -r to include them",
+                        f"{tmp_path / 'in'}: 1 image(s) inside the output folder {tmp_path / 'in' / 'results'} left out "
+                        "(taken for earlier results)"]
+
+    # The output reaches the input by another path (here a hard link; a bind mount or a
+    # case-insensitive file system do the same): refused like the input's own path.
+    (tmp_path / "view").mkdir()
+    os.link(tmp_path / "in" / "a.png", tmp_path / "view" / "a.png")
+    [job] = plan_jobs([str(tmp_path / "in" / "a.png")], tmp_path / "view", recursive=False)
+    assert "the output would overwrite the input" in job.problem
+
+    # A quoted glob that starts with ~ is expanded like a path.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert [j.source.name for j in plan_jobs(["~/in/*.png"], tmp_path / "out", recursive=False)] == ["a.png"]
+
+    # -o with a trailing slash names a folder, whatever its name looks like.
+    from i2icli.cli.common import names_image_file
+
+    assert names_image_file("new.png") and not names_image_file("new.png/")
+
+    # A symbolic link that leads back to itself is named as that, not as a permissions problem.
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    [job] = plan_jobs([str(tmp_path / "loop.png")], tmp_path / "out", recursive=False)
+    assert "leads back to itself" in job.problem
 
 
 def test_planning_the_batch(tmp_path, monkeypatch):
@@ -568,6 +616,9 @@ def test_seeds_rates_and_weights_out_of_range_are_usage_errors(args, option, tmp
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("command", [[], ["restore"], ["exemplar"], ["invert"], ["translate-lr"], ["paired"],
+                                     ["weights"], ["weights", "fetch"], ["train"], ["train", "translate-lr"],
+                                     ["train", "paired"]])
 def test_flags_show_no_value_type_in_help(command):
     """`--json <bool>` reads as if it took a value; `--json true` is refused."""
     shown = run(*command, "--help").output

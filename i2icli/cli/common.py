@@ -255,12 +255,13 @@ MaxPixelsOption = Annotated[
 
 def names_image_file(output: str | Path) -> bool:
     """Whether -o/--output names an image file (by its extension) rather than a folder. An existing
-    folder is a folder whatever its name; an image format i2i cannot write is a usage error."""
+    folder, or a name ending in a slash, is a folder whatever its name; an image format i2i cannot
+    write is a usage error."""
     import os
 
     path = Path(output).expanduser()
     suffix = path.suffix.lower()
-    if os.path.isdir(path):
+    if os.path.isdir(path) or str(output).endswith(("/", os.sep)):  # "new.png/" is a folder to make
         return False
     if suffix in _UNWRITTEN_IMAGE_SUFFIXES:
         raise usage_error(f"-o {output}: i2i cannot write {suffix} files; name a {', '.join(IMAGE_SUFFIXES)} file "

@@ -152,7 +152,7 @@ def restore(
 
 def _plan(inputs: list[str], output: Path, *, recursive: bool, ext: str, suffix: str) -> list[Any]:
     """The jobs for INPUTS. -o names the output folder, or, for a single input, the output file."""
-    from i2icli.batch import Job, plan_jobs
+    from i2icli.batch import Job, file_key, plan_jobs
 
     if not names_image_file(output):
         check_output_folder(output)
@@ -168,7 +168,7 @@ def _plan(inputs: list[str], output: Path, *, recursive: bool, ext: str, suffix:
     if job.output is None:  # missing, unreadable, or an empty folder: nothing to name
         return jobs
     problem = None
-    if output.resolve() == job.source.resolve():
+    if file_key(output) == file_key(job.source):
         problem = f"{job.source}: the output would overwrite the input; choose another -o/--output"
     return [Job(job.source, output, problem)]
 

@@ -391,7 +391,7 @@ class RestorePipeline:
             rgb=np.ascontiguousarray(canvas[:, :, :3]),
             alpha=np.ascontiguousarray(canvas[:, :, 3]) if canvas.shape[2] == 4 else None,
             grayscale=picture.grayscale,
-            source=None,
+            source=picture.source,  # so that writing never replaces the file it came from
         )
         return RestoreResult(result, count, kept, seconds)
 
@@ -407,5 +407,5 @@ class RestorePipeline:
         with timed(seconds, "faces"):
             restored = self.restore_faces(crop)
         pixels = quantize(restored[0], picture.rgb.dtype)
-        result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=None)
+        result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=picture.source)
         return RestoreResult(result, 1, [RestoredFace(crop[0], restored[0], None)], seconds)
