@@ -98,6 +98,10 @@ class Picture:
     # HxW uint8 palette index of each pixel, for files with a colour palette: label maps are often
     # stored so, with the class as the index and the colours only for showing it.
     palette_indices: np.ndarray | None = None
+    # The file's embedded colour profile (ICC), written back into PNG, JPEG and WebP outputs: the
+    # pixels are in that colour space (Adobe RGB, a phone's Display P3), and without the profile
+    # colour-managed viewers would show them as sRGB, washed out.
+    icc_profile: bytes | None = None
 
     def __post_init__(self) -> None:
         rgb = self.rgb
@@ -185,6 +189,8 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     if orientation != 1 and not cv2_oriented:
         decoded = _orient(decoded, orientation)
     picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
+    icc = pil.info.get("icc_profile")
+    picture.icc_profile = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
     if mode in ("P", "PA") and _palette_has_colours(pil):
         picture.palette_indices = _palette_indices(p, pil, fmt, orientation)
     return picture
@@ -582,7 +588,8 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
         if alpha is None and fmt != "WEBP":
             pixels = luma
         elif alpha is not None and fmt == "PNG":
-            return _encode_png_gray_alpha(luma, alpha)
+            encoded = _encode_png_gray_alpha(luma, alpha)
+            return _with_icc_profile(encoded, fmt, picture) if picture.icc_profile else encoded
         else:  # WebP has no gray; OpenCV writes no gray+alpha TIFF
             pixels = np.stack((luma, luma, luma) if alpha is None else (luma, luma, luma, alpha), axis=-1)
     elif alpha is None:
@@ -603,7 +610,45 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
             ok, buf = False, None
     if not ok or buf is None:
         raise I2IError(f"{target}: could not encode the image as {fmt}", "try writing PNG instead")
-    return buf
+    return _with_icc_profile(buf.tobytes(), fmt, picture) if picture.icc_profile else buf
+
+
+def _with_icc_profile(data: bytes, fmt: str, picture: Picture) -> bytes:
+    """``data`` (OpenCV's encoding, which cannot embed a profile) with ``picture.icc_profile``
+    added in the format's own way. TIFF and BMP outputs go without (OpenCV writes the TIFF's
+    tags, and BMP has no place for one)."""
+    profile = picture.icc_profile or b""
+    if picture.grayscale and fmt == "WEBP":  # stored as RGB there, which a grey profile does not describe
+        return data
+    if fmt == "PNG":  # an iCCP chunk right after IHDR (the first chunk: 8 + 25 bytes in)
+        return data[:33] + _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(profile)) + data[33:]
+    if fmt == "JPEG":  # APP2 "ICC_PROFILE" segments after SOI, at most 65519 profile bytes each
+        parts = [profile[i : i + 65519] for i in range(0, len(profile), 65519)]
+        segments = b"".join(
+            b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(part)) + b"ICC_PROFILE\x00" + bytes((n + 1, len(parts))) + part
+            for n, part in enumerate(parts)
+        )
+        # After OpenCV's JFIF APP0 segment, which readers expect first.
+        start = 4 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 2
+        return data[:start] + segments + data[start:]
+    if fmt == "WEBP":  # the extended layout: a VP8X header with the ICC flag, then an ICCP chunk
+        chunks = data[12:]
+        iccp = b"ICCP" + struct.pack("<I", len(profile)) + profile + (b"\x00" if len(profile) % 2 else b"")
+        if chunks[:4] == b"VP8X":
+            header, rest = bytearray(chunks[:18]), chunks[18:]
+            header[8] |= 0x20
+        else:
+            header = bytearray(b"VP8X" + struct.pack("<I", 10) + bytes(4) + (picture.width - 1).to_bytes(3, "little")
+                               + (picture.height - 1).to_bytes(3, "little"))
+            header[8] = 0x20 | (0x10 if picture.alpha is not None else 0)
+            rest = chunks
+        body = b"WEBP" + bytes(header) + iccp + rest
+        return b"RIFF" + struct.pack("<I", len(body)) + body
+    return data
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
@@ -614,10 +659,7 @@ def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     bpp = 2 * (depth // 8)  # bytes per pixel
     big = np.dtype(">u2") if depth == 16 else np.dtype(np.uint8)
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    out = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0))]
+    out = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0))]
     compressor = zlib.compressobj(6)
     idat: list[bytes] = []
     rows_per_step = max(1, (4 << 20) // max(1, width * bpp))
@@ -632,8 +674,8 @@ def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
         np.subtract(raw[:, bpp:], raw[:, :-bpp], out=rows[:, 1 + bpp :])  # wraps mod 256
         idat.append(compressor.compress(rows.tobytes()))
     idat.append(compressor.flush())
-    out.append(chunk(b"IDAT", b"".join(idat)))
-    out.append(chunk(b"IEND", b""))
+    out.append(_png_chunk(b"IDAT", b"".join(idat)))
+    out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
 
 
@@ -744,4 +786,4 @@ def from_float(rgb_float: np.ndarray, alpha_float: np.ndarray | None, like: Pict
         if alpha_float.shape != rgb.shape[:2]:
             raise ValueError(f"alpha_float must be {rgb.shape[:2]}, got {alpha_float.shape}")
         alpha = quantize(alpha_float, dtype)
-    return Picture(rgb=rgb, alpha=alpha, grayscale=like.grayscale, source=like.source)
+    return Picture(rgb=rgb, alpha=alpha, grayscale=like.grayscale, source=like.source, icc_profile=like.icc_profile)

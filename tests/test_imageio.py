@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import os
@@ -678,3 +679,40 @@ def test_exif_orientation_pillow_fallback_tiff(tmp_path, orientation):
     pic = read_image(tmp_path / "o.tif")
     np.testing.assert_array_equal(pic.rgb[..., 0], ORIENT[orientation](la[..., 0]))
     np.testing.assert_array_equal(pic.alpha, ORIENT[orientation](la[..., 1]))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+@pytest.mark.parametrize("kind", ["rgb", "rgba", "gray", "gray+alpha"])
+def test_the_colour_profile_is_kept(tmp_path, suffix, kind):
+    """A photo in another colour space (Adobe RGB, a phone's Display P3) keeps its ICC profile,
+    so colour-managed viewers show the output's colours as they showed the input's."""
+    from PIL import ImageCms
+
+    gray = kind.startswith("gray")
+    if gray and suffix == ".webp":
+        pytest.skip("WebP stores grey as RGB, which a grey profile does not describe: none is written")
+    # A grey image takes a one-channel profile (XYZ stands in for one here), as PNG requires.
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("XYZ" if gray else "sRGB")).tobytes()
+    image = blocks()
+    mode = {"rgb": "RGB", "rgba": "RGBA", "gray": "L", "gray+alpha": "LA"}[kind]
+    source = Image.fromarray(image).convert(mode)
+    if suffix == ".jpg" and mode in ("RGBA", "LA"):
+        pytest.skip("JPEG has no alpha")
+    source.save(tmp_path / f"in{suffix}", icc_profile=profile)
+    picture = read_image(tmp_path / f"in{suffix}")
+    assert picture.icc_profile == profile
+    out = write_image(tmp_path / f"out{suffix}", dataclasses.replace(picture, source=None))
+    with Image.open(out) as written:
+        assert written.info.get("icc_profile") == profile
+        written.load()  # the file is still valid: every pixel decodes
+    again = read_image(out)
+    assert again.icc_profile == profile and (again.alpha is None) == (picture.alpha is None)
+    assert np.abs(again.rgb.astype(int) - picture.rgb.astype(int)).mean() < (1 if suffix == ".png" else 6)
+    # OpenCV, which i2i decodes with, reads it too.
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED) is not None
+
+
+def test_no_profile_no_change(tmp_path):
+    write_image(tmp_path / "plain.png", Picture(rgb=blocks()))
+    with Image.open(tmp_path / "plain.png") as written:
+        assert "icc_profile" not in written.info

@@ -392,6 +392,7 @@ class RestorePipeline:
             alpha=np.ascontiguousarray(canvas[:, :, 3]) if canvas.shape[2] == 4 else None,
             grayscale=picture.grayscale,
             source=picture.source,  # so that writing never replaces the file it came from
+            icc_profile=picture.icc_profile,  # the pixels stay in the photo's colour space
         )
         return RestoreResult(result, count, kept, seconds)
 
@@ -407,5 +408,6 @@ class RestorePipeline:
         with timed(seconds, "faces"):
             restored = self.restore_faces(crop)
         pixels = quantize(restored[0], picture.rgb.dtype)
-        result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=picture.source)
+        result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=picture.source,
+                         icc_profile=picture.icc_profile)
         return RestoreResult(result, 1, [RestoredFace(crop[0], restored[0], None)], seconds)
