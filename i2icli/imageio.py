@@ -161,7 +161,9 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             f"raise the limit with --max-pixels {width * height} if this machine has the memory",
         )
     mode = pil.mode
-    frames = getattr(pil, "n_frames", 1)
+    # A phone's or camera's JPEG often carries a preview or depth map as a second picture (MPO):
+    # that is no page of the photo, so it goes without a word.
+    frames = getattr(pil, "n_frames", 1) if pil.format != "MPO" else 1
     if frames > 1:  # a multi-page TIFF, an animated WebP or PNG: say so rather than drop pages silently
         logging.getLogger(__name__).warning("%s: holds %d frames or pages; only the first is used", p, frames)
     orientation = _exif_orientation(pil, fmt, data)
@@ -274,7 +276,28 @@ def _open_header(p: Path, data: bytes) -> Image.Image:
         with _pil_strict():
             return Image.open(io.BytesIO(data))
     except Exception:  # Pillow raises a zoo of types for bad headers
+        if _tiff_with_float_samples(data):  # Pillow opens one-channel float TIFFs only
+            raise InputImageError(p, "has floating-point samples; only 8- and 16-bit images are supported",
+                                  "convert it to an 8- or 16-bit PNG or TIFF") from None
         raise (_corrupt(p) if _has_image_signature(data) else _not_an_image(p)) from None
+
+
+def _tiff_with_float_samples(data: bytes) -> bool:
+    """Whether a (classic) TIFF's first page says SampleFormat = 3, IEEE floating point."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None:
+        return False
+    try:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, ifd)
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind, values, inline = struct.unpack_from(order + "HHI4s", data, entry)
+            if tag == 339 and kind == 3:  # SampleFormat, SHORT values
+                where = inline if values <= 2 else data[struct.unpack(order + "I", inline)[0]:][: 2 * values]
+                return 3 in struct.unpack(order + "H" * values, where[: 2 * values])
+    except struct.error:
+        return False
+    return False
 
 
 def _has_image_signature(data: bytes) -> bool:

@@ -716,3 +716,25 @@ def test_no_profile_no_change(tmp_path):
     write_image(tmp_path / "plain.png", Picture(rgb=blocks()))
     with Image.open(tmp_path / "plain.png") as written:
         assert "icc_profile" not in written.info
+
+
+def test_a_float_rgb_tiff_is_named_for_its_samples_not_called_corrupt(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "float.tif", np.random.default_rng(0).random((8, 8, 3), dtype=np.float32), photometric="rgb")
+    with pytest.raises(InputImageError, match="floating-point samples"):
+        read_image(tmp_path / "float.tif")
+
+
+def test_a_cameras_second_picture_is_no_page(tmp_path, caplog):
+    """MPO: phones and cameras store a preview or depth map after the photo."""
+    first, second = Image.fromarray(blocks()), Image.fromarray(blocks(seed=2))
+    first.save(tmp_path / "photo.jpg", format="MPO", save_all=True, append_images=[second], quality=95)
+    with Image.open(tmp_path / "photo.jpg") as opened:
+        assert opened.format == "MPO" and opened.n_frames == 2
+    with caplog.at_level("WARNING"):
+        picture = read_image(tmp_path / "photo.jpg")
+    assert not caplog.records
+    with Image.open(tmp_path / "photo.jpg") as opened:  # the first picture, as Pillow decodes it
+        expected = np.asarray(opened.convert("RGB")).astype(int)
+    assert np.abs(picture.rgb.astype(int) - expected).mean() < 2
