@@ -130,22 +130,22 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     sources = [file_key(source) for source, _, _ in entries]
     target_keys = [file_key(target) for target in targets]
     earlier_results = {key for key, source in zip(target_keys, sources) if key != source}
-    left_out = [source for (source, _, named), key in zip(entries, sources) if not named and key in earlier_results]
+    left_out = {key: source for (source, _, named), key in zip(entries, sources) if not named and key in earlier_results}
     if left_out:
-        log.warning("%d file(s) left out as earlier results of this run's inputs (e.g. %s)", len(left_out), left_out[0])
-    left_out_keys = {file_key(source) for source in left_out}
+        log.warning("%d file(s) left out as earlier results of this run's inputs (e.g. %s)", len(left_out),
+                    next(iter(left_out.values())))
     inputs: dict[object, Path] = {}
     for (source, _, _), key in zip(entries, sources):
         inputs.setdefault(key, source)
     taken: dict[object, Path] = {}
     planned: set[object] = set()
     for (source, _, named), target, key_source, key in zip(entries, targets, sources, target_keys):
-        if key_source in planned or (not named and key_source in earlier_results):
-            continue  # the same file named twice (a folder and a glob, say): once is enough
+        if key_source in planned or key_source in left_out:
+            continue  # an earlier result, or the same file named twice (a folder and a glob, say)
         planned.add(key_source)
         if key == key_source:
             jobs.append(Job(source, target, f"{source}: the output would overwrite the input; use another --output or a --suffix"))
-        elif key in inputs and key not in left_out_keys:
+        elif key in inputs and key not in left_out:
             jobs.append(Job(source, target, f"{source}: its output {target} is another input ({inputs[key]}), which "
                                             "would be overwritten; use another --output or a --suffix"))
         elif key in taken:

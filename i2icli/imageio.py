@@ -565,6 +565,8 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
             "write PNG or TIFF instead",
         )
     data = _encode(target, picture, fmt, ext, int(jpeg_quality))
+    if picture.icc_profile:
+        data = _with_icc_profile(bytes(data), fmt, picture)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(target, data)
@@ -611,8 +613,7 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
         if alpha is None and fmt != "WEBP":
             pixels = luma
         elif alpha is not None and fmt == "PNG":
-            encoded = _encode_png_gray_alpha(luma, alpha)
-            return _with_icc_profile(encoded, fmt, picture) if picture.icc_profile else encoded
+            return _encode_png_gray_alpha(luma, alpha)
         else:  # WebP has no gray; OpenCV writes no gray+alpha TIFF
             pixels = np.stack((luma, luma, luma) if alpha is None else (luma, luma, luma, alpha), axis=-1)
     elif alpha is None:
@@ -633,7 +634,7 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
             ok, buf = False, None
     if not ok or buf is None:
         raise I2IError(f"{target}: could not encode the image as {fmt}", "try writing PNG instead")
-    return _with_icc_profile(buf.tobytes(), fmt, picture) if picture.icc_profile else buf
+    return buf
 
 
 def _with_icc_profile(data: bytes, fmt: str, picture: Picture) -> bytes:
