@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,18 @@ def parsenet_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 
     torch.manual_seed(seed)
     return ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict()
+
+
+def fake_hub_cache(root: Path, repo: str, files: dict[str, Path]) -> None:
+    """The layout huggingface_hub itself writes: blobs, a snapshot per commit, refs/main."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = root / f"models--{repo.replace('/', '--')}"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, source in files.items():
+        shutil.copyfile(source, snapshot / name)
 
 
 class CommandRunner(CliRunner):

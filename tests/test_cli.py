@@ -265,13 +265,13 @@ def test_weights_list_fetch_verify(tiny_env, tmp_path, monkeypatch):
 def test_weights_verify_checks_every_copy_on_this_machine(tiny_env, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from test_weights import _fake_hub_cache
+    from conftest import fake_hub_cache
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     good = tiny_env.files["parsenet"]
     wrong = tmp_path / "wrong.pth"
     wrong.write_bytes(b"another model")
-    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: wrong})
+    fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: wrong})
     verified = run("weights", "verify")
     assert verified.exit_code == 1
     assert f"✓ parsenet: {good}" in verified.stdout + verified.stderr

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pickle
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import fake_hub_cache
 from safetensors.torch import save_file
 
 from i2icli import weights
@@ -97,21 +97,9 @@ def test_hash_mismatch_is_refused(tiny_env, tmp_path, monkeypatch):
     assert "\n" not in message
 
 
-def _fake_hub_cache(root: Path, repo: str, files: dict[str, Path]) -> None:
-    """The layout huggingface_hub itself writes: blobs, a snapshot per commit, refs/main."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo_dir = root / f"models--{repo.replace('/', '--')}"
-    (repo_dir / "refs").mkdir(parents=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-    snapshot = repo_dir / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for name, source in files.items():
-        shutil.copyfile(source, snapshot / name)
-
-
 def test_name_resolves_from_offline_hub_cache(tiny_env, tmp_path, monkeypatch):
     monkeypatch.delenv("I2I_WEIGHTS_DIR")
-    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {"GFPGANv1.4.pth": tiny_env.files["gfpgan-1.4"]})
+    fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {"GFPGANv1.4.pth": tiny_env.files["gfpgan-1.4"]})
     resolved = weights.resolve("gfpgan-1.4")
     assert "models--i2i-tests--tiny" in str(resolved.path)
     assert weights.local_copy(weights.find("gfpgan-1.4")) == resolved.path
@@ -188,7 +176,7 @@ def test_a_hub_mirror_with_another_file_is_passed_over_for_the_official_release(
     good = tiny_env.files["realesr-general-x4v3"]
     wrong = tmp_path / "wrong.pth"
     wrong.write_bytes(_damaged(good))
-    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: wrong})
+    fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: wrong})
     _serve_official_url(monkeypatch, good.read_bytes())
     checkpoint = weights.find("realesr-general-x4v3")
     with caplog.at_level("WARNING", logger="i2icli"):
@@ -209,7 +197,7 @@ def test_a_wrong_hub_copy_with_nowhere_else_to_go_is_refused_by_path(tiny_env, m
     monkeypatch.delenv("I2I_WEIGHTS_DIR")
     wrong = tmp_path / "wrong.pth"
     wrong.write_bytes(_damaged(tiny_env.files["parsenet"]))
-    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {"parsing_parsenet.pth": wrong})
+    fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {"parsing_parsenet.pth": wrong})
     with pytest.raises(WeightsError) as caught:
         weights.fetch(weights.find("parsenet"))
     assert "models--i2i-tests--tiny" in caught.value.message and "does not match parsenet" in caught.value.message
@@ -227,7 +215,7 @@ def test_a_damaged_download_cache_is_replaced_by_a_fresh_download(tiny_env, monk
 
 def test_a_wrong_file_put_in_the_weights_folder_is_refused_even_if_a_good_copy_is_cached(tiny_env, monkeypatch, tmp_path):
     good = tiny_env.files["parsenet"]
-    _fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: good})
+    fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: good})
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / good.name).write_bytes(_damaged(good))
