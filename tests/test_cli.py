@@ -47,6 +47,32 @@ def test_usage_errors_exit_2(tmp_path):
     assert run("restore", "--no-such-option").exit_code == 2
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["restore", "x.jpg", "--upscale", "99"], ["'--upscale'", "(given: 99)", "see 'i2i restore -h'"]),
+    (["restore", "x.jpg", "--tile", "1.5"], ["'--tile'", "(given: 1.5)"]),
+    (["restore", "--json"], ["Missing argument 'INPUTS'", "see 'i2i restore -h'"]),
+    (["restor"], ["No such command 'restor'", "'restore'", "see 'i2i -h'"]),
+    (["--bogus"], ["No such option: --bogus", "see 'i2i -h'"]),
+    (["weights", "bogus"], ["No such command 'bogus'", "see 'i2i weights -h'"]),
+    (["train", "paired", "data", "--steps", "0"], ["'--steps'", "(given: 0)", "see 'i2i train paired -h'"]),
+    (["exemplar", "a.json", "b.jpg", "--seed", str(2**63)], ["'--seed'", str(2**63), "largest seed"]),
+])
+def test_usage_errors_are_one_line_naming_the_value_and_where_to_read(args, expected):
+    """Typer's own rendering is a usage line, a hint and a framed panel that wraps mid-sentence."""
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in expected:
+        assert needle in lines[0], lines[0]
+
+
+def test_a_command_with_nothing_given_still_shows_its_help():
+    result = run("restore")
+    assert result.exit_code == 2 and "Usage: i2i restore" in result.output and "--upscale" in result.output
+
+
 def test_missing_weights_is_one_clear_line(tiny_env, monkeypatch, tmp_path):
     monkeypatch.delenv("I2I_WEIGHTS_DIR")
     result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "out"))

@@ -54,11 +54,53 @@ class _FlagsShowNoType:
         return params
 
 
-class Command(_FlagsShowNoType, TyperCommand):
+def _value_given(error: Exception) -> str | None:
+    """The value a user typed, when Typer's validation refused it. Typer's message ("Input should be
+    less than or equal to 8") does not repeat it; in a long script line it is what to look for."""
+    errors = getattr(error.__cause__, "errors", None)  # a pydantic ValidationError
+    try:
+        given = errors()[0]["input"] if callable(errors) else None
+    except (LookupError, TypeError):
+        return None
+    return str(given) if isinstance(given, (str, int, float)) else None
+
+
+@contextmanager
+def _usage_errors_on_one_line() -> Iterator[None]:
+    try:
+        yield
+    except typer.TyperException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # shows the help, as asked for; not an error line
+            raise
+        ctx = getattr(error, "ctx", None)
+        message = " ".join(error.format_message().split()).removesuffix(".")
+        given = _value_given(error)
+        if given is not None and given not in message:
+            message += f" (given: {given})"
+        report_error(I2IError(message, f"see '{ctx.command_path} -h'" if ctx is not None else None))
+        raise typer.Exit(error.exit_code) from None
+
+
+class _UsageErrorsOnOneLine:
+    """Typer draws a usage error (a missing argument, a value out of range, a mistyped command) as
+    the usage line, a hint and a framed panel, five lines or more; here it is one line like every
+    other i2i error, with where to read more. The exit status stays 2. Parsing happens in
+    ``make_context``, a sub-command's inside its group's ``invoke``: both are covered."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _usage_errors_on_one_line():
+            return super().make_context(*args, **kwargs)  # type: ignore[misc]
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_errors_on_one_line():
+            return super().invoke(ctx)  # type: ignore[misc]
+
+
+class Command(_UsageErrorsOnOneLine, _FlagsShowNoType, TyperCommand):
     """The class of every i2i command (``app.command(..., cls=Command)``)."""
 
 
-class Group(_FlagsShowNoType, TyperGroup):
+class Group(_UsageErrorsOnOneLine, _FlagsShowNoType, TyperGroup):
     """The class of i2i and its command groups (``typer.Typer(cls=Group)``)."""
 
 
