@@ -645,10 +645,23 @@ def test_seeds_rates_and_weights_out_of_range_are_usage_errors(args, option, tmp
 @pytest.mark.parametrize("command", [[], ["restore"], ["exemplar"], ["invert"], ["translate-lr"], ["paired"],
                                      ["weights"], ["weights", "fetch"], ["train"], ["train", "translate-lr"],
                                      ["train", "paired"]])
-def test_flags_show_no_value_type_in_help(command):
-    """`--json <bool>` reads as if it took a value; `--json true` is refused."""
+def test_help_shows_value_names_not_python_types(command):
+    """`--json <bool>` reads as if it took a value (`--json true` is refused), and `<str>` or
+    `<list[str]>` say less than `NAME|PATH` or an argument's own name."""
     shown = run(*command, "--help").output
-    assert "--help" in shown and "<bool>" not in shown
+    assert "--help" in shown
+    for python_type in ("<bool>", "<str>", "<path>", "<int", "<float", "<list["):
+        assert python_type not in shown, (python_type, shown)
+
+
+def test_options_name_what_they_take_in_help():
+    import re
+
+    shown = " ".join(run("restore", "--help").output.split())
+    for option, value in (("--model", "NAME|PATH"), ("--bg-model", "NAME|PATH|none"), ("--output", "DIR|FILE"),
+                          ("--tile", "PX"), ("--max-memory", "GB"), ("--device", "DEVICE"), ("--upscale", "X"),
+                          ("--face-batch", "N"), ("--suffix", "TEXT")):
+        assert re.search(re.escape(option) + r"[ │\-a-z]*? " + re.escape(value) + " ", shown), (option, value)
 
 
 def test_seed_help_gives_the_lower_bound_only():

@@ -42,15 +42,31 @@ _UNWRITTEN_IMAGE_SUFFIXES = frozenset({
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _FlagsShowNoType:
+# What an option's value is called in help when its definition names nothing more telling
+# (`--tile PX`, `--model NAME|PATH`): Typer would print the Python type, `<int range>` or `<str>`.
+_VALUE_NAMES = {"<int>": "N", "<int range>": "N", "<float>": "X", "<float range>": "X", "<path>": "PATH", "<str>": "TEXT"}
+
+
+class _PlainValueNames:
     """Typer's help prints a flag as `--json <bool>`, as if it took a value (`--json true` is
-    refused); a flag here shows no type, as in plain click."""
+    refused), and other options with their Python type; here a flag shows nothing, and a value
+    the name its definition gives or a plain N, X, PATH or TEXT, as in the README's tables. An
+    argument shows its name only."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
+            if param.param_type_name == "argument":
+                # Its name (INPUTS, SOURCE) is what help shows for it; the type beside it, `<path>`
+                # or `<list[str]>`, would only repeat that in Python's words.
+                param.display_type_rich = lambda ctx: None
+                continue
+            if param.metavar is not None:
+                continue
+            if getattr(param, "is_flag", False):
                 param.metavar = ""
+            else:
+                param.metavar = _VALUE_NAMES.get(param.display_type_rich(ctx) or "", None)
         return params
 
 
@@ -96,11 +112,11 @@ class _UsageErrorsOnOneLine:
             return super().invoke(ctx)  # type: ignore[misc]
 
 
-class Command(_UsageErrorsOnOneLine, _FlagsShowNoType, TyperCommand):
+class Command(_UsageErrorsOnOneLine, _PlainValueNames, TyperCommand):
     """The class of every i2i command (``app.command(..., cls=Command)``)."""
 
 
-class Group(_UsageErrorsOnOneLine, _FlagsShowNoType, TyperGroup):
+class Group(_UsageErrorsOnOneLine, _PlainValueNames, TyperGroup):
     """The class of i2i and its command groups (``typer.Typer(cls=Group)``)."""
 
 
@@ -246,7 +262,7 @@ def _device_name(value: str) -> str:
 
 
 DeviceOption = Annotated[
-    str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Device", callback=_device_name)
+    str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Device", callback=_device_name)
 ]
 HalfOption = Annotated[
     bool | None,
@@ -272,9 +288,6 @@ def precision_from_flags(half: bool | None, bf16: bool) -> str:
     return "auto" if half is None else ("fp16" if half else "fp32")
 
 
-OutputOption = Annotated[
-    str, typer.Option("-o", "--output", help="Folder for the results (created if missing).", rich_help_panel="Output")
-]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print a machine-readable summary on stdout.", rich_help_panel="Output")
 ]

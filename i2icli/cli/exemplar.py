@@ -66,27 +66,27 @@ def exemplar(
     ] = None,
     exemplar_pose: Annotated[
         str | None,
-        typer.Option(help="The exemplar's own pose (.json or _candidate.txt) or label/edge map. Required.",
+        typer.Option(metavar="FILE", help="The exemplar's own pose (.json or _candidate.txt) or label/edge map. Required.",
                      show_default=False),
     ] = None,
     input_pose: Annotated[
         str | None,
-        typer.Option(help="INPUT is a photo and this is its pose (.json coordinates are that photo's pixels).",
+        typer.Option(metavar="FILE", help="INPUT is a photo and this is its pose (.json coordinates are that photo's pixels).",
                      show_default=False),
     ] = None,
     output: Annotated[
         str,
-        typer.Option("-o", "--output", help="Output file for one pair, or a folder (for INPUT_EXEMPLAR.png files).",
+        typer.Option("-o", "--output", metavar="DIR|FILE", help="Output file for one pair, or a folder (for INPUT_EXEMPLAR.png files).",
                      rich_help_panel=_OUTPUT),
     ] = "results",
     pairs: Annotated[
         Path | None,
-        typer.Option(help=f"CSV file of pairs, with a header naming columns among: {', '.join(_CSV_COLUMNS)}. "
+        typer.Option(metavar="CSV", help=f"CSV file of pairs, with a header naming columns among: {', '.join(_CSV_COLUMNS)}. "
                      "Relative paths are relative to the CSV file.", show_default=False),
     ] = None,
     checkpoint: Annotated[
         str,
-        typer.Option(help="Folder holding latest_net_G.pth and latest_net_Corr.pth (the official DeepFashionHD "
+        typer.Option(metavar="DIR", help="Folder holding latest_net_G.pth and latest_net_Corr.pth (the official DeepFashionHD "
                      "model is a manual download: see `i2i weights list`).", rich_help_panel=_MODEL),
     ] = "cocosnet2-deepfashionhd",
     size: Annotated[

@@ -41,15 +41,15 @@ def invert(
     exemplar: Annotated[Path, typer.Argument(metavar="EXEMPLAR", help="The face whose style (colours, texture, lighting) to use.",
                                              show_default=False)],
     output: Annotated[
-        str, typer.Option("-o", "--output", help="Output image file, or a folder for SOURCE_EXEMPLAR.png.",
+        str, typer.Option("-o", "--output", metavar="DIR|FILE", help="Output image file, or a folder for SOURCE_EXEMPLAR.png.",
                           rich_help_panel=_OUTPUT)
     ] = "results",
     generator: Annotated[
-        str, typer.Option(help="StyleGAN2 checkpoint (basicsr/GFPGAN FFHQ files load as published): a path, or a "
+        str, typer.Option(metavar="NAME|PATH", help="StyleGAN2 checkpoint (basicsr/GFPGAN FFHQ files load as published): a path, or a "
                           "name from `i2i weights list`. Its resolution is the output's.", rich_help_panel=_MODEL)
     ] = "stylegan2-ffhq-512",
     layers: Annotated[
-        str, typer.Option(help="Composing layers to try, one hypothesis each, e.g. 4-8 or 3,5,7. A layer is a count "
+        str, typer.Option(metavar="LIST", help="Composing layers to try, one hypothesis each, e.g. 4-8 or 3,5,7. A layer is a count "
                           "of StyleGAN2 style convs (15 at 512 px, 17 at 1024 px).", rich_help_panel=_SEARCH)
     ] = "4-8",
     codes: Annotated[int, typer.Option(min=1, max=256, help="Latent codes per hypothesis.", rich_help_panel=_SEARCH)] = 20,
@@ -84,15 +84,15 @@ def invert(
                            "a JSON file of the scores.", rich_help_panel=_OUTPUT)
     ] = False,
     correspondence_model: Annotated[
-        str, typer.Option(help="VGG-19 for the correspondence (torchvision layout).", rich_help_panel=_MODEL)
+        str, typer.Option(metavar="NAME|PATH", help="VGG-19 for the correspondence (torchvision layout).", rich_help_panel=_MODEL)
     ] = "vgg19-imagenet",
     perceptual_model: Annotated[
-        str, typer.Option(help="VGG-16 for the perceptual loss (torchvision layout).", rich_help_panel=_MODEL)
+        str, typer.Option(metavar="NAME|PATH", help="VGG-16 for the perceptual loss (torchvision layout).", rich_help_panel=_MODEL)
     ] = "vgg16-imagenet",
     score_model: Annotated[
-        str, typer.Option(help="FID Inception-v3 for the scores (pytorch-fid layout).", rich_help_panel=_MODEL)
+        str, typer.Option(metavar="NAME|PATH", help="FID Inception-v3 for the scores (pytorch-fid layout).", rich_help_panel=_MODEL)
     ] = "fid-inception",
-    detector: Annotated[str, typer.Option(help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path.",
+    detector: Annotated[str, typer.Option(metavar="NAME|PATH", help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path.",
                                           rich_help_panel=_MODEL)] = "retinaface-resnet50",
     device: DeviceOption = "auto",
     bf16: Annotated[

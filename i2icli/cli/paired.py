@@ -70,15 +70,15 @@ def paired(
     label: Annotated[Path, typer.Argument(metavar="LABEL", show_default=False,
                                           help="Label map (class-index PNG) or edge image, or a folder of them.")],
     checkpoint: Annotated[
-        str, typer.Option("--checkpoint", "-c", show_default=False, rich_help_panel=_MODEL,
+        str, typer.Option("--checkpoint", "-c", metavar="RUN|FILE", show_default=False, rich_help_panel=_MODEL,
                           help="A checkpoint from `i2i train paired` (file, or the run's --out folder).")
     ],
     output: Annotated[
-        str, typer.Option("-o", "--output", rich_help_panel=_OUTPUT,
+        str, typer.Option("-o", "--output", metavar="DIR|FILE", rich_help_panel=_OUTPUT,
                           help="Output image for one label map; a folder (for LABEL.png files) otherwise.")
     ] = "results",
     style: Annotated[
-        Path | None, typer.Option("--style", show_default=False, rich_help_panel=_MODEL,
+        Path | None, typer.Option("--style", metavar="PHOTO", show_default=False, rich_help_panel=_MODEL,
                                   help="Photo whose style (colours, lighting) to use. Default: the mean style of the "
                                   "training photos.")
     ] = None,
@@ -96,7 +96,7 @@ def paired(
                            "where the variations differ (needs --samples 2 or more).")
     ] = False,
     spectrum: Annotated[
-        Path | None, typer.Option("--spectrum", show_default=False, rich_help_panel=_OUTPUT,
+        Path | None, typer.Option("--spectrum", metavar="FILE", show_default=False, rich_help_panel=_OUTPUT,
                                   help="Also plot the radially averaged power spectrum of the reconstruction, the "
                                   "residual and the output, averaged over all results (PNG).")
     ] = None,

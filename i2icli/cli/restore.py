@@ -44,39 +44,39 @@ def _file_name_suffix(value: str) -> str:
 def restore(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Image files, folders or glob patterns.", show_default=False)],
     output: Annotated[
-        str, typer.Option("-o", "--output", help="Folder for the results (created if missing), or for one input the "
+        str, typer.Option("-o", "--output", metavar="DIR|FILE", help="Folder for the results (created if missing), or for one input the "
                           "output file itself (its extension picks the format).", rich_help_panel=_OUTPUT)
     ] = "results",
     upscale: Annotated[float, typer.Option("--upscale", "-s", min=1.0, max=8.0, callback=finite, help="Final size factor; fractions too (e.g. 1.5).")] = 2.0,
     strength: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="How much of the restored face to use: 1 all of it, 0 none.")
     ] = 1.0,
-    model: Annotated[str, typer.Option(help="Face model: gfpgan-1.4, gfpgan-1.3, or a checkpoint path.", rich_help_panel=_MODELS)] = "gfpgan-1.4",
+    model: Annotated[str, typer.Option(metavar="NAME|PATH", help="Face model: gfpgan-1.4, gfpgan-1.3, or a checkpoint path.", rich_help_panel=_MODELS)] = "gfpgan-1.4",
     bg_model: Annotated[
         str,
-        typer.Option(
+        typer.Option(metavar="NAME|PATH|none",
             help="Background model: auto (realesrgan-x2plus up to 2x, realesrgan-x4plus above), realesr-general-x4v3, "
             "a checkpoint path, or none (Lanczos resize).",
             rich_help_panel=_MODELS,
         ),
     ] = "auto",
     detector: Annotated[
-        str, typer.Option(help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path (resnet50 or mobilenet0.25).", rich_help_panel=_MODELS)
+        str, typer.Option(metavar="NAME|PATH", help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path (resnet50 or mobilenet0.25).", rich_help_panel=_MODELS)
     ] = "retinaface-resnet50",
     parser: Annotated[
-        str, typer.Option(help="Face parser for soft paste masks: parsenet, a path, or none.", rich_help_panel=_MODELS)
+        str, typer.Option(metavar="NAME|PATH|none", help="Face parser for soft paste masks: parsenet, a path, or none.", rich_help_panel=_MODELS)
     ] = "parsenet",
     threshold: Annotated[float, typer.Option(callback=finite, min=0.0, max=1.0, help="Face detection confidence threshold.", rich_help_panel=_FACES)] = 0.97,
     only_center_face: Annotated[bool, typer.Option("--only-center-face", help="Restore only the face nearest the centre.", rich_help_panel=_FACES)] = False,
-    min_face_size: Annotated[float, typer.Option(callback=finite, min=0.0, help="Ignore faces smaller than this many pixels.", rich_help_panel=_FACES)] = 16.0,
+    min_face_size: Annotated[float, typer.Option(metavar="PX", callback=finite, min=0.0, help="Ignore faces smaller than this many pixels.", rich_help_panel=_FACES)] = 16.0,
     detect_size: Annotated[
-        int, typer.Option(min=0, help="Detect faces on a copy at most this many pixels wide/high (0: full size).", rich_help_panel=_FACES)
+        int, typer.Option(metavar="PX", min=0, help="Detect faces on a copy at most this many pixels wide/high (0: full size).", rich_help_panel=_FACES)
     ] = 1280,
     aligned: Annotated[bool, typer.Option("--aligned", help="Inputs are already aligned 512x512 face crops; each output is its restored 512x512 face (no --upscale, no alpha).", rich_help_panel=_FACES)] = False,
     save_faces: Annotated[
         bool, typer.Option("--save-faces", help="Also save face crops, restored faces and side-by-side comparisons.", rich_help_panel=_OUTPUT)
     ] = False,
-    ext: Annotated[str, typer.Option(help="Output format: auto (same as input), png, jpg, webp, tif or bmp.", rich_help_panel=_OUTPUT)] = "auto",
+    ext: Annotated[str, typer.Option(metavar="FORMAT", help="Output format: auto (same as input), png, jpg, webp, tif or bmp.", rich_help_panel=_OUTPUT)] = "auto",
     suffix: Annotated[str, typer.Option(help="Text added to each output file name.", rich_help_panel=_OUTPUT,
                                         callback=_file_name_suffix)] = "",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder inputs.")] = False,
@@ -85,14 +85,14 @@ def restore(
     half: HalfOption = None,
     bf16: Bf16Option = False,
     tile: Annotated[
-        int, typer.Option(min=0, help="Background tile size in pixels (0: whole image at once).", rich_help_panel="Device")
+        int, typer.Option(metavar="PX", min=0, help="Background tile size in pixels (0: whole image at once).", rich_help_panel="Device")
     ] = 400,
     face_batch: Annotated[
         int, typer.Option(min=0, help="Faces per network call (0: 1 on a CPU, from free memory on a GPU).", rich_help_panel="Device")
     ] = 0,
     max_memory: Annotated[
         float,
-        typer.Option(
+        typer.Option(metavar="GB",
             min=0.0,
             help="GPU memory budget in GB (0: what the GPU has free); face batches and tiles are sized to fit it. "
             "Not used on a CPU, where --tile bounds memory.",

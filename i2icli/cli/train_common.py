@@ -28,7 +28,7 @@ EVAL_PANEL = "Evaluation"
 
 
 # Options every training command has, declared once.
-OutOption = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=RUN_PANEL)]
+OutOption = Annotated[Path, typer.Option("--out", metavar="DIR", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=RUN_PANEL)]
 StepsOption = Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count).",
                                           rich_help_panel=RUN_PANEL)]
 GeneratorLrOption = Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL,
@@ -37,7 +37,7 @@ DiscriminatorLrOption = Annotated[float, typer.Option(help="Discriminator Adam l
                                                       callback=positive_finite)]
 EmaDecayOption = Annotated[float, typer.Option(min=0.0, max=1.0, callback=finite, help="EMA decay of the generator used for inference.",
                                                rich_help_panel=LOSS_PANEL)]
-HeldOutOption = Annotated[str, typer.Option(help="Examples kept out of training for samples and --eval: a fraction or a count.",
+HeldOutOption = Annotated[str, typer.Option(metavar="X|N", help="Examples kept out of training for samples and --eval: a fraction or a count.",
                                             rich_help_panel=RUN_PANEL)]
 SeedOption = Annotated[int, typer.Option(min=0, callback=seed_in_range, help="Seed of everything random: initial weights, batch order, flips, noise.",
                                          rich_help_panel=RUN_PANEL)]
@@ -50,12 +50,12 @@ KeepOption = Annotated[int, typer.Option(min=1, help="Step checkpoints to keep (
 WorkersOption = Annotated[int, typer.Option(min=0, help="Data-loading worker processes.", rich_help_panel=RUN_PANEL)]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint, exactly.",
                                             rich_help_panel=RUN_PANEL)]
-ResumeFromOption = Annotated[Path | None, typer.Option(show_default=False, help="Continue from this checkpoint file instead.",
+ResumeFromOption = Annotated[Path | None, typer.Option(metavar="FILE", show_default=False, help="Continue from this checkpoint file instead.",
                                                        rich_help_panel=RUN_PANEL)]
-EvalCheckpointOption = Annotated[Path | None, typer.Option(show_default=False, help="Checkpoint to evaluate (default: the "
+EvalCheckpointOption = Annotated[Path | None, typer.Option(metavar="FILE", show_default=False, help="Checkpoint to evaluate (default: the "
                                                            "run's latest).", rich_help_panel=EVAL_PANEL)]
-FidModelOption = Annotated[str, typer.Option(help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=EVAL_PANEL)]
-LpipsBackboneOption = Annotated[str, typer.Option(help="VGG-16 for LPIPS, when the lpips package is installed ('none' to skip).",
+FidModelOption = Annotated[str, typer.Option(metavar="NAME|PATH|none", help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=EVAL_PANEL)]
+LpipsBackboneOption = Annotated[str, typer.Option(metavar="NAME|PATH|none", help="VGG-16 for LPIPS, when the lpips package is installed ('none' to skip).",
                                                   rich_help_panel=EVAL_PANEL)]
 
 

@@ -69,9 +69,9 @@ def paired(
                                         help="Label maps are edge images (or sketches), used as they are.")] = False,
     edge_channels: Annotated[int, typer.Option(min=1, max=3, rich_help_panel=MODEL_PANEL,
                                                help="Channels of edge images: 1 (grey) or 3 (colour).")] = 1,
-    labels: Annotated[Path | None, typer.Option(show_default=False, rich_help_panel=RUN_PANEL,
+    labels: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, rich_help_panel=RUN_PANEL,
                                                 help="Folder of label maps (default: DATA_DIR/labels).")] = None,
-    photos: Annotated[Path | None, typer.Option(show_default=False, rich_help_panel=RUN_PANEL,
+    photos: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, rich_help_panel=RUN_PANEL,
                                                 help="Folder of photos (default: DATA_DIR/photos or DATA_DIR/images).")] = None,
     out: OutOption = Path("runs/paired"),
     size: Annotated[int, typer.Option(min=16, help="Training size in pixels (squares).", rich_help_panel=MODEL_PANEL)] = 256,
@@ -89,7 +89,7 @@ def paired(
                                              rich_help_panel=LOSS_PANEL)] = 10.0,
     vgg_weight: Annotated[float, typer.Option(callback=finite, min=0.0, help="Weight of a VGG-19 perceptual loss on the reconstruction "
                                               "(off by default, as in the paper).", rich_help_panel=LOSS_PANEL)] = 0.0,
-    vgg: Annotated[str, typer.Option(help="VGG-19 checkpoint for --vgg-weight.", rich_help_panel=LOSS_PANEL)] = "vgg19-imagenet",
+    vgg: Annotated[str, typer.Option(metavar="NAME|PATH|none", help="VGG-19 checkpoint for --vgg-weight.", rich_help_panel=LOSS_PANEL)] = "vgg19-imagenet",
     g_lr: GeneratorLrOption = 1e-4,
     d_lr: DiscriminatorLrOption = 4e-4,
     ema_decay: EmaDecayOption = 0.999,
@@ -105,9 +105,9 @@ def paired(
     eval_: Annotated[bool, typer.Option("--eval", help="Evaluate the run's latest checkpoint on the held-out pairs "
                                         "instead of training.", rich_help_panel=EVAL_PANEL)] = False,
     eval_checkpoint: EvalCheckpointOption = None,
-    eval_style: Annotated[str, typer.Option(help="Style in --eval: 'photo' (each held-out photo's own, as the paper scores it) or "
+    eval_style: Annotated[str, typer.Option(metavar="photo|mean", help="Style in --eval: 'photo' (each held-out photo's own, as the paper scores it) or "
                                             "'mean'.", rich_help_panel=EVAL_PANEL)] = "photo",
-    spectrum: Annotated[Path | None, typer.Option(show_default=False, help="Where --eval plots the power spectra "
+    spectrum: Annotated[Path | None, typer.Option(metavar="FILE", show_default=False, help="Where --eval plots the power spectra "
                                                   "(default: OUT/eval/spectrum-step-N.png).", rich_help_panel=EVAL_PANEL)] = None,
     fid_model: FidModelOption = "fid-inception",
     lpips_backbone: LpipsBackboneOption = "vgg16-imagenet",

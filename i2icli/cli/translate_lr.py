@@ -54,12 +54,12 @@ def translate_lr(
                                            help="Tiny target (e.g. 8x8) whose layout, pose and colours to match, or a full-size "
                                            "photo to downsample, or a folder of them.")],
     checkpoint: Annotated[
-        str, typer.Option("--checkpoint", "-c", show_default=False, rich_help_panel=_MODEL,
+        str, typer.Option("--checkpoint", "-c", metavar="RUN|FILE", show_default=False, rich_help_panel=_MODEL,
                           help="A checkpoint from `i2i train translate-lr` (file, or the run's --out folder), or the "
                           "authors' training file.")
     ],
     output: Annotated[
-        str, typer.Option("-o", "--output", rich_help_panel=_OUTPUT,
+        str, typer.Option("-o", "--output", metavar="DIR|FILE", rich_help_panel=_OUTPUT,
                           help="Output image file for one pair; a folder (for SOURCE__TARGET.png files) otherwise.")
     ] = "results",
     lr_size: Annotated[
@@ -75,11 +75,11 @@ def translate_lr(
         bool, typer.Option("--align-faces", help="Align faces first, as `i2i restore` aligns them (for face models).")
     ] = False,
     grid: Annotated[
-        Path | None, typer.Option("--grid", show_default=False, rich_help_panel=_OUTPUT,
+        Path | None, typer.Option("--grid", metavar="FILE", show_default=False, rich_help_panel=_OUTPUT,
                                   help="Also write a grid like the paper's figures: targets across the top, sources "
                                   "down the side.")
     ] = None,
-    detector: Annotated[str, typer.Option(help="Face detector for --align-faces: retinaface-resnet50 or a RetinaFace "
+    detector: Annotated[str, typer.Option(metavar="NAME|PATH", help="Face detector for --align-faces: retinaface-resnet50 or a RetinaFace "
                                           "checkpoint path.", rich_help_panel=_MODEL)
                         ] = "retinaface-resnet50",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip pairs whose output exists.",

@@ -73,7 +73,7 @@ def fetch(
     names: Annotated[list[str] | None, typer.Argument(metavar="NAMES", help="Names from `i2i weights list` (default: what `i2i restore` uses).", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Fetch every checkpoint that can be downloaded (not the "
                                        "manual downloads).")] = False,
-    to: Annotated[Path | None, typer.Option(help="Also copy the files into this folder (e.g. to carry to an offline machine).")] = None,
+    to: Annotated[Path | None, typer.Option(metavar="DIR", help="Also copy the files into this folder (e.g. to carry to an offline machine).")] = None,
 ) -> None:
     """Download checkpoints (Hub first, then the official release) and check their sha256."""
     from i2icli import weights
