@@ -196,6 +196,47 @@ def test_batch_goes_on_past_bad_files(tiny_env, landmarks_detector, tmp_path):
     assert (out / "good.jpg").stat().st_mtime_ns == before
 
 
+def test_ctrl_c_with_json_still_prints_what_was_done(tiny_env, landmarks_detector, tmp_path, monkeypatch):
+    """A script reading --json from stdout gets a document after Ctrl-C too (exit 130): the photos
+    restored before it, the one cut short, and those never started."""
+    from i2icli.pipelines.restore import RestorePipeline
+
+    landmarks_detector([])
+    for name in ("a", "b", "c"):
+        _photo(tmp_path / "in" / f"{name}.png")
+    restore_one = RestorePipeline.restore
+
+    def interrupted_at_b(self, picture):
+        if picture.source is not None and picture.source.stem == "b":
+            raise KeyboardInterrupt
+        return restore_one(self, picture)
+
+    monkeypatch.setattr(RestorePipeline, "restore", interrupted_at_b)
+    result = run("restore", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--json", "--device", "cpu")
+    assert result.exit_code == 130
+    summary = json.loads(result.stdout)
+    assert [(Path(r["input"]).name, r["status"]) for r in summary["results"]] == [
+        ("a.png", "ok"), ("b.png", "interrupted"), ("c.png", "not run")]
+    assert summary["interrupted"] is True and summary["ok"] == 1
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png"]
+    assert "interrupted" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_outside_a_batch_with_json_prints_an_error_document(capsys):
+    import typer
+
+    from i2icli.cli.common import handles_errors
+
+    @handles_errors
+    def command(as_json: bool = False):
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as exit_:
+        command(as_json=True)
+    assert exit_.value.exit_code == 130
+    assert json.loads(capsys.readouterr().out) == {"error": "interrupted", "hint": None}
+
+
 def test_overlapped_io_gives_the_same_files_and_reports(tiny_env, landmarks_detector, tmp_path):
     """What a GPU run does (decode and encode on worker threads), run here on the CPU pipeline."""
     from i2icli.batch import plan_jobs

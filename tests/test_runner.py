@@ -141,12 +141,25 @@ def test_an_interrupted_run_finishes_the_write_in_flight(tmp_path):
         job.output.write_text(result)
         return {}, result, ""
 
-    jobs = _jobs(tmp_path, ["a", "b", "c"])
-    with pytest.raises(KeyboardInterrupt):
+    jobs = _jobs(tmp_path, ["missing", "a", "b", "c"])
+    with pytest.raises(KeyboardInterrupt) as interrupt:
         run_batch(jobs, Stages(lambda job: job.source.stem, compute, write), verb="testing", skip_existing=False,
                   record_of=_record, overlap_io=True)
-    assert jobs[0].output.read_text() == "a"
-    assert not jobs[2].output.exists()
+    assert jobs[1].output.read_text() == "a"
+    assert not jobs[3].output.exists()
+    # What --json prints after Ctrl-C: every job, the one written in flight as done.
+    summary = interrupt.value.summary
+    assert [(Path(r["input"]).stem, r["status"]) for r in summary["results"]] == [
+        ("missing", "failed"), ("a", "ok"), ("b", "interrupted"), ("c", "not run")]
+    assert (summary["ok"], summary["failed"], summary["interrupted"]) == (1, 1, True)
+
+
+def test_a_batch_that_ran_to_the_end_is_not_marked_interrupted(tmp_path):
+    from i2icli.cli.runner import batch_summary
+
+    records = run_batch(_jobs(tmp_path, ["a", "missing"]), lambda job: ({}, job.source.name, ""), verb="testing",
+                        skip_existing=False, record_of=_record)
+    assert "interrupted" not in batch_summary(records)
 
 
 def test_a_plain_processor_still_runs(tmp_path):

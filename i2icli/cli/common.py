@@ -120,6 +120,14 @@ class Group(_UsageErrorsOnOneLine, _PlainValueNames, TyperGroup):
     """The class of i2i and its command groups (``typer.Typer(cls=Group)``)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C in a batch, carrying the batch's --json summary up to that moment."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__()
+        self.summary = summary
+
+
 def report_error(error: I2IError | str) -> None:
     """Print one line: the error, then what to do about it if known."""
     if isinstance(error, I2IError):
@@ -213,8 +221,11 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a
             return command(*args, **kwargs)
         except I2IError as error:
             raise fail(error) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             console.print("[yellow]interrupted[/]")
+            if json_asked:  # a script reading stdout still gets a document: what was done, if known
+                summary = interrupt.summary if isinstance(interrupt, Interrupted) else None
+                stdout_write(json.dumps(summary or {"error": "interrupted", "hint": None}, indent=2))
             raise typer.Exit(130) from None
         except MemoryError:
             raise fail(I2IError("out of memory", out_of_ram_hint)) from None

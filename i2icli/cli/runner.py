@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 
-from i2icli.cli.common import console, report_error, stdout_write, transient_progress
+from i2icli.cli.common import (
+    Interrupted,
+    console,
+    report_error,
+    stdout_write,
+    transient_progress,
+)
 from i2icli.errors import I2IError, InputError, first_line
 
 
@@ -172,82 +178,98 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
     read_next = dict(zip(runnable, runnable[1:]))  # the job to read ahead while one computes
     records: list[dict] = []
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with ExitStack() as stack:
-        progress = stack.enter_context(transient_progress(*columns))
-        # Entered after the progress bar, so left first: an interrupted run waits for its last write.
-        if overlap_io:
-            reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-read"))
-            writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-write"))
+    in_flight: _Written | None = None
+
+    def finish_write() -> None:
+        nonlocal in_flight
+        if in_flight is None:
+            return
+        written = in_flight
+        try:
+            (extra, headline, detail), write_seconds = written.future.result()
+        except Exception as error:
+            written.record.update(status="failed", error=_failure(written.job, error))
         else:
-            reader = writer = _Inline()
-        task = progress.add_task(verb, total=len(jobs))
-        reads: dict[int, Future] = {}  # reads started ahead of their job's turn
-        in_flight: _Written | None = None
+            seconds = written.seconds + write_seconds
+            written.record.update(status="ok", seconds=round(seconds, 3), **extra)
+            console.print(f"[green]✓[/] {headline} [dim]({detail}{seconds:.1f} s)[/]")
+        in_flight = None  # only now: an interrupt while waiting above leaves it to be reported
+        progress.advance(task)
 
-        def finish_write() -> None:
-            nonlocal in_flight
-            if in_flight is None:
-                return
-            written, in_flight = in_flight, None
-            try:
-                (extra, headline, detail), write_seconds = written.future.result()
-            except Exception as error:
-                written.record.update(status="failed", error=_failure(written.job, error))
+    try:
+        with ExitStack() as stack:
+            progress = stack.enter_context(transient_progress(*columns))
+            # Entered after the progress bar, so left first: an interrupted run waits for its last write.
+            if overlap_io:
+                reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-read"))
+                writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-write"))
             else:
-                seconds = written.seconds + write_seconds
-                written.record.update(status="ok", seconds=round(seconds, 3), **extra)
-                console.print(f"[green]✓[/] {headline} [dim]({detail}{seconds:.1f} s)[/]")
-            progress.advance(task)
-
-        for index, job in enumerate(jobs):
-            record = record_of(job)
-            records.append(record)
-            if index not in to_run:  # reported after the job before it
-                finish_write()
-                if job.problem is not None:
-                    record.update(status="failed", error=job.problem)
-                    report_error(job.problem)
-                else:
-                    record.update(status="skipped")
-                    console.print(f"[dim]skipped[/] {job.source} [dim](output exists)[/]")
-                progress.advance(task)
-                continue
-            progress.update(task, description=f"{verb} {job.source.name}")
-            failure: Exception | None = None
-            read = reads.pop(index, None) or reader.submit(_timed, stages.read, job)
-            if overlap_io and index in read_next:  # decode the next photo while this one computes
-                reads[read_next[index]] = reader.submit(_timed, stages.read, jobs[read_next[index]])
-            try:
-                data, read_seconds = read.result()
-            except Exception as error:
-                failure = error
-            if failure is None:
+                reader = writer = _Inline()
+            task = progress.add_task(verb, total=len(jobs))
+            reads: dict[int, Future] = {}  # reads started ahead of their job's turn
+            for index, job in enumerate(jobs):
+                record = record_of(job)
+                records.append(record)
+                if index not in to_run:  # reported after the job before it
+                    finish_write()
+                    if job.problem is not None:
+                        record.update(status="failed", error=job.problem)
+                        report_error(job.problem)
+                    else:
+                        record.update(status="skipped")
+                        console.print(f"[dim]skipped[/] {job.source} [dim](output exists)[/]")
+                    progress.advance(task)
+                    continue
+                progress.update(task, description=f"{verb} {job.source.name}")
+                failure: Exception | None = None
+                read = reads.pop(index, None) or reader.submit(_timed, stages.read, job)
+                if overlap_io and index in read_next:  # decode the next photo while this one computes
+                    reads[read_next[index]] = reader.submit(_timed, stages.read, jobs[read_next[index]])
                 try:
-                    result, compute_seconds = _timed(stages.compute, job, data)
+                    data, read_seconds = read.result()
                 except Exception as error:
                     failure = error
-                del data
-            finish_write()
-            if failure is not None:
-                record.update(status="failed", error=_failure(job, failure))
-                progress.advance(task)
-                continue
-            in_flight = _Written(job, record, writer.submit(_timed, stages.write, job, result), read_seconds + compute_seconds)
-            del result
-            if not overlap_io:  # one job at a time, each reported as soon as it is written
+                if failure is None:
+                    try:
+                        result, compute_seconds = _timed(stages.compute, job, data)
+                    except Exception as error:
+                        failure = error
+                    del data
                 finish_write()
-        finish_write()
+                if failure is not None:
+                    record.update(status="failed", error=_failure(job, failure))
+                    progress.advance(task)
+                    continue
+                in_flight = _Written(job, record, writer.submit(_timed, stages.write, job, result), read_seconds + compute_seconds)
+                del result
+                if not overlap_io:  # one job at a time, each reported as soon as it is written
+                    finish_write()
+            finish_write()
+    except KeyboardInterrupt:
+        if in_flight is not None and in_flight.future.done() and "status" not in in_flight.record:
+            # Its write ended on the way out (the writer thread is waited for): a file made in full.
+            finish_write()
+        for record in records:
+            record.setdefault("status", "interrupted")
+        records += [{**record_of(job), "status": "not run"} for job in jobs[len(records):]]
+        raise Interrupted(batch_summary(records)) from None
     return records
+
+
+def batch_summary(records: list[dict]) -> dict[str, Any]:
+    """The --json document of a batch. After Ctrl-C it also has ``"interrupted": true``, and the
+    jobs cut short or never started are there with the status "interrupted" or "not run"."""
+    def count(status: str) -> int:
+        return sum(record["status"] == status for record in records)
+
+    summary: dict[str, Any] = {"ok": count("ok"), "skipped": count("skipped"), "failed": count("failed")}
+    if any(record["status"] in ("interrupted", "not run") for record in records):
+        summary["interrupted"] = True
+    return {**summary, "results": records}
 
 
 def batch_failures(records: list[dict], *, as_json: bool) -> int:
     """Print the --json summary if asked; return how many jobs failed."""
-    failed = sum(record["status"] == "failed" for record in records)
     if as_json:
-        stdout_write(json.dumps({
-            "ok": sum(record["status"] == "ok" for record in records),
-            "skipped": sum(record["status"] == "skipped" for record in records),
-            "failed": failed,
-            "results": records,
-        }, indent=2))
-    return failed
+        stdout_write(json.dumps(batch_summary(records), indent=2))
+    return sum(record["status"] == "failed" for record in records)
