@@ -102,6 +102,9 @@ class Picture:
     # pixels are in that colour space (Adobe RGB, a phone's Display P3), and without the profile
     # colour-managed viewers would show them as sRGB, washed out.
     icc_profile: bytes | None = None
+    # The file was a lossless WebP: a WebP output is written lossless too, so that re-saving a
+    # lossless master does not make it lossy.
+    lossless_webp: bool = False
 
     def __post_init__(self) -> None:
         rgb = self.rgb
@@ -193,6 +196,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
     icc = pil.info.get("icc_profile")
     picture.icc_profile = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
+    picture.lossless_webp = fmt == "WEBP" and _webp_is_lossless(data)
     if mode in ("P", "PA") and _palette_has_colours(pil):
         picture.palette_indices = _palette_indices(p, pil, fmt, orientation)
     return picture
@@ -540,7 +544,8 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
     16-bit is kept for PNG and TIFF and rounded to 8-bit otherwise; alpha is kept for
     PNG, TIFF and WebP and dropped for JPEG and BMP; grayscale pictures are stored with
     one luminance channel where the format allows (WebP has none). ``jpeg_quality``
-    (1-100) applies to JPEG and lossy WebP. Never overwrites ``picture.source``.
+    (1-100) applies to JPEG and to WebP, which is lossless instead where the picture came from a
+    lossless WebP. Never overwrites ``picture.source``.
     """
     target = Path(path)
     suffix = target.suffix.lower()
@@ -577,6 +582,19 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
                            "choose another output") from None
         raise I2IError(f"{target}: cannot write: {e.strerror or e}") from None
     return target
+
+
+def _webp_is_lossless(data: bytes) -> bool:
+    """Whether a WebP file's image is VP8L (lossless) data rather than VP8 (lossy): the first of
+    the two chunk kinds in the file (an extended file puts ICCP, EXIF, ALPH chunks before it)."""
+    position = 12
+    while position + 8 <= len(data):
+        kind = data[position:position + 4]
+        if kind in (b"VP8L", b"VP8 "):
+            return kind == b"VP8L"
+        size = struct.unpack("<I", data[position + 4:position + 8])[0]
+        position += 8 + size + (size & 1)
+    return False
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -625,8 +643,8 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
     params: list[int] = []
     if fmt == "JPEG":
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]
-    elif fmt == "WEBP":
-        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+    elif fmt == "WEBP":  # a quality over 100 is libwebp's lossless mode
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101 if picture.lossless_webp else quality]
     with _quiet_cv2():
         try:
             ok, buf = cv2.imencode(ext, pixels, params)
@@ -810,4 +828,5 @@ def from_float(rgb_float: np.ndarray, alpha_float: np.ndarray | None, like: Pict
         if alpha_float.shape != rgb.shape[:2]:
             raise ValueError(f"alpha_float must be {rgb.shape[:2]}, got {alpha_float.shape}")
         alpha = quantize(alpha_float, dtype)
-    return Picture(rgb=rgb, alpha=alpha, grayscale=like.grayscale, source=like.source, icc_profile=like.icc_profile)
+    return Picture(rgb=rgb, alpha=alpha, grayscale=like.grayscale, source=like.source, icc_profile=like.icc_profile,
+                   lossless_webp=like.lossless_webp)

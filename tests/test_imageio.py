@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from i2icli import imageio
 from i2icli.errors import I2IError, InputImageError
@@ -707,6 +707,30 @@ def test_the_colour_profile_is_kept(tmp_path, suffix, kind):
     assert np.abs(again.rgb.astype(int) - picture.rgb.astype(int)).mean() < (1 if suffix == ".png" else 6)
     # OpenCV, which i2i decodes with, reads it too.
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED) is not None
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+@pytest.mark.parametrize("icc", [False, True])
+def test_a_lossless_webp_stays_lossless_and_a_lossy_one_lossy(tmp_path, alpha, icc):
+    """Re-saving a lossless WebP master at quality 95 would make it lossy for good."""
+    image = Image.fromarray(blocks())
+    if alpha:  # a real one: libwebp drops an alpha channel that is opaque everywhere
+        image.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, W).astype(np.uint8), (H, 1))))
+    extra = {"icc_profile": ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()} if icc else {}
+    image.save(tmp_path / "master.webp", lossless=True, **extra)  # an extended (VP8X) file with an ICCP chunk first
+    image.save(tmp_path / "photo.webp", quality=80, **extra)
+    master, photo = read_image(tmp_path / "master.webp"), read_image(tmp_path / "photo.webp")
+    assert master.lossless_webp and not photo.lossless_webp
+    for picture, name in ((master, "master"), (photo, "photo")):
+        out = write_image(tmp_path / f"{name}_out.webp", dataclasses.replace(picture, source=None))
+        again = read_image(out)
+        assert again.lossless_webp == picture.lossless_webp
+        if picture.lossless_webp:
+            np.testing.assert_array_equal(again.rgb, picture.rgb)
+            assert (again.alpha is None) == (not alpha)
+    # Written as another format it is an ordinary picture again; written from a PNG, WebP is lossy.
+    write_image(tmp_path / "from_png.webp", Picture(rgb=blocks()))
+    assert not read_image(tmp_path / "from_png.webp").lossless_webp
 
 
 def test_no_profile_no_change(tmp_path):

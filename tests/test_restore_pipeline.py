@@ -114,9 +114,11 @@ def test_aligned_input(tiny_env):
     pipeline = _load(tiny_env, aligned=True)
     assert pipeline.detector is None and pipeline.upscaler is None
     face = crop_face(_old_photo().rgb, alignment_matrix(OLD_PHOTO_LANDMARKS))
-    result = pipeline.restore(Picture(rgb=face, alpha=None, grayscale=False, source=None, icc_profile=b"profile"))
+    result = pipeline.restore(Picture(rgb=face, alpha=None, grayscale=False, source=None, icc_profile=b"profile",
+                                      lossless_webp=True))
     assert result.picture.rgb.shape == (512, 512, 3) and len(result.faces) == 1
     assert result.picture.icc_profile == b"profile"  # the pixels stay in the photo's colour space
+    assert result.picture.lossless_webp
     # The output is the face network's answer for the crop, not the crop passed through.
     with torch.no_grad():
         network_input = torch.from_numpy(face).permute(2, 0, 1)[None].float() / 127.5 - 1
@@ -127,10 +129,11 @@ def test_aligned_input(tiny_env):
 
 def test_no_face_found_still_upscales(tiny_env, landmarks_detector):
     landmarks_detector([])
-    photo = dataclasses.replace(_old_photo(), icc_profile=b"profile")
+    photo = dataclasses.replace(_old_photo(), icc_profile=b"profile", lossless_webp=True)
     result = _load(tiny_env, upscale=1.5).restore(photo)
     assert result.faces == [] and result.face_count == 0 and result.picture.rgb.shape == (511, 511, 3)
     assert result.picture.icc_profile == b"profile" and result.picture.source == photo.source
+    assert result.picture.lossless_webp  # a lossless WebP master comes back lossless
 
 
 def test_paste_matches_facexlib(tiny_env, tmp_path, monkeypatch):
