@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 
@@ -86,24 +87,36 @@ def build_official(root: Path, config: CoCosNetConfig, seed: int) -> tuple[torch
 
 
 def randomize(module: torch.nn.Module, seed: int) -> None:
-    """Every parameter and spectral-norm vector drawn from a seeded generator.
+    """Every parameter and spectral-norm vector of ``module`` drawn by :func:`seeded_weights`."""
+    state = module.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, value in seeded_weights(state, seed).items():
+            state[name].copy_(value)
+
+
+def seeded_weights(layout: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Seeded random tensors of ``layout``'s names, shapes and dtypes, drawn in sorted name order:
+    a function of the names and shapes alone, so that the official networks and a state dict in
+    their format made without them (``tests/official_goldens.py``) get the same weights.
 
     Weights get a fan-in scale so activations neither vanish nor explode through the deep
     stacks; PReLU slopes stay near their usual 0.25.
     """
     rng = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in sorted(module.state_dict(keep_vars=True).items()):
-            if name.endswith(("_u", "_v")):
-                fresh = torch.randn(tensor.shape, generator=rng)
-                tensor.copy_(fresh / fresh.norm())
-            elif name.endswith((".relu.weight", "model.3.weight")):
-                tensor.copy_(0.25 + 0.05 * torch.randn(tensor.shape, generator=rng))
-            elif tensor.dim() > 1:
-                fan_in = tensor[0].numel()
-                tensor.copy_(torch.randn(tensor.shape, generator=rng) / fan_in**0.5)
-            else:
-                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=rng))
+    out = {}
+    for name, tensor in sorted(layout.items()):
+        shape = tuple(tensor.shape)
+        if name.endswith(("_u", "_v")):
+            fresh = torch.randn(shape, generator=rng)
+            value = fresh / fresh.norm()
+        elif name.endswith((".relu.weight", "model.3.weight")):
+            value = 0.25 + 0.05 * torch.randn(shape, generator=rng)
+        elif len(shape) > 1:
+            value = torch.randn(shape, generator=rng) / math.prod(shape[1:]) ** 0.5
+        else:
+            value = 0.1 * torch.randn(shape, generator=rng)
+        out[name] = value.to(tensor.dtype)
+    return out
 
 
 @contextlib.contextmanager
