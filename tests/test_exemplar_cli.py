@@ -124,6 +124,7 @@ def test_default_checkpoint_explains_the_manual_download(pair, tmp_path):
     [
         (lambda d: d / "latest_net_G.pth", "takes a folder, not a file"),
         (lambda d: d.parent / "nowhere", "checkpoint folder not found"),
+        (lambda d: "mymodel", "mymodel: checkpoint folder not found"),  # a bare name is a folder here
     ],
 )
 def test_bad_checkpoint_paths(checkpoint, pair, tmp_path, setup, message):
@@ -235,7 +236,7 @@ def test_batch_outputs_never_replace_inputs_or_each_other(checkpoint, pair, tmp_
     assert [r["status"] for r in summary["results"]] == ["failed", "ok", "failed", "failed"]
     errors = [summary["results"][i]["error"] for i in (0, 2, 3)]
     assert "would overwrite an input of the batch" in errors[0]
-    assert "target_model.png is also written for" in errors[1]
+    assert errors[1].startswith(f"{csv}:5: its output") and f"target_model.png is also written for {csv}:4" in errors[1]
     assert errors[2] == f"{csv}:6: more cells than the header has columns"  # file line numbers, blank line counted
 
     # A saved warp may not replace an input either.
@@ -246,3 +247,102 @@ def test_batch_outputs_never_replace_inputs_or_each_other(checkpoint, pair, tmp_
                  "-o", str(tmp_path / "r.png"), "--save-warps", *_common(checkpoint))
     assert single.exit_code == 1 and "would overwrite an input" in single.stderr
     assert warp_named.read_bytes() == kept
+
+
+def test_the_result_is_in_the_input_photos_frame(checkpoint, pair, tmp_path):
+    """A wide input photo with its pose and a tall exemplar: the structure lies in the wide frame,
+    and a crop to the exemplar's shape would cut the person out."""
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.full((100, 300, 3), 90, np.uint8)).save(wide)
+    result = run("exemplar", str(wide), str(pair["photo"]), "--input-pose", str(pair["target"]),
+                 "--exemplar-pose", str(pair["photo_pose"]), "-o", str(tmp_path / "out.png"), "--save-warps",
+                 *_common(checkpoint))
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out.png") as image:
+        assert image.size == (64, 21)  # 300:100 at the 64 px working size
+    with Image.open(tmp_path / "out_warp64.png") as warp:
+        assert warp.size == (64, 21)
+
+
+def test_an_edge_map_input_keeps_its_own_shape(tmp_path):
+    folder = write_checkpoint_dir(tmp_path / "edges", config=_edge_config())
+    edge_in, edge_ex, photo = tmp_path / "in.png", tmp_path / "ex.png", tmp_path / "photo.png"
+    Image.fromarray(np.tile(np.arange(120, dtype=np.uint8), (40, 1))).save(edge_in)  # 120x40
+    Image.fromarray(np.zeros((80, 60), np.uint8)).save(edge_ex)
+    Image.fromarray(np.full((80, 60, 3), 120, np.uint8)).save(photo)
+    result = run("exemplar", str(edge_in), str(photo), "--exemplar-pose", str(edge_ex), "-o", str(tmp_path / "o.png"),
+                 *_common(folder))
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "o.png") as image:
+        assert image.size == (64, 21)
+    # An exemplar map of another shape than the exemplar photo cannot lie on it.
+    Image.fromarray(np.zeros((50, 50), np.uint8)).save(edge_ex)
+    result = run("exemplar", str(edge_in), str(photo), "--exemplar-pose", str(edge_ex), "-o", str(tmp_path / "p.png"),
+                 *_common(folder))
+    assert result.exit_code == 1 and "ex.png: is 50x50, but the exemplar photo is 60x80" in result.stderr
+    assert not (tmp_path / "p.png").exists()
+    # A colour edge map for this grayscale model: the hint speaks of edge maps, not poses.
+    Image.fromarray(np.zeros((40, 120, 3), np.uint8)).save(edge_in)
+    result = run("exemplar", str(edge_in), str(photo), "--exemplar-pose", str(edge_ex), "-o", str(tmp_path / "p.png"),
+                 *_common(folder))
+    assert result.exit_code == 1 and "takes grayscale edge maps" in result.stderr and "pose" not in result.stderr
+
+
+def _edge_config():
+    from cocosnet_checkpoints import TINY
+    import dataclasses
+
+    return dataclasses.replace(TINY, semantic_nc=1)
+
+
+def test_semantics_of_two_kinds_are_refused(checkpoint, pair, tmp_path):
+    label = tmp_path / "label.png"
+    Image.fromarray(np.zeros((110, 75), np.uint8)).save(label)
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(label),
+                 "--label-nc", "20", "-o", str(tmp_path / "x.png"), *_common(checkpoint))
+    assert result.exit_code == 1
+    assert "label.png: is a label map, but the input target.json is a pose" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_output_keeps_the_exemplars_colour_profile(checkpoint, pair, tmp_path):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    tagged = tmp_path / "tagged.png"
+    Image.open(pair["photo"]).save(tagged, icc_profile=profile)
+    result = run("exemplar", str(pair["target"]), str(tagged), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "x.png"), "--save-warps", *_common(checkpoint))
+    assert result.exit_code == 0, result.output
+    for name in ("x.png", "x_warp64.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.info.get("icc_profile") == profile
+
+
+def test_a_pair_cut_short_is_redone_by_skip_existing(checkpoint, pair, tmp_path):
+    """The output is written last: if a warp cannot be written, no output says the pair is done."""
+    (tmp_path / "x_warp32.png").mkdir()  # in the way of one warp
+    args = ["exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+            "-o", str(tmp_path / "x.png"), "--save-warps", "--skip-existing", *_common(checkpoint)]
+    assert run(*args).exit_code == 1
+    assert not (tmp_path / "x.png").exists()
+    (tmp_path / "x_warp32.png").rmdir()
+    again = run(*args)
+    assert again.exit_code == 0 and "skipped" not in again.stderr
+    assert (tmp_path / "x.png").is_file() and (tmp_path / "x_warp32.png").is_file()
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    ("Input,Exemplar,Exemplar_Pose", None),  # as a spreadsheet may capitalise it
+    ("input,exemplar,exemplar_pose,input", "names the column 'input' twice"),
+])
+def test_csv_headers(checkpoint, pair, tmp_path, header, message):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"{header}\ntarget.json,model.jpg,model.json{',x.json' if header.count(',') == 3 else ''}\n")
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), *_common(checkpoint))
+    if message is None:
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "out" / "target_model.png").is_file()
+    else:
+        assert result.exit_code == 1 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -246,3 +246,24 @@ def test_missing_json_or_unknown_name_is_an_input_error(tmp_path, name):
     with pytest.raises(InputError) as caught:
         read_pose(tmp_path / name, frame=(100, 100))
     assert str(tmp_path / name) in str(caught.value)
+
+
+def test_json_poses_with_a_byte_order_mark_or_numbers_beyond_float_are_handled(tmp_path, recwarn):
+    import json as json_module
+
+    from i2icli.errors import InputError
+    from i2icli.semantics.pose import read_pose
+
+    flat = [10.0, 20.0, 0.9] * 18
+    with_bom = tmp_path / "bom.json"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + json_module.dumps({"people": [{"pose_keypoints_2d": flat}]}).encode())
+    assert read_pose(with_bom, (100, 100)).present.all()
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"people": [{"pose_keypoints_2d": [' + ",".join(["1" + "0" * 400] * 54) + "]}]}")
+    with pytest.raises(InputError, match="person 0 has"):
+        read_pose(huge, (100, 100))
+    far = tmp_path / "far.json"
+    far.write_text(json_module.dumps({"people": [{"pose_keypoints_2d": [1.7e308, 1.7e308, 0.9] * 18}]}))
+    with pytest.raises(InputError, match="far outside the photo"):
+        read_pose(far, (100, 100))
+    assert not [w for w in recwarn if "overflow" in str(w.message)]

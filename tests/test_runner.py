@@ -172,3 +172,29 @@ def test_a_plain_processor_still_runs(tmp_path):
                         record_of=_record)
     assert [r["status"] for r in records] == ["ok", "failed", "ok"]
     assert records[0]["n"] == 1
+
+
+def test_a_job_that_runs_out_of_memory_is_named_with_the_commands_hint_and_the_rest_go_on(tmp_path, capsys):
+    import torch
+
+    from i2icli.cli.common import handles_errors
+
+    failures = {"big": torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"),
+                "huge": RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                                     "memory: you tried to allocate 99999999999 bytes.")}
+
+    def process(job: FakeJob) -> tuple[dict, str, str]:
+        if job.source.stem in failures:
+            raise failures[job.source.stem]
+        return {}, job.source.name, ""
+
+    @handles_errors(out_of_memory_hint="use a smaller --size", out_of_ram_hint="use fewer --samples")
+    def command() -> list[dict]:
+        return run_batch(_jobs(tmp_path, ["big", "a", "huge"]), process, verb="testing", skip_existing=False,
+                         record_of=_record)
+
+    records = command()
+    assert [r["status"] for r in records] == ["failed", "ok", "failed"]
+    assert records[0]["error"] == f"{tmp_path / 'big.png'}: the device ran out of memory (CUDA out of memory. Tried to allocate 9.00 GiB) (use a smaller --size)"
+    assert records[2]["error"] == f"{tmp_path / 'huge.png'}: out of memory (use fewer --samples)"
+    assert "— use a smaller --size" in capsys.readouterr().err

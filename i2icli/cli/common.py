@@ -10,6 +10,7 @@ import math
 import sys
 import warnings
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Iterator, TypeVar
 
@@ -171,6 +172,26 @@ def _device_out_of_memory(error: RuntimeError) -> bool:
     return is_out_of_memory(error)
 
 
+_DEFAULT_DEVICE_MEMORY_HINT = "use a smaller --size, or --device cpu"
+_DEFAULT_RAM_HINT = "close other programs that use much memory, or use smaller images"
+# The running command's hints for running out of memory: set by ``handles_errors``, read there and
+# by the batch runner, which reports a job that ran out and goes on with the next.
+_memory_hints: ContextVar[tuple[str, str]] = ContextVar("memory_hints", default=(_DEFAULT_DEVICE_MEMORY_HINT,
+                                                                                 _DEFAULT_RAM_HINT))
+
+
+def out_of_memory(error: BaseException) -> I2IError | None:
+    """One line for running out of memory, the device's or the computer's, with the running
+    command's hint on what uses less; None for any other error."""
+    device_hint, ram_hint = _memory_hints.get()
+    # PyTorch's CPU allocator reports its failures as a RuntimeError rather than MemoryError.
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error)):
+        return I2IError("out of memory", ram_hint)
+    if isinstance(error, RuntimeError) and _device_out_of_memory(error):
+        return I2IError(f"the device ran out of memory ({first_line(error, 100)})", device_hint)
+    return None
+
+
 def _home_expanded(value: Any) -> Any:
     if isinstance(value, Path):
         return value.expanduser()
@@ -179,9 +200,8 @@ def _home_expanded(value: Any) -> Any:
     return value
 
 
-def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a smaller --size, or --device cpu",
-                   out_of_ram_hint: str = "close other programs that use much memory, or use smaller images",
-                   checkpoint_options: dict[str, str] | None = None) -> Any:
+def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAULT_DEVICE_MEMORY_HINT,
+                   out_of_ram_hint: str = _DEFAULT_RAM_HINT, checkpoint_options: dict[str, str] | None = None) -> Any:
     """Turn known failures into a one-line message and exit code 1 instead of a traceback.
 
     With ``--json`` (a command's ``as_json``), a failure of the whole run is also reported on
@@ -217,6 +237,7 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a
                 stdout_write(json.dumps({"error": error.message, "hint": error.hint}, indent=2))
             return typer.Exit(EXIT_FAILED)
 
+        hints = _memory_hints.set((out_of_memory_hint, out_of_ram_hint))
         try:
             return command(*args, **kwargs)
         except I2IError as error:
@@ -227,16 +248,17 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = "use a
                 summary = interrupt.summary if isinstance(interrupt, Interrupted) else None
                 stdout_write(json.dumps(summary or {"error": "interrupted", "hint": None}, indent=2))
             raise typer.Exit(130) from None
-        except MemoryError:
-            raise fail(I2IError("out of memory", out_of_ram_hint)) from None
-        except RuntimeError as error:
-            if not _device_out_of_memory(error):
+        except (MemoryError, RuntimeError) as error:
+            report = out_of_memory(error)
+            if report is None:
                 raise
-            raise fail(I2IError(f"the device ran out of memory ({first_line(error, 100)})", out_of_memory_hint)) from None
+            raise fail(report) from None
         except OSError as error:
             # A file-system failure no check foresaw (a disk filling up mid-run, say): still one line.
             where = f"{error.filename}: " if error.filename else ""
             raise fail(I2IError(f"{where}{error.strerror or error}")) from None
+        finally:
+            _memory_hints.reset(hints)
 
     return wrapper
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,6 +43,7 @@ class Pair:
     input_pose: Path | None
     output: Path
     problem: str | None = None
+    row: str | None = None  # "pairs.csv:3" for a pair from a CSV file: its inputs may repeat in other rows
 
     @property
     def source(self) -> Path:
@@ -128,8 +130,9 @@ def exemplar(
 ) -> None:
     """Draw INPUT's structure with EXEMPLAR's appearance (CoCosNet v2).
 
-    Photos, poses and maps are padded to a centred square (the official DeepFashion layout),
-    translated at --size, and the result is cropped back to the exemplar's aspect ratio.
+    Photos, poses and maps are padded to a centred square (the official DeepFashion layout) and
+    translated at --size; the result is cropped back to the input's frame: a map's own shape,
+    the --input-pose photo's, or for a pose file alone the exemplar's.
     """
     precision = precision_from_flags(half, bf16)
     if size % 32:
@@ -137,7 +140,8 @@ def exemplar(
     jobs = _plan(input, exemplar_photo, exemplar_pose, input_pose, output, pairs)
     inputs = [path for job in jobs for path in (job.input, job.exemplar, job.exemplar_pose, job.input_pose) if path]
     jobs, _ = one_writer_per_file(jobs, lambda pair: [path for paths in _written_files(
-        pair.output, size, save_warps=save_warps, save_label=save_label).values() for path in paths], inputs)
+        pair.output, size, save_warps=save_warps, save_label=save_label).values() for path in paths], inputs,
+        name_of=lambda pair: pair.row or str(pair.input))
     todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
 
     from i2icli.pipelines.exemplar import ExemplarPipeline, ExemplarSettings
@@ -187,7 +191,9 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            header = [(name or "").strip() for name in (reader.fieldnames or [])]
+            # Column names as a spreadsheet may write them: "Input", " exemplar ".
+            reader.fieldnames = [(name or "").strip().lower() for name in (reader.fieldnames or [])]
+            header = list(reader.fieldnames)
             rows = [(reader.line_num, row) for row in reader]  # file line numbers: blank lines are skipped
     except OSError as error:
         raise InputError(path, f"cannot read the pairs file ({error.strerror or error})") from None
@@ -200,6 +206,9 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
     if len(unknown) == len(header):  # the first line is a pair, say
         raise InputError(path, f"the first line is not a header: it names none of the columns {', '.join(_CSV_COLUMNS)}",
                          f"add a header line such as {','.join(_CSV_COLUMNS[:3])}")
+    repeated = next((name for name in header if header.count(name) > 1), None)
+    if repeated:  # the last cell would win without a word
+        raise InputError(path, f"the header names the column {repeated!r} twice", "keep one column of each name")
     if unknown or "input" not in header or "exemplar" not in header:
         raise InputError(path, f"the header must name input and exemplar (and may name {', '.join(_CSV_COLUMNS[2:])})"
                          + (f"; unknown column {unknown[0]!r}" if unknown else ""),
@@ -223,7 +232,8 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
             jobs.append(Pair(source or path, look or path, None, None, folder, f"{path}:{number}: input and exemplar are required"))
             continue
         target = cell("output") or folder / f"{source.stem}_{look.stem}.png"
-        jobs.append(_checked(Pair(source, look, cell("exemplar_pose"), cell("input_pose"), target), f"{path}:{number}: "))
+        jobs.append(_checked(Pair(source, look, cell("exemplar_pose"), cell("input_pose"), target, row=f"{path}:{number}"),
+                             f"{path}:{number}: "))
     return jobs
 
 
@@ -235,7 +245,7 @@ def _checked(pair: Pair, where: str = "") -> Pair:
         problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
     if pair.output.suffix.lower() not in IMAGE_SUFFIXES:
         problem = f"{where}{pair.output}: the output must be an image file (.png, .jpg, .webp, .tif or .bmp)"
-    return Pair(pair.input, pair.exemplar, pair.exemplar_pose, pair.input_pose, pair.output, problem)
+    return dataclasses.replace(pair, problem=problem)
 
 
 def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,
@@ -255,7 +265,6 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
     exemplar_semantic = pipeline.read_semantics(job.exemplar_pose, frame=exemplar_frame, label_nc=label_nc,
                                                 max_pixels=max_pixels)
     result = pipeline.translate(semantic, exemplar, exemplar_semantic)
-    write_image(job.output, result.picture)
     written: dict[str, Any] = {"stages": {k: round(v, 3) for k, v in result.seconds.items()}}
     files = _written_files(job.output, pipeline.settings.size, save_warps=save_warps, save_label=save_label)
     if save_warps:
@@ -269,6 +278,8 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
                 write_image(path, Picture(semantics.drawing))
                 labels.append(str(path))
         written["labels"] = labels
+    # Last: --skip-existing takes an existing output for a pair whose every file was written.
+    write_image(job.output, result.picture)
     return written
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 from i2icli.cli.common import (
     Interrupted,
     console,
+    out_of_memory,
     report_error,
     stdout_write,
     transient_progress,
@@ -137,6 +138,7 @@ def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 def _failure(job: BatchJob, error: BaseException) -> str:
     if isinstance(error, ShownBefore):
         return str(error)
+    error = out_of_memory(error) or error  # this job was too big: named with the command's hint, the rest go on
     if isinstance(error, I2IError):
         # An input error names its file; any other (out of GPU memory, say) gets the job's.
         if not isinstance(error, InputError) and str(job.source) not in error.message:

@@ -21,7 +21,7 @@ from i2icli.archs.cocosnet2 import (
     fold_spectral_norm,
     propagation_orders,
 )
-from i2icli.errors import WeightsError
+from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, max_value
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device
 from i2icli.pipelines.imagetensors import to_picture
@@ -60,7 +60,9 @@ class ExemplarResult:
 
 def _checkpoint_files(spec: str | Path) -> tuple[Path, Path, str]:
     """(correspondence file, generator file, label) for a folder, or a registry name."""
-    if isinstance(spec, str) and not weights.looks_like_path(spec):
+    # A name the registry does not know is taken as a folder: this option names a folder, so
+    # "unknown checkpoint name … or a .pth file" would send the user the wrong way.
+    if isinstance(spec, str) and any(entry.name == spec for entry in weights.registry()):
         checkpoint = weights.find(spec)
         if checkpoint.manual:
             raise WeightsError(
@@ -198,7 +200,10 @@ class ExemplarPipeline:
                               label_nc=label_nc, max_pixels=max_pixels)
 
     def translate(self, semantic: Semantics, exemplar: Picture, exemplar_semantic: Semantics) -> ExemplarResult:
-        """Render ``semantic``'s structure with ``exemplar``'s appearance."""
+        """Render ``semantic``'s structure with ``exemplar``'s appearance, in ``semantic``'s frame:
+        the output and the warps show the input's structure, so they are cropped to where it is
+        laid out (the exemplar's frame for a pose file on its own)."""
+        check_pair(semantic, exemplar, exemplar_semantic)
         size = self.settings.size
         seconds: dict[str, float] = {}
         started = time.perf_counter()
@@ -217,15 +222,36 @@ class ExemplarPipeline:
             image = self.generator(sem, correspondence.warps)
             self._sync()
         seconds["generator"] = time.perf_counter() - started - seconds["correspondence"]
-        frame = (exemplar.width, exemplar.height)
+        frame = semantic.frame or (exemplar.width, exemplar.height)
         picture = _to_picture(image[0], frame)
         warps = [_to_picture(w[0], frame) for w in correspondence.warps]
+        for shown in (picture, *warps):  # their colours are the exemplar's, in its colour space
+            shown.icc_profile = exemplar.icc_profile
         seconds["total"] = time.perf_counter() - started
         return ExemplarResult(picture, warps, seconds)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def check_pair(semantic: Semantics, exemplar: Picture, exemplar_semantic: Semantics) -> None:
+    """Refuse a pair the model would translate into nonsense without a word: an input and an
+    exemplar semantics of different kinds (a pose against a label map), or an exemplar map that
+    does not have the exemplar photo's shape, so that the two cannot lie on each other."""
+    if semantic.kind != exemplar_semantic.kind:
+        raise InputError(exemplar_semantic.source, f"is a {_KIND_NAMES[exemplar_semantic.kind]}, but the input "
+                         f"{semantic.source.name} is a {_KIND_NAMES[semantic.kind]}",
+                         "give the exemplar's semantics in the same kind as the input's")
+    if exemplar_semantic.frame is not None and exemplar_semantic.kind != "pose":
+        width, height = exemplar_semantic.frame
+        if abs(width * exemplar.height - height * exemplar.width) > 0.01 * exemplar.width * exemplar.height:
+            raise InputError(exemplar_semantic.source, f"is {width}x{height}, but the exemplar photo is "
+                             f"{exemplar.width}x{exemplar.height}: the map cannot lie on it",
+                             "give the map made for that photo (its size, or a scaled copy)")
+
+
+_KIND_NAMES = {"pose": "pose", "label": "label map", "edge": "edge map"}
 
 
 def exemplar_tensor(picture: Picture, size: int) -> np.ndarray:

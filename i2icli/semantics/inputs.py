@@ -34,6 +34,9 @@ class Semantics:
     kind: str  # "pose", "label" or "edge"
     source: Path
     drawing: np.ndarray | None = None  # (S, S, 3) uint8 skeleton, for poses
+    # The (width, height) the structure is laid out in: a map image's own size, or the photo a
+    # pose's pixel coordinates refer to. The result is cropped back to it.
+    frame: tuple[int, int] | None = None
 
 
 def is_pose_file(path: Path | str) -> bool:
@@ -74,11 +77,12 @@ def load_semantics(
             raise InputError(path, f"is a pose, but this checkpoint takes {channels}-channel semantics, not a "
                              f"{POSE_CHANNELS}-channel pose label", "give a label or edge map image made for this model")
         pose = read_pose(path, frame)
-        return Semantics(render_pose_label(pose, size), "pose", path, pose_drawing(pose, size))
+        return Semantics(render_pose_label(pose, size), "pose", path, pose_drawing(pose, size), frame)
     picture = read_image(path, max_pixels=max_pixels)
+    own_frame = (picture.width, picture.height)
     if label_nc is not None:
-        return Semantics(_one_hot(picture, path, size, channels, label_nc), "label", path)
-    return Semantics(_edges(picture, path, size, channels), "edge", path)
+        return Semantics(_one_hot(picture, path, size, channels, label_nc), "label", path, frame=own_frame)
+    return Semantics(_edges(picture, path, size, channels), "edge", path, frame=own_frame)
 
 
 def _resized_square(array: np.ndarray, size: int) -> np.ndarray:
@@ -100,12 +104,14 @@ def _edges(picture: Picture, path: Path, size: int, channels: int) -> np.ndarray
     values = to_float(picture)
     have = 1 if picture.grayscale else 3
     if have != channels:
-        raise InputError(
-            path,
-            f"gives {have} channel{'s' if have > 1 else ''}, but this checkpoint takes {channels}",
-            "a pose model needs an OpenPose .json or _candidate.txt/_subset.txt file (for a photo as INPUT, give its "
-            "pose with --input-pose); for a label map pass --label-nc",
-        )
+        if channels == POSE_CHANNELS:
+            hint = ("this is a pose model: give an OpenPose .json or _candidate.txt/_subset.txt file here (a photo as "
+                    "INPUT takes its pose with --input-pose)")
+        elif channels in (1, 3):
+            hint = f"this model takes {'grayscale' if channels == 1 else 'colour'} edge maps; for a label map pass --label-nc"
+        else:
+            hint = f"this model takes {channels}-channel semantics: for a label map pass --label-nc {channels}"
+        raise InputError(path, f"gives {have} channel{'s' if have > 1 else ''}, but this checkpoint takes {channels}", hint)
     values = values[:, :, :1] if have == 1 else values
     resized = _resized_square(values, size)
     resized = resized[:, :, None] if resized.ndim == 2 else resized

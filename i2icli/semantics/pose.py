@@ -142,7 +142,8 @@ def _read_json(path: Path, frame: tuple[int, int]) -> Pose:
     # Sum over the 18 keypoints the label uses, so BODY_25 feet do not decide who is picked.
     best = max(people, key=lambda keypoints: float(keypoints[:, 2].sum()))
     side, left, top = square_frame(*frame)
-    points = (best[:, :2] + (left, top)) * (CANVAS / side)  # the same pad-then-resize the photo goes through
+    with np.errstate(over="ignore"):  # keypoints near float64's limit become inf: refused as far outside
+        points = (best[:, :2] + (left, top)) * (CANVAS / side)  # the same pad-then-resize the photo goes through
     present = best[:, 2] > 0  # OpenPose writes 0 0 0 for a keypoint it did not find
     return _checked_pose(path, np.where(present[:, None], points, 0.0), present)
 
@@ -153,7 +154,7 @@ def _json_people(path: Path) -> list[np.ndarray]:
     if not path.is_file():
         raise InputError(path, "pose file not found", hint)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as some editors write
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InputError(path, f"cannot read JSON: {str(exc).splitlines()[0]}", hint) from None
     if not isinstance(data, dict) or not isinstance(data.get("people"), list):
@@ -166,7 +167,7 @@ def _json_person(path: Path, person: object, number: int, hint: str) -> np.ndarr
     values = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
     try:
         keypoints = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64
         keypoints = np.zeros(0)  # reported as the wrong count below
     if keypoints.ndim != 1 or keypoints.size not in (KEYPOINTS * 3, 25 * 3):
         count = keypoints.size if keypoints.ndim == 1 else "no"
@@ -181,7 +182,9 @@ def _checked_pose(path: Path, points: np.ndarray, present: np.ndarray) -> Pose:
     """A Pose, once it has a keypoint and none is absurdly far outside the canvas."""
     if not present.any():
         raise InputError(path, "no keypoint found in the pose", "run the pose estimator on a photo with a person")
-    if np.abs(points[present]).max() > _COORD_LIMIT:
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 scaled to the canvas: inf, refused just below
+        beyond = not np.abs(points[present]).max() <= _COORD_LIMIT
+    if beyond:
         raise InputError(path, "keypoints lie far outside the photo", "check that the pose belongs to this photo")
     return Pose(points, present)
 
