@@ -382,14 +382,23 @@ def unwrap_state_dict(loaded: Any) -> dict[str, torch.Tensor]:
 def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     """Load a .pth/.safetensors file safely (no arbitrary unpickling) onto the CPU."""
     path = Path(path)
+    import torch
+
     loaded = load_checkpoint_file(path)
     try:
-        return unwrap_state_dict(loaded)
+        state = unwrap_state_dict(loaded)
     except ValueError:
         raise WeightsError(
             f"{path}: not a readable checkpoint (no tensors found)",
             "re-download it (`i2i weights fetch`) or check that it is a PyTorch .pth or .safetensors file",
         ) from None
+    # A NaN or infinite weight turns every output into NaN, written out as a black image.
+    broken = next((key for key, value in state.items()
+                   if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)
+    if broken is not None:
+        raise WeightsError(f"{path}: holds values that are not finite (NaN or infinity), first in {broken!r}",
+                           "the file is damaged or comes from a training run that diverged; use another checkpoint")
+    return state
 
 
 def load_checkpoint_file(path: Path | str) -> Any:

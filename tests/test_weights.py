@@ -355,3 +355,19 @@ def test_a_missing_training_checkpoint_names_the_training_command(tmp_path):
         load_trained(str(tmp_path / "gone.pt"), "paired", lambda content: content)
     assert "no such checkpoint file or run folder" in str(caught.value) and "i2i train paired" in str(caught.value)
     assert "weights list" not in str(caught.value)
+
+
+def test_a_checkpoint_with_nan_or_infinite_weights_is_refused(tmp_path):
+    """It would load and run, and write every output as a black (NaN) image."""
+    import torch
+
+    from i2icli.errors import WeightsError
+    from i2icli.weights import load_state_dict
+
+    good = {"conv.weight": torch.ones(2, 2), "steps": torch.tensor(3)}
+    torch.save(good, tmp_path / "good.pth")
+    assert load_state_dict(tmp_path / "good.pth").keys() == good.keys()
+    for bad_value in (float("nan"), float("inf")):
+        torch.save({**good, "head.bias": torch.tensor([0.0, bad_value])}, tmp_path / "bad.pth")
+        with pytest.raises(WeightsError, match="not finite .* first in 'head.bias'"):
+            load_state_dict(tmp_path / "bad.pth")
