@@ -6,6 +6,7 @@ by name has been hash-checked and every file is unpickled with ``weights_only=Tr
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import logging
@@ -196,8 +197,18 @@ def local_copy(checkpoint: Checkpoint) -> Path | None:
     return next(iter(local_copies(checkpoint)), None)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _in_weights_dir(checkpoint: Checkpoint) -> Path | None:
     directory = weights_dir()
+    if directory is not None and directory.exists() and not directory.is_dir():
+        # Ignored, it would leave "looked in: model.pth/GFPGANv1.4.pth" as the only clue.
+        raise WeightsError(f"${WEIGHTS_DIR_ENV}={directory}: is a file, not a folder",
+                           "point it at the folder that holds the checkpoint files")
     return directory / checkpoint.file if directory is not None and (directory / checkpoint.file).is_file() else None
 
 
@@ -264,9 +275,14 @@ def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], No
     if _hub_offline() or not url or not _reachable(url):
         return None
     target = download_cache_dir() / checkpoint.file
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Download next to the target and rename, so an interrupted download never looks complete.
-    handle, partial = tempfile.mkstemp(prefix=f".{checkpoint.file}.", suffix=".part", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Download next to the target and rename, so an interrupted download never looks complete.
+        handle, partial = tempfile.mkstemp(prefix=f".{checkpoint.file}.", suffix=".part", dir=target.parent)
+    except OSError as error:
+        raise WeightsError(f"{target.parent}: cannot hold downloads ({error.strerror or error})",
+                           "set XDG_CACHE_HOME to a folder that can be written, or put the file in "
+                           f"${WEIGHTS_DIR_ENV}") from None
     try:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or checkpoint.bytes)
@@ -278,13 +294,15 @@ def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], No
                     progress(done, total)
         # Checked before it takes the cache's name, so a bad download never sits there as the file.
         verify(checkpoint, Path(partial), shown_as=target)
+        os.chmod(partial, 0o666 & ~_umask())  # mkstemp makes it private; a cache file is not
         os.replace(partial, target)
         return target
     except (urllib.error.URLError, ssl.SSLError, ConnectionError, TimeoutError, http.client.HTTPException):
         return None  # unreachable or cut off: the caller names the other places the file can come from
     except OSError as error:  # saving failed here (a full disk, say): not a network problem
-        raise WeightsError(f"{target}: the download could not be saved ({error.strerror or error})",
-                           "free some disk space, or set XDG_CACHE_HOME to a folder on a larger disk") from None
+        hint = ("free some disk space, or set XDG_CACHE_HOME to a folder on a larger disk" if error.errno == errno.ENOSPC
+                else "move what is in the way, or set XDG_CACHE_HOME to another folder")
+        raise WeightsError(f"{target}: the download could not be saved ({error.strerror or error})", hint) from None
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
@@ -332,7 +350,6 @@ def fetch(checkpoint: Checkpoint, *, progress: Callable[[int, int], None] | None
             return path
         except WeightsError as error:
             refused.append(error)
-            logger.warning("%s; trying the next source", error.message)
             return None
 
     downloaded, hub_cached = _in_caches(checkpoint)
@@ -341,8 +358,14 @@ def fetch(checkpoint: Checkpoint, *, progress: Callable[[int, int], None] | None
         found = verified(_from_hub(checkpoint, local_only=False))
     # The official download is checked before it is kept, and raises if it is wrong.
     found = found or _download_from_url(checkpoint, progress)
+    if found is None and refused:  # the first refusal is the error; any other is said once, before it
+        for error in refused[1:]:
+            logger.warning("%s", error.message)
+        raise refused[0]
     if found is None:
-        raise refused[0] if refused else missing_weights_error(checkpoint)
+        raise missing_weights_error(checkpoint)
+    for error in refused:
+        logger.warning("%s; another copy was used (%s)", error.message, found)
     return found
 
 

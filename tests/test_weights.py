@@ -184,7 +184,8 @@ def test_a_hub_mirror_with_another_file_is_passed_over_for_the_official_release(
     assert path == tmp_path / "cache" / "i2i" / "weights" / good.name and path.read_bytes() == good.read_bytes()
     [warning] = caplog.records
     assert "models--i2i-tests--tiny" in warning.getMessage() and "does not match" in warning.getMessage()
-    assert "trying the next source" in warning.getMessage()
+    assert f"another copy was used ({path})" in warning.getMessage()
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # a cache file, readable as any other
     # Next time the verified download is found first: no network, no warning about the mirror.
     caplog.clear()
     monkeypatch.setattr(weights.urllib.request, "urlopen", lambda url, timeout: pytest.fail("downloaded again"))
@@ -193,14 +194,50 @@ def test_a_hub_mirror_with_another_file_is_passed_over_for_the_official_release(
     assert not caplog.records
 
 
-def test_a_wrong_hub_copy_with_nowhere_else_to_go_is_refused_by_path(tiny_env, monkeypatch, tmp_path):
+def test_a_wrong_hub_copy_with_nowhere_else_to_go_is_refused_by_path(tiny_env, monkeypatch, tmp_path, caplog):
     monkeypatch.delenv("I2I_WEIGHTS_DIR")
     wrong = tmp_path / "wrong.pth"
     wrong.write_bytes(_damaged(tiny_env.files["parsenet"]))
     fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {"parsing_parsenet.pth": wrong})
-    with pytest.raises(WeightsError) as caught:
+    with caplog.at_level("WARNING", logger="i2icli"), pytest.raises(WeightsError) as caught:
         weights.fetch(weights.find("parsenet"))
     assert "models--i2i-tests--tiny" in caught.value.message and "does not match parsenet" in caught.value.message
+    assert not caplog.records  # said once, as the error, not also as a warning before it
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_places_that_cannot_hold_weights_are_named(tiny_env, monkeypatch, tmp_path):
+    import os
+
+    checkpoint = weights.find("realesr-general-x4v3")
+    # $I2I_WEIGHTS_DIR naming a file is a mistake to point out, not a folder to look into.
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(tiny_env.files["parsenet"]))
+    with pytest.raises(WeightsError, match=r"\$I2I_WEIGHTS_DIR=.*parsing_parsenet.pth: is a file, not a folder"):
+        weights.fetch(checkpoint)
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(tmp_path / "empty"))  # removed by _serve_official_url below
+    # A download cache that cannot be made: one error naming it, not an OSError.
+    blocker = tmp_path / "cachefile"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    _serve_official_url(monkeypatch, tiny_env.files["realesr-general-x4v3"].read_bytes())
+    with pytest.raises(WeightsError, match="cannot hold downloads") as caught:
+        weights.fetch(checkpoint)
+    assert "XDG_CACHE_HOME" in caught.value.hint
+    # A folder in the way of the file itself is no full disk.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(tmp_path / "empty"))
+    _serve_official_url(monkeypatch, tiny_env.files["realesr-general-x4v3"].read_bytes())
+    os.makedirs(tmp_path / "cache2" / "i2i" / "weights" / checkpoint.file / "inside")
+    with pytest.raises(WeightsError, match="could not be saved") as caught:
+        weights.fetch(checkpoint)
+    assert "disk space" not in caught.value.hint
 
 
 def test_a_damaged_download_cache_is_replaced_by_a_fresh_download(tiny_env, monkeypatch, tmp_path):
