@@ -418,3 +418,64 @@ def test_frechet_distance_of_a_non_finite_image_is_infinite():
     assert frechet_distance(mean, cov, mean, cov) == 0.0
     assert frechet_distance(np.full(3, np.nan), cov, mean, cov) == float("inf")
     assert frechet_distance(mean, cov, mean, np.full((3, 3), np.inf)) == float("inf")
+
+
+def test_any_accepted_seed_gives_codes_and_small_seeds_keep_theirs(networks):
+    generator = networks["generator"]
+    largest = initial_codes(generator, [2, 4], 3, seed=2**63 - 1)  # the largest --seed accepts
+    assert largest.shape[:2] == (2, 3) and torch.isfinite(largest).all()
+    z = torch.randn(3, generator.num_style_feat, generator=torch.Generator().manual_seed(7 * 1000 + 4))
+    with torch.no_grad():
+        torch.testing.assert_close(initial_codes(generator, [4], 3, seed=7)[0], generator.mapping(z))
+
+
+def test_a_temperature_that_overflows_the_warp_is_named_before_fitting(networks, monkeypatch):
+    from i2icli.errors import I2IError
+
+    pipeline = pipeline_with(networks, temperature=1e39, steps=5)
+    monkeypatch.setattr(pipeline, "fit", lambda *args, **kwargs: pytest.fail("fitted a non-finite target"))
+    face = Picture(rgb=((smooth_image(0)[0].permute(1, 2, 0) + 1) * 127.5).byte().numpy())
+    with pytest.raises(I2IError, match="--temperature 1e\\+39 is too large"):
+        pipeline.invert(face, face)
+
+
+def test_hypotheses_are_scored_as_saved_within_the_pixel_range(networks, monkeypatch):
+    import i2icli.pipelines.invert as invert_module
+
+    seen = []
+    score = invert_module.single_image_frechet
+
+    def spy(scorer, renders, reference):
+        seen.append(renders)
+        return score(scorer, renders, reference)
+
+    monkeypatch.setattr(invert_module, "single_image_frechet", spy)
+    face = Picture(rgb=((smooth_image(1)[0].permute(1, 2, 0) + 1) * 127.5).byte().numpy())
+    pipeline_with(networks, lr=0.5, steps=5).invert(face, face)
+    assert seen[0].abs().max() <= 1.0
+
+
+def test_bf16_refusal_names_this_commands_way_out_before_any_download(files, monkeypatch):
+    import i2icli.pipelines.devices as devices
+    from i2icli.errors import DeviceError
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    settings = InvertSettings(layers=(2,), size=32, aligned=True, precision="bf16")
+    with pytest.raises(DeviceError) as caught:  # the generator named here does not exist: not reached
+        InvertPipeline.load(generator=str(files["generator"].parent / "missing.pth"), device="cpu", settings=settings)
+    assert caught.value.hint == "leave out --bf16"
+
+
+def test_layers_the_generator_cannot_do_are_refused_before_the_other_networks_load(files):
+    settings = InvertSettings(layers=(9,), size=32, aligned=True)
+    with pytest.raises(ValueError, match="--layers 9 outside 1-6"):  # VGG-19 named here does not exist
+        InvertPipeline.load(generator=str(files["generator"]), correspondence=str(files["vgg19"].parent / "none.pth"),
+                            device="cpu", settings=settings)
+
+
+def test_json_documents_write_null_for_non_finite_numbers():
+    from i2icli.cli.common import json_document
+
+    text = json_document({"loss": float("nan"), "scores": [1.5, float("inf")], "nested": ({"x": -float("inf")},)})
+    assert json.loads(text) == {"loss": None, "scores": [1.5, None], "nested": [{"x": None}]}
+    assert "NaN" not in text and "Infinity" not in text

@@ -147,7 +147,9 @@ def initial_codes(
     parameter = next(generator.parameters())
     codes = []
     for layer in layers:
-        rng = torch.Generator().manual_seed(seed * 1000 + int(layer))
+        # Wrapped into the generator's 64-bit seed range: any --seed up to 2**63 - 1 works, and
+        # small seeds keep the codes they always had.
+        rng = torch.Generator().manual_seed((seed * 1000 + int(layer)) % 2**64)
         z = torch.randn(count, generator.num_style_feat, generator=rng)
         with torch.no_grad():
             codes.append(generator.mapping(z.to(parameter.device, parameter.dtype)))

@@ -426,6 +426,22 @@ def refuse_overwrite(target: Path, inputs: Iterable[Path], outputs: Iterable[Pat
         raise InputError(target, "this file is also one of the command's outputs", "choose another name for it")
 
 
+def json_document(value: Any) -> str:
+    """``value`` as JSON text, with NaN and infinity (a diverged fit, say) written as null:
+    Python would write the bare words NaN and Infinity, which are not JSON and which JSON
+    parsers other than Python's refuse."""
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(inner) for inner in item]
+        return item
+
+    return json.dumps(finite(value), indent=2, allow_nan=False)
+
+
 def stdout_write(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from i2icli.cli.common import (
     console,
     download_progress,
     handles_errors,
+    json_document,
     names_image_file,
     refuse_overwrite,
     seed_in_range,
@@ -150,7 +150,7 @@ def invert(
             mark = "[green]←[/]" if hypothesis.layer == result.layer else ""
             console.print(f"  layer {hypothesis.layer:>2}: loss {hypothesis.loss:.4f}, Fréchet {hypothesis.score:.2f} {mark}")
     if as_json:
-        stdout_write(json.dumps(_summary(result, source, exemplar, target, written), indent=2))
+        stdout_write(json_document(_summary(result, source, exemplar, target, written)))
     raise typer.Exit(EXIT_OK)
 
 
@@ -198,7 +198,7 @@ def _write(result: Any, target: Path, save_all: bool) -> dict[str, Any]:
     scores = {"chosen_layer": result.layer,
               "hypotheses": [{"layer": h.layer, "loss": h.loss, "frechet": h.score,
                               "file": written["hypotheses"][h.layer]} for h in result.hypotheses]}
-    written["scores"] = str(write_text(files["scores"], json.dumps(scores, indent=2) + "\n"))
+    written["scores"] = str(write_text(files["scores"], json_document(scores) + "\n"))
     return written
 
 

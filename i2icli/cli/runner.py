@@ -4,7 +4,6 @@ encoding overlapped with the device work."""
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -15,6 +14,7 @@ from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 from i2icli.cli.common import (
     Interrupted,
     console,
+    json_document,
     out_of_memory,
     report_error,
     stdout_write,
@@ -273,5 +273,5 @@ def batch_summary(records: list[dict]) -> dict[str, Any]:
 def batch_failures(records: list[dict], *, as_json: bool) -> int:
     """Print the --json summary if asked; return how many jobs failed."""
     if as_json:
-        stdout_write(json.dumps(batch_summary(records), indent=2))
+        stdout_write(json_document(batch_summary(records)))
     return sum(record["status"] == "failed" for record in records)

@@ -32,7 +32,7 @@ from i2icli.archs.stylegan2 import (
     is_fused_layout,
     stylegan2_config_from_state_dict,
 )
-from i2icli.errors import I2IError, InputError
+from i2icli.errors import DeviceError, I2IError, InputError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture, to_8bit
 from i2icli.pipelines.correspondence import (
@@ -199,6 +199,28 @@ def _downsample(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
+def check_settings(generator: StyleGAN2Generator, settings: InvertSettings) -> None:
+    """Refuse layers and sizes ``generator`` cannot do, in terms of the CLI's options."""
+    valid = composing_layer_range(generator)
+    outside = [layer for layer in settings.layers if layer not in valid]
+    if outside:
+        raise ValueError(
+            f"--layers {','.join(map(str, outside))} outside {valid.start}-{valid.stop - 1}, the composing layers "
+            f"of this {generator.out_size} px generator ({generator.num_convs} style convs)"
+        )
+    if settings.size > generator.out_size:
+        raise ValueError(f"--size {settings.size} is larger than the generator's {generator.out_size} px output")
+
+
+def _check_precision(settings: InvertSettings, device: torch.device) -> None:
+    if settings.precision != "bf16":
+        return
+    try:
+        explicit_dtype("bf16", device)  # a clear error where bf16 would be emulated or missing
+    except DeviceError as error:  # its hint names --fp32/--fp16, which this command does not have
+        raise DeviceError(error.message, "leave out --bf16") from None
+
+
 class InvertPipeline:
     """Multiple GAN Inversion with every network loaded once; see ``invert``."""
 
@@ -220,23 +242,12 @@ class InvertPipeline:
         self.scorer = scorer.to(device).eval()
         self.detector = detector
         self.settings = settings or InvertSettings()
-        self.check_settings(self.settings)
-        if self.settings.precision == "bf16":
-            explicit_dtype("bf16", device)  # a clear error where bf16 would be emulated or missing
+        check_settings(self.generator, self.settings)
+        _check_precision(self.settings, device)
 
     def check_settings(self, settings: InvertSettings) -> None:
         """Refuse layers and sizes this generator cannot do, in terms of the CLI's options."""
-        valid = composing_layer_range(self.generator)
-        outside = [layer for layer in settings.layers if layer not in valid]
-        if outside:
-            raise ValueError(
-                f"--layers {','.join(map(str, outside))} outside {valid.start}-{valid.stop - 1}, the composing layers "
-                f"of this {self.generator.out_size} px generator ({self.generator.num_convs} style convs)"
-            )
-        if settings.size > self.generator.out_size:
-            raise ValueError(
-                f"--size {settings.size} is larger than the generator's {self.generator.out_size} px output"
-            )
+        check_settings(self.generator, settings)
 
     @classmethod
     def load(
@@ -253,9 +264,11 @@ class InvertPipeline:
     ) -> InvertPipeline:
         settings = settings or InvertSettings()
         device = device if isinstance(device, torch.device) else pick_device(device)
+        _check_precision(settings, device)
         # The generator first: it is the one manual download, so a machine without it learns that
-        # before anything else is fetched.
+        # before anything else is fetched, and options it cannot do are refused before the rest is.
         generator_model = load_checkpoint(generator, "StyleGAN2 generator", build_generator, progress)
+        check_settings(generator_model, settings)
         face_detector = None
         if not settings.aligned:
             face_detector = FaceDetector(load_checkpoint(detector, "RetinaFace", build_retinaface, progress), device)
@@ -375,6 +388,9 @@ class InvertPipeline:
         exemplar_tensor = to_tensor(square_resize(exemplar_face, size), self.device)
         with timed(seconds, "warp"):
             warped = self.warp(source_tensor, exemplar_tensor)
+        if not bool(torch.isfinite(warped).all()):  # found now, not as "diverged" after hours of fitting
+            raise I2IError(f"--temperature {self.settings.temperature:g} is too large: the warped exemplar is not "
+                           "finite", "use a smaller --temperature (the default is 100)")
         with timed(seconds, "invert"):
             renders, losses = self.fit(warped, on_step=on_step)
         with timed(seconds, "score"):
@@ -382,7 +398,8 @@ class InvertPipeline:
             # the network resizes both to its 299 px input, so a sharp render is not compared with
             # an upsampled, blurred exemplar.
             reference = to_tensor(exemplar_face, self.device)
-            scores = single_image_frechet(self.scorer, renders.detach(), reference)
+            # Scored as saved, within [-1, 1]: the raw render's overshoot is not in the picture.
+            scores = single_image_frechet(self.scorer, renders.detach().clamp(-1, 1), reference)
         hypotheses = [
             Hypothesis(layer, to_picture(render), loss, score)
             for layer, render, loss, score in zip(self.settings.layers, renders, losses, scores)
