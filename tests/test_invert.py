@@ -339,8 +339,9 @@ def test_cli_a_network_that_cannot_be_had_names_the_option_that_takes_a_file(fil
     flag = options.index(option)
     del options[flag:flag + 2]  # that network by its registry name, which cannot be had offline
     source = write_png(tmp_path / "a.png", smooth_image(12))
-    result = run("invert", str(source), str(source), "-o", str(tmp_path / "o.png"), "--aligned", *options)
-    assert result.exit_code == 1
+    result = run("invert", str(source), str(source), "-o", str(tmp_path / "o.png"), "--aligned", "--layers", "2-4", "--size", "32",
+                 *options)
+    assert result.exit_code == 1, result.output
     [line] = result.stderr.strip().splitlines()
     assert files[missing].name in line and line.endswith(f"pass a checkpoint path with {option}")
     assert not (tmp_path / "o.png").exists()
