@@ -345,6 +345,12 @@ def test_tiny_targets_folders_and_grid(run, tmp_path):
     assert grid.shape == (3 * 32, 2 * 32, 3)  # header + two sources; corner + one readable target
     # the header shows the tiny target's pixels as blocks
     assert np.array_equal(grid[:32, 32:][::4, ::4], tiny)
+    # Run again with --skip-existing: the grid shows the outputs written before, not grey cells.
+    (tmp_path / "grid.png").unlink()
+    again = runner.invoke(app, ["translate-lr", str(sources), str(targets), "-c", str(run["run"]), "-o", str(tmp_path / "out"),
+                                "--grid", str(tmp_path / "grid.png"), "--device", "cpu", "--skip-existing"])
+    assert again.exit_code == 1 and f"({tmp_path / 'out' / 'photo01__tiny.png'} exists)" in again.stderr
+    assert np.array_equal(cv2.imread(str(tmp_path / "grid.png")), grid)
 
 
 def test_bad_inputs_are_one_line_errors(run, tmp_path):

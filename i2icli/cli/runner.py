@@ -219,7 +219,8 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
                         report_error(job.problem)
                     else:
                         record.update(status="skipped")
-                        console.print(f"[dim]skipped[/] {job.source} [dim](output exists)[/]")
+                        # The output named: one source may have many (a row of pairs, say).
+                        console.print(f"[dim]skipped[/] {job.source} [dim]({job.output} exists)[/]")
                     progress.advance(task)
                     continue
                 progress.update(task, description=f"{verb} {job.source.name}")

@@ -134,6 +134,7 @@ def translate_lr(
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing,
                         record_of=lambda job: {"source": str(job.source), "target": str(job.target), "output": str(job.output)})
     if grid is not None:
+        _add_earlier_outputs(results, jobs, records, cache)
         _write_grid(grid, sources, targets, results)
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
@@ -185,6 +186,25 @@ class _PreparedInputs:
 
     def target(self, path: Path) -> Any:
         return self._get("target", path)
+
+
+def _add_earlier_outputs(results: dict[tuple[Path, Path], Any], jobs: list[PairJob], records: list[dict],
+                         cache: _PreparedInputs) -> None:
+    """Pairs skipped by --skip-existing go into the grid as their existing outputs, not as
+    failures; one that cannot be read, or was made at another size, stays a grey cell."""
+    from i2icli.imageio import read_image
+
+    for job, record in zip(jobs, records):
+        if record["status"] != "skipped":
+            continue
+        try:
+            _, source_picture = cache.source(job.source)
+            _, target_picture = cache.target(job.target)
+            earlier = read_image(job.output, max_pixels=cache.max_pixels)
+        except I2IError:
+            continue
+        if earlier.rgb.shape == source_picture.rgb.shape:
+            results[(job.source, job.target)] = (source_picture, target_picture, earlier)
 
 
 def _write_grid(path: Path, sources: list[Path], targets: list[Path], results: dict[tuple[Path, Path], Any]) -> None:
