@@ -710,3 +710,19 @@ def test_seed_help_gives_the_lower_bound_only():
     for command in (["invert"], ["exemplar"], ["paired"], ["train", "paired"]):
         shown = run(*command, "--help", "--seed", "0").output
         assert "x>=0" in shown and str(2**63 - 1) not in shown
+
+
+def test_command_descriptions_flow_as_paragraphs():
+    """A docstring's line breaks would show as ragged lines in a terminal of another width."""
+    from typer.main import get_command
+
+    def commands(group):
+        for command in group.commands.values():
+            yield command
+            if hasattr(command, "commands"):
+                yield from commands(command)
+
+    described = [command for command in commands(get_command(app)) if command.help]
+    assert len(described) >= 10
+    for command in described:
+        assert "\n" not in command.help.replace("\n\n", ""), command.name

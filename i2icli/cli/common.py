@@ -113,11 +113,22 @@ class _UsageErrorsOnOneLine:
             return super().invoke(ctx)  # type: ignore[misc]
 
 
-class Command(_UsageErrorsOnOneLine, _PlainValueNames, TyperCommand):
+class _FlowingHelp:
+    """A command's description comes from its docstring, whose line breaks Typer keeps: in a
+    terminal of another width they leave ragged lines. Here each paragraph flows as one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        if self.help:  # type: ignore[has-type]
+            paragraphs = inspect.cleandoc(self.help).split("\n\n")  # type: ignore[has-type]
+            self.help = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
+class Command(_UsageErrorsOnOneLine, _PlainValueNames, _FlowingHelp, TyperCommand):
     """The class of every i2i command (``app.command(..., cls=Command)``)."""
 
 
-class Group(_UsageErrorsOnOneLine, _PlainValueNames, TyperGroup):
+class Group(_UsageErrorsOnOneLine, _PlainValueNames, _FlowingHelp, TyperGroup):
     """The class of i2i and its command groups (``typer.Typer(cls=Group)``)."""
 
 
