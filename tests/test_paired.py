@@ -526,6 +526,40 @@ def test_outputs_that_would_clash_are_refused(tmp_path, run):
     assert not (tmp_path / "q.png").exists()
 
 
+def test_eval_scores_the_runs_own_held_out_pairs_after_the_folder_grew(tmp_path):
+    """A held-out fraction of a folder that grew would be a larger, other set, with pairs the run
+    trained on: the run records its held-out pairs and --eval (and --resume) keep to them."""
+    data_dir = write_pairs(tmp_path / "data", 15)
+    out = tmp_path / "run"
+    assert train_cli(data_dir, out, 2, "--held-out", "0.2").exit_code == 0
+    stored = loop.load_training_checkpoint(out / "checkpoints" / "latest.pt")
+    recorded = stored["config"]["data"]["held_out_files"]
+    assert len(recorded) == 3 and stored["settings"]["dataset_size"] == 12
+    write_pairs(data_dir, 40)  # the same first 15 pairs, and 25 more
+
+    def evaluate_run():
+        return runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), "--eval", "--fid-model", "none",
+                                   "--lpips-backbone", "none", "--device", "cpu", "--json"])
+
+    result = evaluate_run()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout[result.stdout.index("{"):])["held_out_pairs"] == 3
+    assert "warning" not in result.stderr
+    resumed = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), "--resume", "--steps", "3",
+                                  "--workers", "0", "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "training on 37 pairs, 3 held out" in resumed.output
+    assert loop.load_training_checkpoint(out / "checkpoints" / "latest.pt")["config"]["data"]["held_out_files"] == recorded
+
+    # A run from before the record: its split is made again, and a warning says it may not be the run's.
+    del stored["config"]["data"]["held_out_files"]
+    torch.save(stored, out / "checkpoints" / "latest.pt")
+    older = evaluate_run()
+    assert older.exit_code == 0, older.output
+    warning = next(line for line in older.stderr.splitlines() if line.startswith("warning:"))
+    assert "has 40 pairs now and the run trained on 12" in warning and "may include pairs it trained on" in warning
+
+
 def test_eval_spectrum_never_replaces_data_or_run_files(tmp_path, run):
     photo = next((run["data"] / "photos").iterdir())
     kept = photo.read_bytes()

@@ -17,6 +17,8 @@ from i2icli.training.data import (
     fixed_batch,
     load_training_image,
     readable_examples,
+    relative_names,
+    split_as_recorded,
     split_held_out,
 )
 
@@ -106,6 +108,21 @@ def test_split_is_stable_when_a_file_is_added(tmp_path: Path):
     # Old training files stay training files; at most the newcomer displaces one held-out file.
     assert set(held_after) <= set(held) | {newcomer}
     assert set(files) - set(held) <= set(train_after)
+
+
+def test_a_recorded_split_holds_out_the_same_files_however_the_folder_grows(tmp_path: Path):
+    files = fake_files(tmp_path, 20)
+    _, held = split_held_out(files, tmp_path, 0.25, seed=0)
+    recorded = relative_names(held, tmp_path)
+    assert recorded == [path.relative_to(tmp_path).as_posix() for path in held]
+    grown = sorted(files + fake_files(tmp_path / "more", 20))
+    assert len(split_held_out(grown, tmp_path, 0.25, seed=0)[1]) == 10  # a fraction grows with the folder
+    train, held_again, missing = split_as_recorded(grown, tmp_path, recorded)
+    assert held_again == sorted(held) and missing == []
+    assert set(train) == set(grown) - set(held)
+    # A held-out file that is gone is named, not replaced by a training file.
+    train, held_now, missing = split_as_recorded([p for p in grown if p != held[0]], tmp_path, recorded)
+    assert missing == [recorded[0]] and len(held_now) == len(held) - 1 and held[0] not in train
 
 
 def test_split_counts_and_fractions(tmp_path: Path):

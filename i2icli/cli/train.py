@@ -46,6 +46,7 @@ from i2icli.cli.train_common import (
     evaluation_metrics,
     held_out_amount,
     resume_point,
+    run_split,
     run_training,
     warn_of_options_the_run_keeps,
 )
@@ -146,10 +147,13 @@ def translate_lr(
             generator_lr=g_lr, discriminator_lr=d_lr, ema_decay=ema_decay,
         )
         data_settings = {"hr_size": hr_size, "held_out": held_out_amount(held_out)}
-        method = TranslateLRTraining(model, options, seed=seed, data=data_settings)
 
     files = data.find_images(data_dir, exclude=out)
-    train_files, held_files = data.split_held_out(files, data_dir, data_settings["held_out"], seed)
+    train_files, held_files = run_split(files, data_dir, data_settings, seed, noun="images")
+    if stored is None:
+        # The run keeps its held-out images by name: a folder that grows later does not change them.
+        data_settings["held_out_files"] = data.relative_names(held_files, data_dir)
+        method = TranslateLRTraining(model, options, seed=seed, data=data_settings)
     dataset = data.ImageFolderDataset(train_files, data_settings["hr_size"])
     held_dataset = data.ImageFolderDataset(held_files or train_files, data_settings["hr_size"])
     held_dataset.role = "held-out" if held_files else "training"
@@ -181,9 +185,13 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     path = checkpoint or out / "checkpoints" / "latest.pt"
     stored = loop.load_training_checkpoint(path)
     generator, config = generator_from_checkpoint(stored)
-    held = stored["config"].get("data", {})
+    data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}
     files = data.find_images(data_dir, exclude=out)
-    _, held_files = data.split_held_out(files, data_dir, held.get("held_out", 0.05), stored["settings"]["seed"])
+    _, held_files = run_split(files, data_dir, data_settings, stored["settings"]["seed"], noun="images",
+                              trained_on=stored["settings"].get("dataset_size"))
+    if not held_files and data_settings.get("held_out_files"):
+        raise I2IError(f"{data_dir}: none of the run's {len(data_settings['held_out_files'])} held-out images are here",
+                       "pass the data folder the run was trained on")
     if len(held_files) < 2:
         raise I2IError(f"{data_dir}: only {len(held_files)} held-out image(s) for this run's split",
                        "evaluation needs at least two; train with a larger --held-out")

@@ -97,6 +97,31 @@ def evaluation_metrics(fid_model: str, lpips_backbone: str, device: Any) -> tupl
     return fid_features, lpips_distance, notes
 
 
+def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed: int, *, noun: str,
+              trained_on: int | None = None) -> tuple[list[Path], list[Path]]:
+    """(training, held-out) files of a run. A run records its held-out files when it starts
+    (``data_settings["held_out_files"]``, relative to ``root``) and keeps exactly those: a folder
+    that grew since would otherwise give a new split, whose held-out part can hold files the run
+    trained on. Runs from before that record are split again by ``data_settings["held_out"]``;
+    ``trained_on`` (their training-set size, for --eval) lets a warning say when that split cannot
+    be theirs."""
+    from i2icli.training import data
+
+    recorded = data_settings.get("held_out_files")
+    if recorded is None:
+        train, held = data.split_held_out(files, root, data_settings["held_out"], seed)
+        if trained_on is not None and trained_on != len(train):
+            console.print(f"[yellow]warning:[/] {root} has {len(files)} {noun} now and the run trained on {trained_on} "
+                          f"(besides those it held out): it recorded no held-out list, so they are chosen again from "
+                          f"today's folder and the held-out scores may include {noun} it trained on")
+        return train, held
+    train, held, missing = data.split_as_recorded(files, root, list(recorded))
+    if missing:
+        console.print(f"[yellow]warning:[/] {len(missing)} of the run's {len(recorded)} held-out {noun} are no longer in "
+                      f"{root} (e.g. {missing[0]})")
+    return train, held
+
+
 def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name: str) -> tuple[bool | Path, dict | None]:
     """What --resume / --resume-from ask of ``loop.train``, and the checkpoint they name (checked to
     come from ``method_name``); ``(False, None)`` for a new run."""

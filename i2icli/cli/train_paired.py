@@ -45,6 +45,7 @@ from i2icli.cli.train_common import (
     evaluation_metrics,
     held_out_amount,
     resume_point,
+    run_split,
     run_training,
     warn_of_options_the_run_keeps,
 )
@@ -160,11 +161,15 @@ def paired(
         options = PairedTrainingOptions(l1_weight=l1_weight, vgg_weight=vgg_weight, generator_lr=g_lr,
                                         discriminator_lr=d_lr, ema_decay=ema_decay)
         data_settings = {"held_out": held_out_amount(held_out), "vgg": vgg}
+
+    pairs, label_root = _pairs(data_dir, labels, photos)
+    train_pairs, held_pairs = _split(pairs, label_root, data_settings, seed)
+    if stored is None:
+        # The run keeps its held-out pairs by name: a folder that grows later does not change them.
+        data_settings["held_out_files"] = data.relative_names([label for label, _ in held_pairs], label_root)
         method = PairedTraining(model, options, seed=seed, data=data_settings,
                                 vgg=_load_vgg(vgg, torch_device) if vgg_weight > 0 else None)
-
     config = method.model_config
-    train_pairs, held_pairs = _split(data_dir, labels, photos, data_settings["held_out"], seed)
     dataset = data.PairedDataset(train_pairs, config.image_size, config.input_kind, config.input_channels)
     held_dataset = data.PairedDataset(held_pairs or train_pairs, config.image_size, config.input_kind, config.input_channels)
     held_dataset.role = "held-out" if held_pairs else "training"
@@ -195,17 +200,24 @@ def _folders(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[
     return pick(labels, _LABEL_FOLDERS, "label maps", "--labels"), pick(photos, _PHOTO_FOLDERS, "photos", "--photos")
 
 
-def _split(data_dir: Path, labels: Path | None, photos: Path | None, held_out: float | int,
-           seed: int) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
-    """(training pairs, held-out pairs): the split is made on the label maps' paths, so it is stable."""
+def _pairs(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[list[tuple[Path, Path]], Path]:
+    """The (label map, photo) pairs of the data folder, and the label maps' folder (which the
+    split names them relative to)."""
     from i2icli.training import data
 
     label_root, photo_root = _folders(data_dir, labels, photos)
     pairs, notes = data.find_pairs(label_root, photo_root)
     for note in notes:
         console.print(f"[yellow]warning:[/] {note}")
+    return pairs, label_root
+
+
+def _split(pairs: list[tuple[Path, Path]], label_root: Path, data_settings: dict[str, Any], seed: int,
+           trained_on: int | None = None) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """(training pairs, held-out pairs): the split is made on the label maps' paths, so it is stable."""
     photo_of = dict(pairs)
-    train, held = data.split_held_out([label for label, _ in pairs], label_root, held_out, seed)
+    train, held = run_split([label for label, _ in pairs], label_root, data_settings, seed, noun="pairs",
+                            trained_on=trained_on)
     return [(label, photo_of[label]) for label in train], [(label, photo_of[label]) for label in held]
 
 
@@ -265,8 +277,13 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
         raise I2IError(f"{path}: not a checkpoint from `i2i train paired` ({error})", "pass one with --eval-checkpoint") from None
     seed = stored["settings"]["seed"]
     plot = chosen_plot or out / "eval" / f"spectrum-step-{stored['step']}.png"
-    _, held_pairs = _split(data_dir, labels, photos, stored["config"].get("data", {}).get("held_out", 0.05), seed)
+    data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}
+    pairs, label_root = _pairs(data_dir, labels, photos)
+    _, held_pairs = _split(pairs, label_root, data_settings, seed, trained_on=stored["settings"].get("dataset_size"))
     if not held_pairs:
+        if data_settings.get("held_out_files"):
+            raise I2IError(f"{data_dir}: none of the run's {len(data_settings['held_out_files'])} held-out pairs are here",
+                           "pass the data folder the run was trained on")
         raise I2IError(f"{data_dir}: no held-out pairs for this run's split", "train with --held-out above 0")
     dataset = data.PairedDataset(held_pairs, config.image_size, config.input_kind, config.input_channels)
     dataset.role = "held-out"

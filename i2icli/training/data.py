@@ -30,6 +30,8 @@ from i2icli.pipelines.imagetensors import square_resize, to_tensor
 __all__ = [
     "find_images",
     "split_held_out",
+    "relative_names",
+    "split_as_recorded",
     "load_training_image",
     "TrainingDataset",
     "ImageFolderDataset",
@@ -138,6 +140,32 @@ def split_held_out(
     train = [path for path in files if path not in chosen]
     held = [path for path in files if path in chosen]
     return train, held
+
+
+def relative_names(files: list[Path], root: Path) -> list[str]:
+    """``files`` as paths relative to ``root`` (POSIX): what a run records of its held-out files."""
+    return [_relative_key(path, root) for path in files]
+
+
+def split_as_recorded(files: list[Path], root: Path, held_out_names: list[str]) -> tuple[list[Path], list[Path], list[str]]:
+    """(train, held out, missing): a run's own split, from the held-out files it recorded when it
+    started (paths relative to ``root``, see :func:`relative_names`).
+
+    :func:`split_held_out` on a folder that has grown since would hold out other files (a
+    fraction grows with the folder), some of which the run trained on; a recorded split does
+    not move. Files added since are training files; ``missing`` names recorded held-out files
+    that are no longer there. Both lists keep the order of ``files``.
+    """
+    recorded = set(held_out_names)
+    present = set()
+    train, held = [], []
+    for path, name in zip(files, relative_names(files, root)):
+        if name in recorded:
+            held.append(path)
+            present.add(name)
+        else:
+            train.append(path)
+    return train, held, [name for name in held_out_names if name not in present]
 
 
 # --------------------------------------------------------------------------- loading
