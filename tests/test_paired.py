@@ -416,6 +416,35 @@ def test_folder_batch_goes_on_past_a_bad_file(tmp_path, run):
     assert json.loads(again.stdout)["skipped"] == 3
 
 
+def test_skip_existing_redoes_a_label_map_whose_files_were_cut_short(tmp_path, run, monkeypatch):
+    """A label map's files are written one after another; the one --skip-existing looks for comes
+    last, so a run stopped between two writes leaves the label map to be done again."""
+    import i2icli.imageio
+
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((run["data"] / "labels" / "000.png").read_bytes())
+    out = tmp_path / "out"
+    args = ["paired", str(folder), "-c", str(run["run"]), "-o", str(out), "--samples", "2", "--std-map",
+            "--save-components", "--device", "cpu", "--json"]
+    real_write = i2icli.imageio.write_image
+
+    def disk_full_at_the_std_map(path, picture, **options):
+        if Path(path).name == "a-std.png":
+            raise OSError(28, "No space left on device")
+        return real_write(path, picture, **options)
+
+    monkeypatch.setattr(i2icli.imageio, "write_image", disk_full_at_the_std_map)
+    assert runner.invoke(app, args).exit_code == 1
+    assert not (out / "a-seed0.png").exists()
+    monkeypatch.setattr(i2icli.imageio, "write_image", real_write)
+    again = runner.invoke(app, [*args, "--skip-existing"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["ok"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a-reconstruction.png", "a-seed0-residual.png", "a-seed0.png",
+                                                     "a-seed1-residual.png", "a-seed1.png", "a-std.png"]
+
+
 def test_bad_inputs_give_one_clear_line(tmp_path, run):
     label = run["data"] / "labels" / "000.png"
 

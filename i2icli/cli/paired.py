@@ -36,7 +36,7 @@ _OUTPUT = "Output"
 class LabelJob:
     source: Path
     base: Path  # what the outputs are named after (see output_files)
-    output: Path  # the first output file: what --skip-existing looks for
+    output: Path  # the first sample's output: what --skip-existing looks for (written last)
     problem: str | None = None
 
 
@@ -148,12 +148,20 @@ def paired(
         result = translator.translate(read_image(job.source, max_pixels=max_pixels), style=style_code,
                                       samples=samples, seed=seed, std_map=std_map)
         files = output_files(job.base, seeds, save_components, std_map)
+        pictures = {}
         for index, noise_seed in enumerate(result.seeds):
-            write_image(files[f"output:{noise_seed}"], result.outputs[index])
+            pictures[f"output:{noise_seed}"] = result.outputs[index]
             if save_components:
-                write_image(files[f"residual:{noise_seed}"], result.residuals[index])
+                pictures[f"residual:{noise_seed}"] = result.residuals[index]
         if save_components:
-            write_image(files["reconstruction"], result.reconstruction)
+            pictures["reconstruction"] = result.reconstruction
+        if std_map:
+            assert result.std_map is not None
+            pictures["std"] = std_heatmap(result.std_map)
+        # job.output, the file --skip-existing looks for, is written last: a run cut short between
+        # two writes leaves it missing, so the label map is done again rather than left incomplete.
+        for role in sorted(pictures, key=lambda role: files[role] == job.output):
+            write_image(files[role], pictures[role])
         fields: dict[str, Any] = {"outputs": [str(files[f"output:{s}"]) for s in seeds], "seeds": seeds}
         if save_components:
             fields["reconstruction"] = str(files["reconstruction"])
@@ -161,7 +169,6 @@ def paired(
         detail = f"{samples} sample{'s' if samples > 1 else ''}; "
         if std_map:
             assert result.std_map is not None
-            write_image(files["std"], std_heatmap(result.std_map))
             fields["std_map"] = str(files["std"])
             fields["std_max_levels"] = round(float(result.std_map.max()), 3)
             fields["std_mean_levels"] = round(float(result.std_map.mean()), 3)
