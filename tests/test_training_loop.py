@@ -520,7 +520,9 @@ def test_losses_that_are_no_longer_finite_stop_the_run_and_keep_the_last_good_ch
     message = str(caught.value)
     assert "step 5: the losses are not finite (recon nan, noise nan)" in message
     assert "the last checkpoint, step 4, is kept" in message
-    assert "--g-lr" in message
+    # Resuming keeps the learning rates, so it is not what the message suggests.
+    assert "start a new run with another --out and lower learning rates (--g-lr, --d-lr)" in message
+    assert "would diverge again" in message and "\n" not in message
     kept = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
     assert kept["step"] == 4 and all(torch.isfinite(value).all() for value in kept["Net"].values())
 

@@ -732,7 +732,9 @@ def _train(
                     # The weights are NaN/inf from here on: nothing is saved over the last good checkpoint.
                     kept = f"the last checkpoint, step {saved}, is kept ({checkpoints.latest})" if saved else "no checkpoint was saved"
                     raise I2IError(f"step {step}: the losses are not finite ({', '.join(diverged)}); training stopped and {kept}",
-                                   "lower the learning rates (--g-lr, --d-lr) or the loss weights, then --resume or start again")
+                                   # --resume would not help: a resumed run keeps its rates and diverges again at this step.
+                                   "start a new run with another --out and lower learning rates (--g-lr, --d-lr) or loss "
+                                   "weights; a resumed run keeps its own and would diverge again")
                 last = step == settings.steps
                 metrics.add(step, training_seconds(), losses, last)
                 if on_progress is not None:
