@@ -329,6 +329,22 @@ def test_perceptual_term_uses_the_vgg_checkpoint(tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert float(rows[0]["vgg"]) > 0
+    # The VGG file moved: resuming says to name it again, and --vgg then finds it.
+    moved = tmp_path / "moved" / "vgg19.pth"
+    moved.parent.mkdir()
+    vgg.rename(moved)
+
+    def resume(*extra: str):
+        return runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(tmp_path / "run"), "--resume",
+                                   "--steps", "3", "--workers", "0", "--device", "cpu", *extra])
+
+    lost = resume()
+    assert lost.exit_code == 1 and "vgg19.pth" in lost.stderr and "name it with --vgg when resuming" in lost.stderr
+    found = resume("--vgg", str(moved))
+    assert found.exit_code == 0, found.output
+    assert "ignored" not in found.output
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [row["step"] for row in rows] == ["1", "2", "3"] and float(rows[-1]["vgg"]) > 0
 
 
 def test_eval_reports_metrics_and_writes_the_spectrum_plot(tmp_path, run):

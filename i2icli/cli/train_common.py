@@ -139,16 +139,22 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
     return spec, stored
 
 
+def given_on_command_line(context: Any, name: str) -> bool:
+    """Whether the option ``name`` was typed on this command line, rather than left at its default."""
+    return getattr(context.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+
 # Option names whose stored field is named otherwise.
 _STORED_AS = {"g_lr": "generator_lr", "d_lr": "discriminator_lr", "disc_channels": "disc_base_channels",
               "size": "image_size", "label_nc": "input_channels"}
 _MISSING = object()  # an option the stored run has no field for: never equal, so named as ignored
 
 
-def warn_of_options_the_run_keeps(context: Any, stored: dict) -> list[str]:
+def warn_of_options_the_run_keeps(context: Any, stored: dict, honoured: tuple[str, ...] = ()) -> list[str]:
     """On resume the model, the losses, the optimiser, the batch, the split and the seed are the
     run's own. Name each such option on this command line whose value differs from the run's (or
-    cannot be compared): it has no effect. Repeating the run's own values is fine."""
+    cannot be compared): it has no effect. Repeating the run's own values is fine. ``honoured``
+    names the parameters among them that a resumed run does use."""
     known: dict[str, Any] = dict(stored.get("settings") or {})
     for part in (stored.get("config") or {}).values():
         if isinstance(part, dict):
@@ -158,8 +164,7 @@ def warn_of_options_the_run_keeps(context: Any, stored: dict) -> list[str]:
     ignored = []
     for param in context.command.params:
         fixed = getattr(param, "rich_help_panel", None) in (MODEL_PANEL, LOSS_PANEL) or param.name in ("batch_size", "held_out", "seed")
-        source = context.get_parameter_source(param.name)
-        if not fixed or getattr(source, "name", None) != "COMMANDLINE":
+        if not fixed or param.name in honoured or not given_on_command_line(context, param.name):
             continue
         value = context.params[param.name]
         if param.name == "held_out":

@@ -43,13 +43,14 @@ from i2icli.cli.train_common import (
     StepsOption,
     WorkersOption,
     evaluation_metrics,
+    given_on_command_line,
     held_out_amount,
     resume_point,
     run_split,
     run_training,
     warn_of_options_the_run_keeps,
 )
-from i2icli.errors import I2IError, InputError
+from i2icli.errors import I2IError, InputError, WeightsError
 
 _LABEL_FOLDERS = ("labels", "label", "masks")
 _PHOTO_FOLDERS = ("photos", "images", "img")
@@ -135,8 +136,8 @@ def paired(
 
     resume_spec, stored = resume_point(out, resume, resume_from, METHOD_NAME)
     if stored is not None:
-        method = _method_from_checkpoint(stored, torch_device)
-        warn_of_options_the_run_keeps(context, stored)
+        method = _method_from_checkpoint(stored, torch_device, vgg if given_on_command_line(context, "vgg") else None)
+        warn_of_options_the_run_keeps(context, stored, honoured=("vgg",) if method.options.vgg_weight > 0 else ())
         seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
         data_settings = method.data
         console.print(f"resuming {out} at step {stored['step']} [dim]({method.model_config.image_size} px, "
@@ -235,14 +236,27 @@ def _load_vgg(spec: str, device: Any) -> Any:
         return load_checkpoint(spec, "VGG-19", build, progress).to(device)
 
 
-def _method_from_checkpoint(stored: dict[str, Any], device: Any) -> Any:
+def _method_from_checkpoint(stored: dict[str, Any], device: Any, vgg_file: str | None = None) -> Any:
+    """The run's method, from its checkpoint; ``vgg_file`` (--vgg given on resume) replaces the VGG-19
+    the run names, e.g. a file that has moved."""
     from i2icli.archs.grit import GRITConfig
     from i2icli.training.paired import PairedTraining, PairedTrainingOptions
 
     config = stored["config"]
     options = PairedTrainingOptions(**config["training"])
     data_settings = config.get("data", {})
-    vgg = _load_vgg(data_settings.get("vgg", "vgg19-imagenet"), device) if options.vgg_weight > 0 else None
+    # The VGG-19 is a frozen loss network, not part of the trained state: loading it from another
+    # file leaves the weights, the optimisers and resuming's exactness alone (another network
+    # would change the loss values from here on). The run's record keeps the path it started with.
+    vgg = None
+    if options.vgg_weight > 0:
+        try:
+            vgg = _load_vgg(vgg_file or data_settings.get("vgg", "vgg19-imagenet"), device)
+        except WeightsError as error:
+            if vgg_file is not None:
+                raise
+            raise WeightsError(f"{error.message} (the run's VGG-19 for --vgg-weight)",
+                               "if the file has moved, name it with --vgg when resuming") from None
     return PairedTraining(GRITConfig(**config["model"]), options, seed=stored["settings"]["seed"], data=data_settings, vgg=vgg)
 
 
