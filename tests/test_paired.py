@@ -239,6 +239,16 @@ def test_pairs_match_by_name_and_flip_together(tmp_path):
     interior = F.max_pool2d(-F.max_pool2d(-flipped["label"][None], 5, 1, 2), 1)[0].max(0).values > 0  # away from edges
     assert (flipped["photo"] - expected).abs()[:, interior].mean() < 0.2
 
+    # Two files of one name: one is used, the same whatever order the folder lists them in, and a
+    # warning names the other.
+    cv2.imwrite(str(root / "labels" / "000.bmp"), np.zeros((48, 48), np.uint8))
+    (root / "photos" / "002.jpg").write_bytes((root / "photos" / "001.png").read_bytes())
+    pairs, notes = data.find_pairs(root / "labels", root / "photos")
+    assert [(label.name, photo.name) for label, photo in pairs] == [("000.png", "000.png"), ("001.png", "001.png"),
+                                                                    ("002.png", "002.png")]
+    assert notes[0] == ("2 files left out, each for a file of the same name whose suffix sorts later: "
+                        "labels/000.bmp (000.png is used), photos/002.jpg (002.png is used)")
+
     with pytest.raises(InputError, match="no label map here has a photo"):
         (tmp_path / "other").mkdir()
         cv2.imwrite(str(tmp_path / "other" / "zzz.png"), np.zeros((4, 4), np.uint8))

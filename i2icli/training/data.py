@@ -262,14 +262,32 @@ class ImageFolderDataset(TrainingDataset):
         return {"image": load_training_image(self.files[index], self.size)}
 
 
+def _name(path: Path, root: Path) -> str:
+    """What pairs a file: its path below ``root`` without the suffix."""
+    return Path(_relative_key(path, root)).with_suffix("").as_posix()
+
+
+def _by_name(files: list[Path], root: Path) -> tuple[dict[str, Path], list[Path]]:
+    """``files`` by :func:`_name`, and those left out because another file has the same name
+    (labels/000.png and labels/000.bmp). Of such files the one whose suffix sorts last is kept
+    (.png over .bmp and .jpg): the choice does not depend on the order the folder lists them in."""
+    chosen: dict[str, Path] = {}
+    for path in sorted(files, key=lambda path: _relative_key(path, root)):
+        chosen[_name(path, root)] = path  # a later suffix replaces an earlier one
+    kept = set(chosen.values())
+    return chosen, [path for path in files if path not in kept]
+
+
 def find_pairs(labels_root: Path, photos_root: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
     """(label map, photo) pairs whose paths below their folders match without the suffix
-    (``labels/12.png`` with ``photos/12.jpg``), sorted; and a note on files left unpaired.
+    (``labels/12.png`` with ``photos/12.jpg``), sorted; and notes on files left out: those without
+    a partner, and those whose name another file of the same folder has with another suffix (see
+    :func:`_by_name`).
 
     Raises InputError when nothing pairs up, naming both folders and an example of each side.
     """
-    labels = {Path(_relative_key(path, labels_root)).with_suffix("").as_posix(): path for path in find_images(labels_root)}
-    photos = {Path(_relative_key(path, photos_root)).with_suffix("").as_posix(): path for path in find_images(photos_root)}
+    labels, dropped_labels = _by_name(find_images(labels_root), labels_root)
+    photos, dropped_photos = _by_name(find_images(photos_root), photos_root)
     shared = sorted(set(labels) & set(photos))
     if not shared:
         raise InputError(
@@ -279,6 +297,13 @@ def find_pairs(labels_root: Path, photos_root: Path) -> tuple[list[tuple[Path, P
             "name each label map like its photo (labels/12.png for photos/12.jpg)",
         )
     notes = []
+    left_out = [f"{root.name}/{_relative_key(path, root)} ({chosen[_name(path, root)].name} is used)"
+                for root, chosen, dropped in ((labels_root, labels, dropped_labels), (photos_root, photos, dropped_photos))
+                for path in dropped]
+    if left_out:
+        more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+        notes.append(f"{len(left_out)} file{'s' if len(left_out) > 1 else ''} left out, each for a file of the same name "
+                     f"whose suffix sorts later: {', '.join(left_out[:3])}{more}")
     for side, names, root in (("label maps", labels, labels_root), ("photos", photos, photos_root)):
         alone = sorted(set(names) - set(shared))
         if alone:
