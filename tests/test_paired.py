@@ -215,6 +215,20 @@ def test_label_maps_may_be_palette_images_or_show_greys(tmp_path):
         class_indices(read_image(tmp_path / "deep.png"), tmp_path / "deep.png")
 
 
+def test_a_one_bit_mask_holds_classes_0_and_1(tmp_path):
+    """A binary mask saved with one bit per pixel decodes as black and white (0 and 255), and 255
+    means unknown: its foreground is class 1, not nothing."""
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 1
+    Image.fromarray(mask * 255).convert("1").save(tmp_path / "mask.png")
+    picture = read_image(tmp_path / "mask.png")
+    np.testing.assert_array_equal(class_indices(picture, "mask.png"), mask)
+    assert square_label_channels(picture, "mask.png", 8, "label", 2)[:, 3, 3].tolist() == [0, 1]
+    # The same greys in an 8-bit file are still class 0 and unknown.
+    cv2.imwrite(str(tmp_path / "grey.png"), mask * 255)
+    np.testing.assert_array_equal(class_indices(read_image(tmp_path / "grey.png"), "grey.png"), mask * 255)
+
+
 def test_edges_follow_the_model_channels():
     picture = Picture(rgb=np.full((10, 20, 3), 255, np.uint8))
     grey = square_label_channels(picture, "e.png", 8, "edge", 1)

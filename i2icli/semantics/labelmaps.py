@@ -1,7 +1,8 @@
 """Label maps as network input: class-index images to one-hot channels, edge images to values.
 
-A class-index map is an 8-bit grey image whose pixel values are the classes, or a palette image
-whose palette indices are (as PASCAL VOC stores them); 255 marks
+A class-index map is an 8-bit grey image whose pixel values are the classes, a palette image
+whose palette indices are (as PASCAL VOC stores them), or a 1-bit image (a binary mask: classes
+0 and 1); 255 marks
 "unknown / don't care" (as in the datasets the official code ships) and becomes an all-zero
 vector. Resizing always uses nearest neighbour, so no in-between class appears.
 """
@@ -32,7 +33,25 @@ def class_indices(picture: Picture, path: Path | str) -> np.ndarray:
         raise InputError(path, f"is {kind}, but a label map must hold class indices: 8-bit grey values or "
                          "palette indices", "save it as a grayscale or palette PNG whose pixel values are the "
                          "classes (a colour-coded map must first be converted to class indices)")
-    return np.ascontiguousarray(picture.rgb[:, :, 0])
+    values = np.ascontiguousarray(picture.rgb[:, :, 0])
+    if _stored_as_one_bit(picture, values):
+        return (values > 0).astype(np.uint8)
+    return values
+
+
+def _stored_as_one_bit(picture: Picture, values: np.ndarray) -> bool:
+    """Whether the picture comes from a 1-bit file (a binary mask, Pillow's mode "1"). Such a file
+    stores 0 and 1, but is decoded as black and white, 0 and 255, and 255 means unknown: the mask's
+    foreground would vanish. Only maps of those two values have their file looked at."""
+    if picture.source is None or not picture.grayscale or not ((values == 0) | (values == UNKNOWN_LABEL)).all():
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(picture.source) as image:  # reads the header only
+            return image.mode == "1"
+    except (OSError, ValueError):
+        return False
 
 
 def check_classes(labels: np.ndarray, label_nc: int, path: Path | str) -> None:
