@@ -548,6 +548,27 @@ def test_train_refuses_unclear_or_missing_data(tmp_path):
     assert too_few.exit_code == 1 and "has class" in too_few.stderr
 
 
+def test_pairs_of_different_shapes_are_counted_in_one_warning(tmp_path):
+    data_dir = write_pairs(tmp_path / "data", 4)
+    for name in ("000", "002"):  # 40x40 label maps with 64x48 photos: their centred squares differ
+        photo = data_dir / "photos" / f"{name}.png"
+        cv2.imwrite(str(photo), cv2.resize(cv2.imread(str(photo)), (64, 48)))
+    # A photo stored on its side with an EXIF quarter turn is shown, and compared, upright.
+    Image.new("RGB", (40, 80)).save(data_dir / "photos" / "003.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (data_dir / "photos" / "003.png").unlink()
+    Image.new("RGB", (80, 40)).save(data_dir / "photos" / "003.jpg", exif=exif)
+    (data_dir / "labels" / "003.png").unlink()
+    cv2.imwrite(str(data_dir / "labels" / "003.png"), np.zeros((80, 40), np.uint8))
+    result = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(tmp_path / "run"), *TINY_ARGS,
+                                 "--steps", "1", "--batch-size", "2", "--held-out", "1", "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "different shapes" in line]
+    assert warnings == ["warning: 2 of the 4 pairs have a label map and a photo of different shapes (e.g. 000.png 40x40, "
+                        "000.png 64x48): each is cropped to its centred square, so the two may not line up"]
+
+
 def test_edge_images_train_and_translate(tmp_path):
     root = write_pairs(tmp_path / "data", 6)
     edges = root / "edges"

@@ -36,6 +36,7 @@ __all__ = [
     "TrainingDataset",
     "ImageFolderDataset",
     "find_pairs",
+    "pairs_of_other_shapes",
     "PairedDataset",
     "collate_examples",
     "collate_images",
@@ -309,6 +310,35 @@ def find_pairs(labels_root: Path, photos_root: Path) -> tuple[list[tuple[Path, P
         if alone:
             notes.append(f"{len(alone)} {side} in {root} have no partner and are not used (e.g. {alone[0]})")
     return [(labels[name], photos[name]) for name in shared], notes
+
+
+def _upright_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image as shown (EXIF orientation applied), from its header only; None
+    for a file that cannot be read (the dataset reports it when it comes to load it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            quarter_turn = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, SyntaxError):  # Pillow's header parsers raise all three
+        return None
+    return (height, width) if quarter_turn else (width, height)
+
+
+def pairs_of_other_shapes(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path, tuple[int, int], tuple[int, int]]]:
+    """The pairs whose label map and photo have different aspect ratios (beyond 1%, which a pixel
+    of rounding makes), with both sizes. Each is cropped to its centred square, so such a pair
+    shows different parts of the scene on its two sides."""
+    found = []
+    for label, photo in pairs:
+        label_size, photo_size = _upright_size(label), _upright_size(photo)
+        if label_size is None or photo_size is None:
+            continue
+        label_ratio, photo_ratio = label_size[0] / label_size[1], photo_size[0] / photo_size[1]
+        if abs(label_ratio - photo_ratio) > 0.01 * photo_ratio:
+            found.append((label, photo, label_size, photo_size))
+    return found
 
 
 class PairedDataset(TrainingDataset):
