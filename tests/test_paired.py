@@ -345,6 +345,32 @@ def test_resume_is_exact(tmp_path):
     assert a["ema_updates"] == b["ema_updates"] == 4
 
 
+def test_resume_keeps_the_runs_own_schedule_unless_given(tmp_path):
+    """--log-every, --sample-every, --checkpoint-every, --keep, --workers and --steps left out on
+    --resume are the run's own, not the defaults; one given is used."""
+    data_dir = write_pairs(tmp_path / "data", 8)
+    out = tmp_path / "run"
+    schedule = ["--log-every", "1", "--sample-every", "1", "--checkpoint-every", "1", "--keep", "9"]
+    assert train_cli(data_dir, out, 2, *schedule).exit_code == 0  # --workers 0
+    resumed = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), "--resume", "--steps", "4",
+                                  "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    settings = loop.load_training_checkpoint(out / "checkpoints" / "latest.pt")["settings"]
+    assert {key: settings[key] for key in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
+                                           "num_workers", "steps")} == {
+        "log_every": 1, "sample_every": 1, "checkpoint_every": 1, "keep_checkpoints": 9, "num_workers": 0, "steps": 4}
+    assert [row["step"] for row in csv.DictReader((out / "metrics.csv").open())] == ["1", "2", "3", "4"]
+    assert sorted(p.name for p in (out / "samples").iterdir())[-2:] == ["step-0000003.png", "step-0000004.png"]
+    assert len(list((out / "checkpoints").glob("step-*.pt"))) == 4  # --keep 9, not 3
+    # Without --steps the run stops where it was to stop; a value given is used.
+    again = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), "--resume", "--device", "cpu"])
+    assert again.exit_code == 0 and "already reached step 4 of 4" in again.output
+    more = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), "--resume", "--steps", "6",
+                               "--log-every", "2", "--device", "cpu"])
+    assert more.exit_code == 0, more.output
+    assert loop.load_training_checkpoint(out / "checkpoints" / "latest.pt")["settings"]["log_every"] == 2
+
+
 def test_perceptual_term_uses_the_vgg_checkpoint(tmp_path):
     data_dir = write_pairs(tmp_path / "data", 6)
     vgg = tmp_path / "vgg19.pth"

@@ -46,6 +46,7 @@ from i2icli.cli.train_common import (
     evaluation_metrics,
     held_out_amount,
     resume_point,
+    run_schedule,
     run_split,
     run_training,
     warn_of_options_the_run_keeps,
@@ -161,9 +162,8 @@ def translate_lr(
     console.print(f"training on {len(train_files)} images, {len(held_files)} held out "
                   f"[dim]({data_dir}, {data_settings['hr_size']} px)[/]")
     run_training(method, dataset, held_out_batch, collate_fn=data.collate_images, resume=resume_spec,
-                 shown=("g_loss", "d_loss", "cycle", "lr_error_levels"), as_json=as_json, out=out, steps=steps,
-                 batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every, sample_every=sample_every,
-                 log_every=log_every, keep=keep, workers=workers, device=torch_device)
+                 shown=("g_loss", "d_loss", "cycle", "lr_error_levels"), as_json=as_json, out=out,
+                 batch_size=batch_size, seed=seed, **run_schedule(context, stored), device=torch_device)
     raise typer.Exit(EXIT_OK)
 
 

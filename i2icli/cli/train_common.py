@@ -29,7 +29,8 @@ EVAL_PANEL = "Evaluation"
 
 # Options every training command has, declared once.
 OutOption = Annotated[Path, typer.Option("--out", metavar="DIR", help="Run folder: checkpoints/, samples/, metrics.csv.", rich_help_panel=RUN_PANEL)]
-StepsOption = Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count).",
+StepsOption = Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count, its own "
+                                          "unless given).",
                                           rich_help_panel=RUN_PANEL)]
 GeneratorLrOption = Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL,
                                                   callback=positive_finite)]
@@ -48,7 +49,9 @@ LogEveryOption = Annotated[int, typer.Option(min=1, help="Add a row to metrics.c
 KeepOption = Annotated[int, typer.Option(min=1, help="Step checkpoints to keep (latest.pt is always kept).",
                                          rich_help_panel=RUN_PANEL)]
 WorkersOption = Annotated[int, typer.Option(min=0, help="Data-loading worker processes.", rich_help_panel=RUN_PANEL)]
-ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint, exactly.",
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint, exactly; "
+                                            "--steps, --checkpoint-every, --sample-every, --log-every, --keep and --workers "
+                                            "stay the run's own unless given.",
                                             rich_help_panel=RUN_PANEL)]
 ResumeFromOption = Annotated[Path | None, typer.Option(metavar="FILE", show_default=False, help="Continue from this checkpoint file instead.",
                                                        rich_help_panel=RUN_PANEL)]
@@ -142,6 +145,24 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
 def given_on_command_line(context: Any, name: str) -> bool:
     """Whether the option ``name`` was typed on this command line, rather than left at its default."""
     return getattr(context.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+
+# The options that say how a run goes (not what it learns), and their fields in a checkpoint's settings.
+_SCHEDULE_OPTIONS = {"steps": "steps", "checkpoint_every": "checkpoint_every", "sample_every": "sample_every",
+                     "log_every": "log_every", "keep": "keep_checkpoints", "workers": "num_workers"}
+
+
+def run_schedule(context: Any, stored: dict | None) -> dict[str, int]:
+    """--steps, --checkpoint-every, --sample-every, --log-every, --keep and --workers for
+    :func:`run_training`: as this command line gives them, except that a resumed run keeps its own
+    value of each one not typed (the defaults would quietly change where it stops and how often it
+    logs and saves)."""
+    schedule = {name: context.params[name] for name in _SCHEDULE_OPTIONS}
+    run_settings = (stored or {}).get("settings") or {}
+    for name, field in _SCHEDULE_OPTIONS.items():
+        if field in run_settings and not given_on_command_line(context, name):
+            schedule[name] = int(run_settings[field])
+    return schedule
 
 
 # Option names whose stored field is named otherwise.

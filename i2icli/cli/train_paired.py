@@ -46,6 +46,7 @@ from i2icli.cli.train_common import (
     given_on_command_line,
     held_out_amount,
     resume_point,
+    run_schedule,
     run_split,
     run_training,
     warn_of_options_the_run_keeps,
@@ -178,9 +179,8 @@ def paired(
     console.print(f"training on {len(train_pairs)} pairs, {len(held_pairs)} held out "
                   f"[dim]({data_dir}, {config.image_size} px, {config.input_description})[/]")
     run_training(method, dataset, held_out_batch, collate_fn=data.collate_examples, resume=resume_spec,
-                 shown=("g_loss", "d_loss", "l1", "residual_abs"), as_json=as_json, out=out, steps=steps,
-                 batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every, sample_every=sample_every,
-                 log_every=log_every, keep=keep, workers=workers, device=torch_device)
+                 shown=("g_loss", "d_loss", "l1", "residual_abs"), as_json=as_json, out=out,
+                 batch_size=batch_size, seed=seed, **run_schedule(context, stored), device=torch_device)
     raise typer.Exit(EXIT_OK)
 
 
