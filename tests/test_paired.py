@@ -525,6 +525,10 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
         (paired(str(label), "-c", str(run["run"]), "--style", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o.png")),
          1, "nope.jpg"),
         (paired(str(label), "-c", str(run["run"]), "--size", "30", "-o", str(tmp_path / "o.png")), 2, "multiple of 4"),
+        (paired(str(label), "-c", str(run["run"]), "--size", "100000", "-o", str(tmp_path / "o.png")), 2,
+         "--size 100000: 100000x100000 = 10,000,000,000 pixels, over --max-pixels 200,000,000"),
+        (paired(str(label), "-c", str(run["run"]), "--size", "64", "--max-pixels", "4000", "-o", str(tmp_path / "o.png")), 2,
+         "over --max-pixels 4,000"),
     ]
     wrong = tmp_path / "other.pt"
     torch.save({"method": "translate-lr", "config": {}}, wrong)

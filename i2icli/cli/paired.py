@@ -101,7 +101,8 @@ def paired(
                                   "residual and the output, averaged over all results (PNG).")
     ] = None,
     size: Annotated[int | None, typer.Option(min=8, show_default=False, rich_help_panel=_MODEL,
-                                             help="Working size in pixels (default: the training size).")] = None,
+                                             help="Working size in pixels (default: the training size); its square "
+                                             "must be within --max-pixels.")] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip label maps whose output exists.",
                                                 rich_help_panel=_OUTPUT)] = False,
     device: DeviceOption = "auto",
@@ -115,6 +116,11 @@ def paired(
     """
     if std_map and samples < 2:
         raise usage_error("--std-map needs --samples 2 or more")
+    if size is not None and size * size > max_pixels:
+        # Checked before anything is loaded: the networks' activations at such a size would take
+        # more memory than the machine has, and the system would kill i2i without a word.
+        raise usage_error(f"--size {size}: {size}x{size} = {size * size:,} pixels, over --max-pixels {max_pixels:,}; "
+                          "use a smaller --size, or raise --max-pixels if this machine has the memory")
     if seed + samples - 1 > SEED_MAX:  # sample k uses seed + k
         raise usage_error(f"--seed {seed}: with --samples {samples}, use at most {SEED_MAX - samples + 1}")
     from i2icli.pipelines.paired import PairedTranslator, sample_seed
