@@ -599,6 +599,19 @@ def test_pairs_of_different_shapes_are_counted_in_one_warning(tmp_path):
                         "000.png 64x48): each is cropped to its centred square, so the two may not line up"]
 
 
+def test_counts_of_one_are_singular(tmp_path):
+    data_dir = write_pairs(tmp_path / "data", 2)
+    out = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), *TINY_ARGS, "--steps", "1",
+                                  "--batch-size", "1", "--held-out", "1", "--workers", "0", "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    assert "training on 1 pair, 1 held out" in trained.output and "(1 step in" in trained.output
+    scored = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), "--eval", "--fid-model", "none",
+                                 "--lpips-backbone", "none", "--device", "cpu"])
+    assert scored.exit_code == 0, scored.output
+    assert "step 1: 1 held-out pair, style from each photo" in scored.output
+
+
 def test_edge_images_train_and_translate(tmp_path):
     root = write_pairs(tmp_path / "data", 6)
     edges = root / "edges"

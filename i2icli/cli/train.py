@@ -43,6 +43,7 @@ from i2icli.cli.train_common import (
     SeedOption,
     StepsOption,
     WorkersOption,
+    counted,
     evaluation_metrics,
     held_out_amount,
     resume_point,
@@ -150,7 +151,7 @@ def translate_lr(
         data_settings = {"hr_size": hr_size, "held_out": held_out_amount(held_out)}
 
     files = data.find_images(data_dir, exclude=out)
-    train_files, held_files = run_split(files, data_dir, data_settings, seed, noun="images")
+    train_files, held_files = run_split(files, data_dir, data_settings, seed, noun="image")
     if stored is None:
         # The run keeps its held-out images by name: a folder that grows later does not change them.
         data_settings["held_out_files"] = data.relative_names(held_files, data_dir)
@@ -159,7 +160,7 @@ def translate_lr(
     held_dataset = data.ImageFolderDataset(held_files or train_files, data_settings["hr_size"])
     held_dataset.role = "held-out" if held_files else "training"
     held_out_batch = data.fixed_batch(held_dataset, 4)
-    console.print(f"training on {len(train_files)} images, {len(held_files)} held out "
+    console.print(f"training on {counted(len(train_files), 'image')}, {len(held_files)} held out "
                   f"[dim]({data_dir}, {data_settings['hr_size']} px)[/]")
     run_training(method, dataset, held_out_batch, collate_fn=data.collate_images, resume=resume_spec,
                  shown=("g_loss", "d_loss", "cycle", "lr_error_levels"), as_json=as_json, out=out,
@@ -187,10 +188,11 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     generator, config = generator_from_checkpoint(stored)
     data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}
     files = data.find_images(data_dir, exclude=out)
-    _, held_files = run_split(files, data_dir, data_settings, stored["settings"]["seed"], noun="images",
+    _, held_files = run_split(files, data_dir, data_settings, stored["settings"]["seed"], noun="image",
                               trained_on=stored["settings"].get("dataset_size"))
     if not held_files and data_settings.get("held_out_files"):
-        raise I2IError(f"{data_dir}: none of the run's {len(data_settings['held_out_files'])} held-out images are here",
+        recorded = counted(len(data_settings["held_out_files"]), "held-out image")
+        raise I2IError(f"{data_dir}: none of the run's {recorded} is here",
                        "pass the data folder the run was trained on")
     if len(held_files) < 2:
         raise I2IError(f"{data_dir}: only {len(held_files)} held-out image(s) for this run's split",

@@ -62,6 +62,11 @@ LpipsBackboneOption = Annotated[str, typer.Option(metavar="NAME|PATH|none", help
                                                   rich_help_panel=EVAL_PANEL)]
 
 
+def counted(count: int, noun: str) -> str:
+    """"1 pair", "3 pairs": a count with its noun, in the singular for one."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def held_out_amount(text: str) -> float | int:
     """--held-out 0.05 is a fraction of the images, --held-out 20 a count."""
     try:
@@ -102,7 +107,7 @@ def evaluation_metrics(fid_model: str, lpips_backbone: str, device: Any) -> tupl
 
 def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed: int, *, noun: str,
               trained_on: int | None = None) -> tuple[list[Path], list[Path]]:
-    """(training, held-out) files of a run. A run records its held-out files when it starts
+    """(training, held-out) files of a run (``noun``: what a file is, "pair" or "image"). A run records its held-out files when it starts
     (``data_settings["held_out_files"]``, relative to ``root``) and keeps exactly those: a folder
     that grew since would otherwise give a new split, whose held-out part can hold files the run
     trained on. Runs from before that record are split again by ``data_settings["held_out"]``;
@@ -114,14 +119,14 @@ def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed
     if recorded is None:
         train, held = data.split_held_out(files, root, data_settings["held_out"], seed)
         if trained_on is not None and trained_on != len(train):
-            console.print(f"[yellow]warning:[/] {root} has {len(files)} {noun} now and the run trained on {trained_on} "
-                          f"(besides those it held out): it recorded no held-out list, so they are chosen again from "
-                          f"today's folder and the held-out scores may include {noun} it trained on")
+            console.print(f"[yellow]warning:[/] {root} has {counted(len(files), noun)} now and the run trained on "
+                          f"{trained_on} (besides those it held out): it recorded no held-out list, so they are chosen again from "
+                          f"today's folder and the held-out scores may include {noun}s it trained on")
         return train, held
     train, held, missing = data.split_as_recorded(files, root, list(recorded))
     if missing:
-        console.print(f"[yellow]warning:[/] {len(missing)} of the run's {len(recorded)} held-out {noun} are no longer in "
-                      f"{root} (e.g. {missing[0]})")
+        console.print(f"[yellow]warning:[/] {len(missing)} of the run's {counted(len(recorded), f'held-out {noun}')} "
+                      f"{'is' if len(missing) == 1 else 'are'} no longer in {root} (e.g. {missing[0]})")
     return train, held
 
 
@@ -219,7 +224,7 @@ def run_training(method: Any, dataset: Any, held_out_batch: Any, *, collate_fn: 
 
 def report_run(result: Any, as_json: bool) -> None:
     """The line a finished (or interrupted) run ends with, and its --json summary."""
-    console.print(f"[green]✓[/] step {result.step} → {result.checkpoint} [dim]({result.steps_run} steps in "
+    console.print(f"[green]✓[/] step {result.step} → {result.checkpoint} [dim]({counted(result.steps_run, 'step')} in "
                   f"{result.seconds:.1f} s; samples in {result.samples}, metrics in {result.metrics})[/]")
     if as_json:
         stdout_write(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": str(result.metrics),

@@ -42,6 +42,7 @@ from i2icli.cli.train_common import (
     SeedOption,
     StepsOption,
     WorkersOption,
+    counted,
     evaluation_metrics,
     given_on_command_line,
     held_out_amount,
@@ -176,7 +177,7 @@ def paired(
     held_dataset = data.PairedDataset(held_pairs or train_pairs, config.image_size, config.input_kind, config.input_channels)
     held_dataset.role = "held-out" if held_pairs else "training"
     held_out_batch = data.fixed_batch(held_dataset, 4, data.collate_examples)
-    console.print(f"training on {len(train_pairs)} pairs, {len(held_pairs)} held out "
+    console.print(f"training on {counted(len(train_pairs), 'pair')}, {len(held_pairs)} held out "
                   f"[dim]({data_dir}, {config.image_size} px, {config.input_description})[/]")
     run_training(method, dataset, held_out_batch, collate_fn=data.collate_examples, resume=resume_spec,
                  shown=("g_loss", "d_loss", "l1", "residual_abs"), as_json=as_json, out=out,
@@ -223,7 +224,7 @@ def _split(pairs: list[tuple[Path, Path]], label_root: Path, data_settings: dict
            trained_on: int | None = None) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
     """(training pairs, held-out pairs): the split is made on the label maps' paths, so it is stable."""
     photo_of = dict(pairs)
-    train, held = run_split([label for label, _ in pairs], label_root, data_settings, seed, noun="pairs",
+    train, held = run_split([label for label, _ in pairs], label_root, data_settings, seed, noun="pair",
                             trained_on=trained_on)
     return [(label, photo_of[label]) for label in train], [(label, photo_of[label]) for label in held]
 
@@ -302,7 +303,8 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     _, held_pairs = _split(pairs, label_root, data_settings, seed, trained_on=stored["settings"].get("dataset_size"))
     if not held_pairs:
         if data_settings.get("held_out_files"):
-            raise I2IError(f"{data_dir}: none of the run's {len(data_settings['held_out_files'])} held-out pairs are here",
+            recorded = counted(len(data_settings["held_out_files"]), "held-out pair")
+            raise I2IError(f"{data_dir}: none of the run's {recorded} is here",
                            "pass the data folder the run was trained on")
         raise I2IError(f"{data_dir}: no held-out pairs for this run's split", "train with --held-out above 0")
     dataset = data.PairedDataset(held_pairs, config.image_size, config.input_kind, config.input_channels)
@@ -327,7 +329,8 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
         "spectrum_plot": str(plot), "high_frequency_share": shares,
         "notes": [*result.notes, *notes],
     }
-    console.print(f"step {stored['step']}: {result.images} held-out pairs, style from {'each photo' if style == 'photo' else 'the mean'}")
+    console.print(f"step {stored['step']}: {counted(result.images, 'held-out pair')}, "
+                  f"style from {'each photo' if style == 'photo' else 'the mean'}")
     console.print("                  L1       PSNR     SSIM")
     for name, scores in (("output", result.output), ("reconstruction", result.reconstruction)):
         console.print(f"  {name:<15} {scores.l1:.4f}   {scores.psnr:6.2f}   {scores.ssim:.4f}")
