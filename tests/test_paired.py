@@ -705,6 +705,23 @@ def test_eval_spectrum_never_replaces_data_or_run_files(tmp_path, run):
     assert photo.read_bytes() == kept
 
 
+def test_resuming_nothing_or_a_folder_says_what_to_pass(tmp_path, run):
+    def resume(*args: str):
+        return runner.invoke(app, ["train", "paired", str(run["data"]), "--out", str(tmp_path / "new"), *args,
+                                   "--device", "cpu"])
+
+    nothing = resume("--resume")
+    assert nothing.exit_code == 1 and nothing.stderr.strip() == (
+        f"error: {tmp_path / 'new'}: no training run to resume (no checkpoints/latest.pt) — start a new run without "
+        "--resume, or name a checkpoint file with --resume-from")
+    for folder in (run["run"], run["run"] / "checkpoints"):
+        given = resume("--resume-from", str(folder))
+        assert given.exit_code == 1 and given.stderr.strip() == (
+            f"error: --resume-from {folder}: is a folder, not a checkpoint file — pass "
+            f"{run['run'] / 'checkpoints' / 'latest.pt'}")
+    assert not (tmp_path / "new").exists()
+
+
 def test_training_paths_and_amounts_that_cannot_work_are_named_before_any_work(tmp_path):
     data = write_pairs(tmp_path / "data", 3)
     a_file = tmp_path / "afile"

@@ -140,6 +140,14 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
     spec: bool | Path = resume_from if resume_from is not None else resume
     if not spec:
         return False, None
+    if resume_from is None and not (out / "checkpoints" / "latest.pt").exists():
+        raise I2IError(f"{out}: no training run to resume (no checkpoints/latest.pt)",
+                       "start a new run without --resume, or name a checkpoint file with --resume-from")
+    if resume_from is not None and resume_from.is_dir():
+        inside = next((path for path in (resume_from / "checkpoints" / "latest.pt", resume_from / "latest.pt")
+                       if path.is_file()), None)
+        raise I2IError(f"--resume-from {resume_from}: is a folder, not a checkpoint file",
+                       f"pass {inside}" if inside else "pass a .pt file from a run's checkpoints/ folder")
     stored = loop.load_training_checkpoint(resume_from or out / "checkpoints" / "latest.pt")
     if stored.get("method") != method_name:
         raise I2IError(f"the checkpoint is from `i2i train {stored.get('method')}`, not {method_name}",
