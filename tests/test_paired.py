@@ -565,6 +565,15 @@ def test_images_in_sub_folders_are_never_left_out_silently(tmp_path, run):
     assert again.exit_code == 0 and "1 image in sub-folders left out" in again.stderr  # more/000.png only
 
 
+def test_the_default_depth_is_what_the_levels_help_says():
+    help_text = " ".join(runner.invoke(app, ["train", "paired", "--help"]).stdout.replace("│", " ").split())
+    assert "--size must be a multiple of 2^levels (0: until it is below 16 px, at most 6 times)" in help_text
+    for size in (16, 32, 48, 256, 384, 1024, 4096):
+        depth = GRITConfig(input_channels=4, image_size=size).depth
+        sizes = [size // 2**times for times in range(depth + 1)]
+        assert (sizes[-1] < 16 <= sizes[-2]) or (depth == 6 and sizes[-1] >= 16), size
+
+
 def test_train_refuses_unclear_or_missing_data(tmp_path):
     data_dir = write_pairs(tmp_path / "data", 4)
     neither = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(tmp_path / "r1")])

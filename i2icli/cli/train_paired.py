@@ -79,7 +79,8 @@ def paired(
                                                 help="Folder of photos (default: DATA_DIR/photos or DATA_DIR/images).")] = None,
     out: OutOption = Path("runs/paired"),
     size: Annotated[int, typer.Option(min=16, help="Training size in pixels (squares).", rich_help_panel=MODEL_PANEL)] = 256,
-    levels: Annotated[int, typer.Option(min=0, max=8, help="Times the content encoder halves the size (0: as many times as it takes to reach 8 px).",
+    levels: Annotated[int, typer.Option(min=0, max=8, help="Times the content encoder halves the size; --size must be a "
+                                        "multiple of 2^levels (0: until it is below 16 px, at most 6 times).",
                                         rich_help_panel=MODEL_PANEL)] = 0,
     base_channels: Annotated[int, typer.Option(min=1, help="First content-encoder width.", rich_help_panel=MODEL_PANEL)] = 64,
     max_channels: Annotated[int, typer.Option(min=1, help="Widest generator layer.", rich_help_panel=MODEL_PANEL)] = 512,
