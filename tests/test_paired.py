@@ -714,6 +714,16 @@ def test_eval_spectrum_never_replaces_data_or_run_files(tmp_path, run):
     assert photo.read_bytes() == kept
 
 
+def test_options_of_the_other_mode_are_named_as_ignored(tmp_path, run):
+    training = runner.invoke(app, ["train", "paired", str(run["data"]), "--out", str(tmp_path / "new"), "--spectrum",
+                                   str(tmp_path / "s.png"), "--fid-model", "none", "--steps", "5"])
+    assert training.stderr.splitlines()[0] == "warning: --spectrum, --fid-model ignored: only --eval uses them"
+    scoring = runner.invoke(app, ["train", "paired", str(run["data"]), "--out", str(run["run"]), "--eval", "--steps", "5",
+                                  "--seed", "3", "--fid-model", "none", "--lpips-backbone", "none", "--device", "cpu"])
+    assert scoring.exit_code == 0, scoring.output
+    assert scoring.stderr.splitlines()[0] == "warning: --steps, --seed ignored: --eval scores a checkpoint and trains nothing"
+
+
 def test_resuming_nothing_or_a_folder_says_what_to_pass(tmp_path, run):
     def resume(*args: str):
         return runner.invoke(app, ["train", "paired", str(run["data"]), "--out", str(tmp_path / "new"), *args,

@@ -50,6 +50,7 @@ from i2icli.cli.train_common import (
     run_schedule,
     run_split,
     run_training,
+    warn_of_options_for_the_other_mode,
     warn_of_options_the_run_keeps,
 )
 from i2icli.errors import I2IError
@@ -121,6 +122,7 @@ def translate_lr(
         default_cycle_weight,
     )
 
+    warn_of_options_for_the_other_mode(context, eval_, shared=("out", "device", "as_json"))
     torch_device = pick_device(device)
     if eval_:
         _evaluate(data_dir, out, eval_checkpoint, eval_targets, fid_model, lpips_backbone, torch_device, as_json)

@@ -214,6 +214,22 @@ def warn_of_options_the_run_keeps(context: Any, stored: dict, honoured: tuple[st
     return ignored
 
 
+def warn_of_options_for_the_other_mode(context: Any, evaluating: bool, shared: tuple[str, ...]) -> list[str]:
+    """--eval scores a checkpoint and trains nothing, and training evaluates nothing: name each
+    option typed on this command line that the chosen mode has no use for (the Evaluation panel's
+    when training, the others when evaluating, except the ``shared`` parameters both use)."""
+    unused = []
+    for param in context.command.params:
+        if param.param_type_name != "option" or param.name in ("eval_", *shared):
+            continue
+        if (getattr(param, "rich_help_panel", None) == EVAL_PANEL) != evaluating and given_on_command_line(context, param.name):
+            unused.append(param.opts[0])
+    if unused:
+        reason = "--eval scores a checkpoint and trains nothing" if evaluating else "only --eval uses them"
+        console.print(f"[yellow]warning:[/] {', '.join(unused)} ignored: {reason}")
+    return unused
+
+
 def run_training(method: Any, dataset: Any, held_out_batch: Any, *, collate_fn: Any, resume: bool | Path,
                  shown: tuple[str, ...], as_json: bool, out: Path, steps: int, batch_size: int, seed: int,
                  checkpoint_every: int, sample_every: int, log_every: int, keep: int, workers: int, device: Any) -> None:

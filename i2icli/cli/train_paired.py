@@ -50,6 +50,7 @@ from i2icli.cli.train_common import (
     run_schedule,
     run_split,
     run_training,
+    warn_of_options_for_the_other_mode,
     warn_of_options_the_run_keeps,
 )
 from i2icli.errors import I2IError, InputError, WeightsError
@@ -129,6 +130,7 @@ def paired(
     from i2icli.training import data
     from i2icli.training.paired import METHOD_NAME
 
+    warn_of_options_for_the_other_mode(context, eval_, shared=("out", "labels", "photos", "device", "as_json"))
     torch_device = pick_device(device)
     if eval_:
         if eval_style not in ("photo", "mean"):
