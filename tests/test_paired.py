@@ -416,6 +416,31 @@ def test_eval_reports_metrics_and_writes_the_spectrum_plot(tmp_path, run):
     assert read_image(plot).width > 100
 
 
+def test_eval_json_has_null_for_an_infinite_psnr(run, monkeypatch):
+    """Outputs identical to their photos have an infinite PSNR, which JSON cannot hold."""
+    import dataclasses
+
+    import i2icli.training.paired as paired_training
+
+    real_evaluate = paired_training.evaluate
+
+    def perfect_output(*args, **kwargs):
+        result = real_evaluate(*args, **kwargs)
+        return dataclasses.replace(result, output=paired_training.ImageScores(l1=0.0, psnr=math.inf, ssim=1.0))
+
+    monkeypatch.setattr(paired_training, "evaluate", perfect_output)
+    result = runner.invoke(app, ["train", "paired", str(run["data"]), "--out", str(run["run"]), "--eval", "--fid-model",
+                                 "none", "--lpips-backbone", "none", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    summary = json.loads(result.stdout[result.stdout.index("{"):], parse_constant=refuse)
+    assert summary["output"] == {"l1": 0.0, "psnr": None, "ssim": 1.0}
+    assert summary["reconstruction"]["psnr"] > 5
+
+
 # --------------------------------------------------------------------------- the pipeline and CLI
 
 

@@ -46,6 +46,7 @@ from i2icli.cli.train_common import (
     counted,
     evaluation_metrics,
     held_out_amount,
+    json_number,
     resume_point,
     run_schedule,
     run_split,
@@ -212,10 +213,10 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
                           fid_features=fid_features, lpips_distance=lpips_distance)
     summary = {
         "checkpoint": str(path), "step": stored["step"], "held_out_images": result.images,
-        "translations": result.translations, "lr_error_levels": round(result.lr_error, 4),
-        "lr_error_levels_exact": round(result.lr_error_exact, 4),
-        "fid": None if result.fid is None else round(result.fid, 3),
-        "lpips_diversity": None if result.lpips_diversity is None else round(result.lpips_diversity, 4),
+        "translations": result.translations, "lr_error_levels": json_number(result.lr_error, 4),
+        "lr_error_levels_exact": json_number(result.lr_error_exact, 4),
+        "fid": json_number(result.fid, 3),
+        "lpips_diversity": json_number(result.lpips_diversity, 4),
         "notes": [*result.notes, *notes],
     }
     console.print(f"step {stored['step']}: {result.translations} translations of {result.images} held-out images")

@@ -67,6 +67,12 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def json_number(value: float | None, digits: int) -> float | None:
+    """``value`` rounded for a --json summary; None (null) for a value that is missing or not
+    finite, as JSON has no Infinity or NaN (a PSNR is infinite where the images are identical)."""
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
 def held_out_amount(text: str) -> float | int:
     """--held-out 0.05 is a fraction of the images, --held-out 20 a count."""
     try:

@@ -46,6 +46,7 @@ from i2icli.cli.train_common import (
     evaluation_metrics,
     given_on_command_line,
     held_out_amount,
+    json_number,
     resume_point,
     run_schedule,
     run_split,
@@ -321,15 +322,14 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
                           fid_features=fid_features, lpips_distance=lpips_distance)
     assert result.spectra is not None
     plot_spectra(result.spectra, plot, title=f"Power spectrum, {result.images} held-out pairs (step {stored['step']})")
-    shares = {name: round(high_frequency_share(s), 5) for name, s in result.spectra.items()}
+    shares = {name: high_frequency_share(s) for name, s in result.spectra.items()}
     summary = {
         "checkpoint": str(path), "step": stored["step"], "held_out_pairs": result.images, "style": style,
-        "output": {"l1": round(result.output.l1, 5), "psnr": round(result.output.psnr, 3), "ssim": round(result.output.ssim, 4)},
-        "reconstruction": {"l1": round(result.reconstruction.l1, 5), "psnr": round(result.reconstruction.psnr, 3),
-                           "ssim": round(result.reconstruction.ssim, 4)},
-        "lpips": None if result.lpips is None else round(result.lpips, 4),
-        "fid": None if result.fid is None else round(result.fid, 3),
-        "spectrum_plot": str(plot), "high_frequency_share": shares,
+        **{name: {"l1": json_number(scores.l1, 5), "psnr": json_number(scores.psnr, 3), "ssim": json_number(scores.ssim, 4)}
+           for name, scores in (("output", result.output), ("reconstruction", result.reconstruction))},
+        "lpips": json_number(result.lpips, 4),
+        "fid": json_number(result.fid, 3),
+        "spectrum_plot": str(plot), "high_frequency_share": {name: json_number(share, 5) for name, share in shares.items()},
         "notes": [*result.notes, *notes],
     }
     console.print(f"step {stored['step']}: {counted(result.images, 'held-out pair')}, "
