@@ -235,6 +235,10 @@ def test_odd_batch_and_bad_sizes_are_usage_errors(tmp_path, run):
     sizes = runner.invoke(app, ["train", "translate-lr", str(run["data"]), "--out", str(tmp_path / "y"),
                                 "--hr-size", "48", "--lr-size", "8"])
     assert sizes.exit_code == 2 and "power of two" in sizes.output
+    # The data folder as the run folder: its sample grids would become training images on resume.
+    inside = runner.invoke(app, ["train", "translate-lr", str(run["data"]), "--out", str(run["data"] / "."), *TINY_ARGS])
+    assert inside.exit_code == 2 and "cannot be the data folder" in inside.output
+    assert not (run["data"] / "samples").exists()
 
 
 def test_eval_reports_lr_error_fid_and_lpips(tmp_path, run):

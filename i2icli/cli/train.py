@@ -131,6 +131,10 @@ def translate_lr(
     if batch_size % 2:
         raise usage_error(f"--batch-size {batch_size}: must be even (the batch is split into two halves)")
 
+    if out.expanduser().resolve() == data_dir.expanduser().resolve():
+        # The run's sample grids would be written among the photos and trained on after a resume.
+        raise usage_error(f"--out {out}: the run folder cannot be the data folder, whose images are all used for "
+                          "training; choose another --out (a sub-folder is fine: it is left out)")
     resume_spec, stored = resume_point(out, resume, resume_from, METHOD_NAME)
     if stored is not None:
         method = _method_from_checkpoint(stored)
