@@ -245,7 +245,7 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAU
                 error = error.naming_option(checkpoint_options[error.role])
             report_error(error)
             if json_asked:
-                stdout_write(json.dumps({"error": error.message, "hint": error.hint}, indent=2))
+                stdout_write(json_document({"error": error.message, "hint": error.hint}))
             return typer.Exit(EXIT_FAILED)
 
         hints = _memory_hints.set((out_of_memory_hint, out_of_ram_hint))
@@ -257,7 +257,7 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAU
             console.print("[yellow]interrupted[/]")
             if json_asked:  # a script reading stdout still gets a document: what was done, if known
                 summary = interrupt.summary if isinstance(interrupt, Interrupted) else None
-                stdout_write(json.dumps(summary or {"error": "interrupted", "hint": None}, indent=2))
+                stdout_write(json_document(summary or {"error": "interrupted", "hint": None}))
             raise typer.Exit(130) from None
         except (MemoryError, RuntimeError) as error:
             report = out_of_memory(error)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ from i2icli.cli.common import (
     console,
     finite,
     handles_errors,
+    json_document,
     stdout_write,
     usage_error,
 )
@@ -46,8 +46,8 @@ from i2icli.cli.train_common import (
     counted,
     evaluation_metrics,
     held_out_amount,
-    json_number,
     resume_point,
+    rounded,
     run_schedule,
     run_split,
     run_training,
@@ -217,10 +217,10 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
                           fid_features=fid_features, lpips_distance=lpips_distance)
     summary = {
         "checkpoint": str(path), "step": stored["step"], "held_out_images": result.images,
-        "translations": result.translations, "lr_error_levels": json_number(result.lr_error, 4),
-        "lr_error_levels_exact": json_number(result.lr_error_exact, 4),
-        "fid": json_number(result.fid, 3),
-        "lpips_diversity": json_number(result.lpips_diversity, 4),
+        "translations": result.translations, "lr_error_levels": rounded(result.lr_error, 4),
+        "lr_error_levels_exact": rounded(result.lr_error_exact, 4),
+        "fid": rounded(result.fid, 3),
+        "lpips_diversity": rounded(result.lpips_diversity, 4),
         "notes": [*result.notes, *notes],
     }
     console.print(f"step {stored['step']}: {result.translations} translations of {result.images} held-out images")
@@ -232,7 +232,7 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     for note in summary["notes"]:
         console.print(f"  [dim]{note}[/]")
     if as_json:
-        stdout_write(json.dumps(summary, indent=2))
+        stdout_write(json_document(summary))
 
 
 app.command("paired", no_args_is_help=True, cls=Command)(train_paired.paired)

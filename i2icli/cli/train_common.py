@@ -3,7 +3,6 @@ closing summary."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from i2icli.cli.common import (
     console,
     download_progress,
     finite,
+    json_document,
     positive_finite,
     seed_in_range,
     stdout_write,
@@ -67,10 +67,11 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def json_number(value: float | None, digits: int) -> float | None:
-    """``value`` rounded for a --json summary; None (null) for a value that is missing or not
-    finite, as JSON has no Infinity or NaN (a PSNR is infinite where the images are identical)."""
-    return None if value is None or not math.isfinite(value) else round(value, digits)
+def rounded(value: float | None, digits: int) -> float | None:
+    """``value`` rounded for a --json summary, None kept (a metric that was not computed). A value
+    that is not finite (a PSNR where the images are identical) is written as null by
+    ``json_document``."""
+    return None if value is None else round(value, digits)
 
 
 def held_out_amount(text: str) -> float | int:
@@ -257,8 +258,8 @@ def report_run(result: Any, as_json: bool) -> None:
     console.print(f"[green]✓[/] step {result.step} → {result.checkpoint} [dim]({counted(result.steps_run, 'step')} in "
                   f"{result.seconds:.1f} s; samples in {result.samples}, metrics in {result.metrics})[/]")
     if as_json:
-        stdout_write(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": str(result.metrics),
-                                 "samples": str(result.samples), "steps_run": result.steps_run}, indent=2))
+        stdout_write(json_document({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": str(result.metrics),
+                                 "samples": str(result.samples), "steps_run": result.steps_run}))
 
 
 class training_progress:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from i2icli.cli.common import (
     download_progress,
     finite,
     handles_errors,
+    json_document,
     stdout_write,
     usage_error,
 )
@@ -46,8 +46,8 @@ from i2icli.cli.train_common import (
     evaluation_metrics,
     given_on_command_line,
     held_out_amount,
-    json_number,
     resume_point,
+    rounded,
     run_schedule,
     run_split,
     run_training,
@@ -325,11 +325,11 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     shares = {name: high_frequency_share(s) for name, s in result.spectra.items()}
     summary = {
         "checkpoint": str(path), "step": stored["step"], "held_out_pairs": result.images, "style": style,
-        **{name: {"l1": json_number(scores.l1, 5), "psnr": json_number(scores.psnr, 3), "ssim": json_number(scores.ssim, 4)}
+        **{name: {"l1": rounded(scores.l1, 5), "psnr": rounded(scores.psnr, 3), "ssim": rounded(scores.ssim, 4)}
            for name, scores in (("output", result.output), ("reconstruction", result.reconstruction))},
-        "lpips": json_number(result.lpips, 4),
-        "fid": json_number(result.fid, 3),
-        "spectrum_plot": str(plot), "high_frequency_share": {name: json_number(share, 5) for name, share in shares.items()},
+        "lpips": rounded(result.lpips, 4),
+        "fid": rounded(result.fid, 3),
+        "spectrum_plot": str(plot), "high_frequency_share": {name: rounded(share, 5) for name, share in shares.items()},
         "notes": [*result.notes, *notes],
     }
     console.print(f"step {stored['step']}: {counted(result.images, 'held-out pair')}, "
@@ -346,4 +346,4 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     for note in summary["notes"]:
         console.print(f"  [dim]{note}[/]")
     if as_json:
-        stdout_write(json.dumps(summary, indent=2))
+        stdout_write(json_document(summary))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from i2icli.cli.common import (
     console,
     download_progress,
     handles_errors,
+    json_document,
     report_error,
     stdout_write,
 )
@@ -43,13 +43,13 @@ def list_weights(as_json: JsonOption = False) -> None:
         local = weights.local_copy(checkpoint)
         rows.append((checkpoint, local))
     if as_json:
-        stdout_write(json.dumps([
+        stdout_write(json_document([
             {"name": c.name, "role": c.role, "file": c.file, "bytes": c.bytes, "license": c.license,
              "origin": c.origin, "hub": f"{c.hub_repo}/{c.hub_file}@{c.hub_revision}" if c.hub_repo else None,
              "url": c.download_url, "local_path": str(p) if p else None, "manual_download": c.manual,
              "sha256": c.sha256 or None, "pinned_by_prefix": bool(c.sha256) and c.pinned_by_prefix}
             for c, p in rows
-        ], indent=2))
+        ]))
         return
     from rich.console import Console
 
