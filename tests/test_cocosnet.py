@@ -129,6 +129,12 @@ def test_swapped_files_and_other_models_are_named():
     other = official_state_dicts(CoCosNetConfig(semantic_nc=3, nef=4, ngf=2, spade_hidden=8))[1]
     with pytest.raises(WeightsError, match="different models"):
         build_cocosnet(corr_state, other)
+    # Another candidate count loads shape by shape, but the 4x4 seeding can only fill 16.
+    import dataclasses
+
+    wide = official_state_dicts(dataclasses.replace(TINY, candidates=64, motion=160))
+    with pytest.raises(WeightsError, match="keeps 64 PatchMatch candidates per pixel, but CoCosNet v2 seeds 16"):
+        build_cocosnet(*wide)
 
 
 # --------------------------------------------------------------------------- correspondence

@@ -642,6 +642,10 @@ def cocosnet_config_from_state_dicts(
     gru_hidden = _shape(correspondence, "patch_match.initial_layer.0.weight", corr)[0]
     ngf = _shape(generator, "conv_img.weight", gen)[1]
     condition = _shape(generator, "fc.weight", gen)[1]
+    if candidates != _SEED_WINDOW**2:  # it would load, then fail on every pair
+        raise ValueError(f"the correspondence network keeps {candidates} PatchMatch candidates per pixel, but "
+                         f"CoCosNet v2 seeds {_SEED_WINDOW**2} (a {_SEED_WINDOW}x{_SEED_WINDOW} window): not a CoCosNet "
+                         "v2 model this code can run")
     if condition != 3 * LEVELS + semantic_nc:
         raise ValueError(
             f"the generator expects {condition - 3 * LEVELS} semantic channels but the correspondence network "
