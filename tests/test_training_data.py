@@ -270,3 +270,15 @@ def test_dataset_wraps_past_the_end_and_fails_when_nothing_is_readable(tmp_path:
     assert torch.equal(dataset[(1, False)]["image"], load_training_image(first, 8))
     with pytest.raises(I2IError, match="none of the 1 training examples"):
         ImageFolderDataset([bad], 8)[(0, False)]
+
+
+def test_an_unreadable_held_out_file_is_named_when_left_out_of_the_sample_grids(tmp_path: Path, caplog):
+    good = [write_rgb(tmp_path / f"{i}.png", gradient(12, 12, i)) for i in range(2)]
+    bad = tmp_path / "0b.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    dataset = ImageFolderDataset([good[0], bad, good[1]], 12)
+    with caplog.at_level("WARNING", logger="i2icli"):
+        held = fixed_batch(dataset, 4)
+    assert held.shape[0] == 2
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert "0b.png" in warning and warning.endswith("left out of the sample grids")

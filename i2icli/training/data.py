@@ -14,6 +14,7 @@ processes with their own copies of the dataset: nothing they remember reaches th
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -417,6 +418,9 @@ def fixed_batch(
     count: int,
     collate_fn: Callable[[list[dict[str, Any]]], tuple[Any, list[str]]] = collate_images,
 ) -> Any:
-    """The first ``count`` readable examples as one batch: the held-out batch sample grids are made from."""
-    batch, _ = collate_fn(readable_examples(dataset, count))
+    """The first ``count`` readable examples as one batch: the held-out batch sample grids are made from.
+    A file left out of it is named in a warning (training names the files it skips as it meets them)."""
+    batch, skipped = collate_fn(readable_examples(dataset, count))
+    for message in skipped:
+        logging.getLogger(__name__).warning("%s; left out of the sample grids", message)
     return batch
