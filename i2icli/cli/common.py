@@ -82,6 +82,13 @@ def _value_given(error: Exception) -> str | None:
     return str(given) if isinstance(given, (str, int, float)) else None
 
 
+def _names_no_finite_number(text: str) -> bool:
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 @contextmanager
 def _usage_errors_on_one_line() -> Iterator[None]:
     try:
@@ -92,7 +99,10 @@ def _usage_errors_on_one_line() -> Iterator[None]:
         ctx = getattr(error, "ctx", None)
         message = " ".join(error.format_message().split()).removesuffix(".")
         given = _value_given(error)
-        if given is not None and given not in message:
+        if given is not None and message.startswith("Invalid value for") and _names_no_finite_number(given):
+            # NaN fails every bound, and Typer would say "should be at most 1" of it.
+            message = f"{message.split(': ', 1)[0]}: {given} is not a finite number"
+        elif given is not None and given not in message:
             message += f" (given: {given})"
         report_error(I2IError(message, f"see '{ctx.command_path} -h'" if ctx is not None else None))
         raise typer.Exit(error.exit_code) from None
