@@ -218,13 +218,15 @@ def _channels(arr: np.ndarray) -> int:
 
 def _read_file(p: Path) -> bytes:
     try:
-        is_dir = stat.S_ISDIR(p.stat().st_mode)
+        mode = p.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
         raise InputImageError(p, "no such file", "check the path") from None
     except OSError as e:
         raise InputImageError(p, f"cannot access the file: {e.strerror or e}") from None
-    if is_dir:
+    if stat.S_ISDIR(mode):
         raise InputImageError(p, "is a directory, not an image file", "pass an image file")
+    if not stat.S_ISREG(mode):  # a named pipe would wait for a writer for ever; a device never ends
+        raise InputImageError(p, "is not a regular file (a pipe, socket or device)", "save the image to a file first")
     if p.suffix.lower() not in SUPPORTED_SUFFIXES:
         shown = f"'{p.suffix}'" if p.suffix else "no suffix"
         raise InputImageError(p, f"unsupported file type ({shown})", f"i2i reads {_SUFFIX_LIST}")

@@ -763,3 +763,12 @@ def test_a_cameras_second_picture_is_no_page(tmp_path, caplog):
     with Image.open(tmp_path / "photo.jpg") as opened:  # the first picture, as Pillow decodes it
         expected = np.asarray(opened.convert("RGB")).astype(int)
     assert np.abs(picture.rgb.astype(int) - expected).mean() < 2
+
+
+def test_a_named_pipe_is_refused_instead_of_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InputImageError, match="is not a regular file"):
+        read_image(fifo)  # would block for ever, waiting for a writer
