@@ -564,13 +564,7 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
     if target.is_dir():
         raise I2IError(f"{target}: is a directory", "give an output file name with an image suffix")
     fmt, ext = _WRITE_FORMATS[suffix]
-    limit = _MAX_SIDE.get(fmt)
-    if limit is not None and max(picture.width, picture.height) > limit:
-        raise I2IError(
-            f"{target}: {picture.width}x{picture.height} is too large for {fmt} "
-            f"(at most {limit} pixels a side)",
-            "write PNG or TIFF instead",
-        )
+    check_output_size(target, picture.width, picture.height)
     data = _encode(target, picture, fmt, ext, int(jpeg_quality))
     if picture.icc_profile:
         data = _with_icc_profile(bytes(data), fmt, picture)
@@ -597,6 +591,17 @@ def _webp_is_lossless(data: bytes) -> bool:
         size = struct.unpack("<I", data[position + 4:position + 8])[0]
         position += 8 + size + (size & 1)
     return False
+
+
+def check_output_size(path: str | os.PathLike[str], width: int, height: int) -> None:
+    """Raise if an image of ``width`` x ``height`` cannot be written in ``path``'s format (JPEG
+    and WebP cap each side). Commands ask before the work, rather than find out when saving it."""
+    target = Path(path)
+    fmt = _WRITE_FORMATS.get(target.suffix.lower(), (None, None))[0]
+    limit = _MAX_SIDE.get(fmt or "")
+    if limit is not None and max(width, height) > limit:
+        raise I2IError(f"{target}: {width}x{height} is too large for {fmt} (at most {limit} pixels a side)",
+                       "write PNG or TIFF instead")
 
 
 def _same_file(a: Path, b: Path) -> bool:

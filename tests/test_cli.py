@@ -239,6 +239,20 @@ def test_ctrl_c_outside_a_batch_with_json_prints_an_error_document(capsys):
     assert json.loads(capsys.readouterr().out) == {"error": "interrupted", "hint": None}
 
 
+def test_an_output_too_large_for_its_format_is_refused_before_the_work(tiny_env, landmarks_detector, tmp_path,
+                                                                       monkeypatch):
+    """WebP holds at most 16383 pixels a side: 2100 px at --upscale 8 is 16800, known from the start."""
+    from i2icli.pipelines.restore import RestorePipeline
+
+    landmarks_detector([])
+    monkeypatch.setattr(RestorePipeline, "restore", lambda self, picture: pytest.fail("restored it anyway"))
+    wide = _photo(tmp_path / "wide.png", size=(10, 2100))
+    result = run("restore", str(wide), "-o", str(tmp_path / "out.webp"), "--upscale", "8", "--device", "cpu")
+    assert result.exit_code == 1
+    assert "16800x80 is too large for WEBP (at most 16383 pixels a side) — write PNG or TIFF instead" in result.stderr
+    assert not (tmp_path / "out.webp").exists()
+
+
 def test_overlapped_io_gives_the_same_files_and_reports(tiny_env, landmarks_detector, tmp_path):
     """What a GPU run does (decode and encode on worker threads), run here on the CPU pipeline."""
     from i2icli.batch import plan_jobs

@@ -187,7 +187,12 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     ``face_stem(output)`` names the face files (default: the output's stem)."""
     face_stem = face_stem or (lambda output: output.stem)
     from i2icli.cli.runner import Stages
-    from i2icli.imageio import read_image, write_image
+    from i2icli.imageio import check_output_size, read_image, write_image
+
+    def read(job: Any) -> Any:
+        picture = read_image(job.source, max_pixels=max_pixels)
+        check_output_size(job.output, *pipeline.output_size(picture))  # before the work, not after it
+        return picture
 
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
         write_image(job.output, result.picture)
@@ -198,7 +203,7 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
         return extra, f"{job.source} → {job.output}", faces
 
     return Stages(
-        read=lambda job: read_image(job.source, max_pixels=max_pixels),
+        read=read,
         compute=lambda job, picture: pipeline.restore(picture),
         write=write,
     )

@@ -339,6 +339,13 @@ class RestorePipeline:
                 "close other GPU programs, lower --upscale, or use --device cpu",
             ) from error
 
+    def output_size(self, picture: Picture) -> tuple[int, int]:
+        """(width, height) of what ``restore`` makes of ``picture``."""
+        if self.settings.aligned:
+            return FACE_SIZE, FACE_SIZE
+        height, width = scaled_size(picture.height, picture.width, self.settings.upscale)
+        return width, height
+
     def _restore(self, picture: Picture) -> RestoreResult:
         seconds: dict[str, float] = {}
         if self.settings.aligned:
