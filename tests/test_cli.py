@@ -130,6 +130,9 @@ class FakePipeline:
         cls.loaded_with = kwargs
         return cls()
 
+    def output_size(self, picture):
+        return picture.width, picture.height
+
     def restore(self, picture):
         from i2icli.pipelines.restore import RestoreResult
 
