@@ -121,11 +121,15 @@ def registry() -> tuple[Checkpoint, ...]:
     return load_registry(None)
 
 
+def entry_named(name: str) -> Checkpoint | None:
+    """The registry entry called ``name``, or None."""
+    return next((checkpoint for checkpoint in registry() if checkpoint.name == name), None)
+
+
 def find(name: str) -> Checkpoint:
     """The registry entry called ``name``; a WeightsError lists the known names otherwise."""
-    for checkpoint in registry():
-        if checkpoint.name == name:
-            return checkpoint
+    if (checkpoint := entry_named(name)) is not None:
+        return checkpoint
     known = ", ".join(c.name for c in registry())
     raise WeightsError(f"unknown checkpoint name {name!r}", f"known names: {known}; or give a path to a .pth/.safetensors file")
 
@@ -137,7 +141,7 @@ def looks_like_path(spec: str) -> bool:
     in the working directory: otherwise a stray ``gfpgan-1.4`` there would be loaded unchecked.
     ``./gfpgan-1.4`` names the file.
     """
-    if any(checkpoint.name == spec for checkpoint in registry()):
+    if entry_named(spec) is not None:
         return False
     return spec.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in spec or "/" in spec or Path(spec).exists()
 

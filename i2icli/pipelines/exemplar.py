@@ -62,8 +62,7 @@ def _checkpoint_files(spec: str | Path) -> tuple[Path, Path, str]:
     """(correspondence file, generator file, label) for a folder, or a registry name."""
     # A name the registry does not know is taken as a folder: this option names a folder, so
     # "unknown checkpoint name … or a .pth file" would send the user the wrong way.
-    if isinstance(spec, str) and any(entry.name == spec for entry in weights.registry()):
-        checkpoint = weights.find(spec)
+    if isinstance(spec, str) and (checkpoint := weights.entry_named(spec)) is not None:
         if checkpoint.manual:
             raise WeightsError(
                 f"{checkpoint.name} is published only at {checkpoint.url}, without a checksum, so i2i does not "

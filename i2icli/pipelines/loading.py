@@ -112,7 +112,7 @@ def load_trained(checkpoint: str, method: str, build: Callable[[object], Built])
     if not weights.looks_like_path(spec):
         # A registry name is only good for a model of this method (the registry has none yet):
         # refused before any download, and a plain word is a file that is not there.
-        entry = next((c for c in weights.registry() if c.name == spec), None)
+        entry = weights.entry_named(spec)
         if entry is None:
             raise WeightsError(f"{spec}: no such checkpoint file or run folder", hint)
         if entry.arch != method:
