@@ -245,10 +245,6 @@ class InvertPipeline:
         check_settings(self.generator, self.settings)
         _check_precision(self.settings, device)
 
-    def check_settings(self, settings: InvertSettings) -> None:
-        """Refuse layers and sizes this generator cannot do, in terms of the CLI's options."""
-        check_settings(self.generator, settings)
-
     @classmethod
     def load(
         cls,
