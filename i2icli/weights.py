@@ -230,8 +230,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(checkpoint: Checkpoint, path: Path, *, shown_as: Path | None = None) -> None:
-    """Refuse a file whose sha256 is not the pinned one (or does not start with the pinned prefix).
+def verify(checkpoint: Checkpoint, path: Path, *, shown_as: Path | None = None) -> str:
+    """Refuse a file whose sha256 is not the pinned one (or does not start with the pinned prefix);
+    return the file's full sha256.
 
     ``shown_as`` is the name a download in progress is reported under.
     """
@@ -248,6 +249,7 @@ def verify(checkpoint: Checkpoint, path: Path, *, shown_as: Path | None = None) 
             "the file is damaged or not the official checkpoint",
             f"delete it and run `i2i weights fetch {checkpoint.name}`, or pass the file as a path to use it unchecked",
         )
+    return actual
 
 
 @lru_cache(maxsize=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -362,6 +363,49 @@ def test_weights_verify_checks_every_copy_on_this_machine(tiny_env, tmp_path, mo
     assert verified.exit_code == 1
     assert f"✓ parsenet: {good}" in verified.stdout + verified.stderr
     assert "models--i2i-tests--tiny" in verified.stderr and "does not match parsenet" in verified.stderr
+
+
+def test_weights_verify_reports_on_stdout_and_as_json(tiny_env, tmp_path, monkeypatch):
+    verified = run("weights", "verify", "parsenet", "gfpgan-1.4")
+    assert verified.exit_code == 0, verified.stderr
+    assert f"✓ parsenet: {tiny_env.files['parsenet']}" in verified.stdout
+    assert "gfpgan-1.3" not in verified.stdout  # only the names asked for
+    assert verified.stdout.strip().splitlines()[-1] == "2 present, 0 failed verification"
+    document = json.loads(run("weights", "verify", "parsenet", "--json").stdout)
+    assert document == {"present": 1, "failed": 0, "files": [{
+        "name": "parsenet", "path": str(tiny_env.files["parsenet"]), "status": "ok",
+        "sha256": hashlib.sha256(tiny_env.files["parsenet"].read_bytes()).hexdigest()}]}
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "parsing_parsenet.pth").write_bytes(b"not the file")
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(damaged))
+    verified = run("weights", "verify", "parsenet", "--json")
+    assert verified.exit_code == 1
+    document = json.loads(verified.stdout)
+    assert (document["present"], document["failed"]) == (1, 1)
+    [entry] = document["files"]
+    assert entry["path"] == str(damaged / "parsing_parsenet.pth") and entry["status"] == "failed"
+    assert "parsing_parsenet.pth" in verified.stderr  # the failure is also said where errors go
+
+    unknown = run("weights", "verify", "nonsense")
+    assert unknown.exit_code == 1 and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_weights_list_flags_a_copy_of_the_wrong_size(tiny_env, tmp_path, monkeypatch):
+    entries = {e["name"]: e for e in json.loads(run("weights", "list", "--json").stdout)}
+    assert entries["parsenet"]["local_size_matches"] is True
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "parsing_parsenet.pth").write_bytes(tiny_env.files["parsenet"].read_bytes()[:100])
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(truncated))
+    entries = {e["name"]: e for e in json.loads(run("weights", "list", "--json").stdout)}
+    assert entries["parsenet"]["local_path"] == str(truncated / "parsing_parsenet.pth")
+    assert entries["parsenet"]["local_size_matches"] is False
+    assert entries["gfpgan-1.4"]["local_size_matches"] is None  # not on this machine any more
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+    [row] = [line for line in run("weights", "list").stdout.splitlines() if "parsenet" in line]
+    assert "damaged, see `i2i weights verify`" in row
 
 
 # --------------------------------------------------------------------------- planning a batch safely

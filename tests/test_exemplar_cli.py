@@ -212,7 +212,7 @@ def test_weights_commands_treat_the_manual_download_plainly():
     assert fetched.exit_code == 1 and "without a checksum" in fetched.stderr
     assert len(fetched.stderr.strip().splitlines()) == 1
     verified = run("weights", "verify")
-    assert "cocosnet2-deepfashionhd: no published checksum" in verified.stderr
+    assert "cocosnet2-deepfashionhd: no published checksum" in verified.stdout
 
 
 def test_batch_outputs_never_replace_inputs_or_each_other(checkpoint, pair, tmp_path):

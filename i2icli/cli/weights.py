@@ -41,14 +41,16 @@ def list_weights(as_json: JsonOption = False) -> None:
     rows = []
     for checkpoint in weights.registry():
         local = weights.local_copy(checkpoint)
-        rows.append((checkpoint, local))
+        rows.append((checkpoint, local, _size_is_wrong(checkpoint, local)))
     if as_json:
         stdout_write(json_document([
             {"name": c.name, "role": c.role, "file": c.file, "bytes": c.bytes, "license": c.license,
              "origin": c.origin, "hub": f"{c.hub_repo}/{c.hub_file}@{c.hub_revision}" if c.hub_repo else None,
-             "url": c.download_url, "local_path": str(p) if p else None, "manual_download": c.manual,
-             "sha256": c.sha256 or None, "pinned_by_prefix": bool(c.sha256) and c.pinned_by_prefix}
-            for c, p in rows
+             "url": c.download_url, "local_path": str(p) if p else None,
+             "local_size_matches": None if p is None or not c.bytes else not wrong_size,
+             "manual_download": c.manual, "sha256": c.sha256 or None,
+             "pinned_by_prefix": bool(c.sha256) and c.pinned_by_prefix}
+            for c, p, wrong_size in rows
         ]))
         return
     from rich.console import Console
@@ -57,14 +59,23 @@ def list_weights(as_json: JsonOption = False) -> None:
     table.add_column("name", no_wrap=True)  # what other commands take: always whole
     for column in ("role", "file", "size", "license", "on this machine"):
         table.add_column(column, overflow="fold")  # paths and URLs wrap, never cut short
-    for checkpoint, local in rows:
+    for checkpoint, local, wrong_size in rows:
         if checkpoint.manual:
             where, size = f"[yellow]manual download[/] {checkpoint.url}", "?"
+        elif wrong_size:
+            where = f"[red]{local} ({_size(local.stat().st_size)}: damaged, see `i2i weights verify`)[/]"
+            size = _size(checkpoint.bytes)
         else:
             where, size = (f"[green]{local}[/]" if local else "[dim]no[/]"), _size(checkpoint.bytes)
         table.add_row(checkpoint.name, checkpoint.role, checkpoint.file, size, checkpoint.license, where)
     # The listing is what the command produces, so it goes to stdout (for grep), unlike diagnostics.
     Console(highlight=False).print(table)
+
+
+def _size_is_wrong(checkpoint, local: Path | None) -> bool:
+    """A size unlike the registry's: a truncated or swapped file, told apart without hashing it
+    (the hash is `verify`'s job, and would make listing read every file)."""
+    return local is not None and bool(checkpoint.bytes) and local.stat().st_size != checkpoint.bytes
 
 
 @app.command("fetch", cls=Command)
@@ -102,35 +113,51 @@ def fetch(
 
 @app.command("verify", cls=Command)
 @handles_errors
-def verify() -> None:
-    """Check the sha256 of every checkpoint present on this machine."""
+def verify(
+    names: Annotated[list[str] | None, typer.Argument(metavar="NAMES", help="Names from `i2i weights list` (default: all of them).", show_default=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the sha256 of every local copy of the checkpoints (every copy: a run passes over a
+    bad one, but it should be known)."""
+    from rich.console import Console
+
     from i2icli import weights
     from i2icli.errors import WeightsError
 
-    bad = present = 0
-    for checkpoint in weights.registry():
+    chosen = [weights.find(name) for name in names] if names else list(weights.registry())
+    # Results are what the command produces: stdout, like `list`; failures also go to stderr.
+    results, out = [], Console(highlight=False)
+    for checkpoint in chosen:
         if checkpoint.manual:
-            console.print(f"[dim]-[/] {checkpoint.name}: no published checksum (manual download, used by path)")
+            results.append({"name": checkpoint.name, "path": None, "status": "manual_download"})
+            if not as_json:
+                out.print(f"[dim]-[/] {checkpoint.name}: no published checksum (manual download, used by path)")
             continue
         copies = weights.local_copies(checkpoint)
         if not copies:
-            console.print(f"[dim]-[/] {checkpoint.name}: not on this machine")
-            continue
-        present += 1
-        failed = False
-        for local in copies:  # every copy: a bad one is passed over by a run, but should be known
+            results.append({"name": checkpoint.name, "path": None, "status": "absent"})
+            if not as_json:
+                out.print(f"[dim]-[/] {checkpoint.name}: not on this machine")
+        for local in copies:
             try:
-                weights.verify(checkpoint, local)
+                digest = weights.verify(checkpoint, local)
             except WeightsError as error:
-                failed = True
+                results.append({"name": checkpoint.name, "path": str(local), "status": "failed", "error": str(error)})
                 report_error(error)
+                continue
+            results.append({"name": checkpoint.name, "path": str(local), "status": "ok", "sha256": digest})
+            if as_json:
                 continue
             if checkpoint.pinned_by_prefix:
                 # Only the publisher's 8-digit prefix is pinned; show the full digest so it can be.
-                console.print(f"[green]✓[/] {checkpoint.name}: {local} (prefix pin; sha256 {weights.sha256_of(local)})")
+                out.print(f"[green]✓[/] {checkpoint.name}: {local} (prefix pin; sha256 {digest})")
             else:
-                console.print(f"[green]✓[/] {checkpoint.name}: {local}")
-        bad += failed
-    console.print(f"{present} present, {bad} failed verification")
+                out.print(f"[green]✓[/] {checkpoint.name}: {local}")
+    present = len({r["name"] for r in results if r["path"]})
+    bad = len({r["name"] for r in results if r["status"] == "failed"})
+    if as_json:
+        stdout_write(json_document({"present": present, "failed": bad, "files": results}))
+    else:
+        out.print(f"{present} present, {bad} failed verification")
     if bad:
         raise typer.Exit(EXIT_FAILED)
