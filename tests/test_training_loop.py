@@ -66,7 +66,7 @@ class ToyAutoencoder:
             raise KeyboardInterrupt
         if step == self.sigint_at:
             os.kill(os.getpid(), signal.SIGINT)  # like Ctrl-C: arrives mid-step
-        noise = torch.randn(batch.shape, generator=generator, device=batch.device) * 0.05
+        noise = torch.randn(batch.shape, generator=generator).to(batch.device) * 0.05  # the step generator is a CPU one
         noisy = F.dropout(batch + noise, p=0.1)  # the global RNG
         loss = F.mse_loss(self.net(noisy), batch)
         self.opt.zero_grad()
@@ -241,6 +241,46 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path, dataset
         method_state(load_training_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")),
         method_state(load_training_checkpoint(result.checkpoint)),
     )
+
+
+class RecordsItsGenerator:
+    """Trains nothing; records the device of the generator each step hands it and draws from it on
+    the CPU, as GRIT's noise maps are drawn."""
+
+    name = "records"
+
+    def __init__(self) -> None:
+        self.devices: list[str] = []
+
+    def config(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def train_step(self, batch: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+        self.devices.append(generator.device.type)
+        return {"noise": float(torch.randn(4, generator=generator).abs().mean())}
+
+    def sample_grid(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch[0]
+
+    def to(self, device: torch.device) -> None:
+        pass
+
+
+def test_the_step_generator_is_a_cpu_one_whatever_the_training_device(tmp_path: Path, dataset: ImageFolderDataset):
+    # "meta" stands in for an accelerator: a generator on the training device cannot draw the CPU
+    # noise a method draws (torch refuses a CUDA generator for a CPU tensor).
+    method = RecordsItsGenerator()
+    train(method, dataset, settings(tmp_path / "run", 2, device=torch.device("meta")))
+    assert method.devices == ["cpu", "cpu"]
+    on_cpu = RecordsItsGenerator()
+    train(on_cpu, dataset, settings(tmp_path / "cpu", 2))
+    assert without_seconds(read_rows(tmp_path / "run" / "metrics.csv")) == without_seconds(read_rows(tmp_path / "cpu" / "metrics.csv"))
 
 
 def test_resume_from_an_older_checkpoint_truncates_the_metrics(tmp_path: Path, dataset: ImageFolderDataset):

@@ -93,6 +93,8 @@ class TrainableMethod(Protocol):
 
         Draw randomness from ``generator`` (or the global generators, which the loop also
         reseeds per step), never from state carried across steps outside :meth:`state_dict`.
+        ``generator`` is a CPU generator whatever the device: draw on the CPU and move the
+        result, so that a seed gives the same noise on every device.
         """
         ...
 
@@ -721,8 +723,8 @@ def _train(
                         warn(f"{message}; skipped, training goes on with the next image")
                 batch = move_to(batch, device)
                 _seed_global_generators(derived_seed(settings.seed, "global", step))
-                generator = torch.Generator(device=device)
-                generator.manual_seed(derived_seed(settings.seed, "step", step))
+                # On the CPU whatever the device: torch refuses a CUDA generator to draw CPU noise.
+                generator = _cpu_generator(derived_seed(settings.seed, "step", step))
                 mid_step = step  # the weights and optimisers are neither step-1's nor step's until it returns
                 raw_losses = method.train_step(batch, generator)
                 completed, mid_step = step, None  # every update is queued: saving waits for them
