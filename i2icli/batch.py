@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,10 @@ log = logging.getLogger(__name__)
 
 _GLOB_CHARS = set("*?[")
 PATH_SEPARATORS = frozenset({"/", "\\", os.sep, os.altsep or "/"})
+# The folders ``restore --save-faces`` writes beside each output, one OUTPUT-STEM_NN.png (or
+# OUTPUT-NAME_NN.png) per face: a later run into the same folder must not take them for photos.
+FACE_FOLDERS = ("cropped_faces", "restored_faces", "cmp")
+_FACE_FILE = re.compile(r"(.+)_\d{2,}\.png", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,14 @@ def output_path(relative: Path, output_dir: Path, *, ext: str, suffix: str) -> P
     return output_dir / relative.parent / f"{relative.stem}{suffix}{extension}"
 
 
+def _face_file_owner(path: Path) -> tuple[Path, str] | None:
+    """(output folder, output stem or name) that ``path`` would be a --save-faces file of, or None."""
+    match = _FACE_FILE.fullmatch(path.name)
+    if match is None or path.parent.name not in FACE_FOLDERS:
+        return None
+    return path.parent.parent.resolve(), match.group(1)
+
+
 def _kind(path: Path) -> str:
     """'dir', 'file', 'missing', 'other', or why it cannot be looked at."""
     try:
@@ -97,9 +110,12 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
 
     A file found in a folder or by a glob that is the output another input would be written to is
     that input's earlier result (a re-run in place with ``--suffix``): it is left out, with a
-    warning, rather than restored again. A file named on the command line is always an input."""
+    warning, rather than restored again; so are the face files ``--save-faces`` wrote beside such
+    an output. A file named on the command line is always an input."""
     entries: list[tuple[Path, Path, bool]] = []  # (source, path relative to the output folder, named explicitly)
     jobs: list[Job] = []
+    # (folder input, output folder inside it, images in its sub-folders that only -r would take)
+    folders: list[tuple[Path, Path | None, list[Path]]] = []
     for spec in specs:
         path = Path(spec).expanduser()
         kind = _kind(path)
@@ -110,7 +126,8 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             found = images_in(path, recursive, inside)
             if not found:
                 jobs.append(Job(path, None, _empty_folder_problem(path, recursive, output_dir)))
-            _warn_of_left_out(path, recursive, inside, found)
+            below = sorted(set(images_in(path, True, inside)) - set(found)) if found and not recursive else []
+            folders.append((path, inside, below))
             entries.extend((image, image.relative_to(path), False) for image in found)
         elif kind in ("file", "other"):
             entries.append((path, Path(path.name), True))
@@ -130,7 +147,19 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     sources = [file_key(source) for source, _, _ in entries]
     target_keys = [file_key(target) for target in targets]
     earlier_results = {key for key, source in zip(target_keys, sources) if key != source}
-    left_out = {key: source for (source, _, named), key in zip(entries, sources) if not named and key in earlier_results}
+    # The outputs face files are named after: this run's, and those -r would add (for the count of
+    # what it would add).
+    would_be = [output_path(image.relative_to(folder), output_dir, ext=ext, suffix=suffix)
+                for folder, _, below in folders for image in below]
+    owners = {(target.parent.resolve(), name) for target in targets + would_be for name in (target.stem, target.name)}
+
+    def is_face_file(path: Path) -> bool:
+        return _face_file_owner(path) in owners
+
+    for folder, inside, below in folders:
+        _warn_of_left_out(folder, recursive, inside, [path for path in below if not is_face_file(path)])
+    left_out = {key: source for (source, _, named), key in zip(entries, sources)
+                if not named and (key in earlier_results or is_face_file(source))}
     if left_out:
         log.warning("%d file(s) left out as earlier results of this run's inputs (e.g. %s)", len(left_out),
                     next(iter(left_out.values())))
@@ -156,14 +185,12 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     return jobs
 
 
-def _warn_of_left_out(folder: Path, recursive: bool, output_inside: Path | None, found: list[Path]) -> None:
+def _warn_of_left_out(folder: Path, recursive: bool, output_inside: Path | None, below: list[Path]) -> None:
     """Images a folder input holds but the run will not take are counted, never dropped silently."""
     if output_inside is not None and recursive:
         held = len(images_in(output_inside, True)) if output_inside.is_dir() else 0
         if held:
             log.warning("%s: %d image(s) inside the output folder %s left out (taken for earlier results)",
                         folder, held, output_inside)
-    if not recursive and found:
-        below = len(images_in(folder, True, output_inside)) - len(found)
-        if below:
-            log.warning("%s: %d image(s) in sub-folders left out; add -r to include them", folder, below)
+    if below:
+        log.warning("%s: %d image(s) in sub-folders left out; add -r to include them", folder, len(below))

@@ -487,6 +487,27 @@ def test_planning_counts_what_it_leaves_out_and_knows_one_file_by_any_path(tmp_p
     assert "leads back to itself" in job.problem
 
 
+def test_a_rerun_in_place_leaves_out_the_face_files_of_its_outputs(tmp_path, caplog):
+    """--save-faces writes cmp/, cropped_faces/ and restored_faces/ beside each output: a re-run
+    into the same folder with -r restored them as photos, and without -r counted them as photos
+    that -r would include."""
+    from i2icli.batch import plan_jobs
+
+    _photo(tmp_path / "in" / "a.png")
+    _photo(tmp_path / "in" / "sub" / "b.png")
+    _photo(tmp_path / "in" / "cmp" / "holiday.png")  # a photo of the user's own in a folder of that name
+    for folder in ("cmp", "cropped_faces", "restored_faces"):
+        _photo(tmp_path / "in" / folder / "a_r_00.png")
+        _photo(tmp_path / "in" / "sub" / folder / "b_r_00.png")
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "in", recursive=True, suffix="_r")
+    assert sorted(str(job.source.relative_to(tmp_path / "in")) for job in jobs) == ["a.png", "cmp/holiday.png", "sub/b.png"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="i2icli"):
+        plan_jobs([str(tmp_path / "in")], tmp_path / "in", recursive=False, suffix="_r")
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{tmp_path / 'in'}: 2 image(s) in sub-folders left out; add -r to include them"]
+
+
 def test_planning_the_batch(tmp_path, monkeypatch):
     from i2icli.batch import plan_jobs
 

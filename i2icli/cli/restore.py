@@ -213,10 +213,11 @@ def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> None:
     """Crops, restored faces and side-by-side pairs next to the output, one PNG per face."""
     import numpy as np
 
+    from i2icli.batch import FACE_FOLDERS
     from i2icli.imageio import Picture, quantize, write_image
 
     for index, face in enumerate(result.faces):
         crop, restored = quantize(face.crop, dtype), quantize(face.restored, dtype)
         name = f"{stem}_{index:02d}.png"
-        for folder, pixels in (("cropped_faces", crop), ("restored_faces", restored), ("cmp", np.hstack([crop, restored]))):
+        for folder, pixels in zip(FACE_FOLDERS, (crop, restored, np.hstack([crop, restored]))):
             write_image(output.parent / folder / name, Picture(rgb=pixels, alpha=None, grayscale=False, source=None))
