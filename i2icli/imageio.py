@@ -667,7 +667,11 @@ def _with_icc_profile(data: bytes, fmt: str, picture: Picture) -> bytes:
     added in the format's own way. TIFF and BMP outputs go without (OpenCV writes the TIFF's
     tags, and BMP has no place for one)."""
     profile = picture.icc_profile or b""
-    if picture.grayscale and fmt == "WEBP":  # stored as RGB there, which a grey profile does not describe
+    # A profile describes one colour space (bytes 16-19 of its header). The pixels are RGB, or grey
+    # where the format stores grey (WebP has none): a CMYK photo's profile, say, does not describe
+    # them once they are RGB, and PNG and JPEG readers reject or misread a profile of another space.
+    written = b"GRAY" if picture.grayscale and fmt != "WEBP" else b"RGB "
+    if profile[16:20] != written:
         return data
     if fmt == "PNG":  # an iCCP chunk right after IHDR (the first chunk: 8 + 25 bytes in)
         return data[:33] + _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(profile)) + data[33:]

@@ -690,8 +690,9 @@ def test_the_colour_profile_is_kept(tmp_path, suffix, kind):
     from PIL import ImageCms
 
     gray = kind.startswith("gray")
-    # A grey image takes a one-channel profile (XYZ stands in for one here), as PNG requires.
-    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("XYZ" if gray else "sRGB")).tobytes()
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    if gray:  # a grey image takes a one-channel profile, as PNG requires: one in name stands in here
+        profile = _of_colour_space(profile, b"GRAY")
     image = blocks()
     mode = {"rgb": "RGB", "rgba": "RGBA", "gray": "L", "gray+alpha": "LA"}[kind]
     source = Image.fromarray(image).convert(mode)
@@ -731,6 +732,29 @@ def test_a_lossless_webp_stays_lossless_and_a_lossy_one_lossy(tmp_path, alpha, i
     # Written as another format it is an ordinary picture again; written from a PNG, WebP is lossy.
     write_image(tmp_path / "from_png.webp", Picture(rgb=blocks()))
     assert not read_image(tmp_path / "from_png.webp").lossless_webp
+
+
+def _of_colour_space(profile: bytes, space: bytes) -> bytes:
+    """``profile`` with another data colour space in its header (bytes 16-19)."""
+    return profile[:16] + space + profile[20:]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+def test_a_cmyk_photo_s_profile_is_not_put_on_its_rgb_output(tmp_path, suffix):
+    """A CMYK JPEG's profile (print JPEGs carry one) described CMYK samples, not the RGB ones i2i
+    writes: embedded in the output, colour-managed readers reject or misread it."""
+    from PIL import ImageCms
+
+    rgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(blocks()).convert("CMYK").save(tmp_path / "print.jpg", icc_profile=_of_colour_space(rgb_profile, b"CMYK"))
+    picture = read_image(tmp_path / "print.jpg")
+    out = write_image(tmp_path / f"out{suffix}", dataclasses.replace(picture, source=None))
+    with Image.open(out) as written:
+        assert written.mode == "RGB" and "icc_profile" not in written.info
+    # Likewise an RGB profile on a grey picture that is written grey.
+    write_image(tmp_path / "grey.png", Picture(rgb=blocks(), grayscale=True, icc_profile=rgb_profile))
+    with Image.open(tmp_path / "grey.png") as written:
+        assert written.mode == "L" and "icc_profile" not in written.info
 
 
 def test_no_profile_no_change(tmp_path):
