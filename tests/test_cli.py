@@ -58,6 +58,8 @@ def test_usage_errors_exit_2(tmp_path):
     (["train", "paired", "data", "--steps", "0"], ["'--steps'", "(given: 0)", "see 'i2i train paired -h'"]),
     (["exemplar", "a.json", "b.jpg", "--seed", str(2**63)], ["'--seed'", str(2**63), "largest seed"]),
     (["restore", "x.jpg", "--strength", "nan"], ["'--strength': nan is not a finite number"]),
+    # (on a GPU an infinite budget failed with a traceback: no whole number of bytes)
+    (["restore", "x.jpg", "--max-memory", "inf"], ["'--max-memory': inf is not a finite number"]),
     (["invert", "a.png", "b.png", "--perceptual-weight", "-inf"], ["'--perceptual-weight': -inf is not a finite number"]),
 ])
 def test_usage_errors_are_one_line_naming_the_value_and_where_to_read(args, expected):

@@ -94,6 +94,7 @@ def restore(
         float,
         typer.Option(metavar="GB",
             min=0.0,
+            callback=finite,
             help="GPU memory budget in GB (0: what the GPU has free); face batches and tiles are sized to fit it. "
             "Not used on a CPU, where --tile bounds memory.",
             rich_help_panel="Device",
