@@ -80,6 +80,23 @@ def test_faces_run_as_one_batch_and_match_single_runs(tiny_env, landmarks_detect
     np.testing.assert_allclose(both.faces[1].restored, alone.faces[0].restored, atol=1e-5)
 
 
+def test_every_face_is_cut_from_the_photo_as_given(tiny_env, landmarks_detector):
+    """At --upscale 1 with no background model the canvas was the photo's own array: each face
+    pasted changed the photo, so the next face's crop (one per batch on a CPU) held the faces
+    restored before it, and the caller's picture came back changed."""
+    neighbour = OLD_PHOTO_LANDMARKS + np.array([20, 8], np.float32)  # its crop overlaps the first face
+    landmarks_detector([OLD_PHOTO_LANDMARKS, neighbour])
+    pipeline = _load(tiny_env, upscale=1, face_batch=1)
+    pipeline.upscaler = None
+    pipeline.face_model = _Tint()
+    photo = _old_photo()
+    original = photo.rgb.copy()
+    result = pipeline.restore(photo)
+    np.testing.assert_array_equal(photo.rgb, original)
+    for face, points in zip(result.faces, (OLD_PHOTO_LANDMARKS, neighbour)):
+        np.testing.assert_allclose(face.crop, crop_face(original, alignment_matrix(points)) / 255.0, atol=1e-6)
+
+
 def test_grayscale_alpha_and_16_bit_survive(tiny_env, landmarks_detector, tmp_path):
     landmarks_detector([OLD_PHOTO_LANDMARKS])
     pipeline = _load(tiny_env)

@@ -363,6 +363,8 @@ class RestorePipeline:
             out_height, out_width = scaled_size(height, width, settings.upscale)
             source = picture.rgb if picture.alpha is None else np.dstack([picture.rgb, picture.alpha])
             canvas = self._upscale_background(source, (out_width, out_height))
+            if canvas is picture.rgb:  # (at 1x with no background model) faces are pasted into the
+                canvas = canvas.copy()  # canvas, but cut from the photo as it was
 
         # Faces go through align -> restore -> mask -> paste one batch at a time, so memory does
         # not grow with the number of faces in a crowd (each float32 crop is 3 MB).
