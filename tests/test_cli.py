@@ -170,6 +170,26 @@ def _write(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
+def test_transparency_a_jpeg_output_cannot_hold_is_named(tiny_env, landmarks_detector, tmp_path):
+    """An RGBA photo restored into JPEG or BMP lost its alpha without a word: the transparent areas
+    came out in whatever colours lay under them."""
+    landmarks_detector([])
+    pixels = np.full((24, 32, 4), 200, np.uint8)
+    pixels[:, :8, 3] = 0
+    _write(tmp_path / "in" / "cutout.png", pixels)
+    _write(tmp_path / "in" / "opaque.png", np.full((24, 32, 4), 255, np.uint8))  # alpha, but nothing to lose
+    for ext in ("jpg", "bmp"):
+        result = run("restore", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ext", ext, "--device", "cpu",
+                     "--bg-model", "none", "--parser", "none")
+        assert result.exit_code == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and "cutout.png: has transparent areas" in warnings[0], result.stderr
+        assert f"a {ext.upper()} file cannot hold" in warnings[0] and "--ext png" in warnings[0]
+    result = run("restore", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ext", "png", "--device", "cpu",
+                 "--bg-model", "none", "--parser", "none")
+    assert result.exit_code == 0 and "warning" not in result.stderr
+
+
 def test_batch_goes_on_past_bad_files(tiny_env, landmarks_detector, tmp_path):
     landmarks_detector([OLD_PHOTO_LANDMARKS])
     folder = tmp_path / "in"

@@ -193,6 +193,7 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     def read(job: Any) -> Any:
         picture = read_image(job.source, max_pixels=max_pixels)
         check_output_size(job.output, *pipeline.output_size(picture))  # before the work, not after it
+        _warn_of_lost_transparency(job, picture, aligned=pipeline.settings.aligned)
         return picture
 
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
@@ -208,6 +209,22 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
         compute=lambda job, picture: pipeline.restore(picture),
         write=write,
     )
+
+
+def _warn_of_lost_transparency(job: Any, picture: Any, *, aligned: bool) -> None:
+    """JPEG and BMP hold no alpha: a photo with transparent areas would show, unannounced, whatever
+    colours lie under them (often black). --aligned drops alpha by design (its help says so)."""
+    import logging
+
+    from i2icli.imageio import max_value
+
+    suffix = job.output.suffix.lower()
+    if aligned or picture.alpha is None or suffix not in (".jpg", ".jpeg", ".bmp"):
+        return
+    if picture.alpha.min() < max_value(picture.alpha.dtype):
+        logging.getLogger(__name__).warning(
+            "%s: has transparent areas, which a %s file cannot hold: they come out in the colours beneath; "
+            "use --ext png, webp or tif to keep them", job.source, suffix.lstrip(".").upper())
 
 
 def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> None:
