@@ -337,6 +337,24 @@ def test_glob_inputs_and_save_faces(tiny_env, landmarks_detector, tmp_path):
         assert cv2.imread(str(out / "cmp" / f"{stem}_00.png")).shape == (512, 1024, 3)
 
 
+def test_saved_faces_keep_the_photo_s_colour_profile(tiny_env, landmarks_detector, tmp_path):
+    """The output kept the photo's ICC profile but its face files did not, so in a colour-managed
+    viewer the crops and comparisons showed other colours than the photo they came from."""
+    from PIL import Image, ImageCms
+
+    landmarks_detector([OLD_PHOTO_LANDMARKS])
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.open(EXAMPLES / "old_photo.jpg").save(tmp_path / "wide_gamut.jpg", icc_profile=profile)
+    out = tmp_path / "out"
+    result = run("restore", str(tmp_path / "wide_gamut.jpg"), "-o", str(out), "--save-faces", "--device", "cpu",
+                 "--bg-model", "none", "--parser", "none")
+    assert result.exit_code == 0, result.stderr
+    for name in ("wide_gamut.jpg", "cropped_faces/wide_gamut_00.png", "restored_faces/wide_gamut_00.png",
+                 "cmp/wide_gamut_00.png"):
+        with Image.open(out / name) as written:
+            assert written.info.get("icc_profile") == profile, name
+
+
 def test_fp16_on_cpu_is_refused(tiny_env, tmp_path):
     result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--device", "cpu", "--fp16")
     assert result.exit_code == 1 and "CUDA" in result.stderr

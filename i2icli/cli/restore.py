@@ -238,4 +238,6 @@ def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> None:
         crop, restored = quantize(face.crop, dtype), quantize(face.restored, dtype)
         name = f"{stem}_{index:02d}.png"
         for folder, pixels in zip(FACE_FOLDERS, (crop, restored, np.hstack([crop, restored]))):
-            write_image(output.parent / folder / name, Picture(rgb=pixels, alpha=None, grayscale=False, source=None))
+            # In the photo's colour space, as the output is (a grey photo's profile fits no RGB file: left out).
+            write_image(output.parent / folder / name, Picture(rgb=pixels, alpha=None, grayscale=False, source=None,
+                                                               icc_profile=result.picture.icc_profile))
