@@ -368,6 +368,23 @@ def test_wrong_checkpoint_for_the_option(tiny_env, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_face_model_of_another_size_is_refused_at_load(tiny_env, landmarks_detector, tmp_path):
+    """A GFPGANv1Clean checkpoint made for 256 or 1024 px faces loaded, then failed every photo with
+    "expected input of shape (b, 3, 256, 256), got (1, 3, 512, 512)"."""
+    import torch
+
+    from conftest import TINY_GFPGAN
+    from i2icli.archs.gfpgan import GFPGANv1Clean
+
+    landmarks_detector([OLD_PHOTO_LANDMARKS])
+    torch.save({"params_ema": GFPGANv1Clean(**{**TINY_GFPGAN, "out_size": 256}).state_dict()}, tmp_path / "small.pth")
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "out"), "--device", "cpu",
+                 "--model", str(tmp_path / "small.pth"), "--bg-model", "none", "--parser", "none")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'small.pth'}: a GFPGAN model for 256 px faces; i2i restores "
+                                          "512 px ones — use gfpgan-1.4, gfpgan-1.3 or another 512 px GFPGANv1Clean checkpoint"]
+
+
 def test_weights_list_fetch_verify(tiny_env, tmp_path, monkeypatch):
     listed = run("weights", "list", "--json")
     assert listed.exit_code == 0
