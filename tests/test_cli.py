@@ -190,6 +190,19 @@ def test_transparency_a_jpeg_output_cannot_hold_is_named(tiny_env, landmarks_det
     assert result.exit_code == 0 and "warning" not in result.stderr
 
 
+def test_file_names_with_brackets_are_shown_as_they_are(tiny_env, landmarks_detector, tmp_path):
+    """Status lines went through the console's markup: "IMG [edited].png" was shown as "IMG .png"."""
+    landmarks_detector([])
+    _photo(tmp_path / "in" / "IMG [edited].png")
+    out = tmp_path / "out"
+    for extra, shown in (([], "✓ "), (["--skip-existing"], "skipped ")):
+        result = run("restore", str(tmp_path / "in"), "-o", str(out), "--device", "cpu", "--bg-model", "none",
+                     "--parser", "none", *extra)
+        assert result.exit_code == 0, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith(shown) and line.count("IMG [edited].png") == 2, line
+
+
 def test_batch_goes_on_past_bad_files(tiny_env, landmarks_detector, tmp_path):
     landmarks_detector([OLD_PHOTO_LANDMARKS])
     folder = tmp_path / "in"

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 
+from rich.markup import escape
+
 from i2icli.cli.common import (
     Interrupted,
     console,
@@ -194,7 +196,8 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
         else:
             seconds = written.seconds + write_seconds
             written.record.update(status="ok", seconds=round(seconds, 3), **extra)
-            console.print(f"[green]✓[/] {headline} [dim]({detail}{seconds:.1f} s)[/]")
+            # File names are text, not markup: "IMG [edited].jpg" must not lose its "[edited]".
+            console.print(f"[green]✓[/] {escape(headline)} [dim]({escape(detail)}{seconds:.1f} s)[/]")
         in_flight = None  # only now: an interrupt while waiting above leaves it to be reported
         progress.advance(task)
 
@@ -220,10 +223,10 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
                     else:
                         record.update(status="skipped")
                         # The output named: one source may have many (a row of pairs, say).
-                        console.print(f"[dim]skipped[/] {job.source} [dim]({job.output} exists)[/]")
+                        console.print(f"[dim]skipped[/] {escape(str(job.source))} [dim]({escape(str(job.output))} exists)[/]")
                     progress.advance(task)
                     continue
-                progress.update(task, description=f"{verb} {job.source.name}")
+                progress.update(task, description=f"{verb} {escape(job.source.name)}")
                 failure: Exception | None = None
                 read = reads.pop(index, None) or reader.submit(_timed, stages.read, job)
                 if overlap_io and index in read_next:  # decode the next photo while this one computes
