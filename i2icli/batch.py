@@ -151,7 +151,8 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     # what it would add).
     would_be = [output_path(image.relative_to(folder), output_dir, ext=ext, suffix=suffix)
                 for folder, _, below in folders for image in below]
-    owners = {(target.parent.resolve(), name) for target in targets + would_be for name in (target.stem, target.name)}
+    folders_resolved = {folder: folder.resolve() for folder in {target.parent for target in targets + would_be}}
+    owners = {(folders_resolved[target.parent], name) for target in targets + would_be for name in (target.stem, target.name)}
 
     def is_face_file(path: Path) -> bool:
         return _face_file_owner(path) in owners
