@@ -10,6 +10,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from i2icli.formats import IMAGE_SUFFIXES
 from i2icli.imageio import SUPPORTED_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,17 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
         elif kind in ("file", "other"):
             entries.append((path, Path(path.name), True))
         elif kind == "missing" and _GLOB_CHARS & set(spec):
-            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=recursive) if _is_file(Path(m)))
-            if not matches:
+            files = sorted(Path(m) for m in glob.glob(str(path), recursive=recursive) if _is_file(Path(m)))
+            # As in a folder, what is not an image (a sidecar .xmp, a Thumbs.db) is no failed photo.
+            matches = [match for match in files if match.suffix.lower() in SUPPORTED_SUFFIXES]
+            others = [match for match in files if match.suffix.lower() not in SUPPORTED_SUFFIXES]
+            if not files:
                 jobs.append(Job(path, None, f"{spec}: no files match this pattern"))
+            elif not matches:
+                jobs.append(Job(path, None, f"{spec}: no image matches this pattern, only other files "
+                                            f"(e.g. {others[0].name}); i2i reads {', '.join(IMAGE_SUFFIXES)}"))
+            elif others:
+                log.warning("%s: %d matching file(s) that are not images left out (e.g. %s)", spec, len(others), others[0].name)
             entries.extend((match, Path(match.name), False) for match in matches)
         elif kind == "missing":
             jobs.append(Job(path, None, f"{spec}: no such file or folder"))

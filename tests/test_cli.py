@@ -578,6 +578,24 @@ def test_a_rerun_in_place_leaves_out_the_face_files_of_its_outputs(tmp_path, cap
         f"{tmp_path / 'in'}: 2 image(s) in sub-folders left out; add -r to include them"]
 
 
+def test_a_glob_takes_the_images_it_matches_as_a_folder_does(tmp_path, caplog):
+    """'album/*' made a failed job, and exit 1, of every sidecar (.xmp) and Thumbs.db beside the
+    photos, which the same folder given as a folder leaves alone."""
+    from i2icli.batch import plan_jobs
+
+    _photo(tmp_path / "album" / "a.jpg")
+    (tmp_path / "album" / "a.xmp").write_text("<x:xmpmeta/>")
+    (tmp_path / "album" / "Thumbs.db").write_bytes(b"\0")
+    with caplog.at_level("WARNING", logger="i2icli"):
+        jobs = plan_jobs([str(tmp_path / "album" / "*")], tmp_path / "out", recursive=False)
+    assert [(job.source.name, job.problem) for job in jobs] == [("a.jpg", None)]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{tmp_path / 'album' / '*'}: 2 matching file(s) that are not images left out (e.g. Thumbs.db)"]
+    # A pattern that matches files but no image says so, once.
+    [job] = plan_jobs([str(tmp_path / "album" / "*.xmp")], tmp_path / "out", recursive=False)
+    assert job.output is None and "no image matches this pattern, only other files (e.g. a.xmp)" in job.problem
+
+
 def test_planning_the_batch(tmp_path, monkeypatch):
     from i2icli.batch import plan_jobs
 
