@@ -193,10 +193,10 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     def read(job: Any) -> Any:
         picture = read_image(job.source, max_pixels=max_pixels)
         check_output_size(job.output, *pipeline.output_size(picture))  # before the work, not after it
-        _warn_of_lost_transparency(job, picture, aligned=pipeline.settings.aligned)
         return picture
 
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
+        _warn_of_lost_transparency(job, result.picture)
         write_image(job.output, result.picture)
         if save_faces:
             _save_faces(job.output, face_stem(job.output), result, result.picture.rgb.dtype)
@@ -211,15 +211,15 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     )
 
 
-def _warn_of_lost_transparency(job: Any, picture: Any, *, aligned: bool) -> None:
+def _warn_of_lost_transparency(job: Any, picture: Any) -> None:
     """JPEG and BMP hold no alpha: a photo with transparent areas would show, unannounced, whatever
-    colours lie under them (often black). --aligned drops alpha by design (its help says so)."""
+    colours lie under them (often black). (--aligned results have no alpha: its help says so.)"""
     import logging
 
     from i2icli.imageio import max_value
 
     suffix = job.output.suffix.lower()
-    if aligned or picture.alpha is None or suffix not in (".jpg", ".jpeg", ".bmp"):
+    if picture.alpha is None or suffix not in (".jpg", ".jpeg", ".bmp"):
         return
     if picture.alpha.min() < max_value(picture.alpha.dtype):
         logging.getLogger(__name__).warning(
