@@ -164,6 +164,16 @@ def test_option_wiring(monkeypatch, tmp_path):
     assert (tmp_path / "old_photo_r.png").is_file()
 
 
+def test_the_keywords_of_the_model_options_take_any_case(monkeypatch, tmp_path):
+    """--bg-model NONE and --parser None worked, but --bg-model AUTO was looked up as a checkpoint name."""
+    from i2icli.pipelines import restore as restore_module
+
+    monkeypatch.setattr(restore_module, "RestorePipeline", FakePipeline)
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--bg-model", "AUTO", "--parser", "None")
+    assert result.exit_code == 0, result.stderr
+    assert FakePipeline.loaded_with["bg_model"] == "auto" and FakePipeline.loaded_with["parser"] is None
+
+
 def _write(path: Path, pixels: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), pixels)

@@ -129,7 +129,7 @@ def restore(
         with download_progress() as progress:
             pipeline = RestorePipeline.load(
                 model=model,
-                bg_model=None if bg_model.lower() == "none" else bg_model,
+                bg_model={"none": None, "auto": "auto"}.get(bg_model.lower(), bg_model),
                 detector=detector,
                 parser=None if parser.lower() == "none" else parser,
                 device=device,
