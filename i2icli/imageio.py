@@ -181,7 +181,10 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             cv2_oriented = _cv2_applies_orientation(fmt, orientation)
     # OpenCV drops the alpha of some TIFFs (e.g. Pillow's gray+alpha ones): redo those.
     lost_alpha = decoded is not None and mode in _ALPHA_MODES and _channels(decoded) in (1, 3)
-    if decoded is None or lost_alpha:
+    # It reads an 8-bit RGBA TIFF through libtiff's RGBA interface, which multiplies the colours by
+    # the alpha: a semi-transparent pixel came out darker. Pillow hands the samples over as stored.
+    premultiplied = decoded is not None and fmt == "TIFF" and mode == "RGBA" and decoded.dtype == np.uint8
+    if decoded is None or lost_alpha or premultiplied:
         decoded, already_oriented = _decode_pil(p, pil, fmt, data, orientation)
         order, cv2_oriented = "RGB", already_oriented
 
@@ -566,6 +569,8 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
     fmt, ext = _WRITE_FORMATS[suffix]
     check_output_size(target, picture.width, picture.height)
     data = _encode(target, picture, fmt, ext, int(jpeg_quality))
+    if fmt == "TIFF" and picture.alpha is not None:
+        data = _tiff_with_alpha_tag(bytes(data))
     if picture.icc_profile:
         data = _with_icc_profile(bytes(data), fmt, picture)
     try:
@@ -698,6 +703,28 @@ def _with_icc_profile(data: bytes, fmt: str, picture: Picture) -> bytes:
         body = b"WEBP" + bytes(header) + iccp + rest
         return b"RIFF" + struct.pack("<I", len(body)) + body
     return data
+
+
+def _tiff_with_alpha_tag(data: bytes) -> bytes:
+    """``data``, a TIFF from OpenCV with a fourth sample, with the ExtraSamples tag (338) that says
+    that sample is (unassociated) alpha: OpenCV leaves it out, so readers warn that the samples do
+    not add up and strict ones take the fourth for an unspecified channel. The first IFD is copied,
+    with the tag, to the end of the file (the values it points at stay where they are)."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None:  # (a BigTIFF, for outputs over 4 GB: left as it is)
+        return data
+    (ifd,) = struct.unpack_from(order + "I", data, 4)
+    (count,) = struct.unpack_from(order + "H", data, ifd)
+    entries = [data[ifd + 2 + 12 * n : ifd + 14 + 12 * n] for n in range(count)]
+    tag_of = lambda entry: struct.unpack_from(order + "H", entry)[0]  # noqa: E731
+    if any(tag_of(entry) == 338 for entry in entries):
+        return data
+    (following,) = struct.unpack_from(order + "I", data, ifd + 2 + 12 * count)
+    # One SHORT, 2 = unassociated alpha, left-justified in the entry's four value bytes.
+    entries = sorted([*entries, struct.pack(order + "HHIH", 338, 3, 1, 2) + bytes(2)], key=tag_of)
+    data += bytes(len(data) % 2)  # an IFD starts on a word boundary
+    table = struct.pack(order + "H", len(entries)) + b"".join(entries) + struct.pack(order + "I", following)
+    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + table
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:

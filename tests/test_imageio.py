@@ -734,6 +734,33 @@ def test_a_lossless_webp_stays_lossless_and_a_lossy_one_lossy(tmp_path, alpha, i
     assert not read_image(tmp_path / "from_png.webp").lossless_webp
 
 
+def test_an_rgba_tiff_keeps_its_colours_under_partial_transparency(tmp_path):
+    """OpenCV decodes 8-bit RGBA TIFFs through libtiff's RGBA interface, which multiplies the
+    colours by the alpha: a TIFF with a soft cut-out edge came back darker there."""
+    pixels = np.zeros((4, 4, 4), np.uint8)
+    pixels[..., :3] = (200, 100, 50)
+    pixels[..., 3] = np.array([0, 64, 128, 255], np.uint8)[None, :]
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "cutout.tif")  # alpha marked unassociated, as is usual
+    picture = read_image(tmp_path / "cutout.tif")
+    np.testing.assert_array_equal(picture.rgb, pixels[..., :3])
+    np.testing.assert_array_equal(picture.alpha, pixels[..., 3])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_an_rgba_tiff_written_says_its_fourth_sample_is_alpha(tmp_path, dtype):
+    """Without the ExtraSamples tag readers warn that the samples do not add up, and strict ones
+    take the fourth for an unspecified channel rather than transparency."""
+    rng = np.random.default_rng(0)
+    peak = np.iinfo(dtype).max
+    picture = Picture(rgb=rng.integers(0, peak, (9, 7, 3), dtype=dtype), alpha=rng.integers(0, peak, (9, 7), dtype=dtype))
+    write_image(tmp_path / "out.tif", picture)
+    with Image.open(tmp_path / "out.tif") as written:
+        assert written.tag_v2.get(338) == (2,)  # unassociated alpha
+    again = read_image(tmp_path / "out.tif")
+    np.testing.assert_array_equal(again.rgb, picture.rgb)
+    np.testing.assert_array_equal(again.alpha, picture.alpha)
+
+
 def _of_colour_space(profile: bytes, space: bytes) -> bytes:
     """``profile`` with another data colour space in its header (bytes 16-19)."""
     return profile[:16] + space + profile[20:]
