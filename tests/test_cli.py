@@ -445,6 +445,28 @@ def test_weights_verify_checks_every_copy_on_this_machine(tiny_env, tmp_path, mo
     assert "models--i2i-tests--tiny" in verified.stderr and "does not match parsenet" in verified.stderr
 
 
+def test_dry_run_lists_the_plan_and_opens_nothing(tmp_path):
+    album = tmp_path / "album"
+    for name in ("a.jpg", "b.jpg"):
+        _photo(album / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_r.jpg").write_bytes(b"an earlier result")
+    before = sorted(tmp_path.rglob("*"))
+    args = ["restore", str(album), str(tmp_path / "missing.jpg"), "-o", str(out), "--suffix", "_r", "--skip-existing",
+            "--model", str(tmp_path / "no-such-model.pth"), "--dry-run"]  # never loaded
+    listed = run(*args)
+    assert listed.exit_code == 1  # the missing input
+    assert listed.stdout.splitlines() == [f"skipped {album / 'a.jpg'} ({out / 'a_r.jpg'} exists)",
+                                          f"{album / 'b.jpg'} → {out / 'b_r.jpg'}"]
+    assert "missing.jpg" in listed.stderr and "no-such-model" not in listed.stderr
+    document = json.loads(run(*args, "--json").stdout)
+    assert (document["dry_run"], document["would_run"], document["skipped"], document["failed"]) == (True, 1, 1, 1)
+    assert {Path(r["input"]).name: r["status"] for r in document["results"]} == {
+        "a.jpg": "skipped", "b.jpg": "would run", "missing.jpg": "failed"}
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_weights_verify_reports_on_stdout_and_as_json(tiny_env, tmp_path, monkeypatch):
     verified = run("weights", "verify", "parsenet", "gfpgan-1.4")
     assert verified.exit_code == 0, verified.stderr

@@ -346,3 +346,25 @@ def test_csv_headers(checkpoint, pair, tmp_path, header, message):
     else:
         assert result.exit_code == 1 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dry_run_lists_the_plan_without_loading_the_checkpoint(pair, tmp_path):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("input,exemplar,exemplar_pose,output\n"
+                   "target.json,model.jpg,model.json,done.png\n"
+                   "target.json,model.jpg,model.json,todo.png\n"
+                   "target.json,model.jpg,model.json,model.jpg\n")
+    out = tmp_path / "out"
+    (tmp_path / "done.png").write_bytes(b"an earlier result")  # a CSV's output names are the CSV folder's
+    before = sorted(tmp_path.rglob("*"))
+    missing = tmp_path / "no-checkpoint-here"  # never loaded: a dry run opens no file
+    args = ["exemplar", "--pairs", str(csv), "-o", str(out), "--skip-existing", "--dry-run", "--checkpoint", str(missing)]
+    listed = run(*args)
+    assert listed.exit_code == 1  # the row that would replace its exemplar photo
+    assert listed.stdout.splitlines() == [f"skipped {tmp_path / 'target.json'} ({tmp_path / 'done.png'} exists)",
+                                          f"{tmp_path / 'target.json'} + {tmp_path / 'model.jpg'} → {tmp_path / 'todo.png'}"]
+    assert "would overwrite an input" in listed.stderr
+    document = json.loads(run(*args, "--json").stdout)
+    assert (document["dry_run"], document["would_run"], document["skipped"], document["failed"]) == (True, 1, 1, 1)
+    assert [r["status"] for r in document["results"]] == ["skipped", "would run", "failed"]
+    assert sorted(tmp_path.rglob("*")) == before

@@ -779,3 +779,19 @@ def test_training_paths_and_amounts_that_cannot_work_are_named_before_any_work(t
         result = runner.invoke(app, args)
         assert result.exit_code == code and message in result.stderr, (args, result.output)
     assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_lists_the_label_maps_without_loading_the_checkpoint(tmp_path):
+    labels = write_pairs(tmp_path / "data", 2) / "labels"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "000.png").write_bytes(b"an earlier result")
+    args = ["paired", str(labels), "-c", str(tmp_path / "no-run-here"), "-o", str(out), "--skip-existing", "--dry-run"]
+    listed = runner.invoke(app, args)
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.splitlines() == [f"skipped {labels / '000.png'} ({out / '000.png'} exists)",
+                                          f"{labels / '001.png'} → {out / '001.png'}"]
+    document = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert [(r["label"], r["status"]) for r in document["results"]] == [
+        (str(labels / "000.png"), "skipped"), (str(labels / "001.png"), "would run")]
+    assert sorted(p.name for p in out.iterdir()) == ["000.png"]

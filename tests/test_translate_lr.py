@@ -493,3 +493,18 @@ def test_outputs_that_would_clash_are_refused(run, tmp_path):
     folder = runner.invoke(app, ["translate-lr", str(photos[0]), str(photos[1]), "-c", str(run["run"]),
                                  "-o", str(tmp_path / "g.png"), "--grid", str(tmp_path / "grid.png"), "--device", "cpu"])
     assert folder.exit_code == 1 and "grid.png: is a folder" in folder.stderr and not (tmp_path / "g.png").exists()
+
+
+def test_dry_run_lists_the_pairs_without_loading_the_checkpoint(tmp_path):
+    sources = write_photos(tmp_path / "sources", 2)
+    target = write_photos(tmp_path / "targets", 1, seed=1, size=(8, 8))[0]
+    out = tmp_path / "out"
+    args = ["translate-lr", str(tmp_path / "sources"), str(target), "-c", str(tmp_path / "no-run-here"), "-o", str(out),
+            "--dry-run"]
+    listed = runner.invoke(app, args)
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.splitlines() == [f"{source} + {target} → {out / (source.stem + '__' + target.stem + '.png')}"
+                                          for source in sources]
+    document = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert (document["would_run"], document["skipped"], document["failed"]) == (2, 0, 0)
+    assert not out.exists()

@@ -349,6 +349,13 @@ JsonOption = Annotated[
 SEED_MAX = 2**63 - 1
 
 
+DryRunOption = Annotated[
+    bool,
+    typer.Option("--dry-run", help="List what would be written and what skipped, on stdout, and stop: no model is "
+                 "loaded and no image is read.", rich_help_panel="Output"),
+]
+
+
 def seed_in_range(value: int) -> int:
     """Option callback for seeds: the upper bound is checked here rather than with ``max=``, which
     would print all nineteen digits of it in every command's help."""

@@ -15,6 +15,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     Bf16Option,
     DeviceOption,
+    DryRunOption,
     JsonOption,
     MaxPixelsOption,
     check_output_folder,
@@ -24,7 +25,13 @@ from i2icli.cli.common import (
     seed_in_range,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch, will_run
+from i2icli.cli.runner import (
+    batch_failures,
+    one_writer_per_file,
+    preview_batch,
+    run_batch,
+    will_run,
+)
 from i2icli.errors import InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
@@ -126,6 +133,7 @@ def exemplar(
     ] = None,
     bf16: Bf16Option = False,
     max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
+    dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Draw INPUT's structure with EXEMPLAR's appearance (CoCosNet v2).
@@ -142,6 +150,14 @@ def exemplar(
     jobs, _ = one_writer_per_file(jobs, lambda pair: [path for paths in _written_files(
         pair.output, size, save_warps=save_warps, save_label=save_label).values() for path in paths], inputs,
         name_of=lambda pair: pair.row or str(pair.input))
+
+    def record_of(job: Pair) -> dict[str, Any]:
+        return {"input": str(job.input), "exemplar": str(job.exemplar), "output": str(job.output)}
+
+    if dry_run:
+        failed = preview_batch(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
+                               line_of=lambda job: f"{job.input} + {job.exemplar} → {job.output}")
+        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
     todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
 
     from i2icli.pipelines.exemplar import ExemplarPipeline, ExemplarSettings
@@ -155,9 +171,7 @@ def exemplar(
                            max_pixels=max_pixels)
         return extra, f"{job.input} + {job.exemplar} → {job.output}", ""
 
-    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing,
-                        record_of=lambda job: {"input": str(job.input), "exemplar": str(job.exemplar),
-                                               "output": str(job.output)})
+    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 

@@ -13,6 +13,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     SEED_MAX,
     DeviceOption,
+    DryRunOption,
     JsonOption,
     MaxPixelsOption,
     check_extra_output,
@@ -25,7 +26,13 @@ from i2icli.cli.common import (
     seed_in_range,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, one_writer_per_file, run_batch, will_run
+from i2icli.cli.runner import (
+    batch_failures,
+    one_writer_per_file,
+    preview_batch,
+    run_batch,
+    will_run,
+)
 from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
@@ -107,6 +114,7 @@ def paired(
                                                 rich_help_panel=_OUTPUT)] = False,
     device: DeviceOption = "auto",
     max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
+    dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Turn label maps into photos with GRIT (a reconstruction plus a GAN residual with noise).
@@ -134,6 +142,13 @@ def paired(
     if spectrum is not None:
         spectrum = check_extra_output(spectrum, "--spectrum", (".png",))  # the plot is a PNG
         refuse_overwrite(spectrum, inputs, written)
+
+    def record_of(job: LabelJob) -> dict[str, Any]:
+        return {"label": str(job.source), "output": str(job.output)}
+
+    if dry_run:
+        failed = preview_batch(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of)
+        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
     from i2icli.imageio import read_image
 
@@ -183,8 +198,7 @@ def paired(
             spectra.add(result.tensors)
         return fields, f"{job.source.name} → {job.output}", detail
 
-    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing,
-                        record_of=lambda job: {"label": str(job.source), "output": str(job.output)})
+    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     if spectra is not None:
         spectra.write(spectrum)  # type: ignore[union-attr,arg-type]
     failed = batch_failures(records, as_json=as_json)

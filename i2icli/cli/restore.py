@@ -12,6 +12,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     Bf16Option,
     DeviceOption,
+    DryRunOption,
     HalfOption,
     JsonOption,
     MaxPixelsOption,
@@ -23,7 +24,7 @@ from i2icli.cli.common import (
     precision_from_flags,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, run_batch, will_run
+from i2icli.cli.runner import batch_failures, preview_batch, run_batch, will_run
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 _MODELS = "Models"
@@ -101,6 +102,7 @@ def restore(
         ),
     ] = 0.0,
     max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
+    dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Restore faces with GFPGAN and upscale the rest with Real-ESRGAN."""
@@ -109,6 +111,13 @@ def restore(
         raise usage_error(f"--ext {ext}: use one of {', '.join(_EXTENSIONS)}")
 
     jobs = _plan(inputs, Path(output).expanduser(), recursive=recursive, ext=ext, suffix=suffix)
+
+    def record_of(job: Any) -> dict[str, Any]:
+        return {"input": str(job.source), "output": job.output and str(job.output)}
+
+    if dry_run:
+        failed = preview_batch(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of)
+        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
     from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 
@@ -146,7 +155,7 @@ def restore(
     # without, within noise (decode + encode are 0.3 s of it), for 130 MB more memory.
     overlap_io = pipeline is not None and pipeline.device.type != "cpu"
     records = run_batch(jobs, stages, verb="restoring", skip_existing=skip_existing, overlap_io=overlap_io,
-                        record_of=lambda job: {"input": str(job.source), "output": job.output and str(job.output)})
+                        record_of=record_of)
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 

@@ -262,6 +262,32 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
     return records
 
 
+def preview_batch(jobs: list[J], *, skip_existing: bool, as_json: bool, record_of: Callable[[J], dict[str, Any]],
+                  line_of: Callable[[J], str] = lambda job: f"{job.source} → {job.output}") -> int:
+    """--dry-run: say each job's fate as far as the plan tells it ("would run", "skipped", or
+    "failed" for a problem found while planning, such as an output that would replace an input),
+    on stdout or as the --json document; return how many failed. Nothing is opened, so a file
+    that turns out unreadable still fails the real run."""
+    records = []
+    for job in jobs:
+        record = record_of(job)
+        records.append(record)
+        if job.problem is not None:
+            record.update(status="failed", error=job.problem)
+            report_error(job.problem)
+            continue
+        runs = will_run(job, skip_existing=skip_existing)
+        record.update(status="would run" if runs else "skipped")
+        if not as_json:
+            stdout_write(line_of(job) if runs else f"skipped {job.source} ({job.output} exists)")
+    failed = sum(record["status"] == "failed" for record in records)
+    if as_json:
+        counts = {"would_run": sum(record["status"] == "would run" for record in records),
+                  "skipped": sum(record["status"] == "skipped" for record in records), "failed": failed}
+        stdout_write(json_document({"dry_run": True, **counts, "results": records}))
+    return failed
+
+
 def batch_summary(records: list[dict]) -> dict[str, Any]:
     """The --json document of a batch. After Ctrl-C it also has ``"interrupted": true``, and the
     jobs cut short or never started are there with the status "interrupted" or "not run"."""

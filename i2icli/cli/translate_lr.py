@@ -13,6 +13,7 @@ from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     DeviceOption,
+    DryRunOption,
     JsonOption,
     MaxPixelsOption,
     check_extra_output,
@@ -29,6 +30,7 @@ from i2icli.cli.runner import (
     ShownBefore,
     batch_failures,
     one_writer_per_file,
+    preview_batch,
     run_batch,
 )
 from i2icli.errors import I2IError
@@ -86,6 +88,7 @@ def translate_lr(
                                                 rich_help_panel=_OUTPUT)] = False,
     device: DeviceOption = "auto",
     max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
+    dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Translate SOURCE to the tiny TARGET (image-to-image translation with low-resolution conditioning).
@@ -102,6 +105,13 @@ def translate_lr(
         grid = check_extra_output(grid, "--grid")
         refuse_overwrite(grid, [*sources, *targets], [job.output for job in jobs])
 
+    def record_of(job: PairJob) -> dict[str, Any]:
+        return {"source": str(job.source), "target": str(job.target), "output": str(job.output)}
+
+    if dry_run:
+        failed = preview_batch(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
+                               line_of=lambda job: f"{job.source} + {job.target} → {job.output}")
+        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
     from i2icli.pipelines.translate_lr import LRTranslator
 
     try:
@@ -131,8 +141,7 @@ def translate_lr(
             detail += f", {float(error[0]):.3f} with --exact"
         return fields, f"{job.source.name} + {job.target.name} → {job.output}", detail + "; "
 
-    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing,
-                        record_of=lambda job: {"source": str(job.source), "target": str(job.target), "output": str(job.output)})
+    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     if grid is not None:
         _add_earlier_outputs(results, jobs, records, cache)
         _write_grid(grid, sources, targets, results)
