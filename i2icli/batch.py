@@ -114,10 +114,11 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     warning, rather than restored again; so are the face files ``--save-faces`` wrote beside such
     an output. A file named on the command line is always an input."""
     entries: list[tuple[Path, Path, bool]] = []  # (source, path relative to the output folder, named explicitly)
-    jobs: list[Job] = []
+    entry_spec: list[int] = []  # which spec each entry came from
+    jobs: list[tuple[int, Job]] = []  # with the spec each came from: reported in the order given
     # (folder input, output folder inside it, images in its sub-folders that only -r would take)
     folders: list[tuple[Path, Path | None, list[Path]]] = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
         path = Path(spec).expanduser()
         kind = _kind(path)
         if kind == "dir":
@@ -126,31 +127,34 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             inside = output_dir if is_inside(output_dir, path) and output_dir.resolve() != path.resolve() else None
             found = images_in(path, recursive, inside)
             if not found:
-                jobs.append(Job(path, None, _empty_folder_problem(path, recursive, output_dir)))
+                jobs.append((index, Job(path, None, _empty_folder_problem(path, recursive, output_dir))))
             below = sorted(set(images_in(path, True, inside)) - set(found)) if found and not recursive else []
             folders.append((path, inside, below))
             entries.extend((image, image.relative_to(path), False) for image in found)
+            entry_spec.extend([index] * len(found))
         elif kind in ("file", "other"):
             entries.append((path, Path(path.name), True))
+            entry_spec.append(index)
         elif kind == "missing" and _GLOB_CHARS & set(spec):
             files = sorted(Path(m) for m in glob.glob(str(path), recursive=recursive) if _is_file(Path(m)))
             # As in a folder, what is not an image (a sidecar .xmp, a Thumbs.db) is no failed photo.
             matches = [match for match in files if match.suffix.lower() in SUPPORTED_SUFFIXES]
             others = [match for match in files if match.suffix.lower() not in SUPPORTED_SUFFIXES]
             if not files:
-                jobs.append(Job(path, None, f"{spec}: no files match this pattern"))
+                jobs.append((index, Job(path, None, f"{spec}: no files match this pattern")))
             elif not matches:
-                jobs.append(Job(path, None, f"{spec}: no image matches this pattern, only other files "
-                                            f"(e.g. {others[0].name}); i2i reads {', '.join(IMAGE_SUFFIXES)}"))
+                jobs.append((index, Job(path, None, f"{spec}: no image matches this pattern, only other files "
+                                                     f"(e.g. {others[0].name}); i2i reads {', '.join(IMAGE_SUFFIXES)}")))
             elif others:
                 log.warning("%s: %d matching file(s) that are not images left out (e.g. %s)", spec, len(others), others[0].name)
             entries.extend((match, Path(match.name), False) for match in matches)
+            entry_spec.extend([index] * len(matches))
         elif kind == "missing":
-            jobs.append(Job(path, None, f"{spec}: no such file or folder"))
+            jobs.append((index, Job(path, None, f"{spec}: no such file or folder")))
         elif kind == "too many levels of symbolic links":
-            jobs.append(Job(path, None, f"{spec}: a symbolic link that leads back to itself; point it at a file"))
+            jobs.append((index, Job(path, None, f"{spec}: a symbolic link that leads back to itself; point it at a file")))
         else:
-            jobs.append(Job(path, None, f"{spec}: cannot be read ({kind}); check its permissions"))
+            jobs.append((index, Job(path, None, f"{spec}: cannot be read ({kind}); check its permissions")))
 
     targets = [output_path(relative, output_dir, ext=ext, suffix=suffix) for _, relative, _ in entries]
     sources = [file_key(source) for source, _, _ in entries]
@@ -178,21 +182,23 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
         inputs.setdefault(key, source)
     taken: dict[object, Path] = {}
     planned: set[object] = set()
-    for (source, _, named), target, key_source, key in zip(entries, targets, sources, target_keys):
+    for (source, _, named), target, key_source, key, index in zip(entries, targets, sources, target_keys, entry_spec):
         if key_source in planned or key_source in left_out:
             continue  # an earlier result, or the same file named twice (a folder and a glob, say)
         planned.add(key_source)
         if key == key_source:
-            jobs.append(Job(source, target, f"{source}: the output would overwrite the input; use another --output or a --suffix"))
+            jobs.append((index, Job(source, target, f"{source}: the output would overwrite the input; use another "
+                                                    "--output or a --suffix")))
         elif key in inputs and key not in left_out:
-            jobs.append(Job(source, target, f"{source}: its output {target} is another input ({inputs[key]}), which "
-                                            "would be overwritten; use another --output or a --suffix"))
+            jobs.append((index, Job(source, target, f"{source}: its output {target} is another input ({inputs[key]}), "
+                                                    "which would be overwritten; use another --output or a --suffix")))
         elif key in taken:
-            jobs.append(Job(source, target, f"{source}: output {target} is already written by {taken[key]}; use --suffix or separate runs"))
+            jobs.append((index, Job(source, target, f"{source}: output {target} is already written by {taken[key]}; "
+                                                    "use --suffix or separate runs")))
         else:
             taken[key] = source
-            jobs.append(Job(source, target))
-    return jobs
+            jobs.append((index, Job(source, target)))
+    return [job for _, job in sorted(jobs, key=lambda indexed: indexed[0])]  # stable: a folder's own order kept
 
 
 def _warn_of_left_out(folder: Path, recursive: bool, output_inside: Path | None, below: list[Path]) -> None:

@@ -408,6 +408,15 @@ def test_a_face_model_of_another_size_is_refused_at_load(tiny_env, landmarks_det
                                           "512 px ones — use gfpgan-1.4, gfpgan-1.3 or another 512 px GFPGANv1Clean checkpoint"]
 
 
+def test_a_wrong_parser_checkpoint_names_the_keys_that_do_not_fit(tiny_env, tmp_path):
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--device", "cpu",
+                 "--parser", str(tiny_env.files["realesrgan-x2plus"]))
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "RealESRGAN_x2plus.pth: not a ParseNet checkpoint" in line
+    assert "Missing key(s) in state_dict" in line or "Unexpected key(s) in state_dict" in line, line
+
+
 def test_weights_list_fetch_verify(tiny_env, tmp_path, monkeypatch):
     listed = run("weights", "list", "--json")
     assert listed.exit_code == 0
@@ -465,6 +474,32 @@ def test_dry_run_lists_the_plan_and_opens_nothing(tmp_path):
     assert {Path(r["input"]).name: r["status"] for r in document["results"]} == {
         "a.jpg": "skipped", "b.jpg": "would run", "missing.jpg": "failed"}
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_results_keep_the_order_the_inputs_were_given_in(tmp_path):
+    first, last = _photo(tmp_path / "b.jpg"), _photo(tmp_path / "a.jpg")
+    given = [str(first), str(tmp_path / "missing.jpg"), str(tmp_path / "empty"), str(last)]
+    (tmp_path / "empty").mkdir()
+    document = json.loads(run("restore", *given, "-o", str(tmp_path / "out"), "--dry-run", "--json").stdout)
+    assert [r["input"] for r in document["results"]] == given
+
+
+def test_a_file_name_that_is_not_utf8_is_written_to_a_strict_stdout_as_its_bytes(monkeypatch):
+    import io
+
+    from i2icli.cli.common import stdout_write
+
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", errors="strict"))
+    stdout_write(os.fsdecode(b"old/caf\xe9.jpg"))  # a Latin-1 name, as Python holds it
+    assert raw.getvalue() == b"old/caf\xe9.jpg\n"
+
+
+def test_an_output_name_ending_in_a_slash_is_a_folder(tmp_path):
+    photo = _photo(tmp_path / "a.jpg")
+    listed = run("restore", str(photo), "-o", f"{tmp_path / 'new.png'}/", "--dry-run")
+    assert listed.exit_code == 0, listed.stderr
+    assert listed.stdout.strip() == f"{photo} → {tmp_path / 'new.png' / 'a.jpg'}"
 
 
 def test_weights_verify_reports_on_stdout_and_as_json(tiny_env, tmp_path, monkeypatch):

@@ -508,3 +508,16 @@ def test_dry_run_lists_the_pairs_without_loading_the_checkpoint(tmp_path):
     document = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
     assert (document["would_run"], document["skipped"], document["failed"]) == (2, 0, 0)
     assert not out.exists()
+    # One pair, and -o a name ending in a slash: a folder to make, whatever its name looks like.
+    listed = runner.invoke(app, ["translate-lr", str(sources[0]), str(target), "-c", str(tmp_path / "no-run-here"),
+                                 "-o", f"{tmp_path / 'new.png'}/", "--dry-run"])
+    assert listed.stdout.strip() == f"{sources[0]} + {target} → {tmp_path / 'new.png' / 'photo00__photo00.png'}"
+
+
+def test_paths_with_brackets_are_shown_as_they_are(tmp_path):
+    """File names are text, not console markup: "[v2]" must not vanish from the lines naming them."""
+    write_photos(tmp_path / "data [v2]", 6)
+    result = train_cli(tmp_path / "data [v2]", tmp_path / "run [v2]", 1, "--held-out", "2")
+    assert result.exit_code == 0, result.output
+    assert f"({tmp_path / 'data [v2]'}, 32 px)" in result.stderr
+    assert f"→ {tmp_path / 'run [v2]' / 'checkpoints'}" in result.stderr

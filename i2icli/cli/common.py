@@ -161,6 +161,16 @@ def report_error(error: I2IError | str) -> None:
     console.print(text, soft_wrap=True)
 
 
+def plain(value: Any) -> str:
+    """``value`` as text in a console line: a file named "IMG [edited].jpg" is not markup."""
+    return escape(str(value))
+
+
+def warn(text: str) -> None:
+    """One warning line; ``text`` is shown as it is (it may hold file names)."""
+    console.print(f"[yellow]warning:[/] {escape(text)}")
+
+
 class _ConsoleLogHandler(logging.Handler):
     """The package's logged warnings (a tile shrunk to fit, extra TIFF pages ignored), shown as
     the CLI's own warnings rather than through Python's bare fallback handler."""
@@ -471,7 +481,20 @@ def json_document(value: Any) -> str:
 
 
 def stdout_write(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    line = text + "\n"
+    try:
+        sys.stdout.write(line)
+    except UnicodeEncodeError:
+        # A file name whose bytes are not valid in the locale's encoding (Latin-1 names from an
+        # old disk, say) is held as surrogates, which a strict stdout refuses: write the bytes the
+        # name really has, so the line still names the file for the shell.
+        encoding = sys.stdout.encoding or "utf-8"
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:
+            sys.stdout.write(line.encode(encoding, "backslashreplace").decode(encoding))
+        else:
+            sys.stdout.flush()
+            buffer.write(line.encode(encoding, "surrogateescape"))
     sys.stdout.flush()
 
 

@@ -18,6 +18,7 @@ from i2icli.cli.common import (
     handles_errors,
     json_document,
     names_image_file,
+    plain,
     refuse_overwrite,
     seed_in_range,
     stdout_write,
@@ -143,7 +144,7 @@ def invert(
         result = pipeline.invert(source_picture, exemplar_picture, on_step=on_step)
     written = _write(result, target, save_all)
 
-    console.print(f"[green]✓[/] {source} + {exemplar} → {target} [dim](layer {result.layer}; "
+    console.print(f"[green]✓[/] {plain(source)} + {plain(exemplar)} → {plain(target)} [dim](layer {result.layer}; "
                   f"{sum(result.seconds.values()):.1f} s)[/]")
     if save_all or not as_json:
         for hypothesis in result.hypotheses:
@@ -156,7 +157,7 @@ def invert(
 
 def _output_path(source: Path, exemplar: Path, output: str) -> Path:
     target = Path(output).expanduser()
-    if not names_image_file(target):
+    if not names_image_file(output):  # as typed: "new.png/" is a folder, and Path() drops the slash
         target = target / f"{source.stem}_{exemplar.stem}.png"
     check_output_folder(target.parent)
     return target

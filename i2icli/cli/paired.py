@@ -22,6 +22,7 @@ from i2icli.cli.common import (
     handles_errors,
     image_files,
     names_image_file,
+    plain,
     refuse_overwrite,
     seed_in_range,
     usage_error,
@@ -135,7 +136,7 @@ def paired(
 
     labels = image_files(label, "LABEL", Path(output))
     seeds = [sample_seed(seed, k) for k in range(samples)]
-    jobs = _plan(labels, Path(output).expanduser(), seeds, single=label.is_file())
+    jobs = _plan(labels, output, seeds, single=label.is_file())
     inputs = [*labels, *([style] if style else [])]
     jobs, written = one_writer_per_file(
         jobs, lambda job: output_files(job.base, seeds, save_components, std_map).values(), inputs)
@@ -205,11 +206,12 @@ def paired(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def _plan(labels: list[Path], output: Path, seeds: list[int], single: bool) -> list[LabelJob]:
+def _plan(labels: list[Path], given: str, seeds: list[int], single: bool) -> list[LabelJob]:
     def job(source: Path, base: Path) -> LabelJob:
         return LabelJob(source, base, output_files(base, seeds, False, False)[f"output:{seeds[0]}"])
 
-    to_file = names_image_file(output)
+    output = Path(given).expanduser()
+    to_file = names_image_file(given)  # as typed: "new.png/" is a folder, and Path() drops the slash
     check_output_folder(output.parent if to_file else output)
     if single and to_file:
         return [job(labels[0], output)]
@@ -237,9 +239,9 @@ class _SpectrumSums:
         from i2icli.pipelines.spectrum import high_frequency_share, plot_spectra
 
         if not self.count:
-            console.print(f"[yellow]no spectrum written[/]: no label map was translated ({path})")
+            console.print(f"[yellow]no spectrum written[/]: no label map was translated ({plain(path)})")
             return
         spectra = {name: total / self.count for name, total in self.sums.items()}
         plot_spectra(spectra, path, title=f"Power spectrum over {self.count} label map{'s' if self.count > 1 else ''}")
         shares = ", ".join(f"{name} {100 * high_frequency_share(s):.1f}%" for name, s in spectra.items())
-        console.print(f"[green]✓[/] spectrum → {path} [dim](power above 1/4 cycle per pixel: {shares})[/]")
+        console.print(f"[green]✓[/] spectrum → {plain(path)} [dim](power above 1/4 cycle per pixel: {shares})[/]")

@@ -110,7 +110,7 @@ def restore(
     if ext.lower() not in _EXTENSIONS:
         raise usage_error(f"--ext {ext}: use one of {', '.join(_EXTENSIONS)}")
 
-    jobs = _plan(inputs, Path(output).expanduser(), recursive=recursive, ext=ext, suffix=suffix)
+    jobs = _plan(inputs, output, recursive=recursive, ext=ext, suffix=suffix)
 
     def record_of(job: Any) -> dict[str, Any]:
         return {"input": str(job.source), "output": job.output and str(job.output)}
@@ -160,11 +160,12 @@ def restore(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def _plan(inputs: list[str], output: Path, *, recursive: bool, ext: str, suffix: str) -> list[Any]:
+def _plan(inputs: list[str], given: str, *, recursive: bool, ext: str, suffix: str) -> list[Any]:
     """The jobs for INPUTS. -o names the output folder, or, for a single input, the output file."""
     from i2icli.batch import Job, file_key, plan_jobs
 
-    if not names_image_file(output):
+    output = Path(given).expanduser()
+    if not names_image_file(given):  # the string as typed: "new.png/" is a folder, and Path() drops the slash
         check_output_folder(output)
         return plan_jobs(inputs, output, recursive=recursive, ext=ext, suffix=suffix)
     if ext.lower() != "auto" or suffix:

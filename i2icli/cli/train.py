@@ -18,6 +18,7 @@ from i2icli.cli.common import (
     finite,
     handles_errors,
     json_document,
+    plain,
     stdout_write,
     usage_error,
 )
@@ -141,7 +142,7 @@ def translate_lr(
         warn_of_options_the_run_keeps(context, stored)
         seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
         data_settings = method.data
-        console.print(f"resuming {out} at step {stored['step']} [dim](hr {method.model_config.hr_size}, "
+        console.print(f"resuming {plain(out)} at step {stored['step']} [dim](hr {method.model_config.hr_size}, "
                       f"lr {method.model_config.lr_size}, batch {batch_size}, seed {seed})[/]")
     else:
         from i2icli.archs.lr_conditioned import LRTranslatorConfig
@@ -168,7 +169,7 @@ def translate_lr(
     held_dataset.role = "held-out" if held_files else "training"
     held_out_batch = data.fixed_batch(held_dataset, 4)
     console.print(f"training on {counted(len(train_files), 'image')}, {len(held_files)} held out "
-                  f"[dim]({data_dir}, {data_settings['hr_size']} px)[/]")
+                  f"[dim]({plain(data_dir)}, {data_settings['hr_size']} px)[/]")
     run_training(method, dataset, held_out_batch, collate_fn=data.collate_images, resume=resume_spec,
                  shown=("g_loss", "d_loss", "cycle", "lr_error_levels"), as_json=as_json, out=out,
                  batch_size=batch_size, seed=seed, **run_schedule(context, stored), device=torch_device)
@@ -230,7 +231,7 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     if result.lpips_diversity is not None:
         console.print(f"  LPIPS (diversity)     {result.lpips_diversity:.4f}")
     for note in summary["notes"]:
-        console.print(f"  [dim]{note}[/]")
+        console.print(f"  [dim]{plain(note)}[/]")
     if as_json:
         stdout_write(json_document(summary))
 

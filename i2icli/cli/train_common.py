@@ -15,10 +15,12 @@ from i2icli.cli.common import (
     download_progress,
     finite,
     json_document,
+    plain,
     positive_finite,
     seed_in_range,
     stdout_write,
     usage_error,
+    warn,
 )
 
 MODEL_PANEL = "Model"
@@ -126,13 +128,13 @@ def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed
     if recorded is None:
         train, held = data.split_held_out(files, root, data_settings["held_out"], seed)
         if trained_on is not None and trained_on != len(train):
-            console.print(f"[yellow]warning:[/] {root} has {counted(len(files), noun)} now and the run trained on "
+            warn(f"{root} has {counted(len(files), noun)} now and the run trained on "
                           f"{trained_on} (besides those it held out): it recorded no held-out list, so they are chosen again from "
                           f"today's folder and the held-out scores may include {noun}s it trained on")
         return train, held
     train, held, missing = data.split_as_recorded(files, root, list(recorded))
     if missing:
-        console.print(f"[yellow]warning:[/] {len(missing)} of the run's {counted(len(recorded), f'held-out {noun}')} "
+        warn(f"{len(missing)} of the run's {counted(len(recorded), f'held-out {noun}')} "
                       f"{'is' if len(missing) == 1 else 'are'} no longer in {root} (e.g. {missing[0]})")
     return train, held
 
@@ -216,7 +218,7 @@ def warn_of_options_the_run_keeps(context: Any, stored: dict, honoured: tuple[st
         if stored_value != value:
             ignored.append(param.opts[0])
     if ignored:
-        console.print(f"[yellow]warning:[/] {', '.join(ignored)} ignored: a resumed run keeps the settings it was "
+        warn(f"{', '.join(ignored)} ignored: a resumed run keeps the settings it was "
                       "started with (start a new run with another --out to change them)")
     return ignored
 
@@ -233,7 +235,7 @@ def warn_of_options_for_the_other_mode(context: Any, evaluating: bool, shared: t
             unused.append(param.opts[0])
     if unused:
         reason = "--eval scores a checkpoint and trains nothing" if evaluating else "only --eval uses them"
-        console.print(f"[yellow]warning:[/] {', '.join(unused)} ignored: {reason}")
+        warn(f"{', '.join(unused)} ignored: {reason}")
     return unused
 
 
@@ -249,14 +251,14 @@ def run_training(method: Any, dataset: Any, held_out_batch: Any, *, collate_fn: 
     )
     with training_progress(shown) as on_progress:
         result = loop.train(method, dataset, settings, held_out_batch=held_out_batch, resume=resume, collate_fn=collate_fn,
-                            on_progress=on_progress, on_warning=lambda line: console.print(f"[yellow]warning:[/] {line}"))
+                            on_progress=on_progress, on_warning=warn)
     report_run(result, as_json)
 
 
 def report_run(result: Any, as_json: bool) -> None:
     """The line a finished (or interrupted) run ends with, and its --json summary."""
-    console.print(f"[green]✓[/] step {result.step} → {result.checkpoint} [dim]({counted(result.steps_run, 'step')} in "
-                  f"{result.seconds:.1f} s; samples in {result.samples}, metrics in {result.metrics})[/]")
+    console.print(f"[green]✓[/] step {result.step} → {plain(result.checkpoint)} [dim]({counted(result.steps_run, 'step')} in "
+                  f"{result.seconds:.1f} s; samples in {plain(result.samples)}, metrics in {plain(result.metrics)})[/]")
     if as_json:
         stdout_write(json_document({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": str(result.metrics),
                                  "samples": str(result.samples), "steps_run": result.steps_run}))

@@ -17,8 +17,10 @@ from i2icli.cli.common import (
     finite,
     handles_errors,
     json_document,
+    plain,
     stdout_write,
     usage_error,
+    warn,
 )
 from i2icli.cli.train_common import (
     EVAL_PANEL,
@@ -146,7 +148,7 @@ def paired(
         warn_of_options_the_run_keeps(context, stored, honoured=("vgg",) if method.options.vgg_weight > 0 else ())
         seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
         data_settings = method.data
-        console.print(f"resuming {out} at step {stored['step']} [dim]({method.model_config.image_size} px, "
+        console.print(f"resuming {plain(out)} at step {stored['step']} [dim]({method.model_config.image_size} px, "
                       f"batch {batch_size}, seed {seed})[/]")
     else:
         if (label_nc is None) == (not edges):
@@ -182,7 +184,7 @@ def paired(
     held_dataset.role = "held-out" if held_pairs else "training"
     held_out_batch = data.fixed_batch(held_dataset, 4, data.collate_examples)
     console.print(f"training on {counted(len(train_pairs), 'pair')}, {len(held_pairs)} held out "
-                  f"[dim]({data_dir}, {config.image_size} px, {config.input_description})[/]")
+                  f"[dim]({plain(data_dir)}, {config.image_size} px, {config.input_description})[/]")
     run_training(method, dataset, held_out_batch, collate_fn=data.collate_examples, resume=resume_spec,
                  shown=("g_loss", "d_loss", "l1", "residual_abs"), as_json=as_json, out=out,
                  batch_size=batch_size, seed=seed, **run_schedule(context, stored), device=torch_device)
@@ -220,7 +222,7 @@ def _pairs(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[li
                      f"(e.g. {label.name} {lw}x{lh}, {photo.name} {pw}x{ph}): each is cropped to its centred square, "
                      "so the two may not line up")
     for note in notes:
-        console.print(f"[yellow]warning:[/] {note}")
+        warn(note)
     return pairs, label_root
 
 
@@ -342,8 +344,8 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     if result.fid is not None:
         console.print(f"  FID             {result.fid:.2f}")
     console.print("  power above 1/4 cycle per pixel: " + ", ".join(f"{n} {100 * v:.1f}%" for n, v in shares.items()))
-    console.print(f"[green]✓[/] spectrum → {plot}")
+    console.print(f"[green]✓[/] spectrum → {plain(plot)}")
     for note in summary["notes"]:
-        console.print(f"  [dim]{note}[/]")
+        console.print(f"  [dim]{plain(note)}[/]")
     if as_json:
         stdout_write(json_document(summary))

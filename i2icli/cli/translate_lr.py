@@ -23,6 +23,7 @@ from i2icli.cli.common import (
     handles_errors,
     image_files,
     names_image_file,
+    plain,
     refuse_overwrite,
     usage_error,
 )
@@ -100,7 +101,7 @@ def translate_lr(
     sources = image_files(source, "SOURCE", Path(output))
     targets = image_files(target, "TARGET", Path(output))
     single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
-    jobs = _plan(sources, targets, Path(output).expanduser(), single)
+    jobs = _plan(sources, targets, output, single)
     if grid is not None:
         grid = check_extra_output(grid, "--grid")
         refuse_overwrite(grid, [*sources, *targets], [job.output for job in jobs])
@@ -149,9 +150,10 @@ def translate_lr(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def _plan(sources: list[Path], targets: list[Path], output: Path, single: bool) -> list[PairJob]:
+def _plan(sources: list[Path], targets: list[Path], given: str, single: bool) -> list[PairJob]:
     inputs = {p.resolve() for p in [*sources, *targets]}
-    to_file = names_image_file(output)
+    output = Path(given).expanduser()
+    to_file = names_image_file(given)  # as typed: "new.png/" is a folder, and Path() drops the slash
     check_output_folder(output.parent if to_file else output)
     if single and to_file:
         refuse_overwrite(output, [*sources, *targets])
@@ -228,11 +230,11 @@ def _write_grid(path: Path, sources: list[Path], targets: list[Path], results: d
     rows = [s for s in sources if s in first]
     cols = [t for t in targets if t in columns]
     if not rows or not cols:
-        console.print(f"[yellow]no grid written[/]: no pair could be translated ({path})")
+        console.print(f"[yellow]no grid written[/]: no pair could be translated ({plain(path)})")
         return
     size = first[rows[0]].rgb.shape[0]
     grey = Picture(rgb=np.full((size, size, 3), 128, dtype=np.uint8))
     outputs = [[results[(s, t)][2] if (s, t) in results else grey for t in cols] for s in rows]
     write_image(path, translation_grid([first[s] for s in rows], [columns[t] for t in cols], outputs))
-    console.print(f"[green]✓[/] grid → {path}")
+    console.print(f"[green]✓[/] grid → {plain(path)}")
 

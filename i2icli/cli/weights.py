@@ -16,6 +16,7 @@ from i2icli.cli.common import (
     download_progress,
     handles_errors,
     json_document,
+    plain,
     report_error,
     stdout_write,
 )
@@ -99,7 +100,7 @@ def fetch(
                 path = weights.fetch(checkpoint, progress=lambda done, total: progress(checkpoint.file, done, total))
             if to is not None:
                 path = weights.copy_into(to, path, checkpoint.file)
-            console.print(f"[green]✓[/] {name}: {path}")
+            console.print(f"[green]✓[/] {name}: {plain(path)}")
         except WeightsError as error:
             failed += 1
             # This command has no model option to pass a file to: the hint says so.

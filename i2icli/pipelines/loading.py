@@ -67,7 +67,17 @@ def _built(build: Callable[[Any], Built], content: Any, path: Path, what: str, h
     except WeightsError as error:
         raise WeightsError(f"{path}: {error.message}", error.hint) from None
     except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as error:
-        raise WeightsError(f"{path}: not a {what} checkpoint ({first_line(error, 200)})", hint) from None
+        raise WeightsError(f"{path}: not a {what} checkpoint ({_reason(error)})", hint) from None
+
+
+def _reason(error: Exception) -> str:
+    """The informative line of a build error. torch's load_state_dict opens with "Error(s) in
+    loading state_dict for NAME:", which says nothing; the next line names the missing,
+    unexpected or misshapen keys."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        return first_line(lines[1], 200)
+    return first_line(error, 200)
 
 
 def instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
