@@ -17,9 +17,12 @@ from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 CPU = torch.device("cpu")
 
 
-def _load(tiny_env, precision: str = "fp32", **settings) -> RestorePipeline:
+def _load(tiny_env, precision: str = "fp32", *, parser: bool = True, **settings) -> RestorePipeline:
+    """The tiny pipeline. ``parser=False`` leaves out the face parser, the one network of full size
+    even here, for tests that look at the faces themselves rather than at how they are pasted."""
     settings.setdefault("keep_faces", True)
-    return RestorePipeline.load(device="cpu", precision=precision, settings=RestoreSettings(**settings))
+    models = {} if parser else {"parser": None}
+    return RestorePipeline.load(device="cpu", precision=precision, settings=RestoreSettings(**settings), **models)
 
 
 def _old_photo() -> Picture:
@@ -57,19 +60,19 @@ def test_face_is_pasted_where_it_was_found(tiny_env, landmarks_detector):
 
 def test_strength_zero_keeps_the_original_face(tiny_env, landmarks_detector):
     landmarks_detector([OLD_PHOTO_LANDMARKS])
-    pipeline = _load(tiny_env, strength=0.0)
+    pipeline = _load(tiny_env, strength=0.0, parser=False)
     result = pipeline.restore(_old_photo())
     face = result.faces[0]
     np.testing.assert_allclose(face.restored, face.crop, atol=1e-6)
-    half = _load(tiny_env, strength=0.5).restore(_old_photo()).faces[0]
-    full = _load(tiny_env, strength=1.0).restore(_old_photo()).faces[0]
+    half = _load(tiny_env, strength=0.5, parser=False).restore(_old_photo()).faces[0]
+    full = _load(tiny_env, strength=1.0, parser=False).restore(_old_photo()).faces[0]
     np.testing.assert_allclose(half.restored, 0.5 * full.restored + 0.5 * full.crop, atol=1e-5)
 
 
 def test_faces_run_as_one_batch_and_match_single_runs(tiny_env, landmarks_detector):
     second = OLD_PHOTO_LANDMARKS + np.array([120, 150], np.float32)
     landmarks_detector([OLD_PHOTO_LANDMARKS, second])
-    pipeline = _load(tiny_env, face_batch=4)
+    pipeline = _load(tiny_env, face_batch=4, parser=False)
     calls = []
     original_forward = pipeline.face_model.forward
     pipeline.face_model.forward = lambda x: calls.append(len(x)) or original_forward(x)
@@ -86,7 +89,7 @@ def test_every_face_is_cut_from_the_photo_as_given(tiny_env, landmarks_detector)
     restored before it, and the caller's picture came back changed."""
     neighbour = OLD_PHOTO_LANDMARKS + np.array([20, 8], np.float32)  # its crop overlaps the first face
     landmarks_detector([OLD_PHOTO_LANDMARKS, neighbour])
-    pipeline = _load(tiny_env, upscale=1, face_batch=1)
+    pipeline = _load(tiny_env, upscale=1, face_batch=1, parser=False)
     pipeline.upscaler = None
     pipeline.face_model = _Tint()
     photo = _old_photo()
@@ -99,7 +102,7 @@ def test_every_face_is_cut_from_the_photo_as_given(tiny_env, landmarks_detector)
 
 def test_grayscale_alpha_and_16_bit_survive(tiny_env, landmarks_detector, tmp_path):
     landmarks_detector([OLD_PHOTO_LANDMARKS])
-    pipeline = _load(tiny_env)
+    pipeline = _load(tiny_env, parser=False)
     # A Lanczos background, so the alpha ramp is still a ramp (random Real-ESRGAN weights would
     # scramble it); the upscaler's own tests cover these layouts against RealESRGANer.
     pipeline.upscaler = None
