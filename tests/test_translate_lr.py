@@ -285,6 +285,19 @@ def test_evaluate_pairs_each_source_with_the_next_targets():
     assert result.lr_error_exact < 1.0 < result.lr_error
 
 
+@pytest.mark.parametrize("count, per_source", [(2, 4), (4, 1)])
+def test_evaluate_says_why_lpips_diversity_is_left_out(count, per_source):
+    generator = LRConditionedGenerator(TINY).eval()
+
+    def lpips_distance(a, b):
+        return (a - b).abs().flatten(1).mean(1)
+
+    result = evaluate(generator, 8, smooth_images(count, 32, 9), targets_per_source=per_source,
+                      lpips_distance=lpips_distance)
+    assert result.lpips_diversity is None
+    assert any("LPIPS diversity" in note and "--eval-targets 2" in note for note in result.notes)
+
+
 def test_lpips_backbone_mapping_matches_lpips_with_torchvision_weights(tmp_path):
     import lpips
     import torchvision

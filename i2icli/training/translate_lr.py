@@ -222,6 +222,9 @@ def evaluate(
         if count < 2048:
             notes.append(f"FID over {count} real and {len(fakes)} generated images (biased high below a few thousand)")
     diversity = None
+    if lpips_distance is not None and per_source < 2:
+        notes.append("LPIPS diversity compares one source's outputs for different targets: it needs "
+                     "--eval-targets 2 or more and at least 3 held-out images")
     if lpips_distance is not None and per_source >= 2:
         grouped = fakes.view(count, per_source, *fakes.shape[1:])
         first, second = torch.triu_indices(per_source, per_source, offset=1)
