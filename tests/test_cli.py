@@ -200,6 +200,23 @@ def test_transparency_a_jpeg_output_cannot_hold_is_named(tiny_env, landmarks_det
     assert result.exit_code == 0 and "warning" not in result.stderr
 
 
+def test_transparency_warning_for_a_named_output_file_gives_advice_that_works(tiny_env, landmarks_detector, tmp_path):
+    """With -o out.jpg the warning said "use --ext png", which that command line then refused (exit 2)."""
+    landmarks_detector([])
+    pixels = np.full((24, 32, 4), 200, np.uint8)
+    pixels[:, :8, 3] = 0
+    source = _write(tmp_path / "cutout.png", pixels)
+    common = ["--device", "cpu", "--bg-model", "none", "--parser", "none"]
+    result = run("restore", str(source), "-o", str(tmp_path / "out.jpg"), *common)
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "a JPG file cannot hold" in warnings[0], result.stderr
+    assert "--ext" not in warnings[0] and "-o" in warnings[0] and ".png" in warnings[0]
+    assert run("restore", str(source), "-o", str(tmp_path / "out.jpg"), "--ext", "png", *common).exit_code == 2
+    followed = run("restore", str(source), "-o", str(tmp_path / "out.png"), *common)
+    assert followed.exit_code == 0 and not any(line.startswith("warning:") for line in followed.stderr.splitlines())
+
+
 def test_file_names_with_brackets_are_shown_as_they_are(tiny_env, landmarks_detector, tmp_path):
     """Status lines went through the console's markup: "IMG [edited].png" was shown as "IMG .png"."""
     landmarks_detector([])

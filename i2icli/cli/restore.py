@@ -149,7 +149,8 @@ def restore(
                 progress=progress,
             )
 
-    stages = restore_stages(pipeline, max_pixels=max_pixels, save_faces=save_faces, face_stem=face_stems(jobs))
+    stages = restore_stages(pipeline, max_pixels=max_pixels, save_faces=save_faces, face_stem=face_stems(jobs),
+                            output_named=names_image_file(output))
     # Decoding and encoding on worker threads keeps a GPU busy. On a CPU they would compete with
     # the networks for the same cores: there a 2 MP folder ran 69.3 s/image with it and 70.7 s
     # without, within noise (decode + encode are 0.3 s of it), for 130 MB more memory.
@@ -193,9 +194,11 @@ def face_stems(jobs: list[Any]) -> Any:
     return lambda output: output.name if stems[(output.parent, output.stem)] > 1 else output.stem
 
 
-def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_stem: Any = None) -> Any:
+def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_stem: Any = None,
+                   output_named: bool = False) -> Any:
     """A restore job as the batch runner's three stages: decode, restore, encode (and save faces).
-    ``face_stem(output)`` names the face files (default: the output's stem)."""
+    ``face_stem(output)`` names the face files (default: the output's stem); ``output_named``: -o
+    names the output file itself, whose extension is the format (--ext does not apply)."""
     face_stem = face_stem or (lambda output: output.stem)
     from i2icli.cli.runner import Stages
     from i2icli.imageio import check_output_size, read_image, write_image
@@ -206,7 +209,7 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
         return picture
 
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
-        _warn_of_lost_transparency(job, result.picture)
+        _warn_of_lost_transparency(job, result.picture, output_named)
         write_image(job.output, result.picture)
         if save_faces:
             _save_faces(job.output, face_stem(job.output), result, result.picture.rgb.dtype)
@@ -221,7 +224,7 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     )
 
 
-def _warn_of_lost_transparency(job: Any, picture: Any) -> None:
+def _warn_of_lost_transparency(job: Any, picture: Any, output_named: bool = False) -> None:
     """JPEG and BMP hold no alpha: a photo with transparent areas would show, unannounced, whatever
     colours lie under them (often black). (--aligned results have no alpha: its help says so.)"""
     import logging
@@ -232,9 +235,11 @@ def _warn_of_lost_transparency(job: Any, picture: Any) -> None:
     if picture.alpha is None or suffix not in (".jpg", ".jpeg", ".bmp"):
         return
     if picture.alpha.min() < max_value(picture.alpha.dtype):
+        # A named -o file takes its format from its extension, and refuses --ext.
+        remedy = ("name a .png, .webp or .tif file with -o" if output_named else "use --ext png, webp or tif")
         logging.getLogger(__name__).warning(
             "%s: has transparent areas, which a %s file cannot hold: they come out in the colours beneath; "
-            "use --ext png, webp or tif to keep them", job.source, suffix.lstrip(".").upper())
+            "%s to keep them", job.source, suffix.lstrip(".").upper(), remedy)
 
 
 def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> None:
