@@ -500,6 +500,7 @@ def test_folder_batch_goes_on_past_a_bad_file(tmp_path, run):
     assert summary["ok"] == 3 and summary["failed"] == 2
     assert "colour.png: is a colour image" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "001.png", "palette.png"]
+    assert f"✓ {folder / '000.png'} → {out / '000.png'}" in result.stderr  # the path, as --dry-run shows it
     # The palette file holds 000.png's classes: the same label map, so the same image.
     np.testing.assert_array_equal(cv2.imread(str(out / "palette.png")), cv2.imread(str(out / "000.png")))
     again = runner.invoke(app, ["paired", str(folder), "-c", str(run["run"]), "-o", str(out), "--skip-existing",

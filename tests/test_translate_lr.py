@@ -353,6 +353,7 @@ def test_tiny_targets_folders_and_grid(run, tmp_path):
                                  "--grid", str(tmp_path / "grid.png"), "--device", "cpu", "--json"])
     assert result.exit_code == 1  # the broken target fails its pairs; the others are written
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo00__tiny.png", "photo01__tiny.png"]
+    assert f"✓ {sources / 'photo00.png'} + {targets / 'tiny.png'} → {tmp_path / 'out' / 'photo00__tiny.png'}" in result.stderr
     assert "Traceback" not in result.output
     # Each of the broken target's two pairs failed, but its error is shown once.
     assert result.stderr.count("broken.png") == 1, result.stderr

@@ -197,7 +197,7 @@ def paired(
             detail += f"std up to {fields['std_max_levels']:.1f} levels (mean {fields['std_mean_levels']:.2f}); "
         if spectra is not None:
             spectra.add(result.tensors)
-        return fields, f"{job.source.name} → {job.output}", detail
+        return fields, f"{job.source} → {job.output}", detail  # the path, as restore and --dry-run show it
 
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     if spectra is not None:

@@ -140,7 +140,7 @@ def translate_lr(
         detail = f"LR error {float(network_error[0]):.2f} levels"
         if exact:
             detail += f", {float(error[0]):.3f} with --exact"
-        return fields, f"{job.source.name} + {job.target.name} → {job.output}", detail + "; "
+        return fields, f"{job.source} + {job.target} → {job.output}", detail + "; "  # paths, as --dry-run shows
 
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     if grid is not None:
