@@ -176,13 +176,13 @@ class _ConsoleLogHandler(logging.Handler):
     the CLI's own warnings rather than through Python's bare fallback handler."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"[yellow]warning:[/] {escape(record.getMessage())}")
+        warn(record.getMessage())
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     # One line like every other message: the source file and line Python adds mean nothing to a user.
-    console.print(f"[yellow]warning:[/] {escape(first_line(message) or category.__name__)}")
+    warn(first_line(message) or category.__name__)
 
 
 def route_messages_to_console() -> None:
@@ -413,8 +413,8 @@ def image_files(path: Path, role: str, output: Path | None = None) -> list[Path]
                     "a sub-folder" if below else "pass an image file or a folder of images")
             raise InputError(path, f"no images in this {role} folder", hint)
         if below:
-            console.print(f"[yellow]warning:[/] {escape(str(path))}: {below} image{'s' if below > 1 else ''} in "
-                          "sub-folders left out (only the folder's own images are used)")
+            warn(f"{path}: {below} image{'s' if below > 1 else ''} in sub-folders left out (only the folder's own "
+                 "images are used)")
         return found
     if not path.exists():
         raise InputError(path, "no such file or folder", f"check the {role} path")

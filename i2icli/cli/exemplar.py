@@ -27,8 +27,8 @@ from i2icli.cli.common import (
 )
 from i2icli.cli.runner import (
     batch_failures,
+    exit_with_preview,
     one_writer_per_file,
-    preview_batch,
     run_batch,
     will_run,
 )
@@ -155,9 +155,8 @@ def exemplar(
         return {"input": str(job.input), "exemplar": str(job.exemplar), "output": str(job.output)}
 
     if dry_run:
-        failed = preview_batch(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
-                               line_of=lambda job: f"{job.input} + {job.exemplar} → {job.output}")
-        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+        exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
+                          line_of=lambda job: f"{job.input} + {job.exemplar} → {job.output}")
     todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
 
     from i2icli.pipelines.exemplar import ExemplarPipeline, ExemplarSettings

@@ -29,8 +29,8 @@ from i2icli.cli.common import (
 )
 from i2icli.cli.runner import (
     batch_failures,
+    exit_with_preview,
     one_writer_per_file,
-    preview_batch,
     run_batch,
     will_run,
 )
@@ -148,8 +148,7 @@ def paired(
         return {"label": str(job.source), "output": str(job.output)}
 
     if dry_run:
-        failed = preview_batch(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of)
-        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+        exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of)
 
     from i2icli.imageio import read_image
 

@@ -24,7 +24,7 @@ from i2icli.cli.common import (
     precision_from_flags,
     usage_error,
 )
-from i2icli.cli.runner import batch_failures, preview_batch, run_batch, will_run
+from i2icli.cli.runner import batch_failures, exit_with_preview, run_batch, will_run
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 _MODELS = "Models"
@@ -116,8 +116,7 @@ def restore(
         return {"input": str(job.source), "output": job.output and str(job.output)}
 
     if dry_run:
-        failed = preview_batch(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of)
-        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+        exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of)
 
     from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 

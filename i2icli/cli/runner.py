@@ -9,15 +9,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
+from typing import Any, Callable, Generic, Iterable, NoReturn, Protocol, TypeVar
 
-from rich.markup import escape
+import typer
 
 from i2icli.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
     Interrupted,
     console,
     json_document,
     out_of_memory,
+    plain,
     report_error,
     stdout_write,
     transient_progress,
@@ -197,7 +200,7 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
             seconds = written.seconds + write_seconds
             written.record.update(status="ok", seconds=round(seconds, 3), **extra)
             # File names are text, not markup: "IMG [edited].jpg" must not lose its "[edited]".
-            console.print(f"[green]✓[/] {escape(headline)} [dim]({escape(detail)}{seconds:.1f} s)[/]")
+            console.print(f"[green]✓[/] {plain(headline)} [dim]({plain(detail)}{seconds:.1f} s)[/]")
         in_flight = None  # only now: an interrupt while waiting above leaves it to be reported
         progress.advance(task)
 
@@ -223,10 +226,10 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
                     else:
                         record.update(status="skipped")
                         # The output named: one source may have many (a row of pairs, say).
-                        console.print(f"[dim]skipped[/] {escape(str(job.source))} [dim]({escape(str(job.output))} exists)[/]")
+                        console.print(f"[dim]skipped[/] {plain(job.source)} [dim]({plain(job.output)} exists)[/]")
                     progress.advance(task)
                     continue
-                progress.update(task, description=f"{verb} {escape(job.source.name)}")
+                progress.update(task, description=f"{verb} {plain(job.source.name)}")
                 failure: Exception | None = None
                 read = reads.pop(index, None) or reader.submit(_timed, stages.read, job)
                 if overlap_io and index in read_next:  # decode the next photo while this one computes
@@ -262,12 +265,12 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
     return records
 
 
-def preview_batch(jobs: list[J], *, skip_existing: bool, as_json: bool, record_of: Callable[[J], dict[str, Any]],
-                  line_of: Callable[[J], str] = lambda job: f"{job.source} → {job.output}") -> int:
+def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, record_of: Callable[[J], dict[str, Any]],
+                      line_of: Callable[[J], str] = lambda job: f"{job.source} → {job.output}") -> NoReturn:
     """--dry-run: say each job's fate as far as the plan tells it ("would run", "skipped", or
     "failed" for a problem found while planning, such as an output that would replace an input),
-    on stdout or as the --json document; return how many failed. Nothing is opened, so a file
-    that turns out unreadable still fails the real run."""
+    on stdout or as the --json document, and end the command (exit 1 if any failed). Nothing is
+    opened, so a file that turns out unreadable still fails the real run."""
     records = []
     for job in jobs:
         record = record_of(job)
@@ -280,21 +283,22 @@ def preview_batch(jobs: list[J], *, skip_existing: bool, as_json: bool, record_o
         record.update(status="would run" if runs else "skipped")
         if not as_json:
             stdout_write(line_of(job) if runs else f"skipped {job.source} ({job.output} exists)")
-    failed = sum(record["status"] == "failed" for record in records)
     if as_json:
-        counts = {"would_run": sum(record["status"] == "would run" for record in records),
-                  "skipped": sum(record["status"] == "skipped" for record in records), "failed": failed}
+        counts = {"would_run": _count(records, "would run"), "skipped": _count(records, "skipped"),
+                  "failed": _count(records, "failed")}
         stdout_write(json_document({"dry_run": True, **counts, "results": records}))
-    return failed
+    raise typer.Exit(EXIT_FAILED if _count(records, "failed") else EXIT_OK)
+
+
+def _count(records: list[dict], status: str) -> int:
+    return sum(record["status"] == status for record in records)
 
 
 def batch_summary(records: list[dict]) -> dict[str, Any]:
     """The --json document of a batch. After Ctrl-C it also has ``"interrupted": true``, and the
     jobs cut short or never started are there with the status "interrupted" or "not run"."""
-    def count(status: str) -> int:
-        return sum(record["status"] == status for record in records)
-
-    summary: dict[str, Any] = {"ok": count("ok"), "skipped": count("skipped"), "failed": count("failed")}
+    summary: dict[str, Any] = {"ok": _count(records, "ok"), "skipped": _count(records, "skipped"),
+                               "failed": _count(records, "failed")}
     if any(record["status"] in ("interrupted", "not run") for record in records):
         summary["interrupted"] = True
     return {**summary, "results": records}
@@ -304,4 +308,4 @@ def batch_failures(records: list[dict], *, as_json: bool) -> int:
     """Print the --json summary if asked; return how many jobs failed."""
     if as_json:
         stdout_write(json_document(batch_summary(records)))
-    return sum(record["status"] == "failed" for record in records)
+    return _count(records, "failed")

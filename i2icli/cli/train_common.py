@@ -128,14 +128,14 @@ def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed
     if recorded is None:
         train, held = data.split_held_out(files, root, data_settings["held_out"], seed)
         if trained_on is not None and trained_on != len(train):
-            warn(f"{root} has {counted(len(files), noun)} now and the run trained on "
-                          f"{trained_on} (besides those it held out): it recorded no held-out list, so they are chosen again from "
-                          f"today's folder and the held-out scores may include {noun}s it trained on")
+            warn(f"{root} has {counted(len(files), noun)} now and the run trained on {trained_on} (besides those it "
+                 "held out): it recorded no held-out list, so they are chosen again from today's folder and the "
+                 f"held-out scores may include {noun}s it trained on")
         return train, held
     train, held, missing = data.split_as_recorded(files, root, list(recorded))
     if missing:
         warn(f"{len(missing)} of the run's {counted(len(recorded), f'held-out {noun}')} "
-                      f"{'is' if len(missing) == 1 else 'are'} no longer in {root} (e.g. {missing[0]})")
+             f"{'is' if len(missing) == 1 else 'are'} no longer in {root} (e.g. {missing[0]})")
     return train, held
 
 
@@ -218,8 +218,8 @@ def warn_of_options_the_run_keeps(context: Any, stored: dict, honoured: tuple[st
         if stored_value != value:
             ignored.append(param.opts[0])
     if ignored:
-        warn(f"{', '.join(ignored)} ignored: a resumed run keeps the settings it was "
-                      "started with (start a new run with another --out to change them)")
+        warn(f"{', '.join(ignored)} ignored: a resumed run keeps the settings it was started with (start a new run "
+             "with another --out to change them)")
     return ignored
 
 
@@ -261,7 +261,7 @@ def report_run(result: Any, as_json: bool) -> None:
                   f"{result.seconds:.1f} s; samples in {plain(result.samples)}, metrics in {plain(result.metrics)})[/]")
     if as_json:
         stdout_write(json_document({"step": result.step, "checkpoint": str(result.checkpoint), "metrics": str(result.metrics),
-                                 "samples": str(result.samples), "steps_run": result.steps_run}))
+                                    "samples": str(result.samples), "steps_run": result.steps_run}))
 
 
 class training_progress:

@@ -30,8 +30,8 @@ from i2icli.cli.common import (
 from i2icli.cli.runner import (
     ShownBefore,
     batch_failures,
+    exit_with_preview,
     one_writer_per_file,
-    preview_batch,
     run_batch,
 )
 from i2icli.errors import I2IError
@@ -110,9 +110,8 @@ def translate_lr(
         return {"source": str(job.source), "target": str(job.target), "output": str(job.output)}
 
     if dry_run:
-        failed = preview_batch(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
-                               line_of=lambda job: f"{job.source} + {job.target} → {job.output}")
-        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+        exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
+                          line_of=lambda job: f"{job.source} + {job.target} → {job.output}")
     from i2icli.pipelines.translate_lr import LRTranslator
 
     try:
