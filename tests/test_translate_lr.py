@@ -176,6 +176,18 @@ def test_config_from_state_dicts_round_trips():
     assert (read.hr_size, read.lr_size, read.base_channels, read.max_channels) == (64, 16, 4, 16)
 
 
+@pytest.mark.parametrize("hr_size, lr_size, disc_base", [(128, 8, 32), (128, 16, 48), (128, 4, 128), (256, 32, 16)])
+def test_authors_file_trained_with_another_discriminator_width_keeps_its_sizes(hr_size, lr_size, disc_base):
+    config = LRTranslatorConfig(hr_size=hr_size, lr_size=lr_size, max_channels=16, base_channels=4,
+                                disc_base_channels=disc_base, disc_max_channels=32)
+    authors_file = {"Gen": LRConditionedGenerator(config).state_dict(), "Dis": LRDifferenceDiscriminator(config).state_dict()}
+    _, read = generator_from_checkpoint(authors_file)
+    # (4 and 8 give the same networks when the width does not follow the authors' rule: 8 is taken.)
+    expected_lr = 8 if lr_size == 4 and disc_base != 2**14 // hr_size else lr_size
+    assert (read.lr_size, read.hr_size) == (expected_lr, expected_lr * (hr_size // lr_size))
+    assert LRDifferenceDiscriminator(read).state_dict().keys() == authors_file["Dis"].keys()
+
+
 # --- training --------------------------------------------------------------------------------------
 
 

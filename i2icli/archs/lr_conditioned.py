@@ -341,14 +341,40 @@ def generator_layout(state_dict: Mapping[str, Tensor]) -> tuple[int, int, int]:
     return levels, base, widest
 
 
+def _head_halvings(lr_size: int) -> int:
+    """How many downsampling blocks the discriminator's head has at this low-resolution size."""
+    halvings = 0
+    while lr_size > 8:
+        lr_size //= 2
+        halvings += 1
+    return halvings
+
+
+def _training_size(discriminator: Mapping[str, Tensor], levels: int, disc_base: int) -> int:
+    """The high-resolution size a discriminator was trained at. The authors' rule (first width
+    2**14 / hr_size) is taken when the head's depth agrees with it; a run trained with another
+    first width is sized by the head's depth alone, which cannot tell 4 from 8 (8 is assumed)."""
+    head = {int(key.split(".")[1]) for key in discriminator if key.startswith("last_block.") and ".conv1." in key}
+    halvings = max(len(head) - 1, 0)
+    by_rule = 2**14 // max(disc_base, 1)
+    lr_by_rule = by_rule >> levels
+    if (
+        MIN_LR_SIZE <= lr_by_rule <= MAX_LR_SIZE
+        and lr_by_rule << levels == by_rule
+        and _head_halvings(lr_by_rule) == halvings
+    ):
+        return by_rule
+    return (8 << halvings) << levels
+
+
 def config_from_state_dicts(
     generator: Mapping[str, Tensor],
     discriminator: Mapping[str, Tensor] | None = None,
     *,
     hr_size: int | None = None,
 ) -> LRTranslatorConfig:
-    """The configuration behind a checkpoint. The discriminator's first width gives the training
-    size by the authors' rule (2**14 / hr_size); without a discriminator, ``hr_size`` must be given."""
+    """The configuration behind a checkpoint. The discriminator gives the training size (see
+    ``_training_size``); without a discriminator, ``hr_size`` must be given."""
     levels, base, widest = generator_layout(generator)
     disc_base, disc_widest = 0, LRTranslatorConfig.disc_max_channels
     if discriminator is not None:
@@ -358,7 +384,7 @@ def config_from_state_dicts(
     if hr_size is None:
         if discriminator is None:
             raise KeyError("the training size is unknown: no discriminator and no stored configuration")
-        hr_size = 2**14 // disc_base
+        hr_size = _training_size(discriminator, levels, disc_base)
     return LRTranslatorConfig(
         hr_size=hr_size,
         lr_size=hr_size >> levels,
