@@ -7,6 +7,7 @@ against torchvision's and pytorch-fid's own networks loaded with the same state 
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -19,7 +20,12 @@ from feature_checkpoints import (
 )
 
 from i2icli.archs.features import FIDInceptionFeatures, VGGFeatures, vgg_layer_names
-from i2icli.pipelines.frechet import frechet_distance, single_image_frechet, spatial_statistics
+from i2icli.pipelines.frechet import (
+    frechet_distance,
+    frechet_distance_of_samples,
+    single_image_frechet,
+    spatial_statistics,
+)
 
 VGG_LAYERS = {
     19: ["relu1_2", "relu2_2", "relu3_4", "relu4_4"],
@@ -281,6 +287,31 @@ def test_frechet_distance_of_known_gaussians():
     mu = np.zeros(2)
     assert frechet_distance(mu, np.eye(2), mu + [3.0, 4.0], np.eye(2)) == pytest.approx(25.0)
     assert frechet_distance(torch.zeros(2), torch.eye(2), torch.zeros(2), 4 * torch.eye(2)) == pytest.approx(2.0)  # tr(1 + 4 - 2*2) per dim
+
+
+@pytest.mark.parametrize("sizes, dims", [((3, 3), 256), ((12, 30), 64), ((5, 200), 48), ((90, 70), 16)])
+def test_frechet_distance_of_samples_matches_pytorch_fid(sizes, dims):
+    """Fewer samples than dimensions take the cross-product route, more take pytorch-fid's: both agree with it."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    rng = np.random.default_rng(sum(sizes) + dims)
+    mixing = rng.normal(size=(dims, dims)) / np.sqrt(dims)  # correlated features, as a network's are
+    first = rng.normal(size=(sizes[0], dims)) @ mixing
+    second = 0.7 * rng.normal(size=(sizes[1], dims)) @ mixing + 0.3
+    statistics = [(samples.mean(axis=0), np.cov(samples, rowvar=False)) for samples in (first, second)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sqrtm warns about the singular products it is given here
+        expected = calculate_frechet_distance(*statistics[0], *statistics[1])
+    assert frechet_distance_of_samples(first, second) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance_of_samples(torch.from_numpy(first), torch.from_numpy(first)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_of_samples_refuses_what_has_no_covariance():
+    with pytest.raises(ValueError, match="two samples"):
+        frechet_distance_of_samples(np.zeros((1, 4)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="same d"):
+        frechet_distance_of_samples(np.zeros((3, 4)), np.zeros((3, 5)))
+    assert frechet_distance_of_samples(np.full((3, 4), np.nan), np.zeros((3, 4))) == float("inf")
 
 
 @pytest.fixture(scope="module")

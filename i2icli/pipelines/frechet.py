@@ -27,7 +27,7 @@ from torch import Tensor
 
 from i2icli.archs.features import FIDInceptionFeatures
 
-__all__ = ["spatial_statistics", "frechet_distance", "single_image_frechet", "DEFAULT_CHUNK"]
+__all__ = ["spatial_statistics", "frechet_distance", "frechet_distance_of_samples", "single_image_frechet", "DEFAULT_CHUNK"]
 
 # Candidates per forward pass: the Inception stem works at 299x299 whatever the input size,
 # and its widest map (64 x 147 x 147 floats) is ~5.5 MB per image.
@@ -95,6 +95,33 @@ def frechet_distance(
         distance = float(calculate_frechet_distance(*statistics))
     if printed.getvalue().strip():
         warnings.warn(f"Fréchet distance: {printed.getvalue().strip()}", RuntimeWarning, stacklevel=2)
+    return max(distance, 0.0)
+
+
+def frechet_distance_of_samples(first: Tensor | np.ndarray, second: Tensor | np.ndarray) -> float:
+    """Fréchet distance between the Gaussians fitted to two sets of feature vectors, (n1, d) and (n2, d).
+
+    With fewer samples than dimensions (a held-out split of a few dozen images against FID's
+    2048 features), each covariance is X^T X for its centred, scaled samples X, of rank below
+    n. The non-zero eigenvalues of sigma1 sigma2 = X1^T X1 X2^T X2 are then those of M M^T for
+    the small cross product M = X1 X2^T (n1, n2), so Tr sqrt(sigma1 sigma2) is the sum of M's
+    singular values: exact, and milliseconds instead of a 2048x2048 matrix root (about 15 s on
+    a CPU) that works on a singular product. With more samples than dimensions the covariances
+    go to :func:`frechet_distance` (pytorch-fid) as usual.
+    """
+    first, second = _numpy(first), _numpy(second)
+    if first.ndim != 2 or second.ndim != 2 or first.shape[1] != second.shape[1]:
+        raise ValueError(f"expected two (n, d) sets of the same d, got {first.shape} and {second.shape}")
+    if min(len(first), len(second)) < 2:
+        raise ValueError("a covariance needs at least two samples in each set")
+    if not (np.isfinite(first).all() and np.isfinite(second).all()):
+        return math.inf
+    means = first.mean(axis=0), second.mean(axis=0)
+    if min(len(first), len(second)) > first.shape[1]:
+        return frechet_distance(means[0], np.cov(first, rowvar=False), means[1], np.cov(second, rowvar=False))
+    scaled = [(samples - mean) / math.sqrt(len(samples) - 1) for samples, mean in zip((first, second), means)]
+    trace_of_root = np.linalg.svd(scaled[0] @ scaled[1].T, compute_uv=False).sum()
+    distance = float(((means[0] - means[1]) ** 2).sum() + (scaled[0] ** 2).sum() + (scaled[1] ** 2).sum() - 2 * trace_of_root)
     return max(distance, 0.0)
 
 

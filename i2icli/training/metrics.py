@@ -1,7 +1,8 @@
 """Evaluation metrics shared by the training commands: FID and LPIPS, as the papers' tables report.
 
-FID uses pytorch-fid's Inception network (pool3, 2048 features) and its Fréchet distance, with
-the weights from our registry (sha256-checked). LPIPS uses the `lpips` package (the authors'
+FID uses pytorch-fid's Inception network (pool3, 2048 features) with the weights from our
+registry (sha256-checked), and its Fréchet distance; for fewer images than features, the same
+distance is computed exactly from the images' cross products (see ``frechet_distance_of_samples``). LPIPS uses the `lpips` package (the authors'
 reference implementation) when it is installed: its calibrated linear heads ship inside the
 package, and its VGG-16 backbone is loaded from our registry rather than downloaded by torchvision.
 """
@@ -13,13 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from i2icli.archs.features import FIDInceptionFeatures
 from i2icli.errors import WeightsError
-from i2icli.pipelines.frechet import frechet_distance
+from i2icli.pipelines.frechet import frechet_distance_of_samples
 from i2icli.pipelines.loading import DownloadProgress, load_checkpoint
 from i2icli.weights import load_state_dict
 
@@ -52,8 +52,7 @@ def fid(real: Tensor, fake: Tensor) -> float:
     """FID between two sets of pool3 features (N, 2048); needs at least two of each."""
     if len(real) < 2 or len(fake) < 2:
         raise ValueError("FID needs at least two images in each set")
-    statistics = [(features.mean(0).numpy(), np.cov(features.numpy(), rowvar=False)) for features in (real, fake)]
-    return frechet_distance(statistics[0][0], statistics[0][1], statistics[1][0], statistics[1][1])
+    return frechet_distance_of_samples(real, fake)
 
 
 def lpips_available() -> bool:
