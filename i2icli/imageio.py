@@ -771,8 +771,13 @@ def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
     """Have ``write`` create and fsync a hidden temp file beside ``target`` (exclusively: it must
     not exist yet), then rename it over ``target``: readers see the old file or the new one,
     never half of one."""
+    # File systems limit a name to 255 bytes, not characters: 100 characters of Japanese or emoji
+    # are 300-400 bytes, and a target name that fits would get a temp name that does not.
+    stem = target.stem[:100]
+    while len(os.fsencode(stem)) > 100:
+        stem = stem[:-1]
     while True:
-        temp = target.with_name(f".{target.stem[:100]}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        temp = target.with_name(f".{stem}.{secrets.token_hex(4)}.tmp{target.suffix}")
         if not temp.exists():
             break
     try:

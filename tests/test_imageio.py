@@ -537,6 +537,17 @@ def test_temp_file_is_hidden_beside_target_with_same_suffix(tmp_path, monkeypatc
     assert no_temp_files(tmp_path)
 
 
+@pytest.mark.parametrize("stem", ["あ" * 80, "😀" * 60], ids=["japanese", "emoji"])
+def test_a_long_name_in_a_wide_script_can_be_written(tmp_path, stem):
+    """The temp name took the stem's first 100 characters: in Japanese or emoji that is 300-400
+    bytes, over the 255-byte limit on a name, so a name that fits failed with "File name too long"."""
+    target = tmp_path / f"{stem}.png"
+    assert len(os.fsencode(target.name)) <= 255
+    write_image(target, Picture(rgb=smooth_rgb()))
+    np.testing.assert_array_equal(read_image(target).rgb, smooth_rgb())
+    assert no_temp_files(tmp_path)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
 def test_written_file_respects_umask(tmp_path):
     umask = os.umask(0o022)
