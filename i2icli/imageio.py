@@ -163,6 +163,12 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
             f"raise the limit with --max-pixels {width * height} if this machine has the memory",
         )
+    if fmt == "TIFF" and _deep_separate_planes(pil):
+        raise InputImageError(
+            p,
+            "stores its channels as separate planes of more than 8 bits, which i2i cannot read",
+            "re-save it with pixel order interleaved (RGBRGB), or as a 16-bit PNG",
+        )
     mode = pil.mode
     # A phone's or camera's JPEG often carries a preview or depth map as a second picture (MPO):
     # that is no page of the photo, so it goes without a word.
@@ -213,6 +219,16 @@ def _stored_size(pil: Image.Image, fmt: str) -> tuple[int, int]:
         if isinstance(w, int) and isinstance(h, int):
             return w, h
     return pil.size
+
+
+def _deep_separate_planes(pil: Image.Image) -> bool:
+    """Whether a TIFF keeps each channel of a deeper-than-8-bit image in a plane of its own
+    (PlanarConfiguration 2, "per channel" order). OpenCV and Pillow both decode such a file into
+    scrambled pixels without an error, and a batch would restore that noise as if it were the photo."""
+    tags = getattr(pil, "tag_v2", {})
+    bits = tags.get(258, (8,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return tags.get(284) == 2 and tags.get(277, 1) > 1 and any(int(b) > 8 for b in bits)
 
 
 def _channels(arr: np.ndarray) -> int:

@@ -834,3 +834,20 @@ def test_a_named_pipe_is_refused_instead_of_waited_on(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(InputImageError, match="is not a regular file"):
         read_image(fifo)  # would block for ever, waiting for a writer
+
+
+def test_a_16bit_tiff_with_its_channels_in_separate_planes_is_refused_not_scrambled(tmp_path):
+    """Photoshop's "per channel" pixel order: OpenCV and Pillow both decoded the 16-bit planes as if
+    interleaved, and the photo came back as noise without a word."""
+    import tifffile
+
+    rgb16 = noisy((H, W, 3), np.uint16)
+    tifffile.imwrite(tmp_path / "planes.tif", np.moveaxis(rgb16, -1, 0), planarconfig="separate", photometric="rgb")
+    with pytest.raises(InputImageError) as e:
+        read_image(tmp_path / "planes.tif")
+    assert "separate planes" in one_line(e.value, tmp_path / "planes.tif")
+    # 8-bit planes are decoded right, and read as before.
+    rgb8 = noisy((H, W, 3))
+    tifffile.imwrite(tmp_path / "planes8.tif", np.moveaxis(rgb8, -1, 0), planarconfig="separate", photometric="rgb")
+    np.testing.assert_array_equal(read_image(tmp_path / "planes8.tif").rgb, rgb8)
+
