@@ -231,6 +231,13 @@ def _deep_separate_planes(pil: Image.Image) -> bool:
     return tags.get(284) == 2 and tags.get(277, 1) > 1 and any(int(b) > 8 for b in bits)
 
 
+def _extra_samples(pil: Image.Image) -> tuple[int, ...]:
+    """A TIFF's ExtraSamples tag: what each sample beyond the colour ones holds (0 unspecified,
+    1 premultiplied alpha, 2 alpha); () when absent."""
+    kinds = getattr(pil, "tag_v2", {}).get(338, ())
+    return tuple(kinds) if isinstance(kinds, tuple) else (kinds,)
+
+
 def _channels(arr: np.ndarray) -> int:
     return 1 if arr.ndim == 2 else int(arr.shape[2])
 
@@ -535,6 +542,12 @@ def _to_picture(
     alpha = None
     if channels == 4 and mode == "CMYK":  # OpenCV converts CMYK to BGR + an opaque 4th channel
         arr, channels = arr[..., :3], 3
+    if channels in (2, 4) and fmt == "TIFF" and _extra_samples(pil)[:1] == (0,):
+        # ExtraSamples 0 is "unspecified data", not transparency: a film scanner's infrared
+        # channel, say, which OpenCV hands over as a 4th channel like alpha. Taken for alpha it
+        # made parts of the photo see-through.
+        arr = arr[..., 0] if channels == 2 else arr[..., :3]
+        channels -= 1
     grayscale = _file_is_gray(pil, fmt, data) or channels in (1, 2)
     if grayscale:
         # Gray+alpha comes back from OpenCV as BGRA with equal colour channels.

@@ -851,3 +851,17 @@ def test_a_16bit_tiff_with_its_channels_in_separate_planes_is_refused_not_scramb
     tifffile.imwrite(tmp_path / "planes8.tif", np.moveaxis(rgb8, -1, 0), planarconfig="separate", photometric="rgb")
     np.testing.assert_array_equal(read_image(tmp_path / "planes8.tif").rgb, rgb8)
 
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_an_unspecified_extra_tiff_sample_is_no_alpha(tmp_path, dtype):
+    """ExtraSamples 0 (a scanner's infrared channel, say) was taken for alpha: the restored photo
+    came out partly see-through."""
+    import tifffile
+
+    pixels = noisy((H, W, 4), dtype)
+    tifffile.imwrite(tmp_path / "rgbi.tif", pixels, photometric="rgb", extrasamples=[0])
+    picture = read_image(tmp_path / "rgbi.tif")
+    assert picture.alpha is None
+    np.testing.assert_array_equal(picture.rgb, pixels[..., :3])
+    tifffile.imwrite(tmp_path / "rgba.tif", pixels, photometric="rgb", extrasamples=[2])  # declared alpha stays alpha
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.tif").alpha, pixels[..., 3])
