@@ -557,8 +557,13 @@ def _to_picture(
             alpha = np.ascontiguousarray(arr[..., -1])
         elif fmt == "PNG" and mode in _GRAY_MODES and isinstance(pil.info.get("transparency"), int):
             # A gray PNG's tRNS colour key: OpenCV ignores it, Pillow only reports it.
+            key, bits = pil.info["transparency"], data[24]  # IHDR bit depth
+            if bits < 8 and key < 2**bits:
+                # The key is in the stored scale (0-3 at 2 bits), the pixels come scaled to 0-255:
+                # compared unscaled, no pixel matched and the transparency was lost.
+                key = key * 255 // (2**bits - 1)
             maximum = np.iinfo(arr.dtype).max
-            alpha = np.where(luma == pil.info["transparency"], 0, maximum).astype(arr.dtype)
+            alpha = np.where(luma == key, 0, maximum).astype(arr.dtype)
     else:
         if order == "BGR":
             rgb = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB if channels == 4 else cv2.COLOR_BGR2RGB)

@@ -273,6 +273,29 @@ def test_gray_png_with_trns_colour_key(tmp_path):
     np.testing.assert_array_equal(pic.alpha, np.where(gray == 7, 0, 255))
 
 
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_low_bit_gray_png_with_trns_colour_key(tmp_path, bits):
+    """PNG optimisers store few-toned grey images at 2 or 4 bits with a transparent tone. The key is
+    in that scale (0-3, 0-15) and the pixels were compared with it after scaling to 0-255: the
+    transparency was lost."""
+    top = 2**bits - 1
+    stored = np.random.default_rng(0).integers(0, top + 1, (H, W), dtype=np.uint8)
+    per_byte = 8 // bits
+    packed = np.zeros((H, W // per_byte), np.uint8)
+    for n in range(per_byte):
+        packed |= stored[:, n::per_byte] << (8 - bits * (n + 1))
+    rows = np.hstack([np.zeros((H, 1), np.uint8), packed]).tobytes()  # filter type 0 on each row
+    ihdr = struct.pack(">IIBBBBB", W, H, bits, 0, 0, 0, 0)
+    data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"tRNS", struct.pack(">H", 1))
+            + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b""))
+    (tmp_path / "key.png").write_bytes(data)
+    pic = read_image(tmp_path / "key.png")
+    assert pic.grayscale
+    np.testing.assert_array_equal(pic.rgb[..., 0], stored.astype(np.int32) * 255 // top)
+    np.testing.assert_array_equal(pic.alpha, np.where(stored == 1, 0, 255))
+
+
 # --------------------------------------------------------------------------- palette, CMYK, odd modes
 
 
