@@ -12,6 +12,7 @@ as stored, the EXIF orientation already applied, alpha kept separately.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import logging
@@ -615,8 +616,19 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
         if blocking is not None:  # mkdir's "File exists" would not say which file is in the way
             raise I2IError(f"{target}: cannot write: {blocking} is a file, so the folder cannot be made",
                            "choose another output") from None
-        raise I2IError(f"{target}: cannot write: {e.strerror or e}") from None
+        raise I2IError(f"{target}: cannot write: {e.strerror or e}", _WRITE_HINTS.get(e.errno)) from None
     return target
+
+
+# What to do when the system refuses a write: its own words ("No space left on device") name the
+# cause only.
+_WRITE_HINTS = {
+    errno.ENOSPC: "free some space on that disk, or write the results to another one",
+    getattr(errno, "EDQUOT", errno.ENOSPC): "free some space on that disk, or write the results to another one",
+    errno.EACCES: "choose an output folder you can write to",
+    errno.EPERM: "choose an output folder you can write to",
+    errno.EROFS: "the disk is read-only: choose another output folder",
+}
 
 
 def _webp_is_lossless(data: bytes) -> bool:
