@@ -152,7 +152,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     if fmt is None:
         raise InputImageError(
             p,
-            f"is a {pil.format or 'unknown'} image, which i2i cannot read",
+            f"is an image in {pil.format or 'an unknown'} format, which i2i cannot read",
             f"convert it to one of {_SUFFIX_LIST}",
         )
     width, height = pil.size

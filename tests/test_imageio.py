@@ -487,7 +487,7 @@ BAD_INPUT_WORDS = {
     "zero_bytes": "empty",
     "text_as_png": "not an image file",
     "unsupported_suffix": "unsupported file type",
-    "gif_content": "GIF",
+    "gif_content": "is an image in GIF format",  # not "is a GIF image", which read "is a AVIF image"
     "header_only": "corrupt or truncated",
 }
 
