@@ -195,6 +195,9 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
         elif key in taken:
             jobs.append((index, Job(source, target, f"{source}: output {target} is already written by {taken[key]}; "
                                                     "use --suffix or separate runs")))
+        elif _kind(target) == "dir":  # else found only when writing, after the work (and --dry-run passed it)
+            jobs.append((index, Job(source, target, f"{source}: its output {target} is a folder; move it aside, or use "
+                                                    "another --output or a --suffix")))
         else:
             taken[key] = source
             jobs.append((index, Job(source, target)))

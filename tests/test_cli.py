@@ -493,6 +493,20 @@ def test_dry_run_lists_the_plan_and_opens_nothing(tmp_path):
     assert sorted(tmp_path.rglob("*")) == before
 
 
+def test_an_output_name_taken_by_a_folder_fails_before_the_work(tmp_path):
+    """It was found only when the restored photo was written, after the work; --dry-run said it would run."""
+    album = tmp_path / "album"
+    for name in ("a.jpg", "b.jpg"):
+        _photo(album / name)
+    out = tmp_path / "out"
+    (out / "a.jpg").mkdir(parents=True)
+    result = run("restore", str(album), "-o", str(out), "--dry-run")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [f"{album / 'b.jpg'} → {out / 'b.jpg'}"]
+    assert result.stderr.splitlines() == [f"error: {album / 'a.jpg'}: its output {out / 'a.jpg'} is a folder; move it "
+                                          "aside, or use another --output or a --suffix"]
+
+
 def test_results_keep_the_order_the_inputs_were_given_in(tmp_path):
     first, last = _photo(tmp_path / "b.jpg"), _photo(tmp_path / "a.jpg")
     given = [str(first), str(tmp_path / "missing.jpg"), str(tmp_path / "empty"), str(last)]

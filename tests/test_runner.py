@@ -198,3 +198,15 @@ def test_a_job_that_runs_out_of_memory_is_named_with_the_commands_hint_and_the_r
     assert records[0]["error"] == f"{tmp_path / 'big.png'}: the device ran out of memory (CUDA out of memory. Tried to allocate 9.00 GiB) (use a smaller --size)"
     assert records[2]["error"] == f"{tmp_path / 'huge.png'}: out of memory (use fewer --samples)"
     assert "— use a smaller --size" in capsys.readouterr().err
+
+
+def test_an_output_that_is_a_folder_fails_its_job_before_the_work(tmp_path):
+    """paired, exemplar and translate-lr found it only when writing, after the work; --dry-run
+    listed the job as one that would run."""
+    from i2icli.cli.runner import one_writer_per_file
+
+    jobs = _jobs(tmp_path, ["a", "b"])
+    jobs[0].output.mkdir(parents=True)
+    checked, written = one_writer_per_file(jobs, lambda job: [job.output])
+    assert checked[0].problem == f"{jobs[0].source}: its output {jobs[0].output} is a folder; move it aside or choose another output"
+    assert checked[1].problem is None and written == [jobs[1].output]

@@ -99,6 +99,8 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
             files = [_resolved(path) for path in files_of(job)]
             over_input = next((path for path in files if path in protected), None)
             clash = next((path for path in files if path in taken), None)
+            # Else found only when writing, after the work (and --dry-run passed it).
+            folder = next((path for path in files if _is_folder(path)), None)
             if over_input is not None:
                 job = dataclasses.replace(job, problem=f"{name_of(job)}: its output {over_input} would overwrite an "
                                                        "input of the batch; choose another output")
@@ -106,10 +108,20 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
                 job = dataclasses.replace(job, problem=f"{name_of(job)}: its output {clash} is also written for "
                                                        f"{name_of(taken[clash])}; give them different output names "
                                                        "(or rename one of the inputs)")
+            elif folder is not None:
+                job = dataclasses.replace(job, problem=f"{name_of(job)}: its output {folder} is a folder; move it "
+                                                       "aside or choose another output")
             else:
                 taken.update((path, job) for path in files)
         checked.append(job)
     return checked, list(taken)
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # below a folder that cannot be searched: its write will say so
+        return False
 
 
 def _resolved(path: Path) -> Path:
