@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2icli.formats import IMAGE_SUFFIXES
-from i2icli.imageio import SUPPORTED_SUFFIXES
 
 log = logging.getLogger(__name__)
+
+# From ``formats``, not ``imageio``: the command-line modules use this module and must not load OpenCV.
+_READABLE_SUFFIXES = frozenset(IMAGE_SUFFIXES)
 
 _GLOB_CHARS = set("*?[")
 PATH_SEPARATORS = frozenset({"/", "\\", os.sep, os.altsep or "/"})
@@ -40,7 +42,7 @@ def images_in(folder: Path, recursive: bool, exclude: Path | None = None) -> lis
     for path in folder.glob(pattern):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
-        if path.suffix.lower() in SUPPORTED_SUFFIXES and _is_file(path) and not (exclude and is_inside(path, exclude)):
+        if path.suffix.lower() in _READABLE_SUFFIXES and _is_file(path) and not (exclude and is_inside(path, exclude)):
             found.append(path)
     return sorted(found)
 
@@ -102,7 +104,11 @@ def file_key(path: Path) -> object:
         info = path.stat()
         return (info.st_dev, info.st_ino)
     except OSError:
+        pass
+    try:
         return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: its name is all there is to compare
+        return path.absolute()
 
 
 def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str = "auto", suffix: str = "") -> list[Job]:
@@ -138,8 +144,8 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
         elif kind == "missing" and _GLOB_CHARS & set(spec):
             files = sorted(Path(m) for m in glob.glob(str(path), recursive=recursive) if _is_file(Path(m)))
             # As in a folder, what is not an image (a sidecar .xmp, a Thumbs.db) is no failed photo.
-            matches = [match for match in files if match.suffix.lower() in SUPPORTED_SUFFIXES]
-            others = [match for match in files if match.suffix.lower() not in SUPPORTED_SUFFIXES]
+            matches = [match for match in files if match.suffix.lower() in _READABLE_SUFFIXES]
+            others = [match for match in files if match.suffix.lower() not in _READABLE_SUFFIXES]
             if not files:
                 jobs.append((index, Job(path, None, f"{spec}: no files match this pattern")))
             elif not matches:

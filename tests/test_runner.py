@@ -210,3 +210,22 @@ def test_an_output_that_is_a_folder_fails_its_job_before_the_work(tmp_path):
     checked, written = one_writer_per_file(jobs, lambda job: [job.output])
     assert checked[0].problem == f"{jobs[0].source}: its output {jobs[0].output} is a folder; move it aside or choose another output"
     assert checked[1].problem is None and written == [jobs[1].output]
+
+
+def test_an_output_that_is_an_input_by_another_name_is_refused(tmp_path):
+    """On a case-insensitive disk (macOS, Windows) the output A.png of input a.png is a.png itself;
+    a hard link is the same situation on any disk: two names, one file."""
+    from i2icli.cli.common import refuse_overwrite
+    from i2icli.cli.runner import one_writer_per_file
+    from i2icli.errors import InputError
+
+    photo = tmp_path / "a.png"
+    photo.write_bytes(b"the input")
+    other_name = tmp_path / "A-linked.png"
+    other_name.hardlink_to(photo)
+    jobs = [FakeJob(photo, other_name)]
+    checked, _ = one_writer_per_file(jobs, lambda job: [job.output], [photo])
+    assert checked[0].problem == f"{photo}: its output {other_name} would overwrite an input of the batch; choose another output"
+    with pytest.raises(InputError, match="would overwrite an input"):
+        refuse_overwrite(other_name, [photo])
+    refuse_overwrite(tmp_path / "new.png", [photo])  # a name no file has yet is no input

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
+from i2icli.batch import file_key
 from i2icli.errors import I2IError, InputError, WeightsError, first_line
 from i2icli.formats import IMAGE_SUFFIXES
 
@@ -457,10 +458,11 @@ def check_extra_output(path: Path, option: str, suffixes: tuple[str, ...] = IMAG
 def refuse_overwrite(target: Path, inputs: Iterable[Path], outputs: Iterable[Path] = ()) -> None:
     """Raise InputError if writing ``target`` would replace one of ``inputs``, or one of the
     command's own ``outputs`` (a plot written over the image it summarises, say)."""
-    key = target.expanduser().resolve()
-    if key in {p.expanduser().resolve() for p in inputs}:
+    # By file, not by name: on a case-insensitive disk (macOS, Windows) a.png's output A.png is a.png.
+    key = file_key(target.expanduser())
+    if key in {file_key(p.expanduser()) for p in inputs}:
         raise InputError(target, "the output would overwrite an input", "choose another output")
-    if key in {p.expanduser().resolve() for p in outputs}:
+    if key in {file_key(p.expanduser()) for p in outputs}:
         raise InputError(target, "this file is also one of the command's outputs", "choose another name for it")
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Generic, Iterable, NoReturn, Protocol, TypeVar
 
 import typer
 
+from i2icli.batch import file_key
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -91,13 +92,14 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
     the batch will write."""
     import dataclasses
 
-    protected = {_resolved(path) for path in inputs}
+    # By file, not by name: on a case-insensitive disk (macOS, Windows) a.png's output A.png is a.png.
+    protected = {file_key(path) for path in inputs}
     taken: dict[Path, Any] = {}
     checked = []
     for job in jobs:
         if job.problem is None:
             files = [_resolved(path) for path in files_of(job)]
-            over_input = next((path for path in files if path in protected), None)
+            over_input = next((path for path in files if file_key(path) in protected), None)
             clash = next((path for path in files if path in taken), None)
             # Else found only when writing, after the work (and --dry-run passed it).
             folder = next((path for path in files if _is_folder(path)), None)
