@@ -177,6 +177,21 @@ def test_move_to_walks_nested_batches():
     assert isinstance(moved["c"], Pair) and moved["c"].label.device.type == "meta" and moved["c"].photo == 3
 
 
+@pytest.mark.parametrize(("device", "asynchronous"), [("cuda:1", True), ("mps", False), ("cpu", False)])
+def test_move_to_copies_asynchronously_only_to_cuda(monkeypatch, device: str, asynchronous: bool):
+    # Nothing is allocated: Tensor.to is replaced by a recorder. An asynchronous copy to MPS reads
+    # a CPU batch the loop has already let go of, so it must wait there.
+    asked = []
+
+    def recording(self: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        asked.append(kwargs.get("non_blocking", False))
+        return self
+
+    monkeypatch.setattr(torch.Tensor, "to", recording)
+    move_to({"label": torch.zeros(1), "photo": [torch.zeros(1)]}, torch.device(device))
+    assert asked == [asynchronous, asynchronous]
+
+
 # --------------------------------------------------------------------------- training
 
 

@@ -229,7 +229,10 @@ def _ignore_interrupts_in_worker(_worker_id: int) -> None:
 def move_to(batch: Any, device: torch.device) -> Any:
     """``batch`` with every tensor in it (inside tuples, lists and dicts) moved to ``device``."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        # Asynchronous only to CUDA, which has read a pageable source by the time the call returns
+        # and keeps a pinned one alive until the copy is done. An asynchronous copy to MPS reads
+        # its source later, after the loop has let the CPU batch go: it silently gets other data.
+        return batch.to(device, non_blocking=device.type == "cuda")
     if isinstance(batch, dict):
         return {key: move_to(value, device) for key, value in batch.items()}
     if isinstance(batch, list):
