@@ -288,6 +288,18 @@ _STANDING = {0: (37, 10), 1: (37, 25), 2: (27, 25), 3: (24, 45), 4: (22, 62), 5:
              8: (31, 62), 9: (30, 85), 10: (30, 105), 11: (43, 62), 12: (44, 85), 13: (44, 105)}
 
 
+def test_stage_times_wait_for_the_device_queue(tiny_pipeline, monkeypatch):
+    # CUDA and MPS run queued work after the call returns: the stage clocks must wait for it.
+    # Only the waits are recorded here; nothing runs on those devices.
+    waited = []
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: waited.append("mps"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(str(device)))
+    for name in ("mps", "cuda:1", "cpu"):
+        tiny_pipeline.device = torch.device(name)
+        tiny_pipeline._sync()
+    assert waited == ["mps", "cuda:1"]
+
+
 def test_pipeline_output_keeps_the_exemplar_aspect_ratio(tiny_pipeline, tmp_path):
     photo = Picture(np.full((110, 75, 3), 200, np.uint8))  # a DeepFashion-shaped (portrait) photo
     pose = _pose_json(tmp_path / "pose.json", _STANDING)

@@ -23,7 +23,7 @@ from i2icli.archs.cocosnet2 import (
 )
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, max_value
-from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device
+from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device, synchronize
 from i2icli.pipelines.imagetensors import to_picture
 from i2icli.semantics.inputs import Semantics, load_semantics, pad_to_square
 from i2icli.semantics.pose import PAD_VALUE, square_frame
@@ -230,8 +230,7 @@ class ExemplarPipeline:
         return ExemplarResult(picture, warps, seconds)
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
 
 
 def check_pair(semantic: Semantics, exemplar: Picture, exemplar_semantic: Semantics) -> None:
