@@ -440,6 +440,25 @@ def test_a_temperature_that_overflows_the_warp_is_named_before_fitting(networks,
         pipeline.invert(face, face)
 
 
+def test_reading_the_warp_is_timed_as_the_warp(networks, monkeypatch):
+    # On a GPU the warp runs after warp() has returned, until something reads its result (the
+    # finiteness check). A slow check stands in for that wait: it belongs to the warp stage.
+    import time
+
+    isfinite = torch.isfinite
+
+    def slow(tensor: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.3)
+        return isfinite(tensor)
+
+    pipeline = pipeline_with(networks, steps=0)
+    monkeypatch.setattr(pipeline, "warp", lambda source, exemplar: exemplar.clone())  # itself instant
+    face = Picture(rgb=((smooth_image(0)[0].permute(1, 2, 0) + 1) * 127.5).byte().numpy())
+    monkeypatch.setattr(torch, "isfinite", slow)
+    result = pipeline.invert(face, face)
+    assert result.seconds["warp"] >= 0.3
+
+
 def test_hypotheses_are_scored_as_saved_within_the_pixel_range(networks, monkeypatch):
     import i2icli.pipelines.invert as invert_module
 

@@ -384,7 +384,10 @@ class InvertPipeline:
         exemplar_tensor = to_tensor(square_resize(exemplar_face, size), self.device)
         with timed(seconds, "warp"):
             warped = self.warp(source_tensor, exemplar_tensor)
-        if not bool(torch.isfinite(warped).all()):  # found now, not as "diverged" after hours of fitting
+            # Inside the stage: reading the result waits for a GPU's queued warp, which would
+            # otherwise be timed as part of the inversion.
+            finite = bool(torch.isfinite(warped).all())
+        if not finite:  # found now, not as "diverged" after hours of fitting
             raise I2IError(f"--temperature {self.settings.temperature:g} is too large: the warped exemplar is not "
                            "finite", "use a smaller --temperature (the default is 100)")
         with timed(seconds, "invert"):
