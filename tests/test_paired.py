@@ -311,6 +311,21 @@ def test_evaluate_scores_output_and_reconstruction():
     assert evaluate(generator, labels, photos, seed=1).output == result.output  # seeded
 
 
+def test_evaluate_measures_lpips_a_batch_at_a_time():
+    # All held-out images in one LPIPS call hold all their VGG features on the device at once.
+    generator = randomised()
+    labels, photos = label_batch(3), torch.rand(3, 3, 32, 32) * 2 - 1
+    calls = []
+
+    def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        calls.append(len(a))
+        return b.mean((1, 2, 3))  # one number per image, whatever was generated
+
+    result = evaluate(generator, labels, photos, seed=1, lpips_distance=distance, batch=2)
+    assert calls == [2, 1]
+    assert result.lpips == pytest.approx(float(photos.mean((1, 2, 3)).mean()), rel=1e-6)  # the mean over all images
+
+
 # --------------------------------------------------------------------------- training
 
 

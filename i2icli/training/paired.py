@@ -270,7 +270,11 @@ def evaluate(
             notes.append("FID needs at least two held-out images")
     lpips_value = None
     if lpips_distance is not None:
-        lpips_value = float(lpips_distance(output, photos).mean())
+        # A batch at a time, as the images were generated: the whole held-out set in one call
+        # holds every image's VGG features on the device at once, more than a GPU has.
+        distances = [lpips_distance(output[start : start + batch], photos[start : start + batch])
+                     for start in range(0, len(photos), batch)]
+        lpips_value = float(torch.cat(distances).mean())
     spectra = {name: radial_power_spectrum(images) for name, images in generated.items()}
     spectra["photo"] = radial_power_spectrum(photos)
     return PairedEvaluation(
