@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import official_cocosnet  # noqa: E402
+from i2icli.pipelines.devices import pick_device, synchronize  # noqa: E402
 
 SIZE = official_cocosnet.SIZE
 
@@ -45,13 +46,13 @@ def _peaks(device: str) -> dict[str, float]:
 
 
 def _untimed_runs(device: str) -> int:
-    """On CUDA, one run first: it pays for cuDNN/cuBLAS set-up and lazy kernel loading."""
-    return 1 if device.startswith("cuda") else 0
+    """On a GPU, one run first: it pays for cuDNN/cuBLAS set-up and lazy kernel loading on CUDA,
+    for compiling its Metal shaders on MPS."""
+    return 0 if pick_device(device).type == "cpu" else 1
 
 
 def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)  # the device in use, not the current one
+    synchronize(pick_device(device))  # the device in use, not the current one; CUDA or MPS
 
 
 def worker(spec: dict) -> dict:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from feature_checkpoints import random_fid_inception_state_dict, random_vgg_state_dict  # noqa: E402
 from i2icli.archs.stylegan2 import StyleGAN2Generator  # noqa: E402
 from i2icli.imageio import read_image  # noqa: E402
-from i2icli.pipelines.devices import pick_device  # noqa: E402
+from i2icli.pipelines.devices import pick_device, synchronize  # noqa: E402
 from i2icli.pipelines.imagetensors import square_resize, to_tensor  # noqa: E402
 from i2icli.pipelines.invert import (  # noqa: E402
     DEFAULT_LAYERS,
@@ -40,11 +40,6 @@ from i2icli.pipelines.invert import (  # noqa: E402
 
 # The published FFHQ generators: GFPGAN's 512 px prior (channel multiplier 1), basicsr's 1024 px config-f.
 CONFIGS = {512: {"channel_multiplier": 1}, 1024: {"channel_multiplier": 2}}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -85,10 +80,14 @@ def main() -> None:
           f"working size {args.size}, {args.precision}")
 
     every = runs["all"]
+    # Untimed first: a device's first pass through a network pays for its set-up (cuDNN/cuBLAS
+    # handles, kernel loading, Metal shader compilation), which a run pays once, not per image.
+    every.warp(source, source)
+    synchronize(device)
     started = time.perf_counter()
     with torch.no_grad():
         warped = every.warp(source, source)
-    _sync(device)
+    synchronize(device)
     warp_seconds = time.perf_counter() - started
 
     # Each run times the gaps between its step callbacks (the first step, which also warms up,
@@ -102,7 +101,7 @@ def main() -> None:
             stamps: list[float] = []
 
             def stamp(step: int, total: int, losses: object) -> None:
-                _sync(device)
+                synchronize(device)
                 stamps.append(time.perf_counter())
 
             runner.fit(warped, on_step=stamp)
@@ -113,9 +112,10 @@ def main() -> None:
     from i2icli.pipelines.frechet import single_image_frechet
 
     renders = torch.zeros(len(DEFAULT_LAYERS), 3, args.generator_size, args.generator_size, device=device)
+    single_image_frechet(every.scorer, renders, source)  # untimed, as the warp's first pass
     started = time.perf_counter()
     single_image_frechet(every.scorer, renders, source)
-    _sync(device)
+    synchronize(device)
     score_seconds = time.perf_counter() - started
 
     step = {name: statistics.median(values) for name, values in times.items()}

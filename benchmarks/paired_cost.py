@@ -20,15 +20,10 @@ import time
 import torch
 
 from i2icli.archs.grit import GRITConfig, GRITGenerator
-from i2icli.pipelines.devices import pick_device
+from i2icli.pipelines.devices import pick_device, synchronize
 from i2icli.pipelines.paired import PairedTranslator
 from i2icli.imageio import Picture
 from i2icli.training.paired import PairedTraining, PairedTrainingOptions
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _label_picture(size: int, classes: int) -> Picture:
@@ -69,14 +64,14 @@ def main() -> None:
     translator.translate(label, samples=2)  # warm-up
     with torch.no_grad():
         for _ in range(args.repeats):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             result = translator.translate(label, samples=args.samples, seed=0)
-            _sync(device)
+            synchronize(device)
             pipeline.append(time.perf_counter() - start)
             start = time.perf_counter()
             outputs = [generator(channels, code, torch.Generator().manual_seed(k)).image for k in range(args.samples)]
-            _sync(device)
+            synchronize(device)
             whole.append(time.perf_counter() - start)
     gap = max(float((result.tensors["output"][k] - output[0].cpu()).abs().max()) for k, output in enumerate(outputs))
     p, w = statistics.median(pipeline), statistics.median(whole)
@@ -94,10 +89,10 @@ def main() -> None:
     method.train_step(batch, torch.Generator().manual_seed(1))  # warm-up
     steps = []
     for step in range(args.repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         method.train_step(batch, torch.Generator().manual_seed(2 + step))
-        _sync(device)
+        synchronize(device)
         steps.append(time.perf_counter() - start)
     print(f"training step, batch {args.train_batch} at {args.size} px: {statistics.median(steps):.2f} s (median of {args.repeats})")
 

@@ -52,14 +52,12 @@ class StageClock:
 
     def __init__(self, device: str):
         self.seconds: dict[str, float] = {}
-        self.cuda = device.startswith("cuda")
         self.device = device
 
     def sync(self) -> None:
-        if self.cuda:
-            import torch
+        from i2icli.pipelines.devices import pick_device, synchronize
 
-            torch.cuda.synchronize(self.device)  # the device in use, not the current one
+        synchronize(pick_device(self.device))  # the device in use, not the current one; CUDA or MPS
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -89,9 +87,9 @@ def _loaded(device: str) -> None:
 
 
 def _untimed_runs(device: str) -> int:
-    """Runs before the timed ones: on CUDA the first pays for cuDNN/cuBLAS set-up and lazy kernel
-    loading, which a folder run pays once, not per photo."""
-    return 1 if device.startswith("cuda") else 0
+    """Runs before the timed ones: on a GPU the first pays for cuDNN/cuBLAS set-up and lazy kernel
+    loading (CUDA) or for compiling Metal shaders (MPS), which a folder run pays once, not per photo."""
+    return 0 if device == "cpu" else 1
 
 
 def _peak_memory(device: str) -> dict[str, float]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from i2icli.archs.lr_conditioned import LRConditionedGenerator, LRDifferenceDiscriminator, config_from_state_dicts
+from i2icli.pipelines.devices import synchronize
 from i2icli.training.translate_lr import LRTrainingOptions, TranslateLRTraining
 
 
@@ -36,16 +37,11 @@ def authors_networks(root: Path):
     return PonoSPadaInGenerator, Discriminator
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(function, device: torch.device) -> float:
-    sync(device)
+    synchronize(device)  # the device in use (cuda:1 is not the current one), CUDA or MPS
     start = time.perf_counter()
     function()
-    sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -101,7 +97,7 @@ def main() -> None:
     method = TranslateLRTraining(config, LRTrainingOptions(), seed=0)
     method.to(device)
     batch = torch.rand(args.batch, 3, args.hr, args.hr, device=device) * 2 - 1
-    generator = torch.Generator(device=device).manual_seed(0)
+    generator = torch.Generator().manual_seed(0)  # a CPU one on every device, as the training loop hands it
     method.train_step(batch, generator)
     step = statistics.median(timed(lambda: method.train_step(batch, generator), device) for _ in range(max(args.repeats // 2, 1)))
 
