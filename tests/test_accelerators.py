@@ -57,6 +57,11 @@ def _release_the_device():
     for name in CUDA_DEVICES:
         torch.cuda.set_per_process_memory_fraction(1.0, indexed(torch.device(name)))
         torch.cuda.empty_cache()
+    if any(torch.device(name).type == "mps" for name in DEVICES):
+        # `restore --max-memory` lowers the MPS allocator's limit for the whole process: back to the
+        # limit it starts with (its high watermark ratio, 1.7 unless the environment sets one).
+        torch.mps.set_per_process_memory_fraction(float(os.environ.get("PYTORCH_MPS_HIGH_WATERMARK_RATIO", "1.7")))
+        torch.mps.empty_cache()
 
 
 @pytest.fixture(autouse=True)
@@ -261,6 +266,18 @@ def test_paired_and_translate_lr_generators_give_the_cpu_result(device):
         expected = lr_generator(sources, targets)
         on_device = lr_generator.to(device)(sources.to(device), targets.to(device))
     torch.testing.assert_close(on_device.cpu(), expected, atol=1e-4, rtol=1e-4)
+
+
+@on_each_device
+def test_batches_reach_the_device_intact(device):
+    """The training loop lets each CPU batch go as soon as it is moved: the copy must not read it
+    afterwards (an asynchronous copy to MPS does, and gets whatever took the memory's place)."""
+    from i2icli.training.loop import move_to
+
+    expected = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(k)) for k in range(8)]
+    moved = [move_to({"photo": batch.clone()}, torch.device(device))["photo"] for batch in expected]
+    for got, want in zip(moved, expected):
+        assert torch.equal(got.cpu(), want)
 
 
 @on_each_device
