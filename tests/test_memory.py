@@ -12,7 +12,7 @@ import torch
 from conftest import EXAMPLES, OLD_PHOTO_LANDMARKS
 from i2icli.errors import DeviceError
 from i2icli.imageio import read_image
-from i2icli.pipelines.memory import GIB, DeviceMemory, budget_bytes, fitting, is_out_of_memory
+from i2icli.pipelines.memory import GIB, DeviceMemory, budget_bytes, fitting, is_out_of_memory, limit_mps_memory
 from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 
 CUDA = torch.device("cuda")
@@ -75,6 +75,18 @@ def test_cost_is_the_peak_above_what_was_allocated(monkeypatch):
         cuda.peak = cuda.allocated + 300 * 2**20
 
     assert DeviceMemory(CUDA).cost(forward) == 300 * 2**20
+
+
+def test_an_mps_budget_is_the_limit_it_names(monkeypatch):
+    # The MPS limit is a multiple of Metal's recommended size, 1.7 by default and up to 2: a budget
+    # above the recommended size must not be cut down to it (below the limit with no budget at all).
+    fractions = []
+    monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: 10 * GIB)
+    monkeypatch.setattr(torch.mps, "set_per_process_memory_fraction", fractions.append)
+    for gigabytes in (4, 12, 50):
+        limit_mps_memory(budget_bytes(gigabytes))
+    assert fractions == [pytest.approx(0.4), pytest.approx(1.2), 2.0]
+    assert all(isinstance(fraction, float) for fraction in fractions)  # torch refuses anything else
 
 
 def test_library_allocation_failures_count_as_out_of_memory():

@@ -84,6 +84,19 @@ class DeviceMemory:
         return fitting(self.available(), cost, most)
 
 
+# The MPS allocator's limit is a multiple of Metal's recommended working-set size: 1.7 unless set
+# otherwise, and at most 2 (unified memory lets a process go past the recommended size).
+MPS_MOST_FRACTION = 2.0
+
+
+def limit_mps_memory(budget: int) -> None:
+    """Let this process allocate at most ``budget`` bytes on MPS (there is no allocation data to
+    size batches from there, but the cap holds). Unlike CUDA's fraction of the whole card, 1 is
+    not the most MPS allows: capping there would lower a large budget below the default limit."""
+    fraction = min(MPS_MOST_FRACTION, budget / torch.mps.recommended_max_memory())
+    torch.mps.set_per_process_memory_fraction(float(fraction))
+
+
 def fitting(available: int, cost: int, most: int) -> int:
     """Items of ``cost`` bytes that fit in ``available`` bytes less the headroom, 1 to ``most``."""
     return int(max(1, min(most, available * (1 - HEADROOM) // max(cost, 1))))

@@ -40,6 +40,7 @@ from i2icli.pipelines.memory import (
     DeviceMemory,
     budget_bytes,
     is_out_of_memory,
+    limit_mps_memory,
 )
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
@@ -206,9 +207,7 @@ class RestorePipeline:
         if device.type == "cuda":
             pipeline.fit_memory(DeviceMemory(device, budget_bytes(max_memory)))
         elif device.type == "mps" and max_memory:
-            # No allocation statistics to size batches from on MPS, but the cap still holds.
-            budget = budget_bytes(max_memory)
-            torch.mps.set_per_process_memory_fraction(min(1.0, budget / torch.mps.recommended_max_memory()))
+            limit_mps_memory(budget_bytes(max_memory))
         return pipeline
 
     @torch.inference_mode()
