@@ -38,7 +38,7 @@ def radial_power_spectrum(images: Tensor) -> np.ndarray:
     """
     if images.ndim != 4:
         raise ValueError(f"expected (N, C, H, W) images, got shape {tuple(images.shape)}")
-    luminance = images.detach().double().mean(dim=1).cpu()
+    luminance = images.detach().cpu().double().mean(dim=1)  # float64 on the CPU: MPS has none
     height, width = luminance.shape[-2:]
     power = torch.fft.fft2(luminance).abs().pow(2).mean(dim=0).numpy() / (height * width)
     side = min(height, width)
