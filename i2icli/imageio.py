@@ -36,6 +36,8 @@ from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "encode_image",
+    "format_suffix",
     "Picture",
     "read_image",
     "write_image",
@@ -138,14 +140,19 @@ class Picture:
 # --------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               data: bytes | None = None) -> Picture:
     """Read a JPEG, PNG, WebP, TIFF or BMP file into an upright :class:`Picture`.
 
-    Raises :class:`InputImageError` for anything that is not a readable image, and for
-    images over ``max_pixels`` (checked from the header, before any decoding).
+    ``data``, when given, is the file's content (read from a pipe, say), and ``path`` only names
+    it in messages. Raises :class:`InputImageError` for anything that is not a readable image, and
+    for images over ``max_pixels`` (checked from the header, before any decoding).
     """
     p = Path(path)
-    data = _read_file(p)
+    if data is None:
+        data = _read_file(p)
+    elif not data:
+        raise InputImageError(p, "is empty (0 bytes)", "pass the image's content")
     pil = _open_header(p, data)
 
     fmt = _READABLE_FORMATS.get(pil.format or "")
@@ -601,13 +608,7 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
         )
     if target.is_dir():
         raise I2IError(f"{target}: is a directory", "give an output file name with an image suffix")
-    fmt, ext = _WRITE_FORMATS[suffix]
-    check_output_size(target, picture.width, picture.height)
-    data = _encode(target, picture, fmt, ext, int(jpeg_quality))
-    if fmt == "TIFF" and picture.alpha is not None:
-        data = _tiff_with_alpha_tag(bytes(data))
-    if picture.icc_profile:
-        data = _with_icc_profile(bytes(data), fmt, picture)
+    data = encode_image(picture, suffix, jpeg_quality=jpeg_quality, name=target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(target, data)
@@ -618,6 +619,36 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
                            "choose another output") from None
         raise I2IError(f"{target}: cannot write: {e.strerror or e}", _WRITE_HINTS.get(e.errno)) from None
     return target
+
+
+def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name: str | os.PathLike[str] = "-") -> bytes:
+    """The bytes :func:`write_image` would write for a file with this suffix (``.png``, ``.jpg``,
+    ...), for a destination that is no file, such as a pipe. ``name`` names it in messages."""
+    target = Path(name)
+    if suffix.lower() not in _WRITE_FORMATS:
+        raise I2IError(f"{target}: cannot write this file type ('{suffix}')", f"use one of {_SUFFIX_LIST}")
+    if not 1 <= int(jpeg_quality) <= 100:
+        raise ValueError(f"jpeg_quality must be between 1 and 100, got {jpeg_quality}")
+    fmt, ext = _WRITE_FORMATS[suffix.lower()]
+    _refuse_oversize(target, fmt, picture.width, picture.height)
+    data = _encode(target, picture, fmt, ext, int(jpeg_quality))
+    if fmt == "TIFF" and picture.alpha is not None:
+        data = _tiff_with_alpha_tag(bytes(data))
+    if picture.icc_profile:
+        data = _with_icc_profile(bytes(data), fmt, picture)
+    return bytes(data)
+
+
+def format_suffix(data: bytes) -> str | None:
+    """The output suffix of the format ``data`` is in (``.jpg``, ``.png``, ...), from its header;
+    None when it is no image i2i reads."""
+    try:
+        with _pil_strict():
+            found = Image.open(io.BytesIO(data)).format
+    except Exception:  # Pillow raises a zoo of types for what is no image
+        return None
+    return {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}.get(
+        _READABLE_FORMATS.get(found or "", ""))
 
 
 # What to do when the system refuses a write: its own words ("No space left on device") name the
@@ -648,8 +679,11 @@ def check_output_size(path: str | os.PathLike[str], width: int, height: int) -> 
     """Raise if an image of ``width`` x ``height`` cannot be written in ``path``'s format (JPEG
     and WebP cap each side). Commands ask before the work, rather than find out when saving it."""
     target = Path(path)
-    fmt = _WRITE_FORMATS.get(target.suffix.lower(), (None, None))[0]
-    limit = _MAX_SIDE.get(fmt or "")
+    _refuse_oversize(target, _WRITE_FORMATS.get(target.suffix.lower(), ("", ""))[0], width, height)
+
+
+def _refuse_oversize(target: Path, fmt: str, width: int, height: int) -> None:
+    limit = _MAX_SIDE.get(fmt)
     if limit is not None and max(width, height) > limit:
         raise I2IError(f"{target}: {width}x{height} is too large for {fmt} (at most {limit} pixels a side)",
                        "write PNG or TIFF instead")

@@ -996,3 +996,100 @@ def test_command_descriptions_flow_as_paragraphs():
     assert len(described) >= 10
     for command in described:
         assert "\n" not in command.help.replace("\n\n", ""), command.name
+
+
+def _small_photo(path: Path) -> Path:
+    rng = np.random.default_rng(5)
+    return _write(path, rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+
+
+def test_an_image_piped_in_and_out_is_restored_as_from_files(tiny_env, landmarks_detector, tmp_path, monkeypatch):
+    """- reads the image from standard input, -o - writes it to standard output, in the input's
+    format unless --ext names another; the bytes are those a file would hold."""
+    landmarks_detector([])
+    monkeypatch.chdir(tmp_path)  # where a file or folder named "-" would have appeared
+    photo = _small_photo(tmp_path / "photo.png")
+    options = ["--device", "cpu", "--fp32", "--bg-model", "none"]
+    assert run("restore", str(photo), "-o", str(tmp_path / "from_file.png"), *options).exit_code == 0
+    expected = (tmp_path / "from_file.png").read_bytes()
+
+    both = runner.invoke(app, ["restore", "-", "-o", "-", *options], input=photo.read_bytes(), catch_exceptions=False)
+    assert both.exit_code == 0, both.stderr
+    assert both.stdout_bytes == expected
+    assert "- → standard output" in both.stderr
+
+    into_file = runner.invoke(app, ["restore", "-", "-o", str(tmp_path / "piped_in.png"), *options], input=photo.read_bytes(),
+                              catch_exceptions=False)
+    assert into_file.exit_code == 0, into_file.stderr
+    assert into_file.stdout_bytes == b"" and (tmp_path / "piped_in.png").read_bytes() == expected
+
+    as_jpeg = run("restore", str(photo), "-o", "-", "--ext", "jpg", *options)
+    assert as_jpeg.exit_code == 0 and as_jpeg.stdout_bytes[:3] == b"\xff\xd8\xff", as_jpeg.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["from_file.png", "photo.png", "piped_in.png"]
+
+
+def test_piped_input_that_is_no_image_is_one_line(tiny_env, landmarks_detector, tmp_path):
+    landmarks_detector([])
+    for content, expected in ((b"", "-: is empty (0 bytes)"), (b"hello", "-: is not an image file")):
+        result = runner.invoke(app, ["restore", "-", "-o", str(tmp_path / "out.png"), "--device", "cpu"], input=content,
+                               catch_exceptions=False)
+        assert result.exit_code == 1
+        assert expected in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-", "x.png", "-o", "-"], "must be the only input"),
+    (["-"], "needs an output file name"),
+    (["-", "-o", "folder/"], "needs an output file name"),
+    (["-", "-o", "out.png", "--ext", "jpg"], "names the output file"),
+    (["x.png", "-o", "-", "--json"], "--json and -o - would both write to standard output"),
+    (["x.png", "-o", "-", "--save-faces"], "--save-faces writes files beside the output"),
+    (["x.png", "-o", "-", "--suffix", "_r"], "--suffix is for output folders"),
+])
+def test_what_cannot_go_through_the_standard_streams_is_a_usage_error(args, expected):
+    result = runner.invoke(app, ["restore", *args], input=b"", catch_exceptions=False)
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert expected in line
+
+
+def test_a_folder_to_standard_output_is_a_usage_error(tmp_path):
+    for name in ("a.png", "b.png"):
+        _small_photo(tmp_path / "in" / name)
+    result = run("restore", str(tmp_path / "in"), "-o", "-")
+    assert result.exit_code == 2 and "the inputs hold 2 images" in result.stderr
+
+
+def test_the_standard_streams_refuse_a_terminal_and_a_closed_pipe(monkeypatch):
+    import io
+
+    import typer
+
+    from i2icli.cli import common
+    from i2icli.errors import I2IError
+
+    class Terminal(io.BytesIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    with pytest.raises(typer.Exit) as refused:
+        common.read_standard_input()
+    assert refused.value.exit_code == 2
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    with pytest.raises(typer.Exit):
+        common.refuse_terminal_output()
+
+    class ClosedPipe(io.RawIOBase):
+        buffer = property(lambda self: self)
+
+        def write(self, data):
+            raise BrokenPipeError
+
+        def fileno(self):
+            raise io.UnsupportedOperation
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    with pytest.raises(I2IError, match="standard output was closed"):
+        common.write_standard_output(b"image")

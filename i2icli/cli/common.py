@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import logging
 import math
+import os
 import sys
 import warnings
 from contextlib import contextmanager
@@ -441,6 +443,40 @@ def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
         raise InputError(folder, f"{existing} is a file, so this folder cannot be made", f"choose another {option}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(folder, f"cannot be written ({existing}: permission denied)", f"choose another {option}")
+
+
+# "-" for INPUT reads the image from standard input, and "-o -" writes it to standard output, as
+# Unix tools do (a file named "-" is still reached as ./-).
+STANDARD_STREAM = "-"
+
+
+def read_standard_input() -> bytes:
+    """The image piped into the command."""
+    stream = sys.stdin
+    if stream is None or stream.isatty():  # reading would wait for typing that never comes
+        raise usage_error("- reads the image from standard input, which is a terminal here; pipe or redirect an "
+                          "image into it (< photo.jpg)")
+    return getattr(stream, "buffer", stream).read()
+
+
+def refuse_terminal_output() -> None:
+    """-o - on a terminal would fill it with binary data."""
+    if sys.stdout is not None and sys.stdout.isatty():
+        raise usage_error("-o - writes the image to standard output, which is a terminal here; redirect it "
+                          "(> out.png) or pipe it to another program")
+
+
+def write_standard_output(data: bytes) -> None:
+    try:
+        buffer = sys.stdout.buffer
+        buffer.write(data)
+        buffer.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            # Python would flush stdout again on exit and report the same broken pipe as a traceback.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise I2IError("-: standard output was closed before the image was written",
+                       "keep the reading program open until the end") from None
 
 
 def check_extra_output(path: Path, option: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Path:

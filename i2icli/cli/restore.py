@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    STANDARD_STREAM,
     Bf16Option,
     DeviceOption,
     DryRunOption,
@@ -22,7 +24,10 @@ from i2icli.cli.common import (
     handles_errors,
     names_image_file,
     precision_from_flags,
+    read_standard_input,
+    refuse_terminal_output,
     usage_error,
+    write_standard_output,
 )
 from i2icli.cli.runner import batch_failures, exit_with_preview, run_batch, will_run
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
@@ -43,10 +48,10 @@ def _file_name_suffix(value: str) -> str:
                 out_of_ram_hint="use a smaller --tile or a lower --upscale, or close other programs",
                 checkpoint_options={"face": "--model", "background": "--bg-model", "detector": "--detector", "parser": "--parser"})
 def restore(
-    inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Image files, folders or glob patterns.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Image files, folders or glob patterns; - reads one image from standard input.", show_default=False)],
     output: Annotated[
         str, typer.Option("-o", "--output", metavar="DIR|FILE", help="Folder for the results (created if missing), or for one input the "
-                          "output file itself (its extension picks the format).", rich_help_panel=_OUTPUT)
+                          "output file itself (its extension picks the format); - writes it to standard output.", rich_help_panel=_OUTPUT)
     ] = "results",
     upscale: Annotated[float, typer.Option("--upscale", "-s", min=1.0, max=8.0, callback=finite, help="Final size factor; fractions too (e.g. 1.5).")] = 2.0,
     strength: Annotated[
@@ -110,13 +115,19 @@ def restore(
     if ext.lower() not in _EXTENSIONS:
         raise usage_error(f"--ext {ext}: use one of {', '.join(_EXTENSIONS)}")
 
+    piped = _check_streams(inputs, output, as_json=as_json, save_faces=save_faces, suffix=suffix, dry_run=dry_run)
     jobs = _plan(inputs, output, recursive=recursive, ext=ext, suffix=suffix)
 
     def record_of(job: Any) -> dict[str, Any]:
         return {"input": str(job.source), "output": job.output and str(job.output)}
 
     if dry_run:
-        exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of)
+        exit_with_preview(jobs, skip_existing=skip_existing and not piped.output, as_json=as_json, record_of=record_of)
+    if piped.input:
+        piped.data = read_standard_input()
+    if piped.output:
+        skip_existing = False  # "-" names no file that could exist
+        piped.output_suffix = _piped_output_suffix(inputs[0], ext, piped.data)
 
     from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 
@@ -149,7 +160,7 @@ def restore(
             )
 
     stages = restore_stages(pipeline, max_pixels=max_pixels, save_faces=save_faces, face_stem=face_stems(jobs),
-                            output_named=names_image_file(output))
+                            output_named=not piped.output and names_image_file(output), piped=piped)
     # Decoding and encoding on worker threads keeps a GPU busy. On a CPU they would compete with
     # the networks for the same cores: there a 2 MP folder ran 69.3 s/image with it and 70.7 s
     # without, within noise (decode + encode are 0.3 s of it), for 130 MB more memory.
@@ -160,17 +171,75 @@ def restore(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
+@dataclass
+class Piped:
+    """What goes through the standard streams: the input read from stdin (``data``, once read),
+    the output written to stdout (in the format of ``output_suffix``)."""
+
+    input: bool = False
+    output: bool = False
+    data: bytes | None = None
+    output_suffix: str = ".png"
+
+
+def _check_streams(inputs: list[str], output: str, *, as_json: bool, save_faces: bool, suffix: str,
+                   dry_run: bool) -> Piped:
+    """Refuse what cannot go with "-" (stdin) or "-o -" (stdout), before anything is read."""
+    piped = Piped(input=STANDARD_STREAM in inputs, output=output == STANDARD_STREAM)
+    if piped.input and len(inputs) > 1:
+        raise usage_error("- (the image on standard input) must be the only input")
+    if piped.input and not piped.output and not names_image_file(output):
+        raise usage_error("an image read from standard input needs an output file name (-o restored.png), or -o - "
+                          "to write it to standard output")
+    if piped.output:
+        if as_json:
+            raise usage_error("--json and -o - would both write to standard output; use one of them")
+        if save_faces:
+            raise usage_error("--save-faces writes files beside the output: give -o a file or a folder")
+        if suffix:
+            raise usage_error("--suffix is for output folders; -o - writes to standard output")
+        if not dry_run:
+            refuse_terminal_output()
+    return piped
+
+
+def _piped_output_suffix(input: str, ext: str, piped_data: bytes | None) -> str:
+    """The format written to stdout: --ext, else the input's own (read off the piped data)."""
+    if ext.lower() != "auto":
+        return "." + ext.lower()
+    if piped_data is not None:
+        from i2icli.imageio import format_suffix
+
+        return format_suffix(piped_data) or ".png"  # no image: reading it fails with its own message
+    found = Path(input).suffix.lower()
+    return found if found in IMAGE_SUFFIXES else ".png"
+
+
 def _plan(inputs: list[str], given: str, *, recursive: bool, ext: str, suffix: str) -> list[Any]:
-    """The jobs for INPUTS. -o names the output folder, or, for a single input, the output file."""
+    """The jobs for INPUTS. -o names the output folder, or, for a single input, the output file;
+    "-" reads the one input from standard input, "-o -" writes the one output to standard output."""
     from i2icli.batch import Job, file_key, plan_jobs
 
+    if inputs == [STANDARD_STREAM]:
+        output = Path(given).expanduser()
+        if given != STANDARD_STREAM:
+            _refuse_folder_options(output, ext, suffix)
+            check_output_folder(output.parent)
+        return [Job(Path(STANDARD_STREAM), output)]
+    if given == STANDARD_STREAM:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as nowhere:  # an empty folder no output can clash in
+            jobs = plan_jobs(inputs, Path(nowhere), recursive=recursive)
+        if len(jobs) > 1:
+            raise usage_error(f"-o - writes one image to standard output, but the inputs hold {len(jobs)} images; "
+                              "give -o a folder")
+        return [Job(job.source, Path(STANDARD_STREAM), job.problem) for job in jobs]
     output = Path(given).expanduser()
     if not names_image_file(given):  # the string as typed: "new.png/" is a folder, and Path() drops the slash
         check_output_folder(output)
         return plan_jobs(inputs, output, recursive=recursive, ext=ext, suffix=suffix)
-    if ext.lower() != "auto" or suffix:
-        raise usage_error(f"-o {output} names the output file: its extension picks the format, so --ext and --suffix "
-                          "(which are for output folders) cannot be used with it")
+    _refuse_folder_options(output, ext, suffix)
     check_output_folder(output.parent)
     jobs = plan_jobs(inputs, output.parent, recursive=recursive)
     if len(jobs) > 1:
@@ -184,6 +253,12 @@ def _plan(inputs: list[str], given: str, *, recursive: bool, ext: str, suffix: s
     return [Job(job.source, output, problem)]
 
 
+def _refuse_folder_options(output: Path, ext: str, suffix: str) -> None:
+    if ext.lower() != "auto" or suffix:
+        raise usage_error(f"-o {output} names the output file: its extension picks the format, so --ext and --suffix "
+                          "(which are for output folders) cannot be used with it")
+
+
 def face_stems(jobs: list[Any]) -> Any:
     """How --save-faces names a photo's face files: OUTPUT-STEM_NN.png, as GFPGAN does, unless two
     outputs in one folder share a stem (old.jpg, old.png); then the whole name: old.jpg_NN.png."""
@@ -194,27 +269,36 @@ def face_stems(jobs: list[Any]) -> Any:
 
 
 def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_stem: Any = None,
-                   output_named: bool = False) -> Any:
+                   output_named: bool = False, piped: Piped | None = None) -> Any:
     """A restore job as the batch runner's three stages: decode, restore, encode (and save faces).
     ``face_stem(output)`` names the face files (default: the output's stem); ``output_named``: -o
-    names the output file itself, whose extension is the format (--ext does not apply)."""
+    names the output file itself, whose extension is the format (--ext does not apply); ``piped``:
+    the one job's input comes from stdin, or its output goes to stdout."""
     face_stem = face_stem or (lambda output: output.stem)
+    piped = piped or Piped()
     from i2icli.cli.runner import Stages
-    from i2icli.imageio import check_output_size, read_image, write_image
+    from i2icli.imageio import check_output_size, encode_image, read_image, write_image
+
+    def format_of(job: Any) -> Path:  # a name whose suffix is the output's format
+        return Path(STANDARD_STREAM + piped.output_suffix) if piped.output else job.output
 
     def read(job: Any) -> Any:
-        picture = read_image(job.source, max_pixels=max_pixels)
-        check_output_size(job.output, *pipeline.output_size(picture))  # before the work, not after it
+        picture = read_image(job.source, max_pixels=max_pixels, data=piped.data if piped.input else None)
+        check_output_size(format_of(job), *pipeline.output_size(picture))  # before the work, not after it
         return picture
 
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
-        _warn_of_lost_transparency(job, result.picture, output_named)
-        write_image(job.output, result.picture)
+        _warn_of_lost_transparency(job, result.picture, output_named, format_of(job).suffix.lower())
+        if piped.output:
+            write_standard_output(encode_image(result.picture, piped.output_suffix))
+        else:
+            write_image(job.output, result.picture)
         if save_faces:
             _save_faces(job.output, face_stem(job.output), result, result.picture.rgb.dtype)
         extra = {"faces": result.face_count, "stages": {k: round(v, 3) for k, v in result.seconds.items()}}
         faces = f"{result.face_count} face{'s' if result.face_count != 1 else ''}, "
-        return extra, f"{job.source} → {job.output}", faces
+        destination = "standard output" if piped.output else job.output
+        return extra, f"{job.source} → {destination}", faces
 
     return Stages(
         read=read,
@@ -223,14 +307,13 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     )
 
 
-def _warn_of_lost_transparency(job: Any, picture: Any, output_named: bool = False) -> None:
+def _warn_of_lost_transparency(job: Any, picture: Any, output_named: bool, suffix: str) -> None:
     """JPEG and BMP hold no alpha: a photo with transparent areas would show, unannounced, whatever
     colours lie under them (often black). (--aligned results have no alpha: its help says so.)"""
     import logging
 
     from i2icli.imageio import max_value
 
-    suffix = job.output.suffix.lower()
     if picture.alpha is None or suffix not in (".jpg", ".jpeg", ".bmp"):
         return
     if picture.alpha.min() < max_value(picture.alpha.dtype):
