@@ -1093,3 +1093,23 @@ def test_the_standard_streams_refuse_a_terminal_and_a_closed_pipe(monkeypatch):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     with pytest.raises(I2IError, match="standard output was closed"):
         common.write_standard_output(b"image")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["exemplar", "in.json", "look.jpg", "--exemplar-pose", "look.json", "-o", "-"], "only `i2i restore` writes"),
+    (["invert", "a.png", "b.png", "-o", "-"], "only `i2i restore` writes"),
+    (["paired", "label.png", "-c", "run.pt", "-o", "-"], "only `i2i restore` writes"),
+    (["translate-lr", "a.png", "b.png", "-c", "run.pt", "-o", "-"], "only `i2i restore` writes"),
+    (["exemplar", "-", "look.jpg", "--exemplar-pose", "look.json"], "only `i2i restore` reads"),
+    (["invert", "a.png", "-"], "only `i2i restore` reads"),
+    (["paired", "-", "-c", "run.pt"], "only `i2i restore` reads"),
+    (["translate-lr", "-", "b.png", "-c", "run.pt"], "only `i2i restore` reads"),
+])
+def test_the_other_commands_say_they_take_no_standard_streams(args, expected, tmp_path, monkeypatch):
+    """-o - made a folder named "-", and an input "-" was called a missing file."""
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert expected in line
+    assert list(tmp_path.iterdir()) == []

@@ -450,6 +450,15 @@ def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
 STANDARD_STREAM = "-"
 
 
+def refuse_standard_streams(inputs: Iterable[str | Path | None], output: str | None) -> None:
+    """For the commands that take no "-": without this, -o - made a folder named "-", and an input
+    "-" was reported as a missing file."""
+    if output == STANDARD_STREAM:
+        raise usage_error("-o -: only `i2i restore` writes its result to standard output; give -o a file or a folder")
+    if any(str(path) == STANDARD_STREAM for path in inputs if path is not None) and not Path(STANDARD_STREAM).exists():
+        raise usage_error("-: only `i2i restore` reads an image from standard input; save it to a file and pass its path")
+
+
 def read_standard_input() -> bytes:
     """The image piped into the command."""
     stream = sys.stdin

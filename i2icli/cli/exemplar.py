@@ -22,6 +22,7 @@ from i2icli.cli.common import (
     handles_errors,
     names_image_file,
     precision_from_flags,
+    refuse_standard_streams,
     seed_in_range,
     usage_error,
 )
@@ -142,6 +143,7 @@ def exemplar(
     translated at --size; the result is cropped back to the input's frame: a map's own shape,
     the --input-pose photo's, or for a pose file alone the exemplar's.
     """
+    refuse_standard_streams([input, exemplar_photo, exemplar_pose, input_pose, pairs], output)
     precision = precision_from_flags(half, bf16)
     if size % 32:
         raise usage_error(f"--size {size}: must be a multiple of 32")

@@ -20,6 +20,7 @@ from i2icli.cli.common import (
     names_image_file,
     plain,
     refuse_overwrite,
+    refuse_standard_streams,
     seed_in_range,
     stdout_write,
     transient_progress,
@@ -113,6 +114,7 @@ def invert(
     single-image form of FID: statistics over the spatial positions of a mid-level
     FID-Inception feature map (192 channels at 35x35), not over a set of images.
     """
+    refuse_standard_streams([source, exemplar], output)
     from i2icli.pipelines.invert import InvertPipeline, InvertSettings, parse_layers
 
     try:

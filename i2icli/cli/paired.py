@@ -24,6 +24,7 @@ from i2icli.cli.common import (
     names_image_file,
     plain,
     refuse_overwrite,
+    refuse_standard_streams,
     seed_in_range,
     usage_error,
 )
@@ -123,6 +124,7 @@ def paired(
     Label maps are centre-cropped to squares. Each --samples variation draws different noise,
     which changes only the residual's fine detail; the reconstruction stays the same.
     """
+    refuse_standard_streams([label], output)
     if std_map and samples < 2:
         raise usage_error("--std-map needs --samples 2 or more")
     if size is not None and size * size > max_pixels:

@@ -25,6 +25,7 @@ from i2icli.cli.common import (
     names_image_file,
     plain,
     refuse_overwrite,
+    refuse_standard_streams,
     usage_error,
 )
 from i2icli.cli.runner import (
@@ -98,6 +99,7 @@ def translate_lr(
     size, matches the target. Inputs are centre-cropped to squares. SOURCE and TARGET may be
     folders: every source is translated to every target.
     """
+    refuse_standard_streams([source, target], output)
     sources = image_files(source, "SOURCE", Path(output))
     targets = image_files(target, "TARGET", Path(output))
     single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
