@@ -243,6 +243,15 @@ def move_to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _from_worker(error: I2IError) -> I2IError:
+    """A DataLoader worker's error is raised again in this process with the worker's whole
+    traceback as its message; the error's own line (the last) is what the user needs."""
+    if not error.message.startswith("Caught "):
+        return error
+    last = error.message.strip().splitlines()[-1]
+    return I2IError(last.split(": ", 1)[-1], error.hint or "check the training folder")
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -467,7 +476,7 @@ def _finish_step_on_interrupt() -> Iterator[_InterruptRequest]:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- resuming
 
 
 def _plain(value: Any) -> Any:
@@ -518,15 +527,6 @@ def _check_resumable(checkpoint: dict, path: Path, method: TrainableMethod, sett
             )
 
 
-def _from_worker(error: I2IError) -> I2IError:
-    """A DataLoader worker's error is raised again in this process with the worker's whole
-    traceback as its message; the error's own line (the last) is what the user needs."""
-    if not error.message.startswith("Caught "):
-        return error
-    last = error.message.strip().splitlines()[-1]
-    return I2IError(last.split(": ", 1)[-1], error.hint or "check the training folder")
-
-
 def _check_same_run(latest: Path, checkpoint: dict, path: Path) -> None:
     """Resuming from ``path`` into a folder that holds a run: only that same run (method, config,
     seed), or its metrics and checkpoints would be mixed with another run's."""
@@ -541,6 +541,14 @@ def _check_same_run(latest: Path, checkpoint: dict, path: Path) -> None:
     if difference:
         raise I2IError(f"{latest.parent.parent} holds another run than {path} ({difference})",
                        "resume from that checkpoint into a new --out")
+
+
+def _trainer_state(checkpoint: dict | None) -> dict:
+    """What the loop itself keeps in a checkpoint (training seconds, the metrics window); {} for none."""
+    return (checkpoint or {}).get("trainer") or {}
+
+
+# --------------------------------------------------------------------------- the loop
 
 
 def _validate(settings: TrainingSettings) -> None:
@@ -605,169 +613,237 @@ def _train(
     on_warning: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     _validate(settings)
-    started = time.perf_counter()
-    warn = on_warning or (lambda message: None)
-    out_dir = Path(settings.out_dir)
-    device = torch.device(settings.device)
-    checkpoints = _CheckpointFolder(out_dir / "checkpoints", settings.keep_checkpoints)
-    metrics = _MetricsLog(out_dir / "metrics.csv", settings.log_every)
-    samples_dir = out_dir / "samples"
-    dataset_size = len(dataset)  # type: ignore[arg-type]
-    if dataset_size < 1:
-        raise I2IError("there are no training examples")
+    run = _TrainingRun(method, dataset, settings, warn=on_warning or (lambda message: None))
+    checkpoint = run.open(resume)
+    run.load(checkpoint)
+    if run.start >= settings.steps:
+        run.warn(f"the run already reached step {run.start} of {settings.steps}; nothing to train "
+                 "(raise the step count to continue)")
+        return run.result()
+    if checkpoint is not None:
+        run.metrics.resume(run.start, _trainer_state(checkpoint).get("metrics_window"))
+    loader = run.loader(collate_fn)
+    held_out = move_to(held_out_batch, run.device) if held_out_batch is not None else None
+    run.take_steps(loader, held_out, on_progress)
+    return run.result()
 
-    checkpoint: dict | None = None
-    resumed_from: int | None = None
-    if resume:
-        path = checkpoints.latest if resume is True else Path(resume)
+
+class _TrainingRun:
+    """One session of a run: open (or resume) its folder, load the method, take the steps, save.
+
+    Three step numbers say where the session is: ``start``, the step it began after (the
+    checkpoint's, or 0); ``completed``, the last step whose ``train_step`` returned; and
+    ``saved``, the last step written as a checkpoint (``start`` until one is written).
+    """
+
+    def __init__(self, method: TrainableMethod, dataset: Dataset, settings: TrainingSettings,
+                 warn: Callable[[str], None]):
+        self.started = time.perf_counter()
+        self.method, self.dataset, self.settings, self.warn = method, dataset, settings, warn
+        self.out_dir = Path(settings.out_dir)
+        self.device = torch.device(settings.device)
+        self.checkpoints = _CheckpointFolder(self.out_dir / "checkpoints", settings.keep_checkpoints)
+        self.metrics = _MetricsLog(self.out_dir / "metrics.csv", settings.log_every)
+        self.samples_dir = self.out_dir / "samples"
+        self.dataset_size: int = len(dataset)  # type: ignore[arg-type]
+        if self.dataset_size < 1:
+            raise I2IError("there are no training examples")
+        self.stored_settings = settings.stored(self.dataset_size)
+        self.resumed_from: int | None = None  # the checkpoint's step, for a resumed run
+        self.start = self.completed = self.saved = 0
+        self.mid_step: int | None = None  # the step being taken, while train_step runs
+        self.seconds_before = 0.0  # training time of the sessions before this one
+        self.session_start = self.started  # reset when the first step is about to be taken
+        self.skipped_warned: set[str] = set()  # unreadable-file messages already passed on
+
+    # ----------------------------------------------------------------------- opening
+
+    def open(self, resume: bool | Path) -> dict | None:
+        """Check that this session may use the run folder, warning where it differs from what an
+        uninterrupted run would do; the checkpoint to resume from, or None for a new run."""
+        if resume:
+            return self._checkpoint_to_resume(resume)
+        if self.checkpoints.holds_a_run():
+            raise I2IError(
+                f"{self.out_dir} already holds a training run; pass --resume to continue it or choose another --out"
+            )
+        if self.metrics.path.exists():
+            # A run stopped before its first checkpoint: nothing to resume, and its log would only mislead.
+            self.warn(f"{self.out_dir} holds the log of a run that saved no checkpoint; starting over")
+        return None
+
+    def _checkpoint_to_resume(self, resume: bool | Path) -> dict:
+        latest = self.checkpoints.latest
+        path = latest if resume is True else Path(resume)
         if resume is True and not path.exists():
             raise I2IError(
-                f"{out_dir}: no training run to resume (no checkpoints/latest.pt)",
+                f"{self.out_dir}: no training run to resume (no checkpoints/latest.pt)",
                 "start a new run without --resume, or pass the checkpoint file to resume from",
             )
         checkpoint = load_training_checkpoint(path)
-        _check_resumable(checkpoint, path, method, settings)
-        if resume is not True and checkpoints.latest.exists() and path.resolve() != checkpoints.latest.resolve():
-            _check_same_run(checkpoints.latest, checkpoint, path)
-        resumed_from = int(checkpoint["step"])
+        _check_resumable(checkpoint, path, self.method, self.settings)
+        if resume is not True and latest.exists() and path.resolve() != latest.resolve():
+            _check_same_run(latest, checkpoint, path)
+        self.resumed_from = int(checkpoint["step"])
         stored_size = (checkpoint.get("settings") or {}).get("dataset_size")
-        if stored_size is not None and stored_size != dataset_size:
-            warn(
-                f"the run was trained on {stored_size} examples and now has {dataset_size}: "
+        if stored_size is not None and stored_size != self.dataset_size:
+            self.warn(
+                f"the run was trained on {stored_size} examples and now has {self.dataset_size}: "
                 "the batches from here on differ from those of an uninterrupted run"
             )
-        later = [step for step in checkpoints.step_files() if step > resumed_from]
+        later = [step for step in self.checkpoints.step_files() if step > self.resumed_from]
         if later:
-            warn(
-                f"resuming from step {resumed_from} although {checkpoints.folder} holds checkpoints up to "
+            self.warn(
+                f"resuming from step {self.resumed_from} although {self.checkpoints.folder} holds checkpoints up to "
                 f"step {max(later)}; those are replaced as training reaches them"
             )
-    elif checkpoints.holds_a_run():
-        raise I2IError(
-            f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out"
+        return checkpoint
+
+    def load(self, checkpoint: dict | None) -> None:
+        """Put the method on the device, in the checkpoint's state when resuming."""
+        self.method.to(self.device)
+        if checkpoint is not None:
+            self.method.load_state_dict(method_state(checkpoint))
+        self.start = self.completed = self.saved = self.resumed_from or 0
+        self.seconds_before = float(_trainer_state(checkpoint).get("seconds", 0.0))
+
+    def loader(self, collate_fn: Callable[[list[Any]], tuple[Any, list[str]]]) -> DataLoader:
+        """The batches of steps ``start + 1`` .. ``settings.steps``, each planned from (seed, step)."""
+        first_step, settings = self.start + 1, self.settings
+        return DataLoader(
+            self.dataset,
+            batch_sampler=PlannedBatchSampler(self.dataset_size, settings.batch_size, settings.seed, first_step,
+                                              settings.steps),
+            collate_fn=collate_fn,
+            num_workers=settings.num_workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_ignore_interrupts_in_worker if settings.num_workers else None,
+            # DataLoader draws its workers' base seed from this, not from the global generator.
+            generator=_cpu_generator(derived_seed(settings.seed, "loader", first_step)),
         )
-    elif metrics.path.exists():
-        # A run stopped before its first checkpoint: nothing to resume, and its log would only mislead.
-        warn(f"{out_dir} holds the log of a run that saved no checkpoint; starting over")
 
-    method.to(device)
-    if checkpoint is not None:
-        method.load_state_dict(method_state(checkpoint))
-    start = resumed_from or 0
-    trainer_state = (checkpoint or {}).get("trainer") or {}
-    seconds_before = float(trainer_state.get("seconds", 0.0))
+    # ----------------------------------------------------------------------- training
 
-    def result(step: int, steps_run: int) -> TrainingResult:
-        return TrainingResult(
-            step=step,
-            checkpoint=checkpoints.latest if checkpoints.latest.exists() else None,
-            metrics=metrics.path,
-            samples=samples_dir,
-            seconds=time.perf_counter() - started,
-            steps_run=steps_run,
-            resumed_from=resumed_from,
-        )
+    def take_steps(self, loader: DataLoader, held_out: Any | None,
+                   on_progress: Callable[[int, int, dict[str, float]], None] | None) -> None:
+        """Train to ``settings.steps``; on Ctrl-C, stop after the step in progress, save, re-raise."""
+        self.session_start = time.perf_counter()
+        total = self.settings.steps
+        with _finish_step_on_interrupt() as interrupt:
+            batches = iter(loader)
+            try:
+                for step in range(self.start + 1, total + 1):
+                    batch = self._next_batch(batches)
+                    losses = self._take_step(step, batch)
+                    last = step == total
+                    self.metrics.add(step, self._training_seconds(), losses, last)
+                    if on_progress is not None:
+                        on_progress(step, total, losses)
+                    if held_out is not None and (step % self.settings.sample_every == 0 or last):
+                        self._write_sample_grid(step, held_out)
+                    if step % self.settings.checkpoint_every == 0 or last:
+                        self.save(step)
+                    if interrupt.requested and not last:
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                interrupt.saving = True
+                self._stop_on_interrupt()
+                raise
+            finally:
+                del batches  # shuts DataLoader workers down now, not at garbage collection
 
-    if start >= settings.steps:
-        warn(f"the run already reached step {start} of {settings.steps}; nothing to train (raise the step count to continue)")
-        return result(start, 0)
-    if checkpoint is not None:
-        metrics.resume(start, trainer_state.get("metrics_window"))
+    def _next_batch(self, batches: Iterator[tuple[Any, list[str]]]) -> Any:
+        """The next batch, on the device, after one warning per unreadable file it skipped."""
+        try:
+            batch, skipped = next(batches)
+        except I2IError as error:
+            raise _from_worker(error) from None
+        for message in skipped:
+            if message not in self.skipped_warned:
+                self.skipped_warned.add(message)
+                self.warn(f"{message}; skipped, training goes on with the next image")
+        return move_to(batch, self.device)
 
-    loader = DataLoader(
-        dataset,
-        batch_sampler=PlannedBatchSampler(dataset_size, settings.batch_size, settings.seed, start + 1, settings.steps),
-        collate_fn=collate_fn,
-        num_workers=settings.num_workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=_ignore_interrupts_in_worker if settings.num_workers else None,
-        # DataLoader draws its workers' base seed from this, not from the global generator.
-        generator=_cpu_generator(derived_seed(settings.seed, "loader", start + 1)),
-    )
-    held_out = move_to(held_out_batch, device) if held_out_batch is not None else None
-    stored_settings = settings.stored(dataset_size)
-    session_start = time.perf_counter()
-    warned: set[str] = set()
-    completed = saved = start
-    mid_step: int | None = None  # the step being taken, while train_step runs
+    def _take_step(self, step: int, batch: Any) -> dict[str, float]:
+        """Step ``step`` of the method on ``batch``, every random draw seeded from (seed, step); its losses."""
+        seed = self.settings.seed
+        _seed_global_generators(derived_seed(seed, "global", step))
+        # On the CPU whatever the device: torch refuses a CUDA generator to draw CPU noise.
+        generator = _cpu_generator(derived_seed(seed, "step", step))
+        self.mid_step = step  # the weights and optimisers are neither step-1's nor step's until it returns
+        raw_losses = self.method.train_step(batch, generator)
+        self.completed, self.mid_step = step, None  # every update is queued: saving waits for them
+        losses = {name: float(value) for name, value in raw_losses.items()}
+        self._stop_if_diverged(step, losses)
+        return losses
 
-    def training_seconds() -> float:
-        return seconds_before + time.perf_counter() - session_start
+    def _stop_if_diverged(self, step: int, losses: dict[str, float]) -> None:
+        diverged = [f"{name} {value}" for name, value in losses.items() if not math.isfinite(value)]
+        if not diverged:
+            return
+        # The weights are NaN/inf from here on: nothing is saved over the last good checkpoint.
+        if self.saved:
+            kept = f"the last checkpoint, step {self.saved}, is kept ({self.checkpoints.latest})"
+        else:
+            kept = "no checkpoint was saved"
+        raise I2IError(f"step {step}: the losses are not finite ({', '.join(diverged)}); training stopped and {kept}",
+                       # --resume would not help: a resumed run keeps its rates and diverges again at this step.
+                       "start a new run with another --out and lower learning rates (--g-lr, --d-lr) or loss "
+                       "weights; a resumed run keeps its own and would diverge again")
 
-    def save(step: int) -> None:
-        nonlocal saved
-        payload = method.state_dict()
+    def _write_sample_grid(self, step: int, held_out: Any) -> None:
+        with torch.no_grad():
+            grid = self.method.sample_grid(held_out)
+        _write_sample(grid, self.samples_dir / f"step-{step:07d}.png")
+
+    def _training_seconds(self) -> float:
+        """Training time of the whole run so far, this session included."""
+        return self.seconds_before + time.perf_counter() - self.session_start
+
+    # ----------------------------------------------------------------------- saving and stopping
+
+    def save(self, step: int) -> None:
+        """Write the method's current state as the checkpoint of step ``step``."""
+        payload = self.method.state_dict()
         clash = RESERVED_KEYS & set(payload)
         if clash:
             raise ValueError(f"method state_dict uses keys reserved for the loop: {sorted(clash)}")
         payload.update(
             format=CHECKPOINT_FORMAT,
             format_version=CHECKPOINT_FORMAT_VERSION,
-            method=method.name,
-            config=method.config(),
+            method=self.method.name,
+            config=self.method.config(),
             step=step,
-            settings=stored_settings,
-            trainer={"seconds": training_seconds(), "metrics_window": metrics.window()},
+            settings=self.stored_settings,
+            trainer={"seconds": self._training_seconds(), "metrics_window": self.metrics.window()},
         )
-        checkpoints.save(payload, step)
-        saved = step
+        self.checkpoints.save(payload, step)
+        self.saved = step
 
-    with _finish_step_on_interrupt() as interrupt:
-        batches = iter(loader)
-        try:
-            for step in range(start + 1, settings.steps + 1):
-                try:
-                    batch, skipped = next(batches)
-                except I2IError as error:
-                    raise _from_worker(error) from None
-                for message in skipped:
-                    if message not in warned:
-                        warned.add(message)
-                        warn(f"{message}; skipped, training goes on with the next image")
-                batch = move_to(batch, device)
-                _seed_global_generators(derived_seed(settings.seed, "global", step))
-                # On the CPU whatever the device: torch refuses a CUDA generator to draw CPU noise.
-                generator = _cpu_generator(derived_seed(settings.seed, "step", step))
-                mid_step = step  # the weights and optimisers are neither step-1's nor step's until it returns
-                raw_losses = method.train_step(batch, generator)
-                completed, mid_step = step, None  # every update is queued: saving waits for them
-                losses = {name: float(value) for name, value in raw_losses.items()}
-                diverged = [f"{name} {value}" for name, value in losses.items() if not math.isfinite(value)]
-                if diverged:
-                    # The weights are NaN/inf from here on: nothing is saved over the last good checkpoint.
-                    kept = f"the last checkpoint, step {saved}, is kept ({checkpoints.latest})" if saved else "no checkpoint was saved"
-                    raise I2IError(f"step {step}: the losses are not finite ({', '.join(diverged)}); training stopped and {kept}",
-                                   # --resume would not help: a resumed run keeps its rates and diverges again at this step.
-                                   "start a new run with another --out and lower learning rates (--g-lr, --d-lr) or loss "
-                                   "weights; a resumed run keeps its own and would diverge again")
-                last = step == settings.steps
-                metrics.add(step, training_seconds(), losses, last)
-                if on_progress is not None:
-                    on_progress(step, settings.steps, losses)
-                if held_out is not None and (step % settings.sample_every == 0 or last):
-                    with torch.no_grad():
-                        grid = method.sample_grid(held_out)
-                    _write_sample(grid, samples_dir / f"step-{step:07d}.png")
-                if step % settings.checkpoint_every == 0 or last:
-                    save(step)
-                if interrupt.requested and not last:
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            interrupt.saving = True
-            metrics.write_partial(completed, training_seconds())
-            if mid_step is not None:
-                # A second Ctrl-C cut a step short: saving that state as step `completed` would
-                # make --resume continue from weights no uninterrupted run ever had.
-                if saved:
-                    warn(f"interrupted during step {mid_step}, which is not saved; the run continues from step "
-                         f"{saved} with --resume ({checkpoints.latest})")
-                else:
-                    warn(f"interrupted during step {mid_step}, before any checkpoint was saved")
-            elif completed > saved:
-                save(completed)
-            if mid_step is None and completed > start:
-                warn(f"interrupted after step {completed}; saved {checkpoints.latest} (continue with --resume)")
-            raise
-        finally:
-            del batches  # shuts DataLoader workers down now, not at garbage collection
-    return result(completed, completed - start)
+    def _stop_on_interrupt(self) -> None:
+        """Close the metrics row and save the last completed step, unless a step was cut short."""
+        self.metrics.write_partial(self.completed, self._training_seconds())
+        if self.mid_step is not None:
+            # A second Ctrl-C cut a step short: saving that state as step `completed` would
+            # make --resume continue from weights no uninterrupted run ever had.
+            if self.saved:
+                self.warn(f"interrupted during step {self.mid_step}, which is not saved; the run continues from step "
+                          f"{self.saved} with --resume ({self.checkpoints.latest})")
+            else:
+                self.warn(f"interrupted during step {self.mid_step}, before any checkpoint was saved")
+            return
+        if self.completed > self.saved:
+            self.save(self.completed)
+        if self.completed > self.start:
+            self.warn(f"interrupted after step {self.completed}; saved {self.checkpoints.latest} (continue with --resume)")
+
+    def result(self) -> TrainingResult:
+        return TrainingResult(
+            step=self.completed,
+            checkpoint=self.checkpoints.latest if self.checkpoints.latest.exists() else None,
+            metrics=self.metrics.path,
+            samples=self.samples_dir,
+            seconds=time.perf_counter() - self.started,
+            steps_run=self.completed - self.start,
+            resumed_from=self.resumed_from,
+        )
