@@ -557,6 +557,7 @@ def test_a_data_loader_workers_error_is_one_line(tmp_path: Path):
     message = str(caught.value)
     assert message.startswith("none of the 3 training examples can be read") and "\n" not in message
     assert "Traceback" not in message
+    assert caught.value.hint == "check the training folder" and message.count("check the training folder") == 1
 
 
 def test_losses_that_are_no_longer_finite_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path: Path,

@@ -248,8 +248,13 @@ def _from_worker(error: I2IError) -> I2IError:
     traceback as its message; the error's own line (the last) is what the user needs."""
     if not error.message.startswith("Caught "):
         return error
-    last = error.message.strip().splitlines()[-1]
-    return I2IError(last.split(": ", 1)[-1], error.hint or "check the training folder")
+    last = error.message.strip().splitlines()[-1].split(": ", 1)[-1]
+    # The line is the worker's error as text, "message (hint)": the hint is taken back out, or
+    # it would be shown twice.
+    hint = "check the training folder"
+    if last.endswith(f" ({hint})"):
+        last = last[: -len(hint) - 3]
+    return I2IError(last, hint)
 
 
 # --------------------------------------------------------------------------- checkpoints
