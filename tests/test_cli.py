@@ -1113,3 +1113,20 @@ def test_the_other_commands_say_they_take_no_standard_streams(args, expected, tm
     [line] = result.stderr.splitlines()
     assert expected in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_control_characters_in_file_names_are_shown_as_escapes(tmp_path):
+    """A newline in a name split a --dry-run line that scripts read one per file, and an escape
+    sequence reached the terminal, which obeyed it."""
+    folder = tmp_path / "in"
+    _small_photo(folder / "two\nlines.png")
+    _small_photo(folder / "red\x1b[31m.png")
+    preview = run("restore", str(folder), "-o", str(tmp_path / "out"), "--dry-run")
+    assert preview.exit_code == 0
+    assert preview.stdout.splitlines() == [
+        f"{folder}/red\\x1b[31m.png → {tmp_path}/out/red\\x1b[31m.png",
+        f"{folder}/two\\nlines.png → {tmp_path}/out/two\\nlines.png",
+    ]
+    missing = run("restore", str(tmp_path / "gone\x1b]0;title\x07.png"))
+    assert missing.exit_code == 1 and "\x1b" not in missing.stderr and "\x07" not in missing.stderr
+    assert "gone\\x1b]0;title\\x07.png" in missing.stderr and len(missing.stderr.splitlines()) == 1

@@ -153,25 +153,37 @@ class Interrupted(KeyboardInterrupt):
         self.summary = summary
 
 
+# Control characters as escapes: a file name may hold a newline, which would split a line that
+# scripts read one per file, or an escape sequence, which the terminal would obey.
+_CONTROL_CHARACTERS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL_CHARACTERS.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def visible(text: str) -> str:
+    """``text`` on one line, its control characters written as escapes (\\n, \\x1b)."""
+    return text.translate(_CONTROL_CHARACTERS)
+
+
 def report_error(error: I2IError | str) -> None:
     """Print one line: the error, then what to do about it if known."""
     if isinstance(error, I2IError):
-        text = f"[bold red]error:[/] {escape(error.message)}"
+        text = f"[bold red]error:[/] {plain(error.message)}"
         if error.hint:
-            text += f" [dim]— {escape(error.hint)}[/]"
+            text += f" [dim]— {plain(error.hint)}[/]"
     else:
-        text = f"[bold red]error:[/] {escape(str(error))}"
+        text = f"[bold red]error:[/] {plain(error)}"
     console.print(text, soft_wrap=True)
 
 
 def plain(value: Any) -> str:
-    """``value`` as text in a console line: a file named "IMG [edited].jpg" is not markup."""
-    return escape(str(value))
+    """``value`` as text in a console line: a file named "IMG [edited].jpg" is not markup, and one
+    holding control characters shows them as escapes."""
+    return escape(visible(str(value)))
 
 
 def warn(text: str) -> None:
     """One warning line; ``text`` is shown as it is (it may hold file names)."""
-    console.print(f"[yellow]warning:[/] {escape(text)}")
+    console.print(f"[yellow]warning:[/] {plain(text)}")
 
 
 class _ConsoleLogHandler(logging.Handler):

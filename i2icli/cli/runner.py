@@ -25,6 +25,7 @@ from i2icli.cli.common import (
     report_error,
     stdout_write,
     transient_progress,
+    visible,
 )
 from i2icli.errors import I2IError, InputError, first_line
 
@@ -296,7 +297,7 @@ def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, reco
         runs = will_run(job, skip_existing=skip_existing)
         record.update(status="would run" if runs else "skipped")
         if not as_json:
-            stdout_write(line_of(job) if runs else f"skipped {job.source} ({job.output} exists)")
+            stdout_write(visible(line_of(job) if runs else f"skipped {job.source} ({job.output} exists)"))
     if as_json:
         counts = {"would_run": _count(records, "would run"), "skipped": _count(records, "skipped"),
                   "failed": _count(records, "failed")}
