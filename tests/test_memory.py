@@ -226,3 +226,16 @@ def test_out_of_memory_with_one_face_is_a_device_error(tiny_env, landmarks_detec
     _count_faces(pipeline, fail_above=0)
     with pytest.raises(DeviceError, match="out of CPU memory even with the smallest tiles and one face at a time"):
         pipeline.restore(read_image(EXAMPLES / "old_photo.jpg"))
+
+
+def test_cached_blocks_are_handed_back_on_cuda_and_mps(monkeypatch):
+    """After running out of memory, the retry needs the failed attempt's blocks back: MPS's
+    allocator keeps them cached as CUDA's does, and only CUDA's were released."""
+    from i2icli.pipelines.devices import release_cached_memory
+
+    released = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: released.append("cuda"))
+    monkeypatch.setattr(torch.mps, "empty_cache", lambda: released.append("mps"))
+    for name in ("cpu", "cuda:1", "mps"):
+        release_cached_memory(torch.device(name))
+    assert released == ["cuda", "mps"]

@@ -52,6 +52,15 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def release_cached_memory(device: torch.device) -> None:
+    """Hand the allocator's cached blocks back, so that a retry after running out of memory starts
+    from what the device really has free (CUDA and MPS both keep freed blocks for reuse)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
 def cpu_has_native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 

@@ -27,6 +27,7 @@ from i2icli.pipelines.devices import (
     cpu_has_native_bf16,
     explicit_dtype,
     pick_device,
+    release_cached_memory,
 )
 from i2icli.pipelines.loading import (
     DownloadProgress,
@@ -283,8 +284,7 @@ class RestorePipeline:
             else:
                 start = stop
                 continue
-            if self.device.type == "cuda":  # outside the handler, whose traceback holds the batch
-                torch.cuda.empty_cache()
+            release_cached_memory(self.device)  # outside the handler, whose traceback holds the batch
 
     @torch.inference_mode()
     def restore_faces(self, crops: np.ndarray) -> np.ndarray:

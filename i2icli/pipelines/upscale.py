@@ -63,6 +63,7 @@ from torch import nn
 
 import i2icli._compat  # noqa: F401  (before anything from basicsr / realesrgan)
 from i2icli.errors import I2IError, WeightsError
+from i2icli.pipelines.devices import release_cached_memory
 from i2icli.pipelines.memory import is_out_of_memory
 
 __all__ = ["BackgroundUpscaler", "build_sr_model"]
@@ -419,8 +420,7 @@ class BackgroundUpscaler:
                 )
                 # Drop the failed attempt's tensors (held by the traceback) before retrying.
                 traceback.clear_frames(err.__traceback__)
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            release_cached_memory(self.device)
             tile, batch = smaller
 
         if (final_h, final_w) != (h * s, w * s):
