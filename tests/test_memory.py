@@ -239,3 +239,15 @@ def test_cached_blocks_are_handed_back_on_cuda_and_mps(monkeypatch):
     for name in ("cpu", "cuda:1", "mps"):
         release_cached_memory(torch.device(name))
     assert released == ["cuda", "mps"]
+
+
+def test_channels_last_is_not_used_on_mps():
+    """MPS convolutions have returned wrong results, without an error, on channels-last views
+    (pytorch/pytorch#180984), and nothing was gained there: the weights keep their layout."""
+    from torch import nn
+
+    from i2icli.pipelines.tuning import use_channels_last
+
+    for name, expected in (("cpu", True), ("cuda", True), ("mps", False)):
+        conv = use_channels_last(nn.Sequential(nn.Conv2d(3, 8, 3)), torch.device(name))[0]
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) is expected

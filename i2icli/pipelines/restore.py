@@ -179,14 +179,14 @@ class RestorePipeline:
         upscaler = None
         face_parser = None
         if not settings.aligned:
-            detector_model = use_channels_last(load_checkpoint(detector, "RetinaFace", build_retinaface, progress))
+            detector_model = use_channels_last(load_checkpoint(detector, "RetinaFace", build_retinaface, progress), device)
             face_detector = FaceDetector(detector_model, device, max_side=settings.detect_max_side)
-            face_parser = use_channels_last(load_checkpoint(parser, "ParseNet", build_parser, progress)) if parser else None
+            face_parser = use_channels_last(load_checkpoint(parser, "ParseNet", build_parser, progress), device) if parser else None
             if bg_model:
                 spec = background_model_for(settings.upscale) if bg_model == AUTO else bg_model
                 sr_model, native_scale = load_checkpoint(spec, "Real-ESRGAN", build_sr_model, progress)
                 upscaler = BackgroundUpscaler(
-                    model=use_channels_last(sr_model).to(device=device, dtype=dtype),
+                    model=use_channels_last(sr_model, device).to(device=device, dtype=dtype),
                     scale=native_scale,
                     device=device,
                     dtype=dtype,
