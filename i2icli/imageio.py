@@ -150,7 +150,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     """
     p = Path(path)
     if data is None:
-        data = _read_file(p)
+        data = _read_file(p, max_pixels)
     elif not data:
         raise InputImageError(p, "is empty (0 bytes)", "pass the image's content")
     pil = _open_header(p, data)
@@ -165,12 +165,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     width, height = pil.size
     if width <= 0 or height <= 0:
         raise InputImageError(p, f"image has zero size ({width}x{height})", "re-export the image")
-    if width * height > max_pixels:
-        raise InputImageError(
-            p,
-            f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
-            f"raise the limit with --max-pixels {width * height} if this machine has the memory",
-        )
+    _refuse_over_limit(p, width, height, max_pixels)
     if fmt == "TIFF" and _deep_separate_planes(pil):
         raise InputImageError(
             p,
@@ -250,7 +245,16 @@ def _channels(arr: np.ndarray) -> int:
     return 1 if arr.ndim == 2 else int(arr.shape[2])
 
 
-def _read_file(p: Path) -> bytes:
+def _refuse_over_limit(p: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputImageError(
+            p,
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
+            f"raise the limit with --max-pixels {width * height} if this machine has the memory",
+        )
+
+
+def _read_file(p: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     try:
         mode = p.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
@@ -266,6 +270,7 @@ def _read_file(p: Path) -> bytes:
         raise InputImageError(p, f"unsupported file type ({shown})", f"i2i reads {_SUFFIX_LIST}")
     try:
         with open(p, "rb") as f:
+            _refuse_over_limit_from_header(p, f, max_pixels)
             data = f.read()
     except PermissionError:
         raise InputImageError(p, "cannot read the file: permission denied") from None
@@ -274,6 +279,20 @@ def _read_file(p: Path) -> bytes:
     if not data:
         raise InputImageError(p, "file is empty (0 bytes)", "re-copy or re-export the image")
     return data
+
+
+def _refuse_over_limit_from_header(p: Path, file: io.BufferedReader, max_pixels: int) -> None:
+    """The pixel limit checked on the open file, before its whole content is read into memory (a
+    scan of several GB would take that much first). What Pillow cannot parse here is left to the
+    full read, whose checks say what is wrong."""
+    try:
+        with _pil_strict():
+            width, height = Image.open(file).size
+    except Exception:  # Pillow raises a zoo of types for bad headers
+        width = height = 0
+    finally:
+        file.seek(0)
+    _refuse_over_limit(p, width, height, max_pixels)
 
 
 @contextlib.contextmanager

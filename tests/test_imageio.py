@@ -529,6 +529,28 @@ def test_huge_header_reports_our_limit_not_pillows(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's global guard is restored
 
 
+def test_a_file_over_the_pixel_limit_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
+    """A scan of several GB was read into memory in full before its header was checked. Here the
+    file is sparse (256 MB of nothing after a header claiming 40000x40000 pixels)."""
+    ihdr = struct.pack(">IIBBBBB", 40_000, 40_000, 16, 6, 0, 0, 0)
+    path = tmp_path / "scan.png"
+    with open(path, "wb") as file:
+        file.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + struct.pack(">I", 2**28) + b"IDAT")
+        file.truncate(2**28)
+    largest_read = []
+
+    class CountingReader(io.BufferedReader):
+        def read(self, size=-1):
+            data = super().read(size)
+            largest_read.append(len(data))
+            return data
+
+    monkeypatch.setattr(imageio, "open", lambda name, mode="rb": CountingReader(io.FileIO(name, "r")), raising=False)
+    with pytest.raises(InputImageError, match="over the limit of 200,000,000"):
+        read_image(path)
+    assert 0 < max(largest_read) < 2**20
+
+
 def test_error_message_for_missing_file_is_helpful(tmp_path):
     path = tmp_path / "holiday.jpg"
     with pytest.raises(InputImageError) as e:
