@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "format_suffix",
     "Picture",
     "read_image",
+    "read_stream",
     "write_image",
     "write_text",
     "to_8bit",
@@ -279,6 +281,19 @@ def _read_file(p: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     if not data:
         raise InputImageError(p, "file is empty (0 bytes)", "re-copy or re-export the image")
     return data
+
+
+def read_stream(stream: BinaryIO, name: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """All of ``stream`` (an image piped in), refused from its first megabyte, before the rest is
+    read, when its header says it is over ``max_pixels``. ``name`` names it in messages."""
+    head = stream.read(2**20)
+    try:
+        with _pil_strict():
+            width, height = Image.open(io.BytesIO(head)).size
+    except Exception:  # no header in the first megabyte: the full read's checks say what is wrong
+        width = height = 0
+    _refuse_over_limit(Path(name), width, height, max_pixels)
+    return head + stream.read()
 
 
 def _refuse_over_limit_from_header(p: Path, file: io.BufferedReader, max_pixels: int) -> None:

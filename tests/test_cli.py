@@ -1036,6 +1036,10 @@ def test_piped_input_that_is_no_image_is_one_line(tiny_env, landmarks_detector, 
         assert result.exit_code == 1
         assert expected in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "out.png").exists()
+    photo = _small_photo(tmp_path / "photo.png").read_bytes()
+    result = runner.invoke(app, ["restore", "-", "-o", "-", "--max-pixels", "100"], input=photo, catch_exceptions=False)
+    assert result.exit_code == 1 and result.stdout_bytes == b""
+    assert "-: image is 48x40 = 1,920 pixels, over the limit of 100" in result.stderr
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -1075,7 +1079,7 @@ def test_the_standard_streams_refuse_a_terminal_and_a_closed_pipe(monkeypatch):
 
     monkeypatch.setattr(sys, "stdin", Terminal())
     with pytest.raises(typer.Exit) as refused:
-        common.read_standard_input()
+        common.read_standard_input(100)
     assert refused.value.exit_code == 2
     monkeypatch.setattr(sys, "stdout", Terminal())
     with pytest.raises(typer.Exit):

@@ -551,6 +551,24 @@ def test_a_file_over_the_pixel_limit_is_refused_before_it_is_read_whole(tmp_path
     assert 0 < max(largest_read) < 2**20
 
 
+def test_a_piped_image_over_the_pixel_limit_is_refused_from_its_first_megabyte():
+    ihdr = struct.pack(">IIBBBBB", 40_000, 40_000, 16, 6, 0, 0, 0)
+    header = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + struct.pack(">I", 2**28) + b"IDAT"
+    read = []
+
+    class Pipe(io.BytesIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            read.append(len(data))
+            return data
+
+    with pytest.raises(InputImageError, match="-: image is 40000x40000 .* over the limit of 200,000,000"):
+        imageio.read_stream(Pipe(header + bytes(2**24)), "-")
+    assert sum(read) == 2**20
+    small = io.BytesIO(_png_bytes())
+    assert imageio.read_stream(small, "-") == small.getvalue()
+
+
 def test_error_message_for_missing_file_is_helpful(tmp_path):
     path = tmp_path / "holiday.jpg"
     with pytest.raises(InputImageError) as e:

@@ -471,13 +471,15 @@ def refuse_standard_streams(inputs: Iterable[str | Path | None], output: str | N
         raise usage_error("-: only `i2i restore` reads an image from standard input; save it to a file and pass its path")
 
 
-def read_standard_input() -> bytes:
-    """The image piped into the command."""
+def read_standard_input(max_pixels: int) -> bytes:
+    """The image piped into the command (one over ``max_pixels`` is refused from its header)."""
+    from i2icli.imageio import read_stream
+
     stream = sys.stdin
     if stream is None or stream.isatty():  # reading would wait for typing that never comes
         raise usage_error("- reads the image from standard input, which is a terminal here; pipe or redirect an "
                           "image into it (< photo.jpg)")
-    return getattr(stream, "buffer", stream).read()
+    return read_stream(getattr(stream, "buffer", stream), STANDARD_STREAM, max_pixels=max_pixels)
 
 
 def refuse_terminal_output() -> None:

@@ -124,7 +124,7 @@ def restore(
     if dry_run:
         exit_with_preview(jobs, skip_existing=skip_existing and not piped.output, as_json=as_json, record_of=record_of)
     if piped.input:
-        piped.data = read_standard_input()
+        piped.data = read_standard_input(max_pixels)
     if piped.output:
         skip_existing = False  # "-" names no file that could exist
         piped.output_suffix = _piped_output_suffix(inputs[0], ext, piped.data)
