@@ -529,6 +529,18 @@ def test_huge_header_reports_our_limit_not_pillows(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's global guard is restored
 
 
+def _counting_reads(stream_type: type, sizes: list[int]) -> type:
+    """``stream_type`` that records the size of every read."""
+
+    class Counting(stream_type):
+        def read(self, size=-1):
+            data = super().read(size)
+            sizes.append(len(data))
+            return data
+
+    return Counting
+
+
 def test_a_file_over_the_pixel_limit_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
     """A scan of several GB was read into memory in full before its header was checked. Here the
     file is sparse (256 MB of nothing after a header claiming 40000x40000 pixels)."""
@@ -537,15 +549,9 @@ def test_a_file_over_the_pixel_limit_is_refused_before_it_is_read_whole(tmp_path
     with open(path, "wb") as file:
         file.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + struct.pack(">I", 2**28) + b"IDAT")
         file.truncate(2**28)
-    largest_read = []
-
-    class CountingReader(io.BufferedReader):
-        def read(self, size=-1):
-            data = super().read(size)
-            largest_read.append(len(data))
-            return data
-
-    monkeypatch.setattr(imageio, "open", lambda name, mode="rb": CountingReader(io.FileIO(name, "r")), raising=False)
+    largest_read: list[int] = []
+    reader = _counting_reads(io.BufferedReader, largest_read)
+    monkeypatch.setattr(imageio, "open", lambda name, mode="rb": reader(io.FileIO(name, "r")), raising=False)
     with pytest.raises(InputImageError, match="over the limit of 200,000,000"):
         read_image(path)
     assert 0 < max(largest_read) < 2**20
@@ -554,16 +560,9 @@ def test_a_file_over_the_pixel_limit_is_refused_before_it_is_read_whole(tmp_path
 def test_a_piped_image_over_the_pixel_limit_is_refused_from_its_first_megabyte():
     ihdr = struct.pack(">IIBBBBB", 40_000, 40_000, 16, 6, 0, 0, 0)
     header = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + struct.pack(">I", 2**28) + b"IDAT"
-    read = []
-
-    class Pipe(io.BytesIO):
-        def read(self, size=-1):
-            data = super().read(size)
-            read.append(len(data))
-            return data
-
+    read: list[int] = []
     with pytest.raises(InputImageError, match="-: image is 40000x40000 .* over the limit of 200,000,000"):
-        imageio.read_stream(Pipe(header + bytes(2**24)), "-")
+        imageio.read_stream(_counting_reads(io.BytesIO, read)(header + bytes(2**24)), "-")
     assert sum(read) == 2**20
     small = io.BytesIO(_png_bytes())
     assert imageio.read_stream(small, "-") == small.getvalue()
