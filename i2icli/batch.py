@@ -78,6 +78,11 @@ def _face_file_owner(path: Path) -> tuple[Path, str] | None:
     return path.parent.parent.resolve(), match.group(1)
 
 
+def is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder (an output named like one fails before the work, not at its write)."""
+    return _kind(path) == "dir"
+
+
 def _kind(path: Path) -> str:
     """'dir', 'file', 'missing', 'other', or why it cannot be looked at."""
     try:
@@ -201,7 +206,7 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
         elif key in taken:
             jobs.append((index, Job(source, target, f"{source}: output {target} is already written by {taken[key]}; "
                                                     "use --suffix or separate runs")))
-        elif _kind(target) == "dir":  # else found only when writing, after the work (and --dry-run passed it)
+        elif is_folder(target):  # else found only when writing, after the work (and --dry-run passed it)
             jobs.append((index, Job(source, target, f"{source}: its output {target} is a folder; move it aside, or use "
                                                     "another --output or a --suffix")))
         else:

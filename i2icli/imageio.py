@@ -75,6 +75,8 @@ _WRITE_FORMATS = {
     ".tiff": ("TIFF", ".tiff"),
     ".bmp": ("BMP", ".bmp"),
 }
+# Container -> the first suffix that names it (.jpg, not .jpeg).
+_SUFFIX_OF_FORMAT = {fmt: suffix for suffix, (fmt, _) in reversed(_WRITE_FORMATS.items())}
 _KEEPS_16BIT = frozenset({"PNG", "TIFF"})
 _KEEPS_ALPHA = frozenset({"PNG", "TIFF", "WEBP"})
 _MAX_SIDE = {"JPEG": 65_535, "WEBP": 16_383}
@@ -287,19 +289,14 @@ def read_stream(stream: BinaryIO, name: str | os.PathLike[str], *, max_pixels: i
     """All of ``stream`` (an image piped in), refused from its first megabyte, before the rest is
     read, when its header says it is over ``max_pixels``. ``name`` names it in messages."""
     head = stream.read(2**20)
-    try:
-        with _pil_strict():
-            width, height = Image.open(io.BytesIO(head)).size
-    except Exception:  # no header in the first megabyte: the full read's checks say what is wrong
-        width = height = 0
-    _refuse_over_limit(Path(name), width, height, max_pixels)
+    _refuse_over_limit_from_header(Path(name), io.BytesIO(head), max_pixels)
     return head + stream.read()
 
 
-def _refuse_over_limit_from_header(p: Path, file: io.BufferedReader, max_pixels: int) -> None:
-    """The pixel limit checked on the open file, before its whole content is read into memory (a
-    scan of several GB would take that much first). What Pillow cannot parse here is left to the
-    full read, whose checks say what is wrong."""
+def _refuse_over_limit_from_header(p: Path, file: BinaryIO, max_pixels: int) -> None:
+    """The pixel limit checked on the open file, or a stream's first bytes, before the whole
+    content is read into memory (a scan of several GB would take that much first). What Pillow
+    cannot parse here is left to the full read, whose checks say what is wrong."""
     try:
         with _pil_strict():
             width, height = Image.open(file).size
@@ -629,12 +626,8 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
     lossless WebP. Never overwrites ``picture.source``.
     """
     target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in _WRITE_FORMATS:
-        shown = f"'{target.suffix}'" if target.suffix else "no suffix"
-        raise I2IError(f"{target}: cannot write this file type ({shown})", f"use one of {_SUFFIX_LIST}")
-    if not 1 <= int(jpeg_quality) <= 100:
-        raise ValueError(f"jpeg_quality must be between 1 and 100, got {jpeg_quality}")
+    suffix = target.suffix
+    _write_format(target, suffix)  # before the checks below: a file type i2i cannot write says so first
     if picture.source is not None and _same_file(target, picture.source):
         raise I2IError(
             f"{target}: refusing to overwrite the input image",
@@ -659,11 +652,9 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
     """The bytes :func:`write_image` would write for a file with this suffix (``.png``, ``.jpg``,
     ...), for a destination that is no file, such as a pipe. ``name`` names it in messages."""
     target = Path(name)
-    if suffix.lower() not in _WRITE_FORMATS:
-        raise I2IError(f"{target}: cannot write this file type ('{suffix}')", f"use one of {_SUFFIX_LIST}")
+    fmt, ext = _write_format(target, suffix)
     if not 1 <= int(jpeg_quality) <= 100:
         raise ValueError(f"jpeg_quality must be between 1 and 100, got {jpeg_quality}")
-    fmt, ext = _WRITE_FORMATS[suffix.lower()]
     _refuse_oversize(target, fmt, picture.width, picture.height)
     data = _encode(target, picture, fmt, ext, int(jpeg_quality))
     if fmt == "TIFF" and picture.alpha is not None:
@@ -671,6 +662,14 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
     if picture.icc_profile:
         data = _with_icc_profile(bytes(data), fmt, picture)
     return bytes(data)
+
+
+def _write_format(target: Path, suffix: str) -> tuple[str, str]:
+    """(container, OpenCV extension) for an output suffix, or the error naming ``target``."""
+    if suffix.lower() not in _WRITE_FORMATS:
+        shown = f"'{suffix}'" if suffix else "no suffix"
+        raise I2IError(f"{target}: cannot write this file type ({shown})", f"use one of {_SUFFIX_LIST}")
+    return _WRITE_FORMATS[suffix.lower()]
 
 
 def format_suffix(data: bytes) -> str | None:
@@ -681,8 +680,7 @@ def format_suffix(data: bytes) -> str | None:
             found = Image.open(io.BytesIO(data)).format
     except Exception:  # Pillow raises a zoo of types for what is no image
         return None
-    return {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}.get(
-        _READABLE_FORMATS.get(found or "", ""))
+    return _SUFFIX_OF_FORMAT.get(_READABLE_FORMATS.get(found or "", ""))
 
 
 # What to do when the system refuses a write: its own words ("No space left on device") name the
@@ -709,11 +707,13 @@ def _webp_is_lossless(data: bytes) -> bool:
     return False
 
 
-def check_output_size(path: str | os.PathLike[str], width: int, height: int) -> None:
-    """Raise if an image of ``width`` x ``height`` cannot be written in ``path``'s format (JPEG
-    and WebP cap each side). Commands ask before the work, rather than find out when saving it."""
+def check_output_size(path: str | os.PathLike[str], width: int, height: int, *, suffix: str | None = None) -> None:
+    """Raise if an image of ``width`` x ``height`` cannot be written in ``path``'s format, or in the
+    format of ``suffix`` (for an output that is no file; JPEG and WebP cap each side). Commands
+    ask before the work, rather than find out when saving it."""
     target = Path(path)
-    _refuse_oversize(target, _WRITE_FORMATS.get(target.suffix.lower(), ("", ""))[0], width, height)
+    chosen = (target.suffix if suffix is None else suffix).lower()
+    _refuse_oversize(target, _WRITE_FORMATS.get(chosen, ("", ""))[0], width, height)
 
 
 def _refuse_oversize(target: Path, fmt: str, width: int, height: int) -> None:

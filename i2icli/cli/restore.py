@@ -116,7 +116,7 @@ def restore(
         raise usage_error(f"--ext {ext}: use one of {', '.join(_EXTENSIONS)}")
 
     piped = _check_streams(inputs, output, as_json=as_json, save_faces=save_faces, suffix=suffix, dry_run=dry_run)
-    jobs = _plan(inputs, output, recursive=recursive, ext=ext, suffix=suffix)
+    jobs = _plan(inputs, output, piped, recursive=recursive, ext=ext, suffix=suffix)
 
     def record_of(job: Any) -> dict[str, Any]:
         return {"input": str(job.source), "output": job.output and str(job.output)}
@@ -215,18 +215,18 @@ def _piped_output_suffix(input: str, ext: str, piped_data: bytes | None) -> str:
     return found if found in IMAGE_SUFFIXES else ".png"
 
 
-def _plan(inputs: list[str], given: str, *, recursive: bool, ext: str, suffix: str) -> list[Any]:
+def _plan(inputs: list[str], given: str, piped: Piped, *, recursive: bool, ext: str, suffix: str) -> list[Any]:
     """The jobs for INPUTS. -o names the output folder, or, for a single input, the output file;
     "-" reads the one input from standard input, "-o -" writes the one output to standard output."""
     from i2icli.batch import Job, file_key, plan_jobs
 
-    if inputs == [STANDARD_STREAM]:
+    if piped.input:
         output = Path(given).expanduser()
-        if given != STANDARD_STREAM:
+        if not piped.output:
             _refuse_folder_options(output, ext, suffix)
             check_output_folder(output.parent)
         return [Job(Path(STANDARD_STREAM), output)]
-    if given == STANDARD_STREAM:
+    if piped.output:
         import tempfile
 
         with tempfile.TemporaryDirectory() as nowhere:  # an empty folder no output can clash in
@@ -279,16 +279,17 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     from i2icli.cli.runner import Stages
     from i2icli.imageio import check_output_size, encode_image, read_image, write_image
 
-    def format_of(job: Any) -> Path:  # a name whose suffix is the output's format
-        return Path(STANDARD_STREAM + piped.output_suffix) if piped.output else job.output
+    def suffix_of(job: Any) -> str:  # the output's format
+        return piped.output_suffix if piped.output else job.output.suffix
 
     def read(job: Any) -> Any:
         picture = read_image(job.source, max_pixels=max_pixels, data=piped.data if piped.input else None)
-        check_output_size(format_of(job), *pipeline.output_size(picture))  # before the work, not after it
+        # Before the work, not after it.
+        check_output_size(job.output, *pipeline.output_size(picture), suffix=suffix_of(job))
         return picture
 
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
-        _warn_of_lost_transparency(job, result.picture, output_named, format_of(job).suffix.lower())
+        _warn_of_lost_transparency(job, result.picture, output_named, suffix_of(job).lower())
         if piped.output:
             write_standard_output(encode_image(result.picture, piped.output_suffix))
         else:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Generic, Iterable, NoReturn, Protocol, TypeVar
 
 import typer
 
-from i2icli.batch import file_key
+from i2icli.batch import file_key, is_folder
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -103,7 +103,7 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
             over_input = next((path for path in files if file_key(path) in protected), None)
             clash = next((path for path in files if path in taken), None)
             # Else found only when writing, after the work (and --dry-run passed it).
-            folder = next((path for path in files if _is_folder(path)), None)
+            folder = next((path for path in files if is_folder(path)), None)
             if over_input is not None:
                 job = dataclasses.replace(job, problem=f"{name_of(job)}: its output {over_input} would overwrite an "
                                                        "input of the batch; choose another output")
@@ -118,13 +118,6 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
                 taken.update((path, job) for path in files)
         checked.append(job)
     return checked, list(taken)
-
-
-def _is_folder(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except OSError:  # below a folder that cannot be searched: its write will say so
-        return False
 
 
 def _resolved(path: Path) -> Path:
