@@ -1134,3 +1134,12 @@ def test_control_characters_in_file_names_are_shown_as_escapes(tmp_path):
     missing = run("restore", str(tmp_path / "gone\x1b]0;title\x07.png"))
     assert missing.exit_code == 1 and "\x1b" not in missing.stderr and "\x07" not in missing.stderr
     assert "gone\\x1b]0;title\\x07.png" in missing.stderr and len(missing.stderr.splitlines()) == 1
+
+
+def test_a_folder_of_one_image_to_standard_output_keeps_the_images_format(tiny_env, landmarks_detector, tmp_path):
+    """The format came from INPUT's own suffix: a folder (or a pattern) has none, so a JPEG came out as PNG."""
+    landmarks_detector([])
+    _write(tmp_path / "in" / "only.jpg", np.full((32, 40, 3), 90, np.uint8))
+    result = run("restore", str(tmp_path / "in"), "-o", "-", "--device", "cpu", "--bg-model", "none")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes[:3] == b"\xff\xd8\xff"

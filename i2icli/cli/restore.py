@@ -127,7 +127,7 @@ def restore(
         piped.data = read_standard_input(max_pixels)
     if piped.output:
         skip_existing = False  # "-" names no file that could exist
-        piped.output_suffix = _piped_output_suffix(inputs[0], ext, piped.data)
+        piped.output_suffix = _piped_output_suffix(jobs[0].source, ext, piped.data)
 
     from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
 
@@ -203,7 +203,7 @@ def _check_streams(inputs: list[str], output: str, *, as_json: bool, save_faces:
     return piped
 
 
-def _piped_output_suffix(input: str, ext: str, piped_data: bytes | None) -> str:
+def _piped_output_suffix(source: Path, ext: str, piped_data: bytes | None) -> str:
     """The format written to stdout: --ext, else the input's own (read off the piped data)."""
     if ext.lower() != "auto":
         return "." + ext.lower()
@@ -211,7 +211,7 @@ def _piped_output_suffix(input: str, ext: str, piped_data: bytes | None) -> str:
         from i2icli.imageio import format_suffix
 
         return format_suffix(piped_data) or ".png"  # no image: reading it fails with its own message
-    found = Path(input).suffix.lower()
+    found = source.suffix.lower()  # the image's own: INPUT may be a folder or pattern holding it
     return found if found in IMAGE_SUFFIXES else ".png"
 
 
