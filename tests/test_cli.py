@@ -1143,3 +1143,15 @@ def test_a_folder_of_one_image_to_standard_output_keeps_the_images_format(tiny_e
     result = run("restore", str(tmp_path / "in"), "-o", "-", "--device", "cpu", "--bg-model", "none")
     assert result.exit_code == 0, result.stderr
     assert result.stdout_bytes[:3] == b"\xff\xd8\xff"
+
+
+def test_weights_output_shows_a_folder_name_in_brackets_as_it_is(tiny_env, tmp_path, monkeypatch):
+    """A weights folder named "models [v2]" lost its "[v2]" in `list` and `verify`: rich took it for markup."""
+    folder = tmp_path / "models [v2]"
+    folder.mkdir()
+    (folder / "parsing_parsenet.pth").write_bytes(tiny_env.files["parsenet"].read_bytes())
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("COLUMNS", "400")  # the table keeps the path on one line
+    verified = run("weights", "verify", "parsenet")
+    assert verified.exit_code == 0 and f"✓ parsenet: {folder / 'parsing_parsenet.pth'}" in verified.stdout
+    assert str(folder / "parsing_parsenet.pth") in run("weights", "list").stdout

@@ -64,10 +64,10 @@ def list_weights(as_json: JsonOption = False) -> None:
         if checkpoint.manual:
             where, size = f"[yellow]manual download[/] {checkpoint.url}", "?"
         elif wrong_size:
-            where = f"[red]{local} ({_size(local.stat().st_size)}: damaged, see `i2i weights verify`)[/]"
+            where = f"[red]{plain(local)} ({_size(local.stat().st_size)}: damaged, see `i2i weights verify`)[/]"
             size = _size(checkpoint.bytes)
         else:
-            where, size = (f"[green]{local}[/]" if local else "[dim]no[/]"), _size(checkpoint.bytes)
+            where, size = (f"[green]{plain(local)}[/]" if local else "[dim]no[/]"), _size(checkpoint.bytes)
         table.add_row(checkpoint.name, checkpoint.role, checkpoint.file, size, checkpoint.license, where)
     # The listing is what the command produces, so it goes to stdout (for grep), unlike diagnostics.
     Console(highlight=False).print(table)
@@ -151,9 +151,9 @@ def verify(
                 continue
             if checkpoint.pinned_by_prefix:
                 # Only the publisher's 8-digit prefix is pinned; show the full digest so it can be.
-                out.print(f"[green]✓[/] {checkpoint.name}: {local} (prefix pin; sha256 {digest})")
+                out.print(f"[green]✓[/] {checkpoint.name}: {plain(local)} (prefix pin; sha256 {digest})")
             else:
-                out.print(f"[green]✓[/] {checkpoint.name}: {local}")
+                out.print(f"[green]✓[/] {checkpoint.name}: {plain(local)}")
     present = len({r["name"] for r in results if r["path"]})
     bad = len({r["name"] for r in results if r["status"] == "failed"})
     if as_json:
