@@ -157,15 +157,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         data = _read_file(p, max_pixels)
     elif not data:
         raise InputImageError(p, "is empty (0 bytes)", "pass the image's content")
-    pil = _open_header(p, data)
-
-    fmt = _READABLE_FORMATS.get(pil.format or "")
-    if fmt is None:
-        raise InputImageError(
-            p,
-            f"is an image in {pil.format or 'an unknown'} format, which i2i cannot read",
-            f"convert it to one of {_SUFFIX_LIST}",
-        )
+    pil, fmt = _readable_format(p, data)
     width, height = pil.size
     if width <= 0 or height <= 0:
         raise InputImageError(p, f"image has zero size ({width}x{height})", "re-export the image")
@@ -286,17 +278,43 @@ def _read_file(p: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
 
 
 def read_stream(stream: BinaryIO, name: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-    """All of ``stream`` (an image piped in), refused from its first megabyte, before the rest is
-    read, when its header says it is over ``max_pixels``. ``name`` names it in messages."""
-    head = stream.read(2**20)
-    _refuse_over_limit_from_header(Path(name), io.BytesIO(head), max_pixels)
-    return head + stream.read()
+    """All of ``stream`` (an image piped in). ``name`` names it in messages.
+
+    A pipe may never end (``cat /dev/zero |``, ``yes |``), so nothing is read past what its first
+    megabyte allows: data that does not start like an image, or a header over ``max_pixels``, is
+    refused from there; and no stream is read past the most bytes its image could take."""
+    p = Path(name)
+    head = stream.read(_HEADER_BYTES)
+    if head and not _has_image_signature(head):
+        _readable_format(p, head)  # refused from its header: not an image, or one i2i cannot read
+    width, height = _refuse_over_limit_from_header(p, io.BytesIO(head), max_pixels)
+    limit = _most_bytes(width * height or max_pixels)
+    chunks, total = [head], len(head)
+    while chunk := stream.read(_STREAM_CHUNK_BYTES):
+        total += len(chunk)
+        if total > limit:
+            held = f"a {width}x{height} image" if width else f"an image of at most {max_pixels:,} pixels (--max-pixels)"
+            raise InputImageError(p, f"goes on past {limit / 2**20:,.0f} MB, far more than {held} takes",
+                                  "pipe in one image file alone, or save it to a file and pass its path")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def _refuse_over_limit_from_header(p: Path, file: BinaryIO, max_pixels: int) -> None:
+_HEADER_BYTES = 2**20
+_STREAM_CHUNK_BYTES = 2**24
+
+
+def _most_bytes(pixels: int) -> int:
+    """The most a file of this many pixels may hold: 16 bytes a pixel is twice an uncompressed
+    16-bit RGBA TIFF, and 64 MB leaves room for previews, profiles and metadata."""
+    return 16 * pixels + 2**26
+
+
+def _refuse_over_limit_from_header(p: Path, file: BinaryIO, max_pixels: int) -> tuple[int, int]:
     """The pixel limit checked on the open file, or a stream's first bytes, before the whole
     content is read into memory (a scan of several GB would take that much first). What Pillow
-    cannot parse here is left to the full read, whose checks say what is wrong."""
+    cannot parse here is left to the full read, whose checks say what is wrong. Returns the size
+    the header gives, or (0, 0)."""
     try:
         with _pil_strict():
             width, height = Image.open(file).size
@@ -305,6 +323,7 @@ def _refuse_over_limit_from_header(p: Path, file: BinaryIO, max_pixels: int) -> 
     finally:
         file.seek(0)
     _refuse_over_limit(p, width, height, max_pixels)
+    return width, height
 
 
 @contextlib.contextmanager
@@ -351,6 +370,19 @@ def _open_header(p: Path, data: bytes) -> Image.Image:
             raise InputImageError(p, "has floating-point samples; only 8- and 16-bit images are supported",
                                   "convert it to an 8- or 16-bit PNG or TIFF") from None
         raise (_corrupt(p) if _has_image_signature(data) else _not_an_image(p)) from None
+
+
+def _readable_format(p: Path, data: bytes) -> tuple[Image.Image, str]:
+    """The parsed header and its format, refused when the data is no image or one i2i cannot read."""
+    pil = _open_header(p, data)
+    fmt = _READABLE_FORMATS.get(pil.format or "")
+    if fmt is None:
+        raise InputImageError(
+            p,
+            f"is an image in {pil.format or 'an unknown'} format, which i2i cannot read",
+            f"convert it to one of {_SUFFIX_LIST}",
+        )
+    return pil, fmt
 
 
 def _tiff_with_float_samples(data: bytes) -> bool:

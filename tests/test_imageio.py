@@ -568,6 +568,50 @@ def test_a_piped_image_over_the_pixel_limit_is_refused_from_its_first_megabyte()
     assert imageio.read_stream(small, "-") == small.getvalue()
 
 
+class _Endless(io.RawIOBase):
+    """A pipe that never ends (``yes |``, ``cat /dev/zero |``): ``start``, then ``filler`` for
+    ever. Counts the bytes handed out."""
+
+    def __init__(self, start: bytes, filler: bytes):
+        self.start, self.filler, self.handed_out = start, filler, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.start[self.handed_out:self.handed_out + len(buffer)]
+        data += self.filler * (-(-(len(buffer) - len(data)) // len(self.filler)))
+        data = data[:len(buffer)]
+        buffer[:len(data)] = data
+        self.handed_out += len(data)
+        return len(data)
+
+
+@pytest.mark.parametrize("filler", [b"y\n", bytes(1)])
+def test_an_endless_pipe_that_is_no_image_is_refused_from_its_first_megabyte(filler):
+    """Before, the whole stream was read into memory first: `yes | i2i restore -` never ended."""
+    pipe = _Endless(b"", filler)
+    with pytest.raises(InputImageError, match="-: is not an image file"):
+        imageio.read_stream(io.BufferedReader(pipe), "-")
+    assert pipe.handed_out <= 2**20 + io.DEFAULT_BUFFER_SIZE
+
+
+def test_a_piped_image_of_another_format_is_named_from_its_header():
+    gif = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(gif, format="GIF")
+    pipe = _Endless(gif.getvalue(), bytes(1))
+    with pytest.raises(InputImageError, match="-: is an image in GIF format, which i2i cannot read"):
+        imageio.read_stream(io.BufferedReader(pipe), "-")
+    assert pipe.handed_out <= 2**20 + io.DEFAULT_BUFFER_SIZE
+
+
+def test_an_image_followed_by_an_endless_stream_is_refused_past_what_the_image_could_take():
+    pipe = _Endless(_png_bytes(), bytes(1))
+    with pytest.raises(InputImageError, match=r"-: goes on past 64 MB, far more than a \d+x\d+ image takes"):
+        imageio.read_stream(io.BufferedReader(pipe), "-")
+    assert pipe.handed_out <= 2**26 + 2**24 + 2**20 + io.DEFAULT_BUFFER_SIZE
+
+
 def test_error_message_for_missing_file_is_helpful(tmp_path):
     path = tmp_path / "holiday.jpg"
     with pytest.raises(InputImageError) as e:
