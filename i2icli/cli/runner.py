@@ -179,27 +179,107 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
     """Run every job under one progress bar and report each in order; a failed job is reported
     and the rest go on. With ``overlap_io`` (for :class:`Stages`), reads and writes run on two
     worker threads; an interrupted run still finishes the write in flight, so no output is lost."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     stages = process if isinstance(process, Stages) else _one_stage(process)
-    # Outputs are distinct (the planners refuse collisions), so what to skip is known up front.
-    runnable = [i for i, job in enumerate(jobs) if will_run(job, skip_existing=skip_existing)]
-    to_run = set(runnable)
-    read_next = dict(zip(runnable, runnable[1:]))  # the job to read ahead while one computes
-    records: list[dict] = []
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    in_flight: _Written | None = None
+    return _BatchRun(jobs, stages, verb=verb, skip_existing=skip_existing, record_of=record_of,
+                     overlap_io=overlap_io).run()
 
-    def finish_write() -> None:
-        nonlocal in_flight
-        if in_flight is None:
+
+class _BatchRun(Generic[J]):
+    """One call of :func:`run_batch`: each job read, computed and written in turn, with at most one
+    read ahead and one write behind, and one record (and one console line) a job, in order."""
+
+    def __init__(self, jobs: list[J], stages: Stages[J], *, verb: str, skip_existing: bool,
+                 record_of: Callable[[J], dict[str, Any]], overlap_io: bool):
+        self.jobs, self.stages, self.verb, self.record_of, self.overlap_io = jobs, stages, verb, record_of, overlap_io
+        # Outputs are distinct (the planners refuse collisions), so what to skip is known up front.
+        runnable = [i for i, job in enumerate(jobs) if will_run(job, skip_existing=skip_existing)]
+        self.to_run = set(runnable)
+        self.read_next = dict(zip(runnable, runnable[1:]))  # the job to read ahead while one computes
+        self.reads_ahead: dict[int, Future] = {}
+        self.records: list[dict] = []
+        self.in_flight: _Written | None = None
+
+    def run(self) -> list[dict]:
+        try:
+            with ExitStack() as stack:
+                self._start(stack)
+                for index, job in enumerate(self.jobs):
+                    record = self.record_of(job)
+                    self.records.append(record)
+                    if index in self.to_run:
+                        self._process(index, job, record)
+                    else:  # reported after the job before it
+                        self._finish_write()
+                        self._report_not_run(job, record)
+                self._finish_write()
+        except KeyboardInterrupt:
+            raise Interrupted(self._interrupted_summary()) from None
+        return self.records
+
+    def _start(self, stack: ExitStack) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn())
+        self.progress = stack.enter_context(transient_progress(*columns))
+        # Entered after the progress bar, so left first: an interrupted run waits for its last write.
+        if self.overlap_io:
+            self.reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-read"))
+            self.writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-write"))
+        else:
+            self.reader = self.writer = _Inline()
+        self.task = self.progress.add_task(self.verb, total=len(self.jobs))
+
+    def _report_not_run(self, job: J, record: dict[str, Any]) -> None:
+        if job.problem is not None:
+            record.update(status="failed", error=job.problem)
+            report_error(job.problem)
+        else:
+            record.update(status="skipped")
+            # The output named: one source may have many (a row of pairs, say).
+            console.print(f"[dim]skipped[/] {plain(job.source)} [dim]({plain(job.output)} exists)[/]")
+        self.progress.advance(self.task)
+
+    def _process(self, index: int, job: J, record: dict[str, Any]) -> None:
+        self.progress.update(self.task, description=f"{self.verb} {plain(job.source.name)}")
+        read = self._read(index)
+        try:
+            data, read_seconds = read.result()
+            try:
+                result, compute_seconds = _timed(self.stages.compute, job, data)
+            finally:
+                del data  # not held while the write before is waited for
+        except Exception as error:
+            self._finish_write()
+            record.update(status="failed", error=_failure(job, error))
+            self.progress.advance(self.task)
             return
-        written = in_flight
+        self._finish_write()  # the job before, reported before this one
+        write = self.writer.submit(_timed, self.stages.write, job, result)
+        self.in_flight = _Written(job, record, write, read_seconds + compute_seconds)
+        del result
+        if not self.overlap_io:  # one job at a time, each reported as soon as it is written
+            self._finish_write()
+
+    def _read(self, index: int) -> Future:
+        """This job's read, started now unless it was read ahead; and, with overlap, the next
+        job's read started, to decode the next photo while this one computes."""
+        read = self.reads_ahead.pop(index, None) or self.reader.submit(_timed, self.stages.read, self.jobs[index])
+        if self.overlap_io and index in self.read_next:
+            following = self.read_next[index]
+            self.reads_ahead[following] = self.reader.submit(_timed, self.stages.read, self.jobs[following])
+        return read
+
+    def _finish_write(self) -> None:
+        """Wait for the write in flight, if any, and report its job."""
+        written = self.in_flight
+        if written is None:
+            return
         try:
             (extra, headline, detail), write_seconds = written.future.result()
         except Exception as error:
@@ -209,68 +289,18 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
             written.record.update(status="ok", seconds=round(seconds, 3), **extra)
             # File names are text, not markup: "IMG [edited].jpg" must not lose its "[edited]".
             console.print(f"[green]✓[/] {plain(headline)} [dim]({plain(detail)}{seconds:.1f} s)[/]")
-        in_flight = None  # only now: an interrupt while waiting above leaves it to be reported
-        progress.advance(task)
+        self.in_flight = None  # only now: an interrupt while waiting above leaves it to be reported
+        self.progress.advance(self.task)
 
-    try:
-        with ExitStack() as stack:
-            progress = stack.enter_context(transient_progress(*columns))
-            # Entered after the progress bar, so left first: an interrupted run waits for its last write.
-            if overlap_io:
-                reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-read"))
-                writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="i2i-write"))
-            else:
-                reader = writer = _Inline()
-            task = progress.add_task(verb, total=len(jobs))
-            reads: dict[int, Future] = {}  # reads started ahead of their job's turn
-            for index, job in enumerate(jobs):
-                record = record_of(job)
-                records.append(record)
-                if index not in to_run:  # reported after the job before it
-                    finish_write()
-                    if job.problem is not None:
-                        record.update(status="failed", error=job.problem)
-                        report_error(job.problem)
-                    else:
-                        record.update(status="skipped")
-                        # The output named: one source may have many (a row of pairs, say).
-                        console.print(f"[dim]skipped[/] {plain(job.source)} [dim]({plain(job.output)} exists)[/]")
-                    progress.advance(task)
-                    continue
-                progress.update(task, description=f"{verb} {plain(job.source.name)}")
-                failure: Exception | None = None
-                read = reads.pop(index, None) or reader.submit(_timed, stages.read, job)
-                if overlap_io and index in read_next:  # decode the next photo while this one computes
-                    reads[read_next[index]] = reader.submit(_timed, stages.read, jobs[read_next[index]])
-                try:
-                    data, read_seconds = read.result()
-                except Exception as error:
-                    failure = error
-                if failure is None:
-                    try:
-                        result, compute_seconds = _timed(stages.compute, job, data)
-                    except Exception as error:
-                        failure = error
-                    del data
-                finish_write()
-                if failure is not None:
-                    record.update(status="failed", error=_failure(job, failure))
-                    progress.advance(task)
-                    continue
-                in_flight = _Written(job, record, writer.submit(_timed, stages.write, job, result), read_seconds + compute_seconds)
-                del result
-                if not overlap_io:  # one job at a time, each reported as soon as it is written
-                    finish_write()
-            finish_write()
-    except KeyboardInterrupt:
-        if in_flight is not None and in_flight.future.done() and "status" not in in_flight.record:
+    def _interrupted_summary(self) -> dict[str, Any]:
+        written = self.in_flight
+        if written is not None and written.future.done() and "status" not in written.record:
             # Its write ended on the way out (the writer thread is waited for): a file made in full.
-            finish_write()
-        for record in records:
+            self._finish_write()
+        for record in self.records:
             record.setdefault("status", "interrupted")
-        records += [{**record_of(job), "status": "not run"} for job in jobs[len(records):]]
-        raise Interrupted(batch_summary(records)) from None
-    return records
+        self.records += [{**self.record_of(job), "status": "not run"} for job in self.jobs[len(self.records):]]
+        return batch_summary(self.records)
 
 
 def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, record_of: Callable[[J], dict[str, Any]],
