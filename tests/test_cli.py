@@ -1100,10 +1100,8 @@ def test_the_standard_streams_refuse_a_terminal_and_a_closed_pipe(monkeypatch):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["exemplar", "in.json", "look.jpg", "--exemplar-pose", "look.json", "-o", "-"], "only `i2i restore` writes"),
-    (["invert", "a.png", "b.png", "-o", "-"], "only `i2i restore` writes"),
-    (["paired", "label.png", "-c", "run.pt", "-o", "-"], "only `i2i restore` writes"),
-    (["translate-lr", "a.png", "b.png", "-c", "run.pt", "-o", "-"], "only `i2i restore` writes"),
+    (["exemplar", "in.json", "look.jpg", "--exemplar-pose", "look.json", "-o", "-"], "this command does not"),
+    (["invert", "a.png", "b.png", "-o", "-"], "this command does not"),
     (["exemplar", "-", "look.jpg", "--exemplar-pose", "look.json"], "only `i2i restore` reads"),
     (["invert", "a.png", "-"], "only `i2i restore` reads"),
     (["paired", "-", "-c", "run.pt"], "only `i2i restore` reads"),

@@ -482,6 +482,25 @@ def test_paired_cli_loads_the_trained_checkpoint(tmp_path, run):
     assert (tmp_path / "s.png").is_file()
 
 
+def test_one_sample_to_standard_output_is_the_file_it_would_write(tmp_path, run):
+    label = run["data"] / "labels" / "000.png"
+    args = ["paired", str(label), "-c", str(run["run"]), "--seed", "3", "--device", "cpu"]
+    assert runner.invoke(app, [*args, "-o", str(tmp_path / "a.png")]).exit_code == 0
+    piped = runner.invoke(app, [*args, "-o", "-", "--spectrum", str(tmp_path / "s.png")])
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout_bytes == (tmp_path / "a.png").read_bytes()
+    assert f"{label} → standard output" in " ".join(piped.stderr.split()) and (tmp_path / "s.png").is_file()
+    assert not Path("-").exists()
+    for extra, expected in ((["--samples", "2"], "--samples 2 makes 2 images, and -o - writes one"),
+                            (["--save-components"], "--save-components writes files beside the output"),
+                            (["--json"], "--json and -o - would both write to standard output")):
+        refused = runner.invoke(app, [*args, "-o", "-", *extra])
+        assert refused.exit_code == 2 and refused.stdout_bytes == b"", extra
+        assert expected in refused.stderr, extra
+    folder = runner.invoke(app, ["paired", str(run["data"] / "labels"), "-c", str(run["run"]), "-o", "-"])
+    assert folder.exit_code == 2 and "-o - writes one image to standard output, but the inputs hold" in folder.stderr
+
+
 def test_samples_match_one_by_one_and_the_mean_style_is_the_default(run):
     translator = PairedTranslator.load(str(run["run"]), device="cpu")
     label = read_image(run["data"] / "labels" / "001.png")

@@ -351,6 +351,22 @@ def test_translate_one_pair_with_exact(run, tmp_path):
     assert np.abs(blocks(written.astype(np.float64)) - blocks(target)).mean() < 1.0
 
 
+def test_one_pair_to_standard_output_is_the_file_it_would_write(run, tmp_path):
+    photos = sorted(run["data"].glob("*.png"))
+    pair = [str(photos[0]), str(photos[1]), "-c", str(run["run"]), "--device", "cpu"]
+    assert runner.invoke(app, ["translate-lr", *pair, "-o", str(tmp_path / "out.png")]).exit_code == 0
+    piped = runner.invoke(app, ["translate-lr", *pair, "-o", "-", "--grid", str(tmp_path / "grid.png")])
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout_bytes == (tmp_path / "out.png").read_bytes()
+    assert "→ standard output" in piped.stderr and (tmp_path / "grid.png").is_file()
+    assert not Path("-").exists()
+    folder = runner.invoke(app, ["translate-lr", str(run["data"]), str(photos[1]), "-c", str(run["run"]), "-o", "-"])
+    assert folder.exit_code == 2 and folder.stdout_bytes == b""
+    assert "the inputs hold 10 pairs" in folder.stderr
+    as_json = runner.invoke(app, ["translate-lr", *pair, "-o", "-", "--json"])
+    assert as_json.exit_code == 2 and "--json and -o - would both write to standard output" in as_json.stderr
+
+
 def test_tiny_targets_folders_and_grid(run, tmp_path):
     photos = sorted(run["data"].glob("*.png"))
     sources, targets = tmp_path / "sources", tmp_path / "targets"

@@ -462,11 +462,12 @@ def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
 STANDARD_STREAM = "-"
 
 
-def refuse_standard_streams(inputs: Iterable[str | Path | None], output: str | None) -> None:
-    """For the commands that take no "-": without this, -o - made a folder named "-", and an input
-    "-" was reported as a missing file."""
+def refuse_standard_streams(inputs: Iterable[str | Path | None], output: str | None = None) -> None:
+    """For the commands that take no "-" (or no "-o -": pass their ``output``): without this, -o -
+    made a folder named "-", and an input "-" was reported as a missing file."""
     if output == STANDARD_STREAM:
-        raise usage_error("-o -: only `i2i restore` writes its result to standard output; give -o a file or a folder")
+        raise usage_error("-o -: `i2i restore`, `paired` and `translate-lr` write their result to standard output, "
+                          "this command does not; give -o a file or a folder")
     if any(str(path) == STANDARD_STREAM for path in inputs if path is not None) and not Path(STANDARD_STREAM).exists():
         raise usage_error("-: only `i2i restore` reads an image from standard input; save it to a file and pass its path")
 
@@ -480,6 +481,29 @@ def read_standard_input(max_pixels: int) -> bytes:
         raise usage_error("- reads the image from standard input, which is a terminal here; pipe or redirect an "
                           "image into it (< photo.jpg)")
     return read_stream(getattr(stream, "buffer", stream), STANDARD_STREAM, max_pixels=max_pixels)
+
+
+def writes_to_standard_output(output: str, *, as_json: bool, dry_run: bool,
+                              files_beside: Iterable[tuple[str, bool]] = ()) -> bool:
+    """Whether "-o -" sends the result to standard output, once what cannot go with it is refused:
+    --json (which writes there too), and the options named in ``files_beside`` that are given
+    (they write more files next to the output, and "-" is in no folder)."""
+    if output != STANDARD_STREAM:
+        return False
+    if as_json:
+        raise usage_error("--json and -o - would both write to standard output; use one of them")
+    for option, given in files_beside:
+        if given:
+            raise usage_error(f"{option} writes files beside the output: give -o a file or a folder")
+    if not dry_run:
+        refuse_terminal_output()
+    return True
+
+
+def refuse_more_than_one_image_to_standard_output(count: int, inputs_hold: str = "images") -> None:
+    if count > 1:
+        raise usage_error(f"-o - writes one image to standard output, but the inputs hold {count} {inputs_hold}; "
+                          "give -o a folder")
 
 
 def refuse_terminal_output() -> None:

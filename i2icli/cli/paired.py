@@ -12,6 +12,7 @@ from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     SEED_MAX,
+    STANDARD_STREAM,
     DeviceOption,
     DryRunOption,
     JsonOption,
@@ -23,10 +24,13 @@ from i2icli.cli.common import (
     image_files,
     names_image_file,
     plain,
+    refuse_more_than_one_image_to_standard_output,
     refuse_overwrite,
     refuse_standard_streams,
     seed_in_range,
     usage_error,
+    write_standard_output,
+    writes_to_standard_output,
 )
 from i2icli.cli.runner import (
     batch_failures,
@@ -84,7 +88,8 @@ def paired(
     ],
     output: Annotated[
         str, typer.Option("-o", "--output", metavar="DIR|FILE", rich_help_panel=_OUTPUT,
-                          help="Output image for one label map; a folder (for LABEL.png files) otherwise.")
+                          help="Output image for one label map (-: standard output, as PNG); a folder (for LABEL.png "
+                          "files) otherwise.")
     ] = "results",
     style: Annotated[
         Path | None, typer.Option("--style", metavar="PHOTO", show_default=False, rich_help_panel=_MODEL,
@@ -124,7 +129,11 @@ def paired(
     Label maps are centre-cropped to squares. Each --samples variation draws different noise,
     which changes only the residual's fine detail; the reconstruction stays the same.
     """
-    refuse_standard_streams([label], output)
+    refuse_standard_streams([label])
+    to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[
+        ("--save-components", save_components), ("--std-map", std_map)])
+    if to_stdout and samples > 1:
+        raise usage_error(f"--samples {samples} makes {samples} images, and -o - writes one; give -o a file or a folder")
     if std_map and samples < 2:
         raise usage_error("--std-map needs --samples 2 or more")
     if size is not None and size * size > max_pixels:
@@ -138,10 +147,15 @@ def paired(
 
     labels = image_files(label, "LABEL", Path(output))
     seeds = [sample_seed(seed, k) for k in range(samples)]
-    jobs = _plan(labels, output, seeds, single=label.is_file())
     inputs = [*labels, *([style] if style else [])]
-    jobs, written = one_writer_per_file(
-        jobs, lambda job: output_files(job.base, seeds, save_components, std_map).values(), inputs)
+    if to_stdout:
+        refuse_more_than_one_image_to_standard_output(len(labels), "label maps")
+        skip_existing = False  # "-" names no file that could exist
+        jobs, written = [LabelJob(labels[0], Path(STANDARD_STREAM), Path(STANDARD_STREAM))], []
+    else:
+        jobs, written = one_writer_per_file(
+            _plan(labels, output, seeds, single=label.is_file()),
+            lambda job: output_files(job.base, seeds, save_components, std_map).values(), inputs)
     if spectrum is not None:
         spectrum = check_extra_output(spectrum, "--spectrum", (".png",))  # the plot is a PNG
         refuse_overwrite(spectrum, inputs, written)
@@ -165,7 +179,7 @@ def paired(
     spectra = _SpectrumSums() if spectrum is not None else None
 
     def process(job: LabelJob) -> tuple[dict[str, Any], str, str]:
-        from i2icli.imageio import write_image
+        from i2icli.imageio import encode_image, write_image
         from i2icli.pipelines.paired import std_heatmap
 
         result = translator.translate(read_image(job.source, max_pixels=max_pixels), style=style_code,
@@ -184,7 +198,10 @@ def paired(
         # job.output, the file --skip-existing looks for, is written last: a run cut short between
         # two writes leaves it missing, so the label map is done again rather than left incomplete.
         for role in sorted(pictures, key=lambda role: files[role] == job.output):
-            write_image(files[role], pictures[role])
+            if to_stdout:  # the one picture: --samples, --save-components and --std-map add others
+                write_standard_output(encode_image(pictures[role], ".png"))
+            else:
+                write_image(files[role], pictures[role])
         fields: dict[str, Any] = {"outputs": [str(files[f"output:{s}"]) for s in seeds], "seeds": seeds}
         if save_components:
             fields["reconstruction"] = str(files["reconstruction"])
@@ -198,7 +215,8 @@ def paired(
             detail += f"std up to {fields['std_max_levels']:.1f} levels (mean {fields['std_mean_levels']:.2f}); "
         if spectra is not None:
             spectra.add(result.tensors)
-        return fields, f"{job.source} → {job.output}", detail  # the path, as restore and --dry-run show it
+        destination = "standard output" if to_stdout else job.output
+        return fields, f"{job.source} → {destination}", detail  # the path, as restore and --dry-run show it
 
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     if spectra is not None:

@@ -25,9 +25,10 @@ from i2icli.cli.common import (
     names_image_file,
     precision_from_flags,
     read_standard_input,
-    refuse_terminal_output,
+    refuse_more_than_one_image_to_standard_output,
     usage_error,
     write_standard_output,
+    writes_to_standard_output,
 )
 from i2icli.cli.runner import batch_failures, exit_with_preview, run_batch, will_run
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
@@ -191,15 +192,9 @@ def _check_streams(inputs: list[str], output: str, *, as_json: bool, save_faces:
     if piped.input and not piped.output and not names_image_file(output):
         raise usage_error("an image read from standard input needs an output file name (-o restored.png), or -o - "
                           "to write it to standard output")
-    if piped.output:
-        if as_json:
-            raise usage_error("--json and -o - would both write to standard output; use one of them")
-        if save_faces:
-            raise usage_error("--save-faces writes files beside the output: give -o a file or a folder")
-        if suffix:
-            raise usage_error("--suffix is for output folders; -o - writes to standard output")
-        if not dry_run:
-            refuse_terminal_output()
+    if piped.output and suffix:
+        raise usage_error("--suffix is for output folders; -o - writes to standard output")
+    writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[("--save-faces", save_faces)])
     return piped
 
 
@@ -231,9 +226,7 @@ def _plan(inputs: list[str], given: str, piped: Piped, *, recursive: bool, ext: 
 
         with tempfile.TemporaryDirectory() as nowhere:  # an empty folder no output can clash in
             jobs = plan_jobs(inputs, Path(nowhere), recursive=recursive)
-        if len(jobs) > 1:
-            raise usage_error(f"-o - writes one image to standard output, but the inputs hold {len(jobs)} images; "
-                              "give -o a folder")
+        refuse_more_than_one_image_to_standard_output(len(jobs))
         return [Job(job.source, Path(STANDARD_STREAM), job.problem) for job in jobs]
     output = Path(given).expanduser()
     if not names_image_file(given):  # the string as typed: "new.png/" is a folder, and Path() drops the slash

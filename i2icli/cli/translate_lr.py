@@ -12,6 +12,7 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    STANDARD_STREAM,
     DeviceOption,
     DryRunOption,
     JsonOption,
@@ -24,9 +25,12 @@ from i2icli.cli.common import (
     image_files,
     names_image_file,
     plain,
+    refuse_more_than_one_image_to_standard_output,
     refuse_overwrite,
     refuse_standard_streams,
     usage_error,
+    write_standard_output,
+    writes_to_standard_output,
 )
 from i2icli.cli.runner import (
     ShownBefore,
@@ -64,7 +68,8 @@ def translate_lr(
     ],
     output: Annotated[
         str, typer.Option("-o", "--output", metavar="DIR|FILE", rich_help_panel=_OUTPUT,
-                          help="Output image file for one pair; a folder (for SOURCE__TARGET.png files) otherwise.")
+                          help="Output image file for one pair (-: standard output, as PNG); a folder (for "
+                          "SOURCE__TARGET.png files) otherwise.")
     ] = "results",
     lr_size: Annotated[
         int | None, typer.Option("--lr-size", min=4, max=32, show_default=False, rich_help_panel=_MODEL,
@@ -99,11 +104,17 @@ def translate_lr(
     size, matches the target. Inputs are centre-cropped to squares. SOURCE and TARGET may be
     folders: every source is translated to every target.
     """
-    refuse_standard_streams([source, target], output)
+    refuse_standard_streams([source, target])
+    to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run)
     sources = image_files(source, "SOURCE", Path(output))
     targets = image_files(target, "TARGET", Path(output))
-    single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
-    jobs = _plan(sources, targets, output, single)
+    if to_stdout:
+        refuse_more_than_one_image_to_standard_output(len(sources) * len(targets), "pairs")
+        skip_existing = False  # "-" names no file that could exist
+        jobs = [PairJob(sources[0], targets[0], Path(STANDARD_STREAM))]
+    else:
+        single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
+        jobs = _plan(sources, targets, output, single)
     if grid is not None:
         grid = check_extra_output(grid, "--grid")
         refuse_overwrite(grid, [*sources, *targets], [job.output for job in jobs])
@@ -126,14 +137,17 @@ def translate_lr(
     results: dict[tuple[Path, Path], Any] = {}
 
     def process(job: PairJob) -> tuple[dict[str, Any], str, str]:
-        from i2icli.imageio import write_image
+        from i2icli.imageio import encode_image, write_image
         from i2icli.pipelines.imagetensors import to_picture
 
         source_tensor, source_picture = cache.source(job.source)
         target_tensor, target_picture = cache.target(job.target)
         out, error, network_error = translator.translate_tensors(source_tensor, target_tensor, exact=exact)
         picture = to_picture(out[0])
-        write_image(job.output, picture)
+        if to_stdout:
+            write_standard_output(encode_image(picture, ".png"))
+        else:
+            write_image(job.output, picture)
         if grid is not None:  # kept only for the grid: a large batch need not hold every output
             results[(job.source, job.target)] = (source_picture, target_picture, picture)
         fields = {"lr_error_levels": round(float(error[0]), 4), "network_lr_error_levels": round(float(network_error[0]), 4),
@@ -141,7 +155,8 @@ def translate_lr(
         detail = f"LR error {float(network_error[0]):.2f} levels"
         if exact:
             detail += f", {float(error[0]):.3f} with --exact"
-        return fields, f"{job.source} + {job.target} → {job.output}", detail + "; "  # paths, as --dry-run shows
+        destination = "standard output" if to_stdout else job.output
+        return fields, f"{job.source} + {job.target} → {destination}", detail + "; "  # paths, as --dry-run shows
 
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     if grid is not None:
