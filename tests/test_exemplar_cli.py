@@ -368,3 +368,76 @@ def test_dry_run_lists_the_plan_without_loading_the_checkpoint(pair, tmp_path):
     assert (document["dry_run"], document["would_run"], document["skipped"], document["failed"]) == (True, 1, 1, 1)
     assert [r["status"] for r in document["results"]] == ["skipped", "would run", "failed"]
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_the_input_photo_is_read_for_its_size_only(checkpoint, pair, tmp_path, monkeypatch):
+    """With --input-pose, INPUT's pixels are never used: its size comes from the header, with the
+    EXIF orientation applied (the pose was found on the photo as shown)."""
+    import i2icli.imageio
+
+    photo = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 300x100, shown 100x300
+    Image.fromarray(np.full((100, 300, 3), 90, np.uint8)).save(photo, exif=exif.tobytes())
+    decoded = []
+    read_image = i2icli.imageio.read_image
+    monkeypatch.setattr(i2icli.imageio, "read_image",
+                        lambda path, **kwargs: decoded.append(Path(path).name) or read_image(path, **kwargs))
+    result = run("exemplar", str(photo), str(pair["photo"]), "--input-pose", str(pair["target"]),
+                 "--exemplar-pose", str(pair["photo_pose"]), "-o", str(tmp_path / "out.png"), *_common(checkpoint))
+    assert result.exit_code == 0, result.output
+    assert decoded == ["model.jpg"]  # the exemplar, whose pixels are used
+    with Image.open(tmp_path / "out.png") as image:
+        assert image.size == (21, 64)  # 100:300 at the 64 px working size
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda path: None, "no such file"),
+    (lambda path: path.write_bytes(b""), "is empty (0 bytes)"),
+    (lambda path: path.write_text("not a photo"), "is not an image file"),
+    (lambda path: path.mkdir(), "is a directory"),
+    (lambda path: Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path, format="GIF"), "in GIF format"),
+    (lambda path: Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(path), "over the limit"),
+])
+def test_an_input_photo_that_cannot_be_read_is_one_line(checkpoint, pair, tmp_path, make, message):
+    photo = tmp_path / "photo.png"
+    make(photo)
+    result = run("exemplar", str(photo), str(pair["photo"]), "--input-pose", str(pair["target"]),
+                 "--exemplar-pose", str(pair["photo_pose"]), "-o", str(tmp_path / "out.png"), "--max-pixels", "9000",
+                 *_common(checkpoint))
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and f"{photo}: " in result.stderr and message in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".bmp", ".tif"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_photo_frame_is_the_size_read_image_gives(tmp_path, suffix, orientation):
+    from i2icli.imageio import read_image
+    from i2icli.semantics.inputs import photo_frame
+
+    path = tmp_path / f"photo{suffix}"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(path, **({} if suffix == ".bmp" else {"exif": exif.tobytes()}))
+    picture = read_image(path)
+    assert photo_frame(path) == (picture.width, picture.height)
+    assert photo_frame(path)[0] == (30 if orientation in (6, 8) and suffix != ".bmp" else 50)
+
+
+def test_photo_frame_finds_a_png_orientation_stored_after_the_pixels(tmp_path):
+    import struct
+    import zlib
+
+    from i2icli.semantics.inputs import photo_frame
+
+    path = tmp_path / "late.png"
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(path)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw = exif.tobytes()
+    chunk = struct.pack(">I", len(raw)) + b"eXIf" + raw + struct.pack(">I", zlib.crc32(b"eXIf" + raw))
+    data = path.read_bytes()
+    end = data.rindex(b"IEND") - 4
+    path.write_bytes(data[:end] + chunk + data[end:])
+    assert photo_frame(path) == (30, 50)
