@@ -267,3 +267,12 @@ def test_json_poses_with_a_byte_order_mark_or_numbers_beyond_float_are_handled(t
     with pytest.raises(InputError, match="far outside the photo"):
         read_pose(far, (100, 100))
     assert not [w for w in recwarn if "overflow" in str(w.message)]
+
+
+def test_official_pair_with_a_byte_order_mark_is_read(tmp_path):
+    """A pair saved by a Windows editor starts with a byte-order mark, as a JSON pose may."""
+    (tmp_path / "p_candidate.txt").write_text("\ufeff" + GOOD_CANDIDATE, encoding="utf-8")
+    (tmp_path / "p_subset.txt").write_text("\ufeff" + ROW + "\r\n", encoding="utf-8")
+    pose = read_pose(tmp_path / "p_subset.txt")
+    assert pose.present.tolist() == [k in (0, 1) for k in range(KEYPOINTS)]
+    assert pose.points[:2].tolist() == [[100, 100], [200, 200]]

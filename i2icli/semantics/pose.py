@@ -100,7 +100,9 @@ def _load_table(path: Path, columns: int, what: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # numpy warns on an empty file; we check below
-            table = np.loadtxt(path, dtype=np.float64, ndmin=2)
+            # A byte-order mark, as a Windows editor writes at the start of a file, is no number.
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            table = np.loadtxt(lines, dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise InputError(path, f"cannot read numbers: {str(exc).splitlines()[0]}", f"expected rows of {what}") from None
     if table.size == 0:
