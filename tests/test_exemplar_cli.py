@@ -441,3 +441,22 @@ def test_photo_frame_finds_a_png_orientation_stored_after_the_pixels(tmp_path):
     end = data.rindex(b"IEND") - 4
     path.write_bytes(data[:end] + chunk + data[end:])
     assert photo_frame(path) == (30, 50)
+
+
+def test_csv_lines_of_empty_cells_are_blank_lines(checkpoint, pair, tmp_path):
+    """A spreadsheet exports rows it once touched as commas alone: nothing to translate, no failure."""
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("input,exemplar,exemplar_pose\r\n"
+                   "target.json,model.jpg,model.json\r\n"
+                   ",,\r\n"
+                   " , ,  \r\n"
+                   ",,,,\r\n")
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), "--json", *_common(checkpoint))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["failed"]) == (1, 0)
+    assert (tmp_path / "out" / "target_model.png").is_file()
+    # A CSV of header and empty cells only has no pairs to run.
+    csv.write_text("input,exemplar,exemplar_pose\n,,\n")
+    empty = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), *_common(checkpoint))
+    assert empty.exit_code == 1 and "no pairs in this CSV file" in empty.stderr

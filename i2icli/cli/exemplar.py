@@ -209,7 +209,9 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
             # Column names as a spreadsheet may write them: "Input", " exemplar ".
             reader.fieldnames = [(name or "").strip().lower() for name in (reader.fieldnames or [])]
             header = list(reader.fieldnames)
-            rows = [(reader.line_num, row) for row in reader]  # file line numbers: blank lines are skipped
+            # File line numbers. Blank lines are skipped, and so are lines of empty cells (",,,"), as
+            # a spreadsheet writes rows it once touched.
+            rows = [(reader.line_num, row) for row in reader if not _blank(row)]
     except OSError as error:
         raise InputError(path, f"cannot read the pairs file ({error.strerror or error})") from None
     except (csv.Error, UnicodeDecodeError) as error:
@@ -250,6 +252,12 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
         jobs.append(_checked(Pair(source, look, cell("exemplar_pose"), cell("input_pose"), target, row=f"{path}:{number}"),
                              f"{path}:{number}: "))
     return jobs
+
+
+def _blank(row: dict[str | None, Any]) -> bool:
+    """Whether a CSV row has nothing in any cell (DictReader keeps extra cells as a list under None)."""
+    cells = [value for key, value in row.items() if key is not None] + list(row.get(None) or [])
+    return not any((cell or "").strip() for cell in cells)
 
 
 def _checked(pair: Pair, where: str = "") -> Pair:
