@@ -460,3 +460,17 @@ def test_csv_lines_of_empty_cells_are_blank_lines(checkpoint, pair, tmp_path):
     csv.write_text("input,exemplar,exemplar_pose\n,,\n")
     empty = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), *_common(checkpoint))
     assert empty.exit_code == 1 and "no pairs in this CSV file" in empty.stderr
+
+
+def test_a_checkpoint_file_cut_short_is_named_once(checkpoint, pair, tmp_path):
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    for name in ("latest_net_G.pth", "latest_net_Corr.pth"):
+        (folder / name).write_bytes((checkpoint / name).read_bytes())
+    generator = folder / "latest_net_G.pth"
+    generator.write_bytes(generator.read_bytes()[:5000])
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "x.png"), "--checkpoint", str(folder), "--device", "cpu")
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: {generator}: not a readable checkpoint")
+    assert not (tmp_path / "x.png").exists()

@@ -174,10 +174,10 @@ class ExemplarPipeline:
         device = device if isinstance(device, torch.device) else pick_device(device)
         dtype = pick_exemplar_dtype(precision, device)
         corr_path, gen_path, label = _checkpoint_files(checkpoint)
+        # A file that cannot be read is named by its own path already; a mismatch needs the folder.
+        corr_state, gen_state = weights.load_state_dict(corr_path), weights.load_state_dict(gen_path)
         try:
-            corr, gen = build_cocosnet(
-                weights.load_state_dict(corr_path), weights.load_state_dict(gen_path), iterations=settings.iterations
-            )
+            corr, gen = build_cocosnet(corr_state, gen_state, iterations=settings.iterations)
         except WeightsError as error:
             raise WeightsError(f"{label}: {error.message}", error.hint) from None
         return cls(corr, gen, device=device, dtype=dtype, settings=settings, source=label)
