@@ -474,3 +474,31 @@ def test_a_checkpoint_file_cut_short_is_named_once(checkpoint, pair, tmp_path):
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"error: {generator}: not a readable checkpoint")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_keypoints_outside_their_photo_are_warned_of(checkpoint, pair, tmp_path):
+    """A pose found on a photo twice the size of the one it is placed on: the person would be
+    drawn cut off, so the user is told, whichever photo the frame is."""
+    small = tmp_path / "small.jpg"
+    Image.open(pair["photo"]).resize((37, 55)).save(small)
+    result = run("exemplar", str(small), str(pair["photo"]), "--input-pose", str(pair["target"]),
+                 "--exemplar-pose", str(pair["photo_pose"]), "-o", str(tmp_path / "a.png"), *_common(checkpoint))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"{pair['target']}: its keypoints" in warnings[0]
+    assert f"beyond the 37x55 photo {small}" in warnings[0]
+
+    doubled = json.loads(pair["target"].read_text())
+    flat = doubled["people"][0]["pose_keypoints_2d"]
+    doubled["people"][0]["pose_keypoints_2d"] = [v * 2 if i % 3 != 2 else v for i, v in enumerate(flat)]
+    far = tmp_path / "far.json"
+    far.write_text(json.dumps(doubled))
+    result = run("exemplar", str(far), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "b.png"), *_common(checkpoint))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "75x110 frame of the exemplar" in warnings[0] and "--input-pose" in warnings[0]
+    # The pair that fits: not a word.
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+                 "-o", str(tmp_path / "c.png"), *_common(checkpoint))
+    assert result.exit_code == 0 and "warning" not in result.stderr

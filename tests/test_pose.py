@@ -276,3 +276,18 @@ def test_official_pair_with_a_byte_order_mark_is_read(tmp_path):
     pose = read_pose(tmp_path / "p_subset.txt")
     assert pose.present.tolist() == [k in (0, 1) for k in range(KEYPOINTS)]
     assert pose.points[:2].tolist() == [[100, 100], [200, 200]]
+
+
+def test_keypoints_outside_the_photo_are_found_in_its_pixels(tmp_path):
+    from i2icli.semantics.pose import keypoints_outside
+
+    frame = (750, 1101)  # padded with 175 columns left: the canvas is wider than the photo
+    inside = read_pose(write_json(tmp_path / "in.json", [coco_flat({0: (0, 0), 1: (749, 1100), 2: (300, 500)})]), frame)
+    assert keypoints_outside(inside, frame) is None
+    # Within the canvas, but left of the photo, in its padding.
+    beside = read_pose(write_json(tmp_path / "beside.json", [coco_flat({0: (-120, 40), 1: (300, 500)})]), frame)
+    assert keypoints_outside(beside, frame) == pytest.approx((-120, 40, 300, 500))
+    below = read_pose(write_json(tmp_path / "below.json", [coco_flat({0: (300, 1300)})]), frame)
+    assert keypoints_outside(below, frame) == pytest.approx((300, 1300, 300, 1300))
+    # Keypoints that are missing (confidence 0, written 0 0 0) are not looked at.
+    assert keypoints_outside(make_pose({3: (CANVAS / 2, CANVAS / 2)}), frame) is None

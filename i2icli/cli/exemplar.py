@@ -288,6 +288,8 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
     assert job.exemplar_pose is not None
     exemplar_semantic = pipeline.read_semantics(job.exemplar_pose, frame=exemplar_frame, label_nc=label_nc,
                                                 max_pixels=max_pixels)
+    _warn_of_keypoints_outside(semantic, job.input if job.input_pose is not None else None, job.exemplar)
+    _warn_of_keypoints_outside(exemplar_semantic, job.exemplar, job.exemplar)
     result = pipeline.translate(semantic, exemplar, exemplar_semantic)
     written: dict[str, Any] = {"stages": {k: round(v, 3) for k, v in result.seconds.items()}}
     files = _written_files(job.output, pipeline.settings.size, save_warps=save_warps, save_label=save_label)
@@ -305,6 +307,28 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
     # Last: --skip-existing takes an existing output for a pair whose every file was written.
     write_image(job.output, result.picture)
     return written
+
+
+def _warn_of_keypoints_outside(semantics: Any, photo: Path | None, exemplar: Path) -> None:
+    """Warn of a pose whose keypoints lie outside the photo they are placed on (``photo``; None
+    for a pose file alone, placed in the exemplar's frame): the person would be drawn cut off."""
+    from i2icli.cli.common import warn
+    from i2icli.semantics.pose import keypoints_outside
+
+    if semantics.pose is None or semantics.frame is None:
+        return
+    span = keypoints_outside(semantics.pose, semantics.frame)
+    if span is None:
+        return
+    width, height = semantics.frame
+    where = f"x {span[0]:.0f} to {span[2]:.0f}, y {span[1]:.0f} to {span[3]:.0f}"
+    if photo is None:
+        warn(f"{semantics.source}: its keypoints ({where}) reach beyond the {width}x{height} frame of the exemplar "
+             f"{exemplar}, in which a pose file alone is drawn; give the photo the pose was found on as INPUT, with "
+             "the pose as --input-pose")
+    else:
+        warn(f"{semantics.source}: its keypoints ({where}) reach beyond the {width}x{height} photo {photo}; the pose "
+             "must be found on that photo, at that size, or the person is drawn out of place")
 
 
 def _written_files(output: Path, size: int, *, save_warps: bool, save_label: bool) -> dict[str, list[Path]]:

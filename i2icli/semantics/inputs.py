@@ -27,6 +27,7 @@ from i2icli.imageio import (
 )
 from i2icli.semantics.labelmaps import check_classes, class_indices, one_hot
 from i2icli.semantics.pose import (
+    Pose,
     pose_drawing,
     read_pose,
     render_pose_label,
@@ -51,6 +52,7 @@ class Semantics:
     # The (width, height) the structure is laid out in: a map image's own size, or the photo a
     # pose's pixel coordinates refer to. The result is cropped back to it.
     frame: tuple[int, int] | None = None
+    pose: Pose | None = None  # the keypoints, for poses
 
 
 def is_pose_file(path: Path | str) -> bool:
@@ -156,7 +158,7 @@ def load_semantics(
             raise InputError(path, f"is a pose, but this checkpoint takes {channels}-channel semantics, not a "
                              f"{POSE_CHANNELS}-channel pose label", "give a label or edge map image made for this model")
         pose = read_pose(path, frame)
-        return Semantics(render_pose_label(pose, size), "pose", path, pose_drawing(pose, size), frame)
+        return Semantics(render_pose_label(pose, size), "pose", path, pose_drawing(pose, size), frame, pose)
     picture = read_image(path, max_pixels=max_pixels)
     own_frame = (picture.width, picture.height)
     if label_nc is not None:

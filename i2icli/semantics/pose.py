@@ -191,6 +191,21 @@ def _checked_pose(path: Path, points: np.ndarray, present: np.ndarray) -> Pose:
     return Pose(points, present)
 
 
+def keypoints_outside(pose: Pose, frame: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    """The span (left, top, right, bottom) of the keypoints, in pixels of the (width, height)
+    photo they are placed on, when some lie outside it; None when all lie on it. A pose estimator
+    finds keypoints on the photo, so one well outside means the pose was found on another photo,
+    or on this one at another size: the person is drawn cut off or out of place."""
+    side, left, top = square_frame(*frame)
+    points = pose.points[pose.present] * (side / CANVAS) - (left, top)  # canvas back to photo pixels
+    low, high = points.min(axis=0), points.max(axis=0)
+    slack = 1 + 0.01 * side  # rounding, and a keypoint found at the very edge
+    width, height = frame
+    if (low >= -slack).all() and high[0] <= width + slack and high[1] <= height + slack:
+        return None
+    return float(low[0]), float(low[1]), float(high[0]), float(high[1])
+
+
 def render_pose_label(pose: Pose, size: int = 512) -> np.ndarray:
     """The official 20-channel label (float32, size x size, in [0, 1]): RGB skeleton, 17 limb distances."""
     canvas, joints = _draw(pose)
