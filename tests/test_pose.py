@@ -222,10 +222,28 @@ JSON_CASES = {
     "no people key": ('{"version": 1.3}', "no 'people' list"),
     "zero people": ('{"people": []}', "no person"),
     "wrong keypoint count": (json.dumps({"people": [{"pose_keypoints_2d": [1.0] * 57}]}), "57 keypoint numbers"),
-    "keypoints not numbers": (json.dumps({"people": [{"pose_keypoints_2d": ["a"] * 54}]}), "keypoint numbers"),
-    "person without keypoints": (json.dumps({"people": [{"face_keypoints_2d": []}]}), "no keypoint numbers"),
+    "keypoints not numbers": (json.dumps({"people": [{"pose_keypoints_2d": ["a"] * 54}]}), "not a flat list of numbers"),
+    "person without keypoints": (json.dumps({"people": [{"face_keypoints_2d": []}]}),
+                                 "person 0 has no pose_keypoints_2d (only face_keypoints_2d)"),
+    "3-D keypoints only": (json.dumps({"people": [{"pose_keypoints_3d": [1.0] * 72}]}),
+                           "person 0 has no pose_keypoints_2d (only pose_keypoints_3d)"),
+    "one list per keypoint": (json.dumps({"people": [{"pose_keypoints_2d": [[1.0, 2.0, 0.9]] * 18}]}),
+                              "person 0: pose_keypoints_2d is not a flat list of numbers"),
+    "a person that is no object": (json.dumps({"people": [[1.0] * 54]}), "person 0 has no pose_keypoints_2d"),
+    "numbers beyond float": ('{"people": [{"pose_keypoints_2d": [' + ",".join(["1" + "0" * 400] * 54) + "]}]}",
+                             "person 0 has keypoint numbers beyond any coordinate"),
     "nothing confident": (json.dumps({"people": [{"pose_keypoints_2d": [5.0, 5.0, 0.0] * 18}]}), "no keypoint"),
 }
+
+
+def test_json_of_openpose_before_1_2_is_read(tmp_path):
+    """OpenPose before 1.2 named the list "pose_keypoints"."""
+    flat = coco_flat({0: (10, 20), 1: (30, 40)})
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"version": 1.0, "people": [{"pose_keypoints": flat}]}))
+    new = write_json(tmp_path / "new.json", [flat])
+    assert np.array_equal(read_pose(old, (100, 100)).points, read_pose(new, (100, 100)).points)
+    assert read_pose(old, (100, 100)).present.sum() == 2
 
 
 @pytest.mark.parametrize("case", sorted(JSON_CASES))

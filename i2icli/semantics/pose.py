@@ -166,14 +166,22 @@ def _json_people(path: Path) -> list[np.ndarray]:
 
 def _json_person(path: Path, person: object, number: int, hint: str) -> np.ndarray:
     """One person's pose_keypoints_2d as (18, 3) COCO-18, checked."""
-    values = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
+    # OpenPose before 1.2 wrote the same list as "pose_keypoints".
+    key = next((key for key in ("pose_keypoints_2d", "pose_keypoints") if isinstance(person, dict) and key in person), None)
+    if key is None:
+        others = [name for name in person if "keypoints" in str(name)] if isinstance(person, dict) else []
+        having = f" (only {', '.join(map(str, others[:3]))})" if others else ""
+        raise InputError(path, f"person {number} has no pose_keypoints_2d{having}", hint)
     try:
-        keypoints = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64
-        keypoints = np.zeros(0)  # reported as the wrong count below
-    if keypoints.ndim != 1 or keypoints.size not in (KEYPOINTS * 3, 25 * 3):
-        count = keypoints.size if keypoints.ndim == 1 else "no"
-        raise InputError(path, f"person {number} has {count} keypoint numbers, expected 54 or 75", hint)
+        keypoints = np.array(person[key], dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        raise InputError(path, f"person {number} has keypoint numbers beyond any coordinate", hint) from None
+    except (TypeError, ValueError):
+        keypoints = np.zeros((0, 0))  # reported as not a list of numbers just below
+    if keypoints.ndim != 1:
+        raise InputError(path, f"person {number}: {key} is not a flat list of numbers (x, y, confidence, ...)", hint)
+    if keypoints.size not in (KEYPOINTS * 3, 25 * 3):
+        raise InputError(path, f"person {number} has {keypoints.size} keypoint numbers, expected 54 or 75", hint)
     if not np.isfinite(keypoints).all():
         raise InputError(path, f"person {number} has nan or inf keypoints", hint)
     keypoints = keypoints.reshape(-1, 3)
