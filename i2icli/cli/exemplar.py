@@ -196,7 +196,7 @@ def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | No
     target = Path(output).expanduser()
     source, look = Path(input).expanduser(), Path(exemplar_photo).expanduser()
     if not names_image_file(output):
-        target = target / f"{source.stem}_{look.stem}.png"
+        target = target / _default_name(source, look)
     check_output_folder(target.parent)
     pose = Path(input_pose).expanduser() if input_pose else None
     return [_checked(Pair(source, look, Path(exemplar_pose).expanduser(), pose, target))]
@@ -248,10 +248,20 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
         if source is None or look is None:
             jobs.append(Pair(source or path, look or path, None, None, folder, f"{path}:{number}: input and exemplar are required"))
             continue
-        target = cell("output") or folder / f"{source.stem}_{look.stem}.png"
+        target = cell("output") or folder / _default_name(source, look)
         jobs.append(_checked(Pair(source, look, cell("exemplar_pose"), cell("input_pose"), target, row=f"{path}:{number}"),
                              f"{path}:{number}: "))
     return jobs
+
+
+def _default_name(source: Path, look: Path) -> str:
+    """INPUT_EXEMPLAR.png. An official pose pair is NAME, whichever way it is named (NAME_{}.txt,
+    NAME_candidate.txt or NAME_subset.txt): one pose, one output name, and no braces in it."""
+    name = source.name
+    for ending in ("_{}.txt", "_candidate.txt", "_subset.txt"):
+        if name.endswith(ending) and len(name) > len(ending):
+            return f"{name[: -len(ending)]}_{look.stem}.png"
+    return f"{source.stem}_{look.stem}.png"
 
 
 def _blank(row: dict[str | None, Any]) -> bool:
