@@ -515,3 +515,25 @@ def test_an_official_pose_pair_gives_one_output_name_however_it_is_named(tmp_pat
         assert result.exit_code == 0, result.output
         outputs.append(json.loads(result.stdout)["results"][0]["output"])
     assert outputs == [str(tmp_path / "out" / "dancer_model.png")] * 3
+
+
+def test_csv_columns_left_empty_beyond_the_header_are_ignored(checkpoint, pair, tmp_path):
+    """A spreadsheet may end the header and every row with commas: empty cells under no name are
+    nothing; a cell with something in it there is refused, since it would be lost."""
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("input,exemplar,exemplar_pose,,\n"
+                   "target.json,model.jpg,model.json,,\n"
+                   "target.json,model.jpg,model.json,,b.png\n"
+                   "target.json,model.jpg,model.json,,,c.png\n"
+                   ",,,,\n")
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), "--json", *_common(checkpoint))
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert [r["status"] for r in summary["results"]] == ["ok", "failed", "failed"]
+    assert (tmp_path / "out" / "target_model.png").is_file()
+    assert summary["results"][1]["error"] == f"{csv}:3: a cell in column 5, which the header leaves unnamed"
+    assert summary["results"][2]["error"] == f"{csv}:4: more cells than the header has columns"
+    # A header of commas alone names nothing.
+    csv.write_text(",,\ntarget.json,model.jpg,model.json\n")
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), "--dry-run")
+    assert result.exit_code == 1 and "the first line is not a header" in result.stderr

@@ -39,6 +39,7 @@ from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 _MODEL = "Model"
 _OUTPUT = "Output"
 _CSV_COLUMNS = ("input", "exemplar", "exemplar_pose", "input_pose", "output")
+_UNNAMED = "\0unnamed column "  # a name no header line uses
 
 
 @dataclass(frozen=True)
@@ -206,9 +207,11 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            # Column names as a spreadsheet may write them: "Input", " exemplar ".
-            reader.fieldnames = [(name or "").strip().lower() for name in (reader.fieldnames or [])]
-            header = list(reader.fieldnames)
+            # Column names as a spreadsheet may write them: "Input", " exemplar ", and a header line
+            # ending in commas, whose unnamed columns get names no header can hold.
+            names = [(name or "").strip().lower() for name in (reader.fieldnames or [])]
+            reader.fieldnames = [name or f"{_UNNAMED}{index + 1}" for index, name in enumerate(names)]
+            header = [name for name in names if name]
             # File line numbers. Blank lines are skipped, and so are lines of empty cells (",,,"), as
             # a spreadsheet writes rows it once touched.
             rows = [(reader.line_num, row) for row in reader if not _blank(row)]
@@ -217,10 +220,10 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
     except (csv.Error, UnicodeDecodeError) as error:
         raise InputError(path, f"not a readable CSV file ({error})") from None
     no_pairs = InputError(path, "no pairs in this CSV file", f"write a header line ({','.join(_CSV_COLUMNS)}) and one row per pair")
-    if not header:
+    if not names:
         raise no_pairs
     unknown = [name for name in header if name not in _CSV_COLUMNS]
-    if len(unknown) == len(header):  # the first line is a pair, say
+    if len(unknown) == len(header):  # the first line is a pair, say, or commas alone
         raise InputError(path, f"the first line is not a header: it names none of the columns {', '.join(_CSV_COLUMNS)}",
                          f"add a header line such as {','.join(_CSV_COLUMNS[:3])}")
     repeated = next((name for name in header if header.count(name) > 1), None)
@@ -235,10 +238,18 @@ def _pairs_from_csv(path: Path, folder: Path) -> list[Pair]:
     base = path.parent
     jobs = []
     for number, row in rows:
-        if None in row:  # DictReader keeps cells beyond the header's columns under None
+        # DictReader keeps cells beyond the header's columns under None. Those and the cells of
+        # unnamed columns may stay empty, as spreadsheets write them; one that is not would be lost.
+        if any((value or "").strip() for value in row.get(None) or []):
             jobs.append(Pair(path, path, None, None, folder, f"{path}:{number}: more cells than the header has columns"))
             continue
-        row = {key.strip(): (value or "").strip() for key, value in row.items()}
+        unnamed = next((key for key, value in row.items()
+                        if key is not None and key.startswith(_UNNAMED) and (value or "").strip()), None)
+        if unnamed is not None:
+            jobs.append(Pair(path, path, None, None, folder, f"{path}:{number}: a cell in column "
+                             f"{unnamed[len(_UNNAMED):]}, which the header leaves unnamed"))
+            continue
+        row = {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
 
         def cell(name: str) -> Path | None:
             value = row.get(name, "")
