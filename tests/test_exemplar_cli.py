@@ -537,3 +537,12 @@ def test_csv_columns_left_empty_beyond_the_header_are_ignored(checkpoint, pair, 
     csv.write_text(",,\ntarget.json,model.jpg,model.json\n")
     result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), "--dry-run")
     assert result.exit_code == 1 and "the first line is not a header" in result.stderr
+
+
+def test_a_pose_as_input_with_an_input_pose_says_so(pair, tmp_path):
+    result = run("exemplar", str(pair["target"]), str(pair["photo"]), "--input-pose", str(pair["target"]),
+                 "--exemplar-pose", str(pair["photo_pose"]), "-o", str(tmp_path / "x.png"), "--device", "cpu",
+                 "--checkpoint", str(tmp_path / "never-loaded"))
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert f"{pair['target']}: is a pose itself, so it takes no input pose" in result.stderr
+    assert "unsupported file type" not in result.stderr

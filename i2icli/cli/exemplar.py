@@ -282,13 +282,20 @@ def _blank(row: dict[str | None, Any]) -> bool:
 
 
 def _checked(pair: Pair, where: str = "") -> Pair:
-    """A pair that lacks the exemplar's pose, or would write no image file, is refused (outputs
-    over inputs are refused for the whole batch at once, by ``one_writer_per_file``)."""
+    """A pair that lacks the exemplar's pose, would write no image file, or gives a pose file an
+    input pose is refused (outputs over inputs are refused for the whole batch at once, by
+    ``one_writer_per_file``)."""
     problem = None
     if pair.exemplar_pose is None:
         problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
     if pair.output.suffix.lower() not in IMAGE_SUFFIXES:
         problem = f"{where}{pair.output}: the output must be an image file (.png, .jpg, .webp, .tif or .bmp)"
+    if pair.input_pose is not None and pair.exemplar_pose is not None:
+        from i2icli.semantics.inputs import is_pose_file
+
+        if is_pose_file(pair.input):  # else refused as "unsupported file type", with a list of image formats
+            problem = (f"{where}{pair.input}: is a pose itself, so it takes no input pose (that is the pose of a "
+                       "photo given as input); leave out the one or the other")
     return dataclasses.replace(pair, problem=problem)
 
 
