@@ -219,6 +219,7 @@ def test_malformed_pair_is_an_input_error_naming_the_file(tmp_path, case, named)
 
 JSON_CASES = {
     "invalid syntax": ('{"people": [', "cannot read JSON"),
+    "nested beyond the recursion limit": ('{"people": ' + "[" * 100_000 + "]" * 100_000 + "}", "cannot read JSON"),
     "no people key": ('{"version": 1.3}', "no 'people' list"),
     "zero people": ('{"people": []}', "no person"),
     "wrong keypoint count": (json.dumps({"people": [{"pose_keypoints_2d": [1.0] * 57}]}), "57 keypoint numbers"),

@@ -157,7 +157,8 @@ def _json_people(path: Path) -> list[np.ndarray]:
         raise InputError(path, "pose file not found", hint)
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as some editors write
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors; arrays nested thousands deep exhaust the recursion limit.
+    except (OSError, ValueError, RecursionError) as exc:
         raise InputError(path, f"cannot read JSON: {str(exc).splitlines()[0]}", hint) from None
     if not isinstance(data, dict) or not isinstance(data.get("people"), list):
         raise InputError(path, "no 'people' list", hint)
