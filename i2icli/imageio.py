@@ -41,6 +41,7 @@ __all__ = [
     "format_suffix",
     "Picture",
     "read_image",
+    "image_size",
     "read_stream",
     "write_image",
     "write_text",
@@ -248,6 +249,20 @@ def _refuse_over_limit(p: Path, width: int, height: int, max_pixels: int) -> Non
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
             f"raise the limit with --max-pixels {width * height} if this machine has the memory",
         )
+
+
+def image_size(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """The (width, height) :func:`read_image` would give, upright, from the file's header and
+    metadata alone: no pixel is decoded. What read_image refuses from the header (no such file,
+    no image, a format i2i cannot read, over ``max_pixels``) is refused the same way."""
+    p = Path(path)
+    data = _read_file(p, max_pixels)
+    pil, fmt = _readable_format(p, data)
+    width, height = _stored_size(pil, fmt)
+    if width <= 0 or height <= 0:
+        raise InputImageError(p, f"image has zero size ({width}x{height})", "re-export the image")
+    _refuse_over_limit(p, width, height, max_pixels)
+    return (height, width) if _exif_orientation(pil, fmt, data) >= 5 else (width, height)
 
 
 def _read_file(p: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:

@@ -410,39 +410,6 @@ def test_an_input_photo_that_cannot_be_read_is_one_line(checkpoint, pair, tmp_pa
     assert not (tmp_path / "out.png").exists()
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".bmp", ".tif"])
-@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
-def test_photo_frame_is_the_size_read_image_gives(tmp_path, suffix, orientation):
-    from i2icli.imageio import read_image
-    from i2icli.semantics.inputs import photo_frame
-
-    path = tmp_path / f"photo{suffix}"
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(path, **({} if suffix == ".bmp" else {"exif": exif.tobytes()}))
-    picture = read_image(path)
-    assert photo_frame(path) == (picture.width, picture.height)
-    assert photo_frame(path)[0] == (30 if orientation in (6, 8) and suffix != ".bmp" else 50)
-
-
-def test_photo_frame_finds_a_png_orientation_stored_after_the_pixels(tmp_path):
-    import struct
-    import zlib
-
-    from i2icli.semantics.inputs import photo_frame
-
-    path = tmp_path / "late.png"
-    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(path)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    raw = exif.tobytes()
-    chunk = struct.pack(">I", len(raw)) + b"eXIf" + raw + struct.pack(">I", zlib.crc32(b"eXIf" + raw))
-    data = path.read_bytes()
-    end = data.rindex(b"IEND") - 4
-    path.write_bytes(data[:end] + chunk + data[end:])
-    assert photo_frame(path) == (30, 50)
-
-
 def test_csv_lines_of_empty_cells_are_blank_lines(checkpoint, pair, tmp_path):
     """A spreadsheet exports rows it once touched as commas alone: nothing to translate, no failure."""
     csv = tmp_path / "pairs.csv"

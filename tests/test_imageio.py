@@ -612,6 +612,38 @@ def test_an_image_followed_by_an_endless_stream_is_refused_past_what_the_image_c
     assert pipe.handed_out <= 2**26 + 2**24 + 2**20 + io.DEFAULT_BUFFER_SIZE
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".bmp", ".tif"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_image_size_is_the_size_read_image_gives(tmp_path, suffix, orientation):
+    path = tmp_path / f"photo{suffix}"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(path, **({} if suffix == ".bmp" else {"exif": exif.tobytes()}))
+    picture = read_image(path)
+    assert imageio.image_size(path) == (picture.width, picture.height)
+    assert imageio.image_size(path)[0] == (30 if orientation in (6, 8) and suffix != ".bmp" else 50)
+
+
+def test_image_size_finds_a_png_orientation_stored_after_the_pixels(tmp_path):
+    path = tmp_path / "late.png"
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(path)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw = exif.tobytes()
+    data = path.read_bytes()
+    end = data.rindex(b"IEND") - 4
+    path.write_bytes(data[:end] + _png_chunk(b"eXIf", raw) + data[end:])
+    assert imageio.image_size(path) == (30, 50)
+
+
+def test_image_size_decodes_no_pixels(tmp_path, monkeypatch):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(path)
+    monkeypatch.setattr(imageio, "_decode_cv2", lambda data: pytest.fail("decoded"))
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
+    assert imageio.image_size(path) == (50, 30)
+
+
 def test_error_message_for_missing_file_is_helpful(tmp_path):
     path = tmp_path / "holiday.jpg"
     with pytest.raises(InputImageError) as e:

@@ -301,14 +301,13 @@ def _checked(pair: Pair, where: str = "") -> Pair:
 
 def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,
                max_pixels: int) -> dict[str, Any]:
-    from i2icli.imageio import Picture, read_image, write_image
-    from i2icli.semantics.inputs import photo_frame
+    from i2icli.imageio import Picture, image_size, read_image, write_image
 
     exemplar = read_image(job.exemplar, max_pixels=max_pixels)
     exemplar_frame = (exemplar.width, exemplar.height)
     if job.input_pose is not None:
         # Only the photo's size is needed: the frame its pose's coordinates are in.
-        semantic = pipeline.read_semantics(job.input_pose, frame=photo_frame(job.input, max_pixels=max_pixels),
+        semantic = pipeline.read_semantics(job.input_pose, frame=image_size(job.input, max_pixels=max_pixels),
                                            label_nc=label_nc, max_pixels=max_pixels)
     else:
         # A pose file on its own has no frame: its pixel coordinates are taken in the exemplar's.

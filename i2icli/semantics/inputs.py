@@ -7,24 +7,14 @@ frame. Pose files carry keypoints, not pixels, and are rendered straight at the 
 
 from __future__ import annotations
 
-import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from i2icli.errors import InputError
-from i2icli.imageio import (
-    DEFAULT_MAX_PIXELS,
-    SUPPORTED_SUFFIXES,
-    Picture,
-    read_image,
-    to_float,
-)
+from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, to_float
 from i2icli.semantics.labelmaps import check_classes, class_indices, one_hot
 from i2icli.semantics.pose import (
     Pose,
@@ -35,10 +25,6 @@ from i2icli.semantics.pose import (
 )
 
 POSE_CHANNELS = 20
-_ORIENTATION_TAG = 0x0112
-# Containers whose size and EXIF orientation Pillow parses from the header alone. Anything else
-# (TIFF's per-page sizes, a format i2i does not read) goes through read_image, which decides.
-_HEADER_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "DIB"})
 
 
 @dataclass(frozen=True)
@@ -59,71 +45,6 @@ def is_pose_file(path: Path | str) -> bool:
     """OpenPose JSON, or the official ``NAME_candidate.txt`` / ``NAME_subset.txt`` pair."""
     name = Path(path).name.lower()
     return name.endswith((".json", ".txt"))
-
-
-def photo_frame(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) of a photo as shown (EXIF orientation applied), read from its header: the
-    frame a pose's pixel coordinates refer to. Only its size is needed, so its pixels are never
-    decoded. A file whose header does not settle it (missing, empty, not an image, over
-    ``max_pixels``, a format i2i does not read) goes to :func:`read_image`, which refuses it in
-    one line exactly as it would refuse the photo itself."""
-    path = Path(path)
-    size = _header_size(path, max_pixels) if path.suffix.lower() in SUPPORTED_SUFFIXES else None
-    if size is None:
-        picture = read_image(path, max_pixels=max_pixels)
-        return picture.width, picture.height
-    return size
-
-
-def _header_size(path: Path, max_pixels: int) -> tuple[int, int] | None:
-    """The upright size from the header of a plain JPEG, PNG, WebP or BMP file within
-    ``max_pixels``; None for anything else."""
-    if not path.is_file():  # a folder, a missing file, or a pipe that would wait for a writer
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's decompression-bomb warning: --max-pixels decides
-            with open(path, "rb") as file, Image.open(file) as image:
-                width, height = image.size
-                if image.format not in _HEADER_FORMATS or width <= 0 or height <= 0 or width * height > max_pixels:
-                    return None
-                orientation = _orientation(image, file)
-    except Exception:  # Pillow raises a zoo of types for bad headers; read_image names the problem
-        return None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def _orientation(image: Image.Image, file: BinaryIO) -> int:
-    """EXIF orientation 1-8 as read_image applies it (1 when absent or unreadable)."""
-    try:
-        if image.format == "PNG" and "exif" not in image.info:
-            # Pillow would decode the whole image to look for an eXIf chunk after the pixel data.
-            raw = _png_exif_chunk(file)
-            if raw is None:
-                return 1
-            exif = Image.Exif()
-            exif.load(raw)
-        else:
-            exif = image.getexif()
-        value = exif.get(_ORIENTATION_TAG)
-    except Exception:  # bad metadata is not fatal: the photo is taken as stored
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def _png_exif_chunk(file: BinaryIO) -> bytes | None:
-    """A PNG's eXIf chunk, found by reading chunk headers only and seeking over their data."""
-    file.seek(8)
-    while True:
-        head = file.read(8)
-        if len(head) < 8:
-            return None
-        length, kind = struct.unpack(">I4s", head)
-        if kind == b"eXIf":
-            return file.read(length)
-        if kind == b"IEND":
-            return None
-        file.seek(length + 4, 1)  # the chunk's data and its CRC
 
 
 def pad_to_square(array: np.ndarray, value: float) -> np.ndarray:
