@@ -499,3 +499,25 @@ def test_json_documents_write_null_for_non_finite_numbers():
     text = json_document({"loss": float("nan"), "scores": [1.5, float("inf")], "nested": ({"x": -float("inf")},)})
     assert json.loads(text) == {"loss": None, "scores": [1.5, None], "nested": [{"x": None}]}
     assert "NaN" not in text and "Infinity" not in text
+
+
+@pytest.fixture
+def tf32_allowed():
+    """TF32 on, as PyTorch starts cuDNN; the flags are process-wide, so they are put back after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_fp32_on_a_gpu_turns_tf32_off_as_every_commands_fp32_does(files, tf32_allowed):
+    # No GPU is needed to read the flags: they are set before any network is loaded (the generator
+    # named here does not exist, so loading stops there).
+    from i2icli.errors import WeightsError
+
+    settings = InvertSettings(layers=(2,), size=32, aligned=True)
+    with pytest.raises(WeightsError):
+        InvertPipeline.load(generator=str(files["generator"].parent / "missing.pth"), device=torch.device("cuda", 0),
+                            settings=settings)
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+

@@ -213,10 +213,11 @@ def check_settings(generator: StyleGAN2Generator, settings: InvertSettings) -> N
 
 
 def _check_precision(settings: InvertSettings, device: torch.device) -> None:
-    if settings.precision != "bf16":
-        return
+    """Refuse a precision ``device`` cannot honour, and set it up as every command's ``--fp32`` and
+    ``--bf16`` do: fp32 on CUDA turns TF32 off, so that the fit and the scores are float32 arithmetic
+    (cuDNN would otherwise run the convolutions with a 10-bit mantissa on Ampere and later GPUs)."""
     try:
-        explicit_dtype("bf16", device)  # a clear error where bf16 would be emulated or missing
+        explicit_dtype(settings.precision, device)  # a clear error where bf16 would be emulated or missing
     except DeviceError as error:  # its hint names --fp32/--fp16, which this command does not have
         raise DeviceError(error.message, "leave out --bf16") from None
 
