@@ -521,3 +521,16 @@ def test_fp32_on_a_gpu_turns_tf32_off_as_every_commands_fp32_does(files, tf32_al
                             settings=settings)
     assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
 
+
+
+def test_without_the_perceptual_term_vgg16_is_not_needed(files):
+    # --perceptual-weight 0 fits pixels only: a missing VGG-16 (a download of over 500 MB) must
+    # not stop the run.
+    settings = InvertSettings(layers=(2,), codes=2, steps=2, size=32, aligned=True, perceptual_weight=0)
+    pipeline = InvertPipeline.load(generator=str(files["generator"]), correspondence=str(files["vgg19"]),
+                                   perceptual=str(files["vgg16"].parent / "missing.pth"), scorer=str(files["fid"]),
+                                   device="cpu", settings=settings)
+    assert pipeline.perceptual is None
+    face = Picture(rgb=((smooth_image(2)[0].permute(1, 2, 0) + 1) * 127.5).byte().numpy())
+    result = pipeline.invert(face, face)
+    assert [h.layer for h in result.hypotheses] == [2] and np.isfinite(result.hypotheses[0].loss)

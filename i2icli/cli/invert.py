@@ -68,7 +68,8 @@ def invert(
                             "higher copies each position's single best match, lower blends several.", rich_help_panel=_SEARCH)
     ] = 100.0,
     perceptual_weight: Annotated[
-        float, typer.Option(min=0.0, help="Weight of the VGG-16 perceptual loss against pixel MSE.",
+        float, typer.Option(min=0.0, help="Weight of the VGG-16 perceptual loss against pixel MSE "
+                            "(0: pixels only, and VGG-16 is not loaded).",
                             rich_help_panel=_SEARCH)
     ] = 1.0,
     batch_hypotheses: Annotated[

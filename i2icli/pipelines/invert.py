@@ -229,7 +229,7 @@ class InvertPipeline:
         self,
         generator: StyleGAN2Generator,
         correspondence: VGGFeatures,
-        perceptual: VGGFeatures,
+        perceptual: VGGFeatures | None,
         scorer: FIDInceptionFeatures,
         *,
         detector: FaceDetector | None,
@@ -239,10 +239,12 @@ class InvertPipeline:
         self.device = device
         self.generator = generator.to(device).eval()
         self.correspondence = correspondence.to(device).eval()
-        self.perceptual = perceptual.to(device).eval()
+        self.perceptual = perceptual.to(device).eval() if perceptual is not None else None
         self.scorer = scorer.to(device).eval()
         self.detector = detector
         self.settings = settings or InvertSettings()
+        if self.perceptual is None and self.settings.perceptual_weight:
+            raise ValueError("a perceptual network is needed unless perceptual_weight is 0")
         check_settings(self.generator, self.settings)
         _check_precision(self.settings, device)
 
@@ -272,7 +274,8 @@ class InvertPipeline:
         return cls(
             generator_model,
             load_checkpoint(correspondence, "VGG-19", build_vgg(19), progress),
-            load_checkpoint(perceptual, "VGG-16", build_vgg(16), progress),
+            # Not loaded (nor downloaded) where the perceptual term is switched off.
+            load_checkpoint(perceptual, "VGG-16", build_vgg(16), progress) if settings.perceptual_weight else None,
             load_checkpoint(scorer, "FID Inception", build_scorer, progress),
             detector=face_detector,
             device=device,
@@ -360,6 +363,7 @@ class InvertPipeline:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _perceptual_features(self, images: Tensor) -> Tensor:
+        assert self.perceptual is not None  # only called with a non-zero perceptual weight
         with self._autocast():
             features = self.perceptual(images)[PERCEPTUAL_LAYER]
         return features.float()
