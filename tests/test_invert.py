@@ -534,3 +534,16 @@ def test_without_the_perceptual_term_vgg16_is_not_needed(files):
     face = Picture(rgb=((smooth_image(2)[0].permute(1, 2, 0) + 1) * 127.5).byte().numpy())
     result = pipeline.invert(face, face)
     assert [h.layer for h in result.hypotheses] == [2] and np.isfinite(result.hypotheses[0].loss)
+
+
+def test_cli_a_crop_too_small_is_refused_before_any_network_loads(files, tmp_path):
+    # The generator named here does not exist: the input is judged before it is looked for, so a
+    # 1x1 picture does not first cost the networks' loading (or download).
+    good = write_png(tmp_path / "good.png", smooth_image(14))
+    dot = write_png(tmp_path / "dot.png", smooth_image(14, 8)[..., :1, :1])
+    options = _model_options(files)
+    options[1] = str(tmp_path / "missing.pth")
+    result = run("invert", str(good), str(dot), "-o", str(tmp_path / "o.png"), "--aligned", "--size", "32", *options)
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "dot.png: the exemplar is 1x1 px, too small for a face crop" in line and "missing.pth" not in line

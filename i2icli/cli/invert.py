@@ -116,7 +116,12 @@ def invert(
     FID-Inception feature map (192 channels at 35x35), not over a set of images.
     """
     refuse_standard_streams([source, exemplar], output)
-    from i2icli.pipelines.invert import InvertPipeline, InvertSettings, parse_layers
+    from i2icli.pipelines.invert import (
+        InvertPipeline,
+        InvertSettings,
+        check_face_crop,
+        parse_layers,
+    )
 
     try:
         settings = InvertSettings(
@@ -134,6 +139,9 @@ def invert(
 
     source_picture = read_image(source, max_pixels=max_pixels)
     exemplar_picture = read_image(exemplar, max_pixels=max_pixels)
+    if aligned:  # found now, not after the networks have loaded
+        check_face_crop(source_picture, "source")
+        check_face_crop(exemplar_picture, "exemplar")
     try:
         with download_progress() as progress:
             pipeline = InvertPipeline.load(

@@ -98,6 +98,15 @@ class InvertSettings:
 MIN_FACE_CROP = 16  # px a side, for --aligned inputs
 
 
+def check_face_crop(picture: Picture, role: str) -> None:
+    """Refuse an --aligned input too small to be a face crop: blown up to the working size it would
+    be a smear, with no face to invert and no style to take. Cheap, so callers run it before
+    loading (or downloading) any network."""
+    if min(picture.rgb.shape[:2]) < MIN_FACE_CROP:
+        raise InputError(picture.source or role, f"the {role} is {picture.width}x{picture.height} px, too small "
+                         f"for a face crop (at least {MIN_FACE_CROP} px a side)", "use a larger face crop")
+
+
 @dataclass
 class Hypothesis:
     """One composing layer's result: its render, final loss and Fréchet score (lower is better)."""
@@ -288,12 +297,8 @@ class InvertPipeline:
         """The picture's largest face aligned to the 512 template (or, with --aligned, the picture
         itself cropped square), at full resolution."""
         if self.detector is None:
-            side = min(picture.rgb.shape[:2])
-            if side < MIN_FACE_CROP:
-                # Blown up to the working size it would be a smear: no face to invert, no style to take.
-                raise InputError(picture.source or role, f"the {role} is {picture.width}x{picture.height} px, too small "
-                                 f"for a face crop (at least {MIN_FACE_CROP} px a side)", "use a larger face crop")
-            return square_resize(picture.rgb, side)
+            check_face_crop(picture, role)
+            return square_resize(picture.rgb, min(picture.rgb.shape[:2]))
         return aligned_largest_face(self.detector, picture, role, "pass --aligned for face crops that are already aligned")
 
     @torch.no_grad()
@@ -433,5 +438,6 @@ __all__ = [
     "InvertResult",
     "InvertSettings",
     "build_generator",
+    "check_face_crop",
     "parse_layers",
 ]
