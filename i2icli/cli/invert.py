@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from i2icli.batch import is_folder
 from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
@@ -26,6 +27,7 @@ from i2icli.cli.common import (
     transient_progress,
     usage_error,
 )
+from i2icli.errors import InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
@@ -134,6 +136,8 @@ def invert(
     target = _output_path(source, exemplar, output)
     for path in _written_files(target, settings.layers, save_all).values():
         refuse_overwrite(path, [source, exemplar])
+        if is_folder(path):  # else found only when writing, after the whole inversion
+            raise InputError(path, "is a folder, where this output file would go", "move it aside or choose another -o")
 
     from i2icli.imageio import read_image
 
