@@ -7,6 +7,7 @@ against torchvision's and pytorch-fid's own networks loaded with the same state 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -304,6 +305,34 @@ def test_frechet_distance_of_samples_matches_pytorch_fid(sizes, dims):
         expected = calculate_frechet_distance(*statistics[0], *statistics[1])
     assert frechet_distance_of_samples(first, second) == pytest.approx(expected, rel=1e-6)
     assert frechet_distance_of_samples(torch.from_numpy(first), torch.from_numpy(first)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_where_the_matrix_root_comes_back_complex(monkeypatch):
+    """pytorch-fid raises "Imaginary component" for some products of singular covariances with a
+    wide range of scales: a traceback after a whole inversion. The symmetric form gives the
+    distance; on statistics pytorch-fid handles, both forms agree."""
+    import pytorch_fid.fid_score
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    def statistics(seed: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        a, b = (rng.normal(size=(5, 8)) * np.exp(3 * rng.normal(size=8)) for _ in range(2))
+        return [a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)]
+
+    with pytest.raises(ValueError, match="Imaginary component"):
+        calculate_frechet_distance(*statistics(19))
+    distance = frechet_distance(*statistics(19))
+    assert math.isfinite(distance) and distance > 0
+    well_posed = statistics(1)
+    well_posed[1] = well_posed[1] + np.eye(8)
+    well_posed[3] = well_posed[3] + np.eye(8)
+    expected = calculate_frechet_distance(*well_posed)
+
+    def complex_root(*args):
+        raise ValueError("Imaginary component 1")
+
+    monkeypatch.setattr(pytorch_fid.fid_score, "calculate_frechet_distance", complex_root)
+    assert frechet_distance(*well_posed) == pytest.approx(expected, rel=1e-9)
 
 
 def test_frechet_distance_of_samples_refuses_what_has_no_covariance():

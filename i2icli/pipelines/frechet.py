@@ -92,10 +92,30 @@ def frechet_distance(
         warnings.filterwarnings("ignore", category=LinAlgWarning)
         # It also print()s when it has to regularise a singular product; that must not land on
         # stdout (the CLI may be writing JSON there), so it is turned into a warning below.
-        distance = float(calculate_frechet_distance(*statistics))
+        try:
+            distance = float(calculate_frechet_distance(*statistics))
+        except ValueError:
+            # "Imaginary component": sqrtm of a product of singular covariances with a wide range
+            # of scales (channels that never fire next to strong ones) can come back complex from
+            # rounding alone. The same trace from a symmetric matrix has real eigenvalues.
+            distance = _frechet_distance_symmetric(*statistics)
     if printed.getvalue().strip():
         warnings.warn(f"Fréchet distance: {printed.getvalue().strip()}", RuntimeWarning, stacklevel=2)
     return max(distance, 0.0)
+
+
+def _frechet_distance_symmetric(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """The Fréchet distance with ``Tr sqrt(sigma1 sigma2)`` taken as ``Tr sqrt(R sigma2 R)``, R the
+    symmetric root of sigma1: the two matrices are similar (same eigenvalues), and the second is
+    symmetric positive semi-definite, so its eigenvalues are real; rounding below 0 is clipped."""
+    def eigenvalues(matrix: np.ndarray) -> np.ndarray:
+        return np.clip(np.linalg.eigvalsh((matrix + matrix.T) / 2), 0, None)
+
+    values, vectors = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    root = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    trace_root = np.sqrt(eigenvalues(root @ sigma2 @ root)).sum()
+    difference = mu1 - mu2
+    return float(difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_root)
 
 
 def frechet_distance_of_samples(first: Tensor | np.ndarray, second: Tensor | np.ndarray) -> float:
