@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import cv2
@@ -123,6 +125,19 @@ def test_a_recorded_split_holds_out_the_same_files_however_the_folder_grows(tmp_
     # A held-out file that is gone is named, not replaced by a training file.
     train, held_now, missing = split_as_recorded([p for p in grown if p != held[0]], tmp_path, recorded)
     assert missing == [recorded[0]] and len(held_now) == len(held) - 1 and held[0] not in train
+
+
+def test_split_takes_a_file_name_that_is_not_utf8(tmp_path: Path):
+    # Names from an old archive can hold bytes that are not UTF-8; Python gives them as surrogates.
+    odd = tmp_path / os.fsdecode(b"caf\xe9.png")
+    files = sorted(fake_files(tmp_path, 9) + [odd])
+    train, held = split_held_out(files, tmp_path, 5, seed=0)
+    assert sorted(train + held) == files and len(held) == 5
+    # The other names are ranked as they always were, so an older run's split is made again unchanged.
+    def rank(path: Path) -> str:
+        return hashlib.sha256(f"0:{path.relative_to(tmp_path).as_posix()}".encode()).hexdigest()
+    plain = [path for path in files if path != odd]
+    assert [path for path in held if path != odd] == sorted(sorted(plain, key=rank)[: len(held) - (odd in held)])
 
 
 def test_split_counts_and_fractions(tmp_path: Path):

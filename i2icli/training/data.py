@@ -134,9 +134,11 @@ def split_held_out(
                 f"has {total} training image(s): holding out {count} would leave none to train on",
                 f"hold out fewer than {total}, or add more images",
             )
+    # A name that is not UTF-8 (a file from an old archive) is hashed as the bytes it has on disk;
+    # every other name hashes as before, so existing splits do not move.
     ranked = sorted(
         files,
-        key=lambda path: hashlib.sha256(f"{seed}:{_relative_key(path, root)}".encode()).hexdigest(),
+        key=lambda path: hashlib.sha256(f"{seed}:{_relative_key(path, root)}".encode("utf-8", "surrogateescape")).hexdigest(),
     )
     chosen = set(ranked[:count])
     train = [path for path in files if path not in chosen]
