@@ -628,3 +628,32 @@ def test_a_checkpoint_save_cut_short_leaves_the_last_one_whole(tmp_path: Path, m
     assert sorted(path.name for path in folder.folder.iterdir()) == ["latest.pt", "step-0000001.pt"]
     latest = torch.load(folder.latest, map_location="cpu", weights_only=True)
     assert latest["step"] == 1 and torch.equal(latest["weights"], torch.ones(4))
+
+
+# --------------------------------------------------------------------------- the train commands
+
+
+def train_command_context(method: str, *args: str):
+    """The parsed command line of `i2i train METHOD ARGS`, as a command sees it."""
+    import typer
+
+    from i2icli.cli.app import app
+
+    command = typer.main.get_command(app).commands["train"].commands[method]
+    return command.make_context(method, list(args))
+
+
+@pytest.mark.parametrize("kind, typed, ignored", [
+    ("edge", ["--edges", "--edge-channels", "3"], []),  # the run's own command line again
+    ("edge", ["--edges", "--edge-channels", "1"], ["--edge-channels"]),
+    ("edge", ["--label-nc", "3"], ["--label-nc"]),  # an edge run has no classes, whatever their number
+    ("label", ["--label-nc", "3"], []),
+    ("label", ["--label-nc", "3", "--edge-channels", "3"], ["--edge-channels"]),
+])
+def test_resuming_paired_names_only_the_input_options_that_differ_from_the_run(kind, typed, ignored):
+    from i2icli.cli.train_common import warn_of_options_the_run_keeps
+
+    stored = {"settings": {"seed": 0, "batch_size": 8},
+              "config": {"model": {"input_kind": kind, "input_channels": 3, "image_size": 32}, "training": {}, "data": {}}}
+    context = train_command_context("paired", "data", "--resume", "--size", "32", *typed)
+    assert warn_of_options_the_run_keeps(context, stored) == ignored

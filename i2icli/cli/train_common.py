@@ -189,7 +189,9 @@ def run_schedule(context: Any, stored: dict | None) -> dict[str, int]:
 
 # Option names whose stored field is named otherwise.
 _STORED_AS = {"g_lr": "generator_lr", "d_lr": "discriminator_lr", "disc_channels": "disc_base_channels",
-              "size": "image_size", "label_nc": "input_channels"}
+              "size": "image_size"}
+# Options that give the model's input channels, each for one kind of label map only.
+_INPUT_CHANNELS_OF_KIND = {"label_nc": "label", "edge_channels": "edge"}
 _MISSING = object()  # an option the stored run has no field for: never equal, so named as ignored
 
 
@@ -215,6 +217,11 @@ def warn_of_options_the_run_keeps(context: Any, stored: dict, honoured: tuple[st
         stored_value = known.get(_STORED_AS.get(param.name, param.name), _MISSING)
         if param.name == "edges":
             stored_value = known.get("input_kind") == "edge"
+        elif param.name in _INPUT_CHANNELS_OF_KIND:
+            # The run's input channels answer --label-nc for a run on label maps and
+            # --edge-channels for one on edge images; for the other kind the option means nothing.
+            of_this_kind = known.get("input_kind", "label") == _INPUT_CHANNELS_OF_KIND[param.name]
+            stored_value = known.get("input_channels", _MISSING) if of_this_kind else _MISSING
         if stored_value != value:
             ignored.append(param.opts[0])
     if ignored:
