@@ -657,3 +657,33 @@ def test_resuming_paired_names_only_the_input_options_that_differ_from_the_run(k
               "config": {"model": {"input_kind": kind, "input_channels": 3, "image_size": 32}, "training": {}, "data": {}}}
     context = train_command_context("paired", "data", "--resume", "--size", "32", *typed)
     assert warn_of_options_the_run_keeps(context, stored) == ignored
+
+
+def write_training_checkpoint(path: Path, method: str) -> Path:
+    """A checkpoint as `i2i train METHOD` writes it, without networks: enough to be read and refused."""
+    from i2icli.training.loop import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, "method": method,
+                "config": {}, "step": 1, "settings": {"seed": 0, "batch_size": 2}}, path)
+    return path
+
+
+@pytest.mark.parametrize("command, other, options", [
+    ("translate-lr", "paired", ["--resume-from"]),
+    ("translate-lr", "paired", ["--eval", "--fid-model", "none", "--lpips-backbone", "none", "--eval-checkpoint"]),
+    ("paired", "translate-lr", ["--label-nc", "4", "--resume-from"]),
+    ("paired", "translate-lr", ["--eval", "--fid-model", "none", "--lpips-backbone", "none", "--eval-checkpoint"]),
+])
+def test_a_checkpoint_of_the_other_training_command_is_refused_by_name(tmp_path: Path, command, other, options):
+    from conftest import CommandRunner
+
+    from i2icli.cli.app import app
+
+    checkpoint = write_training_checkpoint(tmp_path / "other" / "latest.pt", other)
+    result = CommandRunner().invoke(app, ["train", command, str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                                          "--device", "cpu", *options, str(checkpoint)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {checkpoint}: the checkpoint is from `i2i train {other}`, not {command} — ")
+    assert "Traceback" not in result.output

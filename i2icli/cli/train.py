@@ -47,6 +47,7 @@ from i2icli.cli.train_common import (
     counted,
     evaluation_metrics,
     held_out_amount,
+    refuse_another_method,
     resume_point,
     rounded,
     run_schedule,
@@ -189,10 +190,11 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
               device: Any, as_json: bool) -> None:
     from i2icli.pipelines.translate_lr import generator_from_checkpoint
     from i2icli.training import data, loop
-    from i2icli.training.translate_lr import evaluate
+    from i2icli.training.translate_lr import METHOD_NAME, evaluate
 
     path = checkpoint or out / "checkpoints" / "latest.pt"
     stored = loop.load_training_checkpoint(path)
+    refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
     generator, config = generator_from_checkpoint(stored)
     data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}
     files = data.find_images(data_dir, exclude=out)

@@ -157,11 +157,18 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
                        if path.is_file()), None)
         raise I2IError(f"--resume-from {resume_from}: is a folder, not a checkpoint file",
                        f"pass {inside}" if inside else "pass a .pt file from a run's checkpoints/ folder")
-    stored = loop.load_training_checkpoint(resume_from or out / "checkpoints" / "latest.pt")
-    if stored.get("method") != method_name:
-        raise I2IError(f"the checkpoint is from `i2i train {stored.get('method')}`, not {method_name}",
-                       "resume it with the command that wrote it")
+    path = resume_from or out / "checkpoints" / "latest.pt"
+    stored = loop.load_training_checkpoint(path)
+    refuse_another_method(stored, path, method_name, "resume it with the command that wrote it")
     return spec, stored
+
+
+def refuse_another_method(stored: dict, path: Path, method_name: str, hint: str) -> None:
+    """Refuse the training checkpoint ``stored`` (read from ``path``) unless ``method_name`` wrote it."""
+    from i2icli.errors import I2IError
+
+    if stored.get("method") != method_name:
+        raise I2IError(f"{path}: the checkpoint is from `i2i train {stored.get('method')}`, not {method_name}", hint)
 
 
 def given_on_command_line(context: Any, name: str) -> bool:

@@ -48,6 +48,7 @@ from i2icli.cli.train_common import (
     evaluation_metrics,
     given_on_command_line,
     held_out_amount,
+    refuse_another_method,
     resume_point,
     rounded,
     run_schedule,
@@ -293,11 +294,12 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     from i2icli.pipelines.paired import generator_from_checkpoint
     from i2icli.pipelines.spectrum import high_frequency_share, plot_spectra
     from i2icli.training import data, loop
-    from i2icli.training.paired import evaluate
+    from i2icli.training.paired import METHOD_NAME, evaluate
 
     chosen_plot = _spectrum_file(spectrum, data_dir, out)  # checked before anything is loaded
     path = checkpoint or out / "checkpoints" / "latest.pt"
     stored = loop.load_training_checkpoint(path)
+    refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
     try:
         generator, config = generator_from_checkpoint(stored)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
