@@ -515,6 +515,38 @@ def test_resuming_another_runs_checkpoint_into_a_run_folder_is_refused(tmp_path:
     assert train(ToyAutoencoder(), dataset, settings(tmp_path / "keep", 5), resume=older).step == 5
 
 
+def test_a_damaged_latest_checkpoint_does_not_lock_the_run_out_of_its_older_ones(tmp_path: Path,
+                                                                                  dataset: ImageFolderDataset):
+    out = tmp_path / "run"
+    train(ToyAutoencoder(), dataset, settings(out, 3, checkpoint_every=1, keep_checkpoints=5))
+    latest = out / "checkpoints" / "latest.pt"
+    whole = latest.read_bytes()
+    latest.unlink()  # latest.pt shares its data with the newest step file: damage only the copy
+    latest.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(WeightsError, match="not a readable training checkpoint") as caught:
+        train(ToyAutoencoder(), dataset, settings(out, 4), resume=True)
+    assert "resume from another file in the run's checkpoints/ folder" in caught.value.hint
+    # Doing as the hint says works: the run is still known by its readable step files.
+    older = out / "checkpoints" / "step-0000002.pt"
+    assert train(ToyAutoencoder(), dataset, settings(out, 4), resume=older).step == 4
+    assert load_training_checkpoint(latest)["step"] == 4
+    # ...and another run's checkpoint is still refused there.
+    train(ToyAutoencoder(width=4), dataset, settings(tmp_path / "other", 1))
+    latest.unlink()
+    latest.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(I2IError, match="holds another run than"):
+        train(ToyAutoencoder(width=4), dataset, settings(out, 6), resume=tmp_path / "other" / "checkpoints" / "latest.pt")
+    # With no checkpoint there readable at all, no run is left to protect: that is said, and the resume goes on.
+    for path in (out / "checkpoints").iterdir():
+        path.unlink()
+        path.write_bytes(b"PK\x03\x04 cut short")
+    warnings: list[str] = []
+    train(ToyAutoencoder(width=4), dataset, settings(out, 2), resume=tmp_path / "other" / "checkpoints" / "latest.pt",
+          on_warning=warnings.append)
+    assert any("latest.pt cannot be read, nor any other checkpoint in" in warning for warning in warnings)
+    assert load_training_checkpoint(latest)["step"] == 2
+
+
 def test_a_log_line_torn_inside_a_character_is_dropped_on_resume(tmp_path: Path, dataset: ImageFolderDataset):
     out = tmp_path / "run"
     train(ToyAutoencoder(), dataset, settings(out, 2))

@@ -532,10 +532,15 @@ def _check_resumable(checkpoint: dict, path: Path, method: TrainableMethod, sett
             )
 
 
-def _check_same_run(latest: Path, checkpoint: dict, path: Path) -> None:
+def _check_same_run(folder: _CheckpointFolder, checkpoint: dict, path: Path, warn: Callable[[str], None]) -> None:
     """Resuming from ``path`` into a folder that holds a run: only that same run (method, config,
     seed), or its metrics and checkpoints would be mixed with another run's."""
-    current = load_training_checkpoint(latest)
+    latest = folder.latest
+    current = _run_of(folder)
+    if current is None:
+        warn(f"{latest} cannot be read, nor any other checkpoint in {folder.folder}; the first checkpoint saved "
+             "replaces it")
+        return
     difference = _config_difference(_plain(current.get("config")), _plain(checkpoint.get("config")),
                                     sides=("the run there", "the checkpoint"))
     seeds = [(c.get("settings") or {}).get("seed") for c in (current, checkpoint)]
@@ -546,6 +551,18 @@ def _check_same_run(latest: Path, checkpoint: dict, path: Path) -> None:
     if difference:
         raise I2IError(f"{latest.parent.parent} holds another run than {path} ({difference})",
                        "resume from that checkpoint into a new --out")
+
+
+def _run_of(folder: _CheckpointFolder) -> dict | None:
+    """The newest readable checkpoint of the run in ``folder``: latest.pt, or when that is damaged
+    (the very case in which a user resumes from an older file) its newest readable step file."""
+    steps = folder.step_files()
+    for path in [folder.latest, *(steps[step] for step in sorted(steps, reverse=True))]:
+        try:
+            return load_training_checkpoint(path)
+        except WeightsError:
+            continue
+    return None
 
 
 def _trainer_state(checkpoint: dict | None) -> dict:
@@ -688,7 +705,7 @@ class _TrainingRun:
         checkpoint = load_training_checkpoint(path)
         _check_resumable(checkpoint, path, self.method, self.settings)
         if resume is not True and latest.exists() and path.resolve() != latest.resolve():
-            _check_same_run(latest, checkpoint, path)
+            _check_same_run(self.checkpoints, checkpoint, path, self.warn)
         self.resumed_from = int(checkpoint["step"])
         stored_size = (checkpoint.get("settings") or {}).get("dataset_size")
         if stored_size is not None and stored_size != self.dataset_size:
