@@ -719,3 +719,21 @@ def test_a_checkpoint_of_the_other_training_command_is_refused_by_name(tmp_path:
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: {checkpoint}: the checkpoint is from `i2i train {other}`, not {command} — ")
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command, options", [
+    ("translate-lr", []),
+    ("paired", ["--label-nc", "4", "--vgg-weight", "1", "--vgg", "missing-vgg19.pth"]),
+])
+def test_a_new_run_into_a_folder_that_holds_one_is_refused_before_the_data_is_searched(tmp_path: Path, command, options):
+    from conftest import CommandRunner
+
+    from i2icli.cli.app import app
+
+    out = tmp_path / "run"
+    write_training_checkpoint(out / "checkpoints" / "latest.pt", command)
+    empty = tmp_path / "data"
+    empty.mkdir()  # searching it would end in an error of its own, as loading the VGG-19 would
+    result = CommandRunner().invoke(app, ["train", command, str(empty), "--out", str(out), "--device", "cpu", *options])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {out} already holds a training run; pass --resume to continue it or choose another --out"

@@ -148,6 +148,8 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
     check_output_folder(out, option="--out")  # before the data is searched and any model is built
     spec: bool | Path = resume_from if resume_from is not None else resume
     if not spec:
+        # Here rather than only in the loop, which comes after the data search and the networks' loading.
+        loop.refuse_a_new_run_in(out)
         return False, None
     if resume_from is None and not (out / "checkpoints" / "latest.pt").exists():
         raise I2IError(f"{out}: no training run to resume (no checkpoints/latest.pt)",

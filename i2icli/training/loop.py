@@ -59,6 +59,7 @@ __all__ = [
     "move_to",
     "load_training_checkpoint",
     "method_state",
+    "refuse_a_new_run_in",
     "train",
 ]
 
@@ -565,6 +566,13 @@ def _run_of(folder: _CheckpointFolder) -> dict | None:
     return None
 
 
+def refuse_a_new_run_in(out_dir: Path) -> None:
+    """Refuse to start a new run in ``out_dir`` when it holds one: the new run's checkpoints would
+    replace the old run's."""
+    if _CheckpointFolder(Path(out_dir) / "checkpoints", keep=1).holds_a_run():
+        raise I2IError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
+
+
 def _trainer_state(checkpoint: dict | None) -> dict:
     """What the loop itself keeps in a checkpoint (training seconds, the metrics window); {} for none."""
     return (checkpoint or {}).get("trainer") or {}
@@ -685,10 +693,7 @@ class _TrainingRun:
         uninterrupted run would do; the checkpoint to resume from, or None for a new run."""
         if resume:
             return self._checkpoint_to_resume(resume)
-        if self.checkpoints.holds_a_run():
-            raise I2IError(
-                f"{self.out_dir} already holds a training run; pass --resume to continue it or choose another --out"
-            )
+        refuse_a_new_run_in(self.out_dir)
         if self.metrics.path.exists():
             # A run stopped before its first checkpoint: nothing to resume, and its log would only mislead.
             self.warn(f"{self.out_dir} holds the log of a run that saved no checkpoint; starting over")
