@@ -547,6 +547,23 @@ def test_a_damaged_latest_checkpoint_does_not_lock_the_run_out_of_its_older_ones
     assert load_training_checkpoint(latest)["step"] == 2
 
 
+@pytest.mark.parametrize("name, make", [
+    ("checkpoints", lambda path: path.write_text("notes")),
+    ("samples", lambda path: path.write_text("notes")),
+    ("metrics.csv", lambda path: path.mkdir()),
+])
+def test_a_run_folder_entry_of_the_wrong_kind_is_refused_before_the_first_step(tmp_path: Path, dataset: ImageFolderDataset,
+                                                                                name, make):
+    out = tmp_path / "run"
+    out.mkdir()
+    make(out / name)
+    model = ToyAutoencoder()
+    held_out = fixed_batch(dataset, 2)
+    with pytest.raises(I2IError, match=rf"{name}: is (not a folder|a folder, not a file).*\(move it aside, or choose another --out\)"):
+        train(model, dataset, settings(out, 2, checkpoint_every=2, sample_every=2), held_out_batch=held_out)
+    assert model.steps_seen == 0
+
+
 def test_a_log_line_torn_inside_a_character_is_dropped_on_resume(tmp_path: Path, dataset: ImageFolderDataset):
     out = tmp_path / "run"
     train(ToyAutoencoder(), dataset, settings(out, 2))

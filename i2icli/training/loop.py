@@ -573,6 +573,18 @@ def refuse_a_new_run_in(out_dir: Path) -> None:
         raise I2IError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
 
 
+def _refuse_entries_of_the_wrong_kind(out_dir: Path) -> None:
+    """checkpoints/ and samples/ must be folders, metrics.csv a file: found out at the first save,
+    the mistake would cost every step trained until then."""
+    for name, folder, holding in (("checkpoints", True, "checkpoints"), ("samples", True, "sample grids"),
+                                  ("metrics.csv", False, "losses")):
+        path = out_dir / name
+        if os.path.lexists(path) and path.is_dir() != folder:
+            kind = "is not a folder" if folder else "is a folder, not a file"
+            raise I2IError(f"{path}: {kind}, and the run keeps its {holding} there",
+                           "move it aside, or choose another --out")
+
+
 def _trainer_state(checkpoint: dict | None) -> dict:
     """What the loop itself keeps in a checkpoint (training seconds, the metrics window); {} for none."""
     return (checkpoint or {}).get("trainer") or {}
@@ -691,6 +703,7 @@ class _TrainingRun:
     def open(self, resume: bool | Path) -> dict | None:
         """Check that this session may use the run folder, warning where it differs from what an
         uninterrupted run would do; the checkpoint to resume from, or None for a new run."""
+        _refuse_entries_of_the_wrong_kind(self.out_dir)
         if resume:
             return self._checkpoint_to_resume(resume)
         refuse_a_new_run_in(self.out_dir)
