@@ -754,3 +754,21 @@ def test_a_new_run_into_a_folder_that_holds_one_is_refused_before_the_data_is_se
     result = CommandRunner().invoke(app, ["train", command, str(empty), "--out", str(out), "--device", "cpu", *options])
     assert result.exit_code == 1
     assert result.output.strip() == f"error: {out} already holds a training run; pass --resume to continue it or choose another --out"
+
+
+def test_translate_lr_says_at_the_start_when_too_few_images_are_held_out_for_eval(tmp_path: Path, images: list[Path]):
+    from conftest import CommandRunner
+
+    from i2icli.cli.app import app
+
+    runner, out = CommandRunner(), tmp_path / "run"
+    tiny = ["--hr-size", "16", "--lr-size", "4", "--max-channels", "8", "--base-channels", "4", "--disc-channels", "4",
+            "--disc-max-channels", "8", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
+    trained = runner.invoke(app, ["train", "translate-lr", str(tmp_path / "data"), "--out", str(out), *tiny,
+                                  "--steps", "1", "--held-out", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert "warning: only 1 image is held out: --eval translates held-out images to each other and needs two" in trained.stderr
+    scored = runner.invoke(app, ["train", "translate-lr", str(tmp_path / "data"), "--out", str(out), "--eval",
+                                 "--fid-model", "none", "--lpips-backbone", "none", "--device", "cpu"])
+    assert scored.exit_code == 1
+    assert scored.stderr.strip().endswith("a run keeps its split, so start a new one with --held-out 2 or more")

@@ -21,6 +21,7 @@ from i2icli.cli.common import (
     plain,
     stdout_write,
     usage_error,
+    warn,
 )
 from i2icli.cli.train_common import (
     EVAL_PANEL,
@@ -164,6 +165,10 @@ def translate_lr(
     if stored is None:
         # The run keeps its held-out images by name: a folder that grows later does not change them.
         data_settings["held_out_files"] = data.relative_names(held_files, data_dir)
+        if len(held_files) == 1:
+            # Said now: once the run has trained, only a new run can hold out more.
+            warn("only 1 image is held out: --eval translates held-out images to each other and needs two "
+                 "(pass --held-out 2 or more to keep them)")
         method = TranslateLRTraining(model, options, seed=seed, data=data_settings)
     dataset = data.ImageFolderDataset(train_files, data_settings["hr_size"])
     held_dataset = data.ImageFolderDataset(held_files or train_files, data_settings["hr_size"])
@@ -206,13 +211,13 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
                        "pass the data folder the run was trained on")
     if len(held_files) < 2:
         raise I2IError(f"{data_dir}: only {len(held_files)} held-out image(s) for this run's split",
-                       "evaluation needs at least two; train with a larger --held-out")
+                       "evaluation needs at least two; a run keeps its split, so start a new one with --held-out 2 or more")
     dataset = data.ImageFolderDataset(held_files, config.hr_size)
     dataset.role = "held-out"
     images, skipped = data.collate_images(data.readable_examples(dataset))
     if len(images) < 2:
         raise I2IError(f"{data_dir}: only {len(images)} of the {len(held_files)} held-out images can be read ({skipped[0]})",
-                       "evaluation needs at least two; replace the unreadable files or train with a larger --held-out")
+                       "evaluation needs at least two; replace the unreadable files, or start a new run with a larger --held-out")
     fid_features, lpips_distance, notes = evaluation_metrics(fid_model, lpips_backbone, device)
     notes = [*skipped, *notes]
     with console.status("evaluating"):
