@@ -66,6 +66,26 @@ def test_one_pair_with_warps_labels_and_json(checkpoint, pair, tmp_path):
         assert drawing.size == (64, 64) and np.asarray(drawing).max() > 0
 
 
+def test_one_pair_to_standard_output_is_the_file_it_would_write(checkpoint, pair, tmp_path):
+    args = ["exemplar", str(pair["target"]), str(pair["photo"]), "--exemplar-pose", str(pair["photo_pose"]),
+            *_common(checkpoint)]
+    assert run(*args, "-o", str(tmp_path / "result.png")).exit_code == 0
+    piped = run(*args, "-o", "-")
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout_bytes == (tmp_path / "result.png").read_bytes()
+    assert "→ standard output" in piped.stderr and not Path("-").exists()
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"input,exemplar,exemplar_pose\n{pair['target']},{pair['photo']},{pair['photo_pose']}\n")
+    for extra, expected in ((["--json"], "--json and -o - would both write to standard output"),
+                            (["--save-warps"], "--save-warps writes files beside the output"),
+                            (["--save-label"], "--save-label writes files beside the output")):
+        refused = run(*args, "-o", "-", *extra)
+        assert refused.exit_code == 2 and refused.stdout_bytes == b"", extra
+        assert expected in refused.stderr, extra
+    many = run("exemplar", "--pairs", str(csv), "-o", "-", *_common(checkpoint))
+    assert many.exit_code == 2 and "--pairs is for many" in many.stderr
+
+
 def test_input_photo_with_its_own_pose(checkpoint, pair, tmp_path):
     result = run("exemplar", str(pair["photo"]), str(pair["photo"]), "--input-pose", str(pair["target"]),
                  "--exemplar-pose", str(pair["photo_pose"]), "-o", str(tmp_path / "out"), *_common(checkpoint))

@@ -315,6 +315,23 @@ def test_cli_writes_the_result_every_hypothesis_and_a_summary(files, tmp_path):
     assert np.array_equal(read_image(target).rgb, read_image(chosen["file"]).rgb)
 
 
+def test_cli_result_to_standard_output_is_the_file_it_would_write(files, tmp_path):
+    source = write_png(tmp_path / "source.png", smooth_image(10, 48))
+    exemplar = write_png(tmp_path / "exemplar.png", smooth_image(11, 48))
+    args = ["invert", str(source), str(exemplar), "--aligned", "--layers", "2", "--codes", "2", "--steps", "2",
+            "--size", "32", *_model_options(files)]
+    assert run(*args, "-o", str(tmp_path / "result.png")).exit_code == 0
+    piped = run(*args, "-o", "-")
+    assert piped.exit_code == 0, piped.stderr
+    assert piped.stdout_bytes == (tmp_path / "result.png").read_bytes()
+    assert "→ standard output" in piped.stderr and not Path("-").exists()
+    for extra, expected in ((["--json"], "--json and -o - would both write to standard output"),
+                            (["--save-all"], "--save-all writes files beside the output")):
+        refused = run(*args, "-o", "-", *extra)
+        assert refused.exit_code == 2 and refused.stdout_bytes == b"", extra
+        assert expected in refused.stderr, extra
+
+
 @pytest.mark.parametrize("aligned", [["--aligned"], []])
 def test_cli_default_generator_explains_the_manual_download(files, tmp_path, aligned):
     # The generator is looked for before the detector (which would be fetched by name): the

@@ -462,12 +462,8 @@ def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
 STANDARD_STREAM = "-"
 
 
-def refuse_standard_streams(inputs: Iterable[str | Path | None], output: str | None = None) -> None:
-    """For the commands that take no "-" (or no "-o -": pass their ``output``): without this, -o -
-    made a folder named "-", and an input "-" was reported as a missing file."""
-    if output == STANDARD_STREAM:
-        raise usage_error("-o -: `i2i restore`, `paired` and `translate-lr` write their result to standard output, "
-                          "this command does not; give -o a file or a folder")
+def refuse_standard_streams(inputs: Iterable[str | Path | None]) -> None:
+    """For the commands that read no "-": without this, an input "-" was reported as a missing file."""
     if any(str(path) == STANDARD_STREAM for path in inputs if path is not None) and not Path(STANDARD_STREAM).exists():
         raise usage_error("-: only `i2i restore` reads an image from standard input; save it to a file and pass its path")
 

@@ -13,6 +13,7 @@ import typer
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    STANDARD_STREAM,
     Bf16Option,
     DeviceOption,
     DryRunOption,
@@ -25,6 +26,8 @@ from i2icli.cli.common import (
     refuse_standard_streams,
     seed_in_range,
     usage_error,
+    write_standard_output,
+    writes_to_standard_output,
 )
 from i2icli.cli.runner import (
     batch_failures,
@@ -87,7 +90,8 @@ def exemplar(
     ] = None,
     output: Annotated[
         str,
-        typer.Option("-o", "--output", metavar="DIR|FILE", help="Output file for one pair, or a folder (for INPUT_EXEMPLAR.png files).",
+        typer.Option("-o", "--output", metavar="DIR|FILE", help="Output file for one pair (-: standard output, as PNG), or a "
+                     "folder (for INPUT_EXEMPLAR.png files).",
                      rich_help_panel=_OUTPUT),
     ] = "results",
     pairs: Annotated[
@@ -144,15 +148,22 @@ def exemplar(
     translated at --size; the result is cropped back to the input's frame: a map's own shape,
     the --input-pose photo's, or for a pose file alone the exemplar's.
     """
-    refuse_standard_streams([input, exemplar_photo, exemplar_pose, input_pose, pairs], output)
+    refuse_standard_streams([input, exemplar_photo, exemplar_pose, input_pose, pairs])
+    to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[
+        ("--save-warps", save_warps), ("--save-label", save_label)])
+    if to_stdout and pairs is not None:
+        raise usage_error("-o - writes one image to standard output, and --pairs is for many; give -o a folder")
     precision = precision_from_flags(half, bf16)
     if size % 32:
         raise usage_error(f"--size {size}: must be a multiple of 32")
     jobs = _plan(input, exemplar_photo, exemplar_pose, input_pose, output, pairs)
-    inputs = [path for job in jobs for path in (job.input, job.exemplar, job.exemplar_pose, job.input_pose) if path]
-    jobs, _ = one_writer_per_file(jobs, lambda pair: [path for paths in _written_files(
-        pair.output, size, save_warps=save_warps, save_label=save_label).values() for path in paths], inputs,
-        name_of=lambda pair: pair.row or str(pair.input))
+    if to_stdout:
+        skip_existing = False  # "-" names no file that could exist
+    else:
+        inputs = [path for job in jobs for path in (job.input, job.exemplar, job.exemplar_pose, job.input_pose) if path]
+        jobs, _ = one_writer_per_file(jobs, lambda pair: [path for paths in _written_files(
+            pair.output, size, save_warps=save_warps, save_label=save_label).values() for path in paths], inputs,
+            name_of=lambda pair: pair.row or str(pair.input))
 
     def record_of(job: Pair) -> dict[str, Any]:
         return {"input": str(job.input), "exemplar": str(job.exemplar), "output": str(job.output)}
@@ -170,8 +181,8 @@ def exemplar(
         pipeline = ExemplarPipeline.load(checkpoint, device=device, precision=precision, settings=settings)
     def process(job: Pair) -> tuple[dict[str, Any], str, str]:
         extra = _translate(job, pipeline, label_nc=label_nc, save_warps=save_warps, save_label=save_label,
-                           max_pixels=max_pixels)
-        return extra, f"{job.input} + {job.exemplar} → {job.output}", ""
+                           max_pixels=max_pixels, to_stdout=to_stdout)
+        return extra, f"{job.input} + {job.exemplar} → {'standard output' if to_stdout else job.output}", ""
 
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     failed = batch_failures(records, as_json=as_json)
@@ -194,12 +205,14 @@ def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | No
         raise usage_error("give INPUT and EXEMPLAR (or --pairs CSV)")
     if exemplar_pose is None:
         raise usage_error("--exemplar-pose is required: the model needs the exemplar's own pose or label map")
-    target = Path(output).expanduser()
     source, look = Path(input).expanduser(), Path(exemplar_photo).expanduser()
+    pose = Path(input_pose).expanduser() if input_pose else None
+    if output == STANDARD_STREAM:
+        return [_checked(Pair(source, look, Path(exemplar_pose).expanduser(), pose, Path(STANDARD_STREAM)))]
+    target = Path(output).expanduser()
     if not names_image_file(output):
         target = target / _default_name(source, look)
     check_output_folder(target.parent)
-    pose = Path(input_pose).expanduser() if input_pose else None
     return [_checked(Pair(source, look, Path(exemplar_pose).expanduser(), pose, target))]
 
 
@@ -288,7 +301,7 @@ def _checked(pair: Pair, where: str = "") -> Pair:
     problem = None
     if pair.exemplar_pose is None:
         problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
-    if pair.output.suffix.lower() not in IMAGE_SUFFIXES:
+    if pair.output.suffix.lower() not in IMAGE_SUFFIXES and str(pair.output) != STANDARD_STREAM:
         problem = f"{where}{pair.output}: the output must be an image file (.png, .jpg, .webp, .tif or .bmp)"
     if pair.input_pose is not None and pair.exemplar_pose is not None:
         from i2icli.semantics.inputs import is_pose_file
@@ -300,8 +313,14 @@ def _checked(pair: Pair, where: str = "") -> Pair:
 
 
 def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,
-               max_pixels: int) -> dict[str, Any]:
-    from i2icli.imageio import Picture, image_size, read_image, write_image
+               max_pixels: int, to_stdout: bool = False) -> dict[str, Any]:
+    from i2icli.imageio import (
+        Picture,
+        encode_image,
+        image_size,
+        read_image,
+        write_image,
+    )
 
     exemplar = read_image(job.exemplar, max_pixels=max_pixels)
     exemplar_frame = (exemplar.width, exemplar.height)
@@ -332,7 +351,10 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
                 labels.append(str(path))
         written["labels"] = labels
     # Last: --skip-existing takes an existing output for a pair whose every file was written.
-    write_image(job.output, result.picture)
+    if to_stdout:
+        write_standard_output(encode_image(result.picture, ".png"))
+    else:
+        write_image(job.output, result.picture)
     return written
 
 

@@ -10,6 +10,7 @@ import typer
 from i2icli.batch import is_folder
 from i2icli.cli.common import (
     EXIT_OK,
+    STANDARD_STREAM,
     DeviceOption,
     JsonOption,
     MaxPixelsOption,
@@ -26,6 +27,8 @@ from i2icli.cli.common import (
     stdout_write,
     transient_progress,
     usage_error,
+    write_standard_output,
+    writes_to_standard_output,
 )
 from i2icli.errors import InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS
@@ -45,7 +48,8 @@ def invert(
     exemplar: Annotated[Path, typer.Argument(metavar="EXEMPLAR", help="The face whose style (colours, texture, lighting) to use.",
                                              show_default=False)],
     output: Annotated[
-        str, typer.Option("-o", "--output", metavar="DIR|FILE", help="Output image file, or a folder for SOURCE_EXEMPLAR.png.",
+        str, typer.Option("-o", "--output", metavar="DIR|FILE", help="Output image file (-: standard output, as PNG), or a folder for "
+                          "SOURCE_EXEMPLAR.png.",
                           rich_help_panel=_OUTPUT)
     ] = "results",
     generator: Annotated[
@@ -117,7 +121,8 @@ def invert(
     single-image form of FID: statistics over the spatial positions of a mid-level
     FID-Inception feature map (192 channels at 35x35), not over a set of images.
     """
-    refuse_standard_streams([source, exemplar], output)
+    refuse_standard_streams([source, exemplar])
+    to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=False, files_beside=[("--save-all", save_all)])
     from i2icli.pipelines.invert import (
         InvertPipeline,
         InvertSettings,
@@ -133,8 +138,8 @@ def invert(
         )
     except ValueError as error:
         raise usage_error(str(error)) from None
-    target = _output_path(source, exemplar, output)
-    for path in _written_files(target, settings.layers, save_all).values():
+    target = Path(STANDARD_STREAM) if to_stdout else _output_path(source, exemplar, output)
+    for path in _written_files(target, settings.layers, save_all).values() if not to_stdout else ():
         refuse_overwrite(path, [source, exemplar])
         if is_folder(path):  # else found only when writing, after the whole inversion
             raise InputError(path, "is a folder, where this output file would go", "move it aside or choose another -o")
@@ -157,9 +162,16 @@ def invert(
 
     with _loss_progress(settings.layers) as on_step:
         result = pipeline.invert(source_picture, exemplar_picture, on_step=on_step)
-    written = _write(result, target, save_all)
+    if to_stdout:
+        from i2icli.imageio import encode_image
 
-    console.print(f"[green]✓[/] {plain(source)} + {plain(exemplar)} → {plain(target)} [dim](layer {result.layer}; "
+        write_standard_output(encode_image(result.picture, ".png"))
+        written: dict[str, Any] = {}
+    else:
+        written = _write(result, target, save_all)
+
+    destination = "standard output" if to_stdout else plain(target)
+    console.print(f"[green]✓[/] {plain(source)} + {plain(exemplar)} → {destination} [dim](layer {result.layer}; "
                   f"{sum(result.seconds.values()):.1f} s)[/]")
     if save_all or not as_json:
         for hypothesis in result.hypotheses:
