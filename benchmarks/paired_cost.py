@@ -36,7 +36,7 @@ def _label_picture(size: int, classes: int) -> Picture:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--samples", type=int, default=8)

@@ -458,7 +458,7 @@ def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
 
 
 # "-" for INPUT reads the image from standard input, and "-o -" writes it to standard output, as
-# Unix tools do (a file named "-" is still reached as ./-).
+# Unix tools do (a folder named "-" is still reached as ./-).
 STANDARD_STREAM = "-"
 
 
