@@ -307,6 +307,7 @@ def test_frechet_distance_of_samples_matches_pytorch_fid(sizes, dims):
     assert frechet_distance_of_samples(torch.from_numpy(first), torch.from_numpy(first)) == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")  # pytorch-fid called directly
 def test_frechet_distance_where_the_matrix_root_comes_back_complex(monkeypatch):
     """pytorch-fid raises "Imaginary component" for some products of singular covariances with a
     wide range of scales: a traceback after a whole inversion. The symmetric form gives the
