@@ -206,13 +206,14 @@ def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | No
     if exemplar_pose is None:
         raise usage_error("--exemplar-pose is required: the model needs the exemplar's own pose or label map")
     source, look = Path(input).expanduser(), Path(exemplar_photo).expanduser()
-    pose = Path(input_pose).expanduser() if input_pose else None
     if output == STANDARD_STREAM:
-        return [_checked(Pair(source, look, Path(exemplar_pose).expanduser(), pose, Path(STANDARD_STREAM)))]
-    target = Path(output).expanduser()
-    if not names_image_file(output):
-        target = target / _default_name(source, look)
-    check_output_folder(target.parent)
+        target = Path(STANDARD_STREAM)
+    else:
+        target = Path(output).expanduser()
+        if not names_image_file(output):
+            target = target / _default_name(source, look)
+        check_output_folder(target.parent)
+    pose = Path(input_pose).expanduser() if input_pose else None
     return [_checked(Pair(source, look, Path(exemplar_pose).expanduser(), pose, target))]
 
 

@@ -139,10 +139,11 @@ def invert(
     except ValueError as error:
         raise usage_error(str(error)) from None
     target = Path(STANDARD_STREAM) if to_stdout else _output_path(source, exemplar, output)
-    for path in _written_files(target, settings.layers, save_all).values() if not to_stdout else ():
-        refuse_overwrite(path, [source, exemplar])
-        if is_folder(path):  # else found only when writing, after the whole inversion
-            raise InputError(path, "is a folder, where this output file would go", "move it aside or choose another -o")
+    if not to_stdout:
+        for path in _written_files(target, settings.layers, save_all).values():
+            refuse_overwrite(path, [source, exemplar])
+            if is_folder(path):  # else found only when writing, after the whole inversion
+                raise InputError(path, "is a folder, where this output file would go", "move it aside or choose another -o")
 
     from i2icli.imageio import read_image
 
