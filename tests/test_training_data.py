@@ -62,6 +62,25 @@ def test_find_images_recurses_skips_hidden_and_sorts_by_relative_path(image_tree
     assert all(p.is_file() for p in found)
 
 
+def test_find_images_leaves_out_every_training_run_in_the_data(image_tree: Path, caplog: pytest.LogCaptureFixture):
+    """Only the run's own --out was left out: an earlier run kept in the data folder had its sample
+    grids trained on."""
+    old_run = image_tree / "runs" / "old"
+    write_rgb(old_run / "samples" / "step-0000100.png", gradient(8, 8))
+    (old_run / "checkpoints").mkdir()
+    (old_run / "metrics.csv").write_text("step\n")
+    started = image_tree / "started"  # a run cut short before its first checkpoint
+    write_rgb(started / "samples" / "step-0000010.png", gradient(8, 8))
+    (started / "metrics.csv").write_text("step\n")
+    write_rgb(image_tree / "samples" / "f.png", gradient(8, 8))  # a data folder that is only called samples
+    found = find_images(image_tree)
+    assert [p.relative_to(image_tree).as_posix() for p in found] == [
+        "A.PNG", "b.png", "samples/f.png", "sub/c.jpg", "sub/deeper/d.webp"]
+    warned = [record.getMessage() for record in caplog.records]
+    assert any(f"{old_run}: holds a training run" in message for message in warned)
+    assert any(f"{started}: holds a training run" in message for message in warned)
+
+
 @pytest.mark.parametrize("kind", ["missing", "file", "empty"])
 def test_find_images_errors_name_the_folder(tmp_path: Path, kind: str):
     root = tmp_path / "data"

@@ -70,6 +70,12 @@ def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
         visited.add((info.st_dev, info.st_ino))
         dirs[:] = [name for name in dirs
                    if not name.startswith(".") and os.path.realpath(os.path.join(folder, name)) != skipped]
+        runs = [name for name in dirs if _holds_a_run(os.path.join(folder, name))]
+        for name in runs:
+            # Not only this run's --out: an earlier run kept in the data folder has sample grids too.
+            logging.getLogger(__name__).warning("%s: holds a training run; its sample grids are left out of the "
+                                                "training images", os.path.join(folder, name))
+            dirs.remove(name)
         for name in files:
             if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
                 continue
@@ -84,6 +90,12 @@ def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
             "put the training images in this folder or pass another one",
         )
     return [path for _, path in sorted(found)]
+
+
+def _holds_a_run(folder: str) -> bool:
+    """Whether ``folder`` is a training run's: its samples/ beside its checkpoints/ or metrics.csv."""
+    return os.path.isdir(os.path.join(folder, "samples")) and (
+        os.path.isdir(os.path.join(folder, "checkpoints")) or os.path.isfile(os.path.join(folder, "metrics.csv")))
 
 
 def _relative_key(path: Path, root: Path) -> str:
