@@ -340,6 +340,27 @@ def test_label_maps_are_one_hot_and_channel_counts_are_checked(tmp_path):
     assert edges.kind == "edge" and edges.channels.shape == (1, 32, 32) and edges.channels.max() == 1.0
 
 
+def test_a_jpeg_label_map_is_warned_of_and_its_stray_classes_explained(tmp_path, caplog):
+    """JPEG moves grey levels along every edge: stray classes, refused as 'has class 3' with no
+    reason given, or used without a word."""
+    from PIL import Image
+
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10:20, 10:30] = 2
+    Image.fromarray(labels).save(tmp_path / "labels.jpg", quality=60)
+    assert np.asarray(Image.open(tmp_path / "labels.jpg")).max() > 2  # the compression made other classes
+    with pytest.raises(InputError) as refused:
+        load_semantics(tmp_path / "labels.jpg", size=40, channels=3, frame=(40, 40), label_nc=3)
+    assert "JPEG compression changes the values along edges" in str(refused.value.hint)
+    labels[labels == 2] = 0
+    Image.fromarray(labels).save(tmp_path / "plain.jpg")  # one class: nothing for JPEG to blur
+    load_semantics(tmp_path / "plain.jpg", size=40, channels=3, frame=(40, 40), label_nc=3)
+    assert any(f"{tmp_path / 'plain.jpg'}: is a JPEG label map" in record.getMessage() for record in caplog.records)
+    caplog.clear()
+    load_semantics(tmp_path / "plain.jpg", size=32, channels=1, frame=(40, 40))  # an edge image: JPEG is fine
+    assert not caplog.records
+
+
 def test_a_pose_for_a_label_model_is_refused(tmp_path):
     pose = _pose_json(tmp_path / "pose.json", _STANDING)
     with pytest.raises(InputError, match="is a pose, but this checkpoint takes 3-channel semantics"):

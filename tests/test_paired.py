@@ -501,6 +501,22 @@ def test_one_sample_to_standard_output_is_the_file_it_would_write(tmp_path, run)
     assert folder.exit_code == 2 and "-o - writes one image to standard output, but the inputs hold" in folder.stderr
 
 
+def test_jpeg_label_maps_are_warned_of_in_training_and_translation(tmp_path):
+    data_dir = write_pairs(tmp_path / "data", 6)
+    for label in sorted((data_dir / "labels").glob("*.png")):
+        cv2.imwrite(str(label.with_suffix(".jpg")), cv2.imread(str(label), cv2.IMREAD_GRAYSCALE) * 40,
+                    [cv2.IMWRITE_JPEG_QUALITY, 100])  # classes 0-120 in steps of 40: visible, still blurred
+        label.unlink()
+    trained = train_cli(data_dir, tmp_path / "run", 1, "--label-nc", "160")
+    assert trained.exit_code == 0, trained.output
+    assert f"6 label maps are JPEG files (e.g. {data_dir / 'labels' / '000.jpg'})" in " ".join(trained.stderr.split())
+    label = data_dir / "labels" / "000.jpg"
+    result = runner.invoke(app, ["paired", str(label), "-c", str(tmp_path / "run"), "-o", str(tmp_path / "out.png"),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert f"{label}: is a JPEG label map" in " ".join(result.stderr.split())
+
+
 def test_samples_match_one_by_one_and_the_mean_style_is_the_default(run):
     translator = PairedTranslator.load(str(run["run"]), device="cpu")
     label = read_image(run["data"] / "labels" / "001.png")

@@ -180,6 +180,12 @@ def paired(
         method = PairedTraining(model, options, seed=seed, data=data_settings,
                                 vgg=_load_vgg(vgg, torch_device) if vgg_weight > 0 else None)
     config = method.model_config
+    if config.input_kind == "label":
+        from i2icli.semantics.labelmaps import jpeg_label_maps_note
+
+        note = jpeg_label_maps_note(label for label, _ in pairs)
+        if note:
+            warn(note)
     dataset = data.PairedDataset(train_pairs, config.image_size, config.input_kind, config.input_channels)
     held_dataset = data.PairedDataset(held_pairs or train_pairs, config.image_size, config.input_kind, config.input_channels)
     held_dataset.role = "held-out" if held_pairs else "training"

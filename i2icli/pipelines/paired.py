@@ -9,6 +9,7 @@ the reconstruction does not depend on the noise, so it is computed once per labe
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from i2icli.pipelines.imagetensors import (
     to_tensor,
 )
 from i2icli.pipelines.loading import instantiate, load_trained, timed
-from i2icli.semantics.labelmaps import square_label_channels
+from i2icli.semantics.labelmaps import jpeg_label_maps_note, square_label_channels
 
 METHOD_NAME = "paired"
 
@@ -94,6 +95,9 @@ class PairedTranslator:
         """(1, C, S, S): the label map's centred square as the network's input channels."""
         source = picture.source or "label map"
         channels = square_label_channels(picture, source, self.size, self.config.input_kind, self.config.input_channels)
+        note = jpeg_label_maps_note([source]) if self.config.input_kind == "label" else None
+        if note:
+            logging.getLogger(__name__).warning("%s", note)
         return torch.from_numpy(channels)[None].to(self.device)
 
     def style_code(self, style: Picture | None) -> Tensor:

@@ -7,6 +7,7 @@ frame. Pose files carry keypoints, not pixels, and are rendered straight at the 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,12 @@ import numpy as np
 
 from i2icli.errors import InputError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, to_float
-from i2icli.semantics.labelmaps import check_classes, class_indices, one_hot
+from i2icli.semantics.labelmaps import (
+    check_classes,
+    class_indices,
+    jpeg_label_maps_note,
+    one_hot,
+)
 from i2icli.semantics.pose import (
     Pose,
     pose_drawing,
@@ -99,6 +105,9 @@ def _one_hot(picture: Picture, path: Path, size: int, channels: int, label_nc: i
                          f"use --label-nc {channels}")
     labels = class_indices(picture, path)
     check_classes(labels, label_nc, path)
+    note = jpeg_label_maps_note([path])
+    if note:
+        logging.getLogger(__name__).warning("%s", note)
     return one_hot(_resized_square(labels, size), label_nc, path)
 
 

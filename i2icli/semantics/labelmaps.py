@@ -10,6 +10,7 @@ vector. Resizing always uses nearest neighbour, so no in-between class appears.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -18,6 +19,19 @@ from i2icli.errors import InputError
 from i2icli.imageio import Picture, to_float
 
 UNKNOWN_LABEL = 255
+# JPEG's compression moves grey levels along every edge; in a class-index map those are other classes.
+_LOSSY_SUFFIXES = (".jpg", ".jpeg")
+_LOSSY_REASON = "JPEG compression changes the values along edges, and in a label map they are classes"
+
+
+def jpeg_label_maps_note(paths: Iterable[Path | str]) -> str | None:
+    """A warning for class-index maps stored as JPEG files, or None when there are none."""
+    lossy = [path for path in paths if Path(path).suffix.lower() in _LOSSY_SUFFIXES]
+    if not lossy:
+        return None
+    if len(lossy) == 1:
+        return f"{lossy[0]}: is a JPEG label map; {_LOSSY_REASON}: save label maps as PNG"
+    return f"{len(lossy)} label maps are JPEG files (e.g. {lossy[0]}); {_LOSSY_REASON}: save label maps as PNG"
 
 
 def class_indices(picture: Picture, path: Path | str) -> np.ndarray:
@@ -59,8 +73,11 @@ def check_classes(labels: np.ndarray, label_nc: int, path: Path | str) -> None:
     resize, so that a stray pixel is found whatever the working size."""
     known = labels != UNKNOWN_LABEL
     if known.any() and int(labels[known].max()) >= label_nc:
+        hint = "check the label map against the model's classes"
+        if Path(path).suffix.lower() in _LOSSY_SUFFIXES:
+            hint = f"{_LOSSY_REASON}: save it as a PNG"
         raise InputError(path, f"has class {int(labels[known].max())}, but the model knows {label_nc} classes (0-{label_nc - 1})",
-                         "check the label map against the model's classes")
+                         hint)
 
 
 def one_hot(labels: np.ndarray, label_nc: int, path: Path | str) -> np.ndarray:
