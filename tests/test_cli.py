@@ -1115,6 +1115,16 @@ def test_the_other_commands_say_they_read_no_standard_input(args, expected, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_options_that_aligned_leaves_unused_are_named(tmp_path):
+    """--aligned runs the face network alone: --upscale 4 gave a 512 px face without a word."""
+    photo = str(_small_photo(tmp_path / "face.png"))
+    typed = run("restore", photo, "--aligned", "-s", "4", "--bg-model", "none", "--dry-run")
+    assert typed.exit_code == 0
+    assert "warning: --upscale, --bg-model: not used with --aligned" in " ".join(typed.stderr.split())
+    assert "not used" not in run("restore", photo, "--aligned", "--dry-run").stderr
+    assert "not used" not in run("restore", photo, "-s", "4", "--dry-run").stderr
+
+
 def test_control_characters_in_file_names_are_shown_as_escapes(tmp_path):
     """A newline in a name split a --dry-run line that scripts read one per file, and an escape
     sequence reached the terminal, which obeyed it."""

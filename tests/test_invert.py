@@ -332,6 +332,14 @@ def test_cli_result_to_standard_output_is_the_file_it_would_write(files, tmp_pat
         assert expected in refused.stderr, extra
 
 
+def test_cli_names_a_detector_that_aligned_leaves_unused(files, tmp_path):
+    source = write_png(tmp_path / "source.png", smooth_image(10, 48))
+    result = run("invert", str(source), str(source), "-o", str(tmp_path / "out.png"), "--aligned", "--layers", "2",
+                 "--codes", "2", "--steps", "1", "--size", "32", "--detector", "other.pth", *_model_options(files))
+    assert result.exit_code == 0, result.stderr
+    assert "warning: --detector: not used with --aligned" in result.stderr
+
+
 @pytest.mark.parametrize("aligned", [["--aligned"], []])
 def test_cli_default_generator_explains_the_manual_download(files, tmp_path, aligned):
     # The generator is looked for before the detector (which would be fetched by name): the

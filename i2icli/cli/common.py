@@ -186,6 +186,20 @@ def warn(text: str) -> None:
     console.print(f"[yellow]warning:[/] {plain(text)}")
 
 
+def given_on_command_line(context: Any, name: str) -> bool:
+    """Whether the option ``name`` was typed on this command line, rather than left at its default."""
+    return getattr(context.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+
+def warn_of_options_unused(context: Any, names: Iterable[str], because: str) -> None:
+    """One warning naming the options among ``names`` that were typed but that ``because`` makes
+    pointless: a silent no-op leaves the user believing they had an effect."""
+    typed = [param.opts[0] for param in context.command.params
+             if param.name in set(names) and given_on_command_line(context, param.name)]
+    if typed:
+        warn(f"{', '.join(typed)}: not used {because}")
+
+
 class _ConsoleLogHandler(logging.Handler):
     """The package's logged warnings (a tile shrunk to fit, extra TIFF pages ignored), shown as
     the CLI's own warnings rather than through Python's bare fallback handler."""

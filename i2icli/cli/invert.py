@@ -27,6 +27,7 @@ from i2icli.cli.common import (
     stdout_write,
     transient_progress,
     usage_error,
+    warn_of_options_unused,
     write_standard_output,
     writes_to_standard_output,
 )
@@ -43,6 +44,7 @@ _OUTPUT = "Output"
                 checkpoint_options={"generator": "--generator", "correspondence": "--correspondence-model",
                                     "perceptual": "--perceptual-model", "score": "--score-model", "detector": "--detector"})
 def invert(
+    context: typer.Context,
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="The face whose structure (pose, shape, expression) to keep.",
                                            show_default=False)],
     exemplar: Annotated[Path, typer.Argument(metavar="EXEMPLAR", help="The face whose style (colours, texture, lighting) to use.",
@@ -122,6 +124,8 @@ def invert(
     FID-Inception feature map (192 channels at 35x35), not over a set of images.
     """
     refuse_standard_streams([source, exemplar])
+    if aligned:
+        warn_of_options_unused(context, ["detector"], "with --aligned")
     to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=False, files_beside=[("--save-all", save_all)])
     from i2icli.pipelines.invert import (
         InvertPipeline,

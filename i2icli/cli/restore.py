@@ -27,6 +27,7 @@ from i2icli.cli.common import (
     read_standard_input,
     refuse_more_than_one_image_to_standard_output,
     usage_error,
+    warn_of_options_unused,
     write_standard_output,
     writes_to_standard_output,
 )
@@ -49,6 +50,7 @@ def _file_name_suffix(value: str) -> str:
                 out_of_ram_hint="use a smaller --tile or a lower --upscale, or close other programs",
                 checkpoint_options={"face": "--model", "background": "--bg-model", "detector": "--detector", "parser": "--parser"})
 def restore(
+    context: typer.Context,
     inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Image files, folders or glob patterns; - reads one image from standard input.", show_default=False)],
     output: Annotated[
         str, typer.Option("-o", "--output", metavar="DIR|FILE", help="Folder for the results (created if missing), or for one input the "
@@ -113,6 +115,9 @@ def restore(
 ) -> None:
     """Restore faces with GFPGAN and upscale the rest with Real-ESRGAN."""
     precision = precision_from_flags(half, bf16)
+    if aligned:  # the face network alone runs, on the whole 512x512 input
+        warn_of_options_unused(context, ["upscale", "bg_model", "detector", "parser", "threshold", "only_center_face",
+                                         "min_face_size", "detect_size", "tile"], "with --aligned")
     if ext.lower() not in _EXTENSIONS:
         raise usage_error(f"--ext {ext}: use one of {', '.join(_EXTENSIONS)}")
 

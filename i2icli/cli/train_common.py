@@ -14,6 +14,7 @@ from i2icli.cli.common import (
     console,
     download_progress,
     finite,
+    given_on_command_line,
     json_document,
     plain,
     positive_finite,
@@ -171,11 +172,6 @@ def refuse_another_method(stored: dict, path: Path, method_name: str, hint: str)
 
     if stored.get("method") != method_name:
         raise I2IError(f"{path}: the checkpoint is from `i2i train {stored.get('method')}`, not {method_name}", hint)
-
-
-def given_on_command_line(context: Any, name: str) -> bool:
-    """Whether the option ``name`` was typed on this command line, rather than left at its default."""
-    return getattr(context.get_parameter_source(name), "name", None) == "COMMANDLINE"
 
 
 # The options that say how a run goes (not what it learns), and their fields in a checkpoint's settings.
