@@ -183,6 +183,8 @@ def test_split_errors(tmp_path: Path):
     with pytest.raises(I2IError):
         split_held_out(fake_files(tmp_path, 4), tmp_path, -1, seed=0)
     assert split_held_out(one, tmp_path, 0, seed=0) == (one, [])
+    with pytest.raises(InputError, match="has 2 pairs: holding out 2 would leave none .* or add more pairs"):
+        split_held_out(fake_files(tmp_path, 2), tmp_path, 2, seed=0, noun="pair")
 
 
 # --------------------------------------------------------------------------- load_training_image

@@ -210,7 +210,7 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
         raise I2IError(f"{data_dir}: none of the run's {recorded} is here",
                        "pass the data folder the run was trained on")
     if len(held_files) < 2:
-        raise I2IError(f"{data_dir}: only {len(held_files)} held-out image(s) for this run's split",
+        raise I2IError(f"{data_dir}: only {counted(len(held_files), 'held-out image')} for this run's split",
                        "evaluation needs at least two; a run keeps its split, so start a new one with --held-out 2 or more")
     dataset = data.ImageFolderDataset(held_files, config.hr_size)
     dataset.role = "held-out"

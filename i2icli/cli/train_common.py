@@ -127,7 +127,8 @@ def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed
 
     recorded = data_settings.get("held_out_files")
     if recorded is None:
-        train, held = data.split_held_out(files, root, data_settings["held_out"], seed)
+        train, held = data.split_held_out(files, root, data_settings["held_out"], seed,
+                                          noun="pair" if noun == "pair" else "training image")
         if trained_on is not None and trained_on != len(train):
             warn(f"{root} has {counted(len(files), noun)} now and the run trained on {trained_on} (besides those it "
                  "held out): it recorded no held-out list, so they are chosen again from today's folder and the "

@@ -225,7 +225,8 @@ def _pairs(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[li
     mismatched = data.pairs_of_other_shapes(pairs)
     if mismatched:
         label, photo, (lw, lh), (pw, ph) = mismatched[0]
-        notes.append(f"{len(mismatched)} of the {len(pairs)} pairs have a label map and a photo of different shapes "
+        notes.append(f"{len(mismatched)} of the {len(pairs)} pairs {'has' if len(mismatched) == 1 else 'have'} a label "
+                     "map and a photo of different shapes "
                      f"(e.g. {label.name} {lw}x{lh}, {photo.name} {pw}x{ph}): each is cropped to its centred square, "
                      "so the two may not line up")
     for note in notes:

@@ -106,9 +106,10 @@ def _relative_key(path: Path, root: Path) -> str:
 
 
 def split_held_out(
-    files: list[Path], root: Path, held_out: float | int, seed: int
+    files: list[Path], root: Path, held_out: float | int, seed: int, noun: str = "training image"
 ) -> tuple[list[Path], list[Path]]:
-    """Split ``files`` into (train, held out); ``held_out`` is a fraction in [0, 1) or a count.
+    """Split ``files`` into (train, held out); ``held_out`` is a fraction in [0, 1) or a count;
+    ``noun`` names what a file stands for in messages ("pair").
 
     Each file is ranked by a hash of the seed and its path relative to ``root``, and the
     lowest-ranked ones are held out. So the split does not depend on the order of
@@ -117,6 +118,7 @@ def split_held_out(
     """
     root = Path(root)
     total = len(files)
+    counted = f"{total} {noun}" if total == 1 else f"{total} {noun}s"
     if isinstance(held_out, bool) or not isinstance(held_out, (int, float)):
         raise TypeError(f"held_out must be a float fraction or an int count, got {held_out!r}")
     if isinstance(held_out, float):
@@ -133,8 +135,8 @@ def split_held_out(
         if held_out > 0 and count == 0:
             raise InputError(
                 root,
-                f"has only {total} training image(s): none can be held out for sample grids and still leave one to train on",
-                "add more images, or hold none out (--held-out 0)",
+                f"has only {counted}: none can be held out for sample grids and still leave one to train on",
+                f"add more {noun}s, or hold none out (--held-out 0)",
             )
     else:
         count = held_out
@@ -143,8 +145,8 @@ def split_held_out(
         if count > 0 and count >= total:
             raise InputError(
                 root,
-                f"has {total} training image(s): holding out {count} would leave none to train on",
-                f"hold out fewer than {total}, or add more images",
+                f"has {counted}: holding out {count} would leave none to train on",
+                f"hold out fewer than {total}, or add more {noun}s",
             )
     # A name that is not UTF-8 (a file from an old archive) is hashed as the bytes it has on disk;
     # every other name hashes as before, so existing splits do not move.
@@ -323,7 +325,9 @@ def find_pairs(labels_root: Path, photos_root: Path) -> tuple[list[tuple[Path, P
     for side, names, root in (("label maps", labels, labels_root), ("photos", photos, photos_root)):
         alone = sorted(set(names) - set(shared))
         if alone:
-            notes.append(f"{len(alone)} {side} in {root} have no partner and are not used (e.g. {alone[0]})")
+            one = len(alone) == 1
+            notes.append(f"{len(alone)} {side[:-1] if one else side} in {root} {'has' if one else 'have'} no partner "
+                         f"and {'is' if one else 'are'} not used (e.g. {alone[0]})")
     return [(labels[name], photos[name]) for name in shared], notes
 
 
