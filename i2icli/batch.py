@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from i2icli.formats import IMAGE_SUFFIXES
@@ -116,19 +116,23 @@ def file_key(path: Path) -> object:
         return path.absolute()
 
 
-def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str = "auto", suffix: str = "") -> list[Job]:
-    """Expand ``specs`` in order. A missing, unreadable or empty input becomes a job with a
-    problem, not an exception; a file named twice is one job; no output may replace any input.
+@dataclass
+class _Expanded:
+    """The inputs as named, expanded in order: the image files, and a job with a problem for each
+    input that names none."""
 
-    A file found in a folder or by a glob that is the output another input would be written to is
-    that input's earlier result (a re-run in place with ``--suffix``): it is left out, with a
-    warning, rather than restored again; so are the face files ``--save-faces`` wrote beside such
-    an output. A file named on the command line is always an input."""
-    entries: list[tuple[Path, Path, bool]] = []  # (source, path relative to the output folder, named explicitly)
-    entry_spec: list[int] = []  # which spec each entry came from
-    jobs: list[tuple[int, Job]] = []  # with the spec each came from: reported in the order given
+    entries: list[tuple[Path, Path, bool]] = field(default_factory=list)  # (source, path relative to the output folder, named explicitly)
+    entry_spec: list[int] = field(default_factory=list)  # which spec each entry came from
+    jobs: list[tuple[int, Job]] = field(default_factory=list)  # with the spec each came from: reported in the order given
     # (folder input, output folder inside it, images in its sub-folders that only -r would take)
-    folders: list[tuple[Path, Path | None, list[Path]]] = []
+    folders: list[tuple[Path, Path | None, list[Path]]] = field(default_factory=list)
+
+
+def _expand(specs: list[str], output_dir: Path, recursive: bool) -> _Expanded:
+    """Each input in turn: a folder's images (leaving out the output folder when it lies inside),
+    a file, a pattern's images, or a problem (missing, empty, unreadable, a symlink loop)."""
+    expanded = _Expanded()
+    entries, entry_spec, jobs, folders = expanded.entries, expanded.entry_spec, expanded.jobs, expanded.folders
     for index, spec in enumerate(specs):
         path = Path(spec).expanduser()
         kind = _kind(path)
@@ -166,7 +170,19 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             jobs.append((index, Job(path, None, f"{spec}: a symbolic link that leads back to itself; point it at a file")))
         else:
             jobs.append((index, Job(path, None, f"{spec}: cannot be read ({kind}); check its permissions")))
+    return expanded
 
+
+def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str = "auto", suffix: str = "") -> list[Job]:
+    """Expand ``specs`` in order. A missing, unreadable or empty input becomes a job with a
+    problem, not an exception; a file named twice is one job; no output may replace any input.
+
+    A file found in a folder or by a glob that is the output another input would be written to is
+    that input's earlier result (a re-run in place with ``--suffix``): it is left out, with a
+    warning, rather than restored again; so are the face files ``--save-faces`` wrote beside such
+    an output. A file named on the command line is always an input."""
+    expanded = _expand(specs, output_dir, recursive)
+    entries, entry_spec, jobs, folders = expanded.entries, expanded.entry_spec, expanded.jobs, expanded.folders
     targets = [output_path(relative, output_dir, ext=ext, suffix=suffix) for _, relative, _ in entries]
     sources = [file_key(source) for source, _, _ in entries]
     target_keys = [file_key(target) for target in targets]
