@@ -620,6 +620,16 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
     assert label.is_file() and read_image(label).grayscale  # nothing overwritten
 
 
+def test_a_style_from_standard_input_is_refused_by_name(tmp_path):
+    # Only restore reads "-"; a style "-" was looked for as a file and reported missing.
+    label = write_pairs(tmp_path / "data", 1) / "labels" / "000.png"
+    result = runner.invoke(app, ["paired", str(label), "-c", str(tmp_path / "no-run-here"), "--style", "-",
+                                 "-o", str(tmp_path / "out.png")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: -: only `i2i restore` reads an image from standard input; save it to a file and pass its path")
+
+
 def test_images_in_sub_folders_are_never_left_out_silently(tmp_path, run):
     nested = tmp_path / "labels" / "more"
     nested.mkdir(parents=True)

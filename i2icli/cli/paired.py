@@ -129,7 +129,7 @@ def paired(
     Label maps are centre-cropped to squares. Each --samples variation draws different noise,
     which changes only the residual's fine detail; the reconstruction stays the same.
     """
-    refuse_standard_streams([label])
+    refuse_standard_streams([label, style])
     to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[
         ("--save-components", save_components), ("--std-map", std_map)])
     if to_stdout and samples > 1:
