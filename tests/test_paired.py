@@ -727,6 +727,38 @@ def test_edge_images_train_and_translate(tmp_path):
     result = runner.invoke(app, ["paired", str(colour), "-c", str(tmp_path / "run"), "-o", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert read_image(out).width == 32
+    assert "warning" not in result.stderr
+    # A class-index map given to an edge model reads as an almost black edge image: translated, with a warning.
+    label = root / "labels" / "000.png"
+    palette = Image.fromarray(cv2.imread(str(label), cv2.IMREAD_GRAYSCALE), "P")
+    palette.putpalette(COLOURS.flatten().tolist())
+    palette.save(tmp_path / "palette.png")
+    for source, words in [(label, "holds only the values 0-3, as a class-index label map does"),
+                          (tmp_path / "palette.png", "is a colour palette image")]:
+        result = runner.invoke(app, ["paired", str(source), "-c", str(tmp_path / "run"), "-o", str(out), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        assert f"warning: {source}: {words}" in " ".join(result.stderr.split())
+        assert "model trained with --label-nc" in " ".join(result.stderr.split())
+
+
+def test_label_maps_of_class_0_and_unknown_alone_are_warned_of(tmp_path, run):
+    # A mask saved as 0/255, or an edge image, gave a picture of class 0 alone without a word.
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:24, 8:24] = 255
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    cv2.imwrite(str(tmp_path / "unknown.png"), np.full((32, 32), 255, np.uint8))
+    expected = {"mask.png": "holds only class 0 and 255, which means unknown", "unknown.png": "every pixel is 255 (unknown)",
+                "000.png": None}
+    (tmp_path / "000.png").write_bytes((run["data"] / "labels" / "000.png").read_bytes())
+    for name, words in expected.items():
+        result = runner.invoke(app, ["paired", str(tmp_path / name), "-c", str(run["run"]), "-o",
+                                     str(tmp_path / "out" / name), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        stderr = " ".join(result.stderr.split())
+        if words is None:
+            assert "warning" not in stderr, stderr
+        else:
+            assert f"warning: {tmp_path / name}: {words}" in stderr, stderr
 
 
 def test_outputs_that_would_clash_are_refused(tmp_path, run):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,16 @@ from i2icli.pipelines.imagetensors import (
     to_tensor,
 )
 from i2icli.pipelines.loading import instantiate, load_trained, timed
-from i2icli.semantics.labelmaps import jpeg_label_maps_note, square_label_channels
+from i2icli.semantics.labelmaps import (
+    UNKNOWN_LABEL,
+    class_indices,
+    jpeg_label_maps_note,
+    square_label_channels,
+)
 
 METHOD_NAME = "paired"
+# A grey image whose values all lie below this (255 aside) is read as class indices, not edges.
+_LARGEST_CLASS_SHOWN = 64
 
 
 @dataclass(frozen=True)
@@ -95,8 +103,9 @@ class PairedTranslator:
         """(1, C, S, S): the label map's centred square as the network's input channels."""
         source = picture.source or "label map"
         channels = square_label_channels(picture, source, self.size, self.config.input_kind, self.config.input_channels)
-        note = jpeg_label_maps_note([source]) if self.config.input_kind == "label" else None
-        if note:
+        notes = [jpeg_label_maps_note([source]), _unknown_only_note(picture, source)] if self.config.input_kind == "label" \
+            else [_class_map_for_edges_note(picture, source)]
+        for note in filter(None, notes):
             logging.getLogger(__name__).warning("%s", note)
         return torch.from_numpy(channels)[None].to(self.device)
 
@@ -149,6 +158,39 @@ class PairedTranslator:
             tensors={"reconstruction": reconstruction.cpu(), "residual": residual.cpu(), "output": output.cpu()},
             seconds=seconds,
         )
+
+
+def _unknown_only_note(picture: Picture, source: Path | str) -> str | None:
+    """A warning for a label map whose only class is 0, beside 255 (unknown): what a black-and-white
+    mask saved as 0/255 or an edge image becomes, a picture of class 0 alone; None otherwise."""
+    values = np.unique(class_indices(picture, source))
+    if UNKNOWN_LABEL not in values:
+        return None
+    if len(values) == 1:
+        return f"{source}: every pixel is 255 (unknown), so the output follows no class; check that it is the label map meant"
+    if values.tolist() == [0, UNKNOWN_LABEL]:
+        return (f"{source}: holds only class 0 and 255, which means unknown, so the output shows class 0 alone; "
+                "store a mask's classes as 0 and 1, and translate an edge image with a model trained with --edges")
+    return None
+
+
+def _class_map_for_edges_note(picture: Picture, source: Path | str) -> str | None:
+    """A warning for a class-index label map given to an edge model: its small values read as an
+    almost black edge image; None for anything that may be an edge image."""
+    rgb = picture.rgb
+    shows_grey = bool((rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all())
+    if picture.palette_indices is not None and not shows_grey:  # a black-and-white palette may hold edges
+        return (f"{source}: is a colour palette image, as class-index label maps are stored, but this model takes "
+                "edge images; translate label maps with a model trained with --label-nc")
+    if rgb.dtype != np.uint8 or not shows_grey:
+        return None
+    values = rgb[:, :, 0]
+    top = int(values[values != UNKNOWN_LABEL].max(initial=0))
+    # Edge images use the whole grey range; class indices stay small (19 classes: 0-18).
+    if not 0 < top < _LARGEST_CLASS_SHOWN:
+        return None
+    return (f"{source}: holds only the values 0-{top}, as a class-index label map does, but this model takes edge "
+            "images (white lines on black); translate label maps with a model trained with --label-nc")
 
 
 def std_heatmap(std: np.ndarray, top: float | None = None) -> Picture:
