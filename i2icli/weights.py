@@ -430,9 +430,10 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_checkpoint_file(path: Path | str) -> Any:
+def load_checkpoint_file(path: Path | str, *, damaged_hint: str = "download it again, or check the file") -> Any:
     """The whole content of a .pth/.safetensors file, loaded safely onto the CPU: training
-    checkpoints keep several networks and optimiser states side by side."""
+    checkpoints keep several networks and optimiser states side by side. ``damaged_hint`` is what
+    to do about a file that cannot be read (one's own training run cannot be downloaded again)."""
     import torch
 
     path = Path(path)
@@ -456,7 +457,7 @@ def load_checkpoint_file(path: Path | str) -> Any:
             ) from None
         raise WeightsError(
             f"{path}: not a readable checkpoint (damaged, cut short, or not a PyTorch .pth or .safetensors file)",
-            "download it again, or check the file",
+            damaged_hint,
         ) from None
 
 

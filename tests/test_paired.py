@@ -612,6 +612,9 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"garbage")
     cases.append((paired(str(label), "-c", str(corrupt), "-o", str(tmp_path / "o.png")), 1, "corrupt.pt"))
+    # One's own run cannot be downloaded again: its older checkpoints are what there is.
+    cases.append((paired(str(label), "-c", str(corrupt), "-o", str(tmp_path / "o.png")), 1,
+                  "pass another checkpoint from the run's checkpoints/ folder"))
     for result, code, text in cases:
         assert result.exit_code == code, (text, result.output)
         assert text in result.stderr, (text, result.stderr)

@@ -128,4 +128,7 @@ def load_trained(checkpoint: str, method: str, build: Callable[[object], Built])
         if entry.arch != method:
             raise WeightsError(f"{spec} is a {_kind(entry.arch)} checkpoint, not a {method} one", hint)
     resolved = weights.resolve(spec)
-    return _built(build, weights.load_checkpoint_file(resolved.path), resolved.path, method, hint)
+    # A file of one's own run is not downloaded: an older checkpoint of the run is what there is.
+    damaged = ("pass another checkpoint from the run's checkpoints/ folder (step-NNNNNNN.pt), or a whole copy of the file"
+               if weights.looks_like_path(spec) else "download it again, or check the file")
+    return _built(build, weights.load_checkpoint_file(resolved.path, damaged_hint=damaged), resolved.path, method, hint)
