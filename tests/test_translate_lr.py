@@ -563,3 +563,19 @@ def test_paths_with_brackets_are_shown_as_they_are(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"({tmp_path / 'data [v2]'}, 32 px)" in result.stderr
     assert f"→ {tmp_path / 'run [v2]' / 'checkpoints'}" in result.stderr
+
+
+def test_a_broken_file_in_a_folder_given_as_source_and_target_is_reported_once(run, tmp_path):
+    photos = sorted(run["data"].glob("*.png"))
+    both = tmp_path / "both"
+    both.mkdir()
+    (both / "photo.png").write_bytes(photos[0].read_bytes())
+    (both / "broken.png").write_bytes(b"not an image at all")
+    result = runner.invoke(app, ["translate-lr", str(both), str(both), "-c", str(run["run"]), "-o", str(tmp_path / "out"),
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 1, result.output
+    status = {(Path(r["source"]).name, Path(r["target"]).name): r["status"] for r in json.loads(result.stdout)["results"]}
+    assert status == {("broken.png", "broken.png"): "failed", ("broken.png", "photo.png"): "failed",
+                      ("photo.png", "broken.png"): "failed", ("photo.png", "photo.png"): "ok"}
+    # Unreadable as a source and as a target: one file, one error line.
+    assert result.stderr.count("broken.png") == 1, result.stderr

@@ -188,15 +188,24 @@ class _PreparedInputs:
         self.translator = translator
         self.max_pixels = max_pixels
         self.prepared: dict[tuple[str, Path], Any] = {}
+        # By file, not by role: a file that cannot be read, in both SOURCE and TARGET (one folder
+        # given as both), is one error. Only failures are kept, not the full-size pictures.
+        self.unreadable: dict[Path, I2IError] = {}
 
     def _get(self, role: str, path: Path) -> Any:
         key = (role, path)
+        if key not in self.prepared and path in self.unreadable:
+            self.prepared[key] = self.unreadable[path]
         if key not in self.prepared:
             from i2icli.imageio import read_image
             from i2icli.pipelines.imagetensors import to_picture
 
             try:
                 picture = read_image(path, max_pixels=self.max_pixels)
+            except I2IError as error:
+                self.prepared[key] = self.unreadable[path] = error
+                raise
+            try:
                 prepare = self.translator.prepare_source if role == "source" else self.translator.prepare_target
                 tensor = prepare(picture)
                 self.prepared[key] = (tensor, to_picture(tensor[0]))
