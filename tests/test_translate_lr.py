@@ -579,3 +579,13 @@ def test_a_broken_file_in_a_folder_given_as_source_and_target_is_reported_once(r
                       ("photo.png", "broken.png"): "failed", ("photo.png", "photo.png"): "ok"}
     # Unreadable as a source and as a target: one file, one error line.
     assert result.stderr.count("broken.png") == 1, result.stderr
+
+
+def test_exact_with_a_lossy_output_says_the_file_will_not_be_exact(run, tmp_path):
+    photos = sorted(run["data"].glob("*.png"))
+    pair = [str(photos[0]), str(photos[1]), "-c", str(run["run"]), "--device", "cpu", "--exact"]
+    lossy = runner.invoke(app, ["translate-lr", *pair, "-o", str(tmp_path / "out.jpg")])
+    assert lossy.exit_code == 0, lossy.output
+    assert "warning: --exact with a .jpg output" in lossy.stderr and "write a .png" in lossy.stderr
+    lossless = runner.invoke(app, ["translate-lr", *pair, "-o", str(tmp_path / "out.png")])
+    assert lossless.exit_code == 0 and "warning" not in lossless.stderr

@@ -29,6 +29,7 @@ from i2icli.cli.common import (
     refuse_overwrite,
     refuse_standard_streams,
     usage_error,
+    warn,
     write_standard_output,
     writes_to_standard_output,
 )
@@ -44,6 +45,7 @@ from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
 _OUTPUT = "Output"
+_LOSSY_SUFFIXES = {".jpg", ".jpeg", ".webp"}  # as write_image encodes them
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,12 @@ def translate_lr(
     else:
         single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
         jobs = _plan(sources, targets, output, single)
+    lossy = sorted({job.output.suffix.lower() for job in jobs} & _LOSSY_SUFFIXES)
+    if exact and lossy:
+        # The correction is a fraction of a level: lossy compression undoes it, and the errors
+        # reported are measured before encoding, so they would not describe the file.
+        warn(f"--exact with a {lossy[0]} output: compression changes the pixels, so the file will not downsample "
+             "exactly to the target; write a .png (or .tif) to keep the correction")
     if grid is not None:
         grid = check_extra_output(grid, "--grid")
         refuse_overwrite(grid, [*sources, *targets], [job.output for job in jobs])
