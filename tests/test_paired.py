@@ -517,6 +517,18 @@ def test_jpeg_label_maps_are_warned_of_in_training_and_translation(tmp_path):
     assert f"{label}: is a JPEG label map" in " ".join(result.stderr.split())
 
 
+def test_a_runs_checkpoints_folder_stands_for_its_latest_and_step_files_are_named(tmp_path, run):
+    checkpoints = run["run"] / "checkpoints"
+    assert PairedTranslator.load(str(checkpoints), device="cpu").config == PairedTranslator.load(str(run["run"]), device="cpu").config
+    step = sorted(checkpoints.glob("step-*.pt"))[-1]
+    (tmp_path / "copy" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "copy" / "checkpoints" / step.name).write_bytes(step.read_bytes())
+    label = run["data"] / "labels" / "000.png"
+    result = runner.invoke(app, ["paired", str(label), "-c", str(tmp_path / "copy"), "-o", str(tmp_path / "o.png")])
+    assert result.exit_code == 1
+    assert f"pass a checkpoint file such as {tmp_path / 'copy' / 'checkpoints' / step.name}" in " ".join(result.stderr.split())
+
+
 def test_samples_match_one_by_one_and_the_mean_style_is_the_default(run):
     translator = PairedTranslator.load(str(run["run"]), device="cpu")
     label = read_image(run["data"] / "labels" / "001.png")

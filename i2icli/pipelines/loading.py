@@ -102,10 +102,14 @@ def training_checkpoint_file(spec: str) -> str:
     """A training run's folder stands for its latest checkpoint; files and registry names pass through."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        latest = path / CHECKPOINT_IN_RUN
-        if not latest.is_file():
-            raise WeightsError(f"{path}: no {CHECKPOINT_IN_RUN} in this folder", "pass a checkpoint file or a training run's --out folder")
-        return str(latest)
+        # The run's checkpoints/ folder itself stands for its latest too.
+        for latest in (path / CHECKPOINT_IN_RUN, path / Path(CHECKPOINT_IN_RUN).name):
+            if latest.is_file():
+                return str(latest)
+        steps = sorted(path.glob("step-*.pt")) or sorted(path.glob("checkpoints/step-*.pt"))
+        hint = (f"pass a checkpoint file such as {steps[-1]}" if steps
+                else "pass a checkpoint file or a training run's --out folder")
+        raise WeightsError(f"{path}: no {CHECKPOINT_IN_RUN} in this folder", hint)
     return spec
 
 
