@@ -536,6 +536,22 @@ def write_standard_output(data: bytes) -> None:
                        "keep the reading program open until the end") from None
 
 
+def write_output(path: Path, picture: Any, *, piped_format: str = ".png") -> None:
+    """Write ``picture`` to ``path`` (atomically), or, for "-o -" (``path`` is "-"), to standard
+    output in ``piped_format``: the one choice every command makes when it saves a result."""
+    from i2icli.imageio import encode_image, write_image
+
+    if str(path) == STANDARD_STREAM:
+        write_standard_output(encode_image(picture, piped_format))
+    else:
+        write_image(path, picture)
+
+
+def output_name(path: Path) -> str:
+    """An output as a status line names it: its path, or "standard output" for "-o -"."""
+    return "standard output" if str(path) == STANDARD_STREAM else str(path)
+
+
 def check_extra_output(path: Path, option: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Path:
     """A file named by an option other than -o (--grid, --spectrum), checked before any work: a
     format that cannot be written, or a folder that cannot be made, would fail only at the end."""

@@ -22,11 +22,13 @@ from i2icli.cli.common import (
     check_output_folder,
     handles_errors,
     names_image_file,
+    output_name,
     precision_from_flags,
     refuse_standard_streams,
     seed_in_range,
     usage_error,
-    write_standard_output,
+    warn,
+    write_output,
     writes_to_standard_output,
 )
 from i2icli.cli.runner import (
@@ -181,8 +183,8 @@ def exemplar(
         pipeline = ExemplarPipeline.load(checkpoint, device=device, precision=precision, settings=settings)
     def process(job: Pair) -> tuple[dict[str, Any], str, str]:
         extra = _translate(job, pipeline, label_nc=label_nc, save_warps=save_warps, save_label=save_label,
-                           max_pixels=max_pixels, to_stdout=to_stdout)
-        return extra, f"{job.input} + {job.exemplar} → {'standard output' if to_stdout else job.output}", ""
+                           max_pixels=max_pixels)
+        return extra, f"{job.input} + {job.exemplar} → {output_name(job.output)}", ""
 
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     failed = batch_failures(records, as_json=as_json)
@@ -314,10 +316,9 @@ def _checked(pair: Pair, where: str = "") -> Pair:
 
 
 def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,
-               max_pixels: int, to_stdout: bool = False) -> dict[str, Any]:
+               max_pixels: int) -> dict[str, Any]:
     from i2icli.imageio import (
         Picture,
-        encode_image,
         image_size,
         read_image,
         write_image,
@@ -352,17 +353,13 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
                 labels.append(str(path))
         written["labels"] = labels
     # Last: --skip-existing takes an existing output for a pair whose every file was written.
-    if to_stdout:
-        write_standard_output(encode_image(result.picture, ".png"))
-    else:
-        write_image(job.output, result.picture)
+    write_output(job.output, result.picture)
     return written
 
 
 def _warn_of_keypoints_outside(semantics: Any, photo: Path | None, exemplar: Path) -> None:
     """Warn of a pose whose keypoints lie outside the photo they are placed on (``photo``; None
     for a pose file alone, placed in the exemplar's frame): the person would be drawn cut off."""
-    from i2icli.cli.common import warn
     from i2icli.semantics.pose import keypoints_outside
 
     if semantics.pose is None or semantics.frame is None:

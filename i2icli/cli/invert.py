@@ -20,6 +20,7 @@ from i2icli.cli.common import (
     handles_errors,
     json_document,
     names_image_file,
+    output_name,
     plain,
     refuse_overwrite,
     refuse_standard_streams,
@@ -28,7 +29,7 @@ from i2icli.cli.common import (
     transient_progress,
     usage_error,
     warn_of_options_unused,
-    write_standard_output,
+    write_output,
     writes_to_standard_output,
 )
 from i2icli.errors import InputError
@@ -167,16 +168,9 @@ def invert(
 
     with _loss_progress(settings.layers) as on_step:
         result = pipeline.invert(source_picture, exemplar_picture, on_step=on_step)
-    if to_stdout:
-        from i2icli.imageio import encode_image
+    written = _write(result, target, save_all)
 
-        write_standard_output(encode_image(result.picture, ".png"))
-        written: dict[str, Any] = {}
-    else:
-        written = _write(result, target, save_all)
-
-    destination = "standard output" if to_stdout else plain(target)
-    console.print(f"[green]✓[/] {plain(source)} + {plain(exemplar)} → {destination} [dim](layer {result.layer}; "
+    console.print(f"[green]✓[/] {plain(source)} + {plain(exemplar)} → {plain(output_name(target))} [dim](layer {result.layer}; "
                   f"{sum(result.seconds.values()):.1f} s)[/]")
     if save_all or not as_json:
         for hypothesis in result.hypotheses:
@@ -215,7 +209,7 @@ def _summary(result: Any, source: Path, exemplar: Path, target: Path, written: d
 def _write(result: Any, target: Path, save_all: bool) -> dict[str, Any]:
     from i2icli.imageio import write_image, write_text
 
-    write_image(target, result.picture)
+    write_output(target, result.picture)
     if not save_all:
         return {}
     files = _written_files(target, [h.layer for h in result.hypotheses], save_all)

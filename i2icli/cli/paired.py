@@ -23,13 +23,14 @@ from i2icli.cli.common import (
     handles_errors,
     image_files,
     names_image_file,
+    output_name,
     plain,
     refuse_more_than_one_image_to_standard_output,
     refuse_overwrite,
     refuse_standard_streams,
     seed_in_range,
     usage_error,
-    write_standard_output,
+    write_output,
     writes_to_standard_output,
 )
 from i2icli.cli.runner import (
@@ -179,7 +180,6 @@ def paired(
     spectra = _SpectrumSums() if spectrum is not None else None
 
     def process(job: LabelJob) -> tuple[dict[str, Any], str, str]:
-        from i2icli.imageio import encode_image, write_image
         from i2icli.pipelines.paired import std_heatmap
 
         result = translator.translate(read_image(job.source, max_pixels=max_pixels), style=style_code,
@@ -198,10 +198,7 @@ def paired(
         # job.output, the file --skip-existing looks for, is written last: a run cut short between
         # two writes leaves it missing, so the label map is done again rather than left incomplete.
         for role in sorted(pictures, key=lambda role: files[role] == job.output):
-            if to_stdout:  # the one picture: --samples, --save-components and --std-map add others
-                write_standard_output(encode_image(pictures[role], ".png"))
-            else:
-                write_image(files[role], pictures[role])
+            write_output(files[role], pictures[role])
         fields: dict[str, Any] = {"outputs": [str(files[f"output:{s}"]) for s in seeds], "seeds": seeds}
         if save_components:
             fields["reconstruction"] = str(files["reconstruction"])
@@ -215,8 +212,7 @@ def paired(
             detail += f"std up to {fields['std_max_levels']:.1f} levels (mean {fields['std_mean_levels']:.2f}); "
         if spectra is not None:
             spectra.add(result.tensors)
-        destination = "standard output" if to_stdout else job.output
-        return fields, f"{job.source} → {destination}", detail  # the path, as restore and --dry-run show it
+        return fields, f"{job.source} → {output_name(job.output)}", detail  # the path, as restore and --dry-run show it
 
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     if spectra is not None:

@@ -23,12 +23,13 @@ from i2icli.cli.common import (
     finite,
     handles_errors,
     names_image_file,
+    output_name,
     precision_from_flags,
     read_standard_input,
     refuse_more_than_one_image_to_standard_output,
     usage_error,
     warn_of_options_unused,
-    write_standard_output,
+    write_output,
     writes_to_standard_output,
 )
 from i2icli.cli.runner import batch_failures, exit_with_preview, run_batch, will_run
@@ -275,7 +276,7 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     face_stem = face_stem or (lambda output: output.stem)
     piped = piped or Piped()
     from i2icli.cli.runner import Stages
-    from i2icli.imageio import check_output_size, encode_image, read_image, write_image
+    from i2icli.imageio import check_output_size, read_image
 
     def suffix_of(job: Any) -> str:  # the output's format
         return piped.output_suffix if piped.output else job.output.suffix
@@ -288,16 +289,12 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
 
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
         _warn_of_lost_transparency(job, result.picture, output_named, suffix_of(job).lower())
-        if piped.output:
-            write_standard_output(encode_image(result.picture, piped.output_suffix))
-        else:
-            write_image(job.output, result.picture)
+        write_output(job.output, result.picture, piped_format=piped.output_suffix)
         if save_faces:
             _save_faces(job.output, face_stem(job.output), result, result.picture.rgb.dtype)
         extra = {"faces": result.face_count, "stages": {k: round(v, 3) for k, v in result.seconds.items()}}
         faces = f"{result.face_count} face{'s' if result.face_count != 1 else ''}, "
-        destination = "standard output" if piped.output else job.output
-        return extra, f"{job.source} → {destination}", faces
+        return extra, f"{job.source} → {output_name(job.output)}", faces
 
     return Stages(
         read=read,

@@ -24,13 +24,14 @@ from i2icli.cli.common import (
     handles_errors,
     image_files,
     names_image_file,
+    output_name,
     plain,
     refuse_more_than_one_image_to_standard_output,
     refuse_overwrite,
     refuse_standard_streams,
     usage_error,
     warn,
-    write_standard_output,
+    write_output,
     writes_to_standard_output,
 )
 from i2icli.cli.runner import (
@@ -145,17 +146,13 @@ def translate_lr(
     results: dict[tuple[Path, Path], Any] = {}
 
     def process(job: PairJob) -> tuple[dict[str, Any], str, str]:
-        from i2icli.imageio import encode_image, write_image
         from i2icli.pipelines.imagetensors import to_picture
 
         source_tensor, source_picture = cache.source(job.source)
         target_tensor, target_picture = cache.target(job.target)
         out, error, network_error = translator.translate_tensors(source_tensor, target_tensor, exact=exact)
         picture = to_picture(out[0])
-        if to_stdout:
-            write_standard_output(encode_image(picture, ".png"))
-        else:
-            write_image(job.output, picture)
+        write_output(job.output, picture)
         if grid is not None:  # kept only for the grid: a large batch need not hold every output
             results[(job.source, job.target)] = (source_picture, target_picture, picture)
         fields = {"lr_error_levels": round(float(error[0]), 4), "network_lr_error_levels": round(float(network_error[0]), 4),
@@ -163,8 +160,7 @@ def translate_lr(
         detail = f"LR error {float(network_error[0]):.2f} levels"
         if exact:
             detail += f", {float(error[0]):.3f} with --exact"
-        destination = "standard output" if to_stdout else job.output
-        return fields, f"{job.source} + {job.target} → {destination}", detail + "; "  # paths, as --dry-run shows
+        return fields, f"{job.source} + {job.target} → {output_name(job.output)}", detail + "; "  # paths, as --dry-run shows
 
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
     if grid is not None:
