@@ -30,15 +30,15 @@ from i2icli.pipelines.imagetensors import (
 )
 from i2icli.pipelines.loading import instantiate, load_trained, timed
 from i2icli.semantics.labelmaps import (
-    UNKNOWN_LABEL,
-    class_indices,
+    CLASS_0_AND_UNKNOWN,
+    COLOUR_PALETTE,
+    UNKNOWN_ONLY,
     jpeg_label_maps_note,
+    misreading,
     square_label_channels,
 )
 
 METHOD_NAME = "paired"
-# A grey image whose values all lie below this (255 aside) is read as class indices, not edges.
-_LARGEST_CLASS_SHOWN = 64
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ class PairedTranslator:
         """(1, C, S, S): the label map's centred square as the network's input channels."""
         source = picture.source or "label map"
         channels = square_label_channels(picture, source, self.size, self.config.input_kind, self.config.input_channels)
-        notes = [jpeg_label_maps_note([source]), _unknown_only_note(picture, source)] if self.config.input_kind == "label" \
-            else [_class_map_for_edges_note(picture, source)]
+        notes = [jpeg_label_maps_note([source]) if self.config.input_kind == "label" else None,
+                 _misread_note(picture, source, self.config.input_kind)]
         for note in filter(None, notes):
             logging.getLogger(__name__).warning("%s", note)
         return torch.from_numpy(channels)[None].to(self.device)
@@ -160,36 +160,20 @@ class PairedTranslator:
         )
 
 
-def _unknown_only_note(picture: Picture, source: Path | str) -> str | None:
-    """A warning for a label map whose only class is 0, beside 255 (unknown): what a black-and-white
-    mask saved as 0/255 or an edge image becomes, a picture of class 0 alone; None otherwise."""
-    values = np.unique(class_indices(picture, source))
-    if UNKNOWN_LABEL not in values:
+def _misread_note(picture: Picture, source: Path | str, input_kind: str) -> str | None:
+    """A warning for a label map this model cannot read as meant; None for one it may."""
+    found = misreading(picture, source, input_kind)
+    if found is None:
         return None
-    if len(values) == 1:
+    if found.kind == UNKNOWN_ONLY:
         return f"{source}: every pixel is 255 (unknown), so the output follows no class; check that it is the label map meant"
-    if values.tolist() == [0, UNKNOWN_LABEL]:
+    if found.kind == CLASS_0_AND_UNKNOWN:
         return (f"{source}: holds only class 0 and 255, which means unknown, so the output shows class 0 alone; "
                 "store a mask's classes as 0 and 1, and translate an edge image with a model trained with --edges")
-    return None
-
-
-def _class_map_for_edges_note(picture: Picture, source: Path | str) -> str | None:
-    """A warning for a class-index label map given to an edge model: its small values read as an
-    almost black edge image; None for anything that may be an edge image."""
-    rgb = picture.rgb
-    shows_grey = bool((rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all())
-    if picture.palette_indices is not None and not shows_grey:  # a black-and-white palette may hold edges
+    if found.kind == COLOUR_PALETTE:
         return (f"{source}: is a colour palette image, as class-index label maps are stored, but this model takes "
                 "edge images; translate label maps with a model trained with --label-nc")
-    if rgb.dtype != np.uint8 or not shows_grey:
-        return None
-    values = rgb[:, :, 0]
-    top = int(values[values != UNKNOWN_LABEL].max(initial=0))
-    # Edge images use the whole grey range; class indices stay small (19 classes: 0-18).
-    if not 0 < top < _LARGEST_CLASS_SHOWN:
-        return None
-    return (f"{source}: holds only the values 0-{top}, as a class-index label map does, but this model takes edge "
+    return (f"{source}: holds only the values 0-{found.largest}, as a class-index label map does, but this model takes edge "
             "images (white lines on black); translate label maps with a model trained with --label-nc")
 
 

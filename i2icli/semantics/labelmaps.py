@@ -9,6 +9,7 @@ vector. Resizing always uses nearest neighbour, so no in-between class appears.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -22,6 +23,14 @@ UNKNOWN_LABEL = 255
 # JPEG's compression moves grey levels along every edge; in a class-index map those are other classes.
 _LOSSY_SUFFIXES = (".jpg", ".jpeg")
 _LOSSY_REASON = "JPEG compression changes the values along edges, and in a label map they are classes"
+# A grey image whose values all lie below this (255 aside) is read as class indices, not edges.
+_LARGEST_CLASS_SHOWN = 64
+
+# How a model would misread a picture given as its label map (see ``misreading``).
+UNKNOWN_ONLY = "unknown only"  # every pixel 255: a label model sees no class at all
+CLASS_0_AND_UNKNOWN = "class 0 and unknown"  # a 0/255 mask or an edge image read as classes: class 0 alone
+CLASS_INDICES = "class indices"  # small grey values given to an edge model: an almost black edge image
+COLOUR_PALETTE = "colour palette"  # a palette-coloured class map given to an edge model
 
 
 def jpeg_label_maps_note(paths: Iterable[Path | str]) -> str | None:
@@ -66,6 +75,39 @@ def _stored_as_one_bit(picture: Picture, values: np.ndarray) -> bool:
             return image.mode == "1"
     except (OSError, ValueError):
         return False
+
+
+@dataclass(frozen=True)
+class Misreading:
+    """What a label-map picture looks like to a model that cannot read it as meant: ``kind`` is one
+    of UNKNOWN_ONLY, CLASS_0_AND_UNKNOWN, CLASS_INDICES and COLOUR_PALETTE; ``largest`` is the
+    largest value a CLASS_INDICES map shows (255 aside)."""
+
+    kind: str
+    largest: int = 0
+
+
+def misreading(picture: Picture, path: Path | str, input_kind: str) -> Misreading | None:
+    """How a model taking ``input_kind`` ("label" or "edge") would misread the picture, or None
+    when it may be what such a model takes. For a label model, raises InputError as
+    :func:`class_indices` does for a picture that cannot be a class-index map at all."""
+    if input_kind == "label":
+        values = np.unique(class_indices(picture, path))
+        if UNKNOWN_LABEL not in values:
+            return None
+        if len(values) == 1:
+            return Misreading(UNKNOWN_ONLY)
+        return Misreading(CLASS_0_AND_UNKNOWN) if values.tolist() == [0, UNKNOWN_LABEL] else None
+    rgb = picture.rgb
+    shows_grey = bool((rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all())
+    if picture.palette_indices is not None and not shows_grey:  # a black-and-white palette may hold edges
+        return Misreading(COLOUR_PALETTE)
+    if rgb.dtype != np.uint8 or not shows_grey:
+        return None
+    values = rgb[:, :, 0]
+    largest = int(values[values != UNKNOWN_LABEL].max(initial=0))
+    # Edge images use the whole grey range; class indices stay small (19 classes: 0-18).
+    return Misreading(CLASS_INDICES, largest) if 0 < largest < _LARGEST_CLASS_SHOWN else None
 
 
 def check_classes(labels: np.ndarray, label_nc: int, path: Path | str) -> None:
