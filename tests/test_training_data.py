@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from i2icli.errors import I2IError, InputError
+from i2icli.training import data
 from i2icli.training.data import (
     ImageFolderDataset,
     collate_images,
     find_images,
     fixed_batch,
+    label_map_notes,
     load_training_image,
     readable_examples,
     relative_names,
@@ -318,3 +320,112 @@ def test_an_unreadable_held_out_file_is_named_when_left_out_of_the_sample_grids(
     assert held.shape[0] == 2
     [warning] = [record.getMessage() for record in caplog.records]
     assert "0b.png" in warning and warning.endswith("left out of the sample grids")
+
+
+# --------------------------------------------------------------------------- label maps a model would misread
+
+
+def class_map(seed: int = 0, classes: int = 4) -> np.ndarray:
+    """A 16x16 class-index map: blocks of classes 0 to ``classes`` - 1."""
+    return np.random.default_rng(seed).integers(0, classes, (4, 4)).astype(np.uint8).repeat(4, 0).repeat(4, 1)
+
+
+def mask_0_255() -> np.ndarray:
+    """A black-and-white mask saved as 0/255, as drawing programs and edge detectors write them."""
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 255
+    return mask
+
+
+def write_label_maps(root: Path, maps: list[np.ndarray]) -> list[Path]:
+    return [write_rgb(root / f"{index:03d}.png", values) for index, values in enumerate(maps)]
+
+
+def test_label_maps_a_label_model_would_misread_are_counted_once_per_kind(tmp_path: Path):
+    root = tmp_path / "labels"
+    maps = write_label_maps(root, [class_map(0), mask_0_255(), class_map(1), mask_0_255(), np.full((16, 16), 255, np.uint8)])
+    notes = label_map_notes(maps, root, "label", 4, may_refuse=True)
+    assert notes == [
+        f"1 of the 5 training label maps is 255 (unknown) at every pixel (e.g. {maps[4]}), so its photo follows no "
+        "class; check that it is the label map meant",
+        f"2 of the 5 training label maps hold only class 0 and 255, which means unknown (e.g. {maps[1]}), so the model "
+        "learns class 0 alone from them; store a mask's classes as 0 and 1, and train on edge images with --edges",
+    ]
+    assert label_map_notes(maps[:1] + maps[2:3], root, "label", 4, may_refuse=True) == []
+
+
+def test_a_run_none_of_whose_label_maps_show_a_class_but_0_is_refused(tmp_path: Path):
+    root = tmp_path / "labels"
+    masks = write_label_maps(root, [mask_0_255(), mask_0_255(), np.full((16, 16), 255, np.uint8)])
+    with pytest.raises(InputError) as refused:
+        label_map_notes(masks, root, "label", 19, may_refuse=True)
+    assert str(refused.value.message) == (
+        f"{root}: all 3 training label maps hold only class 0 and 255, which means unknown (e.g. {masks[0]}), so a model "
+        "of --label-nc 19 classes would learn class 0 alone")
+    assert refused.value.hint == "store a mask's classes as 0 and 1, or train on edge images with --edges"
+    # One class beside unknown may be meant; a resumed run has trained on its maps already: warned, not refused.
+    for label_nc, may_refuse in ((1, True), (19, False)):
+        notes = label_map_notes(masks, root, "label", label_nc, may_refuse=may_refuse)
+        assert [note.split(" (e.g.")[0] for note in notes] == [
+            "1 of the 3 training label maps is 255 (unknown) at every pixel",
+            "2 of the 3 training label maps hold only class 0 and 255, which means unknown"]
+    with pytest.raises(InputError, match="255 .unknown. at every pixel .* so the model would learn no class"):
+        label_map_notes(masks[2:], root, "label", 1, may_refuse=True)
+
+
+def test_a_one_bit_mask_is_no_0_255_mask(tmp_path: Path):
+    from PIL import Image
+
+    root = tmp_path / "labels"
+    root.mkdir()
+    Image.fromarray(mask_0_255() > 0).save(root / "mask.png")  # mode "1": classes 0 and 1
+    assert label_map_notes([root / "mask.png"], root, "label", 2, may_refuse=True) == []
+
+
+def test_class_index_maps_given_as_edges_are_refused_and_palette_maps_warned_of(tmp_path: Path):
+    from PIL import Image
+
+    root = tmp_path / "edges"
+    classes = write_label_maps(root, [class_map(0), class_map(1, classes=19)])
+    with pytest.raises(InputError) as refused:
+        label_map_notes(classes, root, "edge", 1, may_refuse=True)
+    assert str(refused.value) == (
+        f"{root}: all 2 training label maps hold only the values 0-18, as class-index label maps do (e.g. {classes[0]}), "
+        "but --edges trains on edge images (white lines on black) (train on class-index maps with --label-nc N, N the "
+        "number of classes)")
+    # A colour-coded map may be an edge model's input on purpose (pix2pix's facades): a warning.
+    palette = Image.fromarray(class_map(2), "P")
+    palette.putpalette([0, 0, 0, 200, 60, 50, 60, 160, 70, 50, 80, 200])
+    palette.save(root / "palette.png")
+    edges = write_label_maps(tmp_path / "real", [mask_0_255(), np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))])
+    maps = [*edges, root / "palette.png", classes[0]]
+    assert label_map_notes(maps, root, "edge", 3, may_refuse=True) == [
+        f"1 of the 4 training label maps is a colour palette image, as class-index label maps are stored (e.g. "
+        f"{root / 'palette.png'}), but --edges trains on edge images; train on label maps with --label-nc N",
+        f"1 of the 4 training label maps holds only the values 0-3, as class-index label maps do (e.g. {classes[0]}), "
+        "but --edges trains on edge images (white lines on black); train on label maps with --label-nc N",
+    ]
+    assert label_map_notes(edges, root, "edge", 1, may_refuse=True) == []
+
+
+def test_label_maps_are_checked_on_a_sample_spread_over_the_folder(tmp_path: Path, monkeypatch):
+    root = tmp_path / "labels"
+    maps = write_label_maps(root, [class_map(index) for index in range(9)] + [mask_0_255()] * 3)
+    read = []
+    real_read_image = data.read_image
+    monkeypatch.setattr(data, "read_image", lambda path: read.append(path) or real_read_image(path))
+    monkeypatch.setattr(data, "LABEL_MAPS_CHECKED", 4)
+    notes = label_map_notes(maps, root, "label", 4, may_refuse=True)
+    assert read == [maps[0], maps[3], maps[6], maps[9]]  # the last of them among the masks at the end
+    assert notes == [f"1 of 4 training label maps checked (spread over all 12) holds only class 0 and 255, which means "
+                     f"unknown (e.g. {maps[9]}), so the model learns class 0 alone from them; store a mask's classes "
+                     "as 0 and 1, and train on edge images with --edges"]
+
+
+def test_a_label_map_that_cannot_be_read_is_left_to_the_dataset(tmp_path: Path):
+    root = tmp_path / "labels"
+    masks = write_label_maps(root, [mask_0_255()])
+    (root / "broken.png").write_bytes(b"not a png")
+    write_rgb(root / "colour.png", gradient(16, 16))  # no class-index map: the dataset refuses it by name
+    with pytest.raises(InputError, match="the only training label map checked holds only class 0 and 255"):
+        label_map_notes([root / "broken.png", root / "colour.png", *masks], root, "label", 2, may_refuse=True)

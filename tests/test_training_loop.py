@@ -772,3 +772,76 @@ def test_translate_lr_says_at_the_start_when_too_few_images_are_held_out_for_eva
                                  "--fid-model", "none", "--lpips-backbone", "none", "--device", "cpu"])
     assert scored.exit_code == 1
     assert scored.stderr.strip().endswith("a run keeps its split, so start a new one with --held-out 2 or more")
+
+
+def write_label_pairs(root: Path, labels: list[np.ndarray]) -> Path:
+    """labels/NNN.png with photos/NNN.png of the same 16x16 size."""
+    rng = np.random.default_rng(0)
+    for index, values in enumerate(labels):
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        (root / "photos").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "labels" / f"{index:03d}.png"), values)
+        cv2.imwrite(str(root / "photos" / f"{index:03d}.png"), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    return root
+
+
+def train_paired_cli(data_dir: Path, out: Path, *options: str):
+    from conftest import CommandRunner
+
+    from i2icli.cli.app import app
+
+    tiny = ["--size", "16", "--levels", "1", "--base-channels", "4", "--max-channels", "8", "--style-dim", "2",
+            "--disc-channels", "4", "--disc-scales", "1", "--disc-layers", "1", "--batch-size", "2", "--held-out", "1",
+            "--workers", "0", "--device", "cpu"]
+    return CommandRunner().invoke(app, ["train", "paired", str(data_dir), "--out", str(out), *tiny, *options])
+
+
+def _mask_0_255() -> np.ndarray:
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 255
+    return mask
+
+
+def _class_map(classes: int = 4) -> np.ndarray:
+    return (np.arange(16 * 16, dtype=np.uint8).reshape(16, 16) // 7 % classes).astype(np.uint8)
+
+
+def test_train_paired_refuses_label_maps_it_cannot_read_as_meant_before_the_networks_are_made(tmp_path: Path, monkeypatch):
+    # 0/255 masks with --label-nc trained a model of class 0 and "unknown" alone; class-index maps
+    # with --edges trained an edge model on almost black images: hours spent without a word.
+    from i2icli.training import paired
+
+    monkeypatch.setattr(paired.PairedTraining, "__init__", lambda *args, **kwargs: pytest.fail("networks were made"))
+    masks = write_label_pairs(tmp_path / "masks", [_mask_0_255()] * 4)
+    refused = train_paired_cli(masks, tmp_path / "run", "--label-nc", "2", "--steps", "1")
+    assert refused.exit_code == 1, refused.output
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {masks / 'labels'}: all 3 training label maps hold only class 0 and 255, which means unknown (e.g. "
+        f"{masks / 'labels' / '000.png'}), so a model of --label-nc 2 classes would learn class 0 alone — store a "
+        "mask's classes as 0 and 1, or train on edge images with --edges"]
+    classes = write_label_pairs(tmp_path / "classes", [_class_map()] * 4)
+    refused = train_paired_cli(classes, tmp_path / "run", "--edges", "--steps", "1")
+    assert refused.exit_code == 1, refused.output
+    assert "but --edges trains on edge images (white lines on black) — train on class-index maps with --label-nc N" \
+        in " ".join(refused.stderr.split())
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_paired_warns_once_of_some_label_maps_it_cannot_read_as_meant(tmp_path: Path):
+    data_dir = write_label_pairs(tmp_path / "data", [_class_map(), _mask_0_255(), _class_map(), _mask_0_255(),
+                                                     np.full((16, 16), 255, np.uint8)])
+    out = tmp_path / "run"
+    trained = train_paired_cli(data_dir, out, "--label-nc", "4", "--steps", "1", "--held-out", "0")
+    assert trained.exit_code == 0, trained.output
+    stderr = " ".join(trained.stderr.split())
+    assert stderr.count("warning:") == 2, stderr
+    assert (f"warning: 2 of the 5 training label maps hold only class 0 and 255, which means unknown (e.g. "
+            f"{data_dir / 'labels' / '001.png'})") in stderr
+    assert f"warning: 1 of the 5 training label maps is 255 (unknown) at every pixel (e.g. {data_dir / 'labels' / '004.png'})" \
+        in stderr
+    # A resumed run has been trained on its maps: they are warned of again, never refused.
+    for index in (0, 2):
+        cv2.imwrite(str(data_dir / "labels" / f"{index:03d}.png"), _mask_0_255())
+    resumed = train_paired_cli(data_dir, out, "--resume", "--steps", "2")
+    assert resumed.exit_code == 0, resumed.output
+    assert "warning: 4 of the 5 training label maps hold only class 0 and 255" in " ".join(resumed.stderr.split())

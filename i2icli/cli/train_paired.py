@@ -174,18 +174,15 @@ def paired(
 
     pairs, label_root = _pairs(data_dir, labels, photos)
     train_pairs, held_pairs = _split(pairs, label_root, data_settings, seed)
+    config = model if stored is None else method.model_config
+    # Before the networks (and a VGG-19) are made: label maps the model cannot read as meant are
+    # named, or the run refused, now rather than after hours of training.
+    _check_label_maps(pairs, train_pairs, label_root, config, may_refuse=stored is None)
     if stored is None:
         # The run keeps its held-out pairs by name: a folder that grows later does not change them.
         data_settings["held_out_files"] = data.relative_names([label for label, _ in held_pairs], label_root)
         method = PairedTraining(model, options, seed=seed, data=data_settings,
                                 vgg=_load_vgg(vgg, torch_device) if vgg_weight > 0 else None)
-    config = method.model_config
-    if config.input_kind == "label":
-        from i2icli.semantics.labelmaps import jpeg_label_maps_note
-
-        note = jpeg_label_maps_note(label for label, _ in pairs)
-        if note:
-            warn(note)
     dataset = data.PairedDataset(train_pairs, config.image_size, config.input_kind, config.input_channels)
     held_dataset = data.PairedDataset(held_pairs or train_pairs, config.image_size, config.input_kind, config.input_channels)
     held_dataset.role = "held-out" if held_pairs else "training"
@@ -232,6 +229,20 @@ def _pairs(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[li
     for note in notes:
         warn(note)
     return pairs, label_root
+
+
+def _check_label_maps(pairs: list[tuple[Path, Path]], train_pairs: list[tuple[Path, Path]], label_root: Path,
+                      config: Any, *, may_refuse: bool) -> None:
+    """Warn of JPEG label maps and of training label maps the model would misread; refuse a new
+    run none of whose maps can be what was meant (see ``data.label_map_notes``)."""
+    from i2icli.semantics.labelmaps import jpeg_label_maps_note
+    from i2icli.training import data
+
+    notes = [jpeg_label_maps_note(label for label, _ in pairs)] if config.input_kind == "label" else []
+    notes += data.label_map_notes([label for label, _ in train_pairs], label_root, config.input_kind,
+                                  config.input_channels, may_refuse=may_refuse)
+    for note in filter(None, notes):
+        warn(note)
 
 
 def _split(pairs: list[tuple[Path, Path]], label_root: Path, data_settings: dict[str, Any], seed: int,

@@ -39,6 +39,7 @@ __all__ = [
     "find_pairs",
     "pairs_of_other_shapes",
     "PairedDataset",
+    "label_map_notes",
     "collate_examples",
     "collate_images",
     "fixed_batch",
@@ -358,6 +359,109 @@ def pairs_of_other_shapes(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Pa
         if abs(label_ratio - photo_ratio) > 0.01 * photo_ratio:
             found.append((label, photo, label_size, photo_size))
     return found
+
+
+# How many training label maps are looked at before a run starts (see label_map_notes).
+LABEL_MAPS_CHECKED = 32
+
+
+def _spread_sample(files: list[Path], count: int) -> list[Path]:
+    """Up to ``count`` of ``files``, evenly spread over the list (the first among them)."""
+    taken = min(count, len(files))
+    return [files[index * len(files) // taken] for index in range(taken)]
+
+
+def label_map_notes(label_maps: list[Path], root: Path, input_kind: str, input_channels: int, *,
+                    may_refuse: bool) -> list[str]:
+    """Warnings for training label maps that a model of ``input_kind`` ("label" or "edge") would not
+    read as meant (see :func:`i2icli.semantics.labelmaps.misreading`): one per kind of misreading,
+    with a count and an example. With ``may_refuse``, raises InputError (naming ``root``, the label
+    maps' folder) when no map checked can be what was meant.
+
+    Only a sample is read: these mistakes come from how a dataset was made (masks saved as 0/255,
+    edge images where label maps were meant, or the other option), so they show in its maps alike,
+    and a sample spread over the sorted list also reaches each sub-folder of a folder gathered from
+    several sources. Reading all 30,000 maps of a large dataset before step 1 would cost minutes,
+    and the loader reads them anyway. A map that cannot be read is left to the dataset, which
+    reports it when it meets it.
+    """
+    from i2icli.semantics.labelmaps import (
+        CLASS_0_AND_UNKNOWN,
+        CLASS_INDICES,
+        COLOUR_PALETTE,
+        UNKNOWN_ONLY,
+        misreading,
+    )
+
+    checked = 0
+    found: dict[str, list[tuple[Path, int]]] = {}
+    for path in _spread_sample(label_maps, LABEL_MAPS_CHECKED):
+        try:
+            misread = misreading(read_image(path), path, input_kind)
+        except I2IError:
+            continue
+        checked += 1
+        if misread is not None:
+            found.setdefault(misread.kind, []).append((path, misread.largest))
+    if not found:
+        return []
+    sampled = f" (spread over all {len(label_maps)})" if checked < len(label_maps) else ""
+
+    def share(kind: str) -> tuple[str, bool]:
+        """"3 of the 6 training label maps", and whether it takes a plural verb."""
+        count = len(found[kind])
+        of = f"the {checked} training label maps" if not sampled else f"{checked} training label maps checked{sampled}"
+        return f"{count} of {of}", count > 1
+
+    def example(kind: str) -> Path:
+        return found[kind][0][0]
+
+    def largest(kind: str) -> int:
+        return max(value for _, value in found[kind])
+
+    # A refusal where no map checked can be what was meant: such a run would spend its hours
+    # learning nothing the user wants, and the hint names the option that reads the maps as meant.
+    # Where only some maps are misread, or the data could be meant (a colour-coded map as an edge
+    # model's input is how pix2pix reads its facades; a model of one class, 0, may well take
+    # 255 for the rest), it is a warning; and a resumed run has already been trained on its data,
+    # so it is warned, not stopped.
+    every = f"all {checked} training label maps{' checked' + sampled if sampled else ''}" if checked > 1 \
+        else "the only training label map checked"
+    holds, are = ("hold", "are") if checked > 1 else ("holds", "is")
+    if may_refuse and input_kind == "label" and len(found.get(UNKNOWN_ONLY, ())) == checked:
+        raise InputError(root, f"{every} {are} 255 (unknown) at every pixel (e.g. {example(UNKNOWN_ONLY)}), so the "
+                         "model would learn no class", "check that --labels names the label maps")
+    misread_as_class_0 = len(found.get(UNKNOWN_ONLY, ())) + len(found.get(CLASS_0_AND_UNKNOWN, ()))
+    if may_refuse and input_kind == "label" and input_channels >= 2 and misread_as_class_0 == checked:
+        raise InputError(root, f"{every} {holds} only class 0 and 255, which means unknown (e.g. "
+                         f"{example(CLASS_0_AND_UNKNOWN)}), so a model of --label-nc {input_channels} classes would "
+                         "learn class 0 alone", "store a mask's classes as 0 and 1, or train on edge images with --edges")
+    if may_refuse and input_kind == "edge" and len(found.get(CLASS_INDICES, ())) == checked:
+        raise InputError(root, f"{every} {holds} only the values 0-{largest(CLASS_INDICES)}, as class-index label maps do "
+                         f"(e.g. {example(CLASS_INDICES)}), but --edges trains on edge images (white lines on black)",
+                         "train on class-index maps with --label-nc N, N the number of classes")
+    notes = []
+    for kind in (UNKNOWN_ONLY, CLASS_0_AND_UNKNOWN, COLOUR_PALETTE, CLASS_INDICES):
+        if kind not in found:
+            continue
+        which, plural = share(kind)
+        if kind == UNKNOWN_ONLY:
+            notes.append(f"{which} {'are' if plural else 'is'} 255 (unknown) at every pixel (e.g. {example(kind)}), so "
+                         f"{'their photos follow' if plural else 'its photo follows'} no class; check that "
+                         f"{'they are the label maps' if plural else 'it is the label map'} meant")
+        elif kind == CLASS_0_AND_UNKNOWN:
+            notes.append(f"{which} {'hold' if plural else 'holds'} only class 0 and 255, which means unknown (e.g. "
+                         f"{example(kind)}), so the model learns class 0 alone from them; store a mask's classes as 0 "
+                         "and 1, and train on edge images with --edges")
+        elif kind == COLOUR_PALETTE:
+            notes.append(f"{which} {'are' if plural else 'is a'} colour palette image{'s' if plural else ''}, as "
+                         f"class-index label maps are stored (e.g. {example(kind)}), but --edges trains on edge images; "
+                         "train on label maps with --label-nc N")
+        else:
+            notes.append(f"{which} {'hold' if plural else 'holds'} only the values 0-{largest(kind)}, as class-index "
+                         f"label maps do (e.g. {example(kind)}), but --edges trains on edge images (white lines on "
+                         "black); train on label maps with --label-nc N")
+    return notes
 
 
 class PairedDataset(TrainingDataset):
