@@ -408,7 +408,7 @@ def label_map_notes(label_maps: list[Path], root: Path, input_kind: str, input_c
     sampled = f" (spread over all {len(label_maps)})" if checked < len(label_maps) else ""
 
     def share(kind: str) -> tuple[str, bool]:
-        """"3 of the 6 training label maps", and whether it takes a plural verb."""
+        """The count of ``kind`` among the maps checked, as words, and whether it takes a plural verb."""
         count = len(found[kind])
         of = f"the {checked} training label maps" if not sampled else f"{checked} training label maps checked{sampled}"
         return f"{count} of {of}", count > 1
@@ -419,12 +419,15 @@ def label_map_notes(label_maps: list[Path], root: Path, input_kind: str, input_c
     def largest(kind: str) -> int:
         return max(value for _, value in found[kind])
 
-    # A refusal where no map checked can be what was meant: such a run would spend its hours
-    # learning nothing the user wants, and the hint names the option that reads the maps as meant.
-    # Where only some maps are misread, or the data could be meant (a colour-coded map as an edge
-    # model's input is how pix2pix reads its facades; a model of one class, 0, may well take
-    # 255 for the rest), it is a warning; and a resumed run has already been trained on its data,
-    # so it is warned, not stopped.
+    # A refusal where no map checked can be what was meant, since such a run would spend its hours
+    # learning nothing the user wants, and the hint names the option that reads the maps as meant:
+    # maps of "unknown" alone teach no class; with two classes or more, maps that never show a
+    # class but 0 are masks or edges saved as 0/255; and an edge image whose every value lies
+    # below a quarter of white shows no white line. Where only some maps are misread (a crop may
+    # show background alone), or the data could be meant (a colour-coded map as an edge model's
+    # input is how pix2pix reads its facades; a model of one class, 0, may well take 255 for the
+    # rest), it is a warning; and a resumed run has already been trained on its data, so it is
+    # warned, not stopped.
     every = f"all {checked} training label maps{' checked' + sampled if sampled else ''}" if checked > 1 \
         else "the only training label map checked"
     holds, are = ("hold", "are") if checked > 1 else ("holds", "is")
