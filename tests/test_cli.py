@@ -1100,15 +1100,19 @@ def test_the_standard_streams_refuse_a_terminal_and_a_closed_pipe(monkeypatch):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["exemplar", "-", "look.jpg", "--exemplar-pose", "look.json"], "only `i2i restore` reads"),
-    (["invert", "a.png", "-"], "only `i2i restore` reads"),
-    (["paired", "-", "-c", "run.pt"], "only `i2i restore` reads"),
-    (["translate-lr", "-", "b.png", "-c", "run.pt"], "only `i2i restore` reads"),
+    (["exemplar", "-", "-", "--exemplar-pose", "look.json"], "INPUT and EXEMPLAR are both -"),
+    (["exemplar", "a.png", "look.jpg", "--input-pose", "-", "--exemplar-pose", "look.json"],
+     "--input-pose -: a pose file is not read from standard input"),
+    (["exemplar", "--pairs", "-"], "--pairs -: a CSV list of pairs is not read from standard input"),
+    (["invert", "-", "-"], "SOURCE and EXEMPLAR are both -"),
+    (["invert", "a.png", "-"], "an image read from standard input needs an output file name"),
+    (["paired", "-", "-c", "run.pt", "--style", "-", "-o", "out.png"], "LABEL and --style are both -"),
+    (["translate-lr", "-", "-", "-c", "run.pt"], "SOURCE and TARGET are both -"),
 ])
-def test_the_other_commands_say_they_read_no_standard_input(args, expected, tmp_path, monkeypatch):
-    """An input "-" was called a missing file."""
+def test_what_the_other_commands_cannot_read_from_standard_input_is_named(args, expected, tmp_path, monkeypatch):
+    """Standard input holds one image, and no pose file or CSV list: refused before it is read."""
     monkeypatch.chdir(tmp_path)
-    result = run(*args)
+    result = runner.invoke(app, args, input=b"")
     assert result.exit_code == 2
     [line] = result.stderr.splitlines()
     assert expected in line

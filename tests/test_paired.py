@@ -635,14 +635,13 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
     assert label.is_file() and read_image(label).grayscale  # nothing overwritten
 
 
-def test_a_style_from_standard_input_is_refused_by_name(tmp_path):
-    # Only restore reads "-"; a style "-" was looked for as a file and reported missing.
+def test_a_style_from_standard_input_that_is_no_image_is_named_before_the_checkpoint(tmp_path):
     label = write_pairs(tmp_path / "data", 1) / "labels" / "000.png"
     result = runner.invoke(app, ["paired", str(label), "-c", str(tmp_path / "no-run-here"), "--style", "-",
-                                 "-o", str(tmp_path / "out.png")])
-    assert result.exit_code == 2, result.output
-    assert result.stderr.strip() == (
-        "error: -: only `i2i restore` reads an image from standard input; save it to a file and pass its path")
+                                 "-o", str(tmp_path / "out.png")], input=b"hello")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().startswith("error: -: is not an image file")
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.png").exists()
 
 
 def test_images_in_sub_folders_are_never_left_out_silently(tmp_path, run):

@@ -476,10 +476,37 @@ def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
 STANDARD_STREAM = "-"
 
 
-def refuse_standard_streams(inputs: Iterable[str | Path | None]) -> None:
-    """For the commands that read no "-": without this, an input "-" was reported as a missing file."""
-    if any(str(path) == STANDARD_STREAM for path in inputs if path is not None) and not Path(STANDARD_STREAM).exists():
-        raise usage_error("-: only `i2i restore` reads an image from standard input; save it to a file and pass its path")
+def argument_read_from_standard_input(images: Iterable[tuple[str, str | None]],
+                                      other_files: Iterable[tuple[str, str | None, str]] = ()) -> str | None:
+    """The name of the image argument given as "-" (LABEL, --style), whose image is piped into the
+    command; None when none is. ``images`` pairs each image argument's name with its value as
+    typed (a Path would make "./-", the file named "-", into "-"). ``other_files`` names the
+    arguments that take another kind of file (a pose, a CSV list), and what it is: those are not
+    read from standard input. Standard input holds one image, so a second "-" is refused."""
+    for name, value, what in other_files:
+        if value == STANDARD_STREAM:
+            raise usage_error(f"{name} -: {what} is not read from standard input; save it to a file and pass its path "
+                              "(a file named - is ./-)")
+    piped = [name for name, value in images if value == STANDARD_STREAM]
+    if len(piped) > 1:
+        raise usage_error(f"{' and '.join(piped)} are {'both' if len(piped) == 2 else 'all'} -, but standard input "
+                          "holds one image; save all but one of them to files and pass their paths")
+    return piped[0] if piped else None
+
+
+def refuse_output_folder_for_standard_input(output: str, example: str = "out.png") -> None:
+    """An output folder names each result after its input, and an image piped in has no name."""
+    if output != STANDARD_STREAM and not names_image_file(output):
+        raise usage_error(f"an image read from standard input needs an output file name (-o {example}), or -o - to "
+                          "write it to standard output")
+
+
+def read_piped_image(max_pixels: int) -> Any:
+    """The image piped into the command, decoded (a ``Picture`` named "-"): read once, and refused
+    before any model loads when it is no image or over ``max_pixels``."""
+    from i2icli.imageio import read_image
+
+    return read_image(STANDARD_STREAM, max_pixels=max_pixels, data=read_standard_input(max_pixels))
 
 
 def read_standard_input(max_pixels: int) -> bytes:

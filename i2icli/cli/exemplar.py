@@ -19,12 +19,14 @@ from i2icli.cli.common import (
     DryRunOption,
     JsonOption,
     MaxPixelsOption,
+    argument_read_from_standard_input,
     check_output_folder,
     handles_errors,
     names_image_file,
     output_name,
     precision_from_flags,
-    refuse_standard_streams,
+    read_piped_image,
+    refuse_output_folder_for_standard_input,
     seed_in_range,
     usage_error,
     warn,
@@ -73,17 +75,18 @@ def exemplar(
         typer.Argument(
             metavar="INPUT",
             help="The structure to draw: an OpenPose .json, an official NAME_candidate.txt/_subset.txt pose, a "
-            "label or edge map image, or a photo whose pose is in --input-pose.",
+            "label or edge map image, or a photo whose pose is in --input-pose; - reads the image from standard input.",
             show_default=False,
         ),
     ] = None,
     exemplar_photo: Annotated[
-        str | None, typer.Argument(metavar="EXEMPLAR", help="The photo whose appearance to use.", show_default=False)
+        str | None, typer.Argument(metavar="EXEMPLAR", help="The photo whose appearance to use (-: from standard input).",
+                                   show_default=False)
     ] = None,
     exemplar_pose: Annotated[
         str | None,
-        typer.Option(metavar="FILE", help="The exemplar's own pose (.json or _candidate.txt) or label/edge map. Required.",
-                     show_default=False),
+        typer.Option(metavar="FILE", help="The exemplar's own pose (.json or _candidate.txt) or label/edge map (-: the "
+                     "map from standard input). Required.", show_default=False),
     ] = None,
     input_pose: Annotated[
         str | None,
@@ -97,7 +100,7 @@ def exemplar(
                      rich_help_panel=_OUTPUT),
     ] = "results",
     pairs: Annotated[
-        Path | None,
+        str | None,
         typer.Option(metavar="CSV", help=f"CSV file of pairs, with a header naming columns among: {', '.join(_CSV_COLUMNS)}. "
                      "Relative paths are relative to the CSV file.", show_default=False),
     ] = None,
@@ -150,7 +153,11 @@ def exemplar(
     translated at --size; the result is cropped back to the input's frame: a map's own shape,
     the --input-pose photo's, or for a pose file alone the exemplar's.
     """
-    refuse_standard_streams([input, exemplar_photo, exemplar_pose, input_pose, pairs])
+    piped = argument_read_from_standard_input(
+        [("INPUT", input), ("EXEMPLAR", exemplar_photo), ("--exemplar-pose", exemplar_pose)],
+        other_files=[("--input-pose", input_pose, "a pose file"), ("--pairs", pairs, "a CSV list of pairs")])
+    if piped in ("INPUT", "EXEMPLAR"):  # the output would be named INPUT_EXEMPLAR.png
+        refuse_output_folder_for_standard_input(output, "result.png")
     to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[
         ("--save-warps", save_warps), ("--save-label", save_label)])
     if to_stdout and pairs is not None:
@@ -173,6 +180,7 @@ def exemplar(
     if dry_run:
         exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
                           line_of=lambda job: f"{job.input} + {job.exemplar} → {job.output}")
+    piped_picture = read_piped_image(max_pixels) if piped else None
     todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
 
     from i2icli.pipelines.exemplar import ExemplarPipeline, ExemplarSettings
@@ -183,7 +191,7 @@ def exemplar(
         pipeline = ExemplarPipeline.load(checkpoint, device=device, precision=precision, settings=settings)
     def process(job: Pair) -> tuple[dict[str, Any], str, str]:
         extra = _translate(job, pipeline, label_nc=label_nc, save_warps=save_warps, save_label=save_label,
-                           max_pixels=max_pixels)
+                           max_pixels=max_pixels, piped=piped, piped_picture=piped_picture)
         return extra, f"{job.input} + {job.exemplar} → {output_name(job.output)}", ""
 
     records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
@@ -192,14 +200,14 @@ def exemplar(
 
 
 def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | None, input_pose: str | None,
-          output: str, pairs: Path | None) -> list[Pair]:
+          output: str, pairs: str | None) -> list[Pair]:
     if pairs is not None:
         if input or exemplar_photo or exemplar_pose or input_pose:
             raise usage_error("give either --pairs CSV or INPUT EXEMPLAR --exemplar-pose, not both")
         if names_image_file(output):
             raise usage_error("with --pairs, -o/--output is a folder")
         folder = Path(output).expanduser()
-        jobs = _pairs_from_csv(pairs.expanduser(), folder)
+        jobs = _pairs_from_csv(Path(pairs).expanduser(), folder)
         if any(job.problem is None and job.output.parent == folder for job in jobs):  # rows without an output cell
             check_output_folder(folder)
         return jobs
@@ -316,26 +324,35 @@ def _checked(pair: Pair, where: str = "") -> Pair:
 
 
 def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,
-               max_pixels: int) -> dict[str, Any]:
+               max_pixels: int, piped: str | None = None, piped_picture: Any = None) -> dict[str, Any]:
+    """``piped`` names the argument (INPUT, EXEMPLAR or --exemplar-pose) whose image,
+    ``piped_picture``, was read from standard input."""
     from i2icli.imageio import (
         Picture,
         image_size,
         read_image,
         write_image,
     )
+    from i2icli.semantics.inputs import load_semantics
 
-    exemplar = read_image(job.exemplar, max_pixels=max_pixels)
+    def semantics_of(path: Path, role: str, frame: tuple[int, int]) -> Any:
+        if piped == role:  # already read: the path "-" names it, and reaches no file
+            return load_semantics(path, size=pipeline.settings.size, channels=pipeline.semantic_channels, frame=frame,
+                                  label_nc=label_nc, max_pixels=max_pixels, picture=piped_picture)
+        return pipeline.read_semantics(path, frame=frame, label_nc=label_nc, max_pixels=max_pixels)
+
+    exemplar = piped_picture if piped == "EXEMPLAR" else read_image(job.exemplar, max_pixels=max_pixels)
     exemplar_frame = (exemplar.width, exemplar.height)
     if job.input_pose is not None:
         # Only the photo's size is needed: the frame its pose's coordinates are in.
-        semantic = pipeline.read_semantics(job.input_pose, frame=image_size(job.input, max_pixels=max_pixels),
-                                           label_nc=label_nc, max_pixels=max_pixels)
+        frame = ((piped_picture.width, piped_picture.height) if piped == "INPUT"
+                 else image_size(job.input, max_pixels=max_pixels))
+        semantic = pipeline.read_semantics(job.input_pose, frame=frame, label_nc=label_nc, max_pixels=max_pixels)
     else:
         # A pose file on its own has no frame: its pixel coordinates are taken in the exemplar's.
-        semantic = pipeline.read_semantics(job.input, frame=exemplar_frame, label_nc=label_nc, max_pixels=max_pixels)
+        semantic = semantics_of(job.input, "INPUT", exemplar_frame)
     assert job.exemplar_pose is not None
-    exemplar_semantic = pipeline.read_semantics(job.exemplar_pose, frame=exemplar_frame, label_nc=label_nc,
-                                                max_pixels=max_pixels)
+    exemplar_semantic = semantics_of(job.exemplar_pose, "--exemplar-pose", exemplar_frame)
     _warn_of_keypoints_outside(semantic, job.input if job.input_pose is not None else None, job.exemplar)
     _warn_of_keypoints_outside(exemplar_semantic, job.exemplar, job.exemplar)
     result = pipeline.translate(semantic, exemplar, exemplar_semantic)

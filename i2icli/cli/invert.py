@@ -14,6 +14,7 @@ from i2icli.cli.common import (
     DeviceOption,
     JsonOption,
     MaxPixelsOption,
+    argument_read_from_standard_input,
     check_output_folder,
     console,
     download_progress,
@@ -22,8 +23,9 @@ from i2icli.cli.common import (
     names_image_file,
     output_name,
     plain,
+    read_piped_image,
+    refuse_output_folder_for_standard_input,
     refuse_overwrite,
-    refuse_standard_streams,
     seed_in_range,
     stdout_write,
     transient_progress,
@@ -46,10 +48,10 @@ _OUTPUT = "Output"
                                     "perceptual": "--perceptual-model", "score": "--score-model", "detector": "--detector"})
 def invert(
     context: typer.Context,
-    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="The face whose structure (pose, shape, expression) to keep.",
-                                           show_default=False)],
-    exemplar: Annotated[Path, typer.Argument(metavar="EXEMPLAR", help="The face whose style (colours, texture, lighting) to use.",
-                                             show_default=False)],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="The face whose structure (pose, shape, expression) to "
+                                          "keep; - reads it from standard input.", show_default=False)],
+    exemplar: Annotated[str, typer.Argument(metavar="EXEMPLAR", help="The face whose style (colours, texture, lighting) to "
+                                            "use; - reads it from standard input.", show_default=False)],
     output: Annotated[
         str, typer.Option("-o", "--output", metavar="DIR|FILE", help="Output image file (-: standard output, as PNG), or a folder for "
                           "SOURCE_EXEMPLAR.png.",
@@ -124,7 +126,9 @@ def invert(
     single-image form of FID: statistics over the spatial positions of a mid-level
     FID-Inception feature map (192 channels at 35x35), not over a set of images.
     """
-    refuse_standard_streams([source, exemplar])
+    piped = argument_read_from_standard_input([("SOURCE", source), ("EXEMPLAR", exemplar)])
+    if piped:  # the output would be named SOURCE_EXEMPLAR.png, and an image piped in has no name
+        refuse_output_folder_for_standard_input(output, "result.png")
     if aligned:
         warn_of_options_unused(context, ["detector"], "with --aligned")
     to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=False, files_beside=[("--save-all", save_all)])
@@ -143,17 +147,20 @@ def invert(
         )
     except ValueError as error:
         raise usage_error(str(error)) from None
-    target = Path(STANDARD_STREAM) if to_stdout else _output_path(source, exemplar, output)
+    source_path = Path(STANDARD_STREAM) if piped == "SOURCE" else Path(source).expanduser()
+    exemplar_path = Path(STANDARD_STREAM) if piped == "EXEMPLAR" else Path(exemplar).expanduser()
+    target = Path(STANDARD_STREAM) if to_stdout else _output_path(source_path, exemplar_path, output)
     if not to_stdout:
         for path in _written_files(target, settings.layers, save_all).values():
-            refuse_overwrite(path, [source, exemplar])
+            refuse_overwrite(path, [source_path, exemplar_path])
             if is_folder(path):  # else found only when writing, after the whole inversion
                 raise InputError(path, "is a folder, where this output file would go", "move it aside or choose another -o")
 
     from i2icli.imageio import read_image
 
-    source_picture = read_image(source, max_pixels=max_pixels)
-    exemplar_picture = read_image(exemplar, max_pixels=max_pixels)
+    piped_picture = read_piped_image(max_pixels) if piped else None
+    source_picture = piped_picture if piped == "SOURCE" else read_image(source_path, max_pixels=max_pixels)
+    exemplar_picture = piped_picture if piped == "EXEMPLAR" else read_image(exemplar_path, max_pixels=max_pixels)
     if aligned:  # found now, not after the networks have loaded
         check_face_crop(source_picture, "source")
         check_face_crop(exemplar_picture, "exemplar")
@@ -170,14 +177,14 @@ def invert(
         result = pipeline.invert(source_picture, exemplar_picture, on_step=on_step)
     written = _write(result, target, save_all)
 
-    console.print(f"[green]✓[/] {plain(source)} + {plain(exemplar)} → {plain(output_name(target))} [dim](layer {result.layer}; "
+    console.print(f"[green]✓[/] {plain(source_path)} + {plain(exemplar_path)} → {plain(output_name(target))} [dim](layer {result.layer}; "
                   f"{sum(result.seconds.values()):.1f} s)[/]")
     if save_all or not as_json:
         for hypothesis in result.hypotheses:
             mark = "[green]←[/]" if hypothesis.layer == result.layer else ""
             console.print(f"  layer {hypothesis.layer:>2}: loss {hypothesis.loss:.4f}, Fréchet {hypothesis.score:.2f} {mark}")
     if as_json:
-        stdout_write(json_document(_summary(result, source, exemplar, target, written)))
+        stdout_write(json_document(_summary(result, source_path, exemplar_path, target, written)))
     raise typer.Exit(EXIT_OK)
 
 

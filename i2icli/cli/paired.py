@@ -17,6 +17,7 @@ from i2icli.cli.common import (
     DryRunOption,
     JsonOption,
     MaxPixelsOption,
+    argument_read_from_standard_input,
     check_extra_output,
     check_output_folder,
     console,
@@ -25,9 +26,10 @@ from i2icli.cli.common import (
     names_image_file,
     output_name,
     plain,
+    read_piped_image,
     refuse_more_than_one_image_to_standard_output,
+    refuse_output_folder_for_standard_input,
     refuse_overwrite,
-    refuse_standard_streams,
     seed_in_range,
     usage_error,
     write_output,
@@ -81,8 +83,9 @@ def output_files(output: Path, seeds: list[int], components: bool, std_map: bool
 @handles_errors(out_of_memory_hint="use a smaller --size, or --device cpu",
                 out_of_ram_hint="use a smaller --size, or close other programs")
 def paired(
-    label: Annotated[Path, typer.Argument(metavar="LABEL", show_default=False,
-                                          help="Label map (class-index PNG) or edge image, or a folder of them.")],
+    label: Annotated[str, typer.Argument(metavar="LABEL", show_default=False,
+                                         help="Label map (class-index PNG) or edge image, or a folder of them; - reads "
+                                         "one from standard input.")],
     checkpoint: Annotated[
         str, typer.Option("--checkpoint", "-c", metavar="RUN|FILE", show_default=False, rich_help_panel=_MODEL,
                           help="A checkpoint from `i2i train paired` (file, or the run's --out folder).")
@@ -93,9 +96,9 @@ def paired(
                           "files) otherwise.")
     ] = "results",
     style: Annotated[
-        Path | None, typer.Option("--style", metavar="PHOTO", show_default=False, rich_help_panel=_MODEL,
-                                  help="Photo whose style (colours, lighting) to use. Default: the mean style of the "
-                                  "training photos.")
+        str | None, typer.Option("--style", metavar="PHOTO", show_default=False, rich_help_panel=_MODEL,
+                                 help="Photo whose style (colours, lighting) to use (-: from standard input). Default: "
+                                 "the mean style of the training photos.")
     ] = None,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, max=256, help="Variations per label map, each from "
                                          "its own noise.")] = 1,
@@ -130,7 +133,9 @@ def paired(
     Label maps are centre-cropped to squares. Each --samples variation draws different noise,
     which changes only the residual's fine detail; the reconstruction stays the same.
     """
-    refuse_standard_streams([label, style])
+    piped = argument_read_from_standard_input([("LABEL", label), ("--style", style)])
+    if piped == "LABEL":  # the outputs are named after LABEL; --style's name is in none of them
+        refuse_output_folder_for_standard_input(output, "photo.png")
     to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[
         ("--save-components", save_components), ("--std-map", std_map)])
     if to_stdout and samples > 1:
@@ -146,16 +151,18 @@ def paired(
         raise usage_error(f"--seed {seed}: with --samples {samples}, use at most {SEED_MAX - samples + 1}")
     from i2icli.pipelines.paired import PairedTranslator, sample_seed
 
-    labels = image_files(label, "LABEL", Path(output))
+    label_path = Path(STANDARD_STREAM) if piped == "LABEL" else Path(label).expanduser()
+    style_path = Path(style).expanduser() if style else None
+    labels = [label_path] if piped == "LABEL" else image_files(label_path, "LABEL", Path(output))
     seeds = [sample_seed(seed, k) for k in range(samples)]
-    inputs = [*labels, *([style] if style else [])]
+    inputs = [path for path in (*labels, style_path) if path is not None]
     if to_stdout:
         refuse_more_than_one_image_to_standard_output(len(labels), "label maps")
         skip_existing = False  # "-" names no file that could exist
         jobs, written = [LabelJob(labels[0], Path(STANDARD_STREAM), Path(STANDARD_STREAM))], []
     else:
         jobs, written = one_writer_per_file(
-            _plan(labels, output, seeds, single=label.is_file()),
+            _plan(labels, output, seeds, single=piped == "LABEL" or label_path.is_file()),
             lambda job: output_files(job.base, seeds, save_components, std_map).values(), inputs)
     if spectrum is not None:
         spectrum = check_extra_output(spectrum, "--spectrum", (".png",))  # the plot is a PNG
@@ -169,6 +176,7 @@ def paired(
 
     from i2icli.imageio import read_image
 
+    piped_picture = read_piped_image(max_pixels) if piped else None
     translator: Any = None
     style_code = None
     if any(will_run(job, skip_existing=skip_existing) for job in jobs):  # else no model is loaded at all
@@ -176,14 +184,15 @@ def paired(
             translator = PairedTranslator.load(checkpoint, size=size, device=device)
         except ValueError as error:
             raise usage_error(str(error)) from None
-        style_code = translator.style_code(read_image(style, max_pixels=max_pixels) if style else None)
+        style_picture = read_image(style_path, max_pixels=max_pixels) if style_path and piped != "--style" else None
+        style_code = translator.style_code(piped_picture if piped == "--style" else style_picture)
     spectra = _SpectrumSums() if spectrum is not None else None
 
     def process(job: LabelJob) -> tuple[dict[str, Any], str, str]:
         from i2icli.pipelines.paired import std_heatmap
 
-        result = translator.translate(read_image(job.source, max_pixels=max_pixels), style=style_code,
-                                      samples=samples, seed=seed, std_map=std_map)
+        picture = piped_picture if piped == "LABEL" else read_image(job.source, max_pixels=max_pixels)
+        result = translator.translate(picture, style=style_code, samples=samples, seed=seed, std_map=std_map)
         files = output_files(job.base, seeds, save_components, std_map)
         pictures = {}
         for index, noise_seed in enumerate(result.seeds):

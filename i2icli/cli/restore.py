@@ -27,6 +27,7 @@ from i2icli.cli.common import (
     precision_from_flags,
     read_standard_input,
     refuse_more_than_one_image_to_standard_output,
+    refuse_output_folder_for_standard_input,
     usage_error,
     warn_of_options_unused,
     write_output,
@@ -195,9 +196,8 @@ def _check_streams(inputs: list[str], output: str, *, as_json: bool, save_faces:
     piped = Piped(input=STANDARD_STREAM in inputs, output=output == STANDARD_STREAM)
     if piped.input and len(inputs) > 1:
         raise usage_error("- (the image on standard input) must be the only input")
-    if piped.input and not piped.output and not names_image_file(output):
-        raise usage_error("an image read from standard input needs an output file name (-o restored.png), or -o - "
-                          "to write it to standard output")
+    if piped.input:
+        refuse_output_folder_for_standard_input(output, "restored.png")
     if piped.output and suffix:
         raise usage_error("--suffix is for output folders; -o - writes to standard output")
     writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[("--save-faces", save_faces)])

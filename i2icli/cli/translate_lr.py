@@ -17,6 +17,7 @@ from i2icli.cli.common import (
     DryRunOption,
     JsonOption,
     MaxPixelsOption,
+    argument_read_from_standard_input,
     check_extra_output,
     check_output_folder,
     console,
@@ -26,9 +27,10 @@ from i2icli.cli.common import (
     names_image_file,
     output_name,
     plain,
+    read_piped_image,
     refuse_more_than_one_image_to_standard_output,
+    refuse_output_folder_for_standard_input,
     refuse_overwrite,
-    refuse_standard_streams,
     usage_error,
     warn,
     write_output,
@@ -59,11 +61,12 @@ class PairJob:
 
 @handles_errors(out_of_memory_hint="close other programs that use the GPU, or use --device cpu", checkpoint_options={"detector": "--detector"})
 def translate_lr(
-    source: Annotated[Path, typer.Argument(metavar="SOURCE", show_default=False,
-                                           help="High-resolution photo whose detail (identity, texture) to keep, or a folder of them.")],
-    target: Annotated[Path, typer.Argument(metavar="TARGET", show_default=False,
-                                           help="Tiny target (e.g. 8x8) whose layout, pose and colours to match, or a full-size "
-                                           "photo to downsample, or a folder of them.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", show_default=False,
+                                          help="High-resolution photo whose detail (identity, texture) to keep, or a folder of "
+                                          "them; - reads one from standard input.")],
+    target: Annotated[str, typer.Argument(metavar="TARGET", show_default=False,
+                                          help="Tiny target (e.g. 8x8) whose layout, pose and colours to match, or a full-size "
+                                          "photo to downsample, or a folder of them; - reads one from standard input.")],
     checkpoint: Annotated[
         str, typer.Option("--checkpoint", "-c", metavar="RUN|FILE", show_default=False, rich_help_panel=_MODEL,
                           help="A checkpoint from `i2i train translate-lr` (file, or the run's --out folder), or the "
@@ -107,16 +110,18 @@ def translate_lr(
     size, matches the target. Inputs are centre-cropped to squares. SOURCE and TARGET may be
     folders: every source is translated to every target.
     """
-    refuse_standard_streams([source, target])
+    piped = argument_read_from_standard_input([("SOURCE", source), ("TARGET", target)])
+    if piped:  # the outputs are named SOURCE__TARGET, and an image piped in has no name
+        refuse_output_folder_for_standard_input(output)
     to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run)
-    sources = image_files(source, "SOURCE", Path(output))
-    targets = image_files(target, "TARGET", Path(output))
+    sources, targets = _inputs(source, "SOURCE", piped, output), _inputs(target, "TARGET", piped, output)
     if to_stdout:
         refuse_more_than_one_image_to_standard_output(len(sources) * len(targets), "pairs")
         skip_existing = False  # "-" names no file that could exist
         jobs = [PairJob(sources[0], targets[0], Path(STANDARD_STREAM))]
     else:
-        single = len(sources) == 1 and len(targets) == 1 and source.is_file() and target.is_file()
+        single = all(piped == role or Path(given).expanduser().is_file()
+                     for role, given in (("SOURCE", source), ("TARGET", target)))
         jobs = _plan(sources, targets, output, single)
     lossy = sorted({job.output.suffix.lower() for job in jobs} & _LOSSY_SUFFIXES)
     if exact and lossy:
@@ -134,6 +139,7 @@ def translate_lr(
     if dry_run:
         exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
                           line_of=lambda job: f"{job.source} + {job.target} → {job.output}")
+    piped_picture = read_piped_image(max_pixels) if piped else None
     from i2icli.pipelines.translate_lr import LRTranslator
 
     try:
@@ -142,7 +148,7 @@ def translate_lr(
                                            detector=detector, progress=progress)
     except ValueError as error:
         raise usage_error(str(error)) from None
-    cache = _PreparedInputs(translator, max_pixels)
+    cache = _PreparedInputs(translator, max_pixels, piped, piped_picture)
     results: dict[tuple[Path, Path], Any] = {}
 
     def process(job: PairJob) -> tuple[dict[str, Any], str, str]:
@@ -170,6 +176,18 @@ def translate_lr(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
+def _inputs(given: str, role: str, piped: str | None, output: str) -> list[Path]:
+    """SOURCE's or TARGET's images. The one read from standard input pairs with one image file: a
+    folder would make one output per pair, each named after both inputs, and "-" names none."""
+    if piped == role:
+        return [Path(STANDARD_STREAM)]
+    path = Path(given).expanduser()
+    if piped is not None and path.is_dir():
+        raise usage_error(f"{piped} - (standard input) is one image, so {role} must be one image file, not the folder "
+                          f"{given}")
+    return image_files(path, role, Path(output))
+
+
 def _plan(sources: list[Path], targets: list[Path], given: str, single: bool) -> list[PairJob]:
     inputs = {p.resolve() for p in [*sources, *targets]}
     output = Path(given).expanduser()
@@ -188,9 +206,11 @@ class _PreparedInputs:
     """Each file is read and prepared once, however many pairs it is in; a bad file fails its pairs
     (its error is shown once, and recorded for each)."""
 
-    def __init__(self, translator: Any, max_pixels: int) -> None:
+    def __init__(self, translator: Any, max_pixels: int, piped_role: str | None = None, piped: Any = None) -> None:
         self.translator = translator
         self.max_pixels = max_pixels
+        # The role ("SOURCE" or "TARGET") whose one image was read from standard input, and that image.
+        self.piped_role, self.piped = piped_role, piped
         self.prepared: dict[tuple[str, Path], Any] = {}
         # By file, not by role: a file that cannot be read, in both SOURCE and TARGET (one folder
         # given as both), is one error. Only failures are kept, not the full-size pictures.
@@ -198,14 +218,15 @@ class _PreparedInputs:
 
     def _get(self, role: str, path: Path) -> Any:
         key = (role, path)
-        if key not in self.prepared and path in self.unreadable:
+        piped = role.upper() == self.piped_role  # "-" here is standard input, not a file named "-" (./-)
+        if key not in self.prepared and path in self.unreadable and not piped:
             self.prepared[key] = self.unreadable[path]
         if key not in self.prepared:
             from i2icli.imageio import read_image
             from i2icli.pipelines.imagetensors import to_picture
 
             try:
-                picture = read_image(path, max_pixels=self.max_pixels)
+                picture = self.piped if piped else read_image(path, max_pixels=self.max_pixels)
             except I2IError as error:
                 self.prepared[key] = self.unreadable[path] = error
                 raise

@@ -72,21 +72,24 @@ def load_semantics(
     frame: tuple[int, int],
     label_nc: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    picture: Picture | None = None,
 ) -> Semantics:
     """Read ``path`` into the ``channels`` the model expects.
 
     ``frame`` is the (width, height) of the photo a pose JSON's pixel coordinates refer to.
     An image is a label map when ``label_nc`` is given (one-hot encoded), else an edge map
-    whose channel count must match the model.
+    whose channel count must match the model. ``picture``, when given, is the map already read
+    (from standard input, say), and ``path`` only names it in messages.
     """
     path = Path(path)
-    if is_pose_file(path):
+    if picture is None and is_pose_file(path):
         if channels != POSE_CHANNELS:
             raise InputError(path, f"is a pose, but this checkpoint takes {channels}-channel semantics, not a "
                              f"{POSE_CHANNELS}-channel pose label", "give a label or edge map image made for this model")
         pose = read_pose(path, frame)
         return Semantics(render_pose_label(pose, size), "pose", path, pose_drawing(pose, size), frame, pose)
-    picture = read_image(path, max_pixels=max_pixels)
+    if picture is None:
+        picture = read_image(path, max_pixels=max_pixels)
     own_frame = (picture.width, picture.height)
     if label_nc is not None:
         return Semantics(_one_hot(picture, path, size, channels, label_nc), "label", path, frame=own_frame)
