@@ -237,3 +237,19 @@ def test_exemplar_refuses_what_standard_input_cannot_give(checkpoint, tmp_path):
     assert_refused(piped(["exemplar", str(pose), "-", "--exemplar-pose", str(photo_pose), *options, "-o", str(out)],
                          b"hello"), 1, "-: is not an image file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.png", "target.json"]
+
+
+def test_image_arguments_taken_as_typed_still_expand_a_quoted_home(tmp_path, monkeypatch):
+    """They are no longer Paths (whose "./-" is "-"), which the home expansion of every command covered."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    label = write_pairs(tmp_path / "data", 1) / "labels" / "000.png"
+    (tmp_path / "000.png").write_bytes(label.read_bytes())
+    paired = runner.invoke(app, ["paired", "~/000.png", "-c", "~/run", "-o", "~/out.png", "--dry-run", "--json"])
+    assert paired.exit_code == 0, paired.output
+    assert json.loads(paired.stdout)["results"][0]["label"] == str(tmp_path / "000.png")
+    pair = runner.invoke(app, ["translate-lr", "~/000.png", "~/000.png", "-c", "~/run", "-o", "~/out.png", "--dry-run",
+                               "--json"])
+    assert pair.exit_code == 0, pair.output
+    assert json.loads(pair.stdout)["results"][0]["target"] == str(tmp_path / "000.png")
+    missing = runner.invoke(app, ["invert", "~/000.png", "~/missing.png", "-o", "~/out.png", "--aligned"])
+    assert missing.exit_code == 1 and f"{tmp_path / 'missing.png'}: no such file" in missing.stderr, missing.output
