@@ -381,7 +381,7 @@ def test_dry_run_lists_the_plan_without_loading_the_checkpoint(pair, tmp_path):
     args = ["exemplar", "--pairs", str(csv), "-o", str(out), "--skip-existing", "--dry-run", "--checkpoint", str(missing)]
     listed = run(*args)
     assert listed.exit_code == 1  # the row that would replace its exemplar photo
-    assert listed.stdout.splitlines() == [f"skipped {tmp_path / 'target.json'} ({tmp_path / 'done.png'} exists)",
+    assert listed.stdout.splitlines() == [f"skipped {tmp_path / 'target.json'} + {tmp_path / 'model.jpg'} ({tmp_path / 'done.png'} exists)",
                                           f"{tmp_path / 'target.json'} + {tmp_path / 'model.jpg'} → {tmp_path / 'todo.png'}"]
     assert "would overwrite an input" in listed.stderr
     document = json.loads(run(*args, "--json").stdout)

@@ -395,7 +395,10 @@ def test_tiny_targets_folders_and_grid(run, tmp_path):
     (tmp_path / "grid.png").unlink()
     again = runner.invoke(app, ["translate-lr", str(sources), str(targets), "-c", str(run["run"]), "-o", str(tmp_path / "out"),
                                 "--grid", str(tmp_path / "grid.png"), "--device", "cpu", "--skip-existing"])
-    assert again.exit_code == 1 and f"({tmp_path / 'out' / 'photo01__tiny.png'} exists)" in again.stderr
+    assert again.exit_code == 1
+    # Each skipped pair names both its images: the source alone would read as one skip per target.
+    skipped = f"skipped {sources / 'photo01.png'} + {targets / 'tiny.png'} ({tmp_path / 'out' / 'photo01__tiny.png'} exists)"
+    assert skipped in again.stderr, again.stderr
     assert np.array_equal(cv2.imread(str(tmp_path / "grid.png")), grid)
 
 

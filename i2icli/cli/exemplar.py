@@ -179,7 +179,7 @@ def exemplar(
 
     if dry_run:
         exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
-                          line_of=lambda job: f"{job.input} + {job.exemplar} → {job.output}")
+                          inputs_of=_inputs_of)
     piped_picture = read_piped_image(max_pixels) if piped else None
     todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
 
@@ -192,11 +192,17 @@ def exemplar(
     def process(job: Pair) -> tuple[dict[str, Any], str, str]:
         extra = _translate(job, pipeline, label_nc=label_nc, save_warps=save_warps, save_label=save_label,
                            max_pixels=max_pixels, piped=piped, piped_picture=piped_picture)
-        return extra, f"{job.input} + {job.exemplar} → {output_name(job.output)}", ""
+        return extra, f"{_inputs_of(job)} → {output_name(job.output)}", ""
 
-    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
+    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of,
+                        inputs_of=_inputs_of)
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _inputs_of(job: Pair) -> str:
+    """A pair as its status lines name it: both images (one input may be in a pair per exemplar)."""
+    return f"{job.input} + {job.exemplar}"
 
 
 def _plan(input: str | None, exemplar_photo: str | None, exemplar_pose: str | None, input_pose: str | None,

@@ -174,14 +174,21 @@ class _Written:
     seconds: float  # read + compute
 
 
+def _source_of(job: BatchJob) -> str:
+    return str(job.source)
+
+
 def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, skip_existing: bool,
-              record_of: Callable[[J], dict[str, Any]], overlap_io: bool = False) -> list[dict]:
+              record_of: Callable[[J], dict[str, Any]], overlap_io: bool = False,
+              inputs_of: Callable[[J], str] = _source_of) -> list[dict]:
     """Run every job under one progress bar and report each in order; a failed job is reported
     and the rest go on. With ``overlap_io`` (for :class:`Stages`), reads and writes run on two
-    worker threads; an interrupted run still finishes the write in flight, so no output is lost."""
+    worker threads; an interrupted run still finishes the write in flight, so no output is lost.
+    ``inputs_of`` names what a job is made from in the line of a skipped job (both images of a
+    pair: a source alone would repeat once per target)."""
     stages = process if isinstance(process, Stages) else _one_stage(process)
     return _BatchRun(jobs, stages, verb=verb, skip_existing=skip_existing, record_of=record_of,
-                     overlap_io=overlap_io).run()
+                     overlap_io=overlap_io, inputs_of=inputs_of).run()
 
 
 class _BatchRun(Generic[J]):
@@ -189,8 +196,9 @@ class _BatchRun(Generic[J]):
     read ahead and one write behind, and one record (and one console line) a job, in order."""
 
     def __init__(self, jobs: list[J], stages: Stages[J], *, verb: str, skip_existing: bool,
-                 record_of: Callable[[J], dict[str, Any]], overlap_io: bool):
+                 record_of: Callable[[J], dict[str, Any]], overlap_io: bool, inputs_of: Callable[[J], str]):
         self.jobs, self.stages, self.verb, self.record_of, self.overlap_io = jobs, stages, verb, record_of, overlap_io
+        self.inputs_of = inputs_of
         # Outputs are distinct (the planners refuse collisions), so what to skip is known up front.
         runnable = [i for i, job in enumerate(jobs) if will_run(job, skip_existing=skip_existing)]
         self.to_run = set(runnable)
@@ -242,7 +250,7 @@ class _BatchRun(Generic[J]):
         else:
             record.update(status="skipped")
             # The output named: one source may have many (a row of pairs, say).
-            console.print(f"[dim]skipped[/] {plain(job.source)} [dim]({plain(job.output)} exists)[/]")
+            console.print(f"[dim]skipped[/] {plain(self.inputs_of(job))} [dim]({plain(job.output)} exists)[/]")
         self.progress.advance(self.task)
 
     def _process(self, index: int, job: J, record: dict[str, Any]) -> None:
@@ -304,7 +312,7 @@ class _BatchRun(Generic[J]):
 
 
 def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, record_of: Callable[[J], dict[str, Any]],
-                      line_of: Callable[[J], str] = lambda job: f"{job.source} → {job.output}") -> NoReturn:
+                      inputs_of: Callable[[J], str] = _source_of) -> NoReturn:
     """--dry-run: say each job's fate as far as the plan tells it ("would run", "skipped", or
     "failed" for a problem found while planning, such as an output that would replace an input),
     on stdout or as the --json document, and end the command (exit 1 if any failed). Nothing is
@@ -320,7 +328,8 @@ def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, reco
         runs = will_run(job, skip_existing=skip_existing)
         record.update(status="would run" if runs else "skipped")
         if not as_json:
-            stdout_write(visible(line_of(job) if runs else f"skipped {job.source} ({job.output} exists)"))
+            inputs = inputs_of(job)
+            stdout_write(visible(f"{inputs} → {job.output}" if runs else f"skipped {inputs} ({job.output} exists)"))
     if as_json:
         counts = {"would_run": _count(records, "would run"), "skipped": _count(records, "skipped"),
                   "failed": _count(records, "failed")}

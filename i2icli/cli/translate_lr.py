@@ -138,7 +138,7 @@ def translate_lr(
 
     if dry_run:
         exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
-                          line_of=lambda job: f"{job.source} + {job.target} → {job.output}")
+                          inputs_of=_inputs_of)
     piped_picture = read_piped_image(max_pixels) if piped else None
     from i2icli.pipelines.translate_lr import LRTranslator
 
@@ -166,14 +166,20 @@ def translate_lr(
         detail = f"LR error {float(network_error[0]):.2f} levels"
         if exact:
             detail += f", {float(error[0]):.3f} with --exact"
-        return fields, f"{job.source} + {job.target} → {output_name(job.output)}", detail + "; "  # paths, as --dry-run shows
+        return fields, f"{_inputs_of(job)} → {output_name(job.output)}", detail + "; "  # paths, as --dry-run shows
 
-    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of)
+    records = run_batch(jobs, process, verb="translating", skip_existing=skip_existing, record_of=record_of,
+                        inputs_of=_inputs_of)
     if grid is not None:
         _add_earlier_outputs(results, jobs, records, cache)
         _write_grid(grid, sources, targets, results)
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _inputs_of(job: PairJob) -> str:
+    """A pair as its status lines name it: both images (one source is in a pair per target)."""
+    return f"{job.source} + {job.target}"
 
 
 def _inputs(given: str, role: str, piped: str | None, output: str) -> list[Path]:
