@@ -216,6 +216,21 @@ def _in_weights_dir(checkpoint: Checkpoint) -> Path | None:
     return directory / checkpoint.file if directory is not None and (directory / checkpoint.file).is_file() else None
 
 
+def _refuse_what_stands_in_weights_dir(checkpoint: Checkpoint) -> None:
+    """Something at the checkpoint's name in $I2I_WEIGHTS_DIR that is not a file (a folder, a link
+    to nothing) was meant as the file: said as what it is, not passed over for "not on this machine"."""
+    directory = weights_dir()
+    if directory is None or not os.path.lexists(directory / checkpoint.file):
+        return
+    placed = directory / checkpoint.file
+    if placed.is_dir():
+        raise WeightsError(f"{placed}: is a folder, not a checkpoint file",
+                           f"put the file {checkpoint.file} itself in ${WEIGHTS_DIR_ENV} in place of the folder")
+    if placed.is_symlink():
+        raise WeightsError(f"{placed}: is a link that leads to no file", "point the link at the checkpoint file, or remove it")
+    raise WeightsError(f"{placed}: is not a regular file", f"put the file {checkpoint.file} itself in ${WEIGHTS_DIR_ENV}")
+
+
 def _in_caches(checkpoint: Checkpoint) -> tuple[Path | None, Path | None]:
     """``(i2i's download cache, the Hub cache)``: each the file, or None."""
     fetched = download_cache_dir() / checkpoint.file
@@ -236,7 +251,13 @@ def verify(checkpoint: Checkpoint, path: Path, *, shown_as: Path | None = None) 
 
     ``shown_as`` is the name a download in progress is reported under.
     """
-    actual = sha256_of(path)
+    try:
+        actual = sha256_of(path)
+    except OSError as error:
+        # Named as unreadable, not damaged; and a copy in a cache is then passed over like a damaged one.
+        raise WeightsError(f"{path}: cannot be read ({error.strerror or error})",
+                           "make it readable (chmod u+r), or delete it and run "
+                           f"`i2i weights fetch {checkpoint.name}`") from None
     if not actual.startswith(checkpoint.sha256) or not checkpoint.sha256:
         if shown_as is not None:
             raise WeightsError(
@@ -346,6 +367,7 @@ def fetch(checkpoint: Checkpoint, *, progress: Callable[[int, int], None] | None
     if (by_hand := _in_weights_dir(checkpoint)) is not None:
         verify(checkpoint, by_hand)
         return by_hand
+    _refuse_what_stands_in_weights_dir(checkpoint)
     refused: list[WeightsError] = []
 
     def verified(path: Path | None) -> Path | None:
@@ -395,17 +417,28 @@ def unwrap_state_dict(loaded: Any) -> dict[str, torch.Tensor]:
     """Strip the containers and ``module.`` prefixes training scripts add around a state dict."""
     import torch
 
+    def holds_tensors(content: Any) -> bool:
+        return isinstance(content, dict) and any(
+            isinstance(value, torch.Tensor) or (key in _WRAPPER_KEYS and holds_tensors(value))
+            for key, value in content.items())
+
     state = loaded
-    while isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
-        inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+    # Followed even where tensors sit beside the wrapper (a step counter saved as a tensor, say);
+    # a wrapper key holding no tensors (a config) is no state dict.
+    while isinstance(state, dict):
+        inner = next((state[k] for k in _WRAPPER_KEYS if holds_tensors(state.get(k))), None)
         if inner is None:
             break
         state = inner
-    if not isinstance(state, dict) or not state:
+    if not isinstance(state, dict):
+        raise ValueError("no tensors found")
+    # Only names can be weights: a hand-made file may key its tensors by number.
+    state = {key: value for key, value in state.items() if isinstance(key, str) and isinstance(value, torch.Tensor)}
+    if not state:
         raise ValueError("no tensors found")
     if all(key.startswith("module.") for key in state):
         state = {key[len("module."):]: value for key, value in state.items()}
-    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    return state
 
 
 def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
@@ -447,6 +480,9 @@ def load_checkpoint_file(path: Path | str, *, damaged_hint: str = "download it a
         raise WeightsError(f"{path}: checkpoint file not found") from None
     except IsADirectoryError:
         raise WeightsError(f"{path}: is a folder, not a checkpoint file", "pass the checkpoint file itself") from None
+    except PermissionError as error:  # not damaged: downloading it again would not help
+        raise WeightsError(f"{path}: cannot be read ({error.strerror or error})",
+                           "make it readable (chmod u+r), or run as a user who can read it") from None
     except Exception as error:  # torch/safetensors raise many types for damaged or hostile files
         # Only a pickle (a zip archive holding one, or a legacy file starting with the pickle
         # opcode) can hold "Python objects": anything else, an image say, is simply no checkpoint.
@@ -479,13 +515,19 @@ def copy_into(directory: Path, path: Path, name: str) -> Path:
                            "give --to a folder") from None
     target = directory / name
     if target.resolve() != path.resolve():
-        temporary = target.with_name(f".{name}.part")
+        temporary: Path | None = None
         try:
+            # A name of its own: two copies into one folder at once must not write into one file.
+            handle, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+            os.close(handle)
+            temporary = Path(partial)
             shutil.copyfile(path, temporary)
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; a copy to carry is not
             os.replace(temporary, target)
         except OSError as error:
             raise WeightsError(f"{target}: cannot be written ({error.strerror or error})",
                                "free some disk space, or choose another --to folder") from None
         finally:  # also after Ctrl-C: no half copy is left in the user's folder
-            temporary.unlink(missing_ok=True)
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
     return target

@@ -1,0 +1,152 @@
+"""Checkpoints a careless or hostile user hands i2i: each refused with one line naming the file
+and what to do, or loaded as meant."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CommandRunner, fake_hub_cache, tiny_rrdb_state_dict
+
+from i2icli import weights
+from i2icli.cli.app import app
+from i2icli.errors import WeightsError
+
+
+def _deny_reading(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    """Reading ``denied`` fails as it does without read permission (the tests may run as root,
+    whom chmod does not stop)."""
+    import builtins
+
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if Path(file) == denied:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+
+
+def test_a_tensor_beside_the_wrapper_does_not_hide_the_weights(tmp_path):
+    """A training script that saves its step count as a tensor next to params_ema."""
+    state = tiny_rrdb_state_dict(2)
+    torch.save({"params_ema": state, "iter": torch.tensor(5000)}, tmp_path / "wrapped.pth")
+    loaded = weights.load_state_dict(tmp_path / "wrapped.pth")
+    assert loaded.keys() == state.keys()
+    # A wrapper key that holds no tensors (a config) is no state dict: the weights beside it are.
+    torch.save({**state, "model": {"arch": "RRDBNet"}}, tmp_path / "with_config.pth")
+    assert weights.load_state_dict(tmp_path / "with_config.pth").keys() == state.keys()
+
+
+def test_tensors_keyed_by_number_are_no_state_dict(tmp_path):
+    torch.save({0: torch.ones(2), 1: torch.zeros(2)}, tmp_path / "numbered.pth")
+    with pytest.raises(WeightsError) as caught:
+        weights.load_state_dict(tmp_path / "numbered.pth")
+    assert str(tmp_path / "numbered.pth") in str(caught.value) and "no tensors found" in str(caught.value)
+    torch.save({"a": torch.ones(2), 7: torch.zeros(2)}, tmp_path / "mixed.pth")
+    assert list(weights.load_state_dict(tmp_path / "mixed.pth")) == ["a"]
+
+
+def test_a_checkpoint_keyed_by_number_given_to_a_command_is_one_line(tiny_env, tmp_path):
+    torch.save({0: torch.ones(2)}, tmp_path / "numbered.pth")
+    photo = Path(__file__).resolve().parent.parent / "examples" / "old_photo.jpg"
+    result = CommandRunner().invoke(app, ["restore", str(photo), "-o", str(tmp_path / "out.png"),
+                                          "--model", str(tmp_path / "numbered.pth")])
+    assert result.exit_code == 1
+    assert "numbered.pth: not a readable checkpoint" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_an_unreadable_checkpoint_is_not_called_damaged(tmp_path, monkeypatch):
+    own = tmp_path / "mine.pth"
+    torch.save({"a": torch.ones(1)}, own)
+    monkeypatch.setattr(torch, "load", lambda path, **kwargs: (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied", str(path))))
+    with pytest.raises(WeightsError) as caught:
+        weights.load_state_dict(own)
+    assert caught.value.message == f"{own}: cannot be read (Permission denied)"
+    assert "chmod" in caught.value.hint and "download" not in caught.value.hint
+
+
+def test_an_unreadable_copy_is_named_and_passed_over(tiny_env, tmp_path, monkeypatch, caplog):
+    good = tiny_env.files["parsenet"]
+    checkpoint = weights.find("parsenet")
+    cached = tmp_path / "cache" / "i2i" / "weights" / good.name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(good.read_bytes())
+    fake_hub_cache(tmp_path / "hub", "i2i-tests/tiny", {good.name: good})
+    # In $I2I_WEIGHTS_DIR: refused, said as unreadable.
+    _deny_reading(monkeypatch, good)
+    with pytest.raises(WeightsError) as caught:
+        weights.fetch(checkpoint)
+    assert caught.value.message == f"{good}: cannot be read (Permission denied)" and "chmod" in caught.value.hint
+    # In i2i's download cache: passed over for the good Hub copy, with a warning.
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    _deny_reading(monkeypatch, cached)
+    with caplog.at_level("WARNING", logger="i2icli"):
+        found = weights.fetch(checkpoint)
+    assert "models--i2i-tests--tiny" in str(found)
+    assert any("cannot be read" in record.getMessage() for record in caplog.records)
+
+
+def test_verify_reports_an_unreadable_copy_and_goes_on(tiny_env, monkeypatch):
+    _deny_reading(monkeypatch, tiny_env.files["parsenet"])
+    result = CommandRunner().invoke(app, ["weights", "verify", "parsenet", "gfpgan-1.4", "--json"])
+    assert result.exit_code == 1
+    import json
+
+    document = json.loads(result.stdout)
+    statuses = {record["name"]: record["status"] for record in document["files"]}
+    assert statuses == {"parsenet": "failed", "gfpgan-1.4": "ok"}
+    assert "cannot be read" in document["files"][0]["error"]
+
+
+@pytest.mark.parametrize("stand_in", ["folder", "dangling link", "link loop"])
+def test_what_is_not_a_file_in_the_weights_folder_is_named_for_what_it_is(tiny_env, tmp_path, monkeypatch, stand_in):
+    """Not "not on this machine, looked in: DIR/FILE" while the user can see DIR/FILE there."""
+    folder = tmp_path / "my weights é"
+    folder.mkdir()
+    placed = folder / "GFPGANv1.4.pth"
+    if stand_in == "folder":
+        placed.mkdir()
+    elif stand_in == "dangling link":
+        placed.symlink_to(tmp_path / "moved-away.pth")
+    else:
+        placed.symlink_to(placed)
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(folder))
+    result = CommandRunner().invoke(app, ["weights", "fetch", "gfpgan-1.4"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    expected = "is a folder, not a checkpoint file" if stand_in == "folder" else "is a link that leads to no file"
+    assert f"{placed}: {expected}" in result.output.replace("\n", "")
+
+
+def test_concurrent_copies_into_one_folder_do_not_share_a_file(tmp_path, monkeypatch):
+    """Two `i2i weights fetch --to DIR` at once: neither may write into, or remove, the other's copy."""
+    source = tmp_path / "source.pth"
+    source.write_bytes(os.urandom(4096))
+    destination = tmp_path / "carry"
+    nested: list[Path] = []
+
+    def copy_while_another_copies(src, dst):
+        data = Path(src).read_bytes()
+        with open(dst, "wb") as out:
+            out.write(data[:1000])
+            if not nested:  # the other run starts and finishes while this one is halfway
+                nested.append(destination)
+                nested[0] = weights.copy_into(destination, source, "model.pth")
+            out.write(data[1000:])
+
+    monkeypatch.setattr(weights.shutil, "copyfile", copy_while_another_copies)
+    target = weights.copy_into(destination, source, "model.pth")
+    assert nested == [target] and target.read_bytes() == source.read_bytes()
+    assert [path.name for path in destination.iterdir()] == ["model.pth"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
