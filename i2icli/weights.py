@@ -471,7 +471,8 @@ def load_checkpoint_file(path: Path | str, *, damaged_hint: str = "download it a
 
     path = Path(path)
     try:
-        if path.suffix.lower() == ".safetensors":
+        # By content, not name: a safetensors file saved as model.pth is still one.
+        if _looks_like_safetensors(path):
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
@@ -495,6 +496,17 @@ def load_checkpoint_file(path: Path | str, *, damaged_hint: str = "download it a
             f"{path}: not a readable checkpoint (damaged, cut short, or not a PyTorch .pth or .safetensors file)",
             damaged_hint,
         ) from None
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A little-endian header length, then the header's JSON; a torch file opens with a zip or
+    pickle signature instead."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return path.suffix.lower() == ".safetensors"  # the load that follows names the problem
+    return len(head) == 9 and head[8:9] == b"{"
 
 
 def _looks_pickled(path: Path) -> bool:

@@ -150,3 +150,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_safetensors_file_named_pth_is_read_as_one(tmp_path):
+    """A safetensors file named .pth was called damaged."""
+    from safetensors.torch import save_file
+
+    tensor = torch.arange(3.0)
+    save_file({"a": tensor}, tmp_path / "converted.pth")
+    assert torch.equal(weights.load_state_dict(tmp_path / "converted.pth")["a"], tensor)
+    # Content that is neither is still refused, whatever its name.
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    (tmp_path / "text.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{oops}")
+    for name in ("empty.safetensors", "text.safetensors"):
+        with pytest.raises(WeightsError, match="not a readable checkpoint"):
+            weights.load_state_dict(tmp_path / name)
