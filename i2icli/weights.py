@@ -454,6 +454,11 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
             f"{path}: not a readable checkpoint (no tensors found)",
             "re-download it (`i2i weights fetch`) or check that it is a PyTorch .pth or .safetensors file",
         ) from None
+    # Sparse and nested tensors load safely but fit no network, and fail the finiteness check below.
+    unusual = next((key for key, value in state.items() if value.layout != torch.strided or value.is_nested), None)
+    if unusual is not None:
+        raise WeightsError(f"{path}: holds a sparse or nested tensor ({unusual!r}), which no i2i network takes",
+                           "save the weights as dense tensors (tensor.to_dense()), or use another checkpoint")
     # A NaN or infinite weight turns every output into NaN, written out as a black image.
     broken = next((key for key, value in state.items()
                    if value.is_floating_point() and not bool(torch.isfinite(value).all())), None)

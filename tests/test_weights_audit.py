@@ -165,3 +165,13 @@ def test_a_safetensors_file_named_pth_is_read_as_one(tmp_path):
     for name in ("empty.safetensors", "text.safetensors"):
         with pytest.raises(WeightsError, match="not a readable checkpoint"):
             weights.load_state_dict(tmp_path / name)
+
+
+@pytest.mark.parametrize("odd", ["sparse", "nested"])
+def test_a_sparse_or_nested_tensor_is_refused_in_one_line(tmp_path, odd):
+    """torch loads them with weights_only=True; the finiteness check then raised a bare error."""
+    tensor = torch.ones(2, 2).to_sparse() if odd == "sparse" else torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+    torch.save({"conv.weight": torch.ones(2), "odd": tensor}, tmp_path / "odd.pth")
+    with pytest.raises(WeightsError) as caught:
+        weights.load_state_dict(tmp_path / "odd.pth")
+    assert caught.value.message.startswith(f"{tmp_path / 'odd.pth'}: holds a sparse or nested tensor ('odd')")
