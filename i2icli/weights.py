@@ -126,12 +126,14 @@ def entry_named(name: str) -> Checkpoint | None:
     return next((checkpoint for checkpoint in registry() if checkpoint.name == name), None)
 
 
-def find(name: str) -> Checkpoint:
-    """The registry entry called ``name``; a WeightsError lists the known names otherwise."""
+def find(name: str, *, path_allowed: bool = True) -> Checkpoint:
+    """The registry entry called ``name``; a WeightsError lists the known names otherwise, and
+    offers a file instead where the caller (a model option, not `i2i weights`) takes one."""
     if (checkpoint := entry_named(name)) is not None:
         return checkpoint
     known = ", ".join(c.name for c in registry())
-    raise WeightsError(f"unknown checkpoint name {name!r}", f"known names: {known}; or give a path to a .pth/.safetensors file")
+    or_a_file = "; or give a path to a .pth/.safetensors file" if path_allowed else ""
+    raise WeightsError(f"unknown checkpoint name {name!r}", f"known names: {known}{or_a_file}")
 
 
 def looks_like_path(spec: str) -> bool:

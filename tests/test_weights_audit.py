@@ -175,3 +175,13 @@ def test_a_sparse_or_nested_tensor_is_refused_in_one_line(tmp_path, odd):
     with pytest.raises(WeightsError) as caught:
         weights.load_state_dict(tmp_path / "odd.pth")
     assert caught.value.message.startswith(f"{tmp_path / 'odd.pth'}: holds a sparse or nested tensor ('odd')")
+
+
+@pytest.mark.parametrize("command", ["fetch", "verify"])
+def test_an_unknown_name_given_to_i2i_weights_offers_no_path(tiny_env, command):
+    """`i2i weights` takes names only: "or give a path to a .pth file" sent the user nowhere."""
+    result = CommandRunner().invoke(app, ["weights", command, "gfpgan-9"])
+    assert result.exit_code == 1
+    output = result.output.replace("\n", " ")
+    assert "unknown checkpoint name 'gfpgan-9'" in output and "known names: gfpgan-1.4" in output
+    assert "path" not in output

@@ -95,7 +95,7 @@ def fetch(
     failed = 0
     for name in chosen:
         try:
-            checkpoint = weights.find(name)
+            checkpoint = weights.find(name, path_allowed=False)
             with download_progress() as progress:
                 path = weights.fetch(checkpoint, progress=lambda done, total: progress(checkpoint.file, done, total))
             if to is not None:
@@ -125,7 +125,7 @@ def verify(
     from i2icli import weights
     from i2icli.errors import WeightsError
 
-    chosen = [weights.find(name) for name in names] if names else list(weights.registry())
+    chosen = [weights.find(name, path_allowed=False) for name in names] if names else list(weights.registry())
     # Results are what the command produces: stdout, like `list`; failures also go to stderr.
     results, out = [], Console(highlight=False)
     for checkpoint in chosen:
