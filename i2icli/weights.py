@@ -267,6 +267,14 @@ def verify(checkpoint: Checkpoint, path: Path, *, shown_as: Path | None = None) 
                 f"(expected {checkpoint.sha256[:12]}…), so it was not kept",
                 f"try again later, or download {checkpoint.file} yourself and put it in ${WEIGHTS_DIR_ENV}",
             )
+        # A renamed file of another entry (GFPGANv1.3.pth saved as GFPGANv1.4.pth, say) is no damage.
+        other = next((c for c in registry() if c.sha256 and c is not checkpoint and actual.startswith(c.sha256)), None)
+        if other is not None:
+            raise WeightsError(
+                f"{path}: this is {other.name}'s file ({other.file}), not {checkpoint.name}'s",
+                f"rename it to {other.file} and use the name {other.name}, or delete it and run "
+                f"`i2i weights fetch {checkpoint.name}`",
+            )
         raise WeightsError(
             f"{path}: sha256 {actual[:12]}… does not match {checkpoint.name} (expected {checkpoint.sha256[:12]}…); "
             "the file is damaged or not the official checkpoint",

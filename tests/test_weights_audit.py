@@ -185,3 +185,16 @@ def test_an_unknown_name_given_to_i2i_weights_offers_no_path(tiny_env, command):
     output = result.output.replace("\n", " ")
     assert "unknown checkpoint name 'gfpgan-9'" in output and "known names: gfpgan-1.4" in output
     assert "path" not in output
+
+
+def test_another_entrys_file_under_this_name_is_named_for_what_it_is(tiny_env, tmp_path, monkeypatch):
+    """The x2 model saved as RealESRGAN_x4plus.pth is not "damaged": the message says whose it is."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "RealESRGAN_x4plus.pth").write_bytes(tiny_env.files["realesrgan-x2plus"].read_bytes())
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(folder))
+    with pytest.raises(WeightsError) as caught:
+        weights.fetch(weights.find("realesrgan-x4plus"))
+    assert caught.value.message == (f"{folder / 'RealESRGAN_x4plus.pth'}: this is realesrgan-x2plus's file "
+                                    "(RealESRGAN_x2plus.pth), not realesrgan-x4plus's")
+    assert "rename it to RealESRGAN_x2plus.pth" in caught.value.hint
