@@ -347,8 +347,12 @@ def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], No
 
 def missing_weights_error(checkpoint: Checkpoint) -> WeightsError:
     ways_out = f"run `i2i weights fetch {checkpoint.name}` on a connected machine, put the file in ${WEIGHTS_DIR_ENV}, "
+    # A leftover HF_HUB_OFFLINE on a connected machine is otherwise indistinguishable from no network.
+    why = "was not downloaded: HF_HUB_OFFLINE is set" if _hub_offline() else "could not be downloaded"
+    if _hub_offline():
+        ways_out = "unset HF_HUB_OFFLINE to download it, " + ways_out
     return WeightsError(
-        f"checkpoint {checkpoint.file} ({checkpoint.name}) is not on this machine and could not be downloaded; "
+        f"checkpoint {checkpoint.file} ({checkpoint.name}) is not on this machine and {why}; "
         f"looked in: {'; '.join(candidate_locations(checkpoint))}",
         ways_out + "or pass a checkpoint path to the model option",
         role=checkpoint.role, hint_naming=ways_out + "or pass a checkpoint path with {option}",

@@ -198,3 +198,18 @@ def test_another_entrys_file_under_this_name_is_named_for_what_it_is(tiny_env, t
     assert caught.value.message == (f"{folder / 'RealESRGAN_x4plus.pth'}: this is realesrgan-x2plus's file "
                                     "(RealESRGAN_x2plus.pth), not realesrgan-x4plus's")
     assert "rename it to RealESRGAN_x2plus.pth" in caught.value.hint
+
+
+def test_a_missing_checkpoint_under_hf_hub_offline_says_downloads_are_off(tiny_env, monkeypatch):
+    """A leftover HF_HUB_OFFLINE=1 on a connected machine read as "no network": nothing said why."""
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    result = CommandRunner().invoke(app, ["weights", "fetch", "parsenet"])
+    assert result.exit_code == 1
+    output = result.output.replace("\n", " ")
+    assert "parsing_parsenet.pth (parsenet) is not on this machine and was not downloaded: HF_HUB_OFFLINE is set" in output
+    assert "unset HF_HUB_OFFLINE to download it" in output
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(weights, "_reachable", lambda url: False)
+    with pytest.raises(WeightsError) as caught:
+        weights.fetch(weights.find("parsenet"))
+    assert "could not be downloaded" in caught.value.message and "HF_HUB_OFFLINE" not in str(caught.value)
