@@ -417,6 +417,8 @@ def resolve(spec: str, *, progress: Callable[[int, int], None] | None = None) ->
         path = Path(spec).expanduser()
         if path.is_dir():
             raise WeightsError(f"{path}: is a folder, not a checkpoint file", "pass the checkpoint file itself")
+        if path.is_symlink() and not path.exists():
+            raise WeightsError(f"{path}: is a link that leads to no file", "point the link at the checkpoint file, or pass the file itself")
         if not path.is_file():
             raise WeightsError(f"{path}: checkpoint file not found", "check the path, or use a name from `i2i weights list`")
         return ResolvedWeights(path, None)

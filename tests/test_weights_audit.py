@@ -213,3 +213,16 @@ def test_a_missing_checkpoint_under_hf_hub_offline_says_downloads_are_off(tiny_e
     with pytest.raises(WeightsError) as caught:
         weights.fetch(weights.find("parsenet"))
     assert "could not be downloaded" in caught.value.message and "HF_HUB_OFFLINE" not in str(caught.value)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_link_to_nothing_given_as_checkpoint_is_named_for_what_it_is(tmp_path, loop):
+    """Not "not found": the user can see the name in the folder."""
+    from i2icli.pipelines.loading import load_trained
+
+    link = tmp_path / "model.pth"
+    link.symlink_to(link if loop else tmp_path / "moved-away.pth")
+    for attempt in (lambda: weights.resolve(str(link)), lambda: load_trained(str(link), "paired", lambda content: content)):
+        with pytest.raises(WeightsError) as caught:
+            attempt()
+        assert caught.value.message == f"{link}: is a link that leads to no file"

@@ -122,6 +122,8 @@ def load_trained(checkpoint: str, method: str, build: Callable[[object], Built])
     hint = f"pass a checkpoint (or run folder) from `i2i train {method}`"
     spec = training_checkpoint_file(checkpoint)
     if weights.looks_like_path(spec) and not Path(spec).expanduser().exists():
+        if Path(spec).expanduser().is_symlink():
+            raise WeightsError(f"{spec}: is a link that leads to no file", "point the link at the checkpoint file, or pass the file itself")
         raise WeightsError(f"{spec}: no such checkpoint file or run folder", hint)
     if not weights.looks_like_path(spec):
         # A registry name is only good for a model of this method (the registry has none yet):
