@@ -433,16 +433,21 @@ def unwrap_state_dict(loaded: Any) -> dict[str, torch.Tensor]:
     """Strip the containers and ``module.`` prefixes training scripts add around a state dict."""
     import torch
 
-    def holds_tensors(content: Any) -> bool:
-        return isinstance(content, dict) and any(
-            isinstance(value, torch.Tensor) or (key in _WRAPPER_KEYS and holds_tensors(value))
-            for key, value in content.items())
+    # A pickle can hold a dict that contains itself ({"model": <itself>}): each dict is looked into once.
+    def holds_tensors(content: Any, seen: frozenset[int] = frozenset()) -> bool:
+        if not isinstance(content, dict) or id(content) in seen:
+            return False
+        seen = seen | {id(content)}
+        return any(isinstance(value, torch.Tensor) or (key in _WRAPPER_KEYS and holds_tensors(value, seen))
+                   for key, value in content.items())
 
-    state = loaded
+    state, followed = loaded, set()
     # Followed even where tensors sit beside the wrapper (a step counter saved as a tensor, say);
     # a wrapper key holding no tensors (a config) is no state dict.
     while isinstance(state, dict):
-        inner = next((state[k] for k in _WRAPPER_KEYS if holds_tensors(state.get(k))), None)
+        followed.add(id(state))
+        inner = next((state[k] for k in _WRAPPER_KEYS
+                      if id(state.get(k)) not in followed and holds_tensors(state.get(k))), None)
         if inner is None:
             break
         state = inner

@@ -226,3 +226,17 @@ def test_a_link_to_nothing_given_as_checkpoint_is_named_for_what_it_is(tmp_path,
         with pytest.raises(WeightsError) as caught:
             attempt()
         assert caught.value.message == f"{link}: is a link that leads to no file"
+
+
+def test_a_dict_that_contains_itself_is_refused_not_followed_forever(tmp_path):
+    """torch.save keeps the cycle and weights_only loads it; following "model" never ended."""
+    looped: dict = {}
+    looped["model"] = looped
+    torch.save(looped, tmp_path / "looped.pth")
+    with pytest.raises(WeightsError, match="no tensors found"):
+        weights.load_state_dict(tmp_path / "looped.pth")
+    # The same cycle beside real weights does not hide them.
+    wrapped: dict = {"params_ema": {"a": torch.ones(2)}}
+    wrapped["params_ema"]["net"] = wrapped
+    torch.save(wrapped, tmp_path / "wrapped.pth")
+    assert list(weights.load_state_dict(tmp_path / "wrapped.pth")) == ["a"]
