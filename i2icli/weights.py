@@ -427,19 +427,26 @@ def resolve(spec: str, *, progress: Callable[[int, int], None] | None = None) ->
 
 
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "netG", "g_ema")
+_WRAPPER_DEPTH = 16
 
 
 def unwrap_state_dict(loaded: Any) -> dict[str, torch.Tensor]:
     """Strip the containers and ``module.`` prefixes training scripts add around a state dict."""
     import torch
 
-    # A pickle can hold a dict that contains itself ({"model": <itself>}): each dict is looked into once.
-    def holds_tensors(content: Any, seen: frozenset[int] = frozenset()) -> bool:
-        if not isinstance(content, dict) or id(content) in seen:
+    # A pickle can nest wrappers without end, or hold a dict that contains itself ({"model":
+    # <itself>}): each dict is looked into once, and only so deep as training scripts nest them.
+    looked_into: dict[int, bool] = {}
+
+    def holds_tensors(content: Any, depth: int = 0) -> bool:
+        if not isinstance(content, dict) or depth > _WRAPPER_DEPTH:
             return False
-        seen = seen | {id(content)}
-        return any(isinstance(value, torch.Tensor) or (key in _WRAPPER_KEYS and holds_tensors(value, seen))
-                   for key, value in content.items())
+        if id(content) not in looked_into:
+            looked_into[id(content)] = False  # met again inside itself: adds nothing
+            looked_into[id(content)] = any(
+                isinstance(value, torch.Tensor) or (key in _WRAPPER_KEYS and holds_tensors(value, depth + 1))
+                for key, value in content.items())
+        return looked_into[id(content)]
 
     state, followed = loaded, set()
     # Followed even where tensors sit beside the wrapper (a step counter saved as a tensor, say);

@@ -240,3 +240,20 @@ def test_a_dict_that_contains_itself_is_refused_not_followed_forever(tmp_path):
     wrapped["params_ema"]["net"] = wrapped
     torch.save(wrapped, tmp_path / "wrapped.pth")
     assert list(weights.load_state_dict(tmp_path / "wrapped.pth")) == ["a"]
+
+
+def test_wrappers_nested_without_end_are_refused_in_one_line(tmp_path):
+    """Looking into them recursively ended in a RecursionError traceback."""
+    import sys
+
+    nested: dict = {"a": torch.ones(1)}
+    for _ in range(3000):
+        nested = {"model": nested}
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)  # for torch.save's pickler only: loading is not recursive
+    try:
+        torch.save(nested, tmp_path / "deep.pth")
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(WeightsError, match="no tensors found"):
+        weights.load_state_dict(tmp_path / "deep.pth")
