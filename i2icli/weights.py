@@ -329,6 +329,8 @@ def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], No
                 done += len(chunk)
                 if progress:
                     progress(done, total)
+                if checkpoint.bytes and done > checkpoint.bytes:
+                    break  # longer than the release, so not it: no need to fill the disk to find out
         # Checked before it takes the cache's name, so a bad download never sits there as the file.
         verify(checkpoint, Path(partial), shown_as=target)
         os.chmod(partial, 0o666 & ~_umask())  # mkstemp makes it private; a cache file is not

@@ -257,3 +257,33 @@ def test_wrappers_nested_without_end_are_refused_in_one_line(tmp_path):
         sys.setrecursionlimit(limit)
     with pytest.raises(WeightsError, match="no tensors found"):
         weights.load_state_dict(tmp_path / "deep.pth")
+
+
+def test_a_download_longer_than_the_release_is_cut_off_and_not_kept(tiny_env, tmp_path, monkeypatch):
+    """A server that sends more than the registry's size (without end, say) must not fill the disk."""
+    good = tiny_env.files["realesr-general-x4v3"]
+    served = []
+
+    class EndlessResponse:
+        headers: dict = {}
+
+        def read(self, n):
+            if len(served) > 64:  # the end, so that a download that is never cut off still ends here
+                return b""
+            served.append(n)
+            return b"\0" * n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(weights, "_reachable", lambda url: "example.invalid" in url)
+    monkeypatch.setattr(weights.urllib.request, "urlopen", lambda url, timeout: EndlessResponse())
+    with pytest.raises(WeightsError, match="not kept"):
+        weights.fetch(weights.find("realesr-general-x4v3"))
+    assert sum(served) <= good.stat().st_size + served[0]
+    assert not list((tmp_path / "cache" / "i2i" / "weights").iterdir())
