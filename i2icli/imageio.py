@@ -381,9 +381,14 @@ def _open_header(p: Path, data: bytes) -> Image.Image:
         with _pil_strict():
             return Image.open(io.BytesIO(data))
     except Exception:  # Pillow raises a zoo of types for bad headers
-        if _tiff_with_float_samples(data):  # Pillow opens one-channel float TIFFs only
+        if 3 in _tiff_tag(data, 339):  # SampleFormat IEEE float: Pillow opens one-channel ones only
             raise InputImageError(p, "has floating-point samples; only 8- and 16-bit images are supported",
                                   "convert it to an 8- or 16-bit PNG or TIFF") from None
+        if _tiff_tag(data, 277) == (2,) and max(_tiff_tag(data, 258), default=8) > 8:
+            # Gray+alpha of 16 bits: Pillow has no such mode, and OpenCV drops the alpha and the
+            # low 8 bits. A sound file, not a damaged one.
+            raise InputImageError(p, "is a gray+alpha TIFF of 16 bits, which i2i cannot read",
+                                  "re-save it as a 16-bit PNG") from None
         raise (_corrupt(p) if _has_image_signature(data) else _not_an_image(p)) from None
 
 
@@ -400,22 +405,23 @@ def _readable_format(p: Path, data: bytes) -> tuple[Image.Image, str]:
     return pil, fmt
 
 
-def _tiff_with_float_samples(data: bytes) -> bool:
-    """Whether a (classic) TIFF's first page says SampleFormat = 3, IEEE floating point."""
+def _tiff_tag(data: bytes, wanted: int) -> tuple[int, ...]:
+    """The SHORT values of one tag on a (classic) TIFF's first page, read from the bytes: for
+    files Pillow cannot open, to say why. () when absent or unreadable."""
     order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
     if order is None:
-        return False
+        return ()
     try:
         (ifd,) = struct.unpack_from(order + "I", data, 4)
         (count,) = struct.unpack_from(order + "H", data, ifd)
         for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
             tag, kind, values, inline = struct.unpack_from(order + "HHI4s", data, entry)
-            if tag == 339 and kind == 3:  # SampleFormat, SHORT values
+            if tag == wanted and kind == 3:
                 where = inline if values <= 2 else data[struct.unpack(order + "I", inline)[0]:][: 2 * values]
-                return 3 in struct.unpack(order + "H" * values, where[: 2 * values])
+                return struct.unpack(order + "H" * values, where[: 2 * values])
     except struct.error:
-        return False
-    return False
+        return ()
+    return ()
 
 
 def _has_image_signature(data: bytes) -> bool:
@@ -668,7 +674,8 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
 
     16-bit is kept for PNG and TIFF and rounded to 8-bit otherwise; alpha is kept for
     PNG, TIFF and WebP and dropped for JPEG and BMP; grayscale pictures are stored with
-    one luminance channel where the format allows (WebP has none). ``jpeg_quality``
+    one luminance channel where the format allows (WebP has none, and a 16-bit gray+alpha TIFF
+    is written as RGBA, the only such TIFF Pillow and OpenCV read back). ``jpeg_quality``
     (1-100) applies to JPEG and to WebP, which is lossless instead where the picture came from a
     lossless WebP. Never overwrites ``picture.source``.
     """
@@ -805,7 +812,9 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
             pixels = luma
         elif alpha is not None and fmt == "PNG":
             return _encode_png_gray_alpha(luma, alpha)
-        else:  # WebP has no gray; OpenCV writes no gray+alpha TIFF
+        elif alpha is not None and fmt == "TIFF" and luma.dtype == np.uint8:
+            return _encode_tiff_gray_alpha(luma, alpha)
+        else:  # WebP has no gray; neither Pillow nor OpenCV reads a 16-bit gray+alpha TIFF back
             pixels = np.stack((luma, luma, luma) if alpha is None else (luma, luma, luma, alpha), axis=-1)
     elif alpha is None:
         pixels = cv2.cvtColor(narrow(rgb), cv2.COLOR_RGB2BGR)
@@ -918,6 +927,42 @@ def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     out.append(_png_chunk(b"IDAT", b"".join(idat)))
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
+
+
+def _encode_tiff_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
+    """An 8-bit gray+alpha TIFF (BlackIsZero, ExtraSamples = unassociated alpha), little-endian,
+    Deflate-compressed with the horizontal predictor. OpenCV writes no two-sample TIFF: written
+    as RGBA, a gray picture took twice the space and came back as a colour one."""
+    height, width = gray.shape
+    rows_per_strip = max(1, min(height, (1 << 20) // (2 * width)))
+    strips: list[bytes] = []
+    for top in range(0, height, rows_per_strip):
+        samples = np.stack((gray[top : top + rows_per_strip], alpha[top : top + rows_per_strip]), axis=-1)
+        # Predictor 2: each sample stored as its difference from the same channel's sample to the
+        # left (mod 256), which Deflate compresses far better on photos.
+        differences = samples.copy()
+        np.subtract(samples[:, 1:], samples[:, :-1], out=differences[:, 1:])
+        strips.append(zlib.compress(differences.tobytes(), 6))
+
+    ifd_size = 2 + 12 * 12 + 4  # the twelve tags below
+    # Then the strips' offsets and byte counts, unless one of each fits in its entry.
+    first_strip = 8 + ifd_size + (2 * 4 * len(strips) if len(strips) > 1 else 0)
+    offsets = np.cumsum([first_strip] + [len(strip) for strip in strips[:-1]]).tolist()
+    entries = [  # (tag, type, values), in tag order; types: 3 SHORT, 4 LONG
+        (256, 4, [width]), (257, 4, [height]), (258, 3, [8, 8]), (259, 3, [8]), (262, 3, [1]),
+        (273, 4, offsets), (277, 3, [2]), (278, 4, [rows_per_strip]),
+        (279, 4, [len(strip) for strip in strips]), (284, 3, [1]), (317, 3, [2]), (338, 3, [2]),
+    ]
+    table, out_of_line = [struct.pack("<H", len(entries))], b""
+    for tag, kind, values in entries:
+        packed = struct.pack("<" + ("H" if kind == 3 else "I") * len(values), *values)
+        if len(packed) <= 4:  # a value of four bytes or fewer sits in the entry itself
+            table.append(struct.pack("<HHI", tag, kind, len(values)) + packed.ljust(4, b"\x00"))
+        else:
+            table.append(struct.pack("<HHII", tag, kind, len(values), 8 + ifd_size + len(out_of_line)))
+            out_of_line += packed
+    table.append(struct.pack("<I", 0))  # no further page
+    return b"II*\x00" + struct.pack("<I", 8) + b"".join(table) + out_of_line + b"".join(strips)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -260,7 +260,7 @@ def test_gray_alpha_tiff_from_pillow(tmp_path):
     assert pic.grayscale
     np.testing.assert_array_equal(pic.rgb[..., 0], la[..., 0])
     np.testing.assert_array_equal(pic.alpha, la[..., 1])
-    back = read_image(write_image(tmp_path / "out.tif", pic))  # stored as RGBA
+    back = read_image(write_image(tmp_path / "out.tif", pic))  # stored as gray+alpha
     np.testing.assert_array_equal(back.rgb, pic.rgb)
     np.testing.assert_array_equal(back.alpha, pic.alpha)
 
