@@ -20,6 +20,8 @@ import os
 import secrets
 import stat
 import struct
+import sys
+import tempfile
 import threading
 import warnings
 import zlib
@@ -177,6 +179,22 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         logging.getLogger(__name__).warning("%s: holds %d frames or pages; only the first is used", p, frames)
     orientation = _exif_orientation(pil, fmt, data)
 
+    with _c_library_messages() as printed:
+        decoded, order = _decode_upright(p, pil, fmt, data, orientation)
+        has_palette = mode in ("P", "PA") and _palette_has_colours(pil)
+        palette_indices = _palette_indices(p, pil, fmt, orientation) if has_palette else None
+    _heed_decoder_messages(p, fmt, printed)
+    picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
+    icc = pil.info.get("icc_profile")
+    picture.icc_profile = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
+    picture.lossless_webp = fmt == "WEBP" and _webp_is_lossless(data)
+    picture.palette_indices = palette_indices
+    return picture
+
+
+def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientation: int) -> tuple[np.ndarray, str]:
+    """The file's pixels, orientation applied, and their channel order ("BGR" or "RGB")."""
+    mode = pil.mode
     decoded = _decode_cv2(data)
     order, cv2_oriented = "BGR", False
     if decoded is not None and orientation != 1:
@@ -202,13 +220,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         )
     if orientation != 1 and not cv2_oriented:
         decoded = _orient(decoded, orientation)
-    picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
-    icc = pil.info.get("icc_profile")
-    picture.icc_profile = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
-    picture.lossless_webp = fmt == "WEBP" and _webp_is_lossless(data)
-    if mode in ("P", "PA") and _palette_has_colours(pil):
-        picture.palette_indices = _palette_indices(p, pil, fmt, orientation)
-    return picture
+    return decoded, order
 
 
 def _stored_size(pil: Image.Image, fmt: str) -> tuple[int, int]:
@@ -481,6 +493,83 @@ def _quiet_cv2() -> Iterator[None]:
         yield
     finally:
         log.setLogLevel(level)
+
+
+# The C libraries under OpenCV and Pillow print on the process's stderr: libpng ("libpng
+# warning: iCCP: known incorrect sRGB profile"), libjpeg ("Corrupt JPEG data: bad Huffman code",
+# "Premature end of JPEG file"), libtiff ("TIFFFillStrip: Read error on strip 0"). Lines starting
+# so are theirs.
+_C_LIBRARY_PREFIXES = (
+    "libpng ",
+    "Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters", "Inconsistent progression",
+    "Warning: unknown JFIF", "Unknown Adobe color transform", "Application transferred too",
+    "TIFF", "_TIFF", "Unknown field with tag", "Invalid TIFF", "Sorry, ",
+)
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _c_library_messages() -> Iterator[list[str]]:
+    """The lines the C libraries print on stderr meanwhile, collected instead of shown: on a
+    terminal they broke i2i's one-line messages, and what matters in them is said in i2i's own
+    words (see :func:`_heed_decoder_messages`). The process's stderr (file descriptor 2) is
+    pointed at a temporary file; anything else written there meanwhile (a progress bar, another
+    thread's report) is passed on afterwards. Decoders take turns while it is swapped."""
+    printed: list[str] = []
+    with _stderr_lock:
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            shown = os.dup(2)
+        except (OSError, ValueError):  # no stderr to guard (closed, or a GUI process without one)
+            shown = None
+        if shown is None:
+            yield printed
+            return
+        try:
+            with tempfile.TemporaryFile() as sink:
+                os.dup2(sink.fileno(), 2)
+                try:
+                    yield printed
+                finally:
+                    with contextlib.suppress(OSError, ValueError):
+                        if sys.stderr is not None:
+                            sys.stderr.flush()
+                    os.dup2(shown, 2)
+                    sink.seek(0)
+                    passed_on = []
+                    for line in sink.read().splitlines(keepends=True):
+                        text = line.decode("utf-8", "replace").strip()
+                        if text.startswith(_C_LIBRARY_PREFIXES):
+                            printed.append(text)
+                        else:
+                            passed_on.append(line)
+                    if passed_on:
+                        with contextlib.suppress(OSError):
+                            os.write(2, b"".join(passed_on))
+        finally:
+            os.close(shown)
+
+
+def _heed_decoder_messages(p: Path, fmt: str, printed: list[str]) -> None:
+    """Say what the decoders' messages mean for this file, in one line of i2i's own.
+
+    A JPEG that ends early has its missing rows filled with grey: it is refused like a truncated
+    PNG, WebP or TIFF. One whose data is damaged inside but complete ("Corrupt JPEG data") is
+    restored with a warning rather than refused: libjpeg says so both of a photo garbled from a
+    bad card and of a sound one with a few stray bytes before its end marker, and
+    a hobbyist's damaged photo may be the only copy, whose undamaged part is still worth restoring.
+    The rest (libpng's complaints about a colour profile or a text chunk, say) is about metadata,
+    not pixels, and goes unsaid.
+    """
+    if fmt != "JPEG":
+        return
+    if any(line.startswith("Premature end of JPEG file") for line in printed):
+        raise _corrupt(p)
+    if any(line.startswith("Corrupt JPEG data") for line in printed):
+        logging.getLogger(__name__).warning(
+            "%s: the JPEG data is damaged, so parts of the picture (and of the result) may be garbled; "
+            "check the result, or use an undamaged copy", p)
 
 
 def _decode_cv2(data: bytes) -> np.ndarray | None:

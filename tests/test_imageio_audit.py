@@ -3,11 +3,17 @@ Every fixture image is generated here; nothing binary is committed."""
 
 from __future__ import annotations
 
+import io
+import os
+import struct
+import zlib
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from i2icli import imageio
 from i2icli.errors import InputImageError
 from i2icli.imageio import Picture, read_image, write_image
 
@@ -16,6 +22,29 @@ H, W = 24, 40
 
 def noisy(shape, dtype=np.uint8, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, int(np.iinfo(dtype).max) + 1, shape, dtype=dtype)
+
+
+def encoded(array: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def with_chunk_after_header(png: bytes, kind: bytes, body: bytes) -> bytes:
+    return png[:33] + png_chunk(kind, body) + png[33:]
+
+
+def jpeg_with_scan_overwritten(shape=(64, 96, 3)) -> bytes:
+    """A JPEG of full length whose entropy-coded data has bytes overwritten halfway: a photo
+    damaged on a bad card, which libjpeg decodes to the end, partly garbled."""
+    data = bytearray(encoded(noisy(shape), "JPEG", quality=90))
+    middle = len(data) // 2
+    data[middle : middle + 100] = b"\x12\x34" * 50
+    return bytes(data)
 
 
 def gray_alpha_picture(dtype=np.uint8) -> Picture:
@@ -69,3 +98,93 @@ def test_a_16bit_gray_alpha_tiff_is_named_for_what_it_is_not_called_corrupt(tmp_
         read_image(path)
     message = str(caught.value)
     assert "gray+alpha" in message and "corrupt" not in message and "PNG" in message
+
+
+# --------------------------------------------------------------------------- damaged files, and the C libraries' stderr
+
+
+@pytest.mark.parametrize(("kind", "body"), [(b"iCCP", b"x\x00\x00" + zlib.compress(b"no profile")),
+                                            (b"sRGB", b"\x07"), (b"tEXt", b"\x00")],
+                         ids=["short-icc", "bad-srgb", "empty-text"])
+def test_libpng_s_complaints_about_metadata_stay_off_the_terminal(tmp_path, capfd, kind, body):
+    pixels = noisy((H, W, 3))
+    path = tmp_path / "photo.png"
+    path.write_bytes(with_chunk_after_header(encoded(pixels, "PNG"), kind, body))
+    picture = read_image(path)
+    np.testing.assert_array_equal(picture.rgb, pixels)
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("damage", ["cut-short", "bad-crc"])
+def test_a_damaged_png_is_refused_in_one_line_with_nothing_else_on_the_terminal(tmp_path, capfd, damage):
+    png = encoded(noisy((64, 96, 3)), "PNG")
+    if damage == "cut-short":
+        png = png[: len(png) * 2 // 3]
+    else:  # a bit flipped inside the pixel data
+        png = png[:-40] + bytes([png[-40] ^ 0xFF]) + png[-39:]
+    path = tmp_path / "photo.png"
+    path.write_bytes(png)
+    with pytest.raises(InputImageError, match="corrupt or truncated"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_tiff_cut_short_read_through_pillow_leaves_nothing_on_the_terminal(tmp_path, capfd):
+    # Gray+alpha, which Pillow decodes (through libtiff); its header comes first, so it survives the cut.
+    tiff = write_image(tmp_path / "whole.tif", gray_alpha_picture()).read_bytes()
+    path = tmp_path / "scan.tif"
+    path.write_bytes(tiff[:-40])
+    with pytest.raises(InputImageError, match="corrupt or truncated"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_jpeg_damaged_inside_is_read_with_one_warning_naming_it(tmp_path, capfd, caplog):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(jpeg_with_scan_overwritten())
+    with caplog.at_level("WARNING"):
+        picture = read_image(path)
+    assert picture.rgb.shape == (64, 96, 3)
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "photo.jpg" in message and "damaged" in message and "\n" not in message
+    assert capfd.readouterr().err == ""
+
+
+def test_a_sound_jpeg_gives_no_warning(tmp_path, capfd, caplog):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(encoded(noisy((64, 96, 3)), "JPEG", quality=90))
+    with caplog.at_level("WARNING"):
+        read_image(path)
+    assert not caplog.records
+    assert capfd.readouterr().err == ""
+
+
+def _decoder_that_prints(line: bytes):
+    real = cv2.imdecode
+
+    def imdecode(*args):
+        os.write(2, line)  # as the C library does: straight to the file descriptor
+        return real(*args)
+
+    return imdecode
+
+
+def test_a_jpeg_cut_short_is_refused_where_the_decoder_fills_in_the_rest(tmp_path, capfd, monkeypatch):
+    """OpenCV 4's libjpeg decodes a cut JPEG, greying the missing rows, and only prints that the
+    file ended early; OpenCV 5 fails it. Either way the file is refused."""
+    monkeypatch.setattr(imageio.cv2, "imdecode", _decoder_that_prints(b"Premature end of JPEG file\n"))
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(encoded(noisy((64, 96, 3)), "JPEG", quality=90))
+    with pytest.raises(InputImageError, match="photo.jpg: .*truncated"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
+
+
+def test_what_is_not_the_libraries_is_passed_on(tmp_path, capfd, monkeypatch):
+    """Another thread's output (the progress bar, a result's line) written while a file decodes."""
+    monkeypatch.setattr(imageio.cv2, "imdecode", _decoder_that_prints(b"\r 3/10 restoring\n"))
+    path = tmp_path / "photo.png"
+    path.write_bytes(encoded(noisy((H, W, 3)), "PNG"))
+    read_image(path)
+    assert capfd.readouterr().err == "\r 3/10 restoring\n"
