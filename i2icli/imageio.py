@@ -90,6 +90,8 @@ _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _16BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 # Modes whose samples Pillow hands over without loss (the fallback decoder's scope).
 _EXACT_PIL_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA"}) | _16BIT_MODES
+# Pillow's modes with premultiplied ("associated") alpha, and the straight-alpha mode each becomes.
+_PREMULTIPLIED_MODES = {"La": "LA", "RGBa": "RGBA"}
 
 _ORIENTATION_TAG = 0x0112
 _BT601 = (0.299, 0.587, 0.114)
@@ -218,9 +220,27 @@ def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientatio
             f"has {decoded.dtype} samples; only 8- and 16-bit images are supported",
             "convert it to an 8- or 16-bit PNG or TIFF",
         )
+    if order == "BGR" and fmt == "TIFF" and _channels(decoded) == 4 and _extra_samples(pil)[:1] == (1,):
+        # OpenCV hands a 16-bit TIFF's samples over as stored: with associated alpha (a render's
+        # usual output) the colours are premultiplied, and taken as they are, every
+        # semi-transparent pixel came out darker.
+        decoded = _unpremultiplied(decoded)
     if orientation != 1 and not cv2_oriented:
         decoded = _orient(decoded, orientation)
     return decoded, order
+
+
+def _unpremultiplied(colour_and_alpha: np.ndarray) -> np.ndarray:
+    """An HxWx4 array of colours premultiplied by the alpha (the last channel) with the colours
+    divided back out: a Picture's colours and alpha are apart, as PNG and WebP store them."""
+    top = max_value(colour_and_alpha.dtype)
+    alpha = colour_and_alpha[..., 3:].astype(np.float32)
+    straight = np.multiply(colour_and_alpha[..., :3], np.float32(top), dtype=np.float32)
+    np.divide(straight, alpha, out=straight, where=alpha > 0)  # fully transparent stays 0
+    np.clip(np.rint(straight, out=straight), 0, top, out=straight)
+    result = colour_and_alpha.copy()
+    result[..., :3] = straight
+    return result
 
 
 def _stored_size(pil: Image.Image, fmt: str) -> tuple[int, int]:
@@ -589,7 +609,7 @@ def _decode_pil(
     Pillow transposes TIFFs on load and then drops the tag).
     """
     mode = pil.mode
-    if mode not in _EXACT_PIL_MODES or _pil_loses_depth(pil, fmt, data):
+    if (mode not in _EXACT_PIL_MODES and mode not in _PREMULTIPLIED_MODES) or _pil_loses_depth(pil, fmt, data):
         raise _corrupt(p)
     try:
         with _pil_strict():
@@ -599,6 +619,8 @@ def _decode_pil(
                 pil = pil.convert("L")
             elif mode in ("P", "PA"):
                 pil = pil.convert("RGBA" if mode == "PA" or "transparency" in pil.info else "RGB")
+            elif mode in _PREMULTIPLIED_MODES:
+                pil = pil.convert(_PREMULTIPLIED_MODES[mode])
             arr = np.array(pil)  # a writable copy
     except Exception:
         raise _corrupt(p) from None

@@ -188,3 +188,42 @@ def test_what_is_not_the_libraries_is_passed_on(tmp_path, capfd, monkeypatch):
     path.write_bytes(encoded(noisy((H, W, 3)), "PNG"))
     read_image(path)
     assert capfd.readouterr().err == "\r 3/10 restoring\n"
+
+
+# --------------------------------------------------------------------------- premultiplied (associated) alpha
+
+
+def premultiplied(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    top = np.iinfo(colour.dtype).max
+    scaled = colour.astype(np.float64) * alpha[..., None].astype(np.float64) / top
+    return np.rint(scaled).astype(colour.dtype)
+
+
+def test_a_16bit_tiff_with_premultiplied_alpha_comes_back_with_its_colours_straight(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    colour, alpha = noisy((H, W, 3), np.uint16), noisy((H, W), np.uint16, seed=3)
+    alpha[0, 0], alpha[0, 1] = 0, 65535
+    path = tmp_path / "render.tif"
+    tifffile.imwrite(path, np.dstack([premultiplied(colour, alpha), alpha]), photometric="rgb",
+                     extrasamples=["assocalpha"])
+    picture = read_image(path)
+    assert picture.bit_depth == 16
+    np.testing.assert_array_equal(picture.alpha, alpha)
+    visible = alpha > 2**12  # where the premultiplied samples keep enough precision to compare
+    error = np.abs(picture.rgb.astype(np.int64) - colour)[visible]
+    assert error.max() <= 65535 / 2**12
+    np.testing.assert_array_equal(picture.rgb[0, 1], colour[0, 1])
+    np.testing.assert_array_equal(picture.rgb[0, 0], [0, 0, 0])
+
+
+def test_a_gray_tiff_with_premultiplied_alpha_is_read_not_called_corrupt(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    gray = np.full((H, W), 100, np.uint8)
+    alpha = np.full((H, W), 128, np.uint8)
+    path = tmp_path / "mask.tif"
+    tifffile.imwrite(path, np.dstack([premultiplied(gray[..., None], alpha)[..., 0], alpha]),
+                     photometric="minisblack", extrasamples=["assocalpha"])
+    picture = read_image(path)
+    assert picture.grayscale
+    np.testing.assert_array_equal(picture.alpha, alpha)
+    assert np.abs(picture.rgb.astype(int) - 100).max() <= 1
