@@ -820,6 +820,8 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
     fmt, ext = _write_format(target, suffix)
     if not 1 <= int(jpeg_quality) <= 100:
         raise ValueError(f"jpeg_quality must be between 1 and 100, got {jpeg_quality}")
+    if picture.width == 0 or picture.height == 0:  # no format holds one: the hand-made PNG and TIFF were invalid
+        raise ValueError(f"cannot encode an empty picture ({picture.width}x{picture.height})")
     _refuse_oversize(target, fmt, picture.width, picture.height)
     data = _encode(target, picture, fmt, ext, int(jpeg_quality))
     if fmt == "TIFF" and picture.alpha is not None:

@@ -227,3 +227,15 @@ def test_a_gray_tiff_with_premultiplied_alpha_is_read_not_called_corrupt(tmp_pat
     assert picture.grayscale
     np.testing.assert_array_equal(picture.alpha, alpha)
     assert np.abs(picture.rgb.astype(int) - 100).max() <= 1
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0)])
+def test_an_empty_picture_is_refused_rather_than_written_as_an_invalid_file(tmp_path, suffix, shape):
+    empty = np.zeros(shape, np.uint8)
+    with pytest.raises(ValueError, match="empty"):
+        write_image(tmp_path / f"out{suffix}", Picture(np.stack([empty] * 3, axis=-1), empty, grayscale=True))
+    assert list(tmp_path.iterdir()) == []
