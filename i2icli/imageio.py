@@ -220,6 +220,10 @@ def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientatio
             f"has {decoded.dtype} samples; only 8- and 16-bit images are supported",
             "convert it to an 8- or 16-bit PNG or TIFF",
         )
+    if fmt == "TIFF" and decoded.dtype == np.uint16 and _channels(decoded) == 1 and _tiff_photometric(pil) == 0:
+        # WhiteIsZero (scanners use it): OpenCV and Pillow invert 8-bit samples but hand 16-bit
+        # ones over as stored, so a 16-bit scan came out as its negative.
+        decoded = np.subtract(np.uint16(65535), decoded)
     if order == "BGR" and fmt == "TIFF" and _channels(decoded) == 4 and _extra_samples(pil)[:1] == (1,):
         # OpenCV hands a 16-bit TIFF's samples over as stored: with associated alpha (a render's
         # usual output) the colours are premultiplied, and taken as they are, every
@@ -610,6 +614,9 @@ def _decode_pil(
     """
     mode = pil.mode
     if (mode not in _EXACT_PIL_MODES and mode not in _PREMULTIPLIED_MODES) or _pil_loses_depth(pil, fmt, data):
+        if mode == "CMYK" and _pil_loses_depth(pil, fmt, data):  # OpenCV's libtiff refuses 16-bit CMYK
+            raise InputImageError(p, "is a CMYK TIFF of 16 bits, which i2i cannot read",
+                                  "convert it to RGB: a 16-bit RGB TIFF or PNG keeps the depth")
         raise _corrupt(p)
     try:
         with _pil_strict():
@@ -727,14 +734,17 @@ def _cv2_applies_orientation(fmt: str, orientation: int) -> bool:
     return bool(err_oriented < err_raw)
 
 
+def _tiff_photometric(pil: Image.Image) -> int | None:
+    """A TIFF's PhotometricInterpretation: 0 WhiteIsZero, 1 BlackIsZero, 2 RGB, 5 CMYK, ..."""
+    return getattr(pil, "tag_v2", {}).get(262)
+
+
 def _file_is_gray(pil: Image.Image, fmt: str, data: bytes) -> bool:
     """Does the file store a single luminance channel (with or without alpha)?"""
     if fmt == "PNG" and len(data) > 25:
         return data[25] in (0, 4)  # IHDR colour type; Pillow calls 16-bit gray+alpha "RGBA"
-    if fmt == "TIFF":
-        photometric = getattr(pil, "tag_v2", {}).get(262)
-        if photometric in (0, 1):  # WhiteIsZero / BlackIsZero
-            return True
+    if fmt == "TIFF" and _tiff_photometric(pil) in (0, 1):  # WhiteIsZero / BlackIsZero
+        return True
     return pil.mode in _GRAY_MODES
 
 

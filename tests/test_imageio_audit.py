@@ -229,6 +229,30 @@ def test_a_gray_tiff_with_premultiplied_alpha_is_read_not_called_corrupt(tmp_pat
     assert np.abs(picture.rgb.astype(int) - 100).max() <= 1
 
 
+# --------------------------------------------------------------------------- scanners' TIFFs
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_white_is_zero_gray_tiff_is_read_as_its_picture_not_its_negative(tmp_path, dtype):
+    tifffile = pytest.importorskip("tifffile")
+    gray = noisy((H, W), dtype)
+    path = tmp_path / "scan.tif"
+    tifffile.imwrite(path, np.iinfo(dtype).max - gray, photometric="miniswhite")
+    picture = read_image(path)
+    assert picture.grayscale and picture.rgb.dtype == dtype
+    np.testing.assert_array_equal(picture.rgb[..., 0], gray)
+
+
+def test_a_16bit_cmyk_tiff_is_named_for_what_it_is_not_called_corrupt(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "print.tif"
+    tifffile.imwrite(path, noisy((H, W, 4), np.uint16), photometric="separated")
+    with pytest.raises(InputImageError) as caught:
+        read_image(path)
+    message = str(caught.value)
+    assert "CMYK" in message and "corrupt" not in message and "\n" not in message
+
+
 # --------------------------------------------------------------------------- writing
 
 
