@@ -538,7 +538,9 @@ def _c_library_messages() -> Iterator[list[str]]:
     terminal they broke i2i's one-line messages, and what matters in them is said in i2i's own
     words (see :func:`_heed_decoder_messages`). The process's stderr (file descriptor 2) is
     pointed at a temporary file; anything else written there meanwhile (a progress bar, another
-    thread's report) is passed on afterwards. Decoders take turns while it is swapped."""
+    thread's report) is passed on afterwards. Decoders take turns while it is swapped. Meanwhile a
+    check of whether stderr is a terminal says no, so a console that draws a progress bar should
+    make that check once, at its start."""
     printed: list[str] = []
     with _stderr_lock:
         try:
