@@ -181,11 +181,9 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         logging.getLogger(__name__).warning("%s: holds %d frames or pages; only the first is used", p, frames)
     orientation = _exif_orientation(pil, fmt, data)
 
-    with _c_library_messages() as printed:
-        decoded, order = _decode_upright(p, pil, fmt, data, orientation)
-        has_palette = mode in ("P", "PA") and _palette_has_colours(pil)
-        palette_indices = _palette_indices(p, pil, fmt, orientation) if has_palette else None
-    _heed_decoder_messages(p, fmt, printed)
+    decoded, order = _decode_upright(p, pil, fmt, data, orientation)
+    has_palette = mode in ("P", "PA") and _palette_has_colours(pil)
+    palette_indices = _palette_indices(p, pil, fmt, orientation) if has_palette else None
     picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
     icc = pil.info.get("icc_profile")
     picture.icc_profile = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
@@ -197,7 +195,9 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
 def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientation: int) -> tuple[np.ndarray, str]:
     """The file's pixels, orientation applied, and their channel order ("BGR" or "RGB")."""
     mode = pil.mode
-    decoded = _decode_cv2(data)
+    with _c_library_messages() as printed:
+        decoded = _decode_cv2(data)
+    _heed_decoder_messages(p, fmt, printed)
     order, cv2_oriented = "BGR", False
     if decoded is not None and orientation != 1:
         stored_w, stored_h = _stored_size(pil, fmt)
@@ -578,21 +578,24 @@ def _c_library_messages() -> Iterator[list[str]]:
 
 
 def _heed_decoder_messages(p: Path, fmt: str, printed: list[str]) -> None:
-    """Say what the decoders' messages mean for this file, in one line of i2i's own.
+    """Say what OpenCV's decoders printed means for this file, in one line of i2i's own.
 
-    A JPEG that ends early has its missing rows filled with grey: it is refused like a truncated
-    PNG, WebP or TIFF. One whose data is damaged inside but complete ("Corrupt JPEG data") is
+    A PNG whose pixel data stops short of its last row ("Not enough image data") is refused:
+    OpenCV fails it, but Pillow, the fallback decoder, reads it without a word, the missing rows
+    black. (libpng's other errors are left to Pillow's strict decoding, which refuses what is
+    damaged, and reads a PNG that merely lacks its end chunk.) A JPEG that ends early is refused
+    too: OpenCV 4's libjpeg fills its missing rows with grey. A JPEG whose data is damaged inside
+    but complete ("Corrupt JPEG data") is
     restored with a warning rather than refused: libjpeg says so both of a photo garbled from a
     bad card and of a sound one with a few stray bytes before its end marker, and
     a hobbyist's damaged photo may be the only copy, whose undamaged part is still worth restoring.
     The rest (libpng's complaints about a colour profile or a text chunk, say) is about metadata,
     not pixels, and goes unsaid.
     """
-    if fmt != "JPEG":
-        return
-    if any(line.startswith("Premature end of JPEG file") for line in printed):
+    cut_short = {"PNG": "libpng error: Not enough image data", "JPEG": "Premature end of JPEG file"}.get(fmt)
+    if cut_short and cut_short in printed:
         raise _corrupt(p)
-    if any(line.startswith("Corrupt JPEG data") for line in printed):
+    if fmt == "JPEG" and any(line.startswith("Corrupt JPEG data") for line in printed):
         logging.getLogger(__name__).warning(
             "%s: the JPEG data is damaged, so parts of the picture (and of the result) may be garbled; "
             "check the result, or use an undamaged copy", p)
@@ -621,7 +624,7 @@ def _decode_pil(
                                   "convert it to RGB: a 16-bit RGB TIFF or PNG keeps the depth")
         raise _corrupt(p)
     try:
-        with _pil_strict():
+        with _c_library_messages(), _pil_strict():  # Pillow's libtiff prints too
             pil.load()
             oriented = _pil_oriented_on_load(pil, fmt, orientation)
             if mode == "1":
@@ -659,7 +662,7 @@ def _palette_has_colours(pil: Image.Image) -> bool:
 def _palette_indices(p: Path, pil: Image.Image, fmt: str, orientation: int) -> np.ndarray:
     """The stored palette index of each pixel, upright (Pillow decodes palette files exactly)."""
     try:
-        with _pil_strict():
+        with _c_library_messages(), _pil_strict():
             pil.load()
             oriented = _pil_oriented_on_load(pil, fmt, orientation)
             indices = np.array(pil.getchannel(0) if pil.mode == "PA" else pil, dtype=np.uint8)

@@ -129,6 +129,32 @@ def test_a_damaged_png_is_refused_in_one_line_with_nothing_else_on_the_terminal(
     assert capfd.readouterr().err == ""
 
 
+def png_of_rows(pixels: np.ndarray, rows: int) -> bytes:
+    """An RGB PNG, sound in every chunk, whose compressed pixel data holds only its first ``rows``."""
+    height, width, _ = pixels.shape
+    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(rows))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw))
+            + png_chunk(b"IEND", b""))
+
+
+def test_a_png_whose_pixel_data_stops_short_is_refused_not_read_with_black_rows(tmp_path, capfd):
+    pixels = noisy((64, 96, 3))
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_of_rows(pixels, 32))
+    with pytest.raises(InputImageError, match="photo.png: .*corrupt or truncated"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_png_that_only_lacks_its_end_chunk_is_read_whole(tmp_path, capfd):
+    pixels = noisy((64, 96, 3))
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_of_rows(pixels, 64)[:-12])  # IEND is the last 12 bytes
+    np.testing.assert_array_equal(read_image(path).rgb, pixels)
+    assert capfd.readouterr().err == ""
+
+
 def test_a_tiff_cut_short_read_through_pillow_leaves_nothing_on_the_terminal(tmp_path, capfd):
     # Gray+alpha, which Pillow decodes (through libtiff); its header comes first, so it survives the cut.
     tiff = write_image(tmp_path / "whole.tif", gray_alpha_picture()).read_bytes()
