@@ -197,7 +197,7 @@ def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientatio
     mode = pil.mode
     with _c_library_messages() as printed:
         decoded = _decode_cv2(data)
-    _heed_decoder_messages(p, fmt, printed)
+    _heed_decoder_messages(p, fmt, printed, decoded is not None)
     order, cv2_oriented = "BGR", False
     if decoded is not None and orientation != 1:
         stored_w, stored_h = _stored_size(pil, fmt)
@@ -505,14 +505,15 @@ def _png_exif_chunk(data: bytes) -> bytes | None:
 
 
 @contextlib.contextmanager
-def _quiet_cv2() -> Iterator[None]:
-    """Silence OpenCV's own multi-line logging; failures become our one-line errors."""
+def _quiet_cv2(*, errors: bool = False) -> Iterator[None]:
+    """Silence OpenCV's own multi-line logging; failures become our one-line errors. With
+    ``errors``, its error lines are still printed, for :func:`_c_library_messages` to collect."""
     log = getattr(getattr(cv2, "utils", None), "logging", None)
     if log is None:
         yield
         return
     level = log.getLogLevel()
-    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    log.setLogLevel(log.LOG_LEVEL_ERROR if errors else log.LOG_LEVEL_SILENT)
     try:
         yield
     finally:
@@ -528,6 +529,7 @@ _C_LIBRARY_PREFIXES = (
     "Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters", "Inconsistent progression",
     "Warning: unknown JFIF", "Unknown Adobe color transform", "Application transferred too",
     "TIFF", "_TIFF", "Unknown field with tag", "Invalid TIFF", "Sorry, ",
+    "[ERROR:", "[ WARN:", "[ INFO:",  # OpenCV's log, which passes on libtiff's errors
 )
 _stderr_lock = threading.Lock()
 
@@ -563,13 +565,15 @@ def _c_library_messages() -> Iterator[list[str]]:
                             sys.stderr.flush()
                     os.dup2(shown, 2)
                     sink.seek(0)
-                    passed_on = []
+                    passed_on, theirs = [], False
                     for line in sink.read().splitlines(keepends=True):
                         text = line.decode("utf-8", "replace").strip()
                         if text.startswith(_C_LIBRARY_PREFIXES):
                             printed.append(text)
-                        else:
+                            theirs = True
+                        elif not (theirs and not text):  # OpenCV ends an error with an empty line
                             passed_on.append(line)
+                            theirs = False
                     if passed_on:
                         with contextlib.suppress(OSError):
                             os.write(2, b"".join(passed_on))
@@ -577,14 +581,16 @@ def _c_library_messages() -> Iterator[list[str]]:
             os.close(shown)
 
 
-def _heed_decoder_messages(p: Path, fmt: str, printed: list[str]) -> None:
+def _heed_decoder_messages(p: Path, fmt: str, printed: list[str], decoded: bool) -> None:
     """Say what OpenCV's decoders printed means for this file, in one line of i2i's own.
 
     A PNG whose pixel data stops short of its last row ("Not enough image data") is refused:
     OpenCV fails it, but Pillow, the fallback decoder, reads it without a word, the missing rows
     black. (libpng's other errors are left to Pillow's strict decoding, which refuses what is
     damaged, and reads a PNG that merely lacks its end chunk.) A JPEG that ends early is refused
-    too: OpenCV 4's libjpeg fills its missing rows with grey. A JPEG whose data is damaged inside
+    too: OpenCV 4's libjpeg fills its missing rows with grey. So is a TIFF OpenCV hands over
+    though libtiff failed on it ("LZWDecode: Not enough data at scanline 28"): the rows after are
+    noise. (Where OpenCV fails, Pillow decodes it or refuses it.) A JPEG whose data is damaged inside
     but complete ("Corrupt JPEG data") is
     restored with a warning rather than refused: libjpeg says so both of a photo garbled from a
     bad card and of a sound one with a few stray bytes before its end marker, and
@@ -595,6 +601,8 @@ def _heed_decoder_messages(p: Path, fmt: str, printed: list[str]) -> None:
     cut_short = {"PNG": "libpng error: Not enough image data", "JPEG": "Premature end of JPEG file"}.get(fmt)
     if cut_short and cut_short in printed:
         raise _corrupt(p)
+    if fmt == "TIFF" and decoded and any("TIFF_Error" in line for line in printed):
+        raise _corrupt(p)
     if fmt == "JPEG" and any(line.startswith("Corrupt JPEG data") for line in printed):
         logging.getLogger(__name__).warning(
             "%s: the JPEG data is damaged, so parts of the picture (and of the result) may be garbled; "
@@ -602,7 +610,7 @@ def _heed_decoder_messages(p: Path, fmt: str, printed: list[str]) -> None:
 
 
 def _decode_cv2(data: bytes) -> np.ndarray | None:
-    with _quiet_cv2():
+    with _quiet_cv2(errors=True):  # libtiff's errors reach us only through OpenCV's log
         try:
             return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         except cv2.error:

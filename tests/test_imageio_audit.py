@@ -165,6 +165,19 @@ def test_a_tiff_cut_short_read_through_pillow_leaves_nothing_on_the_terminal(tmp
     assert capfd.readouterr().err == ""
 
 
+def test_a_tiff_with_damaged_strips_is_refused_not_read_as_noise(tmp_path, capfd):
+    gradient = np.tile(np.linspace(0, 255, 96, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    ok, encoded_tiff = cv2.imencode(".tiff", gradient)  # LZW-compressed
+    tiff = bytearray(encoded_tiff.tobytes())
+    middle = len(tiff) // 2
+    tiff[middle : middle + 40] = b"\x12\x34" * 20
+    path = tmp_path / "scan.tif"
+    path.write_bytes(bytes(tiff))
+    with pytest.raises(InputImageError, match="scan.tif: .*corrupt or truncated"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
+
+
 def test_a_jpeg_damaged_inside_is_read_with_one_warning_naming_it(tmp_path, capfd, caplog):
     path = tmp_path / "photo.jpg"
     path.write_bytes(jpeg_with_scan_overwritten())
