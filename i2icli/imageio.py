@@ -824,6 +824,12 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
     if target.is_dir():
         raise I2IError(f"{target}: is a directory", "give an output file name with an image suffix")
     data = encode_image(picture, suffix, jpeg_quality=jpeg_quality, name=target)
+    _write_new_file(target, data)
+    return target
+
+
+def _write_new_file(target: Path, data: bytes | np.ndarray) -> None:
+    """``data`` written atomically as ``target``, its folders made; a failure named in one line."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(target, data)
@@ -832,8 +838,8 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
         if blocking is not None:  # mkdir's "File exists" would not say which file is in the way
             raise I2IError(f"{target}: cannot write: {blocking} is a file, so the folder cannot be made",
                            "choose another output") from None
+        # The error names the hidden temporary file, which the user never asked for: name the target.
         raise I2IError(f"{target}: cannot write: {e.strerror or e}", _WRITE_HINTS.get(e.errno)) from None
-    return target
 
 
 def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name: str | os.PathLike[str] = "-") -> bytes:
@@ -1104,8 +1110,7 @@ def _encode_tiff_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write a small text file (a run's scores, say) the same atomic way images are written."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(target, text.encode("utf-8"))
+    _write_new_file(target, text.encode("utf-8"))
     return target
 
 

@@ -3,6 +3,7 @@ Every fixture image is generated here; nothing binary is committed."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
@@ -14,8 +15,8 @@ import pytest
 from PIL import Image
 
 from i2icli import imageio
-from i2icli.errors import InputImageError
-from i2icli.imageio import Picture, read_image, write_image
+from i2icli.errors import I2IError, InputImageError
+from i2icli.imageio import Picture, read_image, write_image, write_text
 
 H, W = 24, 40
 
@@ -302,3 +303,21 @@ def test_an_empty_picture_is_refused_rather_than_written_as_an_invalid_file(tmp_
     with pytest.raises(ValueError, match="empty"):
         write_image(tmp_path / f"out{suffix}", Picture(np.stack([empty] * 3, axis=-1), empty, grayscale=True))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
+def test_a_text_file_that_cannot_be_written_is_named_with_what_to_do_and_leaves_nothing(tmp_path, monkeypatch, error):
+    target = tmp_path / "scores.json"
+    target.write_text("earlier")
+
+    def fail(fd):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(imageio.os, "fsync", fail)
+    with pytest.raises(I2IError) as caught:
+        write_text(target, "{}")
+    message = str(caught.value)
+    assert message.startswith(f"{target}: cannot write") and ".tmp" not in message
+    assert caught.value.hint  # what to do: free space, or write elsewhere
+    assert target.read_text() == "earlier"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.json"]
