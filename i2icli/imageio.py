@@ -531,7 +531,7 @@ _C_LIBRARY_PREFIXES = (
     "TIFF", "_TIFF", "Unknown field with tag", "Invalid TIFF", "Sorry, ",
     "[ERROR:", "[ WARN:", "[ INFO:",  # OpenCV's log, which passes on libtiff's errors
 )
-_stderr_lock = threading.Lock()
+_stderr_lock = threading.RLock()  # re-entrant: a collection inside another must not wait for ever
 
 
 @contextlib.contextmanager

@@ -321,3 +321,12 @@ def test_a_text_file_that_cannot_be_written_is_named_with_what_to_do_and_leaves_
     assert caught.value.hint  # what to do: free space, or write elsewhere
     assert target.read_text() == "earlier"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.json"]
+
+
+def test_a_collection_of_the_libraries_lines_inside_another_keeps_each_its_own(capfd):
+    with imageio._c_library_messages() as outer:
+        os.write(2, b"libpng warning: outer\n")
+        with imageio._c_library_messages() as inner:
+            os.write(2, b"libpng warning: inner\nsomeone else's line\n")
+    assert outer == ["libpng warning: outer"] and inner == ["libpng warning: inner"]
+    assert capfd.readouterr().err == "someone else's line\n"
