@@ -330,3 +330,25 @@ def test_a_collection_of_the_libraries_lines_inside_another_keeps_each_its_own(c
             os.write(2, b"libpng warning: inner\nsomeone else's line\n")
     assert outer == ["libpng warning: outer"] and inner == ["libpng warning: inner"]
     assert capfd.readouterr().err == "someone else's line\n"
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
+def test_an_upright_output_carries_no_orientation_to_turn_it_again(tmp_path, suffix):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    Image.fromarray(noisy((H, W, 3))).save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    picture = read_image(tmp_path / "photo.jpg")
+    assert (picture.height, picture.width) == (W, H)
+    with Image.open(write_image(tmp_path / f"out{suffix}", picture)) as written:
+        assert written.size == (H, W)
+        assert written.getexif().get(0x0112, 1) == 1
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif", ".bmp"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1)])
+def test_a_picture_one_pixel_high_or_wide_round_trips(tmp_path, suffix, shape):
+    pixels = noisy((*shape, 3))
+    back = read_image(write_image(tmp_path / f"thin{suffix}", Picture(pixels)))
+    assert back.rgb.shape == pixels.shape
+    if suffix in (".png", ".tif", ".bmp"):
+        np.testing.assert_array_equal(back.rgb, pixels)
