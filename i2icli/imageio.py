@@ -950,12 +950,14 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
 
     if picture.grayscale:
         luma = narrow(_luma(rgb))  # luma at full depth, then round once
+        if alpha is not None and fmt == "PNG":
+            return _encode_png_gray_alpha(luma, alpha)
+        if alpha is not None and fmt == "TIFF" and luma.dtype == np.uint8:
+            gray_alpha_tiff = _encode_tiff_gray_alpha(luma, alpha)
+            if gray_alpha_tiff is not None:
+                return gray_alpha_tiff
         if alpha is None and fmt != "WEBP":
             pixels = luma
-        elif alpha is not None and fmt == "PNG":
-            return _encode_png_gray_alpha(luma, alpha)
-        elif alpha is not None and fmt == "TIFF" and luma.dtype == np.uint8:
-            return _encode_tiff_gray_alpha(luma, alpha)
         else:  # WebP has no gray; neither Pillow nor OpenCV reads a 16-bit gray+alpha TIFF back
             pixels = np.stack((luma, luma, luma) if alpha is None else (luma, luma, luma, alpha), axis=-1)
     elif alpha is None:
@@ -1043,6 +1045,9 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
+_IDAT_BYTES = 2**30
+
+
 def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     """A PNG of colour type 4 (gray+alpha), 8 or 16 bits: OpenCV cannot write 2 channels
     and Pillow cannot write 16-bit gray+alpha. Rows use the Sub filter, streamed in chunks."""
@@ -1066,15 +1071,22 @@ def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
         np.subtract(raw[:, bpp:], raw[:, :-bpp], out=rows[:, 1 + bpp :])  # wraps mod 256
         idat.append(compressor.compress(rows.tobytes()))
     idat.append(compressor.flush())
-    out.append(_png_chunk(b"IDAT", b"".join(idat)))
+    compressed = b"".join(idat)
+    # A chunk holds at most 2**31 - 1 bytes: a large picture's data goes in several IDATs.
+    out.extend(_png_chunk(b"IDAT", compressed[start : start + _IDAT_BYTES])
+               for start in range(0, len(compressed), _IDAT_BYTES))
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
 
 
-def _encode_tiff_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
+_CLASSIC_TIFF_BYTES = 2**32 - 1
+
+
+def _encode_tiff_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes | None:
     """An 8-bit gray+alpha TIFF (BlackIsZero, ExtraSamples = unassociated alpha), little-endian,
     Deflate-compressed with the horizontal predictor. OpenCV writes no two-sample TIFF: written
-    as RGBA, a gray picture took twice the space and came back as a colour one."""
+    as RGBA, a gray picture took twice the space and came back as a colour one. None when the
+    file would pass the 4 GB a classic TIFF's offsets reach (it is then written as RGBA)."""
     height, width = gray.shape
     rows_per_strip = max(1, min(height, (1 << 20) // (2 * width)))
     strips: list[bytes] = []
@@ -1089,6 +1101,8 @@ def _encode_tiff_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     ifd_size = 2 + 12 * 12 + 4  # the twelve tags below
     # Then the strips' offsets and byte counts, unless one of each fits in its entry.
     first_strip = 8 + ifd_size + (2 * 4 * len(strips) if len(strips) > 1 else 0)
+    if first_strip + sum(map(len, strips)) > _CLASSIC_TIFF_BYTES:
+        return None
     offsets = np.cumsum([first_strip] + [len(strip) for strip in strips[:-1]]).tolist()
     entries = [  # (tag, type, values), in tag order; types: 3 SHORT, 4 LONG
         (256, 4, [width]), (257, 4, [height]), (258, 3, [8, 8]), (259, 3, [8]), (262, 3, [1]),

@@ -352,3 +352,23 @@ def test_a_picture_one_pixel_high_or_wide_round_trips(tmp_path, suffix, shape):
     assert back.rgb.shape == pixels.shape
     if suffix in (".png", ".tif", ".bmp"):
         np.testing.assert_array_equal(back.rgb, pixels)
+
+
+def test_a_large_gray_alpha_png_spreads_its_data_over_several_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(imageio, "_IDAT_BYTES", 1000)  # stands for the 2 GB a chunk may hold
+    picture = gray_alpha_picture()
+    out = write_image(tmp_path / "la.png", picture)
+    assert out.read_bytes().count(b"IDAT") > 1
+    back = read_image(out)
+    np.testing.assert_array_equal(back.rgb, picture.rgb)
+    np.testing.assert_array_equal(back.alpha, picture.alpha)
+
+
+def test_a_gray_alpha_tiff_too_large_for_32_bit_offsets_is_written_as_rgba(tmp_path, monkeypatch):
+    monkeypatch.setattr(imageio, "_CLASSIC_TIFF_BYTES", 1000)  # stands for 4 GB
+    picture = gray_alpha_picture()
+    out = write_image(tmp_path / "la.tif", picture)
+    assert Image.open(out).mode == "RGBA"
+    back = read_image(out)
+    np.testing.assert_array_equal(back.rgb, picture.rgb)
+    np.testing.assert_array_equal(back.alpha, picture.alpha)
