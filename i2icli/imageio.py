@@ -225,9 +225,8 @@ def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientatio
         # ones over as stored, so a 16-bit scan came out as its negative.
         decoded = np.subtract(np.uint16(65535), decoded)
     if order == "BGR" and fmt == "TIFF" and _channels(decoded) == 4 and _extra_samples(pil)[:1] == (1,):
-        # OpenCV hands a 16-bit TIFF's samples over as stored: with associated alpha (a render's
-        # usual output) the colours are premultiplied, and taken as they are, every
-        # semi-transparent pixel came out darker.
+        # OpenCV hands over the colours of a TIFF with associated alpha (a render's usual output)
+        # premultiplied, as stored: taken as they were, every semi-transparent pixel came out darker.
         decoded = _unpremultiplied(decoded)
     if orientation != 1 and not cv2_oriented:
         decoded = _orient(decoded, orientation)
@@ -590,13 +589,13 @@ def _heed_decoder_messages(p: Path, fmt: str, printed: list[str], decoded: bool)
     damaged, and reads a PNG that merely lacks its end chunk.) A JPEG that ends early is refused
     too: OpenCV 4's libjpeg fills its missing rows with grey. So is a TIFF OpenCV hands over
     though libtiff failed on it ("LZWDecode: Not enough data at scanline 28"): the rows after are
-    noise. (Where OpenCV fails, Pillow decodes it or refuses it.) A JPEG whose data is damaged inside
-    but complete ("Corrupt JPEG data") is
-    restored with a warning rather than refused: libjpeg says so both of a photo garbled from a
-    bad card and of a sound one with a few stray bytes before its end marker, and
-    a hobbyist's damaged photo may be the only copy, whose undamaged part is still worth restoring.
-    The rest (libpng's complaints about a colour profile or a text chunk, say) is about metadata,
-    not pixels, and goes unsaid.
+    noise. (Where OpenCV fails, Pillow decodes the file or refuses it.)
+
+    A JPEG whose data is damaged inside but complete ("Corrupt JPEG data") is restored with a
+    warning rather than refused: libjpeg says so both of a photo garbled on a bad card and of a
+    sound one with a few stray bytes before its end marker, and a hobbyist's damaged photo may be
+    the only copy, whose undamaged part is still worth restoring. The rest (libpng's complaints
+    about a colour profile or a text chunk, say) is about metadata, not pixels, and goes unsaid.
     """
     cut_short = {"PNG": "libpng error: Not enough image data", "JPEG": "Premature end of JPEG file"}.get(fmt)
     if cut_short and cut_short in printed:
