@@ -1,5 +1,6 @@
-"""Tests for i2icli.imageio: gray+alpha TIFFs, damaged files, and what the C libraries print.
-Every fixture image is generated here; nothing binary is committed."""
+"""Tests for i2icli.imageio: gray+alpha and other unusual TIFFs, damaged files, what the C
+libraries print, and writing at the formats' limits. Every fixture image is generated here;
+nothing binary is committed."""
 
 from __future__ import annotations
 
