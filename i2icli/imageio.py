@@ -848,7 +848,7 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
     fmt, ext = _write_format(target, suffix)
     if not 1 <= int(jpeg_quality) <= 100:
         raise ValueError(f"jpeg_quality must be between 1 and 100, got {jpeg_quality}")
-    if picture.width == 0 or picture.height == 0:  # no format holds one: the hand-made PNG and TIFF were invalid
+    if picture.width == 0 or picture.height == 0:  # no format holds one (the gray+alpha PNG came out invalid)
         raise ValueError(f"cannot encode an empty picture ({picture.width}x{picture.height})")
     _refuse_oversize(target, fmt, picture.width, picture.height)
     data = _encode(target, picture, fmt, ext, int(jpeg_quality))
@@ -952,9 +952,7 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
         if alpha is not None and fmt == "PNG":
             return _encode_png_gray_alpha(luma, alpha)
         if alpha is not None and fmt == "TIFF" and luma.dtype == np.uint8:
-            gray_alpha_tiff = _encode_tiff_gray_alpha(luma, alpha)
-            if gray_alpha_tiff is not None:
-                return gray_alpha_tiff
+            return _encode_tiff_gray_alpha(luma, alpha)
         if alpha is None and fmt != "WEBP":
             pixels = luma
         else:  # WebP has no gray; neither Pillow nor OpenCV reads a 16-bit gray+alpha TIFF back
@@ -1078,46 +1076,14 @@ def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     return b"".join(out)
 
 
-_CLASSIC_TIFF_BYTES = 2**32 - 1
-
-
-def _encode_tiff_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes | None:
-    """An 8-bit gray+alpha TIFF (BlackIsZero, ExtraSamples = unassociated alpha), little-endian,
-    Deflate-compressed with the horizontal predictor. OpenCV writes no two-sample TIFF: written
-    as RGBA, a gray picture took twice the space and came back as a colour one. None when the
-    file would pass the 4 GB a classic TIFF's offsets reach (it is then written as RGBA)."""
-    height, width = gray.shape
-    rows_per_strip = max(1, min(height, (1 << 20) // (2 * width)))
-    strips: list[bytes] = []
-    for top in range(0, height, rows_per_strip):
-        samples = np.stack((gray[top : top + rows_per_strip], alpha[top : top + rows_per_strip]), axis=-1)
-        # Predictor 2: each sample stored as its difference from the same channel's sample to the
-        # left (mod 256), which Deflate compresses far better on photos.
-        differences = samples.copy()
-        np.subtract(samples[:, 1:], samples[:, :-1], out=differences[:, 1:])
-        strips.append(zlib.compress(differences.tobytes(), 6))
-
-    ifd_size = 2 + 12 * 12 + 4  # the twelve tags below
-    # Then the strips' offsets and byte counts, unless one of each fits in its entry.
-    first_strip = 8 + ifd_size + (2 * 4 * len(strips) if len(strips) > 1 else 0)
-    if first_strip + sum(map(len, strips)) > _CLASSIC_TIFF_BYTES:
-        return None
-    offsets = np.cumsum([first_strip] + [len(strip) for strip in strips[:-1]]).tolist()
-    entries = [  # (tag, type, values), in tag order; types: 3 SHORT, 4 LONG
-        (256, 4, [width]), (257, 4, [height]), (258, 3, [8, 8]), (259, 3, [8]), (262, 3, [1]),
-        (273, 4, offsets), (277, 3, [2]), (278, 4, [rows_per_strip]),
-        (279, 4, [len(strip) for strip in strips]), (284, 3, [1]), (317, 3, [2]), (338, 3, [2]),
-    ]
-    table, out_of_line = [struct.pack("<H", len(entries))], b""
-    for tag, kind, values in entries:
-        packed = struct.pack("<" + ("H" if kind == 3 else "I") * len(values), *values)
-        if len(packed) <= 4:  # a value of four bytes or fewer sits in the entry itself
-            table.append(struct.pack("<HHI", tag, kind, len(values)) + packed.ljust(4, b"\x00"))
-        else:
-            table.append(struct.pack("<HHII", tag, kind, len(values), 8 + ifd_size + len(out_of_line)))
-            out_of_line += packed
-    table.append(struct.pack("<I", 0))  # no further page
-    return b"II*\x00" + struct.pack("<I", 8) + b"".join(table) + out_of_line + b"".join(strips)
+def _encode_tiff_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
+    """An 8-bit gray+alpha TIFF (unassociated alpha), through Pillow: OpenCV writes no two-sample
+    TIFF, and written as RGBA a gray picture took twice the space and came back as a colour one."""
+    buffer = io.BytesIO()
+    # Deflate with the horizontal predictor (tag 317 = 2), which roughly halves a photo's file.
+    Image.fromarray(np.stack((gray, alpha), axis=-1), "LA").save(
+        buffer, "TIFF", compression="tiff_adobe_deflate", tiffinfo={317: 2})
+    return buffer.getvalue()
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -62,9 +62,9 @@ def test_a_gray_alpha_picture_is_written_to_tiff_as_gray_alpha(tmp_path):
     picture = gray_alpha_picture()
     out = write_image(tmp_path / "la.tif", picture)
     assert Image.open(out).mode == "LA"
-    with tifffile.TiffFile(out) as tiff:  # an independent decoder agrees with the hand-made file
+    with tifffile.TiffFile(out) as tiff:  # a decoder other than i2i's agrees
         page = tiff.pages[0]
-        assert page.photometric == 1 and list(page.extrasamples) == [2]  # BlackIsZero, alpha
+        assert page.photometric == 1 and list(page.extrasamples) == [2]  # BlackIsZero, unassociated alpha
         stored = page.asarray()
     np.testing.assert_array_equal(stored[..., 0], picture.rgb[..., 0])
     np.testing.assert_array_equal(stored[..., 1], picture.alpha)
@@ -360,16 +360,6 @@ def test_a_large_gray_alpha_png_spreads_its_data_over_several_chunks(tmp_path, m
     picture = gray_alpha_picture()
     out = write_image(tmp_path / "la.png", picture)
     assert out.read_bytes().count(b"IDAT") > 1
-    back = read_image(out)
-    np.testing.assert_array_equal(back.rgb, picture.rgb)
-    np.testing.assert_array_equal(back.alpha, picture.alpha)
-
-
-def test_a_gray_alpha_tiff_too_large_for_32_bit_offsets_is_written_as_rgba(tmp_path, monkeypatch):
-    monkeypatch.setattr(imageio, "_CLASSIC_TIFF_BYTES", 1000)  # stands for 4 GB
-    picture = gray_alpha_picture()
-    out = write_image(tmp_path / "la.tif", picture)
-    assert Image.open(out).mode == "RGBA"
     back = read_image(out)
     np.testing.assert_array_equal(back.rgb, picture.rgb)
     np.testing.assert_array_equal(back.alpha, picture.alpha)

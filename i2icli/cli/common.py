@@ -25,8 +25,11 @@ from i2icli.batch import file_key
 from i2icli.errors import I2IError, InputError, WeightsError, first_line
 from i2icli.formats import IMAGE_SUFFIXES
 
-# Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines. Whether it
+# is a terminal is decided once, at start: while an image decodes, stderr is briefly a file that
+# collects the C libraries' lines (see imageio), and a progress bar redrawn then would lose its place.
+console = Console(stderr=True, highlight=False, soft_wrap=True,
+                  force_terminal=Console(stderr=True).is_terminal)
 
 
 def transient_progress(*columns: Any) -> Any:
