@@ -88,3 +88,22 @@ def test_crop_keeps_16_bit_and_grey_border():
     crop16 = crop_face(photo.astype(np.uint16) * 257, matrix)
     assert crop16.dtype == np.uint16 and tuple(crop8[0, 0]) == (132, 133, 135)
     assert np.abs(crop16.astype(np.int64) - crop8.astype(np.int64) * 257).max() <= 257
+
+
+@pytest.mark.parametrize("height", [1, 2])
+def test_a_strip_is_detected_on_and_mapped_back_side_by_side(retinaface, monkeypatch, height):
+    """A 4000 px strip one or two pixels high: its detection copy rounded to no rows (cv2 refused
+    it, and the photo failed with an OpenCV assertion), or to one row that the single scale mapped
+    back to 3.1 px instead of 2. Every box spans the whole copy and every landmark sits in its far
+    corner here, so they must come back as the whole photo and its far corner."""
+    from facexlib.detection import retinaface_utils
+
+    whole_copy = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    monkeypatch.setattr(retinaface_utils, "decode", lambda loc, priors, variance: whole_copy.repeat(len(priors), 1))
+    monkeypatch.setattr(retinaface_utils, "decode_landm", lambda landms, priors, variance: torch.ones(len(priors), 10))
+    strip = np.full((height, 4000, 3), 90, np.uint8)
+    faces = FaceDetector(retinaface, CPU, max_side=1280).detect(strip, threshold=0.0)
+    assert faces
+    for face in faces:
+        np.testing.assert_allclose(face.box, [0, 0, 4000, height], rtol=1e-6)
+        np.testing.assert_allclose(face.landmarks, [[4000, height]] * 5, rtol=1e-6)

@@ -79,7 +79,9 @@ class FaceDetector:
         if image.dtype == np.uint16:
             image = (image.astype(np.float32) * (255.0 / 65535.0))
         if scale != 1.0:
-            image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+            # At least a pixel across: a strip (4000x1) would round to none, which cv2 refuses.
+            size = (max(round(width * scale), 1), max(round(height * scale), 1))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         bgr = np.ascontiguousarray(image[:, :, ::-1], dtype=np.float32) - np.array(_BGR_MEAN, dtype=np.float32)
         tensor = torch.from_numpy(bgr.transpose(2, 0, 1).copy()).unsqueeze(0).to(self.device)
         parameter = next(self.model.parameters())
@@ -90,9 +92,10 @@ class FaceDetector:
         variance = self.config["variance"]
         boxes = decode(loc[0].float(), priors, variance)
         points = decode_landm(landms[0].float(), priors, variance)
-        # Back to original-image pixels: normalised coordinates times the detection size, over the scale.
-        boxes = boxes * torch.tensor([det_w, det_h] * 2, device=self.device) / scale
-        points = points * torch.tensor([det_w, det_h] * 5, device=self.device) / scale
+        # Back to original-image pixels: coordinates are normalised to the copy, so times the
+        # original's own size (each side was rounded on its own: one scale would not undo both).
+        boxes = boxes * torch.tensor([width, height] * 2, device=self.device)
+        points = points * torch.tensor([width, height] * 5, device=self.device)
         scores = conf[0, :, 1].float()
 
         keep = scores > threshold
