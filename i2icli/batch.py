@@ -220,8 +220,10 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             jobs.append((index, Job(source, target, f"{source}: its output {target} is another input ({inputs[key]}), "
                                                     "which would be overwritten; use another --output or a --suffix")))
         elif key in taken:
+            # A --suffix is added to both names alike, so it cannot part them.
             jobs.append((index, Job(source, target, f"{source}: output {target} is already written by {taken[key]}; "
-                                                    "use --suffix or separate runs")))
+                                                    "rename one of them, or restore them in separate runs into "
+                                                    "different --output folders")))
         elif is_folder(target):  # else found only when writing, after the work (and --dry-run passed it)
             jobs.append((index, Job(source, target, f"{source}: its output {target} is a folder; move it aside, or use "
                                                     "another --output or a --suffix")))

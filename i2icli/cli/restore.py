@@ -44,7 +44,7 @@ _EXTENSIONS = ("auto", *(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES))
 
 def _file_name_suffix(value: str) -> str:
     if "/" in value or "\\" in value:
-        raise typer.BadParameter("it is added to file names, so it cannot contain / or \\")
+        raise typer.BadParameter("it is added to file names, so it cannot contain a path separator (/ or \\)")
     return value
 
 

@@ -1,0 +1,26 @@
+"""`i2i restore` from the command line: odd inputs and option combinations, and the messages they get."""
+
+from __future__ import annotations
+
+from test_cli import _photo, run
+
+
+def test_a_clash_of_two_inputs_is_not_told_to_use_a_suffix(tiny_env, landmarks_detector, tmp_path):
+    """a.jpg and a.png both become a.png with --ext png. The message said "use --suffix", but a
+    suffix goes on both names alike: following it failed the same way."""
+    landmarks_detector([])
+    folder = tmp_path / "in"
+    _photo(folder / "a.jpg", 10)
+    _photo(folder / "a.png", 200)
+    common = ["-o", str(tmp_path / "out"), "--ext", "png", "--device", "cpu", "--bg-model", "none", "--parser", "none"]
+    result = run("restore", str(folder), *common)
+    assert result.exit_code == 1
+    [clash] = [line for line in result.stderr.splitlines() if "already written by" in line]
+    assert "a.png" in clash and "--suffix" not in clash and "separate runs" in clash
+    assert run("restore", str(folder), *common, "--suffix", "_r").exit_code == 1  # what the old advice led to
+
+
+def test_the_suffix_message_shows_a_backslash_as_one(tmp_path):
+    result = run("restore", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--suffix", "a/b")
+    assert result.exit_code == 2 and "(/ or \\)" in result.stderr and "\\\\" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
