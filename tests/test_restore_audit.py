@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+from conftest import EXAMPLES
 from test_cli import _photo, run
 
 
@@ -24,3 +26,15 @@ def test_the_suffix_message_shows_a_backslash_as_one(tmp_path):
     result = run("restore", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--suffix", "a/b")
     assert result.exit_code == 2 and "(/ or \\)" in result.stderr and "\\\\" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("option, wrong", [("--model", "realesrgan-x2plus"), ("--detector", "parsenet")])
+def test_a_checkpoint_of_another_network_says_what_to_pass(tiny_env, tmp_path, option, wrong):
+    """A face model or detector file of another network was named, with nothing said about what to
+    do; the other model options' messages say what to pass instead."""
+    result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path / "out"), "--device", "cpu",
+                 option, str(tiny_env.files[wrong]))
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tiny_env.files[wrong]}: ") and " — pass a " in line, line
+    assert "Traceback" not in result.stderr

@@ -37,7 +37,8 @@ def retinaface_network_name(state_dict: dict[str, torch.Tensor]) -> str:
         return "resnet50"
     if any(key.startswith("body.stage1.") for key in state_dict):
         return "mobile0.25"
-    raise WeightsError("checkpoint is not a RetinaFace detector (neither resnet50 nor mobilenet0.25 keys)")
+    raise WeightsError("checkpoint is not a RetinaFace detector (neither resnet50 nor mobilenet0.25 keys)",
+                       "pass a RetinaFace resnet50 or mobilenet0.25 checkpoint, or a name from `i2i weights list`")
 
 
 def build_retinaface(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:

@@ -111,7 +111,8 @@ def background_model_for(upscale: float) -> str:
 
 def build_face_model(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     if "stylegan_decoder.constant_input.weight" not in state_dict:
-        raise WeightsError("not a GFPGAN v1.3/v1.4 (GFPGANv1Clean) checkpoint")
+        raise WeightsError("not a GFPGAN v1.3/v1.4 (GFPGANv1Clean) checkpoint",
+                           "pass a GFPGAN v1.3/v1.4 checkpoint, or a name from `i2i weights list`")
     config = gfpgan_config_from_state_dict(state_dict)
     if config["out_size"] != FACE_SIZE:  # faces are aligned, parsed and pasted at 512 px
         raise WeightsError(f"a GFPGAN model for {config['out_size']} px faces; i2i restores {FACE_SIZE} px ones",
