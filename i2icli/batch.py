@@ -37,14 +37,33 @@ class Job:
 
 def images_in(folder: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
     """The images in ``folder`` (hidden ones skipped, anything inside ``exclude`` left out), sorted."""
+    return sorted(path for path in _named_as_images(folder, recursive, exclude) if _is_file(path))
+
+
+def _named_as_images(folder: Path, recursive: bool, exclude: Path | None) -> list[Path]:
     pattern = "**/*" if recursive else "*"
-    found = []
+    named = []
     for path in folder.glob(pattern):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
-        if path.suffix.lower() in _READABLE_SUFFIXES and _is_file(path) and not (exclude and is_inside(path, exclude)):
-            found.append(path)
-    return sorted(found)
+        if path.suffix.lower() in _READABLE_SUFFIXES and not (exclude and is_inside(path, exclude)):
+            named.append(path)
+    return named
+
+
+def _broken_links(folder: Path, recursive: bool, exclude: Path | None) -> list[Path]:
+    """Image names in ``folder`` that are symbolic links to nothing (a photo on a drive that is not
+    mounted, say): photos the folder holds that cannot be read, so failures, not left out unsaid."""
+    return sorted(path for path in _named_as_images(folder, recursive, exclude)
+                  if path.is_symlink() and _kind(path) == "missing")
+
+
+def _broken_link_problem(link: Path) -> str:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "a file"
+    return f"{link}: a symbolic link to {target}, which does not exist; reconnect what it points to, or remove the link"
 
 
 def _is_file(path: Path) -> bool:
@@ -141,7 +160,9 @@ def _expand(specs: list[str], output_dir: Path, recursive: bool) -> _Expanded:
             # then: an output folder that is this folder or holds it would hide every input).
             inside = output_dir if is_inside(output_dir, path) and output_dir.resolve() != path.resolve() else None
             found = images_in(path, recursive, inside)
-            if not found:
+            broken = _broken_links(path, recursive, inside)
+            jobs.extend((index, Job(link, None, _broken_link_problem(link))) for link in broken)
+            if not found and not broken:
                 jobs.append((index, Job(path, None, _empty_folder_problem(path, recursive, output_dir))))
             below = sorted(set(images_in(path, True, inside)) - set(found)) if found and not recursive else []
             folders.append((path, inside, below))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from conftest import EXAMPLES
 from test_cli import _photo, run
@@ -38,3 +41,24 @@ def test_a_checkpoint_of_another_network_says_what_to_pass(tiny_env, tmp_path, o
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {tiny_env.files[wrong]}: ") and " — pass a " in line, line
     assert "Traceback" not in result.stderr
+
+
+def test_a_link_to_a_missing_photo_in_a_folder_fails_rather_than_vanishing(tiny_env, landmarks_detector, tmp_path):
+    """A folder's symbolic link to a photo that is not there (a drive not mounted) was left out
+    without a word, and the run exited 0 as if the folder had been restored in full."""
+    landmarks_detector([])
+    folder = tmp_path / "in"
+    _photo(folder / "here.png")
+    (folder / "away.jpg").symlink_to(tmp_path / "unmounted" / "away.jpg")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "deep.png").symlink_to("gone.png")
+    common = ["-o", str(tmp_path / "out"), "--device", "cpu", "--bg-model", "none", "--parser", "none", "-r"]
+    for extra in ([], ["--dry-run"]):
+        result = run("restore", str(folder), *common, *extra, "--json")
+        assert result.exit_code == 1, result.stderr
+        status = {Path(record["input"]).name: record["status"] for record in json.loads(result.stdout)["results"]}
+        assert status == {"away.jpg": "failed", "deep.png": "failed", "here.png": "ok" if not extra else "would run"}
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 2 and all("symbolic link to" in line and "does not exist" in line for line in errors)
+        assert "Traceback" not in result.stderr
+    assert (tmp_path / "out" / "here.png").is_file()
