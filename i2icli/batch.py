@@ -172,13 +172,17 @@ def _expand(specs: list[str], output_dir: Path, recursive: bool) -> _Expanded:
             entries.append((path, Path(path.name), True))
             entry_spec.append(index)
         elif kind == "missing" and _GLOB_CHARS & set(spec):
-            files = sorted(Path(m) for m in glob.glob(str(path), recursive=recursive) if _is_file(Path(m)))
+            found = sorted(Path(m) for m in glob.glob(str(path), recursive=recursive))
+            files = [match for match in found if _is_file(match)]
             # As in a folder, what is not an image (a sidecar .xmp, a Thumbs.db) is no failed photo.
             matches = [match for match in files if match.suffix.lower() in _READABLE_SUFFIXES]
             others = [match for match in files if match.suffix.lower() not in _READABLE_SUFFIXES]
-            if not files:
+            broken = [match for match in found if match.suffix.lower() in _READABLE_SUFFIXES
+                      and match.is_symlink() and _kind(match) == "missing"]
+            jobs.extend((index, Job(link, None, _broken_link_problem(link))) for link in broken)
+            if not files and not broken:
                 jobs.append((index, Job(path, None, f"{spec}: no files match this pattern")))
-            elif not matches:
+            elif not matches and not broken:
                 jobs.append((index, Job(path, None, f"{spec}: no image matches this pattern, only other files "
                                                      f"(e.g. {others[0].name}); i2i reads {', '.join(IMAGE_SUFFIXES)}")))
             elif others:

@@ -62,3 +62,8 @@ def test_a_link_to_a_missing_photo_in_a_folder_fails_rather_than_vanishing(tiny_
         assert len(errors) == 2 and all("symbolic link to" in line and "does not exist" in line for line in errors)
         assert "Traceback" not in result.stderr
     assert (tmp_path / "out" / "here.png").is_file()
+    # A pattern that matches only such a link: no "no files match this pattern", but the link.
+    result = run("restore", str(folder / "*.jpg"), *common)
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "away.jpg: a symbolic link to" in line and "does not exist" in line, line
