@@ -85,7 +85,7 @@ def output_path(relative: Path, output_dir: Path, *, ext: str, suffix: str) -> P
     if PATH_SEPARATORS & set(suffix):
         # A suffix with a separator would place outputs outside the output folder.
         raise ValueError(f"a file-name suffix cannot contain a path separator: {suffix!r}")
-    extension = relative.suffix.lower() if ext == "auto" else "." + ext.lower().lstrip(".")
+    extension = relative.suffix.lower() if ext.lower() == "auto" else "." + ext.lower().lstrip(".")
     return output_dir / relative.parent / f"{relative.stem}{suffix}{extension}"
 
 

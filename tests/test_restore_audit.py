@@ -67,3 +67,16 @@ def test_a_link_to_a_missing_photo_in_a_folder_fails_rather_than_vanishing(tiny_
     assert result.exit_code == 1
     [line] = result.stderr.strip().splitlines()
     assert "away.jpg: a symbolic link to" in line and "does not exist" in line, line
+
+
+def test_ext_auto_takes_any_case(tiny_env, landmarks_detector, tmp_path):
+    """--ext AUTO passed the check (which reads any case) but named the output photo.auto."""
+    landmarks_detector([])
+    source = _photo(tmp_path / "in" / "photo.png")
+    out = tmp_path / "out"
+    preview = run("restore", str(source), "-o", str(out), "--ext", "AUTO", "--dry-run")
+    assert preview.exit_code == 0 and preview.stdout.strip().endswith(str(out / "photo.png")), preview.stdout
+    result = run("restore", str(source), "-o", str(out), "--ext", "Auto", "--device", "cpu", "--bg-model", "none",
+                 "--parser", "none")
+    assert result.exit_code == 0, result.stderr
+    assert [path.name for path in out.iterdir()] == ["photo.png"]
