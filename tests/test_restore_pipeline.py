@@ -311,3 +311,50 @@ def test_crowds_are_processed_in_bounded_batches(tiny_env, landmarks_detector):
     pipeline.face_model.forward = lambda x: sizes.append(len(x)) or original_forward(x)
     result = pipeline.restore(_old_photo())
     assert sizes == [2, 2, 2] and result.face_count == 6 and result.faces == []
+
+
+class _Red(torch.nn.Module):
+    """A 'restoration' that paints the whole face pure red: where and how fully it lands shows the mask."""
+
+    def forward(self, x):
+        y = torch.full_like(x, -1.0)
+        y[:, 0] = 1.0
+        return y
+
+
+def _template_landmarks(centre_x: float, centre_y: float, size: float) -> np.ndarray:
+    from i2icli.faces.align import FACE_TEMPLATE_512
+
+    return ((FACE_TEMPLATE_512 - 256) * (size / 512) + [centre_x, centre_y]).astype(np.float32)
+
+
+@pytest.mark.parametrize("upscale, with_alpha", [(2, False), (1.5, True)])
+def test_paste_back_touches_only_the_faces_and_reaches_the_photo_s_edge(tiny_env, landmarks_detector, upscale, with_alpha):
+    """Faces at known places, one running off the top-left corner: outside the faces' squares the
+    result is the background upscale alone (alpha included), inside them it changed, and the
+    corner face is pasted in full right up to the photo's edge (no seam or fade along it)."""
+    from i2icli.faces.paste import covered_region
+
+    rng = np.random.default_rng(1)
+    photo = Picture(rgb=rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), grayscale=False, source=None,
+                    alpha=rng.integers(0, 256, (64, 96), dtype=np.uint8) if with_alpha else None)
+    faces = [_template_landmarks(5, 5, 60), _template_landmarks(70, 40, 50)]
+    pipeline = _load(tiny_env, parser=False, upscale=upscale, min_face_size=0)
+    landmarks_detector([])
+    background = pipeline.restore(photo).picture
+    landmarks_detector(faces)
+    pipeline.face_model = _Red()
+    result = pipeline.restore(photo).picture
+
+    changed = np.abs(result.rgb.astype(np.int16) - background.rgb.astype(np.int16)).max(axis=2) > 0
+    squares = np.zeros_like(changed)
+    for points in faces:
+        region = covered_region(paste_matrix(alignment_matrix(points), upscale), 512, result.rgb.shape)
+        squares[region.y0 : region.y1, region.x0 : region.x1] = True
+        assert changed[region.y0 : region.y1, region.x0 : region.x1].mean() > 0.5
+    assert not (changed & ~squares).any()
+    if with_alpha:
+        np.testing.assert_array_equal(result.alpha, background.alpha)
+    corner = paste_matrix(alignment_matrix(faces[0]), upscale) @ np.array([256.0, 256.0, 1.0])
+    reach = int(corner[0])  # the corner face's centre: from the edge up to there it is pure red
+    assert (result.rgb[0, :reach] == (255, 0, 0)).all() and (result.rgb[:reach, 0] == (255, 0, 0)).all()
