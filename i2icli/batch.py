@@ -51,11 +51,10 @@ def _named_as_images(folder: Path, recursive: bool, exclude: Path | None) -> lis
     return named
 
 
-def _broken_links(folder: Path, recursive: bool, exclude: Path | None) -> list[Path]:
-    """Image names in ``folder`` that are symbolic links to nothing (a photo on a drive that is not
-    mounted, say): photos the folder holds that cannot be read, so failures, not left out unsaid."""
-    return sorted(path for path in _named_as_images(folder, recursive, exclude)
-                  if path.is_symlink() and _kind(path) == "missing")
+def _is_broken_link(path: Path) -> bool:
+    """A symbolic link to nothing (a photo on a drive that is not mounted, say): a photo its folder
+    or pattern holds that cannot be read, so a failure, not left out unsaid."""
+    return path.is_symlink() and _kind(path) == "missing"
 
 
 def _broken_link_problem(link: Path) -> str:
@@ -159,8 +158,9 @@ def _expand(specs: list[str], output_dir: Path, recursive: bool) -> _Expanded:
             # Leave out earlier results when the output folder lies inside this one (and only
             # then: an output folder that is this folder or holds it would hide every input).
             inside = output_dir if is_inside(output_dir, path) and output_dir.resolve() != path.resolve() else None
-            found = images_in(path, recursive, inside)
-            broken = _broken_links(path, recursive, inside)
+            named = _named_as_images(path, recursive, inside)
+            found = sorted(image for image in named if _is_file(image))
+            broken = sorted(image for image in named if _is_broken_link(image))
             jobs.extend((index, Job(link, None, _broken_link_problem(link))) for link in broken)
             if not found and not broken:
                 jobs.append((index, Job(path, None, _empty_folder_problem(path, recursive, output_dir))))
@@ -177,8 +177,7 @@ def _expand(specs: list[str], output_dir: Path, recursive: bool) -> _Expanded:
             # As in a folder, what is not an image (a sidecar .xmp, a Thumbs.db) is no failed photo.
             matches = [match for match in files if match.suffix.lower() in _READABLE_SUFFIXES]
             others = [match for match in files if match.suffix.lower() not in _READABLE_SUFFIXES]
-            broken = [match for match in found if match.suffix.lower() in _READABLE_SUFFIXES
-                      and match.is_symlink() and _kind(match) == "missing"]
+            broken = [match for match in found if match.suffix.lower() in _READABLE_SUFFIXES and _is_broken_link(match)]
             jobs.extend((index, Job(link, None, _broken_link_problem(link))) for link in broken)
             if not files and not broken:
                 jobs.append((index, Job(path, None, f"{spec}: no files match this pattern")))
