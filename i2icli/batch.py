@@ -54,7 +54,10 @@ def _named_as_images(folder: Path, recursive: bool, exclude: Path | None) -> lis
 def _is_broken_link(path: Path) -> bool:
     """A symbolic link to nothing (a photo on a drive that is not mounted, say): a photo its folder
     or pattern holds that cannot be read, so a failure, not left out unsaid."""
-    return path.is_symlink() and _kind(path) == "missing"
+    try:
+        return path.is_symlink() and _kind(path) == "missing"
+    except OSError:  # below a folder that cannot be searched: not listable, as in _is_file
+        return False
 
 
 def _broken_link_problem(link: Path) -> str:
