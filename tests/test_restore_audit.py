@@ -80,3 +80,22 @@ def test_ext_auto_takes_any_case(tiny_env, landmarks_detector, tmp_path):
                  "--parser", "none")
     assert result.exit_code == 0, result.stderr
     assert [path.name for path in out.iterdir()] == ["photo.png"]
+
+
+def test_a_named_output_file_in_the_input_folder_can_be_made_again(tiny_env, landmarks_detector, tmp_path):
+    """`i2i restore album -o album/best.png`, run a second time, found its own best.png in the
+    folder and refused: "-o names one output file, but the inputs hold 2 images"."""
+    landmarks_detector([])
+    folder = tmp_path / "album"
+    _photo(folder / "scan.png")
+    output = folder / "best.png"
+    common = ["-o", str(output), "--device", "cpu", "--bg-model", "none", "--parser", "none"]
+    assert run("restore", str(folder), *common).exit_code == 0
+    first = output.read_bytes()
+    again = run("restore", str(folder), *common, "--skip-existing")
+    assert again.exit_code == 0, again.stderr
+    assert "best.png: left out" in again.stderr and "skipped" in again.stderr and output.read_bytes() == first
+    assert run("restore", str(folder), *common).exit_code == 0
+    # Named on the command line it is an input, whose output would replace it.
+    named = run("restore", str(output), *common)
+    assert named.exit_code == 1 and "would overwrite the input" in named.stderr

@@ -29,6 +29,7 @@ from i2icli.cli.common import (
     refuse_more_than_one_image_to_standard_output,
     refuse_output_folder_for_standard_input,
     usage_error,
+    warn,
     warn_of_options_unused,
     write_output,
     writes_to_standard_output,
@@ -241,6 +242,13 @@ def _plan(inputs: list[str], given: str, piped: Piped, *, recursive: bool, ext: 
     _refuse_folder_options(output, ext, suffix)
     check_output_folder(output.parent)
     jobs = plan_jobs(inputs, output.parent, recursive=recursive)
+    # Run again on the folder it wrote into, the command would find its own earlier result there
+    # and refuse two images for one output file; found in a folder or by a pattern, it is left out.
+    named = {file_key(Path(spec).expanduser()) for spec in inputs}
+    earlier = [job for job in jobs if file_key(job.source) == file_key(output) and file_key(job.source) not in named]
+    if earlier and len(jobs) > 1:
+        warn(f"{earlier[0].source}: left out, as the output this command writes")
+        jobs = [job for job in jobs if job not in earlier]
     if len(jobs) > 1:
         raise usage_error(f"-o {output} names one output file, but the inputs hold {len(jobs)} images; give -o a folder")
     job = jobs[0]
