@@ -1165,3 +1165,19 @@ def test_weights_output_shows_a_folder_name_in_brackets_as_it_is(tiny_env, tmp_p
     verified = run("weights", "verify", "parsenet")
     assert verified.exit_code == 0 and f"✓ parsenet: {folder / 'parsing_parsenet.pth'}" in verified.stdout
     assert str(folder / "parsing_parsenet.pth") in run("weights", "list").stdout
+
+
+def test_a_message_ending_in_a_backslash_shows_it_once(capsys):
+    from i2icli.cli.common import report_error, warn
+    from i2icli.errors import I2IError
+
+    report_error(I2IError("cannot write D:\\photos\\", "free some space on D:\\"))
+    report_error("no images in C:\\scans\\")
+    warn("left out E:\\old\\")
+    warn("a [bold]name[/bold] is not markup")
+    assert capsys.readouterr().err.splitlines() == [
+        "error: cannot write D:\\photos\\ — free some space on D:\\",
+        "error: no images in C:\\scans\\",
+        "warning: left out E:\\old\\",
+        "warning: a [bold]name[/bold] is not markup",
+    ]

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Callable, Iterable, Iterator, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from i2icli.batch import file_key
@@ -169,13 +170,11 @@ def visible(text: str) -> str:
 
 def report_error(error: I2IError | str) -> None:
     """Print one line: the error, then what to do about it if known."""
-    if isinstance(error, I2IError):
-        text = f"[bold red]error:[/] {plain(error.message)}"
-        if error.hint:
-            text += f" [dim]— {plain(error.hint)}[/]"
-    else:
-        text = f"[bold red]error:[/] {plain(error)}"
-    console.print(text, soft_wrap=True)
+    # Built as Text, not markup: escaped markup doubles a backslash that ends a message (C:\photos\).
+    line = Text.assemble(("error:", "bold red"), " ", visible(str(error.message if isinstance(error, I2IError) else error)))
+    if isinstance(error, I2IError) and error.hint:
+        line.append(f" — {visible(error.hint)}", style="dim")
+    console.print(line, soft_wrap=True)
 
 
 def plain(value: Any) -> str:
@@ -186,7 +185,7 @@ def plain(value: Any) -> str:
 
 def warn(text: str) -> None:
     """One warning line; ``text`` is shown as it is (it may hold file names)."""
-    console.print(f"[yellow]warning:[/] {plain(text)}")
+    console.print(Text.assemble(("warning:", "yellow"), " ", visible(text)))
 
 
 def given_on_command_line(context: Any, name: str) -> bool:
