@@ -131,6 +131,20 @@ def write_registry(path: Path, files: dict[str, Path], hub_repo: str = "i2i-test
     return path
 
 
+@pytest.fixture(autouse=True)
+def messages_routed_as_before():
+    """A CLI run routes the package's log and Python's warnings to the console for the rest of the
+    process: undone after each test, so that no test sees what an earlier one set up."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("i2icli")
+    handlers, show = list(logger.handlers), warnings.showwarning
+    yield
+    logger.handlers[:] = handlers
+    warnings.showwarning = show
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> TinyWeights:
     folder = tmp_path_factory.mktemp("weights")
