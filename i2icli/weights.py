@@ -413,16 +413,72 @@ def fetch(checkpoint: Checkpoint, *, progress: Callable[[int, int], None] | None
     return found
 
 
+@dataclass(frozen=True)
+class CheckpointSource:
+    """Where a model option's checkpoint would come from, found without network, hashing or loading.
+
+    ``status`` is "here" (``path`` is the file), "download" (``origin`` says from where) or
+    "missing" (``reason`` says why; ``error`` is the error the run would end with).
+    """
+
+    name: str
+    file: str
+    size: int | None
+    status: str
+    path: Path | None = None
+    origin: str | None = None
+    reason: str | None = None
+    error: WeightsError | None = field(default=None, compare=False, repr=False)
+
+    def as_record(self) -> dict[str, Any]:
+        return {"name": self.name, "file": self.file, "bytes": self.size, "status": self.status,
+                "path": self.path and str(self.path), "origin": self.origin, "reason": self.reason}
+
+
+def checkpoint_source(spec: str) -> CheckpointSource:
+    """Where ``spec`` (registry name or file path) would be had from, as ``resolve`` would look,
+    but without downloading, hashing or opening anything: a copy found here is not yet verified."""
+    if looks_like_path(spec):
+        path = Path(spec).expanduser()
+        try:
+            _refuse_what_is_no_file(path)
+        except WeightsError as error:
+            return CheckpointSource(spec, path.name, None, "missing", reason=error.message, error=error)
+        return CheckpointSource(spec, path.name, path.stat().st_size, "here", path=path)
+    try:
+        checkpoint = find(spec)
+        if checkpoint.manual:
+            raise manual_download_error(checkpoint)
+        here = local_copy(checkpoint)
+        if here is None:
+            _refuse_what_stands_in_weights_dir(checkpoint)
+    except WeightsError as error:
+        return CheckpointSource(spec, Path(spec).name, None, "missing", reason=error.message, error=error)
+    if here is not None:
+        return CheckpointSource(spec, checkpoint.file, checkpoint.bytes, "here", path=here)
+    if _hub_offline():  # fetch would look nowhere else
+        return CheckpointSource(spec, checkpoint.file, checkpoint.bytes, "missing",
+                                reason="not on this machine, and HF_HUB_OFFLINE is set",
+                                error=missing_weights_error(checkpoint))
+    # Whether the network answers is not asked: a dry run touches none.
+    origin = "the Hub" if checkpoint.hub_repo else (checkpoint.url or "torchvision's release")
+    return CheckpointSource(spec, checkpoint.file, checkpoint.bytes, "download", origin=origin)
+
+
+def _refuse_what_is_no_file(path: Path) -> None:
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder, not a checkpoint file", "pass the checkpoint file itself")
+    if path.is_symlink() and not path.exists():
+        raise WeightsError(f"{path}: is a link that leads to no file", "point the link at the checkpoint file, or pass the file itself")
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file not found", "check the path, or use a name from `i2i weights list`")
+
+
 def resolve(spec: str, *, progress: Callable[[int, int], None] | None = None) -> ResolvedWeights:
     """Turn a model option (registry name or file path) into a verified file."""
     if looks_like_path(spec):
         path = Path(spec).expanduser()
-        if path.is_dir():
-            raise WeightsError(f"{path}: is a folder, not a checkpoint file", "pass the checkpoint file itself")
-        if path.is_symlink() and not path.exists():
-            raise WeightsError(f"{path}: is a link that leads to no file", "point the link at the checkpoint file, or pass the file itself")
-        if not path.is_file():
-            raise WeightsError(f"{path}: checkpoint file not found", "check the path, or use a name from `i2i weights list`")
+        _refuse_what_is_no_file(path)
         return ResolvedWeights(path, None)
     checkpoint = find(spec)
     return ResolvedWeights(fetch(checkpoint, progress=progress), checkpoint)

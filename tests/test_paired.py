@@ -893,7 +893,9 @@ def test_dry_run_lists_the_label_maps_without_loading_the_checkpoint(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "000.png").write_bytes(b"an earlier result")
-    args = ["paired", str(labels), "-c", str(tmp_path / "no-run-here"), "-o", str(out), "--skip-existing", "--dry-run"]
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "latest.pt").write_bytes(b"never opened")  # only looked for
+    args = ["paired", str(labels), "-c", str(tmp_path / "run"), "-o", str(out), "--skip-existing", "--dry-run"]
     listed = runner.invoke(app, args)
     assert listed.exit_code == 0, listed.output
     assert listed.stdout.splitlines() == [f"skipped {labels / '000.png'} ({out / '000.png'} exists)",

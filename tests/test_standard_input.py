@@ -244,6 +244,8 @@ def test_image_arguments_taken_as_typed_still_expand_a_quoted_home(tmp_path, mon
     monkeypatch.setenv("HOME", str(tmp_path))
     label = write_pairs(tmp_path / "data", 1) / "labels" / "000.png"
     (tmp_path / "000.png").write_bytes(label.read_bytes())
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "latest.pt").write_bytes(b"never opened")  # only looked for
     paired = runner.invoke(app, ["paired", "~/000.png", "-c", "~/run", "-o", "~/out.png", "--dry-run", "--json"])
     assert paired.exit_code == 0, paired.output
     assert json.loads(paired.stdout)["results"][0]["label"] == str(tmp_path / "000.png")

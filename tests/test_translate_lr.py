@@ -544,7 +544,9 @@ def test_dry_run_lists_the_pairs_without_loading_the_checkpoint(tmp_path):
     sources = write_photos(tmp_path / "sources", 2)
     target = write_photos(tmp_path / "targets", 1, seed=1, size=(8, 8))[0]
     out = tmp_path / "out"
-    args = ["translate-lr", str(tmp_path / "sources"), str(target), "-c", str(tmp_path / "no-run-here"), "-o", str(out),
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "latest.pt").write_bytes(b"never opened")  # only looked for
+    args = ["translate-lr", str(tmp_path / "sources"), str(target), "-c", str(tmp_path / "run"), "-o", str(out),
             "--dry-run"]
     listed = runner.invoke(app, args)
     assert listed.exit_code == 0, listed.output
@@ -554,7 +556,7 @@ def test_dry_run_lists_the_pairs_without_loading_the_checkpoint(tmp_path):
     assert (document["would_run"], document["skipped"], document["failed"]) == (2, 0, 0)
     assert not out.exists()
     # One pair, and -o a name ending in a slash: a folder to make, whatever its name looks like.
-    listed = runner.invoke(app, ["translate-lr", str(sources[0]), str(target), "-c", str(tmp_path / "no-run-here"),
+    listed = runner.invoke(app, ["translate-lr", str(sources[0]), str(target), "-c", str(tmp_path / "run"),
                                  "-o", f"{tmp_path / 'new.png'}/", "--dry-run"])
     assert listed.stdout.strip() == f"{sources[0]} + {target} → {tmp_path / 'new.png' / 'photo00__photo00.png'}"
 

@@ -179,7 +179,7 @@ def exemplar(
 
     if dry_run:
         exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
-                          inputs_of=_inputs_of)
+                          inputs_of=_inputs_of, checkpoints=lambda: _checkpoints(checkpoint))
     piped_picture = read_piped_image(max_pixels) if piped else None
     todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
 
@@ -412,3 +412,17 @@ def _written_files(output: Path, size: int, *, save_warps: bool, save_label: boo
     }
 
 
+
+
+def _checkpoints(checkpoint: str) -> list[tuple[str, Any]]:
+    """Where ExemplarPipeline.load would have its two files from: the --checkpoint folder."""
+    from i2icli import weights
+    from i2icli.errors import WeightsError
+    from i2icli.pipelines.exemplar import _checkpoint_files
+
+    try:
+        files = _checkpoint_files(checkpoint)[:2]
+    except WeightsError as error:
+        return [("--checkpoint", weights.CheckpointSource(checkpoint, Path(checkpoint).name, None, "missing",
+                                                          reason=error.message, error=error))]
+    return [("--checkpoint", weights.checkpoint_source(str(path))) for path in files]

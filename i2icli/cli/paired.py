@@ -172,7 +172,8 @@ def paired(
         return {"label": str(job.source), "output": str(job.output)}
 
     if dry_run:
-        exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of)
+        exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
+                          checkpoints=lambda: [("--checkpoint", _checkpoint_source(checkpoint))])
 
     from i2icli.imageio import read_image
 
@@ -269,3 +270,11 @@ class _SpectrumSums:
         plot_spectra(spectra, path, title=f"Power spectrum over {self.count} label map{'s' if self.count > 1 else ''}")
         shares = ", ".join(f"{name} {100 * high_frequency_share(s):.1f}%" for name, s in spectra.items())
         console.print(f"[green]✓[/] spectrum → {plain(path)} [dim](power above 1/4 cycle per pixel: {shares})[/]")
+
+
+def _checkpoint_source(checkpoint: str) -> Any:
+    """Where PairedTranslator.load would have ``checkpoint`` (a run folder: its latest) from."""
+    from i2icli.pipelines.loading import trained_checkpoint_source
+    from i2icli.pipelines.paired import METHOD_NAME
+
+    return trained_checkpoint_source(checkpoint, METHOD_NAME)

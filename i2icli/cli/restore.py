@@ -130,8 +130,12 @@ def restore(
     def record_of(job: Any) -> dict[str, Any]:
         return {"input": str(job.source), "output": job.output and str(job.output)}
 
+    background = {"none": None, "auto": "auto"}.get(bg_model.lower(), bg_model)
+    parser_spec = None if parser.lower() == "none" else parser
     if dry_run:
-        exit_with_preview(jobs, skip_existing=skip_existing and not piped.output, as_json=as_json, record_of=record_of)
+        exit_with_preview(jobs, skip_existing=skip_existing and not piped.output, as_json=as_json, record_of=record_of,
+                          checkpoints=lambda: _checkpoints(model, background, detector, parser_spec, upscale=upscale,
+                                                           aligned=aligned))
     if piped.input:
         piped.data = read_standard_input(max_pixels)
     if piped.output:
@@ -157,9 +161,9 @@ def restore(
         with download_progress() as progress:
             pipeline = RestorePipeline.load(
                 model=model,
-                bg_model={"none": None, "auto": "auto"}.get(bg_model.lower(), bg_model),
+                bg_model=background,
                 detector=detector,
-                parser=None if parser.lower() == "none" else parser,
+                parser=parser_spec,
                 device=device,
                 precision=precision,
                 tile=tile,
@@ -178,6 +182,26 @@ def restore(
                         record_of=record_of)
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _checkpoints(model: str, background: str | None, detector: str, parser: str | None, *, upscale: float,
+                 aligned: bool) -> list[tuple[str, Any]]:
+    """Where each checkpoint RestorePipeline.load would load comes from, in the order it loads them."""
+    from i2icli.pipelines.loading import checkpoint_source
+
+    needed = [("--model", checkpoint_source(model, "GFPGAN"))]
+    if aligned:  # the face network alone runs
+        return needed
+    needed.append(("--detector", checkpoint_source(detector, "RetinaFace")))
+    if parser:
+        needed.append(("--parser", checkpoint_source(parser, "ParseNet")))
+    if background:
+        if background == "auto":
+            from i2icli.pipelines.restore import background_model_for
+
+            background = background_model_for(upscale)
+        needed.append(("--bg-model", checkpoint_source(background, "Real-ESRGAN")))
+    return needed
 
 
 @dataclass

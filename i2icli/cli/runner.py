@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, NoReturn, Protocol, TypeVar
 
 import typer
+from rich.text import Text
 
 from i2icli.batch import file_key, is_folder
 from i2icli.cli.common import (
@@ -311,12 +312,18 @@ class _BatchRun(Generic[J]):
         return batch_summary(self.records)
 
 
+# What a run would load: each checkpoint's source, with the option that names it (for the hint of
+# an error). Asked only when some job would run.
+CheckpointsOf = Callable[[], list[tuple[str, Any]]]
+
+
 def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, record_of: Callable[[J], dict[str, Any]],
-                      inputs_of: Callable[[J], str] = _source_of) -> NoReturn:
+                      inputs_of: Callable[[J], str] = _source_of, checkpoints: CheckpointsOf | None = None) -> NoReturn:
     """--dry-run: say each job's fate as far as the plan tells it ("would run", "skipped", or
     "failed" for a problem found while planning, such as an output that would replace an input),
-    on stdout or as the --json document, and end the command (exit 1 if any failed). Nothing is
-    opened, so a file that turns out unreadable still fails the real run."""
+    on stdout or as the --json document, then where each checkpoint the run would load comes
+    from (``checkpoints``), and end the command (exit 1 if any job failed or any checkpoint
+    cannot be had). Nothing is opened, so a file that turns out unreadable still fails the real run."""
     records = []
     for job in jobs:
         record = record_of(job)
@@ -330,11 +337,33 @@ def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, reco
         if not as_json:
             inputs = inputs_of(job)
             stdout_write(visible(f"{inputs} → {job.output}" if runs else f"skipped {inputs} ({job.output} exists)"))
+    needed = checkpoints() if checkpoints is not None and _count(records, "would run") else []
+    for option, source in needed:
+        _report_checkpoint(option, source, as_json=as_json)
     if as_json:
         counts = {"would_run": _count(records, "would run"), "skipped": _count(records, "skipped"),
                   "failed": _count(records, "failed")}
-        stdout_write(json_document({"dry_run": True, **counts, "results": records}))
-    raise typer.Exit(EXIT_FAILED if _count(records, "failed") else EXIT_OK)
+        document = {"dry_run": True, **counts, "results": records}
+        if checkpoints is not None:
+            document["checkpoints"] = [{"option": option, **source.as_record()} for option, source in needed]
+        stdout_write(json_document(document))
+    unobtainable = any(source.status == "missing" for _, source in needed)
+    raise typer.Exit(EXIT_FAILED if _count(records, "failed") or unobtainable else EXIT_OK)
+
+
+def _report_checkpoint(option: str, source: Any, *, as_json: bool) -> None:
+    """One line on stderr. Not on stdout: there a dry run writes one line per job, which scripts
+    read as such; --json carries the checkpoints for programs."""
+    if source.status == "missing":
+        report_error(source.error.naming_option(option))
+        return
+    if as_json:  # the document says it; stderr keeps to what needs doing
+        return
+    from i2icli.cli.weights import _size
+
+    where = (f"here ({source.path})" if source.status == "here"
+             else f"would download {source.file} ({_size(source.size or 0)}) from {source.origin}")
+    console.print(Text.assemble(("checkpoint", "dim"), " ", visible(f"{source.name}: {where}")), soft_wrap=True)
 
 
 def _count(records: list[dict], status: str) -> int:

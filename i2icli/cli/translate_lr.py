@@ -138,7 +138,7 @@ def translate_lr(
 
     if dry_run:
         exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
-                          inputs_of=_inputs_of)
+                          inputs_of=_inputs_of, checkpoints=lambda: _checkpoints(checkpoint, detector, align_faces))
     piped_picture = read_piped_image(max_pixels) if piped else None
     from i2icli.pipelines.translate_lr import LRTranslator
 
@@ -294,3 +294,14 @@ def _write_grid(path: Path, sources: list[Path], targets: list[Path], results: d
     write_image(path, translation_grid([first[s] for s in rows], [columns[t] for t in cols], outputs))
     console.print(f"[green]✓[/] grid → {plain(path)}")
 
+
+
+def _checkpoints(checkpoint: str, detector: str, align_faces: bool) -> list[tuple[str, Any]]:
+    """Where each checkpoint LRTranslator.load would load comes from: the run's, and the detector's for --align-faces."""
+    from i2icli.pipelines.loading import checkpoint_source, trained_checkpoint_source
+    from i2icli.pipelines.translate_lr import METHOD_NAME
+
+    needed = [("--checkpoint", trained_checkpoint_source(checkpoint, METHOD_NAME))]
+    if align_faces:
+        needed.append(("--detector", checkpoint_source(detector, "RetinaFace")))
+    return needed

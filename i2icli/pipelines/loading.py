@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from i2icli import weights
 from i2icli.errors import WeightsError, first_line
+
+if TYPE_CHECKING:  # imported where a model is built: a --dry-run asks where checkpoints are without it
+    import torch
 
 CHECKPOINT_IN_RUN = Path("checkpoints") / "latest.pt"
 DownloadProgress = Callable[[str, int, int], None]  # (file, bytes done, bytes total)
@@ -47,6 +49,14 @@ def load_checkpoint(
 
     Any failure to build becomes one WeightsError naming the file, whatever the builder raised.
     """
+    _refuse_another_kind(spec, what)
+    report = (lambda done, total: progress(spec, done, total)) if progress else None
+    resolved = weights.resolve(spec, progress=report)
+    return _built(builder, weights.load_state_dict(resolved.path), resolved.path, what,
+                  f"pass a {what} checkpoint, or a name from `i2i weights list`")
+
+
+def _refuse_another_kind(spec: str, what: str) -> None:
     expected = _ARCHITECTURES.get(what)
     if expected and not weights.looks_like_path(spec):
         entry = weights.find(spec)
@@ -54,10 +64,15 @@ def load_checkpoint(
             names = " or ".join(c.name for c in weights.registry() if c.arch in expected)
             raise WeightsError(f"{spec} is a {_kind(entry.arch)} checkpoint, not a {what} one",
                                f"use {names}, or the path of a {what} checkpoint file")
-    report = (lambda done, total: progress(spec, done, total)) if progress else None
-    resolved = weights.resolve(spec, progress=report)
-    return _built(builder, weights.load_state_dict(resolved.path), resolved.path, what,
-                  f"pass a {what} checkpoint, or a name from `i2i weights list`")
+
+
+def checkpoint_source(spec: str, what: str) -> weights.CheckpointSource:
+    """Where ``load_checkpoint(spec, what, ...)`` would have its file from, with nothing downloaded or opened."""
+    try:
+        _refuse_another_kind(spec, what)
+    except WeightsError as error:
+        return weights.CheckpointSource(spec, spec, None, "missing", reason=error.message, error=error)
+    return weights.checkpoint_source(spec)
 
 
 def _built(build: Callable[[Any], Built], content: Any, path: Path, what: str, hint: str) -> Built:
@@ -83,6 +98,8 @@ def _reason(error: Exception) -> str:
 def instantiate(factory: Callable[[], torch.nn.Module], state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     """Build on the meta device and adopt the checkpoint's tensors: random initialisation of a
     large model only to overwrite it costs about a second per model."""
+    import torch
+
     with torch.device("meta"):
         model = factory()
     model.load_state_dict(state_dict, strict=True, assign=True)
@@ -119,7 +136,23 @@ def load_trained(checkpoint: str, method: str, build: Callable[[object], Built])
     Whatever ``build`` raises about the content becomes one WeightsError naming the file and the
     training command that makes the right kind.
     """
-    hint = f"pass a checkpoint (or run folder) from `i2i train {method}`"
+    hint = _trained_hint(method)
+    spec = _trained_spec(checkpoint, method)
+    resolved = weights.resolve(spec)
+    # A file of one's own run is not downloaded: an older checkpoint of the run is what there is.
+    damaged = ("pass another checkpoint from the run's checkpoints/ folder (step-NNNNNNN.pt), or a whole copy of the file"
+               if weights.looks_like_path(spec) else "download it again, or check the file")
+    return _built(build, weights.load_checkpoint_file(resolved.path, damaged_hint=damaged), resolved.path, method, hint)
+
+
+def _trained_hint(method: str) -> str:
+    return f"pass a checkpoint (or run folder) from `i2i train {method}`"
+
+
+def _trained_spec(checkpoint: str, method: str) -> str:
+    """The file or registry name ``checkpoint`` (a run folder stands for its latest) comes to,
+    refused as ``load_trained`` refuses it before anything is downloaded or opened."""
+    hint = _trained_hint(method)
     spec = training_checkpoint_file(checkpoint)
     if weights.looks_like_path(spec) and not Path(spec).expanduser().exists():
         if Path(spec).expanduser().is_symlink():
@@ -133,8 +166,16 @@ def load_trained(checkpoint: str, method: str, build: Callable[[object], Built])
             raise WeightsError(f"{spec}: no such checkpoint file or run folder", hint)
         if entry.arch != method:
             raise WeightsError(f"{spec} is a {_kind(entry.arch)} checkpoint, not a {method} one", hint)
-    resolved = weights.resolve(spec)
-    # A file of one's own run is not downloaded: an older checkpoint of the run is what there is.
-    damaged = ("pass another checkpoint from the run's checkpoints/ folder (step-NNNNNNN.pt), or a whole copy of the file"
-               if weights.looks_like_path(spec) else "download it again, or check the file")
-    return _built(build, weights.load_checkpoint_file(resolved.path, damaged_hint=damaged), resolved.path, method, hint)
+    return spec
+
+
+def trained_checkpoint_source(checkpoint: str, method: str) -> weights.CheckpointSource:
+    """Where ``load_trained(checkpoint, method, ...)`` would have its file from (a run folder's
+    latest checkpoint), with nothing downloaded or opened; named as the option gave it."""
+    try:
+        spec = _trained_spec(checkpoint, method)
+    except WeightsError as error:
+        return weights.CheckpointSource(checkpoint, Path(checkpoint).name, None, "missing", reason=error.message,
+                                        error=error)
+    found = weights.checkpoint_source(spec)
+    return dataclasses.replace(found, name=checkpoint)
