@@ -222,3 +222,33 @@ def test_exemplar_names_both_files_of_its_checkpoint_folder(tmp_path):
     assert half.exit_code == 1 and f"error: {model}: no latest_net_G.pth in this folder" in half.stderr
     manual = run(*args)  # the official model is a manual download, never fetched by name
     assert manual.exit_code == 1 and "cocosnet2-deepfashionhd is published only at" in manual.stderr
+
+
+def test_invert_previews_its_one_output_and_the_networks_it_would_load(tiny_env, tmp_path):
+    source, exemplar = _photo(tmp_path / "face.png"), _photo(tmp_path / "style.png")
+    stand_ins = {}
+    for option in ("--generator", "--correspondence-model", "--perceptual-model", "--score-model"):
+        stand_ins[option] = tmp_path / f"{option.strip('-')}.pth"
+        stand_ins[option].write_bytes(b"not opened by a dry run")
+    args = ["invert", str(source), str(exemplar), "-o", str(tmp_path / "out"), "--dry-run",
+            *(part for option, path in stand_ins.items() for part in (option, str(path)))]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"{source} + {exemplar} → {tmp_path / 'out' / 'face_style.png'}"]
+    document = json.loads(run(*args, "--json").stdout)
+    assert [(c["option"], c["status"]) for c in document["checkpoints"]] == [
+        ("--generator", "here"), ("--detector", "here"), ("--correspondence-model", "here"),
+        ("--perceptual-model", "here"), ("--score-model", "here")]
+    lean = json.loads(run(*args, "--json", "--aligned", "--perceptual-weight", "0").stdout)
+    assert [c["option"] for c in lean["checkpoints"]] == ["--generator", "--correspondence-model", "--score-model"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_invert_dry_run_fails_for_a_missing_image_or_checkpoint(tiny_env, tmp_path):
+    source = str(_photo(tmp_path / "face.png"))
+    gone = run("invert", source, str(tmp_path / "gone.png"), "--dry-run", "--json")
+    assert gone.exit_code == 1 and f"error: {tmp_path / 'gone.png'}: no such file" in gone.stderr
+    assert json.loads(gone.stdout)["checkpoints"] == []  # nothing would run, so nothing would load
+    no_generator = run("invert", source, source, "--aligned", "--generator", str(tmp_path / "g.pth"), "--dry-run")
+    assert no_generator.exit_code == 1
+    assert f"error: {tmp_path / 'g.pth'}: checkpoint file not found" in no_generator.stderr

@@ -12,6 +12,7 @@ from i2icli.cli.common import (
     EXIT_OK,
     STANDARD_STREAM,
     DeviceOption,
+    DryRunOption,
     JsonOption,
     MaxPixelsOption,
     argument_read_from_standard_input,
@@ -115,6 +116,7 @@ def invert(
                            rich_help_panel="Device")
     ] = False,
     max_pixels: MaxPixelsOption = DEFAULT_MAX_PIXELS,
+    dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Give SOURCE's face the style of EXEMPLAR's (Multiple GAN Inversion).
@@ -131,7 +133,7 @@ def invert(
         refuse_output_folder_for_standard_input(output, "result.png")
     if aligned:
         warn_of_options_unused(context, ["detector"], "with --aligned")
-    to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=False, files_beside=[("--save-all", save_all)])
+    to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[("--save-all", save_all)])
     from i2icli.pipelines.invert import (
         InvertPipeline,
         InvertSettings,
@@ -155,6 +157,10 @@ def invert(
             refuse_overwrite(path, [source_path, exemplar_path])
             if is_folder(path):  # else found only when writing, after the whole inversion
                 raise InputError(path, "is a folder, where this output file would go", "move it aside or choose another -o")
+    if dry_run:
+        _exit_with_preview(source_path, exemplar_path, target, as_json=as_json, checkpoints=lambda: _checkpoints(
+            generator=generator, detector=None if aligned else detector, correspondence=correspondence_model,
+            perceptual=perceptual_model if perceptual_weight else None, scorer=score_model))
 
     from i2icli.imageio import read_image
 
@@ -186,6 +192,30 @@ def invert(
     if as_json:
         stdout_write(json_document(_summary(result, source_path, exemplar_path, target, written)))
     raise typer.Exit(EXIT_OK)
+
+
+def _exit_with_preview(source: Path, exemplar: Path, target: Path, *, as_json: bool, checkpoints: Any) -> None:
+    """--dry-run: the one inversion as a batch of one, and the checkpoints it would load."""
+    from i2icli.batch import Job
+    from i2icli.cli.runner import exit_with_preview
+
+    # Not read, only looked for: a missing image fails the preview as it would the run.
+    problem = next((f"{path}: no such file" for path in (source, exemplar)
+                    if str(path) != STANDARD_STREAM and not path.exists()), None)
+    exit_with_preview([Job(source, target, problem)], skip_existing=False, as_json=as_json,
+                      record_of=lambda job: {"source": str(source), "exemplar": str(exemplar), "output": str(target)},
+                      inputs_of=lambda job: f"{source} + {exemplar}", checkpoints=checkpoints)
+
+
+def _checkpoints(*, generator: str, detector: str | None, correspondence: str, perceptual: str | None,
+                 scorer: str) -> list[tuple[str, Any]]:
+    """Where each checkpoint InvertPipeline.load would load comes from, in the order it loads them."""
+    from i2icli.pipelines.loading import checkpoint_source
+
+    wanted = [("--generator", generator, "StyleGAN2 generator"), ("--detector", detector, "RetinaFace"),
+              ("--correspondence-model", correspondence, "VGG-19"), ("--perceptual-model", perceptual, "VGG-16"),
+              ("--score-model", scorer, "FID Inception")]
+    return [(option, checkpoint_source(spec, kind)) for option, spec, kind in wanted if spec is not None]
 
 
 def _output_path(source: Path, exemplar: Path, output: str) -> Path:
