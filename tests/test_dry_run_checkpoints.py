@@ -252,3 +252,20 @@ def test_invert_dry_run_fails_for_a_missing_image_or_checkpoint(tiny_env, tmp_pa
     no_generator = run("invert", source, source, "--aligned", "--generator", str(tmp_path / "g.pth"), "--dry-run")
     assert no_generator.exit_code == 1
     assert f"error: {tmp_path / 'g.pth'}: checkpoint file not found" in no_generator.stderr
+
+
+def test_translate_lr_loads_no_checkpoint_when_every_pair_is_skipped(tmp_path):
+    """The run loaded it anyway, so offline, or with the run folder moved, a batch with nothing
+    left to do failed; now the run and its preview agree that only --grid needs it then."""
+    source, target = _photo(tmp_path / "s.png"), _photo(tmp_path / "t.png")
+    _photo(tmp_path / "out" / "s__t.png")
+    args = ["translate-lr", str(source), str(target), "-c", str(tmp_path / "moved-run"), "-o", str(tmp_path / "out"),
+            "--skip-existing"]
+    done = run(*args)
+    assert done.exit_code == 0, done.output
+    assert "skipped" in done.stderr
+    preview = run(*args, "--dry-run", "--json")
+    assert preview.exit_code == 0 and json.loads(preview.stdout)["checkpoints"] == []
+    with_grid = run(*args, "--grid", str(tmp_path / "grid.png"), "--dry-run", "--json")
+    assert with_grid.exit_code == 1
+    assert [c["status"] for c in json.loads(with_grid.stdout)["checkpoints"]] == ["missing"]

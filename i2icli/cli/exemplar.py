@@ -412,8 +412,6 @@ def _written_files(output: Path, size: int, *, save_warps: bool, save_label: boo
     }
 
 
-
-
 def _checkpoints(checkpoint: str) -> list[tuple[str, Any]]:
     """Where ExemplarPipeline.load would have its two files from: the --checkpoint folder."""
     from i2icli import weights

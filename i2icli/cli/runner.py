@@ -318,12 +318,14 @@ CheckpointsOf = Callable[[], list[tuple[str, Any]]]
 
 
 def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, record_of: Callable[[J], dict[str, Any]],
-                      inputs_of: Callable[[J], str] = _source_of, checkpoints: CheckpointsOf | None = None) -> NoReturn:
+                      inputs_of: Callable[[J], str] = _source_of, checkpoints: CheckpointsOf | None = None,
+                      loads_without_jobs: bool = False) -> NoReturn:
     """--dry-run: say each job's fate as far as the plan tells it ("would run", "skipped", or
     "failed" for a problem found while planning, such as an output that would replace an input),
     on stdout or as the --json document, then where each checkpoint the run would load comes
-    from (``checkpoints``), and end the command (exit 1 if any job failed or any checkpoint
-    cannot be had). Nothing is opened, so a file that turns out unreadable still fails the real run."""
+    from (``checkpoints``: asked only if a job would run, unless ``loads_without_jobs``), and
+    end the command (exit 1 if any job failed or any checkpoint cannot be had). Nothing is
+    opened, so a file that turns out unreadable still fails the real run."""
     records = []
     for job in jobs:
         record = record_of(job)
@@ -337,7 +339,8 @@ def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, reco
         if not as_json:
             inputs = inputs_of(job)
             stdout_write(visible(f"{inputs} → {job.output}" if runs else f"skipped {inputs} ({job.output} exists)"))
-    needed = checkpoints() if checkpoints is not None and _count(records, "would run") else []
+    loads = _count(records, "would run") or loads_without_jobs
+    needed = checkpoints() if checkpoints is not None and loads else []
     for option, source in needed:
         _report_checkpoint(option, source, as_json=as_json)
     if as_json:

@@ -42,6 +42,7 @@ from i2icli.cli.runner import (
     exit_with_preview,
     one_writer_per_file,
     run_batch,
+    will_run,
 )
 from i2icli.errors import I2IError
 from i2icli.formats import DEFAULT_MAX_PIXELS
@@ -136,18 +137,23 @@ def translate_lr(
     def record_of(job: PairJob) -> dict[str, Any]:
         return {"source": str(job.source), "target": str(job.target), "output": str(job.output)}
 
+    # With every pair skipped, only --grid needs the model: it prepares the inputs of the earlier outputs it shows.
+    grid_needs_model = grid is not None
     if dry_run:
         exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
-                          inputs_of=_inputs_of, checkpoints=lambda: _checkpoints(checkpoint, detector, align_faces))
+                          inputs_of=_inputs_of, checkpoints=lambda: _checkpoints(checkpoint, detector, align_faces),
+                          loads_without_jobs=grid_needs_model)
     piped_picture = read_piped_image(max_pixels) if piped else None
     from i2icli.pipelines.translate_lr import LRTranslator
 
-    try:
-        with download_progress() as progress:
-            translator = LRTranslator.load(checkpoint, lr_size=lr_size, device=device, align_faces=align_faces,
-                                           detector=detector, progress=progress)
-    except ValueError as error:
-        raise usage_error(str(error)) from None
+    translator: Any = None
+    if grid_needs_model or any(will_run(job, skip_existing=skip_existing) for job in jobs):
+        try:
+            with download_progress() as progress:
+                translator = LRTranslator.load(checkpoint, lr_size=lr_size, device=device, align_faces=align_faces,
+                                               detector=detector, progress=progress)
+        except ValueError as error:
+            raise usage_error(str(error)) from None
     cache = _PreparedInputs(translator, max_pixels, piped, piped_picture)
     results: dict[tuple[Path, Path], Any] = {}
 
