@@ -168,6 +168,11 @@ def visible(text: str) -> str:
     return text.translate(_CONTROL_CHARACTERS)
 
 
+def megabytes(size: int | None) -> str:
+    """A checkpoint's size as listings show it ("332.5 MB"), or "?" where the registry has none."""
+    return f"{size / 2**20:.1f} MB" if size else "?"
+
+
 def report_error(error: I2IError | str) -> None:
     """Print one line: the error, then what to do about it if known."""
     # Built as Text, not markup: escaped markup doubles a backslash that ends a message (C:\photos\).

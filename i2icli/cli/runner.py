@@ -21,6 +21,7 @@ from i2icli.cli.common import (
     Interrupted,
     console,
     json_document,
+    megabytes,
     out_of_memory,
     plain,
     report_error,
@@ -362,10 +363,8 @@ def _report_checkpoint(option: str, source: Any, *, as_json: bool) -> None:
         return
     if as_json:  # the document says it; stderr keeps to what needs doing
         return
-    from i2icli.cli.weights import _size
-
     where = (f"here ({source.path})" if source.status == "here"
-             else f"would download {source.file} ({_size(source.size or 0)}) from {source.origin}")
+             else f"would download {source.file} ({megabytes(source.size)}) from {source.origin}")
     console.print(Text.assemble(("checkpoint", "dim"), " ", visible(f"{source.name}: {where}")), soft_wrap=True)
 
 

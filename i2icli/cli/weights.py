@@ -16,6 +16,7 @@ from i2icli.cli.common import (
     download_progress,
     handles_errors,
     json_document,
+    megabytes,
     plain,
     report_error,
     stdout_write,
@@ -25,10 +26,6 @@ app = typer.Typer(help="List, download and verify pretrained checkpoints.", no_a
 
 # What `i2i restore` loads with its default options, at any --upscale (x2plus up to 2x, x4plus above).
 RESTORE_DEFAULTS = ("gfpgan-1.4", "realesrgan-x2plus", "realesrgan-x4plus", "retinaface-resnet50", "parsenet")
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MB" if n else "?"
 
 
 @app.command("list", cls=Command)
@@ -64,10 +61,10 @@ def list_weights(as_json: JsonOption = False) -> None:
         if checkpoint.manual:
             where, size = f"[yellow]manual download[/] {checkpoint.url}", "?"
         elif wrong_size:
-            where = f"[red]{plain(local)} ({_size(local.stat().st_size)}: damaged, see `i2i weights verify`)[/]"
-            size = _size(checkpoint.bytes)
+            where = f"[red]{plain(local)} ({megabytes(local.stat().st_size)}: damaged, see `i2i weights verify`)[/]"
+            size = megabytes(checkpoint.bytes)
         else:
-            where, size = (f"[green]{plain(local)}[/]" if local else "[dim]no[/]"), _size(checkpoint.bytes)
+            where, size = (f"[green]{plain(local)}[/]" if local else "[dim]no[/]"), megabytes(checkpoint.bytes)
         table.add_row(checkpoint.name, checkpoint.role, checkpoint.file, size, checkpoint.license, where)
     # The listing is what the command produces, so it goes to stdout (for grep), unlike diagnostics.
     Console(highlight=False).print(table)
