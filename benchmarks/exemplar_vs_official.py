@@ -32,8 +32,9 @@ from torch.nn import functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import fixtures  # noqa: E402
 import official_cocosnet  # noqa: E402
-from i2icli.pipelines.devices import pick_device, synchronize  # noqa: E402
+from i2icli.pipelines.devices import PRECISIONS, pick_device, synchronize  # noqa: E402
 
 SIZE = official_cocosnet.SIZE
 
@@ -71,6 +72,7 @@ def worker(spec: dict) -> dict:
         tensors = [inputs[k].to(device) for k in ("semantic", "exemplar", "exemplar_semantic")]
         amp = spec["precision"] == "fp16"
         for index in range(_untimed_runs(device) + spec["repeats"]):
+            _sync(device)  # the copies to the device, or the run before, are not this run's time
             started = time.perf_counter()
             with torch.autocast("cuda", enabled=amp) if device.startswith("cuda") else torch.no_grad():
                 warps, image = official_cocosnet.official_forward(root, corr, gen, *tensors, orders)
@@ -136,22 +138,28 @@ def _checkpoint(folder: Path, official: Path) -> Path:
     return target
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", help=f"CoCosNet-v2 checkout (default: ${official_cocosnet.OFFICIAL_ENV})")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precisions", nargs="+", default=["fp32"], help="for i2i: fp32, bf16, fp16, auto")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=PRECISIONS,
+                        help="i2i precisions to run (auto: fp16 on CUDA, else fp32)")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(Path(args.worker).read_text()))))
         return
     official = official_cocosnet.official_root(args.official)
     if official is None:
         raise SystemExit("pass --official PATH to a microsoft/CoCosNet-v2 checkout")
+    fixtures.check_precisions(args.precisions, fixtures.device_or_exit(args.device))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         common = {"inputs": str(_inputs(folder)), "device": args.device, "iterations": args.iterations,

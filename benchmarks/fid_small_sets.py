@@ -29,12 +29,16 @@ def _seconds(function, repeats: int) -> tuple[float, float]:
     return min(times), value
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, nargs="+", default=[10, 50, 200], help="images per set")
     parser.add_argument("--features", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     from pytorch_fid.fid_score import calculate_frechet_distance
 

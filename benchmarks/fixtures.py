@@ -71,6 +71,33 @@ def group_photo(megapixels: float) -> tuple[np.ndarray, list[np.ndarray]]:
     return np.ascontiguousarray(image), landmarks
 
 
+def device_or_exit(spec: str) -> torch.device:
+    """The device ``spec`` names, or an exit with one line saying why it cannot be had (no CUDA
+    GPU on this machine, say), before anything slow is built."""
+    from i2icli.errors import I2IError
+    from i2icli.pipelines.devices import pick_device
+
+    try:
+        return pick_device(spec)
+    except I2IError as error:
+        raise SystemExit(str(error)) from None
+
+
+def check_precisions(precisions: list[str], device: torch.device) -> None:
+    """Exit with one line for a precision ``device`` cannot run (fp16 on a CPU, say), before the
+    workers start; "auto" always has one."""
+    from i2icli.errors import I2IError
+    from i2icli.pipelines.devices import AUTO, explicit_dtype
+
+    for precision in precisions:
+        if precision == AUTO:
+            continue
+        try:
+            explicit_dtype(precision, device)
+        except I2IError as error:
+            raise SystemExit(f"--precisions {precision}: {error.message}") from None
+
+
 def write_jpeg(path: Path, rgb: np.ndarray) -> Path:
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
     return path

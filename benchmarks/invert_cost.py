@@ -24,11 +24,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import fixtures  # noqa: E402
 from feature_checkpoints import random_fid_inception_state_dict, random_vgg_state_dict  # noqa: E402
 from i2icli.archs.stylegan2 import StyleGAN2Generator  # noqa: E402
 from i2icli.imageio import read_image  # noqa: E402
-from i2icli.pipelines.devices import pick_device, synchronize  # noqa: E402
+from i2icli.pipelines.devices import synchronize  # noqa: E402
 from i2icli.pipelines.imagetensors import square_resize, to_tensor  # noqa: E402
 from i2icli.pipelines.invert import (  # noqa: E402
     DEFAULT_LAYERS,
@@ -42,7 +44,7 @@ from i2icli.pipelines.invert import (  # noqa: E402
 CONFIGS = {512: {"channel_multiplier": 1}, 1024: {"channel_multiplier": 2}}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generator-size", type=int, choices=sorted(CONFIGS), default=512)
     parser.add_argument("--codes", type=int, default=InvertSettings.codes)
@@ -51,9 +53,12 @@ def main() -> None:
     parser.add_argument("--timed-steps", type=int, default=4, help="measured steps per configuration")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    args = parser.parse_args()
+    return parser
 
-    device = pick_device(args.device)
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    device = fixtures.device_or_exit(args.device)
     torch.manual_seed(0)
     generator = StyleGAN2Generator(args.generator_size, **CONFIGS[args.generator_size], resample="fir").eval()
     generator.scale_activations().requires_grad_(False)

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from i2icli.archs.grit import GRITConfig, GRITGenerator
-from i2icli.pipelines.devices import pick_device, synchronize
-from i2icli.pipelines.paired import PairedTranslator
-from i2icli.imageio import Picture
-from i2icli.training.paired import PairedTraining, PairedTrainingOptions
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fixtures  # noqa: E402
+from i2icli.archs.grit import GRITConfig, GRITGenerator  # noqa: E402
+from i2icli.imageio import Picture  # noqa: E402
+from i2icli.pipelines.devices import synchronize  # noqa: E402
+from i2icli.pipelines.paired import PairedTranslator  # noqa: E402
+from i2icli.training.paired import PairedTraining, PairedTrainingOptions  # noqa: E402
 
 
 def _label_picture(size: int, classes: int) -> Picture:
@@ -35,7 +40,7 @@ def _label_picture(size: int, classes: int) -> Picture:
     return Picture(rgb=np.repeat(labels[:, :, None], 3, axis=2), grayscale=True)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--classes", type=int, default=19)
@@ -44,8 +49,12 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--per-pass", type=int, default=None, help="samples per residual pass (default: by device)")
-    args = parser.parse_args()
-    device = pick_device(args.device)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    device = fixtures.device_or_exit(args.device)
     torch.manual_seed(0)
     config = GRITConfig(input_channels=args.classes, image_size=args.size)
     generator = GRITGenerator(config)

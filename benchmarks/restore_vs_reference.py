@@ -294,7 +294,7 @@ def _median(runs: list[dict], key: str) -> float:
     return statistics.median(run.get(key, 0.0) for run in runs)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 2.0], help="megapixels of the test photos")
     parser.add_argument("--repeats", type=int, default=3)
@@ -308,10 +308,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "i2i-bench")
     parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-spec", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.worker:
         return worker(args)
 
+    # Before the checkpoints are written and the workers start, which each would fail on them.
+    fixtures.check_precisions(args.precisions, fixtures.device_or_exit(args.device))
     args.workdir = args.workdir.resolve()  # the reference's worker changes directory
     weights = fixtures.official_size_checkpoints(args.workdir / "weights")
     if args.folder:
@@ -355,6 +361,7 @@ def main() -> None:
         for which, (max_diff, mean_diff) in differences.items():
             speedup = _median(results["reference"]["runs"], "total") / _median(results[which]["runs"], "total")
             print(f"| | **{which}: {speedup:.2f}x the reference**, output difference max {max_diff:.0f} / mean {mean_diff:.3f} levels | |")
+
 
 def compare_folders(args: argparse.Namespace, weights: dict[str, Path]) -> None:
     import shutil

@@ -21,12 +21,21 @@ from pathlib import Path
 
 import torch
 
-from i2icli.archs.lr_conditioned import LRConditionedGenerator, LRDifferenceDiscriminator, config_from_state_dicts
-from i2icli.pipelines.devices import synchronize
-from i2icli.training.translate_lr import LRTrainingOptions, TranslateLRTraining
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fixtures  # noqa: E402
+from i2icli.archs.lr_conditioned import (  # noqa: E402
+    LRConditionedGenerator,
+    LRDifferenceDiscriminator,
+    config_from_state_dicts,
+)
+from i2icli.pipelines.devices import synchronize  # noqa: E402
+from i2icli.training.translate_lr import LRTrainingOptions, TranslateLRTraining  # noqa: E402
 
 
 def authors_networks(root: Path):
+    if not (root / "networks" / "networks.py").is_file():
+        raise SystemExit(f"{root}: not a checkout of Medabid1/I2I-LR (no networks/networks.py); pass --official PATH to one")
     sys.path.insert(0, str(root))
     import networks.modules as modules
 
@@ -45,17 +54,29 @@ def timed(function, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", type=Path, required=True, help="checkout of Medabid1/I2I-LR")
     parser.add_argument("--hr", type=int, default=128)
     parser.add_argument("--lr", type=int, default=8)
-    parser.add_argument("--dim-in", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dim-in", type=int, default=512,
+                        help="the authors' widest encoder width, at least 128 (their first block is 128 wide)")
+    parser.add_argument("--batch", type=int, default=8, help="an even number (a training step pairs two halves)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    device = torch.device(args.device)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.dim_in < 128:
+        # Below that the authors' encoder narrows after its first block: a network i2i's
+        # configuration (widths that only grow) does not describe.
+        parser.error(f"--dim-in {args.dim_in}: the authors' networks need at least 128")
+    if args.batch < 2 or args.batch % 2:
+        parser.error(f"--batch {args.batch}: a training step splits the batch in two halves; give an even number")
+    device = fixtures.device_or_exit(args.device)
 
     generator_class, discriminator_class = authors_networks(args.official)
     torch.manual_seed(0)
