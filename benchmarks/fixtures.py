@@ -83,7 +83,7 @@ def device_or_exit(spec: str) -> torch.device:
         raise SystemExit(str(error)) from None
 
 
-def check_precisions(precisions: list[str], device: torch.device) -> None:
+def check_precisions(precisions: list[str], device: torch.device, option: str = "--precisions") -> None:
     """Exit with one line for a precision ``device`` cannot run (fp16 on a CPU, say), before the
     workers start; "auto" always has one."""
     from i2icli.errors import I2IError
@@ -95,7 +95,7 @@ def check_precisions(precisions: list[str], device: torch.device) -> None:
         try:
             explicit_dtype(precision, device)
         except I2IError as error:
-            raise SystemExit(f"--precisions {precision}: {error.message}") from None
+            raise SystemExit(f"{option} {precision}: {error.message}") from None
 
 
 def write_jpeg(path: Path, rgb: np.ndarray) -> Path:

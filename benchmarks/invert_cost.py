@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     device = fixtures.device_or_exit(args.device)
+    fixtures.check_precisions([args.precision], device, "--precision")  # bf16 where it would be emulated
     torch.manual_seed(0)
     generator = StyleGAN2Generator(args.generator_size, **CONFIGS[args.generator_size], resample="fir").eval()
     generator.scale_activations().requires_grad_(False)
