@@ -47,15 +47,24 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def readme_commands() -> list[tuple[str, list[str]]]:
-    """(script, arguments) for every place the README names a benchmark script, up to the end
-    of the command (a closing backtick, a comment, the end of the line)."""
+def commands_in(text: str) -> list[tuple[str, list[str]]]:
+    """(script, arguments) for every place ``text`` names a benchmark script, up to the end of
+    the command (a closing backtick, a comment, the end of the line)."""
     commands = []
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in text.splitlines():
         for match in re.finditer(r"benchmarks/(\w+)\.py([^`#\n]*)", line):
             arguments = shlex.split(match.group(2))
             commands.append((match.group(1), ["/nonexistent" if a == "PATH" else a for a in arguments]))
     return commands
+
+
+def readme_commands() -> list[tuple[str, list[str]]]:
+    return commands_in((ROOT / "README.md").read_text())
+
+
+def docstring_commands() -> list[tuple[str, list[str]]]:
+    """The examples each script's --help gives."""
+    return [command for name in SCRIPTS for command in commands_in((BENCHMARKS / f"{name}.py").read_text().split('"""')[1])]
 
 
 def fake_cocosnet_checkout(folder: Path) -> Path:
@@ -101,6 +110,12 @@ def test_readme_commands_parse(name, arguments):
     load(name).build_parser().parse_args(arguments)
 
 
+@pytest.mark.parametrize("name, arguments", docstring_commands(),
+                         ids=lambda value: " ".join(value) if isinstance(value, list) else value)
+def test_docstring_commands_parse(name, arguments):
+    load(name).build_parser().parse_args(arguments)
+
+
 @NO_CUDA
 @pytest.mark.parametrize("name", sorted(DEVICE_SCRIPTS))
 def test_missing_cuda_is_one_line(name, tmp_path):
@@ -121,6 +136,15 @@ def test_fp16_on_cpu_is_one_line(name, needs, tmp_path):
         load(name).main([*needs, "--device", "cpu", "--precisions", "fp16", "--workdir", str(tmp_path)]
                         if name == "restore_vs_reference" else [*needs, "--device", "cpu", "--precisions", "fp16"])
     assert "fp16" in one_line_exit(excinfo)
+
+
+def test_emulated_bf16_is_one_line(monkeypatch):
+    from i2icli.pipelines import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(SystemExit) as excinfo:
+        load("invert_cost").main(["--device", "cpu", "--precision", "bf16"])
+    assert one_line_exit(excinfo).startswith("--precision bf16: ")
 
 
 def test_exemplar_precisions_are_checked_when_parsed():
