@@ -10,8 +10,9 @@ its own. The official code needs a checkout of microsoft/CoCosNet-v2:
 
 Prints a Markdown table: seconds per pair (correspondence, generator, total), peak RSS (and
 CUDA peak), and the difference between the outputs in 8-bit levels (against the official fp32
-output). On CUDA the official forward runs in fp32 and in fp16 autocast, each i2i precision is
-timed against the official one at the same precision (else fp32), and one untimed run comes first.
+output). On CUDA the official forward runs in fp32 (TF32 off, as for i2i's fp32) and in fp16
+autocast, each i2i precision is timed against the official one at the same precision (else fp32),
+and one untimed run comes first.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path.insert(0, str(HERE))
 
 import fixtures  # noqa: E402
 import official_cocosnet  # noqa: E402
-from i2icli.pipelines.devices import PRECISIONS, pick_device, synchronize  # noqa: E402
+from i2icli.pipelines.devices import PRECISIONS, explicit_dtype, pick_device, synchronize  # noqa: E402
 
 SIZE = official_cocosnet.SIZE
 
@@ -71,6 +72,10 @@ def worker(spec: dict) -> dict:
         corr, gen = corr.to(device), gen.to(device)
         tensors = [inputs[k].to(device) for k in ("semantic", "exemplar", "exemplar_semantic")]
         amp = spec["precision"] == "fp16"
+        if not amp:
+            # Float32 arithmetic, as i2i's fp32 it is timed against: PyTorch otherwise runs
+            # cuDNN's convolutions in TF32 on Ampere and later GPUs (a no-op on the CPU).
+            explicit_dtype("fp32", pick_device(device))
         for index in range(_untimed_runs(device) + spec["repeats"]):
             _sync(device)  # the copies to the device, or the run before, are not this run's time
             started = time.perf_counter()
