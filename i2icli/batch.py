@@ -251,6 +251,12 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             jobs.append((index, Job(source, target, f"{source}: output {target} is already written by {taken[key]}; "
                                                     "rename one of them, or restore them in separate runs into "
                                                     "different --output folders")))
+        elif source.suffix.lower() not in _READABLE_SUFFIXES and _is_file(source):
+            # Named on the command line (a folder or pattern gives images only): refused now, as
+            # reading it would be, so --dry-run says so and no model is loaded for it.
+            shown = f"'{source.suffix}'" if source.suffix else "no suffix"
+            jobs.append((index, Job(source, target, f"{source}: unsupported file type ({shown}); i2i reads "
+                                                    f"{', '.join(IMAGE_SUFFIXES)}")))
         elif is_folder(target):  # else found only when writing, after the work (and --dry-run passed it)
             jobs.append((index, Job(source, target, f"{source}: its output {target} is a folder; move it aside, or use "
                                                     "another --output or a --suffix")))

@@ -99,3 +99,17 @@ def test_a_named_output_file_in_the_input_folder_can_be_made_again(tiny_env, lan
     # Named on the command line it is an input, whose output would replace it.
     named = run("restore", str(output), *common)
     assert named.exit_code == 1 and "would overwrite the input" in named.stderr
+
+
+def test_an_input_of_an_unsupported_type_fails_the_dry_run_as_it_fails_the_run(tiny_env, tmp_path, monkeypatch):
+    """scan.dat is refused when read; --dry-run said "would run", and the run loaded every model first."""
+    from i2icli.pipelines.restore import RestorePipeline
+
+    scan = tmp_path / "scan.dat"
+    scan.write_bytes((EXAMPLES / "old_photo.jpg").read_bytes())
+    monkeypatch.setattr(RestorePipeline, "load", lambda *args, **kwargs: pytest.fail("no job would run"))
+    for extra in (["--dry-run"], []):
+        refused = run("restore", str(scan), "-o", str(tmp_path / "out"), "--device", "cpu", *extra)
+        assert refused.exit_code == 1
+        assert f"{scan}: unsupported file type ('.dat'); i2i reads .png, .jpg" in refused.stderr
+        assert not (tmp_path / "out").exists()
