@@ -430,6 +430,11 @@ class CheckpointSource:
     reason: str | None = None
     error: WeightsError | None = field(default=None, compare=False, repr=False)
 
+    @classmethod
+    def unobtainable(cls, spec: str, error: WeightsError, file: str | None = None) -> CheckpointSource:
+        """A checkpoint the run could not have, for ``error`` (the one the run would end with)."""
+        return cls(spec, file or Path(spec).name, None, "missing", reason=error.message, error=error)
+
     def as_record(self) -> dict[str, Any]:
         return {"name": self.name, "file": self.file, "bytes": self.size, "status": self.status,
                 "path": self.path and str(self.path), "origin": self.origin, "reason": self.reason}
@@ -443,7 +448,7 @@ def checkpoint_source(spec: str) -> CheckpointSource:
         try:
             _refuse_what_is_no_file(path)
         except WeightsError as error:
-            return CheckpointSource(spec, path.name, None, "missing", reason=error.message, error=error)
+            return CheckpointSource.unobtainable(spec, error, path.name)
         return CheckpointSource(spec, path.name, path.stat().st_size, "here", path=path)
     try:
         checkpoint = find(spec)
@@ -453,7 +458,7 @@ def checkpoint_source(spec: str) -> CheckpointSource:
         if here is None:
             _refuse_what_stands_in_weights_dir(checkpoint)
     except WeightsError as error:
-        return CheckpointSource(spec, Path(spec).name, None, "missing", reason=error.message, error=error)
+        return CheckpointSource.unobtainable(spec, error)
     if here is not None:
         return CheckpointSource(spec, checkpoint.file, checkpoint.bytes, "here", path=here)
     if _hub_offline():  # fetch would look nowhere else

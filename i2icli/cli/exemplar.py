@@ -333,19 +333,12 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
                max_pixels: int, piped: str | None = None, piped_picture: Any = None) -> dict[str, Any]:
     """``piped`` names the argument (INPUT, EXEMPLAR or --exemplar-pose) whose image,
     ``piped_picture``, was read from standard input."""
-    from i2icli.imageio import (
-        Picture,
-        image_size,
-        read_image,
-        write_image,
-    )
-    from i2icli.semantics.inputs import load_semantics
+    from i2icli.imageio import Picture, image_size, read_image, write_image
 
     def semantics_of(path: Path, role: str, frame: tuple[int, int]) -> Any:
-        if piped == role:  # already read: the path "-" names it, and reaches no file
-            return load_semantics(path, size=pipeline.settings.size, channels=pipeline.semantic_channels, frame=frame,
-                                  label_nc=label_nc, max_pixels=max_pixels, picture=piped_picture)
-        return pipeline.read_semantics(path, frame=frame, label_nc=label_nc, max_pixels=max_pixels)
+        # Piped in: already read, and the path "-" only names it.
+        return pipeline.read_semantics(path, frame=frame, label_nc=label_nc, max_pixels=max_pixels,
+                                       picture=piped_picture if piped == role else None)
 
     exemplar = piped_picture if piped == "EXEMPLAR" else read_image(job.exemplar, max_pixels=max_pixels)
     exemplar_frame = (exemplar.width, exemplar.height)
@@ -414,13 +407,6 @@ def _written_files(output: Path, size: int, *, save_warps: bool, save_label: boo
 
 def _checkpoints(checkpoint: str) -> list[tuple[str, Any]]:
     """Where ExemplarPipeline.load would have its two files from: the --checkpoint folder."""
-    from i2icli import weights
-    from i2icli.errors import WeightsError
-    from i2icli.pipelines.exemplar import _checkpoint_files
+    from i2icli.pipelines.exemplar import checkpoint_sources
 
-    try:
-        files = _checkpoint_files(checkpoint)[:2]
-    except WeightsError as error:
-        return [("--checkpoint", weights.CheckpointSource(checkpoint, Path(checkpoint).name, None, "missing",
-                                                          reason=error.message, error=error))]
-    return [("--checkpoint", weights.checkpoint_source(str(path))) for path in files]
+    return [("--checkpoint", source) for source in checkpoint_sources(checkpoint)]

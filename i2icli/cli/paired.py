@@ -185,8 +185,11 @@ def paired(
             translator = PairedTranslator.load(checkpoint, size=size, device=device)
         except ValueError as error:
             raise usage_error(str(error)) from None
-        style_picture = read_image(style_path, max_pixels=max_pixels) if style_path and piped != "--style" else None
-        style_code = translator.style_code(piped_picture if piped == "--style" else style_picture)
+        if piped == "--style":
+            style_picture = piped_picture
+        else:
+            style_picture = read_image(style_path, max_pixels=max_pixels) if style_path else None
+        style_code = translator.style_code(style_picture)
     spectra = _SpectrumSums() if spectrum is not None else None
 
     def process(job: LabelJob) -> tuple[dict[str, Any], str, str]:

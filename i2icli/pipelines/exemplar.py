@@ -85,6 +85,15 @@ def _checkpoint_files(spec: str | Path) -> tuple[Path, Path, str]:
     return folder / CORRESPONDENCE_FILE, folder / GENERATOR_FILE, str(folder)
 
 
+def checkpoint_sources(spec: str) -> list[weights.CheckpointSource]:
+    """Where ``ExemplarPipeline.load(spec)`` would have its two files from, with nothing opened."""
+    try:
+        correspondence, generator, _ = _checkpoint_files(spec)
+    except WeightsError as error:
+        return [weights.CheckpointSource.unobtainable(spec, error)]
+    return [weights.checkpoint_source(str(correspondence)), weights.checkpoint_source(str(generator))]
+
+
 def build_cocosnet(
     correspondence_state: dict[str, torch.Tensor],
     generator_state: dict[str, torch.Tensor],
@@ -192,11 +201,12 @@ class ExemplarPipeline:
 
     def read_semantics(
         self, path: Path | str, *, frame: tuple[int, int], label_nc: int | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int = DEFAULT_MAX_PIXELS, picture: Picture | None = None,
     ) -> Semantics:
-        """A pose file, label map or edge map at this pipeline's size and channel count."""
+        """A pose file, label map or edge map at this pipeline's size and channel count (``picture``:
+        the map already read, from standard input say; ``path`` then only names it)."""
         return load_semantics(path, size=self.settings.size, channels=self.semantic_channels, frame=frame,
-                              label_nc=label_nc, max_pixels=max_pixels)
+                              label_nc=label_nc, max_pixels=max_pixels, picture=picture)
 
     def translate(self, semantic: Semantics, exemplar: Picture, exemplar_semantic: Semantics) -> ExemplarResult:
         """Render ``semantic``'s structure with ``exemplar``'s appearance, in ``semantic``'s frame:

@@ -71,7 +71,7 @@ def checkpoint_source(spec: str, what: str) -> weights.CheckpointSource:
     try:
         _refuse_another_kind(spec, what)
     except WeightsError as error:
-        return weights.CheckpointSource(spec, spec, None, "missing", reason=error.message, error=error)
+        return weights.CheckpointSource.unobtainable(spec, error)
     return weights.checkpoint_source(spec)
 
 
@@ -175,7 +175,6 @@ def trained_checkpoint_source(checkpoint: str, method: str) -> weights.Checkpoin
     try:
         spec = _trained_spec(checkpoint, method)
     except WeightsError as error:
-        return weights.CheckpointSource(checkpoint, Path(checkpoint).name, None, "missing", reason=error.message,
-                                        error=error)
+        return weights.CheckpointSource.unobtainable(checkpoint, error)
     found = weights.checkpoint_source(spec)
     return dataclasses.replace(found, name=checkpoint)
