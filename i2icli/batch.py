@@ -51,21 +51,38 @@ def _named_as_images(folder: Path, recursive: bool, exclude: Path | None) -> lis
     return named
 
 
-def _is_broken_link(path: Path) -> bool:
-    """A symbolic link to nothing (a photo on a drive that is not mounted, say): a photo its folder
-    or pattern holds that cannot be read, so a failure, not left out unsaid."""
+def unreadable_link_reason(path: Path) -> str | None:
+    """Why ``path``, a symbolic link, leads to no file, or None when it is no such link. A link to
+    nothing (a photo on a drive that is not mounted, say) or one that leads back to itself, found
+    in a folder or by a pattern, is a photo that cannot be read: a failure, not left out unsaid."""
     try:
-        return path.is_symlink() and _kind(path) == "missing"
+        if not path.is_symlink():
+            return None
     except OSError:  # below a folder that cannot be searched: not listable, as in _is_file
-        return False
-
-
-def _broken_link_problem(link: Path) -> str:
+        return None
+    kind = _kind(path)
+    if kind == "too many levels of symbolic links":
+        return _LOOPING_LINK
+    if kind != "missing":
+        return None
     try:
-        target = os.readlink(link)
+        target = os.readlink(path)
     except OSError:
         target = "a file"
-    return f"{link}: a symbolic link to {target}, which does not exist; reconnect what it points to, or remove the link"
+    return f"a symbolic link to {target}, which does not exist; reconnect what it points to, or remove the link"
+
+
+def unreadable_links_in(folder: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
+    """The links named as images in ``folder`` that lead to no file (see unreadable_link_reason)."""
+    return sorted(path for path in _named_as_images(folder, recursive, exclude) if unreadable_link_reason(path))
+
+
+def _link_problem(path: Path) -> str | None:
+    reason = unreadable_link_reason(path)
+    return f"{path}: {reason}" if reason else None
+
+
+_LOOPING_LINK = "a symbolic link that leads back to itself; point it at a file"
 
 
 def _is_file(path: Path) -> bool:
@@ -163,8 +180,8 @@ def _expand(specs: list[str], output_dir: Path, recursive: bool) -> _Expanded:
             inside = output_dir if is_inside(output_dir, path) and output_dir.resolve() != path.resolve() else None
             named = _named_as_images(path, recursive, inside)
             found = sorted(image for image in named if _is_file(image))
-            broken = sorted(image for image in named if _is_broken_link(image))
-            jobs.extend((index, Job(link, None, _broken_link_problem(link))) for link in broken)
+            broken = sorted((image, problem) for image in named if (problem := _link_problem(image)))
+            jobs.extend((index, Job(link, None, problem)) for link, problem in broken)
             if not found and not broken:
                 jobs.append((index, Job(path, None, _empty_folder_problem(path, recursive, output_dir))))
             below = sorted(set(images_in(path, True, inside)) - set(found)) if found and not recursive else []
@@ -180,8 +197,9 @@ def _expand(specs: list[str], output_dir: Path, recursive: bool) -> _Expanded:
             # As in a folder, what is not an image (a sidecar .xmp, a Thumbs.db) is no failed photo.
             matches = [match for match in files if match.suffix.lower() in _READABLE_SUFFIXES]
             others = [match for match in files if match.suffix.lower() not in _READABLE_SUFFIXES]
-            broken = [match for match in found if match.suffix.lower() in _READABLE_SUFFIXES and _is_broken_link(match)]
-            jobs.extend((index, Job(link, None, _broken_link_problem(link))) for link in broken)
+            broken = [(match, problem) for match in found
+                      if match.suffix.lower() in _READABLE_SUFFIXES and (problem := _link_problem(match))]
+            jobs.extend((index, Job(link, None, problem)) for link, problem in broken)
             if not files and not broken:
                 jobs.append((index, Job(path, None, f"{spec}: no files match this pattern")))
             elif not matches and not broken:
@@ -192,9 +210,9 @@ def _expand(specs: list[str], output_dir: Path, recursive: bool) -> _Expanded:
             entries.extend((match, Path(match.name), False) for match in matches)
             entry_spec.extend([index] * len(matches))
         elif kind == "missing":
-            jobs.append((index, Job(path, None, f"{spec}: no such file or folder")))
+            jobs.append((index, Job(path, None, _link_problem(path) or f"{spec}: no such file or folder")))
         elif kind == "too many levels of symbolic links":
-            jobs.append((index, Job(path, None, f"{spec}: a symbolic link that leads back to itself; point it at a file")))
+            jobs.append((index, Job(path, None, f"{spec}: {_LOOPING_LINK}")))
         else:
             jobs.append((index, Job(path, None, f"{spec}: cannot be read ({kind}); check its permissions")))
     return expanded

@@ -303,9 +303,13 @@ def image_size(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
 def _read_file(p: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     try:
         mode = p.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise InputImageError(p, "no such file", "check the path") from None
     except OSError as e:
+        from .batch import unreadable_link_reason
+
+        if link_reason := unreadable_link_reason(p):
+            raise InputImageError(p, link_reason) from None
+        if isinstance(e, (FileNotFoundError, NotADirectoryError)):
+            raise InputImageError(p, "no such file", "check the path") from None
         raise InputImageError(p, f"cannot access the file: {e.strerror or e}") from None
     if stat.S_ISDIR(mode):
         raise InputImageError(p, "is a directory, not an image file", "pass an image file")
