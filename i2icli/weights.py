@@ -225,12 +225,24 @@ def _refuse_what_stands_in_weights_dir(checkpoint: Checkpoint) -> None:
     if directory is None or not os.path.lexists(directory / checkpoint.file):
         return
     placed = directory / checkpoint.file
+    if placed.is_file():  # the file itself, or a link to one: nothing stands in its way
+        return
     if placed.is_dir():
         raise WeightsError(f"{placed}: is a folder, not a checkpoint file",
                            f"put the file {checkpoint.file} itself in ${WEIGHTS_DIR_ENV} in place of the folder")
     if placed.is_symlink():
         raise WeightsError(f"{placed}: is a link that leads to no file", "point the link at the checkpoint file, or remove it")
     raise WeightsError(f"{placed}: is not a regular file", f"put the file {checkpoint.file} itself in ${WEIGHTS_DIR_ENV}")
+
+
+def weights_dir_stand_in(checkpoint: Checkpoint) -> WeightsError | None:
+    """The error loading ``checkpoint`` by name ends with when what stands at its file name in
+    $I2I_WEIGHTS_DIR is no file (a folder, a link to nothing); None when nothing or a file is there."""
+    try:
+        _refuse_what_stands_in_weights_dir(checkpoint)
+    except WeightsError as error:
+        return error
+    return None
 
 
 def _in_caches(checkpoint: Checkpoint) -> tuple[Path | None, Path | None]:
@@ -454,9 +466,10 @@ def checkpoint_source(spec: str) -> CheckpointSource:
         checkpoint = find(spec)
         if checkpoint.manual:
             raise manual_download_error(checkpoint)
+        # Before the caches, as fetch looks: what stands in the weights folder ends the run even
+        # where a cached copy would do.
+        _refuse_what_stands_in_weights_dir(checkpoint)
         here = local_copy(checkpoint)
-        if here is None:
-            _refuse_what_stands_in_weights_dir(checkpoint)
     except WeightsError as error:
         return CheckpointSource.unobtainable(spec, error)
     if here is not None:

@@ -123,6 +123,66 @@ def test_what_is_not_a_file_in_the_weights_folder_is_named_for_what_it_is(tiny_e
     assert f"{placed}: {expected}" in result.output.replace("\n", "")
 
 
+def _stand_in_weights_folder(tmp_path: Path, stand_in: str) -> tuple[Path, Path, str]:
+    """A weights folder whose GFPGANv1.4.pth is a folder, a link to nothing or a link to itself."""
+    folder = tmp_path / "my weights"
+    folder.mkdir()
+    placed = folder / "GFPGANv1.4.pth"
+    if stand_in == "folder":
+        placed.mkdir()
+    elif stand_in == "dangling link":
+        placed.symlink_to(tmp_path / "moved-away.pth")
+    else:
+        placed.symlink_to(placed)
+    expected = "is a folder, not a checkpoint file" if stand_in == "folder" else "is a link that leads to no file"
+    return folder, placed, f"{placed}: {expected}"
+
+
+@pytest.mark.parametrize("stand_in", ["folder", "dangling link", "link loop"])
+def test_weights_list_and_verify_name_what_stands_in_the_weights_folder(tiny_env, tmp_path, monkeypatch, stand_in):
+    """As loading the name says it, not "not on this machine"; and before a cached copy, which
+    the run would not reach."""
+    import json
+
+    folder, placed, expected = _stand_in_weights_folder(tmp_path, stand_in)
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(folder))
+    cached = Path(os.environ["XDG_CACHE_HOME"]) / "i2i" / "weights" / "GFPGANv1.4.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(tiny_env.files["gfpgan-1.4"].read_bytes())
+    runner = CommandRunner()
+
+    listed = {e["name"]: e for e in json.loads(runner.invoke(app, ["weights", "list", "--json"]).stdout)}
+    assert listed["gfpgan-1.4"]["local_error"] == expected
+    assert listed["parsenet"]["local_error"] is None
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+    [row] = [line for line in runner.invoke(app, ["weights", "list"]).stdout.splitlines() if "gfpgan-1.4" in line]
+    assert expected in row
+
+    verified = runner.invoke(app, ["weights", "verify", "gfpgan-1.4", "--json"])
+    assert verified.exit_code == 1 and "Traceback" not in verified.output
+    document = json.loads(verified.stdout)
+    assert document["files"][0] == {"name": "gfpgan-1.4", "path": str(placed), "status": "failed",
+                                    "error": document["files"][0]["error"]}
+    assert document["files"][0]["error"].startswith(expected)
+    assert [r["status"] for r in document["files"][1:]] == ["ok"]  # the cached copy is still checked
+    assert (document["present"], document["failed"]) == (1, 1)
+    plain_text = runner.invoke(app, ["weights", "verify", "gfpgan-1.4"])
+    assert plain_text.exit_code == 1 and expected in plain_text.stderr.replace("\n", "")
+
+
+def test_a_dry_run_names_what_stands_in_the_weights_folder_before_a_cached_copy(tiny_env, tmp_path, monkeypatch):
+    """fetch stops at the folder and never reaches the cache; --dry-run said the cached copy was "here"."""
+    folder, _, expected = _stand_in_weights_folder(tmp_path, "folder")
+    monkeypatch.setenv("I2I_WEIGHTS_DIR", str(folder))
+    cached = Path(os.environ["XDG_CACHE_HOME"]) / "i2i" / "weights" / "GFPGANv1.4.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(tiny_env.files["gfpgan-1.4"].read_bytes())
+    with pytest.raises(WeightsError, match="is a folder"):
+        weights.fetch(weights.find("gfpgan-1.4"))
+    source = weights.checkpoint_source("gfpgan-1.4")
+    assert (source.status, source.reason) == ("missing", expected)
+
+
 def test_concurrent_copies_into_one_folder_do_not_share_a_file(tmp_path, monkeypatch):
     """Two `i2i weights fetch --to DIR` at once: neither may write into, or remove, the other's copy."""
     source = tmp_path / "source.pth"

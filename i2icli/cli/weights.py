@@ -39,16 +39,19 @@ def list_weights(as_json: JsonOption = False) -> None:
     rows = []
     for checkpoint in weights.registry():
         local = weights.local_copy(checkpoint)
-        rows.append((checkpoint, local, _size_is_wrong(checkpoint, local)))
+        # What loading the name would stop at, though no copy is there to list (a folder, a link to nothing).
+        stand_in = None if checkpoint.manual else weights.weights_dir_stand_in(checkpoint)
+        rows.append((checkpoint, local, _size_is_wrong(checkpoint, local), stand_in))
     if as_json:
         stdout_write(json_document([
             {"name": c.name, "role": c.role, "file": c.file, "bytes": c.bytes, "license": c.license,
              "origin": c.origin, "hub": f"{c.hub_repo}/{c.hub_file}@{c.hub_revision}" if c.hub_repo else None,
              "url": c.download_url, "local_path": str(p) if p else None,
              "local_size_matches": None if p is None or not c.bytes else not wrong_size,
+             "local_error": stand_in.message if stand_in else None,
              "manual_download": c.manual, "sha256": c.sha256 or None,
              "pinned_by_prefix": bool(c.sha256) and c.pinned_by_prefix}
-            for c, p, wrong_size in rows
+            for c, p, wrong_size, stand_in in rows
         ]))
         return
     from rich.console import Console
@@ -57,9 +60,11 @@ def list_weights(as_json: JsonOption = False) -> None:
     table.add_column("name", no_wrap=True)  # what other commands take: always whole
     for column in ("role", "file", "size", "license", "on this machine"):
         table.add_column(column, overflow="fold")  # paths and URLs wrap, never cut short
-    for checkpoint, local, wrong_size in rows:
+    for checkpoint, local, wrong_size, stand_in in rows:
         if checkpoint.manual:
             where, size = f"[yellow]manual download[/] {checkpoint.url}", "?"
+        elif stand_in is not None:
+            where, size = f"[red]{plain(stand_in.message)}[/]", megabytes(checkpoint.bytes)
         elif wrong_size:
             where = f"[red]{plain(local)} ({megabytes(local.stat().st_size)}: damaged, see `i2i weights verify`)[/]"
             size = megabytes(checkpoint.bytes)
@@ -132,7 +137,12 @@ def verify(
                 out.print(f"[dim]-[/] {checkpoint.name}: no published checksum (manual download, used by path)")
             continue
         copies = weights.local_copies(checkpoint)
-        if not copies:
+        if (stand_in := weights.weights_dir_stand_in(checkpoint)) is not None:
+            # Not a copy, but what a run by this name stops at: failed, as an unreadable copy is.
+            results.append({"name": checkpoint.name, "path": str(weights.weights_dir() / checkpoint.file),
+                            "status": "failed", "error": str(stand_in)})
+            report_error(stand_in)
+        elif not copies:
             results.append({"name": checkpoint.name, "path": None, "status": "absent"})
             if not as_json:
                 out.print(f"[dim]-[/] {checkpoint.name}: not on this machine")
@@ -151,7 +161,7 @@ def verify(
                 out.print(f"[green]✓[/] {checkpoint.name}: {plain(local)} (prefix pin; sha256 {digest})")
             else:
                 out.print(f"[green]✓[/] {checkpoint.name}: {plain(local)}")
-    present = len({r["name"] for r in results if r["path"]})
+    present = len({r["name"] for r in results if r["status"] in ("ok", "failed") and Path(r["path"]).is_file()})
     bad = len({r["name"] for r in results if r["status"] == "failed"})
     if as_json:
         stdout_write(json_document({"present": present, "failed": bad, "files": results}))
