@@ -1,0 +1,30 @@
+"""`i2i invert`: odd inputs and option combinations a user can give."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import test_invert
+from test_invert import _model_options, run, smooth_image, write_png
+
+files = test_invert.files  # the tiny checkpoints, as a fixture of this module too
+
+
+@pytest.mark.parametrize(("name", "needle"), [("folder", "is a directory, not an image file"),
+                                              ("notes.txt", "unsupported file type ('.txt')")])
+def test_dry_run_refuses_an_input_the_run_could_not_read(files, tmp_path, name, needle):
+    # The run refuses these when it reads them; the preview must not say "would run".
+    good = write_png(tmp_path / "good.png", smooth_image(20))
+    unreadable = tmp_path / name
+    if name == "folder":
+        unreadable.mkdir()
+    else:
+        unreadable.write_bytes(good.read_bytes())
+    for source, exemplar in ((unreadable, good), (good, unreadable)):
+        result = run("invert", str(source), str(exemplar), "-o", str(tmp_path / "o.png"), "--aligned", "--dry-run",
+                     "--json", *_model_options(files))
+        assert result.exit_code == 1, result.stdout
+        [record] = json.loads(result.stdout)["results"]
+        assert record["status"] != "would run" and needle in record["error"] and str(unreadable) in record["error"]
