@@ -28,3 +28,13 @@ def test_dry_run_refuses_an_input_the_run_could_not_read(files, tmp_path, name, 
         assert result.exit_code == 1, result.stdout
         [record] = json.loads(result.stdout)["results"]
         assert record["status"] != "would run" and needle in record["error"] and str(unreadable) in record["error"]
+
+
+def test_a_perceptual_model_that_weight_0_leaves_unused_is_named(files, tmp_path):
+    source = write_png(tmp_path / "a.png", smooth_image(21, 48))
+    args = ["invert", str(source), str(source), "--aligned", "--layers", "2", "--codes", "2", "--steps", "1", "--size",
+            "32", *_model_options(files)]
+    result = run(*args, "-o", str(tmp_path / "o.png"), "--perceptual-weight", "0")
+    assert result.exit_code == 0, result.stderr
+    assert "warning: --perceptual-model: not used with --perceptual-weight 0" in result.stderr
+    assert "warning" not in run(*args, "-o", str(tmp_path / "p.png")).stderr
