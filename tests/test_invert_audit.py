@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -13,13 +14,18 @@ files = test_invert.files  # the tiny checkpoints, as a fixture of this module t
 
 
 @pytest.mark.parametrize(("name", "needle"), [("folder", "is a directory, not an image file"),
-                                              ("notes.txt", "unsupported file type ('.txt')")])
+                                              ("notes.txt", "unsupported file type ('.txt')"),
+                                              ("pipe.png", "is not a regular file")])
 def test_dry_run_refuses_an_input_the_run_could_not_read(files, tmp_path, name, needle):
     # The run refuses these when it reads them; the preview must not say "would run".
     good = write_png(tmp_path / "good.png", smooth_image(20))
     unreadable = tmp_path / name
     if name == "folder":
         unreadable.mkdir()
+    elif name == "pipe.png":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no named pipes here")
+        os.mkfifo(unreadable)
     else:
         unreadable.write_bytes(good.read_bytes())
     for source, exemplar in ((unreadable, good), (good, unreadable)):

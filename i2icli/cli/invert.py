@@ -219,6 +219,8 @@ def _unreadable_image(path: Path) -> str | None:
         return f"{path}: is a directory, not an image file"
     if not path.exists():
         return f"{path}: no such file"
+    if not path.is_file():
+        return f"{path}: is not a regular file (a pipe, socket or device)"
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         shown = f"'{path.suffix}'" if path.suffix else "no suffix"
         return f"{path}: unsupported file type ({shown}); i2i reads {', '.join(IMAGE_SUFFIXES)}"
