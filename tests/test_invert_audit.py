@@ -44,3 +44,21 @@ def test_a_perceptual_model_that_weight_0_leaves_unused_is_named(files, tmp_path
     assert result.exit_code == 0, result.stderr
     assert "warning: --perceptual-model: not used with --perceptual-weight 0" in result.stderr
     assert "warning" not in run(*args, "-o", str(tmp_path / "p.png")).stderr
+
+
+def test_transparent_areas_are_named_since_their_hidden_colours_are_used(files, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    opaque = write_png(tmp_path / "opaque.png", smooth_image(22, 48))
+    rgb = np.asarray(Image.open(opaque))
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "solid.png")  # an alpha channel, nothing transparent
+    alpha[:, :10] = 0
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "cutout.png")
+    args = ["--aligned", "--layers", "2", "--codes", "2", "--steps", "1", "--size", "32", *_model_options(files)]
+    result = run("invert", str(opaque), str(tmp_path / "cutout.png"), "-o", str(tmp_path / "o.png"), *args)
+    assert result.exit_code == 0, result.stderr
+    assert f"warning: {tmp_path / 'cutout.png'}: has transparent areas" in result.stderr
+    result = run("invert", str(tmp_path / "solid.png"), str(opaque), "-o", str(tmp_path / "p.png"), *args)
+    assert result.exit_code == 0 and "warning" not in result.stderr

@@ -31,6 +31,7 @@ from i2icli.cli.common import (
     stdout_write,
     transient_progress,
     usage_error,
+    warn,
     warn_of_options_unused,
     write_output,
     writes_to_standard_output,
@@ -169,6 +170,8 @@ def invert(
     piped_picture = read_piped_image(max_pixels) if piped else None
     source_picture = piped_picture if piped == "SOURCE" else read_image(source_path, max_pixels=max_pixels)
     exemplar_picture = piped_picture if piped == "EXEMPLAR" else read_image(exemplar_path, max_pixels=max_pixels)
+    for path, picture in ((source_path, source_picture), (exemplar_path, exemplar_picture)):
+        _warn_of_transparency(path, picture)
     if aligned:  # found now, not after the networks have loaded
         check_face_crop(source_picture, "source")
         check_face_crop(exemplar_picture, "exemplar")
@@ -194,6 +197,16 @@ def invert(
     if as_json:
         stdout_write(json_document(_summary(result, source_path, exemplar_path, target, written)))
     raise typer.Exit(EXIT_OK)
+
+
+def _warn_of_transparency(path: Path, picture: Any) -> None:
+    """The networks see colour only: transparent areas count with whatever colours lie beneath
+    them (often black), which the picture shown with its transparency does not suggest."""
+    from i2icli.imageio import max_value
+
+    if picture.alpha is not None and picture.alpha.min() < max_value(picture.alpha.dtype):
+        warn(f"{path}: has transparent areas, which invert takes in the colours beneath them; flatten it onto "
+             "the background you want first")
 
 
 def _exit_with_preview(source: Path, exemplar: Path, target: Path, *, as_json: bool, checkpoints: Any) -> None:
