@@ -62,3 +62,11 @@ def test_transparent_areas_are_named_since_their_hidden_colours_are_used(files, 
     assert f"warning: {tmp_path / 'cutout.png'}: has transparent areas" in result.stderr
     result = run("invert", str(tmp_path / "solid.png"), str(opaque), "-o", str(tmp_path / "p.png"), *args)
     assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_a_learning_rate_that_steps_0_leaves_unused_is_named(files, tmp_path):
+    source = write_png(tmp_path / "a.png", smooth_image(23, 48))
+    result = run("invert", str(source), str(source), "-o", str(tmp_path / "o.png"), "--aligned", "--layers", "2",
+                 "--codes", "2", "--steps", "0", "--lr", "0.5", "--size", "32", *_model_options(files))
+    assert result.exit_code == 0, result.stderr
+    assert "warning: --lr: not used with --steps 0" in result.stderr

@@ -134,6 +134,8 @@ def invert(
         refuse_output_folder_for_standard_input(output, "result.png")
     if aligned:
         warn_of_options_unused(context, ["detector"], "with --aligned")
+    if not steps:  # the starting codes are rendered as they are
+        warn_of_options_unused(context, ["lr"], "with --steps 0")
     if not perceptual_weight:  # the VGG-16 is then not loaded at all
         warn_of_options_unused(context, ["perceptual_model"], "with --perceptual-weight 0")
     to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[("--save-all", save_all)])
