@@ -8,9 +8,11 @@ import os
 import pytest
 
 import test_invert
-from test_invert import _model_options, run, smooth_image, write_png
+from test_invert import _model_options, pipeline_with, run, smooth_image, write_png
 
-files = test_invert.files  # the tiny checkpoints, as a fixture of this module too
+# The tiny checkpoints and their networks, as fixtures of this module too.
+files = test_invert.files
+networks = test_invert.networks
 
 
 @pytest.mark.parametrize(("name", "needle"), [("folder", "is a directory, not an image file"),
@@ -70,3 +72,30 @@ def test_a_learning_rate_that_steps_0_leaves_unused_is_named(files, tmp_path):
                  "--codes", "2", "--steps", "0", "--lr", "0.5", "--size", "32", *_model_options(files))
     assert result.exit_code == 0, result.stderr
     assert "warning: --lr: not used with --steps 0" in result.stderr
+
+
+def _face():
+    from i2icli.imageio import Picture
+
+    return Picture(rgb=((smooth_image(24)[0].permute(1, 2, 0) + 1) * 127.5).byte().numpy())
+
+
+def test_a_perceptual_weight_that_overflows_the_loss_is_named_not_the_learning_rate(networks):
+    from i2icli.errors import I2IError
+
+    with pytest.raises(I2IError, match="--perceptual-weight 1e\\+300 is too large") as caught:
+        pipeline_with(networks, perceptual_weight=1e300, steps=3).invert(_face(), _face())
+    assert "--lr" not in str(caught.value) + str(caught.value.hint)
+
+
+def test_a_generator_that_renders_non_finite_values_is_named_not_the_learning_rate(networks):
+    import copy
+
+    from i2icli.errors import I2IError
+
+    generator = copy.deepcopy(networks["generator"])
+    generator.constant_input.weight.data.fill_(float("nan"))  # as a damaged file would hold
+    pipeline = pipeline_with({**networks, "generator": generator}, steps=3)
+    with pytest.raises(I2IError, match="the generator renders non-finite values") as caught:
+        pipeline.invert(_face(), _face())
+    assert "--generator" in caught.value.hint

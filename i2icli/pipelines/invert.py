@@ -354,6 +354,8 @@ class InvertPipeline:
             with self._autocast():
                 renders = model()
             per_hypothesis = self._losses(renders, target, target_features)
+            if step == 0:
+                self._check_start(renders, per_hypothesis)
             # Summed: each hypothesis's parameters only see their own loss (and Adam is per element).
             per_hypothesis.sum().backward()
             optimiser.step()
@@ -362,6 +364,17 @@ class InvertPipeline:
             renders = model()
             losses = self._losses(renders, target, target_features).cpu().tolist()
         return renders, losses
+
+    def _check_start(self, renders: Tensor, losses: Tensor) -> None:
+        """Refuse a loss that is not finite before any Adam step: no learning rate caused it, and
+        fitting on would end, after every step, in a "diverged" pointing at --lr."""
+        if bool(torch.isfinite(losses).all()):
+            return
+        if self.settings.perceptual_weight and bool(torch.isfinite(renders).all()):
+            raise I2IError(f"--perceptual-weight {self.settings.perceptual_weight:g} is too large: the loss overflows "
+                           "before the first step", "use a smaller --perceptual-weight (the default is 1)")
+        raise I2IError("the generator renders non-finite values from its starting codes",
+                       "check the --generator checkpoint: it may be damaged")
 
     def _autocast(self) -> torch.autocast:
         enabled = self.settings.precision == "bf16"
