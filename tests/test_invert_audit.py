@@ -64,6 +64,9 @@ def test_transparent_areas_are_named_since_their_hidden_colours_are_used(files, 
     assert f"warning: {tmp_path / 'cutout.png'}: has transparent areas" in result.stderr
     result = run("invert", str(tmp_path / "solid.png"), str(opaque), "-o", str(tmp_path / "p.png"), *args)
     assert result.exit_code == 0 and "warning" not in result.stderr
+    cutout = str(tmp_path / "cutout.png")
+    result = run("invert", cutout, cutout, "-o", str(tmp_path / "q.png"), *args)
+    assert result.exit_code == 0 and result.stderr.count("has transparent areas") == 1
 
 
 def test_a_learning_rate_that_steps_0_leaves_unused_is_named(files, tmp_path):

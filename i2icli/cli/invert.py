@@ -172,8 +172,8 @@ def invert(
     piped_picture = read_piped_image(max_pixels) if piped else None
     source_picture = piped_picture if piped == "SOURCE" else read_image(source_path, max_pixels=max_pixels)
     exemplar_picture = piped_picture if piped == "EXEMPLAR" else read_image(exemplar_path, max_pixels=max_pixels)
-    for path, picture in ((source_path, source_picture), (exemplar_path, exemplar_picture)):
-        _warn_of_transparency(path, picture)
+    for path, picture in dict(((source_path, source_picture), (exemplar_path, exemplar_picture))).items():
+        _warn_of_transparency(path, picture)  # once for a file given as both
     if aligned:  # found now, not after the networks have loaded
         check_face_crop(source_picture, "source")
         check_face_crop(exemplar_picture, "exemplar")
