@@ -102,3 +102,20 @@ def test_a_generator_that_renders_non_finite_values_is_named_not_the_learning_ra
     with pytest.raises(I2IError, match="the generator renders non-finite values") as caught:
         pipeline.invert(_face(), _face())
     assert "--generator" in caught.value.hint
+
+
+def test_an_exemplar_larger_than_the_renders_is_scored_at_their_size(networks, monkeypatch):
+    # A render that is the exemplar itself at the generator's size must be the perfect match: the
+    # reference is not a much larger face that the scorer's unfiltered resize would alias.
+    import numpy as np
+
+    from i2icli.imageio import Picture
+    from i2icli.pipelines.imagetensors import square_resize, to_tensor
+
+    large = smooth_image(25, 640)
+    face = Picture(rgb=np.ascontiguousarray(((large[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()))
+    pipeline = pipeline_with(networks, layers=(2,), steps=0)
+    render = to_tensor(square_resize(face.rgb, networks["generator"].out_size))
+    monkeypatch.setattr(pipeline, "fit", lambda target, on_step=None: (render, [0.0]))
+    [hypothesis] = pipeline.invert(face, face).hypotheses
+    assert hypothesis.score == pytest.approx(0.0, abs=1e-6)

@@ -418,8 +418,11 @@ class InvertPipeline:
         with timed(seconds, "score"):
             # The reference is the exemplar face at its own resolution, not the working-size copy:
             # the network resizes both to its 299 px input, so a sharp render is not compared with
-            # an upsampled, blurred exemplar.
-            reference = to_tensor(exemplar_face, self.device)
+            # an upsampled, blurred exemplar. A face larger than the renders (an --aligned crop of
+            # a large photo) is first brought to their size: the network's bilinear resize does not
+            # filter, so it would alias a large face's fine detail, and the renders' not.
+            side = self.generator.out_size
+            reference = to_tensor(square_resize(exemplar_face, min(side, len(exemplar_face))), self.device)
             # Scored as saved, within [-1, 1]: the raw render's overshoot is not in the picture.
             scores = single_image_frechet(self.scorer, renders.detach().clamp(-1, 1), reference)
         hypotheses = [
