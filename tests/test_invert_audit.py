@@ -119,3 +119,17 @@ def test_an_exemplar_larger_than_the_renders_is_scored_at_their_size(networks, m
     monkeypatch.setattr(pipeline, "fit", lambda target, on_step=None: (render, [0.0]))
     [hypothesis] = pipeline.invert(face, face).hypotheses
     assert hypothesis.score == pytest.approx(0.0, abs=1e-6)
+
+
+def test_results_keep_the_colour_space_their_colours_come_from(networks):
+    # The colours are the exemplar's numbers: without its profile a wide-gamut (Display P3, Adobe
+    # RGB) exemplar's style would be shown as sRGB, washed out.
+    import dataclasses
+
+    source = dataclasses.replace(_face(), icc_profile=b"source profile")
+    exemplar = dataclasses.replace(_face(), icc_profile=b"exemplar profile")
+    result = pipeline_with(networks, layers=(2, 3), codes=2, steps=1).invert(source, exemplar)
+    assert result.picture.icc_profile == b"exemplar profile" and result.warped.icc_profile == b"exemplar profile"
+    assert all(hypothesis.picture.icc_profile == b"exemplar profile" for hypothesis in result.hypotheses)
+    assert result.exemplar_face.icc_profile == b"exemplar profile"
+    assert result.source_face.icc_profile == b"source profile"

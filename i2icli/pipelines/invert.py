@@ -435,13 +435,17 @@ class InvertPipeline:
             raise I2IError("the inversion diverged: every layer's render ended with non-finite values",
                            "use a lower --lr (the default is 0.05)")
         best = min(finite, key=lambda hypothesis: hypothesis.score)
+        warped_picture = to_picture(warped[0])
+        for shown in (*(hypothesis.picture for hypothesis in hypotheses), warped_picture):
+            # Their colours are the exemplar's, in its colour space (as `i2i exemplar` tags its results).
+            shown.icc_profile = exemplar.icc_profile
         return InvertResult(
             picture=best.picture,
             layer=best.layer,
             hypotheses=hypotheses,
-            warped=to_picture(warped[0]),
-            source_face=Picture(rgb=source_face),
-            exemplar_face=Picture(rgb=exemplar_face),
+            warped=warped_picture,
+            source_face=Picture(rgb=source_face, icc_profile=source.icc_profile),
+            exemplar_face=Picture(rgb=exemplar_face, icc_profile=exemplar.icc_profile),
             seconds=seconds,
         )
 
