@@ -495,6 +495,7 @@ def test_an_official_pose_pair_gives_one_output_name_however_it_is_named(tmp_pat
     (tmp_path / "dancer_candidate.txt").write_text("100 100 0.9 0\n")
     (tmp_path / "dancer_subset.txt").write_text(" ".join(["0"] + ["-1"] * 17 + ["1", "1"]) + "\n")
     (tmp_path / "model.jpg").write_bytes(b"")  # a dry run reads nothing
+    (tmp_path / "model.json").write_bytes(b"")  # only looked for
     (tmp_path / "model").mkdir()
     for name in ("latest_net_Corr.pth", "latest_net_G.pth"):
         (tmp_path / "model" / name).write_bytes(b"")  # only looked for

@@ -315,7 +315,7 @@ def _checked(pair: Pair, where: str = "") -> Pair:
     """A pair that lacks the exemplar's pose, would write no image file, or gives a pose file an
     input pose is refused (outputs over inputs are refused for the whole batch at once, by
     ``one_writer_per_file``)."""
-    problem = None
+    problem = _missing_file(pair, where)
     if pair.exemplar_pose is None:
         problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
     if pair.output.suffix.lower() not in IMAGE_SUFFIXES and str(pair.output) != STANDARD_STREAM:
@@ -327,6 +327,26 @@ def _checked(pair: Pair, where: str = "") -> Pair:
             problem = (f"{where}{pair.input}: is a pose itself, so it takes no input pose (that is the pose of a "
                        "photo given as input); leave out the one or the other")
     return dataclasses.replace(pair, problem=problem)
+
+
+def _missing_file(pair: Pair, where: str) -> str | None:
+    """A pair naming a file that is not there, refused while planning as reading it would be: no
+    model is loaded for it, and --dry-run does not say it would run. Only looked for, not read."""
+    for path in (pair.input, pair.exemplar, pair.exemplar_pose, pair.input_pose):
+        if path is None or str(path) == STANDARD_STREAM:
+            continue
+        files = [path]
+        if path.suffix.lower() == ".txt":  # an official pose: the two files it names
+            from i2icli.semantics.pose import official_pair_files
+
+            try:
+                files = list(official_pair_files(path))
+            except InputError as error:
+                return f"{where}{error}"
+        missing = next((file for file in files if not file.exists()), None)
+        if missing is not None:
+            return f"{where}{missing}: no such file"
+    return None
 
 
 def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bool, save_label: bool,

@@ -75,10 +75,10 @@ def read_pose(path: Path | str, frame: tuple[int, int] | None = None) -> Pose:
         if frame is None:
             raise ValueError("an OpenPose JSON pose needs frame=(width, height) of the photo it was estimated on")
         return _read_json(path, frame)
-    return _read_pair(*_pair_paths(path))
+    return _read_pair(*official_pair_files(path))
 
 
-def _pair_paths(path: Path) -> tuple[Path, Path]:
+def official_pair_files(path: Path) -> tuple[Path, Path]:
     """The candidate and subset files named by either one of them or by the official NAME_{}.txt pattern."""
     name = path.name
     if "{}" in name:

@@ -1,0 +1,76 @@
+"""`i2i exemplar` on inputs a careless or unlucky user gives it: files that are not there,
+poses in units other than pixels, options that do nothing for the inputs given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from i2icli.cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def _pose_file(path: Path, scale: float = 1.0) -> Path:
+    """A standing person's OpenPose JSON, in the pixels of a 75x110 photo times ``scale``."""
+    points = {0: (37, 10), 1: (37, 25), 2: (27, 25), 5: (47, 25), 8: (31, 62), 11: (43, 62), 9: (30, 85), 12: (44, 85)}
+    flat = []
+    for index in range(18):
+        x, y = points.get(index, (0, 0))
+        flat += [x * scale, y * scale, 0.9 if index in points else 0.0]
+    path.write_text(json.dumps({"people": [{"pose_keypoints_2d": flat}]}))
+    return path
+
+
+@pytest.mark.parametrize("missing", ["input", "exemplar", "exemplar_pose", "input_pose", "subset"])
+def test_a_file_that_is_not_there_fails_the_plan_before_any_model_loads(tmp_path, missing):
+    """--dry-run said "would run" for a pair naming a file that does not exist, and a real run
+    loaded both networks before finding out."""
+    (tmp_path / "model.jpg").write_bytes(b"")  # looked for, never read
+    _pose_file(tmp_path / "model.json")
+    (tmp_path / "dancer.png").write_bytes(b"")
+    _pose_file(tmp_path / "dancer.json")
+    (tmp_path / "walk_candidate.txt").write_text("100 100 0.9 0\n")
+    (tmp_path / "walk_subset.txt").write_text(" ".join(["0"] + ["-1"] * 17 + ["1", "1"]) + "\n")
+    files = {"input": "dancer.png", "exemplar": "model.jpg", "exemplar_pose": "model.json", "input_pose": "dancer.json"}
+    if missing == "subset":  # an official pose whose second file is not there
+        files.pop("input_pose")
+        files["input"] = "walk_candidate.txt"
+        (tmp_path / "walk_subset.txt").unlink()
+        gone = tmp_path / "walk_subset.txt"
+    else:
+        gone = tmp_path / f"gone_{files[missing]}"
+        files[missing] = gone.name
+    args = ["exemplar", str(tmp_path / files["input"]), str(tmp_path / files["exemplar"]),
+            "--exemplar-pose", str(tmp_path / files["exemplar_pose"]), "-o", str(tmp_path / "out.png"),
+            "--checkpoint", str(tmp_path / "never-loaded"), "--device", "cpu"]
+    if "input_pose" in files:
+        args += ["--input-pose", str(tmp_path / files["input_pose"])]
+    for extra in (["--dry-run", "--json"], []):
+        result = run(*args, *extra)
+        assert result.exit_code == 1
+        assert f"{gone}: no such file" in result.stderr
+        assert "never-loaded" not in result.stderr  # the checkpoint was not looked at: nothing would run
+        if extra:
+            assert json.loads(result.stdout)["results"][0]["status"] == "failed"
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_csv_row_naming_a_missing_file_fails_alone_in_the_plan(tmp_path):
+    (tmp_path / "model.jpg").write_bytes(b"")
+    _pose_file(tmp_path / "model.json")
+    _pose_file(tmp_path / "target.json")
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("input,exemplar,exemplar_pose\ntarget.json,model.jpg,model.json\nnone.json,model.jpg,model.json\n")
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), "--dry-run", "--json",
+                 "--checkpoint", str(tmp_path))
+    document = json.loads(result.stdout)
+    assert [record["status"] for record in document["results"]] == ["would run", "failed"]
+    assert document["results"][1]["error"] == f"{csv}:3: {tmp_path / 'none.json'}: no such file"
