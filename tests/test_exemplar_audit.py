@@ -74,3 +74,27 @@ def test_a_csv_row_naming_a_missing_file_fails_alone_in_the_plan(tmp_path):
     document = json.loads(result.stdout)
     assert [record["status"] for record in document["results"]] == ["would run", "failed"]
     assert document["results"][1]["error"] == f"{csv}:3: {tmp_path / 'none.json'}: no such file"
+
+
+@pytest.mark.parametrize("scale", ["0 to 1", "-1 to 1"])
+def test_keypoints_normalised_to_the_photo_are_refused_not_drawn_as_a_blob(tmp_path, scale):
+    """OpenPose --keypoint_scale 3 (0 to 1) or 4 (-1 to 1): read as pixels, the person was drawn
+    as one dot in the corner of the frame, without a word (0 to 1), or with a warning that sent the
+    user looking for another photo (-1 to 1)."""
+    from i2icli.errors import InputError
+    from i2icli.semantics.pose import read_pose
+
+    path = _pose_file(tmp_path / "pose.json", scale=1 / 110)
+    if scale == "-1 to 1":
+        data = json.loads(path.read_text())
+        flat = data["people"][0]["pose_keypoints_2d"]
+        data["people"][0]["pose_keypoints_2d"] = [value * 2 - 1 if i % 3 < 2 and flat[i - i % 3 + 2] else value
+                                                  for i, value in enumerate(flat)]
+        path.write_text(json.dumps(data))
+    with pytest.raises(InputError) as caught:
+        read_pose(path, (75, 110))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "normalised" in message and "--keypoint_scale 0" in message
+    # In pixels, the same person is read; and on a photo of a pixel or two, coordinates of 1 are pixels.
+    assert read_pose(_pose_file(tmp_path / "pixels.json"), (75, 110)).present.sum() == 8
+    assert read_pose(_pose_file(tmp_path / "tiny.json", scale=1 / 110), (2, 2)).present.sum() == 8

@@ -143,11 +143,23 @@ def _read_json(path: Path, frame: tuple[int, int]) -> Pose:
         raise InputError(path, "no person in the pose file", "run the pose estimator on a photo with a person")
     # Sum over the 18 keypoints the label uses, so BODY_25 feet do not decide who is picked.
     best = max(people, key=lambda keypoints: float(keypoints[:, 2].sum()))
+    _refuse_normalised(path, best, frame)
     side, left, top = square_frame(*frame)
     with np.errstate(over="ignore"):  # keypoints near float64's limit become inf: refused as far outside
         points = (best[:, :2] + (left, top)) * (CANVAS / side)  # the same pad-then-resize the photo goes through
     present = best[:, 2] > 0  # OpenPose writes 0 0 0 for a keypoint it did not find
     return _checked_pose(path, np.where(present[:, None], points, 0.0), present)
+
+
+def _refuse_normalised(path: Path, keypoints: np.ndarray, frame: tuple[int, int]) -> None:
+    """OpenPose's --keypoint_scale 3 and 4 write coordinates in 0…1 or -1…1 of the photo instead
+    of pixels: read as pixels, the whole person would be drawn as one blob in the photo's corner."""
+    found = keypoints[keypoints[:, 2] > 0, :2]
+    if len(found) > 1 and max(frame) > 2 and np.abs(found).max() <= 1:
+        width, height = frame
+        raise InputError(path, f"its keypoints all lie between -1 and 1, not across the {width}x{height} photo: they "
+                         "are normalised (OpenPose --keypoint_scale 3 or 4), not pixels",
+                         "write the pose in pixels, OpenPose's default (--keypoint_scale 0)")
 
 
 def _json_people(path: Path) -> list[np.ndarray]:
