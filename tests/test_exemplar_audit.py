@@ -98,3 +98,32 @@ def test_keypoints_normalised_to_the_photo_are_refused_not_drawn_as_a_blob(tmp_p
     # In pixels, the same person is read; and on a photo of a pixel or two, coordinates of 1 are pixels.
     assert read_pose(_pose_file(tmp_path / "pixels.json"), (75, 110)).present.sum() == 8
     assert read_pose(_pose_file(tmp_path / "tiny.json", scale=1 / 110), (2, 2)).present.sum() == 8
+
+
+def test_save_label_and_label_nc_given_for_semantics_they_cannot_apply_to_are_warned_of(tmp_path):
+    """--save-label writes pose skeletons and --label-nc reads label maps: typed for pairs that
+    have none of those, they did nothing without a word (a map pair's JSON listed "labels": [])."""
+    for name in ("model.jpg", "edges.png", "model_edges.png"):
+        (tmp_path / name).write_bytes(b"")  # looked for, never read
+    _pose_file(tmp_path / "model.json")
+    _pose_file(tmp_path / "target.json")
+
+    def planned(input: str, exemplar_pose: str, *options: str) -> list[str]:
+        result = run("exemplar", str(tmp_path / input), str(tmp_path / "model.jpg"), "--exemplar-pose",
+                     str(tmp_path / exemplar_pose), "-o", str(tmp_path / "out.png"), "--dry-run",
+                     "--checkpoint", str(tmp_path), *options)
+        return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+
+    assert planned("edges.png", "model_edges.png", "--save-label") == [
+        "warning: --save-label: not used with label or edge maps: only a pose is drawn, and a map is its own picture"]
+    assert planned("target.json", "model.json", "--label-nc", "20") == [
+        "warning: --label-nc: not used with poses: it is the number of classes of label maps"]
+    assert planned("target.json", "model.json", "--save-label") == []
+    assert planned("edges.png", "model_edges.png", "--label-nc", "20") == []
+    # In a batch, an option that serves one pair is not warned of.
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("input,exemplar,exemplar_pose,output\nedges.png,model.jpg,model_edges.png,a.png\n"
+                   "target.json,model.jpg,model.json,b.png\n")
+    result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), "--dry-run", "--checkpoint",
+                 str(tmp_path), "--save-label", "--label-nc", "20")
+    assert "warning" not in result.stderr

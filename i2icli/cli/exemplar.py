@@ -30,6 +30,7 @@ from i2icli.cli.common import (
     seed_in_range,
     usage_error,
     warn,
+    warn_of_options_unused,
     write_output,
     writes_to_standard_output,
 )
@@ -70,6 +71,7 @@ class Pair:
                 out_of_ram_hint="use a smaller --size, or close other programs",
                 checkpoint_options={"exemplar": "--checkpoint"})
 def exemplar(
+    context: typer.Context,
     input: Annotated[
         str | None,
         typer.Argument(
@@ -166,6 +168,7 @@ def exemplar(
     if size % 32:
         raise usage_error(f"--size {size}: must be a multiple of 32")
     jobs = _plan(input, exemplar_photo, exemplar_pose, input_pose, output, pairs)
+    _warn_of_options_unused(context, jobs, save_label=save_label, label_nc=label_nc)
     if to_stdout:
         skip_existing = False  # "-" names no file that could exist
     else:
@@ -198,6 +201,25 @@ def exemplar(
                         inputs_of=_inputs_of)
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _warn_of_options_unused(context: typer.Context, jobs: list[Pair], *, save_label: bool, label_nc: int | None) -> None:
+    """--save-label draws poses and --label-nc reads label maps: given for pairs without any of
+    those, they would do nothing without a word."""
+    if not save_label and label_nc is None:
+        return
+    from i2icli.semantics.inputs import is_pose_file
+
+    # Per pair, whether its input's and its exemplar's semantics are poses (a piped one is an image).
+    poses = [[path is not None and str(path) != STANDARD_STREAM and is_pose_file(path)
+              for path in (job.input_pose or job.input, job.exemplar_pose)] for job in jobs if job.problem is None]
+    if not poses:
+        return
+    if save_label and not any(any(pair) for pair in poses):
+        warn_of_options_unused(context, ["save_label"], "with label or edge maps: only a pose is drawn, and a map "
+                               "is its own picture")
+    if label_nc is not None and all(all(pair) for pair in poses):
+        warn_of_options_unused(context, ["label_nc"], "with poses: it is the number of classes of label maps")
 
 
 def _inputs_of(job: Pair) -> str:
