@@ -127,3 +127,28 @@ def test_save_label_and_label_nc_given_for_semantics_they_cannot_apply_to_are_wa
     result = run("exemplar", "--pairs", str(csv), "-o", str(tmp_path / "out"), "--dry-run", "--checkpoint",
                  str(tmp_path), "--save-label", "--label-nc", "20")
     assert "warning" not in result.stderr
+
+
+@pytest.mark.parametrize("place", ["exemplar", "exemplar_pose", "input"])
+def test_a_file_of_a_type_its_place_does_not_take_fails_the_plan(tmp_path, place):
+    """An exemplar photo that is a pose file, say: --dry-run said it would run, and a real run
+    loaded both networks before reading it as an image of an unsupported type."""
+    (tmp_path / "model.jpg").write_bytes(b"")
+    _pose_file(tmp_path / "model.json")
+    _pose_file(tmp_path / "target.json")
+    (tmp_path / "notes.yaml").write_text("pose: none\n")
+    files = {"input": "target.json", "exemplar": "model.jpg", "exemplar_pose": "model.json"}
+    files[place] = "target.json" if place == "exemplar" else "notes.yaml"
+    result = run("exemplar", str(tmp_path / files["input"]), str(tmp_path / files["exemplar"]), "--exemplar-pose",
+                 str(tmp_path / files["exemplar_pose"]), "-o", str(tmp_path / "out.png"), "--dry-run", "--json",
+                 "--checkpoint", str(tmp_path))
+    assert result.exit_code == 1
+    record = json.loads(result.stdout)["results"][0]
+    shown = "'.json'" if place == "exemplar" else "'.yaml'"
+    assert record["status"] == "failed"
+    assert record["error"].startswith(f"{tmp_path / files[place]}: unsupported file type ({shown}); i2i reads .png")
+    # A photo as INPUT with its pose is an image in INPUT's place: a pose file there is refused as such.
+    result = run("exemplar", str(tmp_path / "notes.yaml"), str(tmp_path / "model.jpg"), "--input-pose",
+                 str(tmp_path / "target.json"), "--exemplar-pose", str(tmp_path / "model.json"), "-o",
+                 str(tmp_path / "out.png"), "--dry-run", "--checkpoint", str(tmp_path))
+    assert result.exit_code == 1 and "notes.yaml: unsupported file type ('.yaml')" in result.stderr

@@ -337,7 +337,7 @@ def _checked(pair: Pair, where: str = "") -> Pair:
     """A pair that lacks the exemplar's pose, would write no image file, or gives a pose file an
     input pose is refused (outputs over inputs are refused for the whole batch at once, by
     ``one_writer_per_file``)."""
-    problem = _missing_file(pair, where)
+    problem = _unreadable_file(pair, where)
     if pair.exemplar_pose is None:
         problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
     if pair.output.suffix.lower() not in IMAGE_SUFFIXES and str(pair.output) != STANDARD_STREAM:
@@ -351,14 +351,17 @@ def _checked(pair: Pair, where: str = "") -> Pair:
     return dataclasses.replace(pair, problem=problem)
 
 
-def _missing_file(pair: Pair, where: str) -> str | None:
-    """A pair naming a file that is not there, refused while planning as reading it would be: no
-    model is loaded for it, and --dry-run does not say it would run. Only looked for, not read."""
-    for path in (pair.input, pair.exemplar, pair.exemplar_pose, pair.input_pose):
+def _unreadable_file(pair: Pair, where: str) -> str | None:
+    """A pair naming a file that is not there, or of a type its place does not take, refused while
+    planning as reading it would be: no model is loaded for it, and --dry-run does not say it
+    would run. Files are only looked for, not read."""
+    photos = [pair.exemplar] + ([pair.input] if pair.input_pose is not None else [])
+    semantics = [path for path in (pair.input, pair.exemplar_pose, pair.input_pose) if path not in photos]
+    for path in [*photos, *semantics]:
         if path is None or str(path) == STANDARD_STREAM:
             continue
         files = [path]
-        if path.suffix.lower() == ".txt":  # an official pose: the two files it names
+        if path in semantics and path.suffix.lower() == ".txt":  # an official pose: the two files it names
             from i2icli.semantics.pose import official_pair_files
 
             try:
@@ -368,6 +371,12 @@ def _missing_file(pair: Pair, where: str) -> str | None:
         missing = next((file for file in files if not file.exists()), None)
         if missing is not None:
             return f"{where}{missing}: no such file"
+        if path.suffix.lower() not in IMAGE_SUFFIXES and path.is_file():
+            from i2icli.semantics.inputs import is_pose_file
+
+            if not (path in semantics and is_pose_file(path)):
+                shown = f"'{path.suffix}'" if path.suffix else "no suffix"
+                return f"{where}{path}: unsupported file type ({shown}); i2i reads {', '.join(IMAGE_SUFFIXES)}"
     return None
 
 
