@@ -152,3 +152,39 @@ def test_a_file_of_a_type_its_place_does_not_take_fails_the_plan(tmp_path, place
                  str(tmp_path / "target.json"), "--exemplar-pose", str(tmp_path / "model.json"), "-o",
                  str(tmp_path / "out.png"), "--dry-run", "--checkpoint", str(tmp_path))
     assert result.exit_code == 1 and "notes.yaml: unsupported file type ('.yaml')" in result.stderr
+
+
+def test_a_long_thin_map_is_laid_out_without_building_its_padded_square(tmp_path):
+    """A map is laid out as the official code does, padded to a centred square and resized by
+    nearest neighbour; padding first made a 20000x300 edge map a 20000x20000 float array (4.8 GB)
+    to give a 512x512 one. The same pixels are picked from the map itself."""
+    import tracemalloc
+
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from i2icli.imageio import Picture
+    from i2icli.semantics.inputs import load_semantics, pad_to_square
+
+    rng = np.random.default_rng(0)
+    for width, height, size in ((8000, 3, 64), (75, 110, 64), (33, 20, 96), (511, 512, 512), (7, 5, 128)):
+        labels = rng.integers(0, 5, (height, width), dtype=np.uint8)
+        path = tmp_path / f"labels_{width}x{height}.png"
+        Image.fromarray(labels).save(path)
+        tracemalloc.start()
+        try:
+            semantics = load_semantics(path, size=size, channels=5, frame=(1, 1), label_nc=5)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        official = cv2.resize(pad_to_square(labels, 0), (size, size), interpolation=cv2.INTER_NEAREST)
+        assert np.array_equal(semantics.channels.argmax(axis=0), official)
+        if width == 8000:
+            assert peak < 16 * 2**20  # its padded square alone is 64 MB
+        edges = rng.random((height, width, 3), dtype=np.float32)
+        picture = Picture(np.round(edges * 255).astype(np.uint8))
+        semantics = load_semantics("edges.png", size=size, channels=3, frame=(1, 1), picture=picture)
+        official = cv2.resize(pad_to_square(picture.rgb, 0), (size, size), interpolation=cv2.INTER_NEAREST)
+        assert np.array_equal(semantics.channels, official.transpose(2, 0, 1) / np.float32(255))
+

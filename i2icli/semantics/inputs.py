@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from i2icli.errors import InputError
@@ -97,9 +96,20 @@ def load_semantics(
 
 
 def _resized_square(array: np.ndarray, size: int) -> np.ndarray:
-    # Nearest neighbour, as the official code resizes every label: no new, in-between values.
-    square = pad_to_square(array, 0)
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_NEAREST)
+    """``array`` padded with 0 to a centred square, then resized to ``size`` by nearest neighbour,
+    as the official code resizes every label: no new, in-between values.
+
+    The pixels cv2.INTER_NEAREST would pick from the padded square, picked from ``array`` itself:
+    a map 20000x300 padded first would be 20000x20000 (4.8 GB as float edges) to give 512x512."""
+    height, width = array.shape[:2]
+    side, left, top = square_frame(width, height)
+    # cv2's own arithmetic for the source index, floor(x * (1 / (size / side))), to pick the same pixels.
+    picked = np.minimum(np.floor(np.arange(size) * (1.0 / (size / side))).astype(np.int64), side - 1)
+    rows, cols = picked - top, picked - left
+    on_rows, on_cols = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+    resized = np.zeros((size, size, *array.shape[2:]), dtype=array.dtype)
+    resized[np.ix_(on_rows, on_cols)] = array[np.ix_(rows[on_rows], cols[on_cols])]
+    return resized
 
 
 def _one_hot(picture: Picture, path: Path, size: int, channels: int, label_nc: int) -> np.ndarray:
