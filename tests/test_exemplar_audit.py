@@ -76,6 +76,18 @@ def test_a_csv_row_naming_a_missing_file_fails_alone_in_the_plan(tmp_path):
     assert document["results"][1]["error"] == f"{csv}:3: {tmp_path / 'none.json'}: no such file"
 
 
+def _official_square(array, value):
+    """``array`` centred on a square canvas of ``value``, as the official preprocessing pads photos and maps."""
+    import numpy as np
+
+    height, width = array.shape[:2]
+    side = max(width, height)
+    canvas = np.full((side, side, *array.shape[2:]), value, dtype=array.dtype)
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[top : top + height, left : left + width] = array
+    return canvas
+
+
 @pytest.mark.parametrize("scale", ["0 to 1", "-1 to 1"])
 def test_keypoints_normalised_to_the_photo_are_refused_not_drawn_as_a_blob(tmp_path, scale):
     """OpenPose --keypoint_scale 3 (0 to 1) or 4 (-1 to 1): read as pixels, the person was drawn
@@ -165,7 +177,7 @@ def test_a_long_thin_map_is_laid_out_without_building_its_padded_square(tmp_path
     from PIL import Image
 
     from i2icli.imageio import Picture
-    from i2icli.semantics.inputs import load_semantics, pad_to_square
+    from i2icli.semantics.inputs import load_semantics
 
     rng = np.random.default_rng(0)
     for width, height, size in ((8000, 3, 64), (75, 110, 64), (33, 20, 96), (511, 512, 512), (7, 5, 128)):
@@ -178,13 +190,42 @@ def test_a_long_thin_map_is_laid_out_without_building_its_padded_square(tmp_path
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        official = cv2.resize(pad_to_square(labels, 0), (size, size), interpolation=cv2.INTER_NEAREST)
+        official = cv2.resize(_official_square(labels, 0), (size, size), interpolation=cv2.INTER_NEAREST)
         assert np.array_equal(semantics.channels.argmax(axis=0), official)
         if width == 8000:
             assert peak < 16 * 2**20  # its padded square alone is 64 MB
         edges = rng.random((height, width, 3), dtype=np.float32)
         picture = Picture(np.round(edges * 255).astype(np.uint8))
         semantics = load_semantics("edges.png", size=size, channels=3, frame=(1, 1), picture=picture)
-        official = cv2.resize(pad_to_square(picture.rgb, 0), (size, size), interpolation=cv2.INTER_NEAREST)
+        official = cv2.resize(_official_square(picture.rgb, 0), (size, size), interpolation=cv2.INTER_NEAREST)
         assert np.array_equal(semantics.channels, official.transpose(2, 0, 1) / np.float32(255))
 
+
+def test_a_long_thin_exemplar_is_laid_out_without_building_its_padded_square():
+    """The exemplar photo is padded with the official grey to a centred square and resized
+    bicubically; padding first made a 20000x300 photo a 20000x20000 array (1.2 GB) to give a
+    512x512 one. The pixels are PIL's own for the padded square, to the bit."""
+    import tracemalloc
+
+    import numpy as np
+    from PIL import Image
+
+    from i2icli.imageio import Picture
+    from i2icli.pipelines.exemplar import exemplar_tensor
+    from i2icli.semantics.pose import PAD_VALUE
+
+    rng = np.random.default_rng(0)
+    for width, height, size in ((6000, 4, 64), (4, 6000, 64), (75, 110, 64), (300, 37, 96), (640, 640, 512),
+                                (512, 300, 512), (20, 31, 160), (1, 1, 64)):
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        tracemalloc.start()
+        try:
+            laid_out = exemplar_tensor(Picture(rgb), size)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        square = Image.fromarray(_official_square(rgb, PAD_VALUE)).resize((size, size), Image.Resampling.BICUBIC)
+        official = np.asarray(square, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+        assert np.array_equal(laid_out, official), (width, height, size)
+        if max(width, height) == 6000:
+            assert peak < 16 * 2**20  # its padded square alone is 108 MB

@@ -25,7 +25,7 @@ from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, max_value
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device, synchronize
 from i2icli.pipelines.imagetensors import to_picture
-from i2icli.semantics.inputs import Semantics, load_semantics, pad_to_square
+from i2icli.semantics.inputs import Semantics, load_semantics
 from i2icli.semantics.pose import PAD_VALUE, square_frame
 
 DEFAULT_CHECKPOINT = "cocosnet2-deepfashionhd"
@@ -268,9 +268,32 @@ def exemplar_tensor(picture: Picture, size: int) -> np.ndarray:
     if rgb.dtype != np.uint8:
         # The model saw 8-bit photos; PIL's antialiased bicubic resize wants 8-bit too.
         rgb = np.round(rgb.astype(np.float32) * (255.0 / max_value(rgb.dtype))).astype(np.uint8)
-    square = pad_to_square(rgb, PAD_VALUE)
-    resized = np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
+    resized = np.asarray(_padded_and_resized(rgb, size), dtype=np.float32)
     return np.ascontiguousarray((resized / 127.5 - 1.0).transpose(2, 0, 1))
+
+
+def _padded_and_resized(rgb: np.ndarray, size: int, rows_at_once: int = 256) -> Image.Image:
+    """PIL's bicubic resize of ``rgb`` padded to a centred square, without the square: a
+    20000x300 photo padded first is 20000x20000 (1.2 GB) to give 512x512.
+
+    PIL resizes across each row, to 8 bits, then down each column. Across, a padding row is the
+    same for every row, and the photo's rows are done a band at a time; down, the columns are
+    ``size`` wide already. The pixels are PIL's own, to the bit."""
+    height, width = rgb.shape[:2]
+    side, left, top = square_frame(width, height)
+    bicubic = Image.Resampling.BICUBIC
+    channels = rgb.shape[2:]
+    across = np.empty((side, size, *channels), dtype=np.uint8)
+    if width == side:  # padded above and below: those rows are all one padding row
+        padding = np.full((1, side, *channels), PAD_VALUE, dtype=np.uint8)
+        across[:] = np.asarray(Image.fromarray(padding).resize((size, 1), bicubic))
+        across[top : top + height] = np.asarray(Image.fromarray(rgb).resize((size, height), bicubic))
+    else:  # padded left and right: each row with its padding, a band of rows at a time
+        for start in range(0, height, rows_at_once):
+            band = np.full((min(rows_at_once, height - start), side, *channels), PAD_VALUE, dtype=np.uint8)
+            band[:, left : left + width] = rgb[start : start + len(band)]
+            across[start : start + len(band)] = np.asarray(Image.fromarray(band).resize((size, len(band)), bicubic))
+    return Image.fromarray(across).resize((size, size), bicubic)
 
 
 def _to_picture(image: torch.Tensor, frame: tuple[int, int]) -> Picture:

@@ -52,17 +52,6 @@ def is_pose_file(path: Path | str) -> bool:
     return name.endswith((".json", ".txt"))
 
 
-def pad_to_square(array: np.ndarray, value: float) -> np.ndarray:
-    """Centre ``array`` (H, W[, C]) on a square canvas, as the official preprocessing does."""
-    height, width = array.shape[:2]
-    side, left, top = square_frame(width, height)
-    if side == width == height:
-        return array
-    canvas = np.full((side, side, *array.shape[2:]), value, dtype=array.dtype)
-    canvas[top : top + height, left : left + width] = array
-    return canvas
-
-
 def load_semantics(
     path: Path | str,
     *,
