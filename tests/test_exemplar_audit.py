@@ -1,5 +1,6 @@
 """`i2i exemplar` on inputs a careless or unlucky user gives it: files that are not there,
-poses in units other than pixels, options that do nothing for the inputs given."""
+poses in units other than pixels, options that do nothing for the inputs given, and long thin
+photos and maps."""
 
 from __future__ import annotations
 
