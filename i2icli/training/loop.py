@@ -327,9 +327,12 @@ class _CheckpointFolder:
     def holds_a_run(self) -> bool:
         return self.latest.exists() or bool(self.step_files())
 
+    def step_file(self, step: int) -> Path:
+        return self.folder / f"step-{step:07d}.pt"
+
     def save(self, payload: dict, step: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        target = self.folder / f"step-{step:07d}.pt"
+        target = self.step_file(step)
         replace_atomically(target, functools.partial(_save_torch, payload))
         replace_atomically(self.latest, _link_or_copy(target))
         self._prune(step)
@@ -341,7 +344,7 @@ class _CheckpointFolder:
         kept = sorted(s for s in self.step_files() if s <= step)
         for old in kept[: max(0, len(kept) - self.keep)]:
             with contextlib.suppress(FileNotFoundError):
-                (self.folder / f"step-{old:07d}.pt").unlink()
+                self.step_file(old).unlink()
 
 
 # --------------------------------------------------------------------------- metrics
@@ -427,8 +430,13 @@ class _MetricsLog:
         for name in self.columns:
             count = self.counts.get(name, 0)
             cells.append(format(self.sums[name] / count, ".6g") if count else "")
-        with open(self.path, "a", encoding="utf-8") as file:
-            file.write(",".join(cells) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(",".join(cells) + "\n")
+        except OSError as error:  # a full disk names no file
+            raise I2IError(f"{self.path}: cannot add the row of step {step}: {error.strerror or error}",
+                           "free some space on that disk or make the file writable, then continue with --resume "
+                           "(from the run's last checkpoint)") from None
         self.last_row_step = step
 
 
@@ -857,7 +865,18 @@ class _TrainingRun:
             settings=self.stored_settings,
             trainer={"seconds": self._training_seconds(), "metrics_window": self.metrics.window()},
         )
-        self.checkpoints.save(payload, step)
+        try:
+            self.checkpoints.save(payload, step)
+        except OSError as error:
+            # A full disk gives an error that names no file (or the hidden temp file): name the
+            # checkpoint, and say from where the run can go on.
+            if self.saved:
+                kept = f"then continue from step {self.saved} with --resume ({self.checkpoints.latest})"
+            else:
+                kept = "then start the run again (no checkpoint was saved)"
+            raise I2IError(f"{self.checkpoints.step_file(step)}: cannot write the checkpoint of step {step}: "
+                           f"{error.strerror or error}", f"free some space on that disk or make the folder writable, {kept}"
+                           ) from None
         self.saved = step
 
     def _stop_on_interrupt(self) -> None:

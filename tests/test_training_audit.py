@@ -1,0 +1,77 @@
+"""Training runs meeting what a user's machine and data can do to them: full disks, file systems
+without locks, data folders that changed between sessions."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+from test_training_loop import ToyAutoencoder, settings, write_images
+
+from i2icli.errors import I2IError
+from i2icli.training import loop
+from i2icli.training.data import ImageFolderDataset
+from i2icli.training.loop import load_training_checkpoint, train
+
+SIZE = 12
+TINY_TRANSLATE_LR = ["--hr-size", "16", "--lr-size", "4", "--max-channels", "8", "--base-channels", "4",
+                     "--disc-channels", "4", "--disc-max-channels", "8", "--batch-size", "2", "--workers", "0",
+                     "--device", "cpu"]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> ImageFolderDataset:
+    return ImageFolderDataset(write_images(tmp_path / "data"), SIZE)
+
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")  # as the kernel reports it: no file named
+
+
+def test_a_checkpoint_that_cannot_be_written_is_named_with_the_step_the_run_can_go_on_from(tmp_path: Path,
+                                                                                          dataset: ImageFolderDataset,
+                                                                                          monkeypatch):
+    out = tmp_path / "run"
+    real_save = loop.torch.save
+    saves = []
+
+    def full_at_the_second_save(payload, file):
+        saves.append(payload["step"])
+        if len(saves) == 2:
+            disk_full()
+        real_save(payload, file)
+
+    monkeypatch.setattr(loop.torch, "save", full_at_the_second_save)
+    with pytest.raises(I2IError) as raised:
+        train(ToyAutoencoder(), dataset, settings(out, 6, checkpoint_every=2))
+    error = raised.value
+    assert error.message == (f"{out / 'checkpoints' / 'step-0000004.pt'}: cannot write the checkpoint of step 4: "
+                             "No space left on device")
+    assert error.hint == ("free some space on that disk or make the folder writable, then continue from step 2 with "
+                          f"--resume ({out / 'checkpoints' / 'latest.pt'})")
+    assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 2
+    # Before any checkpoint, there is nothing to continue from.
+    saves.clear()
+    saves.append(0)
+    with pytest.raises(I2IError, match="then start the run again"):
+        train(ToyAutoencoder(), dataset, settings(tmp_path / "early", 6, checkpoint_every=2))
+    monkeypatch.setattr(loop.torch, "save", real_save)
+    assert train(ToyAutoencoder(), dataset, settings(out, 6, checkpoint_every=2), resume=True).step == 6
+
+
+def test_a_metrics_row_that_cannot_be_written_names_the_file(tmp_path: Path, dataset: ImageFolderDataset,
+                                                              monkeypatch):
+    out = tmp_path / "run"
+    real_open = open
+
+    def full_when_appending(path, mode="r", *args, **kwargs):
+        if mode == "a":
+            disk_full()
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "open", full_when_appending, raising=False)
+    with pytest.raises(I2IError) as raised:
+        train(ToyAutoencoder(), dataset, settings(out, 3))
+    assert raised.value.message == f"{out / 'metrics.csv'}: cannot add the row of step 1: No space left on device"
+    assert "continue with --resume" in raised.value.hint
