@@ -75,3 +75,16 @@ def test_a_metrics_row_that_cannot_be_written_names_the_file(tmp_path: Path, dat
         train(ToyAutoencoder(), dataset, settings(out, 3))
     assert raised.value.message == f"{out / 'metrics.csv'}: cannot add the row of step 1: No space left on device"
     assert "continue with --resume" in raised.value.hint
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.ENOSYS])
+def test_a_file_system_without_locks_is_no_other_run(tmp_path: Path, dataset: ImageFolderDataset, monkeypatch, code):
+    # Lustre mounted without flock, NFS without its lock service: every run was refused as if
+    # another one held the folder.
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks_here(fd, operation):
+        raise OSError(code, "locks not supported")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks_here)
+    assert train(ToyAutoencoder(), dataset, settings(tmp_path / "run", 2)).step == 2

@@ -22,6 +22,7 @@ Layout of a run folder::
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import math
@@ -623,9 +624,12 @@ def _only_run_in(out_dir: Path) -> Iterator[None]:
     try:
         try:
             fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise I2IError(f"{out_dir}: another training run is using this folder",
-                           "wait for it to finish, or choose another --out") from None
+        except OSError as error:
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise I2IError(f"{out_dir}: another training run is using this folder",
+                               "wait for it to finish, or choose another --out") from None
+            # A file system without locks (Lustre mounted without flock, NFS without its lock
+            # service) says ENOSYS or ENOLCK: that is no other run, and runs there go unchecked.
         yield
     finally:
         os.close(folder)  # releases the lock
