@@ -7,8 +7,10 @@ import errno
 from pathlib import Path
 
 import pytest
+from conftest import CommandRunner
 from test_training_loop import ToyAutoencoder, settings, write_images
 
+from i2icli.cli.app import app
 from i2icli.errors import I2IError
 from i2icli.training import loop
 from i2icli.training.data import ImageFolderDataset
@@ -88,3 +90,23 @@ def test_a_file_system_without_locks_is_no_other_run(tmp_path: Path, dataset: Im
 
     monkeypatch.setattr(fcntl, "flock", no_locks_here)
     assert train(ToyAutoencoder(), dataset, settings(tmp_path / "run", 2)).step == 2
+
+
+def test_resuming_on_a_folder_of_held_out_images_alone_is_one_line(tmp_path: Path):
+    data_dir, out = tmp_path / "data", tmp_path / "run"
+    files = write_images(data_dir, count=3)
+    runner = CommandRunner()
+    first = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(out), *TINY_TRANSLATE_LR,
+                                "--steps", "1", "--held-out", "2"])
+    assert first.exit_code == 0, first.output
+    held = load_training_checkpoint(out / "checkpoints" / "latest.pt")["config"]["data"]["held_out_files"]
+    for path in files:
+        if path.relative_to(data_dir).as_posix() not in held:
+            path.unlink()  # the one training image
+    resumed = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(out), "--resume", "--steps", "2",
+                                  "--device", "cpu"])
+    assert resumed.exit_code == 1
+    assert resumed.stderr.strip().splitlines()[-1] == (
+        f"error: {data_dir}: holds only the run's 2 held-out images, none to train on — pass the data folder the run "
+        "was trained on")
+    assert "Traceback" not in resumed.output

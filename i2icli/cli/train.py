@@ -204,7 +204,7 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}
     files = data.find_images(data_dir, exclude=out)
     _, held_files = run_split(files, data_dir, data_settings, stored["settings"]["seed"], noun="image",
-                              trained_on=stored["settings"].get("dataset_size"))
+                              trained_on=stored["settings"].get("dataset_size"), evaluating=True)
     if not held_files and data_settings.get("held_out_files"):
         recorded = counted(len(data_settings["held_out_files"]), "held-out image")
         raise I2IError(f"{data_dir}: none of the run's {recorded} is here",

@@ -23,6 +23,7 @@ from i2icli.cli.common import (
     usage_error,
     warn,
 )
+from i2icli.errors import I2IError
 
 MODEL_PANEL = "Model"
 LOSS_PANEL = "Losses and optimiser"
@@ -116,13 +117,14 @@ def evaluation_metrics(fid_model: str, lpips_backbone: str, device: Any) -> tupl
 
 
 def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed: int, *, noun: str,
-              trained_on: int | None = None) -> tuple[list[Path], list[Path]]:
+              trained_on: int | None = None, evaluating: bool = False) -> tuple[list[Path], list[Path]]:
     """(training, held-out) files of a run (``noun``: what a file is, "pair" or "image"). A run records its held-out files when it starts
     (``data_settings["held_out_files"]``, relative to ``root``) and keeps exactly those: a folder
     that grew since would otherwise give a new split, whose held-out part can hold files the run
     trained on. Runs from before that record are split again by ``data_settings["held_out"]``;
     ``trained_on`` (their training-set size, for --eval) lets a warning say when that split cannot
-    be theirs."""
+    be theirs. Unless ``evaluating``, a folder that holds none of the run's training files is
+    refused."""
     from i2icli.training import data
 
     recorded = data_settings.get("held_out_files")
@@ -135,6 +137,10 @@ def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed
                  f"held-out scores may include {noun}s it trained on")
         return train, held
     train, held, missing = data.split_as_recorded(files, root, list(recorded))
+    if not train and not evaluating:
+        # Every file here is one the run holds out: there is nothing it may train on.
+        raise I2IError(f"{root}: holds only the run's {counted(len(held), f'held-out {noun}')}, none to train on",
+                       "pass the data folder the run was trained on")
     if missing:
         warn(f"{len(missing)} of the run's {counted(len(recorded), f'held-out {noun}')} "
              f"{'is' if len(missing) == 1 else 'are'} no longer in {root} (e.g. {missing[0]})")
@@ -144,7 +150,6 @@ def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed
 def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name: str) -> tuple[bool | Path, dict | None]:
     """What --resume / --resume-from ask of ``loop.train``, and the checkpoint they name (checked to
     come from ``method_name``); ``(False, None)`` for a new run."""
-    from i2icli.errors import I2IError
     from i2icli.training import loop
 
     check_output_folder(out, option="--out")  # before the data is searched and any model is built
@@ -169,8 +174,6 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
 
 def refuse_another_method(stored: dict, path: Path, method_name: str, hint: str) -> None:
     """Refuse the training checkpoint ``stored`` (read from ``path``) unless ``method_name`` wrote it."""
-    from i2icli.errors import I2IError
-
     if stored.get("method") != method_name:
         raise I2IError(f"{path}: the checkpoint is from `i2i train {stored.get('method')}`, not {method_name}", hint)
 

@@ -246,11 +246,11 @@ def _check_label_maps(pairs: list[tuple[Path, Path]], train_pairs: list[tuple[Pa
 
 
 def _split(pairs: list[tuple[Path, Path]], label_root: Path, data_settings: dict[str, Any], seed: int,
-           trained_on: int | None = None) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+           trained_on: int | None = None, evaluating: bool = False) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
     """(training pairs, held-out pairs): the split is made on the label maps' paths, so it is stable."""
     photo_of = dict(pairs)
     train, held = run_split([label for label, _ in pairs], label_root, data_settings, seed, noun="pair",
-                            trained_on=trained_on)
+                            trained_on=trained_on, evaluating=evaluating)
     return [(label, photo_of[label]) for label in train], [(label, photo_of[label]) for label in held]
 
 
@@ -326,7 +326,8 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     plot = chosen_plot or out / "eval" / f"spectrum-step-{stored['step']}.png"
     data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}
     pairs, label_root = _pairs(data_dir, labels, photos)
-    _, held_pairs = _split(pairs, label_root, data_settings, seed, trained_on=stored["settings"].get("dataset_size"))
+    _, held_pairs = _split(pairs, label_root, data_settings, seed, trained_on=stored["settings"].get("dataset_size"),
+                           evaluating=True)
     if not held_pairs:
         if data_settings.get("held_out_files"):
             recorded = counted(len(data_settings["held_out_files"]), "held-out pair")
