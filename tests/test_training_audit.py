@@ -110,3 +110,30 @@ def test_resuming_on_a_folder_of_held_out_images_alone_is_one_line(tmp_path: Pat
         f"error: {data_dir}: holds only the run's 2 held-out images, none to train on — pass the data folder the run "
         "was trained on")
     assert "Traceback" not in resumed.output
+
+
+def test_a_new_translate_lr_run_is_not_kept_among_the_photos_of_the_data_folder(tmp_path: Path):
+    # A run folder inside the data is left out of the search: photos already in it were left out
+    # of training with it, without a word (here 3 of the 6).
+    data_dir = tmp_path / "data"
+    write_images(data_dir)
+    photos = data_dir / "part0"
+    runner = CommandRunner()
+    refused = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(photos), *TINY_TRANSLATE_LR,
+                                  "--steps", "1", "--held-out", "1"])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"error: --out {photos}: holds 3 images of the data folder (e.g. {photos / 'img0.png'}), which would be left "
+        "out of training with the run folder; choose a new folder for the run"]
+    assert sorted(path.name for path in photos.iterdir()) == ["img0.png", "img2.png", "img4.png"]
+    # A new folder there is fine, and so is one whose earlier run left only its sample grids.
+    run = data_dir / "run"
+    trained = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(run), *TINY_TRANSLATE_LR,
+                                  "--steps", "1", "--held-out", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert "training on 5 images, 1 held out" in trained.output
+    for path in (run / "checkpoints").iterdir():
+        path.unlink()
+    again = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(run), *TINY_TRANSLATE_LR,
+                                "--steps", "1", "--held-out", "1"])
+    assert again.exit_code == 0, again.output

@@ -159,6 +159,7 @@ def translate_lr(
             generator_lr=g_lr, discriminator_lr=d_lr, ema_decay=ema_decay,
         )
         data_settings = {"hr_size": hr_size, "held_out": held_out_amount(held_out)}
+        _refuse_a_run_folder_among_the_photos(out, data_dir)
 
     files = data.find_images(data_dir, exclude=out)
     train_files, held_files = run_split(files, data_dir, data_settings, seed, noun="image")
@@ -180,6 +181,24 @@ def translate_lr(
                  shown=("g_loss", "d_loss", "cycle", "lr_error_levels"), as_json=as_json, out=out,
                  batch_size=batch_size, seed=seed, **run_schedule(context, stored), device=torch_device)
     raise typer.Exit(EXIT_OK)
+
+
+def _refuse_a_run_folder_among_the_photos(out: Path, data_dir: Path) -> None:
+    """A run folder inside the data folder is left out of the search for training images (its
+    sample grids are none): photos already in a new run's folder would be left out with it,
+    without a word."""
+    from i2icli.batch import is_inside
+    from i2icli.errors import InputError
+    from i2icli.training import data
+
+    if not out.is_dir() or not is_inside(out, data_dir):
+        return
+    try:
+        photos = data.find_images(out, exclude=out / "samples")  # an earlier session's grids are no photos
+    except InputError:  # none there: a fine place for the run
+        return
+    raise usage_error(f"--out {out}: holds {counted(len(photos), 'image')} of the data folder (e.g. {photos[0]}), which "
+                      "would be left out of training with the run folder; choose a new folder for the run")
 
 
 def _method_from_checkpoint(stored: dict[str, Any]) -> Any:
