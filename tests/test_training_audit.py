@@ -137,3 +137,31 @@ def test_a_new_translate_lr_run_is_not_kept_among_the_photos_of_the_data_folder(
     again = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(run), *TINY_TRANSLATE_LR,
                                 "--steps", "1", "--held-out", "1"])
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("command, options", [
+    ("translate-lr", [*TINY_TRANSLATE_LR, "--hr-size", str(2**20), "--lr-size", "8"]),
+    ("paired", ["--label-nc", "4", "--size", str(2**40), "--device", "cpu"]),
+])
+def test_a_training_size_larger_than_an_image_may_be_is_a_usage_error(tmp_path: Path, command, options):
+    # cv2 cannot resize to a side beyond 2^31: the held-out batch ended in a traceback.
+    write_images(tmp_path / "data")
+    result = CommandRunner().invoke(app, ["train", command, str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                                          "--steps", "1", *options])
+    assert result.exit_code == 2
+    option = "--hr-size" if command == "translate-lr" else "--size"
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {option} ") and line.endswith(
+        "is over the 200,000,000 pixels i2i takes in an image; give a smaller size")
+
+
+def test_a_batch_larger_than_a_tensor_can_hold_is_one_line(tmp_path: Path):
+    # Its flips are drawn as one tensor of the batch's size: torch failed in a traceback.
+    data_dir = tmp_path / "data"
+    write_images(data_dir)
+    result = CommandRunner().invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(tmp_path / "run"),
+                                          *TINY_TRANSLATE_LR, "--steps", "1", "--held-out", "1",
+                                          "--batch-size", str(2**64)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: batch size {2**64} is more than a tensor can hold ({2**63 - 1}) — use a smaller --batch-size")

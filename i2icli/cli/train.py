@@ -45,6 +45,7 @@ from i2icli.cli.train_common import (
     SeedOption,
     StepsOption,
     WorkersOption,
+    check_training_size,
     counted,
     evaluation_metrics,
     held_out_amount,
@@ -149,6 +150,7 @@ def translate_lr(
     else:
         from i2icli.archs.lr_conditioned import LRTranslatorConfig
 
+        check_training_size(hr_size, "--hr-size")
         try:
             model = LRTranslatorConfig(hr_size=hr_size, lr_size=lr_size, max_channels=max_channels, base_channels=base_channels,
                                        disc_base_channels=disc_channels, disc_max_channels=disc_max_channels)

@@ -78,6 +78,16 @@ def rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def check_training_size(size: int, option: str) -> None:
+    """Refuse a training size whose images would be larger than i2i reads or writes an image
+    (their sample grids, the inputs of the trained model)."""
+    from i2icli.formats import DEFAULT_MAX_PIXELS
+
+    if size * size > DEFAULT_MAX_PIXELS:
+        raise usage_error(f"{option} {size}: {size}x{size} is over the {DEFAULT_MAX_PIXELS:,} pixels i2i takes in an image; "
+                          "give a smaller size")
+
+
 def held_out_amount(text: str) -> float | int:
     """--held-out 0.05 is a fraction of the images, --held-out 20 a count."""
     try:

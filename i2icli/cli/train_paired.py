@@ -45,6 +45,7 @@ from i2icli.cli.train_common import (
     SeedOption,
     StepsOption,
     WorkersOption,
+    check_training_size,
     counted,
     evaluation_metrics,
     held_out_amount,
@@ -156,6 +157,7 @@ def paired(
             raise usage_error("say what the label maps are: --label-nc N for class-index maps, or --edges for edge images")
         if edges and edge_channels not in (1, 3):
             raise usage_error(f"--edge-channels {edge_channels}: edge images have 1 or 3 channels")
+        check_training_size(size, "--size")
         from i2icli.archs.grit import GRITConfig
         from i2icli.training.paired import PairedTraining, PairedTrainingOptions
 

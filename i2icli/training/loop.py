@@ -602,12 +602,19 @@ def _trainer_state(checkpoint: dict | None) -> dict:
 # --------------------------------------------------------------------------- the loop
 
 
+# A tensor's sizes are 64-bit integers: a batch's flips are drawn as one tensor of the batch's size.
+_LARGEST_TENSOR_SIZE = 2**63 - 1
+
+
 def _validate(settings: TrainingSettings) -> None:
     for name in ("steps", "batch_size", "checkpoint_every", "sample_every", "log_every", "keep_checkpoints"):
         if getattr(settings, name) < 1:
             raise I2IError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(settings, name)}")
     if settings.num_workers < 0:
         raise I2IError(f"num workers must be 0 or more, got {settings.num_workers}")
+    if settings.batch_size > _LARGEST_TENSOR_SIZE:
+        raise I2IError(f"batch size {settings.batch_size} is more than a tensor can hold ({_LARGEST_TENSOR_SIZE})",
+                       "use a smaller --batch-size")
 
 
 @contextlib.contextmanager
