@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CommandRunner
-from test_training_loop import ToyAutoencoder, settings, write_images
+from test_training_loop import ToyAutoencoder, settings, write_images, write_training_checkpoint
 
 from i2icli.cli.app import app
 from i2icli.errors import I2IError
@@ -165,3 +165,17 @@ def test_a_batch_larger_than_a_tensor_can_hold_is_one_line(tmp_path: Path):
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: batch size {2**64} is more than a tensor can hold ({2**63 - 1}) — use a smaller --batch-size")
+
+
+@pytest.mark.parametrize("command", ["translate-lr", "paired"])
+def test_a_run_folder_given_to_eval_checkpoint_is_named_as_a_folder(tmp_path: Path, command):
+    # `i2i translate-lr -c` and `i2i paired -c` take a run folder, so one is given here too; it was
+    # called "no such checkpoint file".
+    run = tmp_path / "other-run"
+    latest = write_training_checkpoint(run / "checkpoints" / "latest.pt", command)
+    result = CommandRunner().invoke(app, ["train", command, str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                                          "--eval", "--eval-checkpoint", str(run), "--fid-model", "none",
+                                          "--lpips-backbone", "none", "--device", "cpu"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: --eval-checkpoint {run}: is a folder, not a checkpoint file — pass {latest}"]

@@ -49,6 +49,7 @@ from i2icli.cli.train_common import (
     counted,
     evaluation_metrics,
     held_out_amount,
+    refuse_a_folder_as_checkpoint,
     refuse_another_method,
     resume_point,
     rounded,
@@ -218,6 +219,7 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     from i2icli.training import data, loop
     from i2icli.training.translate_lr import METHOD_NAME, evaluate
 
+    refuse_a_folder_as_checkpoint(checkpoint, "--eval-checkpoint")
     path = checkpoint or out / "checkpoints" / "latest.pt"
     stored = loop.load_training_checkpoint(path)
     refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")

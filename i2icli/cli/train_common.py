@@ -171,15 +171,21 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
     if resume_from is None and not (out / "checkpoints" / "latest.pt").exists():
         raise I2IError(f"{out}: no training run to resume (no checkpoints/latest.pt)",
                        "start a new run without --resume, or name a checkpoint file with --resume-from")
-    if resume_from is not None and resume_from.is_dir():
-        inside = next((path for path in (resume_from / "checkpoints" / "latest.pt", resume_from / "latest.pt")
-                       if path.is_file()), None)
-        raise I2IError(f"--resume-from {resume_from}: is a folder, not a checkpoint file",
-                       f"pass {inside}" if inside else "pass a .pt file from a run's checkpoints/ folder")
+    refuse_a_folder_as_checkpoint(resume_from, "--resume-from")
     path = resume_from or out / "checkpoints" / "latest.pt"
     stored = loop.load_training_checkpoint(path)
     refuse_another_method(stored, path, method_name, "resume it with the command that wrote it")
     return spec, stored
+
+
+def refuse_a_folder_as_checkpoint(path: Path | None, option: str) -> None:
+    """Refuse a folder given to ``option``, which takes a checkpoint file, naming the run's latest
+    checkpoint in it (a run folder is what `i2i paired -c` and `i2i translate-lr -c` take)."""
+    if path is None or not path.is_dir():
+        return
+    inside = next((file for file in (path / "checkpoints" / "latest.pt", path / "latest.pt") if file.is_file()), None)
+    raise I2IError(f"{option} {path}: is a folder, not a checkpoint file",
+                   f"pass {inside}" if inside else "pass a .pt file from a run's checkpoints/ folder")
 
 
 def refuse_another_method(stored: dict, path: Path, method_name: str, hint: str) -> None:

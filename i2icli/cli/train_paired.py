@@ -49,6 +49,7 @@ from i2icli.cli.train_common import (
     counted,
     evaluation_metrics,
     held_out_amount,
+    refuse_a_folder_as_checkpoint,
     refuse_another_method,
     resume_point,
     rounded,
@@ -317,6 +318,7 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     from i2icli.training.paired import METHOD_NAME, evaluate
 
     chosen_plot = _spectrum_file(spectrum, data_dir, out)  # checked before anything is loaded
+    refuse_a_folder_as_checkpoint(checkpoint, "--eval-checkpoint")
     path = checkpoint or out / "checkpoints" / "latest.pt"
     stored = loop.load_training_checkpoint(path)
     refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
