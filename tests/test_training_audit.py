@@ -179,3 +179,19 @@ def test_a_run_folder_given_to_eval_checkpoint_is_named_as_a_folder(tmp_path: Pa
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         f"error: --eval-checkpoint {run}: is a folder, not a checkpoint file — pass {latest}"]
+
+
+def test_what_reading_a_training_file_logs_is_said_once_not_every_epoch(tmp_path: Path, caplog):
+    import numpy as np
+    from PIL import Image
+
+    files = write_images(tmp_path / "data")
+    pages = [Image.fromarray(np.full((16, 16, 3), value, np.uint8)) for value in (10, 200)]
+    tiff = tmp_path / "data" / "pages.tif"
+    pages[0].save(tiff, save_all=True, append_images=pages[1:])
+    warnings: list[str] = []
+    # 7 files, 3 a step: the TIFF is read in each of the 3+ epochs.
+    train(ToyAutoencoder(), ImageFolderDataset([*files, tiff], SIZE), settings(tmp_path / "run", 8),
+          on_warning=warnings.append)
+    said = [*warnings, *(record.getMessage() for record in caplog.records)]
+    assert said == [f"{tiff}: holds 2 frames or pages; only the first is used"]

@@ -239,7 +239,8 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     dataset.role = "held-out"
     images, skipped = data.collate_images(data.readable_examples(dataset))
     if len(images) < 2:
-        raise I2IError(f"{data_dir}: only {len(images)} of the {len(held_files)} held-out images can be read ({skipped[0]})",
+        unreadable = next(message for message in skipped if not isinstance(message, data.ReadingNote))
+        raise I2IError(f"{data_dir}: only {len(images)} of the {len(held_files)} held-out images can be read ({unreadable})",
                        "evaluation needs at least two; replace the unreadable files, or start a new run with a larger --held-out")
     fid_features, lpips_distance, notes = evaluation_metrics(fid_model, lpips_backbone, device)
     notes = [*skipped, *notes]

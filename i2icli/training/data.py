@@ -9,14 +9,17 @@ meets one uses the next readable example instead and says so in the item it retu
 (``"skipped"``); the collate functions gather those notes per batch, and the loop warns once
 per file. The note travels with the data because DataLoader workers are separate
 processes with their own copies of the dataset: nothing they remember reaches the loop.
+What reading a file logs (a damaged JPEG, a TIFF's extra pages) travels the same way, as a
+:class:`ReadingNote`, rather than being printed each time an epoch reads the file again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ __all__ = [
     "relative_names",
     "split_as_recorded",
     "load_training_image",
+    "ReadingNote",
     "TrainingDataset",
     "ImageFolderDataset",
     "find_pairs",
@@ -206,6 +210,33 @@ def load_training_image(path: Path, size: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- datasets
 
 
+class ReadingNote(str):
+    """A warning logged while a file was read: the file is used, unlike one skipped."""
+
+
+class _Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _logged_while_reading() -> Iterator[list[str]]:
+    """The package's warnings logged inside the block, kept instead of shown: a file is read once
+    an epoch, and its warning would come back as often."""
+    logger = logging.getLogger("i2icli")
+    collected = _Collected()
+    handlers, propagate = logger.handlers, logger.propagate
+    logger.handlers, logger.propagate = [collected], False
+    try:
+        yield collected.messages
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+
+
 class TrainingDataset(Dataset):
     """Base for training datasets: items are ``(index, flip)``, unreadable examples are replaced.
 
@@ -246,7 +277,8 @@ class TrainingDataset(Dataset):
                 skipped.extend(self._problems[path] for path in known_bad)
                 continue
             try:
-                example = self.load_example(candidate)
+                with _logged_while_reading() as notes:
+                    example = self.load_example(candidate)
             except InputError as error:
                 self.unreadable.add(error.path)
                 self._problems[error.path] = str(error)
@@ -254,7 +286,7 @@ class TrainingDataset(Dataset):
                 continue
             if flip:
                 example = {key: value.flip(-1) for key, value in example.items()}
-            return {**example, "skipped": skipped}
+            return {**example, "skipped": [*skipped, *map(ReadingNote, notes)]}
         raise I2IError(
             f"none of the {total} {self.role} examples can be read (first problem: {skipped[0] if skipped else 'unknown'})",
             "check the training folder",
@@ -547,5 +579,8 @@ def fixed_batch(
     A file left out of it is named in a warning (training names the files it skips as it meets them)."""
     batch, skipped = collate_fn(readable_examples(dataset, count))
     for message in skipped:
-        logging.getLogger(__name__).warning("%s; left out of the sample grids", message)
+        if isinstance(message, ReadingNote):
+            logging.getLogger(__name__).warning("%s", message)
+        else:
+            logging.getLogger(__name__).warning("%s; left out of the sample grids", message)
     return batch

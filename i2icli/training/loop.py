@@ -46,7 +46,7 @@ from i2icli.errors import I2IError, WeightsError
 from i2icli.imageio import replace_atomically, write_image, write_text
 from i2icli.pipelines.imagetensors import to_picture
 
-from .data import collate_images
+from .data import ReadingNote, collate_images
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -820,7 +820,8 @@ class _TrainingRun:
         for message in skipped:
             if message not in self.skipped_warned:
                 self.skipped_warned.add(message)
-                self.warn(f"{message}; skipped, training goes on with the next image")
+                self.warn(message if isinstance(message, ReadingNote) else
+                          f"{message}; skipped, training goes on with the next image")
         return move_to(batch, self.device)
 
     def _take_step(self, step: int, batch: Any) -> dict[str, float]:
