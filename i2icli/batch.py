@@ -272,9 +272,9 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
         elif source.suffix.lower() not in _READABLE_SUFFIXES and _is_file(source):
             # Named on the command line (a folder or pattern gives images only): refused now, as
             # reading it would be, so --dry-run says so and no model is loaded for it.
-            shown = f"'{source.suffix}'" if source.suffix else "no suffix"
-            jobs.append((index, Job(source, target, f"{source}: unsupported file type ({shown}); i2i reads "
-                                                    f"{', '.join(IMAGE_SUFFIXES)}")))
+            from i2icli.imageio import unreadable_file_reason
+
+            jobs.append((index, Job(source, target, unreadable_file_reason(source))))
         elif is_folder(target):  # else found only when writing, after the work (and --dry-run passed it)
             jobs.append((index, Job(source, target, f"{source}: its output {target} is a folder; move it aside, or use "
                                                     "another --output or a --suffix")))

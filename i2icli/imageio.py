@@ -39,6 +39,8 @@ from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "refuse_unreadable_file",
+    "unreadable_file_reason",
     "encode_image",
     "format_suffix",
     "Picture",
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(IMAGE_SUFFIXES)
-_SUFFIX_LIST = ", ".join(sorted(SUPPORTED_SUFFIXES))
+_SUFFIX_LIST = ", ".join(IMAGE_SUFFIXES)
 
 # Pillow's format name -> the container we treat it as.
 _READABLE_FORMATS = {
@@ -300,7 +302,11 @@ def image_size(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     return (height, width) if _exif_orientation(pil, fmt, data) >= 5 else (width, height)
 
 
-def _read_file(p: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+def refuse_unreadable_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, as :func:`read_image` would, what is wrong with ``path`` before it is opened: no
+    such file, a link to nothing, a folder, a pipe or device, a suffix i2i does not read. Commands
+    call it while planning, so a run loads no model for such an input and --dry-run names it."""
+    p = Path(path)
     try:
         mode = p.stat().st_mode
     except OSError as e:
@@ -318,6 +324,19 @@ def _read_file(p: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     if p.suffix.lower() not in SUPPORTED_SUFFIXES:
         shown = f"'{p.suffix}'" if p.suffix else "no suffix"
         raise InputImageError(p, f"unsupported file type ({shown})", f"i2i reads {_SUFFIX_LIST}")
+
+
+def unreadable_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """:func:`refuse_unreadable_file`'s one-line message for ``path``, or None when it passes."""
+    try:
+        refuse_unreadable_file(path)
+    except InputImageError as error:
+        return str(error)
+    return None
+
+
+def _read_file(p: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    refuse_unreadable_file(p)
     try:
         with open(p, "rb") as f:
             _refuse_over_limit_from_header(p, f, max_pixels)

@@ -159,7 +159,7 @@ def test_a_file_of_a_type_its_place_does_not_take_fails_the_plan(tmp_path, place
     record = json.loads(result.stdout)["results"][0]
     shown = "'.json'" if place == "exemplar" else "'.yaml'"
     assert record["status"] == "failed"
-    assert record["error"].startswith(f"{tmp_path / files[place]}: unsupported file type ({shown}); i2i reads .png")
+    assert record["error"].startswith(f"{tmp_path / files[place]}: unsupported file type ({shown}) (i2i reads .png")
     # A photo as INPUT with its pose is an image in INPUT's place: a pose file there is refused as such.
     result = run("exemplar", str(tmp_path / "notes.yaml"), str(tmp_path / "model.jpg"), "--input-pose",
                  str(tmp_path / "target.json"), "--exemplar-pose", str(tmp_path / "model.json"), "-o",

@@ -111,5 +111,5 @@ def test_an_input_of_an_unsupported_type_fails_the_dry_run_as_it_fails_the_run(t
     for extra in (["--dry-run"], []):
         refused = run("restore", str(scan), "-o", str(tmp_path / "out"), "--device", "cpu", *extra)
         assert refused.exit_code == 1
-        assert f"{scan}: unsupported file type ('.dat'); i2i reads .png, .jpg" in refused.stderr
+        assert f"{scan}: unsupported file type ('.dat') (i2i reads .png, .jpg" in refused.stderr
         assert not (tmp_path / "out").exists()

@@ -371,12 +371,11 @@ def _unreadable_file(pair: Pair, where: str) -> str | None:
         missing = next((file for file in files if not file.exists()), None)
         if missing is not None:
             return f"{where}{missing}: no such file"
-        if path.suffix.lower() not in IMAGE_SUFFIXES and path.is_file():
-            from i2icli.semantics.inputs import is_pose_file
+        from i2icli.imageio import unreadable_file_reason
+        from i2icli.semantics.inputs import is_pose_file
 
-            if not (path in semantics and is_pose_file(path)):
-                shown = f"'{path.suffix}'" if path.suffix else "no suffix"
-                return f"{where}{path}: unsupported file type ({shown}); i2i reads {', '.join(IMAGE_SUFFIXES)}"
+        if not (path in semantics and is_pose_file(path)) and (reason := unreadable_file_reason(path)):
+            return f"{where}{reason}"
     return None
 
 

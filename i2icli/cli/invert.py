@@ -37,7 +37,7 @@ from i2icli.cli.common import (
     writes_to_standard_output,
 )
 from i2icli.errors import InputError
-from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
 _SEARCH = "Inversion"
@@ -218,28 +218,13 @@ def _exit_with_preview(source: Path, exemplar: Path, target: Path, *, as_json: b
 
     # Not read, only looked at: what reading would refuse from the name and the file's kind alone
     # fails the preview as it would the run.
-    problem = next(filter(None, (_unreadable_image(path) for path in (source, exemplar))), None)
+    from i2icli.imageio import unreadable_file_reason
+
+    problem = next(filter(None, (unreadable_file_reason(path) for path in (source, exemplar)
+                                 if str(path) != STANDARD_STREAM)), None)
     exit_with_preview([Job(source, target, problem)], skip_existing=False, as_json=as_json,
                       record_of=lambda job: {"source": str(source), "exemplar": str(exemplar), "output": str(target)},
                       inputs_of=lambda job: f"{source} + {exemplar}", checkpoints=checkpoints)
-
-
-def _unreadable_image(path: Path) -> str | None:
-    """Why reading the image at ``path`` would fail without opening it, as read_image words it."""
-    import os
-
-    if str(path) == STANDARD_STREAM:
-        return None
-    if os.path.isdir(path):
-        return f"{path}: is a directory, not an image file"
-    if not path.exists():
-        return f"{path}: no such file"
-    if not path.is_file():
-        return f"{path}: is not a regular file (a pipe, socket or device)"
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        shown = f"'{path.suffix}'" if path.suffix else "no suffix"
-        return f"{path}: unsupported file type ({shown}); i2i reads {', '.join(IMAGE_SUFFIXES)}"
-    return None
 
 
 def _checkpoints(*, generator: str, detector: str | None, correspondence: str, perceptual: str | None,
