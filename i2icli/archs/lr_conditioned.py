@@ -350,20 +350,29 @@ def _head_halvings(lr_size: int) -> int:
     return halvings
 
 
+def _authors_head_halvings(lr_size: int) -> int:
+    """The head's downsampling blocks in the authors' discriminator: int(log2(lr_size)) - 3. For a
+    size that is no power of two this is one fewer than :func:`_head_halvings` (12: none, not one)."""
+    return max(lr_size.bit_length() - 1 - 3, 0)
+
+
 def _training_size(discriminator: Mapping[str, Tensor], levels: int, disc_base: int) -> int:
     """The high-resolution size a discriminator was trained at. The authors' rule (first width
-    2**14 / hr_size) is taken when the head's depth agrees with it; a run trained with another
+    2**14 // hr_size) is taken when the head's depth agrees with it; a run trained with another
     first width is sized by the head's depth alone, which cannot tell 4 from 8 (8 is assumed)."""
     head = {int(key.split(".")[1]) for key in discriminator if key.startswith("last_block.") and ".conv1." in key}
     halvings = max(len(head) - 1, 0)
-    by_rule = 2**14 // max(disc_base, 1)
-    lr_by_rule = by_rule >> levels
-    if (
-        MIN_LR_SIZE <= lr_by_rule <= MAX_LR_SIZE
-        and lr_by_rule << levels == by_rule
-        and _head_halvings(lr_by_rule) == halvings
-    ):
-        return by_rule
+    # The rule rounds down, so the size is not 2**14 // disc_base itself unless that divides evenly
+    # (a 384 px run has width 42, and 2**14 // 42 is 390): every size this generator can have is tried.
+    candidates = []
+    for lr_size in range(MIN_LR_SIZE, MAX_LR_SIZE + 1):
+        hr_size = lr_size << levels
+        authors_head = _authors_head_halvings(lr_size) == halvings
+        if max(2**14 // hr_size, 1) == disc_base and (authors_head or _head_halvings(lr_size) == halvings):
+            # Where two sizes fit, the authors' head and then a power of two are the likelier.
+            candidates.append((not authors_head, lr_size & (lr_size - 1) != 0, hr_size))
+    if candidates:
+        return min(candidates)[2]
     return (8 << halvings) << levels
 
 

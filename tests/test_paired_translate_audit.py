@@ -1,0 +1,49 @@
+"""i2i paired and i2i translate-lr on less common inputs, checkpoints and option combinations. Tiny and CPU-only."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import CommandRunner
+
+from i2icli.archs.lr_conditioned import LRConditionedGenerator, LRDifferenceDiscriminator, LRTranslatorConfig
+from i2icli.cli.app import app
+from i2icli.pipelines.translate_lr import generator_from_checkpoint
+
+runner = CommandRunner()
+
+
+def authors_file(hr_size: int, lr_size: int, same_layout_lr: int) -> dict[str, dict[str, torch.Tensor]]:
+    """A training file as the authors' code writes it at an ``hr_size`` that is no power of two.
+
+    Their discriminator's first width is 2**14 // hr_size and its head has int(log2(lr_size)) - 3
+    downsampling blocks; i2i's discriminator at ``same_layout_lr`` (same number of levels) has
+    exactly those shapes."""
+    torch.manual_seed(0)
+    levels = (hr_size // lr_size).bit_length() - 1
+    generator = LRConditionedGenerator(LRTranslatorConfig(hr_size=hr_size, lr_size=lr_size, max_channels=16,
+                                                          base_channels=4))
+    authors_layout = LRTranslatorConfig(hr_size=same_layout_lr << levels, lr_size=same_layout_lr, max_channels=16,
+                                        base_channels=4, disc_base_channels=2**14 // hr_size, disc_max_channels=16)
+    return {"Gen": generator.state_dict(), "Dis": LRDifferenceDiscriminator(authors_layout).state_dict()}
+
+
+@pytest.mark.parametrize("hr_size, lr_size, same_layout_lr", [(48, 12, 8), (384, 12, 8), (320, 20, 16), (40, 5, 5)])
+def test_an_authors_file_at_a_size_that_is_no_power_of_two_keeps_its_sizes(hr_size, lr_size, same_layout_lr):
+    _, config = generator_from_checkpoint(authors_file(hr_size, lr_size, same_layout_lr))
+    assert (config.hr_size, config.lr_size) == (hr_size, lr_size)
+
+
+def test_translate_lr_works_an_authors_file_at_its_own_low_resolution_size(tmp_path):
+    checkpoint = tmp_path / "authors.pt"
+    torch.save(authors_file(48, 12, 8), checkpoint)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "source.png"), rng.integers(0, 256, (60, 50, 3), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / "target.png"), rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    output = tmp_path / "out.png"
+    result = runner.invoke(app, ["translate-lr", str(tmp_path / "source.png"), str(tmp_path / "target.png"), "-c",
+                                 str(checkpoint), "-o", str(output), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(output)).shape == (48, 48, 3)
