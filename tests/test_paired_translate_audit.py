@@ -47,3 +47,21 @@ def test_translate_lr_works_an_authors_file_at_its_own_low_resolution_size(tmp_p
                                  str(checkpoint), "-o", str(output), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(output)).shape == (48, 48, 3)
+
+
+def test_a_missing_style_photo_fails_the_plan_and_the_dry_run(tmp_path):
+    label = tmp_path / "label.png"
+    cv2.imwrite(str(label), np.zeros((16, 16), np.uint8))
+    missing = tmp_path / "nobody.jpg"
+    # The checkpoint is not there either: the style photo is named before any model is looked for.
+    for extra in ([], ["--dry-run"], ["--dry-run", "--json"]):
+        result = runner.invoke(app, ["paired", str(label), "-c", str(tmp_path / "no-run"), "--style", str(missing),
+                                     "-o", str(tmp_path / "out.png"), *extra])
+        assert result.exit_code != 0, result.output
+        assert f"{missing}: no such file" in result.output and "Traceback" not in result.output
+        if "--json" not in extra:  # (--json adds the error as a document on standard output)
+            assert len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(app, ["paired", str(label), "-c", str(tmp_path / "no-run"), "--style", str(tmp_path),
+                                 "--dry-run"])
+    assert result.exit_code != 0 and f"{tmp_path}: is a folder" in result.output
+    assert not (tmp_path / "out.png").exists()

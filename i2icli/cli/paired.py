@@ -42,6 +42,7 @@ from i2icli.cli.runner import (
     run_batch,
     will_run,
 )
+from i2icli.errors import InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
@@ -153,6 +154,8 @@ def paired(
 
     label_path = Path(STANDARD_STREAM) if piped == "LABEL" else Path(label).expanduser()
     style_path = Path(style).expanduser() if style else None
+    if style_path is not None and piped != "--style":
+        _check_style_photo(style_path)
     labels = [label_path] if piped == "LABEL" else image_files(label_path, "LABEL", Path(output))
     seeds = [sample_seed(seed, k) for k in range(samples)]
     inputs = [path for path in (*labels, style_path) if path is not None]
@@ -232,6 +235,15 @@ def paired(
         spectra.write(spectrum)  # type: ignore[union-attr,arg-type]
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _check_style_photo(path: Path) -> None:
+    """Only looked for, not read: a --style photo that is not there fails the plan (and --dry-run),
+    as reading it would, rather than after the checkpoint has been loaded."""
+    if path.is_dir():
+        raise InputError(path, "is a folder, but --style takes one photo", "pass a photo file as --style")
+    if not path.exists():
+        raise InputError(path, "no such file", "check the --style path")
 
 
 def _plan(labels: list[Path], given: str, seeds: list[int], single: bool) -> list[LabelJob]:
