@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import cv2
+from PIL import Image
 import numpy as np
 import pytest
 import torch
 from conftest import CommandRunner
 
+from i2icli.archs.grit import GRITConfig, GRITGenerator
 from i2icli.archs.lr_conditioned import LRConditionedGenerator, LRDifferenceDiscriminator, LRTranslatorConfig
 from i2icli.cli.app import app
 from i2icli.pipelines.translate_lr import generator_from_checkpoint
@@ -65,3 +67,28 @@ def test_a_missing_style_photo_fails_the_plan_and_the_dry_run(tmp_path):
                                  "--dry-run"])
     assert result.exit_code != 0 and f"{tmp_path}: is a folder" in result.output
     assert not (tmp_path / "out.png").exists()
+
+
+def paired_checkpoint(path, label_nc: int = 4):
+    """A checkpoint in the layout `i2i train paired` writes, with a generator fresh from its initialisation."""
+    config = GRITConfig(input_channels=label_nc, image_size=32, base_channels=8, max_channels=16, style_dim=4,
+                        style_channels=8, mapping_dim=16, disc_base_channels=8, disc_max_channels=16)
+    torch.manual_seed(0)
+    torch.save({"method": "paired", "config": {"model": config.to_dict()}, "G": GRITGenerator(config).state_dict()}, path)
+    return path
+
+
+def test_a_one_bit_mask_from_standard_input_holds_classes_0_and_1_as_from_its_file(tmp_path):
+    checkpoint = paired_checkpoint(tmp_path / "paired.pt")
+    mask = np.zeros((32, 32), bool)
+    mask[8:24, 4:20] = True
+    Image.fromarray(mask).convert("1").save(tmp_path / "mask.png")
+    outputs = {}
+    for how in ("file", "pipe"):
+        outputs[how] = tmp_path / f"{how}.png"
+        label = str(tmp_path / "mask.png") if how == "file" else "-"
+        result = runner.invoke(app, ["paired", label, "-c", str(checkpoint), "-o", str(outputs[how]), "--device", "cpu"],
+                               input=(tmp_path / "mask.png").read_bytes())
+        assert result.exit_code == 0, result.output
+        assert "unknown" not in result.output  # the mask's foreground is class 1, not 255
+    assert outputs["file"].read_bytes() == outputs["pipe"].read_bytes()

@@ -27,6 +27,7 @@ from i2icli.cli.common import (
     output_name,
     plain,
     read_piped_image,
+    read_standard_input,
     refuse_more_than_one_image_to_standard_output,
     refuse_output_folder_for_standard_input,
     refuse_overwrite,
@@ -180,7 +181,14 @@ def paired(
 
     from i2icli.imageio import read_image
 
-    piped_picture = read_piped_image(max_pixels) if piped else None
+    piped_picture = None
+    if piped == "LABEL":
+        from i2icli.semantics.labelmaps import piped_label_map
+
+        data = read_standard_input(max_pixels)
+        piped_picture = piped_label_map(read_image(STANDARD_STREAM, max_pixels=max_pixels, data=data), data)
+    elif piped:
+        piped_picture = read_piped_image(max_pixels)
     translator: Any = None
     style_code = None
     if any(will_run(job, skip_existing=skip_existing) for job in jobs):  # else no model is loaded at all

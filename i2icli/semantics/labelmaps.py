@@ -9,9 +9,10 @@ vector. Resizing always uses nearest neighbour, so no in-between class appears.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Iterable
 
 import cv2
 import numpy as np
@@ -68,13 +69,26 @@ def _stored_as_one_bit(picture: Picture, values: np.ndarray) -> bool:
     foreground would vanish. Only maps of those two values have their file looked at."""
     if picture.source is None or not picture.grayscale or not ((values == 0) | (values == UNKNOWN_LABEL)).all():
         return False
+    return _is_one_bit_file(picture.source)
+
+
+def _is_one_bit_file(file: Path | BinaryIO) -> bool:
     from PIL import Image
 
     try:
-        with Image.open(picture.source) as image:  # reads the header only
+        with Image.open(file) as image:  # reads the header only
             return image.mode == "1"
     except (OSError, ValueError):
         return False
+
+
+def piped_label_map(picture: Picture, data: bytes) -> Picture:
+    """A label map decoded from ``data``, read from standard input: a 1-bit file there has no path
+    to be looked at again, so its classes 0 and 1 are kept as palette indices, as
+    :func:`class_indices` reads such a file by its path."""
+    if picture.grayscale and picture.palette_indices is None and _is_one_bit_file(io.BytesIO(data)):
+        return replace(picture, palette_indices=(picture.rgb[:, :, 0] > 0).astype(np.uint8))
+    return picture
 
 
 @dataclass(frozen=True)
