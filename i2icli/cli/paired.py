@@ -248,10 +248,11 @@ def paired(
 def _check_style_photo(path: Path) -> None:
     """Only looked for, not read: a --style photo that is not there fails the plan (and --dry-run),
     as reading it would, rather than after the checkpoint has been loaded."""
+    from i2icli.imageio import refuse_unreadable_file
+
     if path.is_dir():
         raise InputError(path, "is a folder, but --style takes one photo", "pass a photo file as --style")
-    if not path.exists():
-        raise InputError(path, "no such file", "check the --style path")
+    refuse_unreadable_file(path)
 
 
 def _plan(labels: list[Path], given: str, seeds: list[int], single: bool) -> list[LabelJob]:
