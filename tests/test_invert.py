@@ -301,13 +301,18 @@ def test_cli_writes_the_result_every_hypothesis_and_a_summary(files, tmp_path):
     result = run("invert", str(source), str(exemplar), "-o", str(target), "--aligned", "--layers", "2-3",
                  "--codes", "2", "--steps", "3", "--size", "32", "--save-all", "--json", *_model_options(files))
     assert result.exit_code == 0, result.stderr
-    summary = json.loads(result.stdout)
-    assert summary["output"] == str(target) and summary["layer"] in (2, 3)
+    document = json.loads(result.stdout)
+    assert (document["ok"], document["skipped"], document["failed"]) == (1, 0, 0)
+    [summary] = document["results"]
+    assert summary["output"] == str(target) and summary["status"] == "ok" and summary["layer"] in (2, 3)
+    assert isinstance(summary["seconds"], float) and set(summary["stages"]) == {"align", "warp", "invert", "score"}
     assert [h["layer"] for h in summary["hypotheses"]] == [2, 3]
     assert read_image(target).rgb.shape == (GENERATOR_SIZE, GENERATOR_SIZE, 3)
     for name in ("result_layer02.png", "result_layer03.png", "result_warped.png", "result_source_face.png",
                  "result_exemplar_face.png"):
         assert (target.parent / name).is_file(), name
+    for name in ("warped", "source_face", "exemplar_face", "scores"):
+        assert summary[name] == str(target.parent / f"result_{name}.{'json' if name == 'scores' else 'png'}")
     scores = json.loads((target.parent / "result_scores.json").read_text())
     assert scores["chosen_layer"] == summary["layer"]
     chosen = min(summary["hypotheses"], key=lambda h: h["frechet"])
@@ -434,7 +439,10 @@ def test_a_diverged_fit_is_one_line_and_writes_nothing(files, tmp_path):
     assert result.exit_code == 1, result.stderr
     assert "the inversion diverged" in result.stderr and "--lr" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert "diverged" in json.loads(result.stdout)["error"] and not target.exists()
+    document = json.loads(result.stdout)
+    assert document["failed"] == 1 and document["ok"] == 0 and not target.exists()
+    [record] = document["results"]
+    assert record["status"] == "failed" and "diverged" in record["error"] and str(source) in record["error"]
 
 
 def test_frechet_distance_of_a_non_finite_image_is_infinite():
@@ -588,3 +596,23 @@ def test_cli_an_output_that_is_a_folder_is_refused_before_any_work(files, tmp_pa
     assert result.exit_code == 1
     [line] = result.stderr.strip().splitlines()
     assert f"{tmp_path / folder}: is a folder" in line and "missing.pth" not in line
+
+
+def test_an_unreadable_input_is_a_failed_record_before_any_network_loads(files, tmp_path):
+    """As a batch command records an input it cannot read: one line, exit 1, and the --json
+    document with the failed record (the networks are not loaded for it)."""
+    source = write_png(tmp_path / "a.png", smooth_image(16, 48))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    target = tmp_path / "o.png"
+    options = _model_options(files)
+    options[1] = str(tmp_path / "no-generator.pt")  # not loaded: the input fails first
+    result = run("invert", str(source), str(broken), "-o", str(target), "--aligned", "--json", *options)
+    assert result.exit_code == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(broken) in result.stderr
+    document = json.loads(result.stdout)
+    assert (document["ok"], document["skipped"], document["failed"]) == (0, 0, 1)
+    [record] = document["results"]
+    assert record == {"source": str(source), "exemplar": str(broken), "output": str(target), "status": "failed",
+                      "error": record["error"]}
+    assert str(broken) in record["error"] and not target.exists()

@@ -166,7 +166,7 @@ def test_invert_reads_the_source_or_the_exemplar_from_standard_input(files, tmp_
         result = piped(["invert", *args, *options, "-o", str(tmp_path / "piped.png"), "--json"], data.read_bytes())
         assert result.exit_code == 0, result.output
         assert (tmp_path / "piped.png").read_bytes() == expected, args
-        assert json.loads(result.stdout)[role] == "-"
+        assert json.loads(result.stdout)["results"][0][role] == "-"
 
 
 def test_invert_refuses_what_standard_input_cannot_give(files, tmp_path):  # noqa: F811

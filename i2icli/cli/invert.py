@@ -9,6 +9,7 @@ import typer
 
 from i2icli.batch import is_folder
 from i2icli.cli.common import (
+    EXIT_FAILED,
     EXIT_OK,
     STANDARD_STREAM,
     DeviceOption,
@@ -23,12 +24,10 @@ from i2icli.cli.common import (
     json_document,
     names_image_file,
     output_name,
-    plain,
     read_piped_image,
     refuse_output_folder_for_standard_input,
     refuse_overwrite,
     seed_in_range,
-    stdout_write,
     transient_progress,
     usage_error,
     warn,
@@ -36,7 +35,7 @@ from i2icli.cli.common import (
     write_output,
     writes_to_standard_output,
 )
-from i2icli.errors import InputError
+from i2icli.errors import I2IError, InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS
 
 _MODEL = "Model"
@@ -139,12 +138,7 @@ def invert(
     if not perceptual_weight:  # the VGG-16 is then not loaded at all
         warn_of_options_unused(context, ["perceptual_model"], "with --perceptual-weight 0")
     to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[("--save-all", save_all)])
-    from i2icli.pipelines.invert import (
-        InvertPipeline,
-        InvertSettings,
-        check_face_crop,
-        parse_layers,
-    )
+    from i2icli.pipelines.invert import InvertPipeline, InvertSettings, parse_layers
 
     try:
         settings = InvertSettings(
@@ -167,38 +161,60 @@ def invert(
             generator=generator, detector=None if aligned else detector, correspondence=correspondence_model,
             perceptual=perceptual_model if perceptual_weight else None, scorer=score_model))
 
+    from i2icli.batch import Job
+    from i2icli.cli.runner import batch_failures, run_batch
+
+    job = Job(source_path, target)
+    try:
+        source_picture, exemplar_picture = _read_faces(source_path, exemplar_path, piped, max_pixels, aligned=aligned)
+    except I2IError as error:
+        # Found before the networks load, and recorded as a batch command records an input it cannot read.
+        job = Job(source_path, target, str(error))
+    pipeline = None
+    if job.problem is None:
+        try:
+            with download_progress() as progress:
+                pipeline = InvertPipeline.load(
+                    generator=generator, correspondence=correspondence_model, perceptual=perceptual_model,
+                    scorer=score_model, detector=detector, device=device, settings=settings, progress=progress,
+                )
+        except ValueError as error:  # layers or size this generator cannot do
+            raise usage_error(str(error)) from None
+
+    def process(job: Job) -> tuple[dict[str, Any], str, str]:
+        with _loss_progress(settings.layers) as on_step:
+            result = pipeline.invert(source_picture, exemplar_picture, on_step=on_step)
+        written = _write(result, target, save_all)
+        hypotheses.extend(result.hypotheses)
+        return (_record_fields(result, written), f"{source_path} + {exemplar_path} → {output_name(target)}",
+                f"layer {result.layer}; ")
+
+    hypotheses: list[Any] = []  # shown below the line of the result
+    records = run_batch([job], process, verb="inverting", skip_existing=False, record_of=lambda job: {
+        "source": str(source_path), "exemplar": str(exemplar_path), "output": str(target)})
+    if save_all or not as_json:
+        chosen = records[0].get("layer")
+        for hypothesis in hypotheses:
+            mark = "[green]←[/]" if hypothesis.layer == chosen else ""
+            console.print(f"  layer {hypothesis.layer:>2}: loss {hypothesis.loss:.4f}, Fréchet {hypothesis.score:.2f} {mark}")
+    failed = batch_failures(records, as_json=as_json)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _read_faces(source: Path, exemplar: Path, piped: str | None, max_pixels: int, *, aligned: bool) -> tuple[Any, Any]:
+    """Both pictures (one may come from standard input), checked as far as can be before the networks load."""
     from i2icli.imageio import read_image
+    from i2icli.pipelines.invert import check_face_crop
 
     piped_picture = read_piped_image(max_pixels) if piped else None
-    source_picture = piped_picture if piped == "SOURCE" else read_image(source_path, max_pixels=max_pixels)
-    exemplar_picture = piped_picture if piped == "EXEMPLAR" else read_image(exemplar_path, max_pixels=max_pixels)
-    for path, picture in dict(((source_path, source_picture), (exemplar_path, exemplar_picture))).items():
+    source_picture = piped_picture if piped == "SOURCE" else read_image(source, max_pixels=max_pixels)
+    exemplar_picture = piped_picture if piped == "EXEMPLAR" else read_image(exemplar, max_pixels=max_pixels)
+    for path, picture in dict(((source, source_picture), (exemplar, exemplar_picture))).items():
         _warn_of_transparency(path, picture)  # once for a file given as both
-    if aligned:  # found now, not after the networks have loaded
+    if aligned:
         check_face_crop(source_picture, "source")
         check_face_crop(exemplar_picture, "exemplar")
-    try:
-        with download_progress() as progress:
-            pipeline = InvertPipeline.load(
-                generator=generator, correspondence=correspondence_model, perceptual=perceptual_model,
-                scorer=score_model, detector=detector, device=device, settings=settings, progress=progress,
-            )
-    except ValueError as error:  # layers or size this generator cannot do
-        raise usage_error(str(error)) from None
-
-    with _loss_progress(settings.layers) as on_step:
-        result = pipeline.invert(source_picture, exemplar_picture, on_step=on_step)
-    written = _write(result, target, save_all)
-
-    console.print(f"[green]✓[/] {plain(source_path)} + {plain(exemplar_path)} → {plain(output_name(target))} [dim](layer {result.layer}; "
-                  f"{sum(result.seconds.values()):.1f} s)[/]")
-    if save_all or not as_json:
-        for hypothesis in result.hypotheses:
-            mark = "[green]←[/]" if hypothesis.layer == result.layer else ""
-            console.print(f"  layer {hypothesis.layer:>2}: loss {hypothesis.loss:.4f}, Fréchet {hypothesis.score:.2f} {mark}")
-    if as_json:
-        stdout_write(json_document(_summary(result, source_path, exemplar_path, target, written)))
-    raise typer.Exit(EXIT_OK)
+    return source_picture, exemplar_picture
 
 
 def _warn_of_transparency(path: Path, picture: Any) -> None:
@@ -246,20 +262,20 @@ def _output_path(source: Path, exemplar: Path, output: str) -> Path:
     return target
 
 
-def _summary(result: Any, source: Path, exemplar: Path, target: Path, written: dict[str, Any]) -> dict[str, Any]:
+def _record_fields(result: Any, written: dict[str, Any]) -> dict[str, Any]:
+    """What a --json record has besides the batch runner's fields: the chosen layer, every
+    hypothesis, the time of each stage, and with --save-all the files beside the output."""
+    hypothesis_files = written.get("hypotheses", {})
     return {
-        "source": str(source),
-        "exemplar": str(exemplar),
-        "output": str(target),
         "layer": result.layer,
         "hypotheses": [
-            {"layer": h.layer, "loss": h.loss, "frechet": h.score, **({"file": written["hypotheses"][h.layer]}
-                                                                          if "hypotheses" in written else {})}
+            {"layer": h.layer, "loss": h.loss, "frechet": h.score,
+             **({"file": hypothesis_files[h.layer]} if h.layer in hypothesis_files else {})}
             for h in result.hypotheses
         ],
         "frechet_form": "single-image (spatial statistics of FID Inception block 1)",
-        "seconds": {stage: round(value, 3) for stage, value in result.seconds.items()},
-        **({"files": {k: v for k, v in written.items() if k != "hypotheses"}} if written else {}),
+        "stages": {stage: round(value, 3) for stage, value in result.seconds.items()},
+        **{name: path for name, path in written.items() if name != "hypotheses"},
     }
 
 
