@@ -56,6 +56,8 @@ def test_one_pair_with_warps_labels_and_json(checkpoint, pair, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["ok"] == 1 and summary["failed"] == 0
+    # "total" is the record's seconds, not a stage.
+    assert set(summary["results"][0]["stages"]) == {"correspondence", "generator"}
     with Image.open(out) as image:
         assert image.size == (44, 64)  # the exemplar's 75:110 aspect at the 64 px working size
     assert [Path(p).name for p in summary["results"][0]["warps"]] == [

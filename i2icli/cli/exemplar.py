@@ -405,7 +405,8 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
     _warn_of_keypoints_outside(semantic, job.input if job.input_pose is not None else None, job.exemplar)
     _warn_of_keypoints_outside(exemplar_semantic, job.exemplar, job.exemplar)
     result = pipeline.translate(semantic, exemplar, exemplar_semantic)
-    written: dict[str, Any] = {"stages": {k: round(v, 3) for k, v in result.seconds.items()}}
+    # The pipeline's "total" is no stage: the record's "seconds" is the pair's whole time.
+    written: dict[str, Any] = {"stages": {k: round(v, 3) for k, v in result.seconds.items() if k != "total"}}
     files = _written_files(job.output, pipeline.settings.size, save_warps=save_warps, save_label=save_label)
     if save_warps:
         for path, warp in zip(files["warps"], result.warps):
