@@ -342,7 +342,9 @@ def test_translate_one_pair_with_exact(run, tmp_path):
                                  "--exact", "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout[result.stdout.index("{"):])["results"][0]
-    assert record["lr_error_levels"] < 1.0 <= record["network_lr_error_levels"]
+    # Named as `train translate-lr --eval` names them: the network's error, and after --exact.
+    assert record["lr_error_levels_exact"] < 1.0 <= record["lr_error_levels"]
+    assert "network_lr_error_levels" not in record
     written = cv2.imread(str(out))
     assert written.shape == (32, 32, 3)
     # the file as written downsamples to the target within a level
@@ -387,6 +389,9 @@ def test_tiny_targets_folders_and_grid(run, tmp_path):
     assert result.stderr.count("broken.png") == 1, result.stderr
     failed = [record for record in json.loads(result.stdout)["results"] if record["status"] == "failed"]
     assert len(failed) == 2 and all("broken.png: is not an image file" in record["error"] for record in failed)
+    written = [record for record in json.loads(result.stdout)["results"] if record["status"] == "ok"]
+    assert [(r["exact"], r["lr_error_levels_exact"]) for r in written] == [(False, None)] * 2  # no --exact
+    assert all(r["lr_error_levels"] > 0 for r in written)
     grid = cv2.imread(str(tmp_path / "grid.png"))
     assert grid.shape == (3 * 32, 2 * 32, 3)  # header + two sources; corner + one readable target
     # the header shows the tiny target's pixels as blocks

@@ -167,8 +167,10 @@ def translate_lr(
         write_output(job.output, picture)
         if grid is not None:  # kept only for the grid: a large batch need not hold every output
             results[(job.source, job.target)] = (source_picture, target_picture, picture)
-        fields = {"lr_error_levels": round(float(error[0]), 4), "network_lr_error_levels": round(float(network_error[0]), 4),
-                  "exact": exact}
+        # Named as training's metrics and `train translate-lr --eval` name them: the network's own
+        # error, and the error after the --exact correction (null without it).
+        fields = {"lr_error_levels": round(float(network_error[0]), 4),
+                  "lr_error_levels_exact": round(float(error[0]), 4) if exact else None, "exact": exact}
         detail = f"LR error {float(network_error[0]):.2f} levels"
         if exact:
             detail += f", {float(error[0]):.3f} with --exact"
