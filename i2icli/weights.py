@@ -448,7 +448,9 @@ class CheckpointSource:
         return cls(spec, file or Path(spec).name, None, "missing", reason=error.message, error=error)
 
     def as_record(self) -> dict[str, Any]:
-        return {"name": self.name, "file": self.file, "bytes": self.size, "status": self.status,
+        # The registry writes 0 for a size it does not know; a file's own size (by path) is known.
+        unknown = self.size is None or (self.size == 0 and not looks_like_path(self.name))
+        return {"name": self.name, "file": self.file, "bytes": None if unknown else self.size, "status": self.status,
                 "path": self.path and str(self.path), "origin": self.origin, "reason": self.reason}
 
 
