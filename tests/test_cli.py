@@ -368,13 +368,19 @@ def test_glob_inputs_and_save_faces(tiny_env, landmarks_detector, tmp_path):
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / name).write_bytes((EXAMPLES / "old_photo.jpg").read_bytes())
     out = tmp_path / "out"
-    result = run("restore", str(tmp_path / "*.jpg"), "-o", str(out), "--save-faces", "--ext", "png", "--device", "cpu")
+    result = run("restore", str(tmp_path / "*.jpg"), "-o", str(out), "--save-faces", "--ext", "png", "--device", "cpu",
+                 "--json")
     assert result.exit_code == 0, result.stderr
-    for stem in ("a", "b"):
+    records = json.loads(result.stdout)["results"]
+    for stem, record in zip(("a", "b"), records):
         assert (out / f"{stem}.png").is_file()
         for folder in ("cropped_faces", "restored_faces"):
             assert cv2.imread(str(out / folder / f"{stem}_00.png")).shape == (512, 512, 3)
         assert cv2.imread(str(out / "cmp" / f"{stem}_00.png")).shape == (512, 1024, 3)
+        # The record names every face file it wrote, by folder, in the order of the faces.
+        assert record["faces"] == 1
+        assert {folder: record[folder] for folder in ("cropped_faces", "restored_faces", "cmp")} == {
+            folder: [str(out / folder / f"{stem}_00.png")] for folder in ("cropped_faces", "restored_faces", "cmp")}
 
 
 def test_saved_faces_keep_the_photo_s_colour_profile(tiny_env, landmarks_detector, tmp_path):

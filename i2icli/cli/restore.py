@@ -322,9 +322,9 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
         _warn_of_lost_transparency(job, result.picture, output_named, suffix_of(job).lower())
         write_output(job.output, result.picture, piped_format=piped.output_suffix)
-        if save_faces:
-            _save_faces(job.output, face_stem(job.output), result, result.picture.rgb.dtype)
         extra = {"faces": result.face_count, "stages": {k: round(v, 3) for k, v in result.seconds.items()}}
+        if save_faces:
+            extra.update(_save_faces(job.output, face_stem(job.output), result, result.picture.rgb.dtype))
         faces = f"{result.face_count} face{'s' if result.face_count != 1 else ''}, "
         return extra, f"{job.source} → {output_name(job.output)}", faces
 
@@ -352,17 +352,21 @@ def _warn_of_lost_transparency(job: Any, picture: Any, output_named: bool, suffi
             "%s to keep them", job.source, suffix.lstrip(".").upper(), remedy)
 
 
-def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> None:
-    """Crops, restored faces and side-by-side pairs next to the output, one PNG per face."""
+def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> dict[str, list[str]]:
+    """Crops, restored faces and side-by-side pairs next to the output, one PNG per face; return
+    the files by folder name (the --json record's keys), each list in the order of the faces."""
     import numpy as np
 
     from i2icli.batch import FACE_FOLDERS
     from i2icli.imageio import Picture, quantize, write_image
 
+    written: dict[str, list[str]] = {folder: [] for folder in FACE_FOLDERS}
     for index, face in enumerate(result.faces):
         crop, restored = quantize(face.crop, dtype), quantize(face.restored, dtype)
         name = f"{stem}_{index:02d}.png"
         for folder, pixels in zip(FACE_FOLDERS, (crop, restored, np.hstack([crop, restored]))):
             # In the photo's colour space, as the output is (a grey photo's profile fits no RGB file: left out).
-            write_image(output.parent / folder / name, Picture(rgb=pixels, alpha=None, grayscale=False, source=None,
-                                                               icc_profile=result.picture.icc_profile))
+            path = write_image(output.parent / folder / name, Picture(rgb=pixels, alpha=None, grayscale=False,
+                                                                      source=None, icc_profile=result.picture.icc_profile))
+            written[folder].append(str(path))
+    return written
