@@ -16,6 +16,7 @@ import torch
 from i2icli.archs.lr_conditioned import (
     LRConditionedGenerator,
     LRDifferenceDiscriminator,
+    LRTranslatorConfig,
     config_from_state_dicts,
 )
 
@@ -35,7 +36,7 @@ def _authors_networks():
     return PonoSPadaInGenerator, Discriminator
 
 
-@pytest.mark.parametrize(("hr", "lr", "dim_in"), [(32, 8, 256), (64, 16, 256), (32, 4, 512)])
+@pytest.mark.parametrize(("hr", "lr", "dim_in"), [(32, 8, 256), (64, 16, 256), (32, 4, 512), (48, 12, 256)])
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_same_outputs_as_the_authors_networks(hr: int, lr: int, dim_in: int, mode: str):
     generator_class, discriminator_class = _authors_networks()
@@ -81,3 +82,29 @@ def test_same_outputs_as_the_authors_networks(hr: int, lr: int, dim_in: int, mod
     if mode == "train":  # the power iteration moved the same vectors the same way
         for key, value in theirs_g.state_dict().items():
             torch.testing.assert_close(ours_g.state_dict()[key], value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("hr", "lr"), [(18, 9), (48, 12), (40, 20), (62, 31)])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_the_discriminator_is_the_authors_at_sizes_that_are_no_power_of_two(hr: int, lr: int, mode: str):
+    """Their head has int(log2(lr)) - 3 downsampling blocks, not as many as halve lr to 8 or less."""
+    _, discriminator_class = _authors_networks()
+    torch.manual_seed(1)
+    theirs = discriminator_class(img_size=hr, max_conv_dim=64, low_size=lr)
+    with torch.no_grad():  # converge the spectral norms' vectors (see the test above)
+        theirs.train()
+        for _ in range(20):
+            theirs(torch.rand(2, 3, hr, hr) * 2 - 1, torch.rand(2, 3, lr, lr))
+
+    ours = LRDifferenceDiscriminator(LRTranslatorConfig(hr_size=hr, lr_size=lr, disc_max_channels=64))
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    theirs.train(mode == "train"), ours.train(mode == "train")
+    images = torch.rand(2, 3, hr, hr) * 2 - 1
+    difference = torch.rand(2, 3, lr, lr)
+    with torch.no_grad():
+        theirs_logits, ours_logits = theirs(images, difference), ours(images, difference)
+    torch.testing.assert_close(ours_logits, theirs_logits, rtol=0, atol=1e-6)
+    assert 1e-3 < theirs_logits.abs().max() < 1e3
+    if mode == "train":
+        for key, value in theirs.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[key], value, rtol=0, atol=1e-6)

@@ -34,8 +34,12 @@ def authors_file(hr_size: int, lr_size: int, same_layout_lr: int) -> dict[str, d
 
 @pytest.mark.parametrize("hr_size, lr_size, same_layout_lr", [(48, 12, 8), (384, 12, 8), (320, 20, 16), (40, 5, 5)])
 def test_an_authors_file_at_a_size_that_is_no_power_of_two_keeps_its_sizes(hr_size, lr_size, same_layout_lr):
-    _, config = generator_from_checkpoint(authors_file(hr_size, lr_size, same_layout_lr))
+    file = authors_file(hr_size, lr_size, same_layout_lr)
+    _, config = generator_from_checkpoint(file)
     assert (config.hr_size, config.lr_size) == (hr_size, lr_size)
+    # i2i's discriminator at the sizes read is the authors' (a run at these sizes trains their network).
+    assert {key: value.shape for key, value in LRDifferenceDiscriminator(config).state_dict().items()} == {
+        key: value.shape for key, value in file["Dis"].items()}
 
 
 def test_translate_lr_works_an_authors_file_at_its_own_low_resolution_size(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -86,6 +87,25 @@ def test_shapes_and_sizes():
         assert generator(smooth_images(1, 64, 2), smooth_images(1, 16, 3)).shape == (1, 3, 64, 64)
     with pytest.raises(ValueError, match="must be 4x the target"):
         generator(source, smooth_images(2, 16, 4))
+
+
+@pytest.mark.parametrize("lr_size", [4, 8, 9, 12, 16, 17, 20, 31, 32])
+def test_the_discriminator_head_follows_the_authors_rule_at_every_size(lr_size):
+    """The authors' head: int(log2(lr_size)) - 3 downsampling blocks (none below 8) after the block
+    that takes the difference map, then a 4x4 convolution without padding."""
+    halvings = max(int(math.log2(lr_size)) - 3, 0)
+    config = LRTranslatorConfig(hr_size=2 * lr_size, lr_size=lr_size, max_channels=8, base_channels=4,
+                                disc_base_channels=4, disc_max_channels=8)
+    discriminator = LRDifferenceDiscriminator(config).eval()
+    head_blocks = {key.split(".")[1] for key in discriminator.state_dict()
+                   if key.startswith("last_block.") and ".conv1." in key}
+    assert len(head_blocks) == 1 + halvings
+    patch = lr_size
+    for _ in range(halvings):
+        patch //= 2
+    with torch.no_grad():
+        logits = discriminator(torch.zeros(1, 3, 2 * lr_size, 2 * lr_size), torch.zeros(1, 3, lr_size, lr_size))
+    assert logits.shape == (1, 1, patch - 3, patch - 3)
 
 
 @pytest.mark.parametrize(("hr", "lr", "message"), [(8, 16, "power of two"), (48, 8, "power of two"), (128, 2, "outside 4-32"),
@@ -233,6 +253,39 @@ def test_resume_continues_with_the_same_step_and_optimiser_state(tmp_path, run):
     changed = train_cli(run["data"], tmp_path / "resumed", 7, "--resume", "--g-lr", "0.5", "--seed", "3")
     assert changed.exit_code == 0, changed.output
     assert "--g-lr, --seed ignored: a resumed run keeps the settings it was started with" in changed.output
+
+
+def test_a_run_with_the_former_discriminator_head_resumes_and_evaluates(tmp_path):
+    """i2i's discriminator used to halve its head down to 8x8 or less: at 12x12 one downsampling
+    block where the authors' has none. Such a run goes on with the head it was trained with."""
+    write_photos(tmp_path / "data", 8)
+    sizes = ("--hr-size", "24", "--lr-size", "12")
+    started = train_cli(tmp_path / "data", tmp_path / "run", 2, *sizes)
+    assert started.exit_code == 0, started.output
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    stored = torch.load(latest, weights_only=True)
+    method = TranslateLRTraining(LRTranslatorConfig(**stored["config"]["model"]),
+                                 LRTrainingOptions(**stored["config"]["training"]))
+    former = LRDifferenceDiscriminator(method.model_config, head_halvings=1)
+    assert former.state_dict().keys() != method.netD.state_dict().keys()
+    method.netD, method.optD = former, torch.optim.Adam(former.parameters(), **method.optD.defaults)
+    method.train_step(smooth_images(4, 24, 0), torch.Generator().manual_seed(0))  # gives optD a state to resume
+    torch.save({**stored, **method.state_dict()}, latest)
+
+    resumed = train_cli(tmp_path / "data", tmp_path / "run", 4, *sizes, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    after = torch.load(latest, weights_only=True)
+    assert after["step"] == 4
+    assert {key: value.shape for key, value in after["Dis"].items()} == {
+        key: value.shape for key, value in former.state_dict().items()}
+    assert not torch.equal(after["Dis"]["last_block.1.conv1.conv.weight_orig"],
+                           former.state_dict()["last_block.1.conv1.conv.weight_orig"])  # it was trained on
+    assert after["optD"]["state"][0]["step"] == 3
+
+    scored = runner.invoke(app, ["train", "translate-lr", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--eval",
+                                 "--fid-model", "none", "--lpips-backbone", "none", "--device", "cpu", "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout[scored.stdout.index("{"):])["translations"] > 0
 
 
 def test_a_new_run_never_overwrites_an_old_one(run):

@@ -286,11 +286,16 @@ class LRConditionedGenerator(nn.Module):
 
 class LRDifferenceDiscriminator(nn.Module):
     """StarGAN v2's discriminator without domain heads, with the low-resolution difference map
-    concatenated once the features reach the target's size; a patch of logits out."""
+    concatenated once the features reach the target's size; a patch of logits out.
 
-    def __init__(self, config: LRTranslatorConfig) -> None:
+    ``head_halvings``, the head's downsampling blocks, follows the authors' rule by default
+    (:func:`authors_head_halvings`); a network trained with another head, such as i2i's before it
+    followed that rule, is rebuilt with its own (:func:`discriminator_head_halvings` reads it)."""
+
+    def __init__(self, config: LRTranslatorConfig, *, head_halvings: int | None = None) -> None:
         super().__init__()
         self.config = config
+        self.head_halvings = authors_head_halvings(config.lr_size) if head_halvings is None else head_halvings
         width = config.discriminator_base
         blocks: list[nn.Module] = [SnConv2d(3, width, 3, 1, 1)]
         for _ in range(config.levels):
@@ -300,10 +305,7 @@ class LRDifferenceDiscriminator(nn.Module):
         self.main = nn.Sequential(*blocks)
         head_width = min(width * 2, config.disc_max_channels)
         head: list[nn.Module] = [ResBlk(width + 3, head_width)]
-        size = config.lr_size
-        while size > 8:  # down to 8x8 (the authors' log2(lr_size) - 3 halvings)
-            head.append(ResBlk(head_width, head_width, downsample=True))
-            size //= 2
+        head += [ResBlk(head_width, head_width, downsample=True) for _ in range(self.head_halvings)]
         head += [
             nn.LeakyReLU(0.2),
             SnConv2d(head_width, head_width, 4, 1, 0),
@@ -341,8 +343,15 @@ def generator_layout(state_dict: Mapping[str, Tensor]) -> tuple[int, int, int]:
     return levels, base, widest
 
 
-def _head_halvings(lr_size: int) -> int:
-    """How many downsampling blocks the discriminator's head has at this low-resolution size."""
+def authors_head_halvings(lr_size: int) -> int:
+    """The discriminator head's downsampling blocks in the authors' code: int(log2(lr_size)) - 3,
+    none below 8 (12: none, 20: one, 32: two)."""
+    return max(lr_size.bit_length() - 1 - 3, 0)
+
+
+def _former_head_halvings(lr_size: int) -> int:
+    """The head's downsampling blocks in i2i's discriminators before they followed the authors'
+    rule: halvings down to 8x8 or less, one more than the rule at sizes 9-15 and 18-31."""
     halvings = 0
     while lr_size > 8:
         lr_size //= 2
@@ -350,25 +359,25 @@ def _head_halvings(lr_size: int) -> int:
     return halvings
 
 
-def _authors_head_halvings(lr_size: int) -> int:
-    """The head's downsampling blocks in the authors' discriminator: int(log2(lr_size)) - 3. For a
-    size that is no power of two this is one fewer than :func:`_head_halvings` (12: none, not one)."""
-    return max(lr_size.bit_length() - 1 - 3, 0)
+def discriminator_head_halvings(discriminator: Mapping[str, Tensor]) -> int:
+    """How many downsampling blocks a discriminator state dict's head has (the residual blocks in
+    ``last_block`` after the first, which takes the difference map)."""
+    head = {int(key.split(".")[1]) for key in discriminator if key.startswith("last_block.") and ".conv1." in key}
+    return max(len(head) - 1, 0)
 
 
 def _training_size(discriminator: Mapping[str, Tensor], levels: int, disc_base: int) -> int:
     """The high-resolution size a discriminator was trained at. The authors' rule (first width
     2**14 // hr_size) is taken when the head's depth agrees with it; a run trained with another
     first width is sized by the head's depth alone, which cannot tell 4 from 8 (8 is assumed)."""
-    head = {int(key.split(".")[1]) for key in discriminator if key.startswith("last_block.") and ".conv1." in key}
-    halvings = max(len(head) - 1, 0)
+    halvings = discriminator_head_halvings(discriminator)
     # The rule rounds down, so the size is not 2**14 // disc_base itself unless that divides evenly
     # (a 384 px run has width 42, and 2**14 // 42 is 390): every size this generator can have is tried.
     candidates = []
     for lr_size in range(MIN_LR_SIZE, MAX_LR_SIZE + 1):
         hr_size = lr_size << levels
-        authors_head = _authors_head_halvings(lr_size) == halvings
-        if max(2**14 // hr_size, 1) == disc_base and (authors_head or _head_halvings(lr_size) == halvings):
+        authors_head = authors_head_halvings(lr_size) == halvings
+        if max(2**14 // hr_size, 1) == disc_base and (authors_head or _former_head_halvings(lr_size) == halvings):
             # Where two sizes fit, the authors' head and then a power of two are the likelier.
             candidates.append((not authors_head, lr_size & (lr_size - 1) != 0, hr_size))
     if candidates:

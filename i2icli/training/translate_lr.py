@@ -29,6 +29,7 @@ from i2icli.archs.lr_conditioned import (
     LRDifferenceDiscriminator,
     LRTranslatorConfig,
     difference_map,
+    discriminator_head_halvings,
     downscale,
 )
 from i2icli.pipelines.imagetensors import EIGHT_BIT_LEVEL
@@ -78,6 +79,10 @@ class TranslateLRTraining(AdversarialTraining):
         initialise(netD, generator)
         self.adopt(netG, netD, generator_lr=options.generator_lr, discriminator_lr=options.discriminator_lr,
                    betas=(options.beta1, options.beta2), model_config=model, options=options, data=data)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._take_the_stored_discriminator_head(state[self.discriminator_key])
+        super().load_state_dict(state)
 
     def train_step(self, batch: Tensor, generator: torch.Generator) -> dict[str, float]:
         if batch.shape[0] < 2 or batch.shape[0] % 2:
@@ -154,6 +159,17 @@ class TranslateLRTraining(AdversarialTraining):
         return to_tensor(grid.rgb, batch.device)[0]
 
     # --- internals ------------------------------------------------------------------------------
+
+    def _take_the_stored_discriminator_head(self, stored: dict[str, Tensor]) -> None:
+        """A run trained before i2i's discriminator followed the authors' head rule has one more
+        downsampling block in the head at sizes 9-15 and 18-31: it goes on with the head it was
+        trained with, so that its discriminator and optimiser state load."""
+        halvings = discriminator_head_halvings(stored)
+        if halvings == self.netD.head_halvings:
+            return
+        device = next(self.netD.parameters()).device
+        self.netD = LRDifferenceDiscriminator(self.model_config, head_halvings=halvings).to(device)
+        self.optD = torch.optim.Adam(self.netD.parameters(), **self.optD.defaults)
 
     def _r1_penalty(self, logits: Tensor, real: Tensor) -> Tensor:
         """R1 (Mescheder et al.): gamma/2 * E ||grad_x D(x)||^2, on each image's mean patch logit."""
