@@ -123,9 +123,13 @@ def training_checkpoint_file(spec: str) -> str:
         for latest in (path / CHECKPOINT_IN_RUN, path / Path(CHECKPOINT_IN_RUN).name):
             if latest.is_file():
                 return str(latest)
-        steps = sorted(path.glob("step-*.pt")) or sorted(path.glob("checkpoints/step-*.pt"))
+        own_steps = sorted(path.glob("step-*.pt"))
+        steps = own_steps or sorted(path.glob("checkpoints/step-*.pt"))
         hint = (f"pass a checkpoint file such as {steps[-1]}" if steps
                 else "pass a checkpoint file or a training run's --out folder")
+        if own_steps or path.name == CHECKPOINT_IN_RUN.parent.name:
+            # The run's checkpoints/ folder: it holds latest.pt itself, not a checkpoints/ inside it.
+            raise WeightsError(f"{path}: no {CHECKPOINT_IN_RUN.name} in this checkpoints folder", hint)
         raise WeightsError(f"{path}: no {CHECKPOINT_IN_RUN} in this folder", hint)
     return spec
 
