@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, CommandRunner
+from test_paired import TINY_ARGS, write_pairs
 
 from i2icli.cli.app import app
 from i2icli.errors import WeightsError
@@ -40,3 +42,27 @@ def test_a_checkpoints_folder_without_latest_is_named_as_the_checkpoints_folder(
 
     with pytest.raises(WeightsError, match=r"run: no checkpoints/latest.pt in this folder"):
         training_checkpoint_file(str(tmp_path / "run"))
+
+
+# --------------------------------------------------------------------------- the std map's summary
+
+
+@pytest.fixture(scope="module")
+def paired_run(tmp_path_factory) -> dict[str, Path]:
+    """A one-step `i2i train paired` run: enough for a checkpoint `i2i paired` loads."""
+    root = tmp_path_factory.mktemp("paired-run")
+    data_dir = write_pairs(root / "data", 4)
+    out = root / "run"
+    result = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), *TINY_ARGS, "--steps", "1",
+                                 "--batch-size", "2", "--held-out", "1", "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return {"data": data_dir, "run": out, "label": data_dir / "labels" / "000.png"}
+
+
+def test_the_std_map_summary_gives_its_maximum_and_mean_to_the_same_precision(tmp_path: Path, paired_run):
+    result = runner.invoke(app, ["paired", str(paired_run["label"]), "-c", str(paired_run["run"]), "-o",
+                                 str(tmp_path / "out.png"), "--samples", "2", "--std-map", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = re.search(r"std up to (\S+) levels \(mean (\S+)\)", one_line(result.stderr))
+    assert summary is not None, result.stderr
+    assert [len(value.split(".")[1]) for value in summary.groups()] == [2, 2]

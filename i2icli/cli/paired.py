@@ -233,7 +233,8 @@ def paired(
             fields["std_map"] = str(files["std"])
             fields["std_max_levels"] = round(float(result.std_map.max()), 3)
             fields["std_mean_levels"] = round(float(result.std_map.mean()), 3)
-            detail += f"std up to {fields['std_max_levels']:.1f} levels (mean {fields['std_mean_levels']:.2f}); "
+            # Both to a hundredth of a level: a map of tiny differences would read "up to 0.0" otherwise.
+            detail += f"std up to {fields['std_max_levels']:.2f} levels (mean {fields['std_mean_levels']:.2f}); "
         if spectra is not None:
             spectra.add(result.tensors)
         return fields, f"{job.source} → {output_name(job.output)}", detail  # the path, as restore and --dry-run show it
