@@ -279,9 +279,21 @@ def _channels(arr: np.ndarray) -> int:
     return 1 if arr.ndim == 2 else int(arr.shape[2])
 
 
+class ImageOverPixelLimit(InputImageError):
+    """An image over the pixel limit. The hint names --max-pixels, which the inference commands
+    have; a caller without that option gives its own hint with :meth:`with_hint`."""
+
+    def __init__(self, path: Path, problem: str, hint: str):
+        super().__init__(path, problem, hint)
+        self.problem = problem
+
+    def with_hint(self, hint: str) -> ImageOverPixelLimit:
+        return ImageOverPixelLimit(self.path, self.problem, hint)
+
+
 def _refuse_over_limit(p: Path, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise InputImageError(
+        raise ImageOverPixelLimit(
             p,
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}",
             f"raise the limit with --max-pixels {width * height} if this machine has the memory",

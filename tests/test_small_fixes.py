@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, CommandRunner
 from test_paired import TINY_ARGS, write_pairs
+from test_training_audit import TINY_TRANSLATE_LR
+from test_training_loop import SIZE, write_images
 
 from i2icli.cli.app import app
-from i2icli.errors import WeightsError
+from i2icli.errors import InputImageError, WeightsError
+from i2icli.imageio import read_image
+from i2icli.training.data import ImageFolderDataset
 
 runner = CommandRunner()
 
@@ -66,3 +72,38 @@ def test_the_std_map_summary_gives_its_maximum_and_mean_to_the_same_precision(tm
     summary = re.search(r"std up to (\S+) levels \(mean (\S+)\)", one_line(result.stderr))
     assert summary is not None, result.stderr
     assert [len(value.split(".")[1]) for value in summary.groups()] == [2, 2]
+
+
+# --------------------------------------------------------------------------- over the pixel limit in training
+
+
+def write_header_over_the_limit(path: Path) -> Path:
+    """A PNG whose header claims 40000x40000 pixels: refused from the header, before any decoding."""
+    header = struct.pack(">IIBBBBB", 40_000, 40_000, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(header)) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 2**28) + b"IDAT")
+    return path
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_in_training_with_a_hint_training_can_follow(tmp_path: Path):
+    """Training has no --max-pixels: its skip message says to shrink or move the file, while
+    reading the same file for an inference command still names --max-pixels."""
+    data_dir = tmp_path / "data"
+    write_images(data_dir, count=3)
+    huge = write_header_over_the_limit(data_dir / "huge.png")
+    with pytest.raises(InputImageError, match=r"raise the limit with --max-pixels 1600000000"):
+        read_image(huge)
+    dataset = ImageFolderDataset(sorted(data_dir.rglob("*.png")), SIZE)
+    skipped = dataset[(dataset.files.index(huge), False)]["skipped"]
+    message = next(message for message in skipped if str(huge) in message)
+    assert "over the limit of 200,000,000" in message
+    assert "shrink it below the limit, or move it out of the training folder" in message
+    assert "--max-pixels" not in message
+
+    result = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(tmp_path / "run"),
+                                 *TINY_TRANSLATE_LR, "--steps", "2", "--held-out", "0"])
+    assert result.exit_code == 0, result.output
+    warning = one_line(result.stderr)
+    assert f"{huge}: image is 40000x40000" in warning
+    assert "shrink it below the limit, or move it out of the training folder); skipped" in warning
+    assert "--max-pixels" not in warning

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from i2icli.errors import I2IError, InputError
 from i2icli.formats import IMAGE_SUFFIXES
-from i2icli.imageio import read_image
+from i2icli.imageio import ImageOverPixelLimit, Picture, read_image
 from i2icli.pipelines.imagetensors import square_resize, to_tensor
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "relative_names",
     "split_as_recorded",
     "load_training_image",
+    "read_training_file",
     "ReadingNote",
     "TrainingDataset",
     "ImageFolderDataset",
@@ -204,7 +205,16 @@ def load_training_image(path: Path, size: int) -> torch.Tensor:
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     # The same centre square and resize as translation at inference, so a model sees what it learnt on.
-    return to_tensor(square_resize(read_image(path).rgb, size))[0]
+    return to_tensor(square_resize(read_training_file(path).rgb, size))[0]
+
+
+def read_training_file(path: Path) -> Picture:
+    """``read_image`` for training, whose commands have no --max-pixels: an image over the
+    limit is named with what can be done about it here."""
+    try:
+        return read_image(path)
+    except ImageOverPixelLimit as error:
+        raise error.with_hint("shrink it below the limit, or move it out of the training folder") from None
 
 
 # --------------------------------------------------------------------------- datasets
@@ -524,7 +534,7 @@ class PairedDataset(TrainingDataset):
         from i2icli.semantics.labelmaps import square_label_channels
 
         label_path, photo_path = self.pairs[index]
-        channels = square_label_channels(read_image(label_path), label_path, self.size, self.kind, self.channels)
+        channels = square_label_channels(read_training_file(label_path), label_path, self.size, self.kind, self.channels)
         return {"label": torch.from_numpy(channels), "photo": load_training_image(photo_path, self.size)}
 
 
