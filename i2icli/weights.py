@@ -558,7 +558,7 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     except ValueError:
         raise WeightsError(
             f"{path}: not a readable checkpoint (no tensors found)",
-            "re-download it (`i2i weights fetch`) or check that it is a PyTorch .pth or .safetensors file",
+            f"{_download_again(path)}, or check that it is a PyTorch .pth or .safetensors file",
         ) from None
     # Sparse and nested tensors load safely but fit no network, and fail the finiteness check below.
     unusual = next((key for key, value in state.items() if value.layout != torch.strided or value.is_nested), None)
@@ -572,6 +572,19 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: holds values that are not finite (NaN or infinity), first in {broken!r}",
                            "the file is damaged or comes from a training run that diverged; use another checkpoint")
     return state
+
+
+def _download_again(path: Path) -> str:
+    """How to get a good copy of ``path``: `i2i weights fetch`, or, for a registry model i2i does
+    not fetch (``manual``), the page it is published on."""
+    # A model of several files names them all in one ``file`` ("latest_net_G.pth + latest_net_Corr.pth").
+    entry = next((checkpoint for checkpoint in registry()
+                  if path.name in (name.strip() for name in checkpoint.file.split("+"))), None)
+    if entry is None:
+        return "re-download it (`i2i weights fetch`)"
+    if entry.manual:
+        return f"download {entry.name} again from {entry.url}"
+    return f"re-download it (`i2i weights fetch {entry.name}`)"
 
 
 def load_checkpoint_file(path: Path | str, *, damaged_hint: str = "download it again, or check the file") -> Any:

@@ -8,11 +8,13 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import EXAMPLES, CommandRunner
 from test_paired import TINY_ARGS, write_pairs
 from test_training_audit import TINY_TRANSLATE_LR
 from test_training_loop import SIZE, write_images
 
+from i2icli import weights
 from i2icli.cli.app import app
 from i2icli.errors import InputImageError, WeightsError
 from i2icli.imageio import read_image
@@ -107,3 +109,26 @@ def test_an_image_over_the_pixel_limit_is_skipped_in_training_with_a_hint_traini
     assert f"{huge}: image is 40000x40000" in warning
     assert "shrink it below the limit, or move it out of the training folder); skipped" in warning
     assert "--max-pixels" not in warning
+
+
+# --------------------------------------------------------------------------- a manual-download checkpoint
+
+
+def test_a_manual_download_checkpoint_with_no_tensors_points_to_its_own_page(tmp_path: Path):
+    """The CoCosNet files are downloaded by hand: `i2i weights fetch` cannot get them again."""
+    manual = weights.entry_named("cocosnet2-deepfashionhd")
+    assert manual is not None and manual.manual
+    empty = tmp_path / "latest_net_Corr.pth"
+    torch.save({"config": {"nef": 32}}, empty)
+    with pytest.raises(WeightsError) as caught:
+        weights.load_state_dict(empty)
+    assert "no tensors found" in caught.value.message
+    assert caught.value.hint.startswith(f"download cocosnet2-deepfashionhd again from {manual.url}")
+    assert "weights fetch" not in caught.value.hint
+    # A model i2i fetches is named, so the command can be run as given.
+    fetched = next(entry for entry in weights.registry() if not entry.manual and entry.hub_repo)
+    other = tmp_path / fetched.file
+    torch.save({}, other)
+    with pytest.raises(WeightsError) as caught:
+        weights.load_state_dict(other)
+    assert caught.value.hint.startswith(f"re-download it (`i2i weights fetch {fetched.name}`)")
