@@ -132,3 +132,25 @@ def test_a_manual_download_checkpoint_with_no_tensors_points_to_its_own_page(tmp
     with pytest.raises(WeightsError) as caught:
         weights.load_state_dict(other)
     assert caught.value.hint.startswith(f"re-download it (`i2i weights fetch {fetched.name}`)")
+
+
+# --------------------------------------------------------------------------- --ema-decay
+
+
+@pytest.mark.parametrize("command", ["translate-lr", "paired"])
+@pytest.mark.parametrize("decay", ["1", "1.5", "-0.1"])
+def test_an_ema_decay_outside_zero_to_one_is_refused_in_one_line(tmp_path: Path, command: str, decay: str):
+    """At 1 the averaged generator, which inference uses, would never leave its start."""
+    result = runner.invoke(app, ["train", command, str(tmp_path), "--out", str(tmp_path / "run"),
+                                 "--ema-decay", decay])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Invalid value for '--ema-decay': ")
+    assert "must be at least 0 and below 1" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_ema_decay_of_zero_is_no_averaging_and_is_taken():
+    from i2icli.cli.train_common import _ema_decay
+
+    assert _ema_decay(0.0) == 0.0 and _ema_decay(0.999) == 0.999

@@ -40,8 +40,21 @@ GeneratorLrOption = Annotated[float, typer.Option(help="Generator Adam learning 
                                                   callback=positive_finite)]
 DiscriminatorLrOption = Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=LOSS_PANEL,
                                                       callback=positive_finite)]
-EmaDecayOption = Annotated[float, typer.Option(min=0.0, max=1.0, callback=finite, help="EMA decay of the generator used for inference.",
-                                               rich_help_panel=LOSS_PANEL)]
+
+
+def _ema_decay(value: float) -> float:
+    """Option callback: at a decay of 1 the averaged generator never leaves its starting weights
+    (translate-lr), or lags ever further behind (paired's warm-up alone), and inference uses it.
+    0 is no averaging: the average is the trained generator itself."""
+    value = finite(value)
+    if not 0 <= value < 1:
+        raise typer.BadParameter(f"{value} must be at least 0 and below 1 (0: no averaging; from 1 on, the averaged "
+                                 "generator, which inference uses, no longer follows the training)")
+    return value
+
+
+EmaDecayOption = Annotated[float, typer.Option(metavar="X", callback=_ema_decay, help="EMA decay of the generator used "
+                                               "for inference, in [0, 1) (0: no averaging).", rich_help_panel=LOSS_PANEL)]
 HeldOutOption = Annotated[str, typer.Option(metavar="X|N", help="Examples kept out of training for samples and --eval: a fraction or a count.",
                                             rich_help_panel=RUN_PANEL)]
 SeedOption = Annotated[int, typer.Option(min=0, callback=seed_in_range, help="Seed of everything random: initial weights, batch order, flips, noise.",
