@@ -154,3 +154,18 @@ def test_an_ema_decay_of_zero_is_no_averaging_and_is_taken():
     from i2icli.cli.train_common import _ema_decay
 
     assert _ema_decay(0.0) == 0.0 and _ema_decay(0.999) == 0.999
+
+
+# --------------------------------------------------------------------------- a batch larger than the data
+
+
+def test_a_batch_larger_than_the_training_set_is_warned_of_once(tmp_path: Path):
+    data_dir = tmp_path / "data"
+    write_images(data_dir, count=3)
+    options = list(TINY_TRANSLATE_LR)
+    options[options.index("--batch-size") + 1] = "4"
+    result = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(tmp_path / "run"), *options,
+                                 "--steps", "2", "--held-out", "0"])
+    assert result.exit_code == 0, result.output
+    warning = "--batch-size 4 is more than the 3 images to train on: each batch repeats images"
+    assert one_line(result.stderr).count(warning) == 1

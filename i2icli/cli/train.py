@@ -181,7 +181,7 @@ def translate_lr(
     console.print(f"training on {counted(len(train_files), 'image')}, {len(held_files)} held out "
                   f"[dim]({plain(data_dir)}, {data_settings['hr_size']} px)[/]")
     run_training(method, dataset, held_out_batch, collate_fn=data.collate_images, resume=resume_spec,
-                 shown=("g_loss", "d_loss", "cycle", "lr_error_levels"), as_json=as_json, out=out,
+                 shown=("g_loss", "d_loss", "cycle", "lr_error_levels"), noun="image", as_json=as_json, out=out,
                  batch_size=batch_size, seed=seed, **run_schedule(context, stored), device=torch_device)
     raise typer.Exit(EXIT_OK)
 

@@ -285,10 +285,15 @@ def warn_of_options_for_the_other_mode(context: Any, evaluating: bool, shared: t
 
 
 def run_training(method: Any, dataset: Any, held_out_batch: Any, *, collate_fn: Any, resume: bool | Path,
-                 shown: tuple[str, ...], as_json: bool, out: Path, steps: int, batch_size: int, seed: int,
+                 shown: tuple[str, ...], noun: str, as_json: bool, out: Path, steps: int, batch_size: int, seed: int,
                  checkpoint_every: int, sample_every: int, log_every: int, keep: int, workers: int, device: Any) -> None:
-    """Train with a progress bar showing the ``shown`` losses, then report the run."""
+    """Train with a progress bar showing the ``shown`` losses, then report the run. ``noun`` is
+    what one training example is ("image", "pair")."""
     from i2icli.training import loop
+
+    if batch_size > len(dataset):
+        warn(f"--batch-size {batch_size} is more than the {counted(len(dataset), noun)} to train on: each batch repeats "
+             f"{noun}s")
 
     settings = loop.TrainingSettings(
         out_dir=out, steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,

@@ -193,7 +193,7 @@ def paired(
     console.print(f"training on {counted(len(train_pairs), 'pair')}, {len(held_pairs)} held out "
                   f"[dim]({plain(data_dir)}, {config.image_size} px, {config.input_description})[/]")
     run_training(method, dataset, held_out_batch, collate_fn=data.collate_examples, resume=resume_spec,
-                 shown=("g_loss", "d_loss", "l1", "residual_abs"), as_json=as_json, out=out,
+                 shown=("g_loss", "d_loss", "l1", "residual_abs"), noun="pair", as_json=as_json, out=out,
                  batch_size=batch_size, seed=seed, **run_schedule(context, stored), device=torch_device)
     raise typer.Exit(EXIT_OK)
 
