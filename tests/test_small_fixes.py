@@ -12,13 +12,14 @@ import torch
 from conftest import EXAMPLES, CommandRunner
 from test_paired import TINY_ARGS, write_pairs
 from test_training_audit import TINY_TRANSLATE_LR
-from test_training_loop import SIZE, write_images
+from test_training_loop import SIZE, ToyAutoencoder, settings, write_images
 
 from i2icli import weights
 from i2icli.cli.app import app
-from i2icli.errors import InputImageError, WeightsError
+from i2icli.errors import I2IError, InputImageError, WeightsError
 from i2icli.imageio import read_image
 from i2icli.training.data import ImageFolderDataset
+from i2icli.training.loop import train
 
 runner = CommandRunner()
 
@@ -169,3 +170,48 @@ def test_a_batch_larger_than_the_training_set_is_warned_of_once(tmp_path: Path):
     assert result.exit_code == 0, result.output
     warning = "--batch-size 4 is more than the 3 images to train on: each batch repeats images"
     assert one_line(result.stderr).count(warning) == 1
+
+
+# --------------------------------------------------------------------------- weights broken by the last update
+
+
+class UpdateBreaksTheWeights(ToyAutoencoder):
+    """From step ``breaks_at`` on, the update leaves NaN weights while the losses, measured
+    before it, are still finite (as after one overflowing gradient)."""
+
+    breaks_at = 4
+
+    def train_step(self, batch, generator):
+        losses = super().train_step(batch, generator)
+        if self.steps_seen >= self.breaks_at:
+            with torch.no_grad():
+                self.net[0].weight.fill_(float("nan"))
+        return losses
+
+
+def test_weights_made_non_finite_by_a_step_are_not_saved_as_the_latest_checkpoint(tmp_path: Path):
+    out = tmp_path / "run"
+    dataset = ImageFolderDataset(write_images(tmp_path / "data"), SIZE)
+    with pytest.raises(I2IError) as caught:
+        train(UpdateBreaksTheWeights(), dataset, settings(out, 8, checkpoint_every=2))
+    message = str(caught.value)
+    assert message.startswith("step 4: its update left weights that are not finite (first in Net.0.weight); "
+                              "training stopped and the last checkpoint, step 2, is kept")
+    assert "lower learning rates" in message and "\n" not in message
+    kept = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
+    assert kept["step"] == 2 and all(torch.isfinite(value).all() for value in kept["Net"].values())
+    assert not (out / "checkpoints" / "step-0000004.pt").exists()
+
+
+def test_an_infinite_optimiser_moment_alone_does_not_stop_the_run(tmp_path: Path):
+    """One huge gradient can make Adam's second moment infinite while every weight stays finite."""
+
+    class InfiniteMoment(ToyAutoencoder):
+        def train_step(self, batch, generator):
+            losses = super().train_step(batch, generator)
+            for state in self.opt.state.values():
+                state["exp_avg_sq"].view(-1)[0] = float("inf")
+            return losses
+
+    dataset = ImageFolderDataset(write_images(tmp_path / "data"), SIZE)
+    assert train(InfiniteMoment(), dataset, settings(tmp_path / "run", 2, checkpoint_every=1)).step == 2

@@ -689,6 +689,47 @@ def _train(
     return run.result()
 
 
+# --resume would not help a diverged run: it keeps its rates and diverges again at the same step.
+_DIVERGED_HINT = ("start a new run with another --out and lower learning rates (--g-lr, --d-lr) or loss weights; a "
+                  "resumed run keeps its own and would diverge again")
+
+
+def _first_non_finite(state: Any, name: str = "") -> str | None:
+    """The name of the first network tensor in ``state`` (nested dicts and lists, as a method's
+    ``state_dict()`` holds them) with a NaN or infinite value, or None when all are finite.
+
+    Optimiser states are left out: one huge gradient can make an entry of Adam's second moment
+    infinite, which only stops that weight from moving, and the run may well go on."""
+    tensors: list[tuple[str, torch.Tensor]] = []
+
+    def gather(value: Any, where: str) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() or value.is_complex():
+                tensors.append((where, value))
+        elif isinstance(value, dict) and {"state", "param_groups"} <= value.keys():
+            return  # an optimiser's state_dict()
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                gather(inner, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, (list, tuple)):
+            for index, inner in enumerate(value):
+                gather(inner, f"{where}.{index}" if where else str(index))
+
+    gather(state, name)
+    if not tensors:
+        return None
+    # One answer read back per device for all its tensors, rather than one wait per tensor.
+    on_device: dict[torch.device, list[int]] = {}
+    for index, (_, tensor) in enumerate(tensors):
+        on_device.setdefault(tensor.device, []).append(index)
+    finite = torch.ones(len(tensors), dtype=torch.bool)
+    for indices in on_device.values():
+        finite[indices] = torch.stack([torch.isfinite(tensors[index][1]).all() for index in indices]).cpu()
+    if bool(finite.all()):
+        return None
+    return tensors[int((~finite).nonzero()[0])][0]
+
+
 class _TrainingRun:
     """One session of a run: open (or resume) its folder, load the method, take the steps, save.
 
@@ -842,14 +883,22 @@ class _TrainingRun:
         if not diverged:
             return
         # The weights are NaN/inf from here on: nothing is saved over the last good checkpoint.
+        raise I2IError(f"step {step}: the losses are not finite ({', '.join(diverged)}); training stopped and "
+                       f"{self._kept_checkpoint()}", _DIVERGED_HINT)
+
+    def _refuse_non_finite_state(self, step: int, state: dict) -> None:
+        """A step's losses are measured before its update, so finite losses do not make the weights
+        after it finite: those are checked once more here, rather than saved as the run's latest."""
+        broken = _first_non_finite(state)
+        if broken is None:
+            return
+        raise I2IError(f"step {step}: its update left weights that are not finite (first in {broken}); training "
+                       f"stopped and {self._kept_checkpoint()}", _DIVERGED_HINT)
+
+    def _kept_checkpoint(self) -> str:
         if self.saved:
-            kept = f"the last checkpoint, step {self.saved}, is kept ({self.checkpoints.latest})"
-        else:
-            kept = "no checkpoint was saved"
-        raise I2IError(f"step {step}: the losses are not finite ({', '.join(diverged)}); training stopped and {kept}",
-                       # --resume would not help: a resumed run keeps its rates and diverges again at this step.
-                       "start a new run with another --out and lower learning rates (--g-lr, --d-lr) or loss "
-                       "weights; a resumed run keeps its own and would diverge again")
+            return f"the last checkpoint, step {self.saved}, is kept ({self.checkpoints.latest})"
+        return "no checkpoint was saved"
 
     def _write_sample_grid(self, step: int, held_out: Any) -> None:
         with torch.no_grad():
@@ -863,11 +912,13 @@ class _TrainingRun:
     # ----------------------------------------------------------------------- saving and stopping
 
     def save(self, step: int) -> None:
-        """Write the method's current state as the checkpoint of step ``step``."""
+        """Write the method's current state as the checkpoint of step ``step``; refused when its
+        networks hold values that are not finite."""
         payload = self.method.state_dict()
         clash = RESERVED_KEYS & set(payload)
         if clash:
             raise ValueError(f"method state_dict uses keys reserved for the loop: {sorted(clash)}")
+        self._refuse_non_finite_state(step, payload)
         payload.update(
             format=CHECKPOINT_FORMAT,
             format_version=CHECKPOINT_FORMAT_VERSION,
