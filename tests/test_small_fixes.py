@@ -215,3 +215,27 @@ def test_an_infinite_optimiser_moment_alone_does_not_stop_the_run(tmp_path: Path
 
     dataset = ImageFolderDataset(write_images(tmp_path / "data"), SIZE)
     assert train(InfiniteMoment(), dataset, settings(tmp_path / "run", 2, checkpoint_every=1)).step == 2
+
+
+# --------------------------------------------------------------------------- an empty -o
+
+
+def test_an_empty_output_is_refused_by_every_command(tmp_path: Path, monkeypatch):
+    """`-o "$OUT"` with OUT unset would put the results in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    photo = EXAMPLES / "old_photo.jpg"
+    commands = [
+        ["restore", str(photo), "-o", ""],
+        ["restore", str(photo), "--output=", "--dry-run"],
+        ["paired", str(photo), "-c", str(tmp_path / "run"), "-o", ""],
+        ["exemplar", str(photo), str(photo), "--exemplar-pose", str(photo), "-o", "", "--json"],
+        ["translate-lr", str(photo), str(photo), "-c", str(tmp_path / "run"), "-o", ""],
+        ["invert", str(photo), str(photo), "-o", ""],
+    ]
+    for args in commands:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.strip() == ("error: -o is empty; name an output file or folder (-o results), or - for "
+                                         "standard output"), args
+        assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []

@@ -267,6 +267,10 @@ def _home_expanded(value: Any) -> Any:
     return value
 
 
+# `-o "$OUT"` with OUT unset: an empty name would put the results in the current folder.
+EMPTY_OUTPUT = "-o is empty; name an output file or folder (-o results), or - for standard output"
+
+
 def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAULT_DEVICE_MEMORY_HINT,
                    out_of_ram_hint: str = _DEFAULT_RAM_HINT, checkpoint_options: dict[str, str] | None = None) -> Any:
     """Turn known failures into a one-line message and exit code 1 instead of a traceback.
@@ -277,7 +281,8 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAU
     retry with ends the same way, with ``out_of_memory_hint`` naming the command's options that
     use less; ``out_of_ram_hint`` does the same for the computer's own memory.
     ``checkpoint_options`` maps a registry role (``weights.toml``'s ``role``) to the option that
-    takes a file for it, so that a checkpoint that cannot be had names that option. Used as ``@handles_errors`` or ``@handles_errors(out_of_memory_hint=..., ...)``."""
+    takes a file for it, so that a checkpoint that cannot be had names that option. An empty
+    -o (a command's ``output``) is refused here, before the command starts, for every command. Used as ``@handles_errors`` or ``@handles_errors(out_of_memory_hint=..., ...)``."""
     if command is None:
         return functools.partial(handles_errors, out_of_memory_hint=out_of_memory_hint,
                                  out_of_ram_hint=out_of_ram_hint, checkpoint_options=checkpoint_options)
@@ -288,9 +293,10 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAU
         try:
             bound = signature.bind_partial(*args, **kwargs)
         except TypeError:  # arguments the command does not take: it will say so itself
-            json_asked = False
+            json_asked = empty_output = False
         else:
             json_asked = bound.arguments.get("as_json") is True
+            empty_output = bound.arguments.get("output") == ""
             # A quoted "~/photo.png" reaches the command unexpanded: expanded here, once for every
             # path option, so that no check or read sees the literal "~".
             bound.arguments.update({name: _home_expanded(value) for name, value in bound.arguments.items()})
@@ -306,6 +312,8 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAU
 
         hints = _memory_hints.set((out_of_memory_hint, out_of_ram_hint))
         try:
+            if empty_output:
+                raise usage_error(EMPTY_OUTPUT)
             return command(*args, **kwargs)
         except I2IError as error:
             raise fail(error) from None
