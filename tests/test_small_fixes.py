@@ -239,3 +239,17 @@ def test_an_empty_output_is_refused_by_every_command(tmp_path: Path, monkeypatch
                                          "standard output"), args
         assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- a learning rate past 32-bit floats
+
+
+@pytest.mark.parametrize("command", ["translate-lr", "paired"])
+@pytest.mark.parametrize("option", ["--g-lr", "--d-lr"])
+def test_a_learning_rate_larger_than_a_32_bit_float_is_refused_in_one_line(tmp_path: Path, command: str, option: str):
+    """Adam takes its rate as a 32-bit float: torch failed with a traceback at the first step."""
+    result = runner.invoke(app, ["train", command, str(tmp_path), "--out", str(tmp_path / "run"), option, "1e39"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: Invalid value for '{option}': 1e+39 is over 3.403e+38, the largest rate the networks' "
+                     f"32-bit numbers hold — see 'i2i train {command} -h'"]

@@ -36,10 +36,21 @@ OutOption = Annotated[Path, typer.Option("--out", metavar="DIR", help="Run folde
 StepsOption = Annotated[int, typer.Option(min=1, help="Total training steps (a resumed run continues to this count, its own "
                                           "unless given).",
                                           rich_help_panel=RUN_PANEL)]
+# The largest 32-bit float: Adam takes its rate as one, and torch fails with a traceback on a larger one.
+_LARGEST_RATE = 3.4028234663852886e38
+
+
+def _learning_rate(value: float) -> float:
+    value = positive_finite(value)
+    if value > _LARGEST_RATE:
+        raise typer.BadParameter(f"{value} is over {_LARGEST_RATE:.4g}, the largest rate the networks' 32-bit numbers hold")
+    return value
+
+
 GeneratorLrOption = Annotated[float, typer.Option(help="Generator Adam learning rate.", rich_help_panel=LOSS_PANEL,
-                                                  callback=positive_finite)]
+                                                  callback=_learning_rate)]
 DiscriminatorLrOption = Annotated[float, typer.Option(help="Discriminator Adam learning rate.", rich_help_panel=LOSS_PANEL,
-                                                      callback=positive_finite)]
+                                                      callback=_learning_rate)]
 
 
 def _ema_decay(value: float) -> float:
