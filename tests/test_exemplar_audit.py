@@ -230,3 +230,18 @@ def test_a_long_thin_exemplar_is_laid_out_without_building_its_padded_square():
         assert np.array_equal(laid_out, official), (width, height, size)
         if max(width, height) == 6000:
             assert peak < 16 * 2**20  # its padded square alone is 108 MB
+
+
+@pytest.mark.parametrize("given", ["WALK_CANDIDATE.TXT", "WALK_Subset.txt"])
+def test_an_official_pose_pair_named_in_upper_case_is_planned(tmp_path, given):
+    """Copies made on Windows may upper-case NAME_candidate.txt / NAME_subset.txt; such a pair was
+    refused as "not a pose file"."""
+    (tmp_path / "model.jpg").write_bytes(b"")  # looked for, never read
+    _pose_file(tmp_path / "model.json")
+    (tmp_path / "WALK_CANDIDATE.TXT").write_text("100 100 0.9 0\n")
+    (tmp_path / "WALK_Subset.txt").write_text(" ".join(["0"] + ["-1"] * 17 + ["1", "1"]) + "\n")
+    result = run("exemplar", str(tmp_path / given), str(tmp_path / "model.jpg"), "--exemplar-pose",
+                 str(tmp_path / "model.json"), "-o", str(tmp_path / "out.png"), "--checkpoint",
+                 str(tmp_path / "never-loaded"), "--device", "cpu", "--dry-run", "--json")
+    statuses = [record["status"] for record in json.loads(result.stdout)["results"]]
+    assert statuses == ["would run"], result.stdout

@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 
 from i2icli.errors import InputError
-from i2icli.semantics.pose import CANVAS, KEYPOINTS, Pose, pose_drawing, read_pose, render_pose_label, square_frame
+from i2icli.semantics.inputs import is_pose_file
+from i2icli.semantics.pose import (
+    CANVAS,
+    KEYPOINTS,
+    Pose,
+    official_pair_files,
+    pose_drawing,
+    read_pose,
+    render_pose_label,
+    square_frame,
+)
 
 
 def make_pose(points: dict[int, tuple[float, float]]) -> Pose:
@@ -124,6 +134,21 @@ def test_official_pair_under_each_name(tmp_path):
         assert pose.points[0].tolist() == [310, 500] and pose.points[3].tolist() == [300.5, 400.25]
     # The pair is already in canvas pixels: a frame changes nothing.
     assert np.array_equal(read_pose(pattern, frame=(750, 1101)).points, poses[0].points)
+
+
+@pytest.mark.parametrize(("candidate_name", "subset_name"), [
+    ("P_CANDIDATE.TXT", "P_SUBSET.TXT"), ("P_Candidate.txt", "P_Subset.txt"), ("p_candidate.txt", "p_Subset.txt"),
+])  # fmt: skip
+def test_official_pair_is_recognised_in_any_case(tmp_path, candidate_name, subset_name):
+    """Copies made on Windows may upper-case the names; the partner is found in the case it has on disk."""
+    write_pair(tmp_path, [[300.5, 400.25, 0.9, 0], [310, 500, 0.8, 1]], [subset_row({0: 1, 3: 0})], name="x")
+    (tmp_path / "x_candidate.txt").rename(tmp_path / candidate_name)
+    (tmp_path / "x_subset.txt").rename(tmp_path / subset_name)
+    for given in (candidate_name, subset_name):
+        assert official_pair_files(tmp_path / given) == (tmp_path / candidate_name, tmp_path / subset_name)
+        pose = read_pose(tmp_path / given)
+        assert pose.points[0].tolist() == [310, 500] and pose.points[3].tolist() == [300.5, 400.25]
+    assert is_pose_file(tmp_path / candidate_name) and is_pose_file(tmp_path / subset_name)
 
 
 def test_several_people_in_the_subset_take_the_highest_score(tmp_path):

@@ -79,18 +79,49 @@ def read_pose(path: Path | str, frame: tuple[int, int] | None = None) -> Pose:
 
 
 def official_pair_files(path: Path) -> tuple[Path, Path]:
-    """The candidate and subset files named by either one of them or by the official NAME_{}.txt pattern."""
+    """The candidate and subset files named by either one of them or by the official NAME_{}.txt pattern.
+
+    The names are matched in any case, as copies made on Windows may upper-case them; the partner
+    file is looked for in the case the given name uses, then in whatever case it has on disk."""
     name = path.name
+    lowered = name.lower()
     if "{}" in name:
-        stem_name = name
-    elif name.endswith("_candidate.txt"):
-        stem_name = name[: -len("candidate.txt")] + "{}.txt"
-    elif name.endswith("_subset.txt"):
-        stem_name = name[: -len("subset.txt")] + "{}.txt"
+        prefix, word, extension = name[: name.index("{}")], "", name[name.index("{}") + 2 :]
+    elif lowered.endswith(("_candidate.txt", "_subset.txt")):
+        word_length = len("candidate") if lowered.endswith("_candidate.txt") else len("subset")
+        prefix, extension = name[: -word_length - len(".txt")], name[-len(".txt") :]
+        word = name[len(prefix) : -len(extension)]
     else:
         hint = "use OpenPose JSON (.json) or the pair NAME_candidate.txt, NAME_subset.txt"
         raise InputError(path, "not a pose file", hint)
-    return path.with_name(stem_name.replace("{}", "candidate")), path.with_name(stem_name.replace("{}", "subset"))
+    files = []
+    for partner in ("candidate", "subset"):
+        if word.lower() == partner:
+            files.append(path)
+        else:
+            files.append(_on_disk(path.with_name(prefix + _cased_like(partner, word) + extension)))
+    return files[0], files[1]
+
+
+def _cased_like(word: str, model: str) -> str:
+    """``word`` in the case ``model`` is written in: all upper, capitalised, or else lower."""
+    if model.isupper():
+        return word.upper()
+    if model[:1].isupper() and model[1:].islower():
+        return word.capitalize()
+    return word
+
+
+def _on_disk(path: Path) -> Path:
+    """``path``, or the one file in its folder whose name differs from it only in case (else ``path``,
+    so that a missing file is named as expected)."""
+    if path.exists():
+        return path
+    try:
+        matches = sorted(entry for entry in path.parent.iterdir() if entry.name.lower() == path.name.lower())
+    except OSError:
+        return path
+    return matches[0] if matches else path
 
 
 def _load_table(path: Path, columns: int, what: str) -> np.ndarray:
