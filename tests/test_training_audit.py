@@ -195,3 +195,30 @@ def test_what_reading_a_training_file_logs_is_said_once_not_every_epoch(tmp_path
           on_warning=warnings.append)
     said = [*warnings, *(record.getMessage() for record in caplog.records)]
     assert said == [f"{tiff}: holds 2 frames or pages; only the first is used"]
+
+
+def test_a_resumed_run_whose_held_out_images_are_all_unreadable_is_told_which_to_fix_or_remove(tmp_path: Path):
+    """The hint said only "check the training folder"; it names the files, and removing them lets
+    the run go on (its sample grids then show training images)."""
+    data_dir, out = tmp_path / "data", tmp_path / "run"
+    files = write_images(data_dir, count=4)
+    runner = CommandRunner()
+    first = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(out), *TINY_TRANSLATE_LR,
+                                "--steps", "1", "--held-out", "2"])
+    assert first.exit_code == 0, first.output
+    held = load_training_checkpoint(out / "checkpoints" / "latest.pt")["config"]["data"]["held_out_files"]
+    broken = [path for path in files if path.relative_to(data_dir).as_posix() in held]
+    for path in broken:
+        path.write_bytes(b"not an image")
+    resume = ["train", "translate-lr", str(data_dir), "--out", str(out), "--resume", "--steps", "2", "--device", "cpu",
+              "--workers", "0"]
+    refused = runner.invoke(app, resume)
+    assert refused.exit_code == 1
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: none of the 2 held-out examples can be read")
+    assert f"fix or remove {broken[0]} and the other unreadable held-out file; a resumed run holds out" in line
+    for path in broken:
+        path.unlink()
+    resumed = runner.invoke(app, resume)
+    assert resumed.exit_code == 0, resumed.output
+    assert "training on 2 images, 0 held out" in resumed.output

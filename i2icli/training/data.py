@@ -299,8 +299,23 @@ class TrainingDataset(Dataset):
             return {**example, "skipped": [*skipped, *map(ReadingNote, notes)]}
         raise I2IError(
             f"none of the {total} {self.role} examples can be read (first problem: {skipped[0] if skipped else 'unknown'})",
-            "check the training folder",
+            self._unreadable_hint(),
         )
+
+    def _unreadable_hint(self) -> str:
+        """What to do when no example can be read: for the held-out set, which files to fix or remove."""
+        if self.role != "held-out":
+            return "check the training folder"
+        bad = list(dict.fromkeys(path for index in range(len(self)) for path in self.paths(index)
+                                 if path in self.unreadable))
+        if not bad:
+            return "check the training folder"
+        others = {1: "", 2: " and the other unreadable held-out file"}.get(
+            len(bad), f" and the {len(bad) - 1} other unreadable held-out files"
+        )
+        # A resumed run keeps the held-out list it recorded: a removed file is not replaced by another.
+        return (f"fix or remove {bad[0]}{others}; a resumed run holds out only the files it recorded, so none "
+                "takes their place, and with none left its sample grids show training images")
 
 
 class ImageFolderDataset(TrainingDataset):
