@@ -222,3 +222,17 @@ def test_a_resumed_run_whose_held_out_images_are_all_unreadable_is_told_which_to
     resumed = runner.invoke(app, resume)
     assert resumed.exit_code == 0, resumed.output
     assert "training on 2 images, 0 held out" in resumed.output
+
+
+def test_more_workers_than_cpus_are_capped_with_one_warning(tmp_path: Path, monkeypatch):
+    """--workers above the CPU count started that many processes, and PyTorch warned of it twice."""
+    data_dir, out = tmp_path / "data", tmp_path / "run"
+    write_images(data_dir, count=3)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    options = [*TINY_TRANSLATE_LR[:-4], "--device", "cpu", "--workers", "2"]
+    trained = CommandRunner().invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(out), *options,
+                                           "--steps", "1", "--held-out", "1"])
+    assert trained.exit_code == 0, trained.output
+    assert "worker processes in total" not in trained.output  # PyTorch's own warning, no longer given
+    assert trained.stderr.count("--workers 2 is more than the 1 CPU this process may use: using 1") == 1
+    assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["settings"]["num_workers"] == 1
