@@ -308,28 +308,22 @@ def run_training(method: Any, dataset: Any, held_out_batch: Any, *, collate_fn: 
 
     settings = loop.TrainingSettings(
         out_dir=out, steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
-        sample_every=sample_every, log_every=log_every, keep_checkpoints=keep, num_workers=usable_workers(workers),
+        sample_every=sample_every, log_every=log_every, keep_checkpoints=keep, num_workers=workers,
         device=device,
     )
+    warn_of_workers_over_cpus(workers)
     with training_progress(shown) as on_progress:
         result = loop.train(method, dataset, settings, held_out_batch=held_out_batch, resume=resume, collate_fn=collate_fn,
                             on_progress=on_progress, on_warning=warn)
     report_run(result, as_json)
 
 
-def usable_workers(workers: int) -> int:
-    """--workers, at most one per CPU this process may run on: more only compete for the same CPUs
-    (and PyTorch warns of them, twice)."""
-    import os
+def warn_of_workers_over_cpus(workers: int) -> None:
+    """Said once: the loop starts at most one worker per CPU this process may use."""
+    from i2icli.training.loop import usable_cpus
 
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on every system
-        cpus = os.cpu_count() or 1
-    if workers <= cpus:
-        return workers
-    warn(f"--workers {workers} is more than the {counted(cpus, 'CPU')} this process may use: using {cpus}")
-    return cpus
+    if workers > (cpus := usable_cpus()):
+        warn(f"--workers {workers} is more than the {counted(cpus, 'CPU')} this process may use: using {cpus}")
 
 
 def report_run(result: Any, as_json: bool) -> None:

@@ -602,6 +602,16 @@ def _trainer_state(checkpoint: dict | None) -> dict:
 # --------------------------------------------------------------------------- the loop
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on. Data-loading workers beyond them only compete for the
+    same CPUs (and PyTorch warns of them, twice); the run keeps the count asked for, so that a
+    resume on a larger machine uses more."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every system
+        return os.cpu_count() or 1
+
+
 # A tensor's sizes are 64-bit integers: a batch's flips are drawn as one tensor of the batch's size.
 _LARGEST_TENSOR_SIZE = 2**63 - 1
 
@@ -815,7 +825,7 @@ class _TrainingRun:
             batch_sampler=PlannedBatchSampler(self.dataset_size, settings.batch_size, settings.seed, first_step,
                                               settings.steps),
             collate_fn=collate_fn,
-            num_workers=settings.num_workers,
+            num_workers=min(settings.num_workers, usable_cpus()),
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_ignore_interrupts_in_worker if settings.num_workers else None,
             # DataLoader draws its workers' base seed from this, not from the global generator.
