@@ -245,3 +245,9 @@ def test_an_official_pose_pair_named_in_upper_case_is_planned(tmp_path, given):
                  str(tmp_path / "never-loaded"), "--device", "cpu", "--dry-run", "--json")
     statuses = [record["status"] for record in json.loads(result.stdout)["results"]]
     assert statuses == ["would run"], result.stdout
+    # Into a folder, the pair is named WALK, as a lower-case pair is, not WALK_CANDIDATE.
+    result = run("exemplar", str(tmp_path / given), str(tmp_path / "model.jpg"), "--exemplar-pose",
+                 str(tmp_path / "model.json"), "-o", str(tmp_path / "results"), "--checkpoint",
+                 str(tmp_path / "never-loaded"), "--device", "cpu", "--dry-run", "--json")
+    [record] = json.loads(result.stdout)["results"]
+    assert record["output"] == str(tmp_path / "results" / "WALK_model.png"), record

@@ -322,7 +322,7 @@ def _default_name(source: Path, look: Path) -> str:
     NAME_candidate.txt or NAME_subset.txt): one pose, one output name, and no braces in it."""
     name = source.name
     for ending in ("_{}.txt", "_candidate.txt", "_subset.txt"):
-        if name.endswith(ending) and len(name) > len(ending):
+        if name.lower().endswith(ending) and len(name) > len(ending):  # in any case, as the pose reader takes them
             return f"{name[: -len(ending)]}_{look.stem}.png"
     return f"{source.stem}_{look.stem}.png"
 
