@@ -303,16 +303,15 @@ class TrainingDataset(Dataset):
         )
 
     def _unreadable_hint(self) -> str:
-        """What to do when no example can be read: for the held-out set, which files to fix or remove."""
-        if self.role != "held-out":
-            return "check the training folder"
+        """What to do when no example can be read: which files to fix or remove."""
         bad = list(dict.fromkeys(path for index in range(len(self)) for path in self.paths(index)
                                  if path in self.unreadable))
         if not bad:
             return "check the training folder"
-        others = {1: "", 2: " and the other unreadable held-out file"}.get(
-            len(bad), f" and the {len(bad) - 1} other unreadable held-out files"
-        )
+        kind = f"unreadable {self.role} file"
+        others = {1: "", 2: f" and the other {kind}"}.get(len(bad), f" and the {len(bad) - 1} other {kind}s")
+        if self.role != "held-out":
+            return f"fix or remove {bad[0]}{others}, or train on another folder"
         # A resumed run keeps the held-out list it recorded: a removed file is not replaced by another.
         return (f"fix or remove {bad[0]}{others}; a resumed run holds out only the files it recorded, so none "
                 "takes their place, and with none left its sample grids show training images")

@@ -253,10 +253,21 @@ def _from_worker(error: I2IError) -> I2IError:
     last = error.message.strip().splitlines()[-1].split(": ", 1)[-1]
     # The line is the worker's error as text, "message (hint)": the hint is taken back out, or
     # it would be shown twice.
-    hint = "check the training folder"
-    if last.endswith(f" ({hint})"):
-        last = last[: -len(hint) - 3]
-    return I2IError(last, hint)
+    return I2IError(*_message_and_hint(last))
+
+
+def _message_and_hint(line: str) -> tuple[str, str | None]:
+    """``str(I2IError)`` taken apart again: the hint is the parenthesised group the line ends with."""
+    if not line.endswith(")"):
+        return line, None
+    depth = 0
+    for position in range(len(line) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(line[position], 0)
+        if depth == 0:
+            if position > 1 and line[position - 1] == " ":
+                return line[: position - 1], line[position + 1 : -1]
+            return line, None
+    return line, None
 
 
 # --------------------------------------------------------------------------- checkpoints
