@@ -304,8 +304,10 @@ class _BatchRun(Generic[J]):
 
     def _interrupted_summary(self) -> dict[str, Any]:
         written = self.in_flight
-        if written is not None and written.future.done() and "status" not in written.record:
-            # Its write ended on the way out (the writer thread is waited for): a file made in full.
+        # Its write ended on the way out (the writer thread is waited for): a file made in full,
+        # unless the interrupt struck that write itself (run inline, without overlap).
+        if (written is not None and written.future.done() and "status" not in written.record
+                and isinstance(written.future.exception(), (Exception, type(None)))):
             self._finish_write()
         for record in self.records:
             record.setdefault("status", "interrupted")
