@@ -3,7 +3,35 @@ ASCII-only standard output."""
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
+
+from rich.console import Console
+
+from i2icli.cli import common
+
+
+def test_a_dumb_terminal_gets_no_progress_bar(monkeypatch):
+    # TERM=dumb (an editor's shell, some CI logs) cannot redraw a line: the bar would leave an
+    # empty line among the command's messages.
+    captured = io.StringIO()
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setattr(common, "console", Console(file=captured, force_terminal=True))
+    with common.transient_progress() as progress:
+        task = progress.add_task("restoring", total=1)
+        common.warn("a.png: one line")
+        progress.advance(task)
+    assert captured.getvalue() == "warning: a.png: one line\n"
+
+
+def test_an_ascii_only_standard_output_gets_escapes_not_a_crash(monkeypatch):
+    # PYTHONIOENCODING=ascii: a dry run's arrow and a file name's accent are written as escapes;
+    # a name's undecodable byte (held as a surrogate) is still written as that byte.
+    buffer = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buffer, encoding="ascii"))
+    common.stdout_write("café.png → out/\udce9.png")
+    assert buffer.getvalue() == b"caf\\xe9.png \\u2192 out/\xe9.png\n"
 
 
 def test_ctrl_c_during_a_write_keeps_the_batch_summary(tmp_path: Path):

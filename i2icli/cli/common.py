@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import inspect
@@ -38,7 +39,9 @@ def transient_progress(*columns: Any) -> Any:
     not be erased, and would leave an empty line in front of the command's messages."""
     from rich.progress import Progress
 
-    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+    # A dumb terminal (TERM=dumb: an editor's shell, a CI log) cannot redraw a line either.
+    return Progress(*columns, console=console, transient=True,
+                    disable=not console.is_terminal or console.is_dumb_terminal)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Image formats i2i does not write: `-o out.gif` is refused, rather than made a folder named out.gif.
@@ -642,15 +645,32 @@ def stdout_write(text: str) -> None:
     except UnicodeEncodeError:
         # A file name whose bytes are not valid in the locale's encoding (Latin-1 names from an
         # old disk, say) is held as surrogates, which a strict stdout refuses: write the bytes the
-        # name really has, so the line still names the file for the shell.
+        # name really has, so the line still names the file for the shell. A character the
+        # encoding lacks (a dry run's → under PYTHONIOENCODING=ascii) is written as its escape.
         encoding = sys.stdout.encoding or "utf-8"
         buffer = getattr(sys.stdout, "buffer", None)
         if buffer is None:
             sys.stdout.write(line.encode(encoding, "backslashreplace").decode(encoding))
         else:
             sys.stdout.flush()
-            buffer.write(line.encode(encoding, "surrogateescape"))
+            buffer.write(line.encode(encoding, _NAME_BYTES_OR_ESCAPES))
     sys.stdout.flush()
+
+
+def _name_bytes_or_escape(error: UnicodeError) -> tuple[bytes | str, int]:
+    """Encoding error handler: a byte of a file name held as a surrogate becomes that byte again;
+    any other character the encoding lacks becomes its backslash escape."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    character = error.object[error.start]
+    if 0xDC80 <= ord(character) <= 0xDCFF:
+        return bytes([ord(character) - 0xDC00]), error.start + 1
+    return codecs.backslashreplace_errors(UnicodeEncodeError(error.encoding, error.object, error.start,
+                                                             error.start + 1, error.reason))
+
+
+_NAME_BYTES_OR_ESCAPES = "i2i-name-bytes-or-escapes"
+codecs.register_error(_NAME_BYTES_OR_ESCAPES, _name_bytes_or_escape)
 
 
 @contextmanager
