@@ -10,7 +10,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -152,12 +154,41 @@ class Group(_UsageErrorsOnOneLine, _PlainValueNames, _FlowingHelp, TyperGroup):
     """The class of i2i and its command groups (``typer.Typer(cls=Group)``)."""
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C in a batch, carrying the batch's --json summary up to that moment."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a cron job's or a service's stop), raised where Ctrl-C would be, so that it
+    ends the run the same clean way: no temporary file left behind, the --json summary printed."""
 
-    def __init__(self, summary: dict[str, Any]) -> None:
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM in a batch, carrying the batch's --json summary up to that moment."""
+
+    def __init__(self, summary: dict[str, Any], *, terminated: bool = False) -> None:
         super().__init__()
         self.summary = summary
+        self.terminated = terminated
+
+
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # A second SIGTERM must not cut short the clean-up the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Without this, SIGTERM ends Python at once: an output being written stays a temporary file."""
+    if threading.current_thread() is not threading.main_thread():  # handlers are set from there only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        # None means a handler installed outside Python: the default is the closest to it.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 # Control characters as escapes: a file name may hold a newline, which would split a line that
@@ -317,15 +348,23 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAU
         try:
             if empty_output:
                 raise usage_error(EMPTY_OUTPUT)
-            return command(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return command(*args, **kwargs)
         except I2IError as error:
             raise fail(error) from None
         except KeyboardInterrupt as interrupt:
-            console.print("[yellow]interrupted[/]")
+            terminated = isinstance(interrupt, Terminated) or getattr(interrupt, "terminated", False)
+            what = "terminated" if terminated else "interrupted"
+            console.print(f"[yellow]{what}[/]")
             if json_asked:  # a script reading stdout still gets a document: what was done, if known
                 summary = interrupt.summary if isinstance(interrupt, Interrupted) else None
-                stdout_write(json_document(summary or {"error": "interrupted", "hint": None}))
-            raise typer.Exit(130) from None
+                stdout_write(json_document(summary or {"error": what, "hint": None}))
+            raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            # The program reading our output stopped early (`| head -1`): as with any Unix tool,
+            # the command ends there, quietly, for there is nothing wrong to report.
+            _discard_standard_output()
+            raise typer.Exit(EXIT_FAILED) from None
         except (MemoryError, RuntimeError) as error:
             report = out_of_memory(error)
             if report is None:
@@ -570,15 +609,20 @@ def refuse_terminal_output() -> None:
                           "(> out.png) or pipe it to another program")
 
 
+def _discard_standard_output() -> None:
+    """Point stdout at the null device once its reader has gone: Python would flush it again on
+    exit and report the same broken pipe as a traceback ("Exception ignored ...")."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def write_standard_output(data: bytes) -> None:
     try:
         buffer = sys.stdout.buffer
         buffer.write(data)
         buffer.flush()
     except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):
-            # Python would flush stdout again on exit and report the same broken pipe as a traceback.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_standard_output()
         raise I2IError("-: standard output was closed before the image was written",
                        "keep the reading program open until the end") from None
 

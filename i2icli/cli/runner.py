@@ -19,6 +19,7 @@ from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     Interrupted,
+    Terminated,
     console,
     json_document,
     megabytes,
@@ -222,8 +223,8 @@ class _BatchRun(Generic[J]):
                         self._finish_write()
                         self._report_not_run(job, record)
                 self._finish_write()
-        except KeyboardInterrupt:
-            raise Interrupted(self._interrupted_summary()) from None
+        except KeyboardInterrupt as stop:
+            raise Interrupted(self._interrupted_summary(), terminated=isinstance(stop, Terminated)) from None
         return self.records
 
     def _start(self, stack: ExitStack) -> None:
