@@ -138,3 +138,26 @@ def test_ctrl_c_during_a_write_keeps_the_batch_summary(tmp_path: Path):
         run_batch(jobs, Stages(lambda job: None, lambda job, _: None, write), verb="writing", skip_existing=False,
                   record_of=lambda job: {"output": str(job.output)})
     assert [record["status"] for record in interrupted.value.summary["results"]] == ["ok", "interrupted", "not run"]
+
+
+def test_a_line_being_written_when_ctrl_c_comes_is_written_once(monkeypatch):
+    import signal
+
+    import pytest
+
+    class SignalsAfterWrite(io.StringIO):
+        signalled = False
+
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            if not self.signalled:  # as a script that sends the signal on reading the first line
+                self.signalled = True
+                os.kill(os.getpid(), signal.SIGINT)
+            return written
+
+    captured = SignalsAfterWrite()
+    monkeypatch.setattr(common, "console", common._Console(file=captured, soft_wrap=True))
+    with pytest.raises(KeyboardInterrupt), common._signals_as_interrupts():
+        common.warn("first")
+    common.console.print("interrupted")
+    assert captured.getvalue() == "warning: first\ninterrupted\n"

@@ -29,11 +29,49 @@ from i2icli.batch import file_key
 from i2icli.errors import I2IError, InputError, WeightsError, first_line
 from i2icli.formats import IMAGE_SUFFIXES
 
+
 # Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines. Whether it
 # is a terminal is decided once, at start: while an image decodes, stderr is briefly a file that
 # collects the C libraries' lines (see imageio), and a progress bar redrawn then would lose its place.
-console = Console(stderr=True, highlight=False, soft_wrap=True,
-                  force_terminal=Console(stderr=True).is_terminal)
+class _Console(Console):
+    """Rich's console, which Ctrl-C and SIGTERM do not stop mid-write. Rich clears what it has
+    buffered only after writing it: an interrupt raised in between (a script that signals as soon
+    as it reads a line) left the line there, and the "interrupted" line printed it again. The
+    commands' handlers (see ``_signals_as_interrupts``) wait until the write is over."""
+
+    def _check_buffer(self) -> None:
+        if threading.current_thread() is not threading.main_thread():  # interrupts are raised in the main thread
+            super()._check_buffer()
+            return
+        _interrupts.writing = True
+        try:
+            super()._check_buffer()
+        finally:
+            _interrupts.writing = False
+            pending, _interrupts.pending = _interrupts.pending, None
+            if pending is not None:
+                raise pending
+
+
+class _Interrupts:
+    """Whether the console is writing, and the interrupt that came meanwhile, raised after it."""
+
+    writing = False
+    pending: BaseException | None = None
+
+
+_interrupts = _Interrupts()
+
+
+def _raise_unless_writing(interrupt: BaseException) -> None:
+    if _interrupts.writing:
+        _interrupts.pending = _interrupts.pending or interrupt
+        return
+    raise interrupt
+
+
+console = _Console(stderr=True, highlight=False, soft_wrap=True,
+                   force_terminal=Console(stderr=True).is_terminal)
 
 
 def transient_progress(*columns: Any) -> Any:
@@ -171,24 +209,31 @@ class Interrupted(KeyboardInterrupt):
 EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    _raise_unless_writing(KeyboardInterrupt())
+
+
 def _terminate(signum: int, frame: Any) -> None:
     # A second SIGTERM must not cut short the clean-up the first one started.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated
+    _raise_unless_writing(Terminated())
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Without this, SIGTERM ends Python at once: an output being written stays a temporary file."""
+def _signals_as_interrupts() -> Iterator[None]:
+    """Ctrl-C, and SIGTERM, which would otherwise end Python at once (an output being written left
+    as a temporary file), raised as interrupts, though not while the console writes a line."""
     if threading.current_thread() is not threading.main_thread():  # handlers are set from there only
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {number: signal.signal(number, handler)
+                for number, handler in ((signal.SIGINT, _interrupt), (signal.SIGTERM, _terminate))}
     try:
         yield
     finally:
-        # None means a handler installed outside Python: the default is the closest to it.
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for number, handler in previous.items():
+            # None means a handler installed outside Python: the default is the closest to it.
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 # Control characters as escapes: a file name may hold a newline, which would split a line that
@@ -348,7 +393,7 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAU
         try:
             if empty_output:
                 raise usage_error(EMPTY_OUTPUT)
-            with _sigterm_as_interrupt():
+            with _signals_as_interrupts():
                 return command(*args, **kwargs)
         except I2IError as error:
             raise fail(error) from None
