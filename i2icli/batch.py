@@ -72,9 +72,13 @@ def unreadable_link_reason(path: Path) -> str | None:
     return f"a symbolic link to {target}, which does not exist; reconnect what it points to, or remove the link"
 
 
-def unreadable_links_in(folder: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
-    """The links named as images in ``folder`` that lead to no file (see unreadable_link_reason)."""
-    return sorted(path for path in _named_as_images(folder, recursive, exclude) if unreadable_link_reason(path))
+def images_and_unreadable_links(folder: Path, recursive: bool,
+                                exclude: Path | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """From one walk of ``folder``: its images (as :func:`images_in`), and the links named as
+    images there that lead to no file, each with its problem (see unreadable_link_reason), sorted."""
+    named = _named_as_images(folder, recursive, exclude)
+    links = sorted((path, problem) for path in named if not _is_file(path) and (problem := _link_problem(path)))
+    return sorted(path for path in named if _is_file(path)), links
 
 
 def _link_problem(path: Path) -> str | None:
@@ -178,9 +182,7 @@ def _expand(specs: list[str], output_dir: Path, recursive: bool) -> _Expanded:
             # Leave out earlier results when the output folder lies inside this one (and only
             # then: an output folder that is this folder or holds it would hide every input).
             inside = output_dir if is_inside(output_dir, path) and output_dir.resolve() != path.resolve() else None
-            named = _named_as_images(path, recursive, inside)
-            found = sorted(image for image in named if _is_file(image))
-            broken = sorted((image, problem) for image in named if (problem := _link_problem(image)))
+            found, broken = images_and_unreadable_links(path, recursive, inside)
             jobs.extend((index, Job(link, None, problem)) for link, problem in broken)
             if not found and not broken:
                 jobs.append((index, Job(path, None, _empty_folder_problem(path, recursive, output_dir))))

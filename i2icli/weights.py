@@ -46,7 +46,7 @@ class Checkpoint:
     name: str
     role: str
     file: str
-    bytes: int
+    bytes: int | None  # None where weights.toml knows no size (it writes 0)
     sha256: str
     hub_repo: str
     hub_file: str
@@ -113,6 +113,7 @@ def load_registry(path: Path | None = None) -> tuple[Checkpoint, ...]:
     for entry in data.get("checkpoint", []):
         entry = dict(entry)
         entry["params"] = dict(entry.get("params", {}))
+        entry["bytes"] = entry.get("bytes") or None
         records.append(Checkpoint(**entry))
     return tuple(records)
 
@@ -334,7 +335,7 @@ def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], No
                            f"${WEIGHTS_DIR_ENV}") from None
     try:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
-            total = int(response.headers.get("Content-Length") or checkpoint.bytes)
+            total = int(response.headers.get("Content-Length") or checkpoint.bytes or 0)
             done = 0
             while chunk := response.read(_HASH_CHUNK // 8):
                 out.write(chunk)
@@ -448,9 +449,7 @@ class CheckpointSource:
         return cls(spec, file or Path(spec).name, None, "missing", reason=error.message, error=error)
 
     def as_record(self) -> dict[str, Any]:
-        # The registry writes 0 for a size it does not know; a file's own size (by path) is known.
-        unknown = self.size is None or (self.size == 0 and not looks_like_path(self.name))
-        return {"name": self.name, "file": self.file, "bytes": None if unknown else self.size, "status": self.status,
+        return {"name": self.name, "file": self.file, "bytes": self.size, "status": self.status,
                 "path": self.path and str(self.path), "origin": self.origin, "reason": self.reason}
 
 
@@ -460,7 +459,7 @@ def checkpoint_source(spec: str) -> CheckpointSource:
     if looks_like_path(spec):
         path = Path(spec).expanduser()
         try:
-            _refuse_what_is_no_file(path)
+            refuse_what_is_no_file(path)
         except WeightsError as error:
             return CheckpointSource.unobtainable(spec, error, path.name)
         return CheckpointSource(spec, path.name, path.stat().st_size, "here", path=path)
@@ -485,7 +484,8 @@ def checkpoint_source(spec: str) -> CheckpointSource:
     return CheckpointSource(spec, checkpoint.file, checkpoint.bytes, "download", origin=origin)
 
 
-def _refuse_what_is_no_file(path: Path) -> None:
+def refuse_what_is_no_file(path: Path) -> None:
+    """Refuse a checkpoint path that is a folder, a link to nothing, or not there."""
     if path.is_dir():
         raise WeightsError(f"{path}: is a folder, not a checkpoint file", "pass the checkpoint file itself")
     if path.is_symlink() and not path.exists():
@@ -498,7 +498,7 @@ def resolve(spec: str, *, progress: Callable[[int, int], None] | None = None) ->
     """Turn a model option (registry name or file path) into a verified file."""
     if looks_like_path(spec):
         path = Path(spec).expanduser()
-        _refuse_what_is_no_file(path)
+        refuse_what_is_no_file(path)
         return ResolvedWeights(path, None)
     checkpoint = find(spec)
     return ResolvedWeights(fetch(checkpoint, progress=progress), checkpoint)

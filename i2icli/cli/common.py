@@ -530,17 +530,17 @@ def image_files(path: Path, role: str, output: Path | None = None) -> list[Path]
     """An image argument: the file itself, or the images in a folder (not its sub-folders, whose
     images are counted as left out, so that none is missed silently; the command's ``output``
     folder, wherever it lies, is not counted)."""
-    from i2icli.batch import images_in, unreadable_links_in
+    from i2icli.batch import images_and_unreadable_links
 
     path = path.expanduser()
     if path.is_dir():
         output = output.expanduser() if output is not None else None
         skip = output if output is not None and output.resolve() != path.resolve() else None
-        everything = images_in(path, recursive=True, exclude=skip)  # one walk for both counts
+        everything, links = images_and_unreadable_links(path, recursive=True, exclude=skip)  # one walk for all
         own = [image for image in everything if image.parent == path]
         below = len(everything) - len(own)
         # A link to nothing is kept: reading it fails for that image alone, naming the link.
-        found = sorted(own + unreadable_links_in(path, False, skip))
+        found = sorted(own + [link for link, _ in links if link.parent == path])
         if not found:
             hint = (f"its {below} image{'s are' if below > 1 else ' is'} in sub-folders, which are not searched: pass "
                     "a sub-folder" if below else "pass an image file or a folder of images")
@@ -658,7 +658,9 @@ def _discard_standard_output() -> None:
     """Point stdout at the null device once its reader has gone: Python would flush it again on
     exit and report the same broken pipe as a traceback ("Exception ignored ...")."""
     with contextlib.suppress(OSError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 def write_standard_output(data: bytes) -> None:

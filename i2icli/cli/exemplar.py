@@ -355,27 +355,25 @@ def _unreadable_file(pair: Pair, where: str) -> str | None:
     """A pair naming a file that is not there, or of a type its place does not take, refused while
     planning as reading it would be: no model is loaded for it, and --dry-run does not say it
     would run. Files are only looked for, not read."""
+    from i2icli.imageio import unreadable_file_reason
+    from i2icli.semantics.inputs import is_pose_file
+    from i2icli.semantics.pose import official_pair_files
+
     photos = [pair.exemplar] + ([pair.input] if pair.input_pose is not None else [])
     semantics = [path for path in (pair.input, pair.exemplar_pose, pair.input_pose) if path not in photos]
     for path in [*photos, *semantics]:
         if path is None or str(path) == STANDARD_STREAM:
             continue
-        files = [path]
-        if path in semantics and path.suffix.lower() == ".txt":  # an official pose: the two files it names
-            from i2icli.semantics.pose import official_pair_files
-
-            try:
-                files = list(official_pair_files(path))
-            except InputError as error:
-                return f"{where}{error}"
-        missing = next((file for file in files if not file.exists()), None)
-        if missing is not None:
+        if not (path in semantics and is_pose_file(path)):  # an image: what reading it would refuse
+            if reason := unreadable_file_reason(path):
+                return f"{where}{reason}"
+            continue
+        try:  # an official pose is the two files it names
+            files = list(official_pair_files(path)) if path.suffix.lower() == ".txt" else [path]
+        except InputError as error:
+            return f"{where}{error}"
+        if missing := next((file for file in files if not file.exists()), None):
             return f"{where}{missing}: no such file"
-        from i2icli.imageio import unreadable_file_reason
-        from i2icli.semantics.inputs import is_pose_file
-
-        if not (path in semantics and is_pose_file(path)) and (reason := unreadable_file_reason(path)):
-            return f"{where}{reason}"
     return None
 
 

@@ -156,8 +156,11 @@ def invert(
             refuse_overwrite(path, [source_path, exemplar_path])
             if is_folder(path):  # else found only when writing, after the whole inversion
                 raise InputError(path, "is a folder, where this output file would go", "move it aside or choose another -o")
+    def record_of(job: Any) -> dict[str, Any]:
+        return {"source": str(source_path), "exemplar": str(exemplar_path), "output": str(target)}
+
     if dry_run:
-        _exit_with_preview(source_path, exemplar_path, target, as_json=as_json, checkpoints=lambda: _checkpoints(
+        _exit_with_preview(source_path, exemplar_path, target, as_json=as_json, record_of=record_of, checkpoints=lambda: _checkpoints(
             generator=generator, detector=None if aligned else detector, correspondence=correspondence_model,
             perceptual=perceptual_model if perceptual_weight else None, scorer=score_model))
 
@@ -190,8 +193,7 @@ def invert(
                 f"layer {result.layer}; ")
 
     hypotheses: list[Any] = []  # shown below the line of the result
-    records = run_batch([job], process, verb="inverting", skip_existing=False, record_of=lambda job: {
-        "source": str(source_path), "exemplar": str(exemplar_path), "output": str(target)})
+    records = run_batch([job], process, verb="inverting", skip_existing=False, record_of=record_of)
     if save_all or not as_json:
         chosen = records[0].get("layer")
         for hypothesis in hypotheses:
@@ -227,20 +229,19 @@ def _warn_of_transparency(path: Path, picture: Any) -> None:
              "the background you want first")
 
 
-def _exit_with_preview(source: Path, exemplar: Path, target: Path, *, as_json: bool, checkpoints: Any) -> None:
+def _exit_with_preview(source: Path, exemplar: Path, target: Path, *, as_json: bool, record_of: Any,
+                       checkpoints: Any) -> None:
     """--dry-run: the one inversion as a batch of one, and the checkpoints it would load."""
     from i2icli.batch import Job
     from i2icli.cli.runner import exit_with_preview
+    from i2icli.imageio import unreadable_file_reason
 
     # Not read, only looked at: what reading would refuse from the name and the file's kind alone
     # fails the preview as it would the run.
-    from i2icli.imageio import unreadable_file_reason
-
     problem = next(filter(None, (unreadable_file_reason(path) for path in (source, exemplar)
                                  if str(path) != STANDARD_STREAM)), None)
     exit_with_preview([Job(source, target, problem)], skip_existing=False, as_json=as_json,
-                      record_of=lambda job: {"source": str(source), "exemplar": str(exemplar), "output": str(target)},
-                      inputs_of=lambda job: f"{source} + {exemplar}", checkpoints=checkpoints)
+                      record_of=record_of, inputs_of=lambda job: f"{source} + {exemplar}", checkpoints=checkpoints)
 
 
 def _checkpoints(*, generator: str, detector: str | None, correspondence: str, perceptual: str | None,

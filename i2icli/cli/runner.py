@@ -308,7 +308,7 @@ class _BatchRun(Generic[J]):
         # Its write ended on the way out (the writer thread is waited for): a file made in full,
         # unless the interrupt struck that write itself (run inline, without overlap).
         if (written is not None and written.future.done() and "status" not in written.record
-                and isinstance(written.future.exception(), (Exception, type(None)))):
+                and not isinstance(written.future.exception(), KeyboardInterrupt)):
             self._finish_write()
         for record in self.records:
             record.setdefault("status", "interrupted")

@@ -303,7 +303,6 @@ def _write_grid(path: Path, sources: list[Path], targets: list[Path], results: d
     console.print(f"[green]✓[/] grid → {plain(path)}")
 
 
-
 def _checkpoints(checkpoint: str, detector: str, align_faces: bool) -> list[tuple[str, Any]]:
     """Where each checkpoint LRTranslator.load would load comes from: the run's, and the detector's for --align-faces."""
     from i2icli.pipelines.loading import checkpoint_source, trained_checkpoint_source

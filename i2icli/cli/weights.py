@@ -44,8 +44,7 @@ def list_weights(as_json: JsonOption = False) -> None:
         rows.append((checkpoint, local, _size_is_wrong(checkpoint, local), stand_in))
     if as_json:
         stdout_write(json_document([
-            # A registry entry of size 0 has none known: null, as the dry-run's checkpoints say it.
-            {"name": c.name, "role": c.role, "file": c.file, "bytes": c.bytes or None, "license": c.license,
+            {"name": c.name, "role": c.role, "file": c.file, "bytes": c.bytes, "license": c.license,
              "origin": c.origin, "hub": f"{c.hub_repo}/{c.hub_file}@{c.hub_revision}" if c.hub_repo else None,
              "url": c.download_url, "local_path": str(p) if p else None,
              "local_size_matches": None if p is None or not c.bytes else not wrong_size,

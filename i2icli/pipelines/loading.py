@@ -160,7 +160,7 @@ def _trained_spec(checkpoint: str, method: str) -> str:
     spec = training_checkpoint_file(checkpoint)
     if weights.looks_like_path(spec) and not Path(spec).expanduser().exists():
         if Path(spec).expanduser().is_symlink():
-            raise WeightsError(f"{spec}: is a link that leads to no file", "point the link at the checkpoint file, or pass the file itself")
+            weights.refuse_what_is_no_file(Path(spec).expanduser())  # named as the link it is
         raise WeightsError(f"{spec}: no such checkpoint file or run folder", hint)
     if not weights.looks_like_path(spec):
         # A registry name is only good for a model of this method (the registry has none yet):
