@@ -6,7 +6,8 @@ fallback decoder for the few files OpenCV gets wrong. Everything that can go wro
 an input file becomes an :class:`~i2icli.errors.InputImageError` with a one-line message.
 
 In memory an image is a :class:`Picture`: RGB (never BGR), ``uint8`` or ``uint16`` exactly
-as stored, the EXIF orientation already applied, alpha kept separately.
+as stored, the EXIF orientation already applied, alpha kept separately, the file's EXIF block
+kept for the outputs (where it is made true of them: upright, no thumbnail, their size).
 """
 
 from __future__ import annotations
@@ -119,6 +120,12 @@ class Picture:
     # The file was a lossless WebP: a WebP output is written lossless too, so that re-saving a
     # lossless master does not make it lossy.
     lossless_webp: bool = False
+    # The file's EXIF block (date taken, camera, lens, exposure, GPS, copyright), as the file holds
+    # it (a TIFF's: its descriptive tags gathered into one). Written back into PNG, JPEG and WebP
+    # outputs, so that photo managers file a restored photo under the day it was taken; there its
+    # orientation is reset (the pixels are upright), its thumbnail (the unrestored picture) left
+    # out and its pixel sizes made the output's. Unreadable metadata is written as none.
+    exif: bytes | None = None
 
     def __post_init__(self) -> None:
         rgb = self.rgb
@@ -191,6 +198,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     picture.icc_profile = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
     picture.lossless_webp = fmt == "WEBP" and _webp_is_lossless(data)
     picture.palette_indices = palette_indices
+    picture.exif = _file_exif(pil, fmt, data)
     return picture
 
 
@@ -524,6 +532,17 @@ def _exif_orientation(pil: Image.Image, fmt: str, data: bytes) -> int:
     except Exception:
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _file_exif(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
+    """The file's EXIF block, unparsed (it is checked when written), or None. A TIFF keeps its
+    EXIF tags among the ones that lay out its own pixels: those are gathered into a block here."""
+    if fmt == "TIFF":
+        return _exif_block(data)
+    raw = pil.info.get("exif")
+    if raw is None and fmt == "PNG":  # an eXIf chunk after the pixel data, which Pillow's header parse does not reach
+        raw = _png_exif_chunk(data)
+    return bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
 
 
 def _png_exif_chunk(data: bytes) -> bytes | None:
@@ -891,6 +910,8 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
         data = _tiff_with_alpha_tag(bytes(data))
     if picture.icc_profile:
         data = _with_icc_profile(bytes(data), fmt, picture)
+    if picture.exif:  # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
+        data = _with_exif(bytes(data), fmt, picture)
     return bytes(data)
 
 
@@ -1032,23 +1053,179 @@ def _with_icc_profile(data: bytes, fmt: str, picture: Picture) -> bytes:
             b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(part)) + b"ICC_PROFILE\x00" + bytes((n + 1, len(parts))) + part
             for n, part in enumerate(parts)
         )
-        # After OpenCV's JFIF APP0 segment, which readers expect first.
-        start = 4 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 2
+        start = _jpeg_after_jfif(data)
         return data[:start] + segments + data[start:]
-    if fmt == "WEBP":  # the extended layout: a VP8X header with the ICC flag, then an ICCP chunk
-        chunks = data[12:]
-        iccp = b"ICCP" + struct.pack("<I", len(profile)) + profile + (b"\x00" if len(profile) % 2 else b"")
-        if chunks[:4] == b"VP8X":
-            header, rest = bytearray(chunks[:18]), chunks[18:]
-            header[8] |= 0x20
-        else:
-            header = bytearray(b"VP8X" + struct.pack("<I", 10) + bytes(4) + (picture.width - 1).to_bytes(3, "little")
-                               + (picture.height - 1).to_bytes(3, "little"))
-            header[8] = 0x20 | (0x10 if picture.alpha is not None else 0)
-            rest = chunks
-        body = b"WEBP" + bytes(header) + iccp + rest
-        return b"RIFF" + struct.pack("<I", len(body)) + body
+    if fmt == "WEBP":  # an ICCP chunk comes before the image data
+        return _webp_extended(data, picture, 0x20, first=_webp_chunk(b"ICCP", profile))
     return data
+
+
+def _jpeg_after_jfif(data: bytes) -> int:
+    """Where a segment goes in OpenCV's JPEG: after SOI and the JFIF APP0 segment, which readers
+    expect first."""
+    return 4 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 2
+
+
+def _webp_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("<I", len(body)) + body + bytes(len(body) % 2)
+
+
+def _webp_extended(data: bytes, picture: Picture, flag: int, *, first: bytes = b"", last: bytes = b"") -> bytes:
+    """``data``, a WebP, in the extended layout (a VP8X header) with ``flag`` set in the header,
+    ``first`` right after the header and ``last`` at the end: the places the format gives metadata
+    chunks (ICCP before the image data, EXIF after it)."""
+    chunks = data[12:]
+    if chunks[:4] == b"VP8X":
+        header, rest = bytearray(chunks[:18]), chunks[18:]
+    else:
+        header = bytearray(b"VP8X" + struct.pack("<I", 10) + bytes(4) + (picture.width - 1).to_bytes(3, "little")
+                           + (picture.height - 1).to_bytes(3, "little"))
+        header[8] = 0x10 if picture.alpha is not None else 0
+        rest = chunks
+    header[8] |= flag
+    body = b"WEBP" + bytes(header) + first + rest + last
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _with_exif(data: bytes, fmt: str, picture: Picture) -> bytes:
+    """``data`` (OpenCV's encoding, which cannot embed metadata) with ``picture.exif`` added in the
+    format's own way, made true of this file (see :func:`_exif_block`); ``data`` unchanged where the
+    block cannot be read. TIFF and BMP outputs go without (OpenCV writes the TIFF's tags, and BMP
+    has no place for it)."""
+    block = _exif_block(picture.exif or b"", size=(picture.width, picture.height))
+    if block is None:
+        return data
+    tiff = block[len(_EXIF_HEADER):]  # PNG and WebP hold the TIFF structure alone
+    if fmt == "PNG":  # before the pixel data, where readers that stop there find it too
+        return data[:33] + _png_chunk(b"eXIf", tiff) + data[33:]
+    if fmt == "JPEG" and len(block) + 2 <= 0xFFFF:  # one APP1 segment holds it, as readers expect
+        start = _jpeg_after_jfif(data)  # the Exif APP1 right after SOI (and JFIF), before any ICC APP2
+        return data[:start] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + data[start:]
+    if fmt == "WEBP":
+        return _webp_extended(data, picture, 0x08, last=_webp_chunk(b"EXIF", tiff))
+    return data
+
+
+_EXIF_HEADER = b"Exif\x00\x00"
+_EXIF_POINTER, _GPS_POINTER, _INTEROP_POINTER = 0x8769, 0x8825, 0xA005
+# The directories an EXIF block may hold below its main one, by the tag that points to each.
+_SUB_DIRECTORIES = {_EXIF_POINTER: (_INTEROP_POINTER,), _GPS_POINTER: (), _INTEROP_POINTER: ()}
+# Bytes per value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED,
+# SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD).
+_FIELD_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_SHORT, _LONG = 3, 4
+_IMAGE_WIDTH, _IMAGE_LENGTH = 0x0100, 0x0101
+_PIXEL_X_DIMENSION, _PIXEL_Y_DIMENSION = 0xA002, 0xA003
+_ORIENTATION_AND_SIZE = frozenset({_ORIENTATION_TAG, _IMAGE_WIDTH, _IMAGE_LENGTH})
+# Main-directory tags that describe the bytes of the file they are in, not the photo: a TIFF's
+# strips, tiles and sample layout, the pointers to a thumbnail (JPEGInterchangeFormat) or to
+# sub-images, and blocks carried otherwise or not at all. An XMP packet (700) and Photoshop's
+# resources (34377) repeat the orientation, size and thumbnail, which would then be untrue.
+_TIFF_LAYOUT_TAGS = frozenset({
+    254, 255, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291, 292, 293, 301,
+    317, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, *range(512, 522), 529, 530, 531, 532,
+    700, 34377, 34675, 37724,
+})
+
+
+@dataclass
+class _Directory:
+    """One directory (IFD) of an EXIF block: its fields as (tag, type, count, value bytes), in the
+    block's byte order, and the directories it points to, by pointer tag."""
+
+    fields: list[tuple[int, int, int, bytes]]
+    below: dict[int, _Directory]
+
+
+def _exif_block(raw: bytes, *, size: tuple[int, int] | None = None) -> bytes | None:
+    """``raw`` (an EXIF block, with or without its "Exif" header, or a TIFF file) rebuilt as an EXIF
+    block with the header: the main directory without the TIFF layout tags, and the Exif, GPS and
+    interop directories, every field's type and bytes as they were. The thumbnail (the second
+    directory) is left out; with ``size`` (width, height), the orientation is reset to upright and
+    the pixel dimensions are made that size. None where the block cannot be read or holds nothing.
+
+    It is rebuilt field by field rather than through Pillow's ``Image.Exif``, which writes a field
+    its tables give no type with one guessed from the value, and text as ASCII: a positive exposure
+    bias (SRATIONAL) came out as RATIONAL, and a copyright's "©" as "??"."""
+    tiff = raw[len(_EXIF_HEADER):] if raw.startswith(_EXIF_HEADER) else raw
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(tiff[:4])
+    if order is None:
+        return None
+    try:
+        (first,) = struct.unpack_from(order + "I", tiff, 4)
+        main = _read_directory(tiff, first, order, (_EXIF_POINTER, _GPS_POINTER), _TIFF_LAYOUT_TAGS)
+    except struct.error:  # the main directory lies outside the block: nothing to trust in it
+        return None
+    if size is not None:
+        width, height = size
+        _set_fields(main, order,
+                    {_ORIENTATION_TAG: (_SHORT, 1), _IMAGE_WIDTH: (_LONG, width), _IMAGE_LENGTH: (_LONG, height)})
+        if _EXIF_POINTER in main.below:
+            _set_fields(main.below[_EXIF_POINTER], order,
+                        {_PIXEL_X_DIMENSION: (_LONG, width), _PIXEL_Y_DIMENSION: (_LONG, height)})
+    if not main.below and all(tag in _ORIENTATION_AND_SIZE for tag, *_ in main.fields):
+        return None  # nothing about the photo: a plain TIFF's sizes, say
+    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
+    return _EXIF_HEADER + header + _directory_bytes(main, 8, order)
+
+
+def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, ...],
+                    left_out: frozenset[int] = frozenset()) -> _Directory:
+    """The directory at ``offset``, following ``pointers`` to the ones below it. A field whose
+    value lies outside the block, or of a type TIFF does not define, is left out, and so is a
+    directory below that cannot be read: the rest is still sound."""
+    (count,) = struct.unpack_from(order + "H", tiff, offset)
+    directory = _Directory([], {})
+    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
+        tag, kind, values, inline = struct.unpack_from(order + "HHI4s", tiff, entry)
+        if tag in left_out:
+            continue
+        if tag in pointers:
+            with contextlib.suppress(struct.error):
+                (below,) = struct.unpack(order + "I", inline)
+                sub_directory = _read_directory(tiff, below, order, _SUB_DIRECTORIES[tag])
+                if sub_directory.fields or sub_directory.below:
+                    directory.below[tag] = sub_directory
+            continue
+        length = _FIELD_SIZES.get(kind, 0) * values
+        if length <= 4:
+            value = inline[:length]
+        else:
+            (at,) = struct.unpack(order + "I", inline)
+            value = tiff[at : at + length]
+        if length and len(value) == length:
+            directory.fields.append((tag, kind, values, value))
+    return directory
+
+
+def _set_fields(directory: _Directory, order: str, values: dict[int, tuple[int, int]]) -> None:
+    """Give the fields of ``values`` (tag: (type, number)) that ``directory`` has those values."""
+    directory.fields = [
+        (tag, values[tag][0], 1, struct.pack(order + ("H" if values[tag][0] == _SHORT else "I"), values[tag][1]))
+        if tag in values else (tag, kind, count, value)
+        for tag, kind, count, value in directory.fields
+    ]
+
+
+def _directory_bytes(directory: _Directory, start: int, order: str) -> bytes:
+    """``directory`` laid out at ``start`` (from the TIFF header): its entries in tag order, then
+    the values longer than four bytes, then the directories below it, each on a word boundary."""
+    table_size = 2 + 12 * (len(directory.fields) + len(directory.below)) + 4
+    values_size = sum(len(value) + len(value) % 2 for *_, value in directory.fields if len(value) > 4)
+    below, pointer_fields = b"", []
+    for tag, sub_directory in directory.below.items():
+        at = start + table_size + values_size + len(below)
+        pointer_fields.append((tag, _LONG, 1, struct.pack(order + "I", at)))
+        below += _directory_bytes(sub_directory, at, order)
+    fields = sorted(directory.fields + pointer_fields)
+    table, values = struct.pack(order + "H", len(fields)), b""
+    for tag, kind, count, value in fields:
+        if len(value) <= 4:
+            table += struct.pack(order + "HHI", tag, kind, count) + value.ljust(4, b"\x00")
+        else:
+            table += struct.pack(order + "HHII", tag, kind, count, start + table_size + len(values))
+            values += value + bytes(len(value) % 2)
+    return table + struct.pack(order + "I", 0) + values + below
 
 
 def _tiff_with_alpha_tag(data: bytes) -> bytes:
