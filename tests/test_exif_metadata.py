@@ -1,10 +1,12 @@
-"""A photo's EXIF metadata (date taken, camera, GPS) read with the photo and written into the
-outputs, made true for the new file (upright, no thumbnail of the old picture, its own size)."""
+"""A photo's EXIF metadata (date taken, camera, GPS) in the outputs: kept by `restore`, made true
+for the new file (upright, no thumbnail of the old picture, its own size), left out on request and
+by the commands that make new pictures."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -13,8 +15,13 @@ import cv2
 import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageCms
+from typer.testing import CliRunner
 
+from cocosnet_checkpoints import write_checkpoint_dir
+from i2icli.cli.app import app
 from i2icli.imageio import Picture, encode_image, read_image, write_image
+
+runner = CliRunner()
 
 # Stored 20 wide and 12 high, with a white block in the top-left corner; Orientation 6 says "turn
 # it a quarter clockwise to show it", so upright it is 12 x 20 with the block in the top-right.
@@ -24,6 +31,10 @@ UPRIGHT = np.ascontiguousarray(np.rot90(STORED, k=-1))
 TAKEN = "2001:02:03 04:05:06"
 GPS = {1: "N", 2: (52.0, 31.0, 12.5), 3: "E", 4: (13.0, 24.0, 0.0)}
 THUMBNAIL_MARK = b"old unrestored thumbnail"
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
 
 
 def camera_exif(orientation: int = 6, width: int = 20, height: int = 12) -> bytes:
@@ -247,3 +258,64 @@ def test_a_picture_without_metadata_is_written_as_before(tmp_path):
     out = write_image(tmp_path / "out.jpg", Picture(rgb=UPRIGHT))
     with Image.open(out) as image:
         assert "exif" not in image.info
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def _restore(*args: str):
+    return run("restore", *args, "--device", "cpu", "--bg-model", "none", "--parser", "none")
+
+
+def test_restore_keeps_a_turned_photo_s_metadata_true_and_its_picture_upright(tiny_env, tmp_path):
+    """A phone photo stored sideways (Orientation 6), restored to PNG: shown upright, and its EXIF
+    says so, rather than making viewers turn the upright pixels once more."""
+    source = save(tmp_path / "phone.jpg", STORED, camera_exif())
+    result = _restore(str(source), "-o", str(tmp_path / "restored.png"), "--upscale", "2")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "restored.png"
+    assert_true_for(out, 24, 40)
+    restored = read_image(out).rgb
+    assert restored.shape == (40, 24, 3)
+    assert restored[:6, -10:].mean() > 200 and restored[-10:, :6].mean() < 100  # the block is top-right
+    with Image.open(out) as image:
+        assert image.size == (24, 40)
+
+
+def test_restore_leaves_out_metadata_it_cannot_read(tiny_env, tmp_path):
+    source = save(tmp_path / "odd.jpg", STORED, b"Exif\x00\x00MM\x00*\x00\x00\xff\xff")
+    result = _restore(str(source), "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    assert [line[0] for line in result.stderr.splitlines()] == ["✓"], result.stderr  # no warning, no error
+    with Image.open(tmp_path / "out" / "odd.jpg") as image:
+        assert "exif" not in image.info and image.size == (40, 24)
+
+
+def test_strip_metadata_leaves_out_the_exif_but_keeps_the_colour_profile(tiny_env, tmp_path):
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = save(tmp_path / "holiday.jpg", STORED, camera_exif(), icc_profile=profile)
+    result = _restore(str(source), "-o", str(tmp_path / "out"), "--strip-metadata", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ok"] == 1
+    out = tmp_path / "out" / "holiday.jpg"
+    with Image.open(out) as image:
+        assert "exif" not in image.info and len(image.getexif()) == 0
+        assert image.info["icc_profile"] == profile and image.size == (24, 40)  # still upright
+    assert b"Canon" not in out.read_bytes()
+
+
+def test_exemplar_draws_a_new_picture_and_gives_it_none_of_the_exemplar_s_metadata(tmp_path):
+    from test_exemplar_cli import _pose
+
+    checkpoint = write_checkpoint_dir(tmp_path / "deepfashionhd")
+    rng = np.random.default_rng(0)
+    exemplar = save(tmp_path / "model.jpg", rng.integers(0, 255, (110, 75, 3), dtype=np.uint8),
+                    camera_exif(orientation=1, width=75, height=110))
+    assert read_image(exemplar).exif is not None
+    result = run("exemplar", str(_pose(tmp_path / "target.json", 5)), str(exemplar), "--exemplar-pose",
+                 str(_pose(tmp_path / "model.json")), "-o", str(tmp_path / "x.jpg"), "--save-warps",
+                 "--checkpoint", str(checkpoint), "--size", "64", "--iterations", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for name in ("x.jpg", "x_warp64.png"):
+        with Image.open(tmp_path / name) as image:
+            assert "exif" not in image.info, name

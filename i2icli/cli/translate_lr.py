@@ -163,6 +163,8 @@ def translate_lr(
         source_tensor, source_picture = cache.source(job.source)
         target_tensor, target_picture = cache.target(job.target)
         out, error, network_error = translator.translate_tensors(source_tensor, target_tensor, exact=exact)
+        # No metadata of the source's: the output is a new picture (cropped square, its layout the
+        # target's), of which the source's date taken, camera and GPS position would be untrue.
         picture = to_picture(out[0])
         write_output(job.output, picture)
         if grid is not None:  # kept only for the grid: a large batch need not hold every output

@@ -234,7 +234,10 @@ class ExemplarPipeline:
         frame = semantic.frame or (exemplar.width, exemplar.height)
         picture = _to_picture(image[0], frame)
         warps = [_to_picture(w[0], frame) for w in correspondence.warps]
-        for shown in (picture, *warps):  # their colours are the exemplar's, in its colour space
+        # Their colours are the exemplar's, in its colour space. Its EXIF is not carried: the result
+        # is a new picture, in another pose, of which the exemplar's date taken, camera, exposure and
+        # GPS position would be untrue.
+        for shown in (picture, *warps):
             shown.icc_profile = exemplar.icc_profile
         seconds["total"] = time.perf_counter() - started
         return ExemplarResult(picture, warps, seconds)

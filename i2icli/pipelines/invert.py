@@ -438,6 +438,7 @@ class InvertPipeline:
         warped_picture = to_picture(warped[0])
         for shown in (*(hypothesis.picture for hypothesis in hypotheses), warped_picture):
             # Their colours are the exemplar's, in its colour space (as `i2i exemplar` tags its results).
+            # Its EXIF is not carried: a render is a new picture, which no camera took then and there.
             shown.icc_profile = exemplar.icc_profile
         return InvertResult(
             picture=best.picture,

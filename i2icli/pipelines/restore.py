@@ -406,6 +406,7 @@ class RestorePipeline:
             source=picture.source,  # so that writing never replaces the file it came from
             icc_profile=picture.icc_profile,  # the pixels stay in the photo's colour space
             lossless_webp=picture.lossless_webp,
+            exif=picture.exif,  # the same photo, restored: when and where it was taken still holds
         )
         return RestoreResult(result, count, kept, seconds)
 
@@ -422,5 +423,5 @@ class RestorePipeline:
             restored = self.restore_faces(crop)
         pixels = quantize(restored[0], picture.rgb.dtype)
         result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=picture.source,
-                         icc_profile=picture.icc_profile, lossless_webp=picture.lossless_webp)
+                         icc_profile=picture.icc_profile, lossless_webp=picture.lossless_webp, exif=picture.exif)
         return RestoreResult(result, 1, [RestoredFace(crop[0], restored[0], None)], seconds)
