@@ -121,10 +121,10 @@ class Picture:
     # lossless master does not make it lossy.
     lossless_webp: bool = False
     # The file's EXIF block (date taken, camera, lens, exposure, GPS, copyright), as the file holds
-    # it (a TIFF's: its descriptive tags gathered into one). Written back into PNG, JPEG and WebP
-    # outputs, so that photo managers file a restored photo under the day it was taken; there its
-    # orientation is reset (the pixels are upright), its thumbnail (the unrestored picture) left
-    # out and its pixel sizes made the output's. Unreadable metadata is written as none.
+    # it (a TIFF's: its descriptive tags gathered into one). Written back into PNG, JPEG, WebP and
+    # TIFF outputs, so that photo managers file a restored photo under the day it was taken; there
+    # its orientation is reset (the pixels are upright), its thumbnail (the unrestored picture)
+    # left out and its pixel sizes made the output's. Unreadable metadata is written as none.
     exif: bytes | None = None
 
     def __post_init__(self) -> None:
@@ -910,7 +910,9 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
         data = _tiff_with_alpha_tag(bytes(data))
     if picture.icc_profile:
         data = _with_icc_profile(bytes(data), fmt, picture)
-    if picture.exif:  # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
+    if picture.exif and fmt == "TIFF":
+        data = _tiff_with_exif(bytes(data), picture)
+    elif picture.exif:  # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
         data = _with_exif(bytes(data), fmt, picture)
     return bytes(data)
 
@@ -1090,8 +1092,8 @@ def _webp_extended(data: bytes, picture: Picture, flag: int, *, first: bytes = b
 def _with_exif(data: bytes, fmt: str, picture: Picture) -> bytes:
     """``data`` (OpenCV's encoding, which cannot embed metadata) with ``picture.exif`` added in the
     format's own way, made true of this file (see :func:`_exif_block`); ``data`` unchanged where the
-    block cannot be read. TIFF and BMP outputs go without (OpenCV writes the TIFF's tags, and BMP
-    has no place for it)."""
+    block cannot be read. (A TIFF output takes it as :func:`_tiff_with_exif` says; BMP has no place
+    for it.)"""
     block = _exif_block(picture.exif or b"", size=(picture.width, picture.height))
     if block is None:
         return data
@@ -1147,6 +1149,16 @@ def _exif_block(raw: bytes, *, size: tuple[int, int] | None = None) -> bytes | N
     It is rebuilt field by field rather than through Pillow's ``Image.Exif``, which writes a field
     its tables give no type with one guessed from the value, and text as ASCII: a positive exposure
     bias (SRATIONAL) came out as RATIONAL, and a copyright's "©" as "??"."""
+    found = _exif_directory(raw, size)
+    if found is None:
+        return None
+    main, order = found
+    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
+    return _EXIF_HEADER + header + _directory_bytes(main, 8, order)
+
+
+def _exif_directory(raw: bytes, size: tuple[int, int] | None) -> tuple[_Directory, str] | None:
+    """:func:`_exif_block`'s main directory, and the block's byte order ("<" or ">")."""
     tiff = raw[len(_EXIF_HEADER):] if raw.startswith(_EXIF_HEADER) else raw
     order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(tiff[:4])
     if order is None:
@@ -1165,8 +1177,7 @@ def _exif_block(raw: bytes, *, size: tuple[int, int] | None = None) -> bytes | N
                         {_PIXEL_X_DIMENSION: (_LONG, width), _PIXEL_Y_DIMENSION: (_LONG, height)})
     if not main.below and all(tag in _ORIENTATION_AND_SIZE for tag, *_ in main.fields):
         return None  # nothing about the photo: a plain TIFF's sizes, say
-    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
-    return _EXIF_HEADER + header + _directory_bytes(main, 8, order)
+    return main, order
 
 
 def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, ...],
@@ -1226,6 +1237,40 @@ def _directory_bytes(directory: _Directory, start: int, order: str) -> bytes:
             table += struct.pack(order + "HHII", tag, kind, count, start + table_size + len(values))
             values += value + bytes(len(value) % 2)
     return table + struct.pack(order + "I", 0) + values + below
+
+
+def _tiff_with_exif(data: bytes, picture: Picture) -> bytes:
+    """``data``, a TIFF, with ``picture.exif``'s fields in its first directory (where a TIFF keeps
+    them) and the Exif and GPS directories they point to, made true of this file as in
+    :func:`_exif_block`; the file's own fields win over the block's (its size, say). The directory
+    is copied, with them, to the end of the file, as in :func:`_tiff_with_alpha_tag`."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    found = _exif_directory(picture.exif or b"", (picture.width, picture.height))
+    if order is None or found is None:  # (a BigTIFF, for outputs over 4 GB: left as it is)
+        return data
+    exif, exif_order = found
+    if exif_order != order:
+        exif = _in_byte_order(exif)
+    (first,) = struct.unpack_from(order + "I", data, 4)
+    own = _read_directory(data, first, order, ())
+    taken = {tag for tag, *_ in own.fields}
+    merged = _Directory(own.fields + [field for field in exif.fields if field[0] not in taken], exif.below)
+    data += bytes(len(data) % 2)  # a directory starts on a word boundary
+    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + _directory_bytes(merged, len(data), order)
+
+
+# Bytes of each number in a value of each TIFF field type that holds numbers (a RATIONAL is two).
+_NUMBER_SIZES = {3: 2, 4: 4, 5: 4, 8: 2, 9: 4, 10: 4, 11: 4, 12: 8, 13: 4}
+
+
+def _in_byte_order(directory: _Directory) -> _Directory:
+    """``directory`` with the numbers of its values (and of those below it) in the other byte order."""
+    def swapped(kind: int, value: bytes) -> bytes:
+        size = _NUMBER_SIZES.get(kind)
+        return value if size is None else b"".join(value[at : at + size][::-1] for at in range(0, len(value), size))
+
+    return _Directory([(tag, kind, count, swapped(kind, value)) for tag, kind, count, value in directory.fields],
+                      {tag: _in_byte_order(below) for tag, below in directory.below.items()})
 
 
 def _tiff_with_alpha_tag(data: bytes) -> bytes:

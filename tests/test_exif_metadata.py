@@ -85,7 +85,7 @@ def assert_true_for(path: Path, width: int, height: int) -> None:
     assert exif.get_ifd(ExifTags.IFD.IFD1) == {} and THUMBNAIL_MARK not in path.read_bytes()
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
 def test_a_round_trip_keeps_the_metadata_and_makes_it_true(tmp_path, suffix):
     source = save(tmp_path / f"in{suffix}", STORED, camera_exif())
     picture = read_image(source)
@@ -105,7 +105,7 @@ def test_a_round_trip_keeps_the_metadata_and_makes_it_true(tmp_path, suffix):
 
 
 @pytest.mark.parametrize("source_suffix", [".jpg", ".png", ".webp", ".tif"])
-@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
 def test_each_readable_format_gives_its_metadata_to_each_format_written(tmp_path, source_suffix, suffix):
     source = save(tmp_path / f"in{source_suffix}", STORED, camera_exif())
     assert_true_for(write_image(tmp_path / f"out{suffix}", read_image(source)), 12, 20)
@@ -225,15 +225,14 @@ def test_every_field_keeps_its_type_and_bytes(tmp_path):
     b"Exif\x00\x00MM\x00*\x00\x00\xff\xff",  # the main directory lies past the end
     b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00\x01\x01",  # a directory cut off after its count
 ])
-@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
 def test_metadata_that_cannot_be_read_is_left_out(tmp_path, exif, suffix):
     source = save(tmp_path / "in.jpg", STORED, exif)
     picture = read_image(source)
     out = write_image(tmp_path / f"out{suffix}", picture)
+    assert out.read_bytes() == encode_image(dataclasses.replace(picture, exif=None), suffix)  # as without any
     with Image.open(out) as image:
-        assert "exif" not in image.info and len(image.getexif()) == 0
         image.load()
-    np.testing.assert_array_equal(out.read_bytes(), encode_image(dataclasses.replace(picture, exif=None), suffix))
 
 
 def test_a_field_pointing_outside_the_block_is_left_out_and_the_rest_kept(tmp_path):
@@ -246,10 +245,10 @@ def test_a_field_pointing_outside_the_block_is_left_out_and_the_rest_kept(tmp_pa
     assert exif[0x010F] == "Canon" and 0x0110 not in exif and exif.get_ifd(ExifTags.IFD.Exif)[0x9003] == TAKEN
 
 
-def test_tiff_and_bmp_outputs_are_written_as_before(tmp_path):
+def test_a_bmp_output_is_written_as_before(tmp_path):
+    """BMP has no place for metadata."""
     picture = read_image(save(tmp_path / "in.png", STORED, camera_exif()))
-    for suffix in (".tif", ".bmp"):
-        assert encode_image(picture, suffix) == encode_image(dataclasses.replace(picture, exif=None), suffix)
+    assert encode_image(picture, ".bmp") == encode_image(dataclasses.replace(picture, exif=None), ".bmp")
 
 
 def test_a_picture_without_metadata_is_written_as_before(tmp_path):
