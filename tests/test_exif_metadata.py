@@ -69,7 +69,8 @@ def save(path: Path, pixels: np.ndarray, exif: bytes, **extra) -> Path:
 def written_exif(path: Path) -> Image.Exif:
     with Image.open(path) as image:
         exif = image.getexif()
-        exif.get_ifd(ExifTags.IFD.Exif), exif.get_ifd(ExifTags.IFD.GPSInfo), exif.get_ifd(ExifTags.IFD.IFD1)
+        for directory in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.IFD1):
+            exif.get_ifd(directory)  # read now: a TIFF's are read from the file, closed after this
         return exif
 
 
