@@ -1,0 +1,178 @@
+"""EXIF blocks as i2i carries them from a photo into its outputs: read field by field, made true of
+the output (upright, no thumbnail, the output's size) and laid out again.
+
+Pure bytes in, bytes out (no image decoding): :mod:`i2icli.imageio` reads a file's block and splices
+the rebuilt one into the encodings it writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from dataclasses import dataclass
+
+ORIENTATION_TAG = 0x0112
+EXIF_HEADER = b"Exif\x00\x00"
+_EXIF_POINTER, _GPS_POINTER, _INTEROP_POINTER = 0x8769, 0x8825, 0xA005
+# The directories an EXIF block may hold below its main one, by the tag that points to each.
+_SUB_DIRECTORIES = {_EXIF_POINTER: (_INTEROP_POINTER,), _GPS_POINTER: (), _INTEROP_POINTER: ()}
+# Bytes per value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED,
+# SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD).
+_FIELD_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_SHORT, _LONG = 3, 4
+_IMAGE_WIDTH, _IMAGE_LENGTH = 0x0100, 0x0101
+_PIXEL_X_DIMENSION, _PIXEL_Y_DIMENSION = 0xA002, 0xA003
+_ORIENTATION_AND_SIZE = frozenset({ORIENTATION_TAG, _IMAGE_WIDTH, _IMAGE_LENGTH})
+# Main-directory tags that describe the bytes of the file they are in, not the photo: a TIFF's
+# strips, tiles and sample layout, the pointers to a thumbnail (JPEGInterchangeFormat) or to
+# sub-images, and blocks carried otherwise or not at all. An XMP packet (700) and Photoshop's
+# resources (34377) repeat the orientation, size and thumbnail, which would then be untrue.
+_TIFF_LAYOUT_TAGS = frozenset({
+    254, 255, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291, 292, 293, 301,
+    317, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, *range(512, 522), 529, 530, 531, 532,
+    700, 34377, 34675, 37724,
+})
+
+
+@dataclass
+class _Directory:
+    """One directory (IFD) of an EXIF block: its fields as (tag, type, count, value bytes), in the
+    block's byte order, and the directories it points to, by pointer tag."""
+
+    fields: list[tuple[int, int, int, bytes]]
+    below: dict[int, _Directory]
+
+
+def exif_block(raw: bytes, *, size: tuple[int, int] | None = None) -> bytes | None:
+    """``raw`` (an EXIF block, with or without its "Exif" header, or a TIFF file) rebuilt as an EXIF
+    block with the header: the main directory without the TIFF layout tags, and the Exif, GPS and
+    interop directories, every field's type and bytes as they were. The thumbnail (the second
+    directory) is left out; with ``size`` (width, height), the orientation is reset to upright and
+    the pixel dimensions are made that size. None where the block cannot be read or holds nothing.
+
+    It is rebuilt field by field rather than through Pillow's ``Image.Exif``, which writes a field
+    its tables give no type with one guessed from the value, and text as ASCII: a positive exposure
+    bias (SRATIONAL) came out as RATIONAL, and a copyright's "©" as "??"."""
+    found = _exif_directory(raw, size)
+    if found is None:
+        return None
+    main, order = found
+    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
+    return EXIF_HEADER + header + _directory_bytes(main, 8, order)
+
+
+def _exif_directory(raw: bytes, size: tuple[int, int] | None) -> tuple[_Directory, str] | None:
+    """:func:`exif_block`'s main directory, and the block's byte order ("<" or ">")."""
+    tiff = raw[len(EXIF_HEADER):] if raw.startswith(EXIF_HEADER) else raw
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(tiff[:4])
+    if order is None:
+        return None
+    try:
+        (first,) = struct.unpack_from(order + "I", tiff, 4)
+        main = _read_directory(tiff, first, order, (_EXIF_POINTER, _GPS_POINTER), _TIFF_LAYOUT_TAGS)
+    except struct.error:  # the main directory lies outside the block: nothing to trust in it
+        return None
+    if size is not None:
+        width, height = size
+        _set_fields(main, order,
+                    {ORIENTATION_TAG: (_SHORT, 1), _IMAGE_WIDTH: (_LONG, width), _IMAGE_LENGTH: (_LONG, height)})
+        if _EXIF_POINTER in main.below:
+            _set_fields(main.below[_EXIF_POINTER], order,
+                        {_PIXEL_X_DIMENSION: (_LONG, width), _PIXEL_Y_DIMENSION: (_LONG, height)})
+    if not main.below and all(tag in _ORIENTATION_AND_SIZE for tag, *_ in main.fields):
+        return None  # nothing about the photo: a plain TIFF's sizes, say
+    return main, order
+
+
+def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, ...],
+                    left_out: frozenset[int] = frozenset()) -> _Directory:
+    """The directory at ``offset``, following ``pointers`` to the ones below it. A field whose
+    value lies outside the block, or of a type TIFF does not define, is left out, and so is a
+    directory below that cannot be read: the rest is still sound."""
+    (count,) = struct.unpack_from(order + "H", tiff, offset)
+    directory = _Directory([], {})
+    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
+        tag, kind, values, inline = struct.unpack_from(order + "HHI4s", tiff, entry)
+        if tag in left_out:
+            continue
+        if tag in pointers:
+            with contextlib.suppress(struct.error):
+                (below,) = struct.unpack(order + "I", inline)
+                sub_directory = _read_directory(tiff, below, order, _SUB_DIRECTORIES[tag])
+                if sub_directory.fields or sub_directory.below:
+                    directory.below[tag] = sub_directory
+            continue
+        length = _FIELD_SIZES.get(kind, 0) * values
+        if length <= 4:
+            value = inline[:length]
+        else:
+            (at,) = struct.unpack(order + "I", inline)
+            value = tiff[at : at + length]
+        if length and len(value) == length:
+            directory.fields.append((tag, kind, values, value))
+    return directory
+
+
+def _set_fields(directory: _Directory, order: str, values: dict[int, tuple[int, int]]) -> None:
+    """Give the fields of ``values`` (tag: (type, number)) that ``directory`` has those values."""
+    directory.fields = [
+        (tag, values[tag][0], 1, struct.pack(order + ("H" if values[tag][0] == _SHORT else "I"), values[tag][1]))
+        if tag in values else (tag, kind, count, value)
+        for tag, kind, count, value in directory.fields
+    ]
+
+
+def _directory_bytes(directory: _Directory, start: int, order: str) -> bytes:
+    """``directory`` laid out at ``start`` (from the TIFF header): its entries in tag order, then
+    the values longer than four bytes, then the directories below it, each on a word boundary."""
+    table_size = 2 + 12 * (len(directory.fields) + len(directory.below)) + 4
+    values_size = sum(len(value) + len(value) % 2 for *_, value in directory.fields if len(value) > 4)
+    below, pointer_fields = b"", []
+    for tag, sub_directory in directory.below.items():
+        at = start + table_size + values_size + len(below)
+        pointer_fields.append((tag, _LONG, 1, struct.pack(order + "I", at)))
+        below += _directory_bytes(sub_directory, at, order)
+    fields = sorted(directory.fields + pointer_fields)
+    table, values = struct.pack(order + "H", len(fields)), b""
+    for tag, kind, count, value in fields:
+        if len(value) <= 4:
+            table += struct.pack(order + "HHI", tag, kind, count) + value.ljust(4, b"\x00")
+        else:
+            table += struct.pack(order + "HHII", tag, kind, count, start + table_size + len(values))
+            values += value + bytes(len(value) % 2)
+    return table + struct.pack(order + "I", 0) + values + below
+
+
+def tiff_with_exif(data: bytes, raw: bytes, size: tuple[int, int]) -> bytes:
+    """``data``, a TIFF of ``size`` (width, height), with the fields of ``raw`` (an EXIF block) in
+    its first directory (where a TIFF keeps them) and the Exif and GPS directories they point to,
+    made true of this file as in :func:`exif_block`; the file's own fields win over the block's (its
+    size, say). The directory is copied, with them, to the end of the file, as
+    ``i2icli.imageio`` adds the alpha tag."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    found = _exif_directory(raw, size)
+    if order is None or found is None:  # (a BigTIFF, for outputs over 4 GB: left as it is)
+        return data
+    exif, exif_order = found
+    if exif_order != order:
+        exif = _in_byte_order(exif)
+    (first,) = struct.unpack_from(order + "I", data, 4)
+    own = _read_directory(data, first, order, ())
+    taken = {tag for tag, *_ in own.fields}
+    merged = _Directory(own.fields + [field for field in exif.fields if field[0] not in taken], exif.below)
+    data += bytes(len(data) % 2)  # a directory starts on a word boundary
+    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + _directory_bytes(merged, len(data), order)
+
+
+# Bytes of each number in a value of each TIFF field type that holds numbers (a RATIONAL is two).
+_NUMBER_SIZES = {3: 2, 4: 4, 5: 4, 8: 2, 9: 4, 10: 4, 11: 4, 12: 8, 13: 4}
+
+
+def _in_byte_order(directory: _Directory) -> _Directory:
+    """``directory`` with the numbers of its values (and of those below it) in the other byte order."""
+    def swapped(kind: int, value: bytes) -> bytes:
+        size = _NUMBER_SIZES.get(kind)
+        return value if size is None else b"".join(value[at : at + size][::-1] for at in range(0, len(value), size))
+
+    return _Directory([(tag, kind, count, swapped(kind, value)) for tag, kind, count, value in directory.fields],
+                      {tag: _in_byte_order(below) for tag, below in directory.below.items()})
