@@ -23,7 +23,8 @@ from i2icli.imageio import Picture, read_image
 from i2icli.pipelines.paired import PairedTranslator, generator_from_checkpoint
 from i2icli.pipelines.spectrum import frequencies, high_frequency_share, plot_spectra, radial_power_spectrum
 from i2icli.semantics.labelmaps import class_indices, label_colours, one_hot, square_label_channels
-from i2icli.training import data, loop
+from i2icli.training import data
+from i2icli.training.checkpoints import load_training_checkpoint
 from i2icli.training.paired import (
     PairedTraining,
     PairedTrainingOptions,
@@ -337,7 +338,7 @@ def test_training_lowers_the_losses_and_writes_samples(run):
     assert (run["run"] / "samples" / "step-0000060.png").is_file()
     grid = read_image(run["run"] / "samples" / "step-0000060.png")
     assert (grid.height, grid.width) == (3 * 32, 6 * 32)  # three held-out rows, six columns
-    stored = loop.load_training_checkpoint(run["run"] / "checkpoints" / "latest.pt")
+    stored = load_training_checkpoint(run["run"] / "checkpoints" / "latest.pt")
     assert stored["method"] == "paired" and stored["step"] == 60
     assert set(stored) >= {"G", "D", "optG", "optD", "G_ema"}
     generator, config = generator_from_checkpoint(stored)
@@ -353,8 +354,8 @@ def test_resume_is_exact(tmp_path):
     result = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(split), "--steps", "4", "--resume",
                                  "--workers", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    a = loop.load_training_checkpoint(straight / "checkpoints" / "latest.pt")
-    b = loop.load_training_checkpoint(split / "checkpoints" / "latest.pt")
+    a = load_training_checkpoint(straight / "checkpoints" / "latest.pt")
+    b = load_training_checkpoint(split / "checkpoints" / "latest.pt")
     for key in ("G", "D", "G_ema"):
         assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
     assert a["ema_updates"] == b["ema_updates"] == 4
@@ -370,7 +371,7 @@ def test_resume_keeps_the_runs_own_schedule_unless_given(tmp_path):
     resumed = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), "--resume", "--steps", "4",
                                   "--device", "cpu"])
     assert resumed.exit_code == 0, resumed.output
-    settings = loop.load_training_checkpoint(out / "checkpoints" / "latest.pt")["settings"]
+    settings = load_training_checkpoint(out / "checkpoints" / "latest.pt")["settings"]
     assert {key: settings[key] for key in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
                                            "num_workers", "steps")} == {
         "log_every": 1, "sample_every": 1, "checkpoint_every": 1, "keep_checkpoints": 9, "num_workers": 0, "steps": 4}
@@ -383,7 +384,7 @@ def test_resume_keeps_the_runs_own_schedule_unless_given(tmp_path):
     more = runner.invoke(app, ["train", "paired", str(data_dir), "--out", str(out), "--resume", "--steps", "6",
                                "--log-every", "2", "--device", "cpu"])
     assert more.exit_code == 0, more.output
-    assert loop.load_training_checkpoint(out / "checkpoints" / "latest.pt")["settings"]["log_every"] == 2
+    assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["settings"]["log_every"] == 2
 
 
 def test_perceptual_term_uses_the_vgg_checkpoint(tmp_path):
@@ -806,7 +807,7 @@ def test_eval_scores_the_runs_own_held_out_pairs_after_the_folder_grew(tmp_path)
     data_dir = write_pairs(tmp_path / "data", 15)
     out = tmp_path / "run"
     assert train_cli(data_dir, out, 2, "--held-out", "0.2").exit_code == 0
-    stored = loop.load_training_checkpoint(out / "checkpoints" / "latest.pt")
+    stored = load_training_checkpoint(out / "checkpoints" / "latest.pt")
     recorded = stored["config"]["data"]["held_out_files"]
     assert len(recorded) == 3 and stored["settings"]["dataset_size"] == 12
     write_pairs(data_dir, 40)  # the same first 15 pairs, and 25 more
@@ -823,7 +824,7 @@ def test_eval_scores_the_runs_own_held_out_pairs_after_the_folder_grew(tmp_path)
                                   "--workers", "0", "--device", "cpu"])
     assert resumed.exit_code == 0, resumed.output
     assert "training on 37 pairs, 3 held out" in resumed.output
-    assert loop.load_training_checkpoint(out / "checkpoints" / "latest.pt")["config"]["data"]["held_out_files"] == recorded
+    assert load_training_checkpoint(out / "checkpoints" / "latest.pt")["config"]["data"]["held_out_files"] == recorded
 
     # A run from before the record: its split is made again, and a warning says it may not be the run's.
     del stored["config"]["data"]["held_out_files"]

@@ -12,9 +12,10 @@ from test_training_loop import ToyAutoencoder, settings, write_images, write_tra
 
 from i2icli.cli.app import app
 from i2icli.errors import I2IError
-from i2icli.training import loop
+from i2icli.training import checkpoints, metrics_log
+from i2icli.training.checkpoints import load_training_checkpoint
 from i2icli.training.data import ImageFolderDataset
-from i2icli.training.loop import load_training_checkpoint, train
+from i2icli.training.loop import train
 
 SIZE = 12
 TINY_TRANSLATE_LR = ["--hr-size", "16", "--lr-size", "4", "--max-channels", "8", "--base-channels", "4",
@@ -35,7 +36,7 @@ def test_a_checkpoint_that_cannot_be_written_is_named_with_the_step_the_run_can_
                                                                                           dataset: ImageFolderDataset,
                                                                                           monkeypatch):
     out = tmp_path / "run"
-    real_save = loop.torch.save
+    real_save = checkpoints.torch.save
     saves = []
 
     def full_at_the_second_save(payload, file):
@@ -44,7 +45,7 @@ def test_a_checkpoint_that_cannot_be_written_is_named_with_the_step_the_run_can_
             disk_full()
         real_save(payload, file)
 
-    monkeypatch.setattr(loop.torch, "save", full_at_the_second_save)
+    monkeypatch.setattr(checkpoints.torch, "save", full_at_the_second_save)
     with pytest.raises(I2IError) as raised:
         train(ToyAutoencoder(), dataset, settings(out, 6, checkpoint_every=2))
     error = raised.value
@@ -58,7 +59,7 @@ def test_a_checkpoint_that_cannot_be_written_is_named_with_the_step_the_run_can_
     saves.append(0)
     with pytest.raises(I2IError, match="then start the run again"):
         train(ToyAutoencoder(), dataset, settings(tmp_path / "early", 6, checkpoint_every=2))
-    monkeypatch.setattr(loop.torch, "save", real_save)
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)
     assert train(ToyAutoencoder(), dataset, settings(out, 6, checkpoint_every=2), resume=True).step == 6
 
 
@@ -72,7 +73,7 @@ def test_a_metrics_row_that_cannot_be_written_names_the_file(tmp_path: Path, dat
             disk_full()
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "open", full_when_appending, raising=False)
+    monkeypatch.setattr(metrics_log, "open", full_when_appending, raising=False)
     with pytest.raises(I2IError) as raised:
         train(ToyAutoencoder(), dataset, settings(out, 3))
     assert raised.value.message == f"{out / 'metrics.csv'}: cannot add the row of step 1: No space left on device"

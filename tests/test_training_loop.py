@@ -18,13 +18,12 @@ from torch import nn
 
 from i2icli.errors import I2IError, WeightsError
 from i2icli.imageio import read_image
+from i2icli.training.checkpoints import load_training_checkpoint, method_state
 from i2icli.training.data import ImageFolderDataset, find_images, fixed_batch
 from i2icli.training.loop import (
     PlannedBatchSampler,
     TrainingSettings,
     batch_plan,
-    load_training_checkpoint,
-    method_state,
     move_to,
     train,
 )
@@ -456,11 +455,11 @@ def test_ctrl_c_finishes_the_step_in_progress(tmp_path: Path, dataset: ImageFold
 
 
 def test_the_same_ctrl_c_twice_is_one_and_the_save_is_never_cut_short(monkeypatch):
-    from i2icli.training import loop
+    from i2icli.training import interrupts
 
     clock = [100.0]
-    monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
-    with loop._finish_step_on_interrupt() as request:
+    monkeypatch.setattr(interrupts.time, "monotonic", lambda: clock[0])
+    with interrupts.finish_step_on_interrupt() as request:
         handler = signal.getsignal(signal.SIGINT)
         handler(signal.SIGINT, None)
         assert request.requested
@@ -662,9 +661,9 @@ def test_a_metrics_file_with_another_header_is_refused_before_resuming(tmp_path:
 def test_a_checkpoint_save_cut_short_leaves_the_last_one_whole(tmp_path: Path, monkeypatch, failure):
     """A save that fails half-way (a full disk, Ctrl-C) must leave latest.pt holding the last
     complete checkpoint, no half-written step file and no temp files."""
-    from i2icli.training import loop
+    from i2icli.training import checkpoints
 
-    folder = loop._CheckpointFolder(tmp_path / "checkpoints", keep=3)
+    folder = checkpoints.CheckpointFolder(tmp_path / "checkpoints", keep=3)
     folder.save({"step": 1, "weights": torch.ones(4)}, 1)
     real_save = torch.save
 
@@ -672,10 +671,10 @@ def test_a_checkpoint_save_cut_short_leaves_the_last_one_whole(tmp_path: Path, m
         file.write(b"PK\x03\x04 half a zip")  # what a cut-off torch.save leaves behind
         raise failure
 
-    monkeypatch.setattr(loop.torch, "save", cut_short)
+    monkeypatch.setattr(checkpoints.torch, "save", cut_short)
     with pytest.raises(type(failure)):
         folder.save({"step": 2, "weights": torch.zeros(4)}, 2)
-    monkeypatch.setattr(loop.torch, "save", real_save)
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)
     assert sorted(path.name for path in folder.folder.iterdir()) == ["latest.pt", "step-0000001.pt"]
     latest = torch.load(folder.latest, map_location="cpu", weights_only=True)
     assert latest["step"] == 1 and torch.equal(latest["weights"], torch.ones(4))
@@ -712,7 +711,7 @@ def test_resuming_paired_names_only_the_input_options_that_differ_from_the_run(k
 
 def write_training_checkpoint(path: Path, method: str) -> Path:
     """A checkpoint as `i2i train METHOD` writes it, without networks: enough to be read and refused."""
-    from i2icli.training.loop import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
+    from i2icli.training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION
 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, "method": method,

@@ -29,7 +29,8 @@ from i2icli.pipelines.translate_lr import (
     project_to_target,
     quantise,
 )
-from i2icli.training import data, loop
+from i2icli.training import data
+from i2icli.training.checkpoints import load_training_checkpoint
 from i2icli.training.translate_lr import LRTrainingOptions, TranslateLRTraining, evaluate
 
 TINY = LRTranslatorConfig(hr_size=32, lr_size=8, max_channels=16, base_channels=4, disc_base_channels=8, disc_max_channels=16)
@@ -220,7 +221,7 @@ def test_short_training_lowers_cycle_and_consistency_and_writes_what_translate_l
     assert sorted(p.name for p in (run["run"] / "samples").iterdir()) == ["step-0000012.png", "step-0000024.png"]
     grid = cv2.imread(str(run["run"] / "samples" / "step-0000024.png"))
     assert grid.shape == (32 * 4, 32 * 4, 3)  # header row/column + 3 held-out images
-    stored = loop.load_training_checkpoint(run["run"] / "checkpoints" / "latest.pt")
+    stored = load_training_checkpoint(run["run"] / "checkpoints" / "latest.pt")
     assert {"Gen", "Dis", "optG", "optD", "AverageG"} <= set(stored) and stored["step"] == 24
     translator = LRTranslator.load(str(run["run"]), device="cpu")
     assert translator.config == TINY

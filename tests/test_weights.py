@@ -346,7 +346,7 @@ def test_unsafe_and_corrupt_files_are_refused(tmp_path):
     torch.save({"a": torch.zeros(1), "b": _Payload()}, hostile)
     with pytest.raises(WeightsError, match="holds Python objects besides tensors"):
         weights.load_state_dict(hostile)
-    from i2icli.training.loop import load_training_checkpoint
+    from i2icli.training.checkpoints import load_training_checkpoint
 
     with pytest.raises(WeightsError, match="not a readable training checkpoint"):
         load_training_checkpoint(hostile)

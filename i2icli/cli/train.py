@@ -216,12 +216,12 @@ def _method_from_checkpoint(stored: dict[str, Any]) -> Any:
 def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, fid_model: str, lpips_backbone: str,
               device: Any, as_json: bool) -> None:
     from i2icli.pipelines.translate_lr import generator_from_checkpoint
-    from i2icli.training import data, loop
+    from i2icli.training import checkpoints, data
     from i2icli.training.translate_lr import METHOD_NAME, evaluate
 
     refuse_a_folder_as_checkpoint(checkpoint, "--eval-checkpoint")
     path = checkpoint or out / "checkpoints" / "latest.pt"
-    stored = loop.load_training_checkpoint(path)
+    stored = checkpoints.load_training_checkpoint(path)
     refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
     generator, config = generator_from_checkpoint(stored)
     data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}

@@ -184,20 +184,20 @@ def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed
 def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name: str) -> tuple[bool | Path, dict | None]:
     """What --resume / --resume-from ask of ``loop.train``, and the checkpoint they name (checked to
     come from ``method_name``); ``(False, None)`` for a new run."""
-    from i2icli.training import loop
+    from i2icli.training import checkpoints, run_folder
 
     check_output_folder(out, option="--out")  # before the data is searched and any model is built
     spec: bool | Path = resume_from if resume_from is not None else resume
     if not spec:
         # Here rather than only in the loop, which comes after the data search and the networks' loading.
-        loop.refuse_a_new_run_in(out)
+        run_folder.refuse_a_new_run_in(out)
         return False, None
     if resume_from is None and not (out / "checkpoints" / "latest.pt").exists():
         raise I2IError(f"{out}: no training run to resume (no checkpoints/latest.pt)",
                        "start a new run without --resume, or name a checkpoint file with --resume-from")
     refuse_a_folder_as_checkpoint(resume_from, "--resume-from")
     path = resume_from or out / "checkpoints" / "latest.pt"
-    stored = loop.load_training_checkpoint(path)
+    stored = checkpoints.load_training_checkpoint(path)
     refuse_another_method(stored, path, method_name, "resume it with the command that wrote it")
     return spec, stored
 

@@ -314,13 +314,13 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
 
     from i2icli.pipelines.paired import generator_from_checkpoint
     from i2icli.pipelines.spectrum import high_frequency_share, plot_spectra
-    from i2icli.training import data, loop
+    from i2icli.training import checkpoints, data
     from i2icli.training.paired import METHOD_NAME, evaluate
 
     chosen_plot = _spectrum_file(spectrum, data_dir, out)  # checked before anything is loaded
     refuse_a_folder_as_checkpoint(checkpoint, "--eval-checkpoint")
     path = checkpoint or out / "checkpoints" / "latest.pt"
-    stored = loop.load_training_checkpoint(path)
+    stored = checkpoints.load_training_checkpoint(path)
     refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
     try:
         generator, config = generator_from_checkpoint(stored)

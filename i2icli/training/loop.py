@@ -11,6 +11,11 @@ needs the method's own state and the step number, and a run stopped at step k an
 produces bit for bit the state an uninterrupted run has at every later step (given the
 same data, device and library versions, and a method whose ops are deterministic there).
 
+The run's files are handled beside this module: :mod:`~i2icli.training.checkpoints` (the
+checkpoint files, and which of them may resume a run), :mod:`~i2icli.training.metrics_log`
+(metrics.csv), :mod:`~i2icli.training.run_folder` (what the folder must hold, and its lock) and
+:mod:`~i2icli.training.interrupts` (Ctrl-C).
+
 Layout of a run folder::
 
     <out_dir>/checkpoints/step-0000100.pt   every checkpoint_every steps and at the end
@@ -21,17 +26,11 @@ Layout of a run folder::
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import hashlib
 import math
 import os
 import random
-import re
-import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,15 +41,30 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from i2icli.errors import I2IError, WeightsError
-from i2icli.imageio import replace_atomically, write_image, write_text
+from i2icli.errors import I2IError
+from i2icli.imageio import write_image
 from i2icli.pipelines.imagetensors import to_picture
 
+from .checkpoints import (
+    CheckpointFolder,
+    check_resumable,
+    check_same_run,
+    checkpoint_payload,
+    load_training_checkpoint,
+    method_state,
+    refuse_reserved_keys,
+    trainer_state,
+)
 from .data import ReadingNote, collate_images
+from .interrupts import finish_step_on_interrupt, ignore_interrupts_in_worker
+from .metrics_log import MetricsLog
+from .run_folder import (
+    only_run_in,
+    refuse_a_new_run_in,
+    refuse_entries_of_the_wrong_kind,
+)
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_FORMAT_VERSION",
     "TrainableMethod",
     "TrainingSettings",
     "TrainingResult",
@@ -58,18 +72,9 @@ __all__ = [
     "batch_plan",
     "derived_seed",
     "move_to",
-    "load_training_checkpoint",
-    "method_state",
-    "refuse_a_new_run_in",
     "train",
+    "usable_cpus",
 ]
-
-CHECKPOINT_FORMAT = "i2i-train"
-CHECKPOINT_FORMAT_VERSION = 1
-# Keys the loop owns at the top level of a checkpoint; the method's state_dict() fills the rest.
-RESERVED_KEYS = frozenset({"format", "format_version", "method", "config", "step", "settings", "trainer"})
-
-_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
 class TrainableMethod(Protocol):
@@ -83,7 +88,8 @@ class TrainableMethod(Protocol):
 
     def state_dict(self) -> dict:
         """Networks, optimisers, EMA copies: tensors, primitives, dicts and lists only, so that
-        ``torch.load(weights_only=True)`` reads them back. Keys must avoid ``RESERVED_KEYS``."""
+        ``torch.load(weights_only=True)`` reads them back. Keys must avoid
+        :data:`~i2icli.training.checkpoints.RESERVED_KEYS`."""
         ...
 
     def load_state_dict(self, state: dict) -> None:
@@ -219,12 +225,6 @@ def _seed_global_generators(seed: int) -> None:
     random.seed(seed)
 
 
-def _ignore_interrupts_in_worker(_worker_id: int) -> None:
-    # A terminal's Ctrl-C reaches the whole process group; workers must keep serving
-    # batches while the main process finishes its step and saves.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 # --------------------------------------------------------------------------- batches
 
 
@@ -270,188 +270,6 @@ def _message_and_hint(line: str) -> tuple[str, str | None]:
     return line, None
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _save_torch(payload: dict, temp: Path) -> None:
-    with open(temp, "xb") as file:
-        torch.save(payload, file)
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def _link_or_copy(source: Path) -> Callable[[Path], None]:
-    def write(temp: Path) -> None:
-        try:
-            os.link(source, temp)  # no second copy of a large file
-        except OSError:
-            shutil.copyfile(source, temp)
-            with open(temp, "rb+") as file:
-                os.fsync(file.fileno())
-
-    return write
-
-
-def load_training_checkpoint(path: Path) -> dict:
-    """Read a checkpoint written by :func:`train` (safely: ``weights_only=True``) onto the CPU."""
-    path = Path(path)
-    hint = "resume from another file in the run's checkpoints/ folder, or start a new run with another --out"
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such checkpoint file", "check the path; a run keeps its checkpoints in <out>/checkpoints/")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch raises many types, with messages about its internals, for damaged or foreign files
-        raise WeightsError(f"{path}: not a readable training checkpoint (damaged, cut short, or not a PyTorch file)",
-                           hint) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsError(f"{path}: not an i2i training checkpoint", hint)
-    version = checkpoint.get("format_version")
-    if version != CHECKPOINT_FORMAT_VERSION:
-        raise WeightsError(
-            f"{path}: training checkpoint format version {version}, this i2i reads version {CHECKPOINT_FORMAT_VERSION}",
-            "use the i2i version that wrote it",
-        )
-    return checkpoint
-
-
-def method_state(checkpoint: dict) -> dict:
-    """The part of a checkpoint that came from the method's ``state_dict()``."""
-    return {key: value for key, value in checkpoint.items() if key not in RESERVED_KEYS}
-
-
-class _CheckpointFolder:
-    """step-NNNNNNN.pt files plus latest.pt, written atomically, pruned to the newest few."""
-
-    def __init__(self, folder: Path, keep: int):
-        self.folder, self.keep = folder, keep
-        self.latest = folder / "latest.pt"
-
-    def step_files(self) -> dict[int, Path]:
-        if not self.folder.is_dir():
-            return {}
-        found = {}
-        for path in self.folder.iterdir():
-            match = _STEP_FILE.match(path.name)
-            if match:
-                found[int(match.group(1))] = path
-        return found
-
-    def holds_a_run(self) -> bool:
-        return self.latest.exists() or bool(self.step_files())
-
-    def step_file(self, step: int) -> Path:
-        return self.folder / f"step-{step:07d}.pt"
-
-    def save(self, payload: dict, step: int) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        target = self.step_file(step)
-        replace_atomically(target, functools.partial(_save_torch, payload))
-        replace_atomically(self.latest, _link_or_copy(target))
-        self._prune(step)
-        return target
-
-    def _prune(self, step: int) -> None:
-        # Files past `step` belong to a branch abandoned by resuming from an older
-        # checkpoint; they are left alone until training reaches and replaces them.
-        kept = sorted(s for s in self.step_files() if s <= step)
-        for old in kept[: max(0, len(kept) - self.keep)]:
-            with contextlib.suppress(FileNotFoundError):
-                self.step_file(old).unlink()
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-class _MetricsLog:
-    """metrics.csv: a row every ``log_every`` steps (and at the end) of losses averaged since the last row.
-
-    The running window is saved in checkpoints, so a row cut short by the end of a session
-    is replaced, after resuming, by the row an uninterrupted run would have written.
-    """
-
-    def __init__(self, path: Path, log_every: int):
-        self.path, self.log_every = path, log_every
-        self.columns: list[str] | None = None
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.last_row_step = 0
-
-    def window(self) -> dict[str, Any]:
-        return {"log_every": self.log_every, "sums": dict(self.sums), "counts": dict(self.counts)}
-
-    def resume(self, step: int, window: dict[str, Any] | None) -> None:
-        """Drop rows after ``step`` (and a partial row at ``step`` whose window the checkpoint holds)."""
-        restore = (
-            window is not None
-            and window.get("log_every") == self.log_every
-            and step % self.log_every != 0
-            and bool(window.get("counts"))
-        )
-        if restore:
-            self.sums = {key: float(value) for key, value in window["sums"].items()}
-            self.counts = {key: int(value) for key, value in window["counts"].items()}
-        if not self.path.exists():
-            return
-        # A crash can leave a torn last line, even half a character: decode leniently, drop it below.
-        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        if not lines:
-            return
-        header, kept = lines[0], [lines[0]]
-        if header.split(",")[:2] != ["step", "seconds"] or len(header.split(",")) < 3:
-            raise self._foreign_header()
-        for line in lines[1:]:
-            first = line.split(",", 1)[0]
-            if not first.isdigit():
-                continue  # a line torn by a crash
-            row_step = int(first)
-            if row_step < step or (row_step == step and not restore):
-                kept.append(line)
-                self.last_row_step = row_step
-        self.columns = header.split(",")[2:]
-        write_text(self.path, "\n".join(kept) + "\n")
-
-    def add(self, step: int, seconds: float, losses: dict[str, float], last: bool) -> None:
-        if self.columns is None:
-            self.columns = sorted(losses)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_text(self.path, ",".join(["step", "seconds", *self.columns]) + "\n")
-        if set(losses) - set(self.columns):
-            raise self._foreign_header()
-        for name, value in losses.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value
-            self.counts[name] = self.counts.get(name, 0) + 1
-        if step % self.log_every == 0:
-            self.write_row(step, seconds)
-            self.sums, self.counts = {}, {}
-        elif last:
-            self.write_row(step, seconds)
-
-    def _foreign_header(self) -> I2IError:
-        # Re-saved by a spreadsheet, say: rows appended under another header would be misread.
-        return I2IError(f"{self.path}: its header is not this run's (step,seconds, then the losses)",
-                        "move the file aside (a new one is started) or restore the original, then --resume again")
-
-    def write_partial(self, step: int, seconds: float) -> None:
-        """The row for steps since the last one, when a session stops between rows."""
-        if self.columns is not None and self.counts and self.last_row_step != step:
-            self.write_row(step, seconds)
-
-    def write_row(self, step: int, seconds: float) -> None:
-        assert self.columns is not None
-        cells = [str(step), f"{seconds:.3f}"]
-        for name in self.columns:
-            count = self.counts.get(name, 0)
-            cells.append(format(self.sums[name] / count, ".6g") if count else "")
-        try:
-            with open(self.path, "a", encoding="utf-8") as file:
-                file.write(",".join(cells) + "\n")
-        except OSError as error:  # a full disk names no file
-            raise I2IError(f"{self.path}: cannot add the row of step {step}: {error.strerror or error}",
-                           "free some space on that disk or make the file writable, then continue with --resume "
-                           "(from the run's last checkpoint)") from None
-        self.last_row_step = step
-
-
 # --------------------------------------------------------------------------- samples
 
 
@@ -460,154 +278,6 @@ def _write_sample(grid: torch.Tensor, path: Path) -> None:
         raise ValueError(f"sample_grid must return a [3, H, W] tensor, got {tuple(grid.shape)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, to_picture(torch.nan_to_num(grid.detach().float(), nan=-1.0)))
-
-
-# --------------------------------------------------------------------------- interrupts
-
-
-# A second SIGINT this soon after the first is the same Ctrl-C: the terminal sends it to the
-# whole process group, and a launcher in that group (`uv run`, say) forwards it once more.
-_SAME_CTRL_C_SECONDS = 1.0
-
-
-@dataclass
-class _InterruptRequest:
-    requested: bool = False
-    at: float = 0.0
-    saving: bool = False  # set while the final checkpoint is written: nothing may cut that short
-
-
-@contextlib.contextmanager
-def _finish_step_on_interrupt() -> Iterator[_InterruptRequest]:
-    """The first Ctrl-C lets the current step finish (so the saved state is exactly a step's);
-    a second one, a moment later, interrupts at once, but never the saving of the checkpoint."""
-    request = _InterruptRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request  # signal handlers can only be set from the main thread
-        return
-
-    def handle(signum: int, frame: Any) -> None:
-        now = time.monotonic()
-        if request.requested:
-            if request.saving or now - request.at < _SAME_CTRL_C_SECONDS:
-                return
-            raise KeyboardInterrupt
-        request.requested, request.at = True, now
-
-    previous = signal.signal(signal.SIGINT, handle)
-    try:
-        yield request
-    finally:
-        # None means a handler installed outside Python; Python's own is the closest we can restore.
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-
-
-# --------------------------------------------------------------------------- resuming
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so a config compares equal to its round trip through a checkpoint."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
-
-
-def _config_difference(stored: Any, wanted: Any, where: str = "",
-                       sides: tuple[str, str] = ("the checkpoint", "this run")) -> str | None:
-    """The first config field that differs, in words; ``sides`` name where ``stored`` and
-    ``wanted`` come from ("the checkpoint has 8, this run has 4")."""
-    if isinstance(stored, dict) and isinstance(wanted, dict):
-        for key in sorted(set(stored) | set(wanted), key=str):
-            name = f"{where}.{key}" if where else str(key)
-            if key not in stored:
-                return f"config field '{name}' is not in {sides[0]}"
-            if key not in wanted:
-                return f"config field '{name}' is in {sides[0]} but not in {sides[1]}"
-            found = _config_difference(stored[key], wanted[key], name, sides)
-            if found:
-                return found
-        return None
-    if stored != wanted:
-        return f"config field '{where or 'config'}' differs: {sides[0]} has {stored!r}, {sides[1]} has {wanted!r}"
-    return None
-
-
-def _check_resumable(checkpoint: dict, path: Path, method: TrainableMethod, settings: TrainingSettings) -> None:
-    hint = "resume with the settings the run was started with, or start a new run with another --out"
-    if checkpoint.get("method") != method.name:
-        raise I2IError(
-            f"{path}: the checkpoint is from method '{checkpoint.get('method')}', not '{method.name}'", hint
-        )
-    difference = _config_difference(_plain(checkpoint.get("config")), _plain(method.config()))
-    if difference:
-        raise I2IError(f"{path}: {difference}", hint)
-    stored = checkpoint.get("settings") or {}
-    for name in ("batch_size", "seed"):
-        if stored.get(name) != getattr(settings, name):
-            raise I2IError(
-                f"{path}: the run used {name.replace('_', ' ')} {stored.get(name)}, "
-                f"this run asks for {getattr(settings, name)}",
-                hint,
-            )
-
-
-def _check_same_run(folder: _CheckpointFolder, checkpoint: dict, path: Path, warn: Callable[[str], None]) -> None:
-    """Resuming from ``path`` into a folder that holds a run: only that same run (method, config,
-    seed), or its metrics and checkpoints would be mixed with another run's."""
-    latest = folder.latest
-    current = _run_of(folder)
-    if current is None:
-        warn(f"{latest} cannot be read, nor any other checkpoint in {folder.folder}; the first checkpoint saved "
-             "replaces it")
-        return
-    difference = _config_difference(_plain(current.get("config")), _plain(checkpoint.get("config")),
-                                    sides=("the run there", "the checkpoint"))
-    seeds = [(c.get("settings") or {}).get("seed") for c in (current, checkpoint)]
-    if current.get("method") != checkpoint.get("method"):
-        difference = f"method '{current.get('method')}' there, '{checkpoint.get('method')}' here"
-    elif not difference and seeds[0] != seeds[1]:
-        difference = f"seed {seeds[0]} there, {seeds[1]} here"
-    if difference:
-        raise I2IError(f"{latest.parent.parent} holds another run than {path} ({difference})",
-                       "resume from that checkpoint into a new --out")
-
-
-def _run_of(folder: _CheckpointFolder) -> dict | None:
-    """The newest readable checkpoint of the run in ``folder``: latest.pt, or when that is damaged
-    (the very case in which a user resumes from an older file) its newest readable step file."""
-    steps = folder.step_files()
-    for path in [folder.latest, *(steps[step] for step in sorted(steps, reverse=True))]:
-        try:
-            return load_training_checkpoint(path)
-        except WeightsError:
-            continue
-    return None
-
-
-def refuse_a_new_run_in(out_dir: Path) -> None:
-    """Refuse to start a new run in ``out_dir`` when it holds one: the new run's checkpoints would
-    replace the old run's."""
-    if _CheckpointFolder(Path(out_dir) / "checkpoints", keep=1).holds_a_run():
-        raise I2IError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
-
-
-def _refuse_entries_of_the_wrong_kind(out_dir: Path) -> None:
-    """checkpoints/ and samples/ must be folders, metrics.csv a file: found out at the first save,
-    the mistake would cost every step trained until then."""
-    for name, folder, holding in (("checkpoints", True, "checkpoints"), ("samples", True, "sample grids"),
-                                  ("metrics.csv", False, "losses")):
-        path = out_dir / name
-        if os.path.lexists(path) and path.is_dir() != folder:
-            kind = "is not a folder" if folder else "is a folder, not a file"
-            raise I2IError(f"{path}: {kind}, and the run keeps its {holding} there",
-                           "move it aside, or choose another --out")
-
-
-def _trainer_state(checkpoint: dict | None) -> dict:
-    """What the loop itself keeps in a checkpoint (training seconds, the metrics window); {} for none."""
-    return (checkpoint or {}).get("trainer") or {}
 
 
 # --------------------------------------------------------------------------- the loop
@@ -638,31 +308,6 @@ def _validate(settings: TrainingSettings) -> None:
                        "use a smaller --batch-size")
 
 
-@contextlib.contextmanager
-def _only_run_in(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir`` for this run: a second run into the same folder would interleave its
-    metrics and checkpoints with this one's. (Advisory lock; where there is none, no check.)"""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    folder = os.open(out_dir, os.O_RDONLY)  # the folder itself is locked: no lock file is left behind
-    try:
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise I2IError(f"{out_dir}: another training run is using this folder",
-                               "wait for it to finish, or choose another --out") from None
-            # A file system without locks (Lustre mounted without flock, NFS without its lock
-            # service) says ENOSYS or ENOLCK: that is no other run, and runs there go unchecked.
-        yield
-    finally:
-        os.close(folder)  # releases the lock
-
-
 def train(method: TrainableMethod, dataset: Dataset, settings: TrainingSettings, **options: Any) -> TrainingResult:
     """Train ``method`` on ``dataset`` for steps 1 .. ``settings.steps``, or resume a run and continue.
 
@@ -679,7 +324,7 @@ def train(method: TrainableMethod, dataset: Dataset, settings: TrainingSettings,
     arrives inside ``train_step`` (a second Ctrl-C) saves nothing new, since the state is then
     no step's. Only one run at a time may use ``out_dir``.
     """
-    with _only_run_in(Path(settings.out_dir)):
+    with only_run_in(Path(settings.out_dir)):
         return _train(method, dataset, settings, **options)
 
 
@@ -703,7 +348,7 @@ def _train(
                  "(raise the step count to continue)")
         return run.result()
     if checkpoint is not None:
-        run.metrics.resume(run.start, _trainer_state(checkpoint).get("metrics_window"))
+        run.metrics.resume(run.start, trainer_state(checkpoint).get("metrics_window"))
     loader = run.loader(collate_fn)
     held_out = move_to(held_out_batch, run.device) if held_out_batch is not None else None
     run.take_steps(loader, held_out, on_progress)
@@ -765,8 +410,8 @@ class _TrainingRun:
         self.method, self.dataset, self.settings, self.warn = method, dataset, settings, warn
         self.out_dir = Path(settings.out_dir)
         self.device = torch.device(settings.device)
-        self.checkpoints = _CheckpointFolder(self.out_dir / "checkpoints", settings.keep_checkpoints)
-        self.metrics = _MetricsLog(self.out_dir / "metrics.csv", settings.log_every)
+        self.checkpoints = CheckpointFolder(self.out_dir / "checkpoints", settings.keep_checkpoints)
+        self.metrics = MetricsLog(self.out_dir / "metrics.csv", settings.log_every)
         self.samples_dir = self.out_dir / "samples"
         self.dataset_size: int = len(dataset)  # type: ignore[arg-type]
         if self.dataset_size < 1:
@@ -784,7 +429,7 @@ class _TrainingRun:
     def open(self, resume: bool | Path) -> dict | None:
         """Check that this session may use the run folder, warning where it differs from what an
         uninterrupted run would do; the checkpoint to resume from, or None for a new run."""
-        _refuse_entries_of_the_wrong_kind(self.out_dir)
+        refuse_entries_of_the_wrong_kind(self.out_dir)
         if resume:
             return self._checkpoint_to_resume(resume)
         refuse_a_new_run_in(self.out_dir)
@@ -802,9 +447,9 @@ class _TrainingRun:
                 "start a new run without --resume, or pass the checkpoint file to resume from",
             )
         checkpoint = load_training_checkpoint(path)
-        _check_resumable(checkpoint, path, self.method, self.settings)
+        check_resumable(checkpoint, path, self.method.name, self.method.config(), self.stored_settings)
         if resume is not True and latest.exists() and path.resolve() != latest.resolve():
-            _check_same_run(self.checkpoints, checkpoint, path, self.warn)
+            check_same_run(self.checkpoints, checkpoint, path, self.warn)
         self.resumed_from = int(checkpoint["step"])
         stored_size = (checkpoint.get("settings") or {}).get("dataset_size")
         if stored_size is not None and stored_size != self.dataset_size:
@@ -826,7 +471,7 @@ class _TrainingRun:
         if checkpoint is not None:
             self.method.load_state_dict(method_state(checkpoint))
         self.start = self.completed = self.saved = self.resumed_from or 0
-        self.seconds_before = float(_trainer_state(checkpoint).get("seconds", 0.0))
+        self.seconds_before = float(trainer_state(checkpoint).get("seconds", 0.0))
 
     def loader(self, collate_fn: Callable[[list[Any]], tuple[Any, list[str]]]) -> DataLoader:
         """The batches of steps ``start + 1`` .. ``settings.steps``, each planned from (seed, step)."""
@@ -838,7 +483,7 @@ class _TrainingRun:
             collate_fn=collate_fn,
             num_workers=min(settings.num_workers, usable_cpus()),
             pin_memory=self.device.type == "cuda",
-            worker_init_fn=_ignore_interrupts_in_worker if settings.num_workers else None,
+            worker_init_fn=ignore_interrupts_in_worker if settings.num_workers else None,
             # DataLoader draws its workers' base seed from this, not from the global generator.
             generator=_cpu_generator(derived_seed(settings.seed, "loader", first_step)),
         )
@@ -850,7 +495,7 @@ class _TrainingRun:
         """Train to ``settings.steps``; on Ctrl-C, stop after the step in progress, save, re-raise."""
         self.session_start = time.perf_counter()
         total = self.settings.steps
-        with _finish_step_on_interrupt() as interrupt:
+        with finish_step_on_interrupt() as interrupt:
             batches = iter(loader)
             try:
                 for step in range(self.start + 1, total + 1):
@@ -935,14 +580,11 @@ class _TrainingRun:
     def save(self, step: int) -> None:
         """Write the method's current state as the checkpoint of step ``step``; refused when its
         networks hold values that are not finite."""
-        payload = self.method.state_dict()
-        clash = RESERVED_KEYS & set(payload)
-        if clash:
-            raise ValueError(f"method state_dict uses keys reserved for the loop: {sorted(clash)}")
-        self._refuse_non_finite_state(step, payload)
-        payload.update(
-            format=CHECKPOINT_FORMAT,
-            format_version=CHECKPOINT_FORMAT_VERSION,
+        state = self.method.state_dict()
+        refuse_reserved_keys(state)
+        self._refuse_non_finite_state(step, state)
+        payload = checkpoint_payload(
+            state,
             method=self.method.name,
             config=self.method.config(),
             step=step,
