@@ -12,19 +12,19 @@ import pytest
 import torch
 
 from i2icli.errors import I2IError, InputError
-from i2icli.training import data
+from i2icli.training import paired_data
 from i2icli.training.data import (
     ImageFolderDataset,
     collate_images,
     find_images,
     fixed_batch,
-    label_map_notes,
     load_training_image,
     readable_examples,
     relative_names,
     split_as_recorded,
     split_held_out,
 )
+from i2icli.training.paired_data import label_map_notes
 
 
 def write_rgb(path: Path, rgb: np.ndarray) -> Path:
@@ -412,9 +412,9 @@ def test_label_maps_are_checked_on_a_sample_spread_over_the_folder(tmp_path: Pat
     root = tmp_path / "labels"
     maps = write_label_maps(root, [class_map(index) for index in range(9)] + [mask_0_255()] * 3)
     read = []
-    real_read_image = data.read_image
-    monkeypatch.setattr(data, "read_image", lambda path: read.append(path) or real_read_image(path))
-    monkeypatch.setattr(data, "LABEL_MAPS_CHECKED", 4)
+    real_read_image = paired_data.read_image
+    monkeypatch.setattr(paired_data, "read_image", lambda path: read.append(path) or real_read_image(path))
+    monkeypatch.setattr(paired_data, "LABEL_MAPS_CHECKED", 4)
     notes = label_map_notes(maps, root, "label", 4, may_refuse=True)
     assert read == [maps[0], maps[3], maps[6], maps[9]]  # the last of them among the masks at the end
     assert notes == [f"1 of 4 training label maps checked (spread over all 12) holds only class 0 and 255, which means "

@@ -133,7 +133,7 @@ def paired(
     checkpoint; --resume continues exactly where it stopped. `i2i paired --checkpoint OUT` uses it.
     """
     from i2icli.pipelines.devices import pick_device
-    from i2icli.training import data
+    from i2icli.training import data, paired_data
     from i2icli.training.paired import METHOD_NAME
 
     warn_of_options_for_the_other_mode(context, eval_, shared=("out", "labels", "photos", "device", "as_json"))
@@ -186,8 +186,9 @@ def paired(
         data_settings["held_out_files"] = data.relative_names([label for label, _ in held_pairs], label_root)
         method = PairedTraining(model, options, seed=seed, data=data_settings,
                                 vgg=_load_vgg(vgg, torch_device) if vgg_weight > 0 else None)
-    dataset = data.PairedDataset(train_pairs, config.image_size, config.input_kind, config.input_channels)
-    held_dataset = data.PairedDataset(held_pairs or train_pairs, config.image_size, config.input_kind, config.input_channels)
+    dataset = paired_data.PairedDataset(train_pairs, config.image_size, config.input_kind, config.input_channels)
+    held_dataset = paired_data.PairedDataset(held_pairs or train_pairs, config.image_size, config.input_kind,
+                                             config.input_channels)
     held_dataset.role = "held-out" if held_pairs else "training"
     held_out_batch = data.fixed_batch(held_dataset, 4, data.collate_examples)
     console.print(f"training on {counted(len(train_pairs), 'pair')}, {len(held_pairs)} held out "
@@ -218,11 +219,11 @@ def _folders(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[
 def _pairs(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[list[tuple[Path, Path]], Path]:
     """The (label map, photo) pairs of the data folder, and the label maps' folder (which the
     split names them relative to)."""
-    from i2icli.training import data
+    from i2icli.training import paired_data
 
     label_root, photo_root = _folders(data_dir, labels, photos)
-    pairs, notes = data.find_pairs(label_root, photo_root)
-    mismatched = data.pairs_of_other_shapes(pairs)
+    pairs, notes = paired_data.find_pairs(label_root, photo_root)
+    mismatched = paired_data.pairs_of_other_shapes(pairs)
     if mismatched:
         label, photo, (lw, lh), (pw, ph) = mismatched[0]
         notes.append(f"{len(mismatched)} of the {len(pairs)} pairs {'has' if len(mismatched) == 1 else 'have'} a label "
@@ -237,13 +238,13 @@ def _pairs(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[li
 def _check_label_maps(pairs: list[tuple[Path, Path]], train_pairs: list[tuple[Path, Path]], label_root: Path,
                       config: Any, *, may_refuse: bool) -> None:
     """Warn of JPEG label maps and of training label maps the model would misread; refuse a new
-    run none of whose maps can be what was meant (see ``data.label_map_notes``)."""
+    run none of whose maps can be what was meant (see ``paired_data.label_map_notes``)."""
     from i2icli.semantics.labelmaps import jpeg_label_maps_note
-    from i2icli.training import data
+    from i2icli.training import paired_data
 
     notes = [jpeg_label_maps_note(label for label, _ in pairs)] if config.input_kind == "label" else []
-    notes += data.label_map_notes([label for label, _ in train_pairs], label_root, config.input_kind,
-                                  config.input_channels, may_refuse=may_refuse)
+    notes += paired_data.label_map_notes([label for label, _ in train_pairs], label_root, config.input_kind,
+                                         config.input_channels, may_refuse=may_refuse)
     for note in filter(None, notes):
         warn(note)
 
@@ -314,7 +315,7 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
 
     from i2icli.pipelines.paired import generator_from_checkpoint
     from i2icli.pipelines.spectrum import high_frequency_share, plot_spectra
-    from i2icli.training import checkpoints, data
+    from i2icli.training import checkpoints, data, paired_data
     from i2icli.training.paired import METHOD_NAME, evaluate
 
     chosen_plot = _spectrum_file(spectrum, data_dir, out)  # checked before anything is loaded
@@ -338,7 +339,7 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
             raise I2IError(f"{data_dir}: none of the run's {recorded} is here",
                            "pass the data folder the run was trained on")
         raise I2IError(f"{data_dir}: no held-out pairs for this run's split", "train with --held-out above 0")
-    dataset = data.PairedDataset(held_pairs, config.image_size, config.input_kind, config.input_channels)
+    dataset = paired_data.PairedDataset(held_pairs, config.image_size, config.input_kind, config.input_channels)
     dataset.role = "held-out"
     batch, skipped = data.collate_examples(data.readable_examples(dataset))
     notes = list(skipped)
