@@ -73,10 +73,10 @@ class MetricsLog:
             self.sums[name] = self.sums.get(name, 0.0) + value
             self.counts[name] = self.counts.get(name, 0) + 1
         if step % self.log_every == 0:
-            self.write_row(step, seconds)
+            self._write_row(step, seconds)
             self.sums, self.counts = {}, {}
         elif last:
-            self.write_row(step, seconds)
+            self._write_row(step, seconds)
 
     def _foreign_header(self) -> I2IError:
         # Re-saved by a spreadsheet, say: rows appended under another header would be misread.
@@ -86,9 +86,9 @@ class MetricsLog:
     def write_partial(self, step: int, seconds: float) -> None:
         """The row for steps since the last one, when a session stops between rows."""
         if self.columns is not None and self.counts and self.last_row_step != step:
-            self.write_row(step, seconds)
+            self._write_row(step, seconds)
 
-    def write_row(self, step: int, seconds: float) -> None:
+    def _write_row(self, step: int, seconds: float) -> None:
         assert self.columns is not None
         cells = [str(step), f"{seconds:.3f}"]
         for name in self.columns:
