@@ -52,6 +52,7 @@ class WeightsError(I2IError):
         self.hint_naming = hint_naming
 
     def naming_option(self, option: str) -> WeightsError:
+        """This error with its hint naming ``option``, the command-line option that takes the file."""
         if self.hint_naming is None:
             return self
         return WeightsError(self.message, self.hint_naming.format(option=option), role=self.role)

@@ -381,25 +381,15 @@ def _translate(job: Pair, pipeline: Any, *, label_nc: int | None, save_warps: bo
                max_pixels: int, piped: str | None = None, piped_picture: Any = None) -> dict[str, Any]:
     """``piped`` names the argument (INPUT, EXEMPLAR or --exemplar-pose) whose image,
     ``piped_picture``, was read from standard input."""
-    from i2icli.imageio import Picture, image_size, read_image, write_image
-
-    def semantics_of(path: Path, role: str, frame: tuple[int, int]) -> Any:
-        # Piped in: already read, and the path "-" only names it.
-        return pipeline.read_semantics(path, frame=frame, label_nc=label_nc, max_pixels=max_pixels,
-                                       picture=piped_picture if piped == role else None)
+    from i2icli.imageio import Picture, read_image, write_image
 
     exemplar = piped_picture if piped == "EXEMPLAR" else read_image(job.exemplar, max_pixels=max_pixels)
-    exemplar_frame = (exemplar.width, exemplar.height)
-    if job.input_pose is not None:
-        # Only the photo's size is needed: the frame its pose's coordinates are in.
-        frame = ((piped_picture.width, piped_picture.height) if piped == "INPUT"
-                 else image_size(job.input, max_pixels=max_pixels))
-        semantic = pipeline.read_semantics(job.input_pose, frame=frame, label_nc=label_nc, max_pixels=max_pixels)
-    else:
-        # A pose file on its own has no frame: its pixel coordinates are taken in the exemplar's.
-        semantic = semantics_of(job.input, "INPUT", exemplar_frame)
     assert job.exemplar_pose is not None
-    exemplar_semantic = semantics_of(job.exemplar_pose, "--exemplar-pose", exemplar_frame)
+    # What came through standard input is already read: passed as the picture, not as its path "-".
+    semantic, exemplar_semantic = pipeline.read_pair(
+        piped_picture if piped == "INPUT" else job.input, exemplar,
+        piped_picture if piped == "--exemplar-pose" else job.exemplar_pose,
+        input_pose=job.input_pose, label_nc=label_nc, max_pixels=max_pixels)
     _warn_of_keypoints_outside(semantic, job.input if job.input_pose is not None else None, job.exemplar)
     _warn_of_keypoints_outside(exemplar_semantic, job.exemplar, job.exemplar)
     result = pipeline.translate(semantic, exemplar, exemplar_semantic)

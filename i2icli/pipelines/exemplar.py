@@ -22,7 +22,7 @@ from i2icli.archs.cocosnet2 import (
     propagation_orders,
 )
 from i2icli.errors import InputError, WeightsError
-from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, max_value
+from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, image_size, max_value
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device, synchronize
 from i2icli.pipelines.imagetensors import to_picture
 from i2icli.semantics.inputs import Semantics, load_semantics
@@ -179,6 +179,10 @@ class ExemplarPipeline:
         precision: str = AUTO,
         settings: ExemplarSettings | None = None,
     ) -> ExemplarPipeline:
+        """Load both networks from ``checkpoint``, the folder holding latest_net_Corr.pth and
+        latest_net_G.pth (the official DeepFashionHD model is a manual download: see `i2i weights
+        list`). ``device``: "auto", "cpu", "cuda", "cuda:1" or "mps"; ``precision``: "auto", "fp32",
+        "fp16" (CUDA) or "bf16"."""
         settings = settings or ExemplarSettings()
         device = device if isinstance(device, torch.device) else pick_device(device)
         dtype = pick_exemplar_dtype(precision, device)
@@ -208,10 +212,38 @@ class ExemplarPipeline:
         return load_semantics(path, size=self.settings.size, channels=self.semantic_channels, frame=frame,
                               label_nc=label_nc, max_pixels=max_pixels, picture=picture)
 
+    def read_pair(
+        self, input: Path | str | Picture, exemplar: Picture, exemplar_pose: Path | str | Picture, *,
+        input_pose: Path | str | None = None, label_nc: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> tuple[Semantics, Semantics]:
+        """The input's and the exemplar's semantics, as ``translate`` takes them with ``exemplar``.
+
+        ``input`` is a pose file, a label or edge map, or with ``input_pose`` the photo that pose
+        was found on (only its size is used: the frame of the pose's pixel coordinates); a pose
+        file on its own is laid out in the exemplar's frame. ``exemplar_pose`` is the exemplar's
+        own pose file or map. A map or photo may be a Picture already read; ``label_nc``: maps
+        are label maps of that many classes, else edge maps."""
+        exemplar_frame = (exemplar.width, exemplar.height)
+        if input_pose is not None:
+            # The pose's coordinates are in that photo's pixels, so only its size is read.
+            frame = ((input.width, input.height) if isinstance(input, Picture)
+                     else image_size(input, max_pixels=max_pixels))
+            semantic = self.read_semantics(input_pose, frame=frame, label_nc=label_nc, max_pixels=max_pixels)
+        else:
+            semantic = self._semantics_of(input, "input", exemplar_frame, label_nc, max_pixels)
+        return semantic, self._semantics_of(exemplar_pose, "exemplar pose", exemplar_frame, label_nc, max_pixels)
+
+    def _semantics_of(self, given: Path | str | Picture, role: str, frame: tuple[int, int], label_nc: int | None,
+                      max_pixels: int) -> Semantics:
+        if isinstance(given, Picture):  # named by its file ("-" for standard input), else by its role
+            return self.read_semantics(given.source or role, frame=frame, label_nc=label_nc, max_pixels=max_pixels,
+                                       picture=given)
+        return self.read_semantics(given, frame=frame, label_nc=label_nc, max_pixels=max_pixels)
+
     def translate(self, semantic: Semantics, exemplar: Picture, exemplar_semantic: Semantics) -> ExemplarResult:
-        """Render ``semantic``'s structure with ``exemplar``'s appearance, in ``semantic``'s frame:
-        the output and the warps show the input's structure, so they are cropped to where it is
-        laid out (the exemplar's frame for a pose file on its own)."""
+        """Render ``semantic``'s structure with ``exemplar``'s appearance (an RGB picture), in
+        ``semantic``'s frame: the output and the warps show the input's structure, so they are
+        cropped to where it is laid out (the exemplar's frame for a pose file on its own)."""
         check_pair(semantic, exemplar, exemplar_semantic)
         size = self.settings.size
         seconds: dict[str, float] = {}

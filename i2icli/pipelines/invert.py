@@ -270,6 +270,10 @@ class InvertPipeline:
         settings: InvertSettings | None = None,
         progress: DownloadProgress | None = None,
     ) -> InvertPipeline:
+        """Resolve each network (a name from weights.toml, or a file), download and verify it, and
+        load it once. The StyleGAN2 generator is a manual download (see `i2i weights list`); the
+        detector is not loaded with ``settings.aligned``, nor VGG-16 with ``perceptual_weight`` 0.
+        ``progress(file, bytes_done, bytes_total)`` hears about downloads."""
         settings = settings or InvertSettings()
         device = device if isinstance(device, torch.device) else pick_device(device)
         _check_precision(settings, device)
@@ -308,6 +312,7 @@ class InvertPipeline:
         return soft_warp(both[:1], both[1:], exemplar, temperature=self.settings.temperature)
 
     def batches_hypotheses(self) -> bool:
+        """Whether every hypothesis is fitted in one batch (see ``InvertSettings.batch_hypotheses``)."""
         if self.settings.batch_hypotheses is not None:
             return self.settings.batch_hypotheses
         return self.device.type != "cpu"
@@ -397,7 +402,9 @@ class InvertPipeline:
         return loss
 
     def invert(self, source: Picture, exemplar: Picture, *, on_step: StepCallback | None = None) -> InvertResult:
-        """Translate ``source`` into the style of ``exemplar``; see the module docstring."""
+        """Translate ``source``'s face into the style of ``exemplar``'s (both RGB pictures; whole
+        photos, or aligned face crops with ``settings.aligned``); see the module docstring.
+        ``on_step(step, steps, losses)`` is called after each Adam step."""
         seconds: dict[str, float] = {}
         size = self.settings.size
         with timed(seconds, "align"):

@@ -95,6 +95,8 @@ class PairedTranslator:
 
     @classmethod
     def load(cls, checkpoint: str, *, size: int | None = None, device: torch.device | str = AUTO) -> PairedTranslator:
+        """Load the generator of an `i2i train paired` checkpoint file or run folder (its latest
+        checkpoint); ``size`` is the working size (default: the training size)."""
         device = device if isinstance(device, torch.device) else pick_device(device)
         generator, config = load_trained(checkpoint, METHOD_NAME, generator_from_checkpoint)
         return cls(generator, config, device=device, size=size)
@@ -122,6 +124,10 @@ class PairedTranslator:
     @torch.no_grad()
     def translate(self, label: Picture, *, style: Tensor | Picture | None = None, samples: int = 1, seed: int = 0,
                   std_map: bool = False) -> PairedTranslation:
+        """``samples`` photos of ``label`` (a class-index label map or an edge image, as the model was
+        trained on), sample k from noise seed ``seed + k``. ``style``: an RGB photo whose style to
+        use (or its ``style_code``), else the training photos' mean; ``std_map``: also the per-pixel
+        spread over the samples."""
         if samples < 1:
             raise ValueError("samples must be at least 1")
         seconds: dict[str, float] = {}

@@ -80,6 +80,8 @@ class RestoredFace:
 
 @dataclass
 class RestoreResult:
+    """The restored photo (RGB, the input's dtype), how many faces were restored, and the time of each stage."""
+
     picture: Picture
     face_count: int
     faces: list[RestoredFace] = field(default_factory=list)  # filled with settings.keep_faces

@@ -172,6 +172,9 @@ class LRTranslator:
         detector: str = DEFAULT_DETECTOR,
         progress: DownloadProgress | None = None,
     ) -> LRTranslator:
+        """Load the generator of ``checkpoint``: an `i2i train translate-lr` checkpoint file or run
+        folder (its latest checkpoint), or the authors' training file. ``lr_size`` works at another
+        low-resolution size than the checkpoint's; ``align_faces`` loads ``detector`` to align faces."""
         device = device if isinstance(device, torch.device) else pick_device(device)
         generator, config = load_trained(
             checkpoint, METHOD_NAME, lambda content: generator_from_checkpoint(content, lr_size=lr_size)
@@ -235,6 +238,9 @@ class LRTranslator:
         return output, lr_error_levels(output, targets), network_error
 
     def translate(self, source: Picture, target: Picture, *, exact: bool = False) -> LRTranslation:
+        """``source``'s detail fitted to ``target`` (both RGB pictures; a square target of at most
+        32 px is used as it is, a larger one is downscaled); ``exact`` corrects the output so that
+        it downsamples exactly to the target."""
         seconds: dict[str, float] = {}
         with timed(seconds, "prepare"):
             source_tensor = self.prepare_source(source)
