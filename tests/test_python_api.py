@@ -129,6 +129,38 @@ def test_the_exemplar_pair_is_read_alike_from_files_and_from_pictures(tmp_path):
     assert result.picture.rgb.shape == (64, 48, 3)  # the person photo's 3:4
 
 
+def _tiny_paired_checkpoint(path: Path) -> Path:
+    """An `i2i train paired` checkpoint of a tiny random GRIT for 4-class label maps, 32 px."""
+    from i2icli.archs.grit import GRITConfig, GRITGenerator
+
+    config = GRITConfig(input_channels=4, image_size=32, base_channels=8, max_channels=16, style_dim=4,
+                        style_channels=8, mapping_dim=16, disc_base_channels=8, disc_max_channels=16)
+    torch.manual_seed(0)
+    generator = GRITGenerator(config)
+    with torch.no_grad():  # noise strengths included: they start at zero, and the samples would not differ
+        for parameter in generator.parameters():
+            parameter.normal_(0, 0.3) if parameter.ndim > 1 else parameter.uniform_(-0.5, 0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"method": "paired", "config": {"model": config.to_dict()}, "G_ema": generator.state_dict()}, path)
+    return path
+
+
+def test_the_loaders_take_a_path_as_they_take_its_string(tiny_env, tmp_path):
+    """Scripts hold paths as Path objects: a checkpoint named by one is loaded, or refused as missing,
+    as its string would be (not an AttributeError from deep inside)."""
+    from i2icli import PairedTranslator, RestorePipeline, RestoreSettings, WeightsError
+
+    aligned = dict(device="cpu", settings=RestoreSettings(aligned=True))  # the face network alone
+    assert RestorePipeline.load(model=tiny_env.files["gfpgan-1.4"], **aligned).detector is None
+    with pytest.raises(WeightsError, match="nothere.pth"):
+        RestorePipeline.load(model=tmp_path / "nothere.pth", **aligned)
+    translator = PairedTranslator.load(_tiny_paired_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt").parent.parent)
+    assert translator.size == 32
+    assert PairedTranslator.load(tmp_path / "run" / "checkpoints" / "latest.pt").size == 32
+    with pytest.raises(WeightsError, match="nothere.pt: no such checkpoint file"):
+        PairedTranslator.load(tmp_path / "nothere.pt")
+
+
 # --------------------------------------------------------------------------- the README's examples
 
 
@@ -177,19 +209,7 @@ def test_the_readme_restores_the_frames_of_a_video(tiny_env, landmarks_detector,
 
 
 def test_the_readme_translates_a_label_map_with_a_trained_run(in_folder):
-    from i2icli.archs.grit import GRITConfig, GRITGenerator
-
-    config = GRITConfig(input_channels=4, image_size=32, base_channels=8, max_channels=16, style_dim=4,
-                        style_channels=8, mapping_dim=16, disc_base_channels=8, disc_max_channels=16)
-    torch.manual_seed(0)
-    generator = GRITGenerator(config)
-    with torch.no_grad():  # noise strengths included: they start at zero, and the samples would not differ
-        for parameter in generator.parameters():
-            parameter.normal_(0, 0.3) if parameter.ndim > 1 else parameter.uniform_(-0.5, 0.5)
-    run = in_folder / "runs" / "faces-grit" / "checkpoints"
-    run.mkdir(parents=True)
-    torch.save({"method": "paired", "config": {"model": config.to_dict()}, "G_ema": generator.state_dict()},
-               run / "latest.pt")
+    _tiny_paired_checkpoint(in_folder / "runs" / "faces-grit" / "checkpoints" / "latest.pt")
     cv2.imwrite("mask.png", np.repeat(np.arange(4, dtype=np.uint8), 12)[None].repeat(48, 0))
     namespace = _run(_example("PairedTranslator"))
     assert namespace["result"].seeds == [0, 1, 2, 3]

@@ -16,6 +16,7 @@ No training: every network is pretrained and frozen; only codes and blending wei
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -261,11 +262,11 @@ class InvertPipeline:
     def load(
         cls,
         *,
-        generator: str = DEFAULT_GENERATOR,
-        correspondence: str = DEFAULT_CORRESPONDENCE,
-        perceptual: str = DEFAULT_PERCEPTUAL,
-        scorer: str = DEFAULT_SCORER,
-        detector: str = DEFAULT_DETECTOR,
+        generator: str | os.PathLike[str] = DEFAULT_GENERATOR,
+        correspondence: str | os.PathLike[str] = DEFAULT_CORRESPONDENCE,
+        perceptual: str | os.PathLike[str] = DEFAULT_PERCEPTUAL,
+        scorer: str | os.PathLike[str] = DEFAULT_SCORER,
+        detector: str | os.PathLike[str] = DEFAULT_DETECTOR,
         device: torch.device | str = AUTO,
         settings: InvertSettings | None = None,
         progress: DownloadProgress | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +41,7 @@ def _kind(arch: str) -> str:
 
 
 def load_checkpoint(
-    spec: str,
+    spec: str | os.PathLike[str],
     what: str,
     builder: Callable[[dict[str, torch.Tensor]], Built],
     progress: DownloadProgress | None = None,
@@ -49,6 +50,7 @@ def load_checkpoint(
 
     Any failure to build becomes one WeightsError naming the file, whatever the builder raised.
     """
+    spec = os.fspath(spec)  # a script's Path names a file as its string does
     _refuse_another_kind(spec, what)
     report = (lambda done, total: progress(spec, done, total)) if progress else None
     resolved = weights.resolve(spec, progress=report)
@@ -134,14 +136,14 @@ def training_checkpoint_file(spec: str) -> str:
     return spec
 
 
-def load_trained(checkpoint: str, method: str, build: Callable[[object], Built]) -> Built:
+def load_trained(checkpoint: str | os.PathLike[str], method: str, build: Callable[[object], Built]) -> Built:
     """Build a model from a training checkpoint (a run folder stands for its latest), loaded safely.
 
     Whatever ``build`` raises about the content becomes one WeightsError naming the file and the
     training command that makes the right kind.
     """
     hint = _trained_hint(method)
-    spec = _trained_spec(checkpoint, method)
+    spec = _trained_spec(os.fspath(checkpoint), method)  # a script's Path names a file as its string does
     resolved = weights.resolve(spec)
     # A file of one's own run is not downloaded: an older checkpoint of the run is what there is.
     damaged = ("pass another checkpoint from the run's checkpoints/ folder (step-NNNNNNN.pt), or a whole copy of the file"

@@ -10,6 +10,7 @@ the reconstruction does not depend on the noise, so it is computed once per labe
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ class PairedTranslator:
             raise ValueError(f"--size {self.size}: this model needs a multiple of {multiple} of at least {2 * multiple}")
 
     @classmethod
-    def load(cls, checkpoint: str, *, size: int | None = None, device: torch.device | str = AUTO) -> PairedTranslator:
+    def load(cls, checkpoint: str | os.PathLike[str], *, size: int | None = None,
+             device: torch.device | str = AUTO) -> PairedTranslator:
         """Load the generator of an `i2i train paired` checkpoint file or run folder (its latest
         checkpoint); ``size`` is the working size (default: the training size)."""
         device = device if isinstance(device, torch.device) else pick_device(device)

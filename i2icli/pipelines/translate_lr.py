@@ -10,6 +10,7 @@ target exactly (see ``project_to_target``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,12 +165,12 @@ class LRTranslator:
     @classmethod
     def load(
         cls,
-        checkpoint: str,
+        checkpoint: str | os.PathLike[str],
         *,
         lr_size: int | None = None,
         device: torch.device | str = AUTO,
         align_faces: bool = False,
-        detector: str = DEFAULT_DETECTOR,
+        detector: str | os.PathLike[str] = DEFAULT_DETECTOR,
         progress: DownloadProgress | None = None,
     ) -> LRTranslator:
         """Load the generator of ``checkpoint``: an `i2i train translate-lr` checkpoint file or run
