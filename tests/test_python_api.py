@@ -129,6 +129,14 @@ def test_the_exemplar_pair_is_read_alike_from_files_and_from_pictures(tmp_path):
     assert result.picture.rgb.shape == (64, 48, 3)  # the person photo's 3:4
 
 
+@pytest.mark.parametrize("upscale", [0, -2, float("nan"), float("inf")])
+def test_a_restore_factor_no_image_can_be_scaled_by_is_refused_when_set(upscale):
+    from i2icli import RestoreSettings
+
+    with pytest.raises(ValueError, match="upscale must be a positive, finite factor"):
+        RestoreSettings(upscale=upscale)
+
+
 def _tiny_paired_checkpoint(path: Path) -> Path:
     """An `i2i train paired` checkpoint of a tiny random GRIT for 4-class label maps, 32 px."""
     from i2icli.archs.grit import GRITConfig, GRITGenerator

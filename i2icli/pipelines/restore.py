@@ -4,6 +4,7 @@ Real-ESRGAN, paste the faces back. Inference only; models are loaded once and re
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -67,6 +68,12 @@ class RestoreSettings:
     aligned: bool = False
     face_batch: int = 0  # 0: chosen from free memory
     keep_faces: bool = False  # return each face's crop and restoration (e.g. to save them)
+
+    def __post_init__(self) -> None:
+        # The command's options are range-checked; a script's values would otherwise fail deep in
+        # OpenCV's resize, after every model has loaded.
+        if not 0 < self.upscale < math.inf:
+            raise ValueError(f"upscale must be a positive, finite factor; got {self.upscale}")
 
 
 @dataclass
