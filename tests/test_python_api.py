@@ -98,6 +98,11 @@ def test_the_pipelines_take_a_picture_made_from_a_numpy_array(tiny_env, landmark
         result = pipeline.restore(Picture(rgb))
         assert result.face_count == 1
         assert result.picture.rgb.shape == bgr.shape and result.picture.rgb.dtype == np.uint8
+        assert result.picture.alpha is None
+    alpha = np.full(bgr.shape[:2], 255, np.uint8)
+    alpha[:40] = 0
+    kept = pipeline.restore(Picture(bgr[:, :, ::-1], alpha=alpha)).picture.alpha
+    assert kept.dtype == np.uint8 and np.array_equal(kept[:30], alpha[:30]) and np.array_equal(kept[-30:], alpha[-30:])
 
 
 def test_the_exemplar_pair_is_read_alike_from_files_and_from_pictures(tmp_path):
