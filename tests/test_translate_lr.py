@@ -566,7 +566,7 @@ def test_translate_returns_a_typed_result(run):
     photos = sorted(run["data"].glob("*.png"))
     translator = LRTranslator.load(str(run["run"]), device="cpu")
     result = translator.translate(read_image(photos[0]), read_image(photos[1]), exact=True)
-    assert result.image.rgb.shape == (32, 32, 3) and result.target.rgb.shape == (8, 8, 3)
+    assert result.picture.rgb.shape == (32, 32, 3) and result.target.rgb.shape == (8, 8, 3)
     assert result.exact and result.lr_error < 1.0 < result.network_error
     assert set(result.seconds) == {"prepare", "generate"}
 

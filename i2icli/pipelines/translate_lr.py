@@ -57,7 +57,7 @@ class LRTranslation:
     """One translation. Errors are mean |DS(output) - target| in 8-bit levels, measured on the
     8-bit output as saved; ``network_error`` is the generator's own, before any projection."""
 
-    image: Picture
+    picture: Picture
     source: Picture  # the source as the generator saw it
     target: Picture  # the low-resolution target
     lr_error: float
@@ -249,7 +249,7 @@ class LRTranslator:
         with timed(seconds, "generate"):
             output, error, network_error = self.translate_tensors(source_tensor, target_tensor, exact=exact)
         return LRTranslation(
-            image=to_picture(output[0]),
+            picture=to_picture(output[0]),
             source=to_picture(source_tensor[0]),
             target=to_picture(target_tensor[0]),
             lr_error=float(error[0]),
