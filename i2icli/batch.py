@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -110,6 +111,52 @@ def output_path(relative: Path, output_dir: Path, *, ext: str, suffix: str) -> P
         raise ValueError(f"a file-name suffix cannot contain a path separator: {suffix!r}")
     extension = relative.suffix.lower() if ext.lower() == "auto" else "." + ext.lower().lstrip(".")
     return output_dir / relative.parent / f"{relative.stem}{suffix}{extension}"
+
+
+# A file is written under a hidden temporary name first (see imageio.replace_atomically), at most
+# this many bytes longer than its own: the path must leave room for that name too.
+_TEMPORARY_NAME_EXTRA_BYTES = 14
+
+
+def output_path_problem(path: Path) -> str | None:
+    """Why no file can be made at ``path`` (which the job's message follows with its name): a name
+    or a path longer than its file system or the system allows (ENAMETOOLONG), with what to do;
+    None when it is fine. Found while planning, not when writing after the work."""
+    name_max, path_max = _name_limits(_nearest_folder(path))
+    longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
+    if len(os.fsencode(longest)) > name_max:
+        if longest == path.name:
+            return (f"its output {path} would have a name of {len(os.fsencode(longest))} bytes, over the {name_max} "
+                    "its file system allows; use shorter file names")
+        return (f"its output {path} would be in a folder named {longest}, of {len(os.fsencode(longest))} bytes, over "
+                f"the {name_max} its file system allows; use shorter folder names")
+    length = len(os.fsencode(str(path)))
+    room = path_max - 1 - _TEMPORARY_NAME_EXTRA_BYTES  # PATH_MAX counts the closing NUL byte
+    if length > room:
+        return (f"its output {path} would be a path of {length} bytes, over the {room} an output may have here; use "
+                "an output folder with a shorter path, or fewer sub-folders")
+    return None
+
+
+def _nearest_folder(path: Path) -> Path:
+    """The folder ``path`` will be made in, or its nearest ancestor that exists."""
+    folder = path.parent
+    while folder != folder.parent and _kind(folder) != "dir":
+        folder = folder.parent
+    return folder
+
+
+@functools.lru_cache(maxsize=64)
+def _name_limits(folder: Path) -> tuple[int, int]:
+    """(longest name in bytes, longest path in bytes with its NUL) where ``folder`` lies; Linux's
+    usual 255 and 4096 where the file system does not say."""
+    limits = []
+    for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(os.pathconf(folder, name) or default)
+        except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or a name it does not know
+            limits.append(default)
+    return limits[0], limits[1]
 
 
 def _face_file_owner(path: Path) -> tuple[Path, str] | None:
@@ -277,6 +324,8 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             from i2icli.imageio import unreadable_file_reason
 
             jobs.append((index, Job(source, target, unreadable_file_reason(source))))
+        elif too_long := output_path_problem(target):
+            jobs.append((index, Job(source, target, f"{source}: {too_long}")))
         elif is_folder(target):  # else found only when writing, after the work (and --dry-run passed it)
             jobs.append((index, Job(source, target, f"{source}: its output {target} is a folder; move it aside, or use "
                                                     "another --output or a --suffix")))

@@ -14,10 +14,11 @@ from typing import Any, Callable, Generic, Iterable, NoReturn, Protocol, TypeVar
 import typer
 from rich.text import Text
 
-from i2icli.batch import file_key, is_folder
+from i2icli.batch import file_key, is_folder, output_path_problem
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    STANDARD_STREAM,
     Interrupted,
     Terminated,
     console,
@@ -102,11 +103,14 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
     checked = []
     for job in jobs:
         if job.problem is None:
-            files = [_resolved(path) for path in files_of(job)]
+            named = list(files_of(job))
+            files = [_resolved(path) for path in named]
             over_input = next((path for path in files if file_key(path) in protected), None)
             clash = next((path for path in files if path in taken), None)
             # Else found only when writing, after the work (and --dry-run passed it).
             folder = next((path for path in files if is_folder(path)), None)
+            # As given, not resolved: the system measures the path it is handed.
+            too_long = next((problem for path in named if (problem := output_path_problem(path))), None)
             if over_input is not None:
                 job = dataclasses.replace(job, problem=f"{name_of(job)}: its output {over_input} would overwrite an "
                                                        "input of the batch; choose another output")
@@ -117,6 +121,8 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
             elif folder is not None:
                 job = dataclasses.replace(job, problem=f"{name_of(job)}: its output {folder} is a folder; move it "
                                                        "aside or choose another output")
+            elif too_long is not None:
+                job = dataclasses.replace(job, problem=f"{name_of(job)}: {too_long}")
             else:
                 taken.update((path, job) for path in files)
         checked.append(job)
@@ -128,6 +134,19 @@ def _resolved(path: Path) -> Path:
         return path.resolve()
     except OSError:
         return path.absolute()
+
+
+def _refuse_names_too_long(jobs: list[J], inputs_of: Callable[[J], str]) -> list[J]:
+    """Fail each job whose output no file system could hold (a name over 255 bytes, say), before
+    its work rather than at its write: for the outputs no planner has checked."""
+    import dataclasses
+
+    checked = []
+    for job in jobs:
+        if job.problem is None and str(job.output) != STANDARD_STREAM and (problem := output_path_problem(job.output)):
+            job = dataclasses.replace(job, problem=f"{inputs_of(job)}: {problem}")
+        checked.append(job)
+    return checked
 
 
 def _one_stage(process: Processor[J]) -> Stages[J]:
@@ -190,7 +209,7 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
     ``inputs_of`` names what a job is made from in the line of a skipped job (both images of a
     pair: a source alone would repeat once per target)."""
     stages = process if isinstance(process, Stages) else _one_stage(process)
-    return _BatchRun(jobs, stages, verb=verb, skip_existing=skip_existing, record_of=record_of,
+    return _BatchRun(_refuse_names_too_long(jobs, inputs_of), stages, verb=verb, skip_existing=skip_existing, record_of=record_of,
                      overlap_io=overlap_io, inputs_of=inputs_of).run()
 
 
@@ -331,7 +350,7 @@ def exit_with_preview(jobs: list[J], *, skip_existing: bool, as_json: bool, reco
     end the command (exit 1 if any job failed or any checkpoint cannot be had). Nothing is
     opened, so a file that turns out unreadable still fails the real run."""
     records = []
-    for job in jobs:
+    for job in _refuse_names_too_long(jobs, inputs_of):
         record = record_of(job)
         records.append(record)
         if job.problem is not None:

@@ -1,0 +1,101 @@
+"""Batches on real file systems: names and paths too long for them, full and read-only disks,
+outputs that collide, and folders of many files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from conftest import CommandRunner
+from test_cli import _photo, run
+
+from i2icli.cli.app import app
+
+TINY_RESTORE = ("--device", "cpu", "--bg-model", "none", "--parser", "none")
+
+
+@dataclass(frozen=True)
+class FakeJob:
+    source: Path
+    output: Path
+    problem: str | None = None
+
+
+def _errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_an_output_name_over_255_bytes_fails_before_the_work(tiny_env, landmarks_detector, tmp_path):
+    """A 250-byte photo name plus --suffix made an output name the file system refuses: --dry-run
+    said it would run, and the run failed it only when saving, after the work, with
+    "[Errno 36] File name too long" (or a bare "cannot write" when the folder was new)."""
+    landmarks_detector([])
+    folder = tmp_path / "in"
+    long_name = _photo(folder / ("a" * 246 + ".png"))
+    _photo(folder / "ok.png")
+    out = tmp_path / "out"
+    common = [str(folder), "-o", str(out), "--suffix", "_restored", *TINY_RESTORE]
+    for first_run in (True, False):  # into a new folder, and into one that exists
+        preview = run("restore", *common, "--dry-run", "--json")
+        assert preview.exit_code == 1
+        status = {Path(record["input"]).name: record["status"] for record in json.loads(preview.stdout)["results"]}
+        assert status == {long_name.name: "failed", "ok.png": "would run"}
+        result = run("restore", *common)
+        assert result.exit_code == 1
+        [line] = _errors(result.stderr)
+        assert line.startswith(f"error: {long_name}: its output ") and "name of 259 bytes, over the 255" in line, line
+        assert "Errno" not in result.stderr and "Traceback" not in result.stderr
+        assert sorted(path.name for path in out.iterdir()) == ["ok_restored.png"]  # no temporary file left
+
+
+def test_a_pair_whose_output_name_is_too_long_fails_while_planning(tmp_path):
+    """translate-lr names an output SOURCE__TARGET.png: two long names make one no disk holds."""
+    from test_translate_lr import write_photos
+
+    long_source = _photo(tmp_path / "sources" / ("s" * 140 + ".png"))
+    short_source = _photo(tmp_path / "sources" / "short.png")
+    target = write_photos(tmp_path / "targets", 1, seed=1, size=(8, 8))[0].rename(tmp_path / ("t" * 120 + ".png"))
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "latest.pt").write_bytes(b"never opened")
+    result = CommandRunner().invoke(app, ["translate-lr", str(tmp_path / "sources"), str(target), "-c",
+                                          str(tmp_path / "run"), "-o", str(tmp_path / "out"), "--dry-run", "--json"])
+    assert result.exit_code == 1
+    status = {Path(record["source"]).name: record["status"] for record in json.loads(result.stdout)["results"]}
+    assert status == {long_source.name: "failed", short_source.name: "would run"}
+    [line] = _errors(result.stderr)
+    assert line.startswith(f"error: {long_source} + {target}: its output ") and "name of 266 bytes" in line, line
+
+
+def test_an_output_path_over_path_max_fails_while_planning(tiny_env, tmp_path):
+    """-r mirrors sub-folders under -o: a tree whose own paths fit gave outputs over PATH_MAX
+    (4096 bytes), which failed when saved with "[Errno 36] File name too long"."""
+    deep = tmp_path / "in"
+    for _ in range(20):
+        deep /= "d" * 200
+    photo = _photo(deep / "p.png")
+    shallow = _photo(tmp_path / "in" / "top.png")
+    result = run("restore", str(tmp_path / "in"), "-r", "-o", str(tmp_path / ("o" * 150)), "--dry-run", "--json")
+    assert result.exit_code == 1
+    status = {Path(record["input"]).name: record["status"] for record in json.loads(result.stdout)["results"]}
+    assert status == {photo.name: "failed", shallow.name: "would run"}
+    [line] = _errors(result.stderr)
+    assert line.startswith(f"error: {photo}: its output ") and "an output folder with a shorter path" in line
+
+
+def test_an_output_named_too_long_fails_without_its_work(tmp_path):
+    """The outputs no planner looks at (a file named with -o, say) are checked by the runner."""
+    from i2icli.cli.runner import run_batch
+
+    jobs = [FakeJob(tmp_path / "a.png", tmp_path / ("x" * 300 + ".png")), FakeJob(tmp_path / "b.png", tmp_path / "b_out.png")]
+    done = []
+
+    def process(job):
+        done.append(job.source.name)
+        return {}, str(job.source), ""
+
+    records = run_batch(jobs, process, verb="testing", skip_existing=False,
+                        record_of=lambda job: {"input": str(job.source)})
+    assert done == ["b.png"]
+    assert [record["status"] for record in records] == ["failed", "ok"]
+    assert "name of 304 bytes" in records[0]["error"]
