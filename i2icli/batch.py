@@ -138,6 +138,14 @@ def output_path_problem(path: Path) -> str | None:
     return None
 
 
+def device_of(path: Path) -> int | None:
+    """The file system ``path`` is on, or would be made on (that of its nearest existing folder)."""
+    try:
+        return _nearest_folder(path).stat().st_dev
+    except OSError:
+        return None
+
+
 def _nearest_folder(path: Path) -> Path:
     """The folder ``path`` will be made in, or its nearest ancestor that exists."""
     folder = path.parent

@@ -37,6 +37,15 @@ class InputImageError(InputError):
     """An input file that cannot be read as an image: missing, corrupt, unsupported, too big."""
 
 
+class DiskFullError(I2IError):
+    """An output that could not be written because its disk is full (or the quota there is used
+    up): the later outputs on that disk would fail the same way, after their work."""
+
+    def __init__(self, path: Path | str, message: str, hint: str | None = None):
+        super().__init__(message, hint)
+        self.path = Path(path)
+
+
 class WeightsError(I2IError):
     """A checkpoint that cannot be found, fails its hash, or does not fit the model.
 

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-from .errors import I2IError, InputImageError
+from .errors import DiskFullError, I2IError, InputImageError
 from .exif import EXIF_HEADER, ORIENTATION_TAG, exif_block, tiff_with_exif
 from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
@@ -892,7 +892,10 @@ def _write_new_file(target: Path, data: bytes | np.ndarray) -> None:
             raise I2IError(f"{target}: cannot write: {blocking} is a file, so the folder cannot be made",
                            "choose another output") from None
         # The error names the hidden temporary file, which the user never asked for: name the target.
-        raise I2IError(f"{target}: cannot write: {e.strerror or e}", _WRITE_HINTS.get(e.errno)) from None
+        message, hint = f"{target}: cannot write: {e.strerror or e}", _WRITE_HINTS.get(e.errno)
+        if e.errno in _DISK_FULL:  # a batch stops writing there
+            raise DiskFullError(target, message, hint) from None
+        raise I2IError(message, hint) from None
 
 
 def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name: str | os.PathLike[str] = "-") -> bytes:
@@ -945,6 +948,9 @@ _WRITE_HINTS = {
     errno.EPERM: "choose an output folder you can write to",
     errno.EROFS: "the disk is read-only: choose another output folder",
 }
+
+
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 def _webp_is_lossless(data: bytes) -> bool:

@@ -99,3 +99,88 @@ def test_an_output_named_too_long_fails_without_its_work(tmp_path):
     assert done == ["b.png"]
     assert [record["status"] for record in records] == ["failed", "ok"]
     assert "name of 304 bytes" in records[0]["error"]
+
+
+def _disk_full_after(monkeypatch, writes: int) -> None:
+    """The disk fills after ``writes`` files: later files fail as a full tmpfs fails them, at the
+    fsync of their temporary file."""
+    import errno
+    import os
+
+    from i2icli import imageio
+
+    done = []
+    real_atomic_write = imageio._atomic_write
+
+    def fsync_on_full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def counted(target, data):
+        if len(done) >= writes:
+            monkeypatch.setattr(os, "fsync", fsync_on_full_disk)
+        done.append(target)
+        real_atomic_write(target, data)
+
+    monkeypatch.setattr(imageio, "_atomic_write", counted)
+
+
+def test_a_full_disk_stops_the_batch_there(tiny_env, landmarks_detector, tmp_path, monkeypatch):
+    """When the disk filled up, every later photo was still restored, then failed at its write,
+    each with its own line: hours of work thrown away on a long batch. Now the photo being
+    written fails, naming the disk as full, and the rest for that disk are not run (one line)."""
+    from i2icli.pipelines.restore import RestorePipeline
+
+    landmarks_detector([])
+    folder = tmp_path / "in"
+    for name in "abcd":
+        _photo(folder / f"{name}.png")
+    out = tmp_path / "out"
+    restored = []
+    real_restore = RestorePipeline.restore
+
+    def counted(self, picture, *args, **kwargs):
+        restored.append(picture.source.name)
+        return real_restore(self, picture, *args, **kwargs)
+
+    monkeypatch.setattr(RestorePipeline, "restore", counted)
+    with monkeypatch.context() as full:
+        _disk_full_after(full, 1)
+        result = run("restore", str(folder), "-o", str(out), *TINY_RESTORE, "--json")
+    assert result.exit_code == 1
+    assert restored == ["a.png", "b.png"]  # not c.png and d.png
+    records = json.loads(result.stdout)["results"]
+    assert [(Path(record["input"]).name, record["status"]) for record in records] == [
+        ("a.png", "ok"), ("b.png", "failed"), ("c.png", "failed"), ("d.png", "failed")]
+    assert "not run: the disk of its output" in records[2]["error"]
+    assert _errors(result.stderr) == [
+        f"error: {folder / 'b.png'}: {out / 'b.png'}: cannot write: No space left on device — free some space on that "
+        "disk, or write the results to another one",
+        f"error: {out}: the disk is full, so 2 more inputs were not run — free some space on it, then run the same "
+        "command again with --skip-existing"]
+    assert sorted(path.name for path in out.iterdir()) == ["a.png"]  # no temporary file left behind
+    # With space again, the advice does the rest.
+    again = run("restore", str(folder), "-o", str(out), *TINY_RESTORE, "--skip-existing")
+    assert again.exit_code == 0, again.stderr
+    assert restored[2:] == ["b.png", "c.png", "d.png"]
+
+
+def test_a_full_disk_stops_only_the_outputs_on_that_disk(tmp_path, monkeypatch):
+    """Outputs may go to several disks (exemplar --pairs with an output column): those on others go on."""
+    from i2icli.cli import runner
+    from i2icli.errors import DiskFullError
+
+    jobs = [FakeJob(tmp_path / f"{name}.png", tmp_path / disk / f"{name}.png")
+            for name, disk in [("a", "full"), ("b", "other"), ("c", "full"), ("d", "other")]]
+    monkeypatch.setattr(runner, "device_of", lambda path: path.parent.name)
+    done = []
+
+    def process(job):
+        done.append(job.source.name)
+        if job.output.parent.name == "full":
+            raise DiskFullError(job.output, f"{job.output}: cannot write: No space left on device")
+        return {}, str(job.source), ""
+
+    records = runner.run_batch(jobs, process, verb="testing", skip_existing=False,
+                               record_of=lambda job: {"input": job.source.name})
+    assert done == ["a.png", "b.png", "d.png"]
+    assert [record["status"] for record in records] == ["failed", "ok", "failed", "ok"]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Generic, Iterable, NoReturn, Protocol, TypeVar
 import typer
 from rich.text import Text
 
-from i2icli.batch import file_key, is_folder, output_path_problem
+from i2icli.batch import device_of, file_key, is_folder, output_path_problem
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -31,7 +31,7 @@ from i2icli.cli.common import (
     transient_progress,
     visible,
 )
-from i2icli.errors import I2IError, InputError, first_line
+from i2icli.errors import DiskFullError, I2IError, InputError, first_line
 
 
 class BatchJob(Protocol):
@@ -228,6 +228,9 @@ class _BatchRun(Generic[J]):
         self.reads_ahead: dict[int, Future] = {}
         self.records: list[dict] = []
         self.in_flight: _Written | None = None
+        # The disk an output found full (its device, and that output), and how many jobs it stopped.
+        self.full_disk: tuple[int | None, Path] | None = None
+        self.not_run_on_full_disk = 0
 
     def run(self) -> list[dict]:
         try:
@@ -236,12 +239,17 @@ class _BatchRun(Generic[J]):
                 for index, job in enumerate(self.jobs):
                     record = self.record_of(job)
                     self.records.append(record)
-                    if index in self.to_run:
+                    if index in self.to_run and self._on_full_disk(job):
+                        self._finish_write()
+                        self.reads_ahead.pop(index, None)  # its picture is not held for nothing
+                        self._stop_for_full_disk(job, record)
+                    elif index in self.to_run:
                         self._process(index, job, record)
                     else:  # reported after the job before it
                         self._finish_write()
                         self._report_not_run(job, record)
                 self._finish_write()
+                self._report_full_disk()
         except KeyboardInterrupt as stop:
             raise Interrupted(self._interrupted_summary(), terminated=isinstance(stop, Terminated)) from None
         return self.records
@@ -265,6 +273,32 @@ class _BatchRun(Generic[J]):
             self.reader = self.writer = _Inline()
         self.task = self.progress.add_task(self.verb, total=len(self.jobs))
 
+    def _failed(self, job: J, record: dict[str, Any], error: Exception) -> None:
+        record.update(status="failed", error=_failure(job, error))
+        if isinstance(error, DiskFullError) and self.full_disk is None:
+            self.full_disk = (device_of(error.path), error.path)
+
+    def _on_full_disk(self, job: J) -> bool:
+        """Whether ``job`` would write to the disk an earlier output found full: its work would be lost."""
+        return (self.full_disk is not None and str(job.output) != STANDARD_STREAM
+                and device_of(job.output) == self.full_disk[0])
+
+    def _stop_for_full_disk(self, job: J, record: dict[str, Any]) -> None:
+        """Fail ``job`` without its work, and without a line of its own: one line says it for all."""
+        assert self.full_disk is not None
+        record.update(status="failed", error=f"{self.inputs_of(job)}: not run: the disk of its output {job.output} "
+                                             f"is full ({self.full_disk[1]} could not be written)")
+        self.not_run_on_full_disk += 1
+        self.progress.advance(self.task)
+
+    def _report_full_disk(self) -> None:
+        if self.not_run_on_full_disk:
+            assert self.full_disk is not None
+            count = self.not_run_on_full_disk
+            report_error(I2IError(f"{self.full_disk[1].parent}: the disk is full, so {count} more input"
+                                  f"{'s were' if count > 1 else ' was'} not run",
+                                  "free some space on it, then run the same command again with --skip-existing"))
+
     def _report_not_run(self, job: J, record: dict[str, Any]) -> None:
         if job.problem is not None:
             record.update(status="failed", error=job.problem)
@@ -286,7 +320,7 @@ class _BatchRun(Generic[J]):
                 del data  # not held while the write before is waited for
         except Exception as error:
             self._finish_write()
-            record.update(status="failed", error=_failure(job, error))
+            self._failed(job, record, error)
             self.progress.advance(self.task)
             return
         self._finish_write()  # the job before, reported before this one
@@ -313,7 +347,7 @@ class _BatchRun(Generic[J]):
         try:
             (extra, headline, detail), write_seconds = written.future.result()
         except Exception as error:
-            written.record.update(status="failed", error=_failure(written.job, error))
+            self._failed(written.job, written.record, error)
         else:
             seconds = written.seconds + write_seconds
             written.record.update(status="ok", seconds=round(seconds, 3), **extra)
