@@ -184,3 +184,22 @@ def test_a_full_disk_stops_only_the_outputs_on_that_disk(tmp_path, monkeypatch):
                                record_of=lambda job: {"input": job.source.name})
     assert done == ["a.png", "b.png", "d.png"]
     assert [record["status"] for record in records] == ["failed", "ok", "failed", "ok"]
+
+
+def test_an_output_folder_on_a_read_only_disk_says_so(tmp_path, monkeypatch):
+    """A folder on a disk mounted read-only was refused as "permission denied": the user would
+    look at permissions that no chmod can fix (root included). Root is refused by a read-only
+    mount alone, which a test cannot make: os.access and statvfs answer as they do there."""
+    import os
+    from types import SimpleNamespace
+
+    photo = _photo(tmp_path / "photo.png")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=os.ST_RDONLY))
+    result = run("restore", str(photo), "-o", str(tmp_path / "out"), "--dry-run")
+    assert result.exit_code == 1
+    assert _errors(result.stderr) == [f"error: {tmp_path / 'out'}: cannot be written ({tmp_path} is on a read-only "
+                                      "disk) — choose another -o/--output"]
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=0))  # writable, but not by this user
+    result = run("restore", str(photo), "-o", str(tmp_path / "out"), "--dry-run")
+    assert "permission denied" in result.stderr

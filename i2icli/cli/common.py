@@ -572,7 +572,16 @@ def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
     if not existing.is_dir():
         raise InputError(folder, f"{existing} is a file, so this folder cannot be made", f"choose another {option}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(folder, f"cannot be written ({existing}: permission denied)", f"choose another {option}")
+        # On a disk mounted read-only no change of permissions would help: say which it is.
+        why = f"{existing} is on a read-only disk" if _mounted_read_only(existing) else f"{existing}: permission denied"
+        raise InputError(folder, f"cannot be written ({why})", f"choose another {option}")
+
+
+def _mounted_read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
 
 
 # "-" for INPUT reads the image from standard input, and "-o -" writes it to standard output, as
