@@ -175,6 +175,15 @@ def _face_file_owner(path: Path) -> tuple[Path, str] | None:
     return path.parent.parent.resolve(), match.group(1)
 
 
+def case_clash(output: Path, other: Path, other_inputs: object) -> str:
+    """Why ``output`` may not be written beside ``other``, the output of ``other_inputs``: their
+    names differ only in case, and on a disk that ignores case the second would replace the first
+    without a word. Refused on every disk: where a folder not yet made will be cannot be known
+    before it is, and results are often copied to such a disk later."""
+    return (f"its output {output} differs only in case from {other}, the output of {other_inputs}, and a disk that "
+            "ignores case (as macOS's, Windows' and most memory cards' do) takes them for one file")
+
+
 def is_folder(path: Path) -> bool:
     """Whether ``path`` is a folder (an output named like one fails before the work, not at its write)."""
     return _kind(path) == "dir"
@@ -310,6 +319,7 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     for (source, _, _), key in zip(entries, sources):
         inputs.setdefault(key, source)
     taken: dict[object, Path] = {}
+    taken_in_any_case: dict[str, tuple[Path, Path]] = {}  # (output, input) by the output's case-folded path
     planned: set[object] = set()
     for (source, _, named), target, key_source, key, index in zip(entries, targets, sources, target_keys, entry_spec):
         if key_source in planned or key_source in left_out:
@@ -326,6 +336,11 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             jobs.append((index, Job(source, target, f"{source}: output {target} is already written by {taken[key]}; "
                                                     "rename one of them, or restore them in separate runs into "
                                                     "different --output folders")))
+        elif (folded := str(target).casefold()) in taken_in_any_case:
+            other, other_source = taken_in_any_case[folded]
+            jobs.append((index, Job(source, target, f"{source}: {case_clash(target, other, other_source)}; rename "
+                                                    "one of them, or restore them in separate runs into different "
+                                                    "--output folders")))
         elif source.suffix.lower() not in _READABLE_SUFFIXES and _is_file(source):
             # Named on the command line (a folder or pattern gives images only): refused now, as
             # reading it would be, so --dry-run says so and no model is loaded for it.
@@ -339,6 +354,7 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
                                                     "another --output or a --suffix")))
         else:
             taken[key] = source
+            taken_in_any_case[folded] = (target, source)
             jobs.append((index, Job(source, target)))
     return [job for _, job in sorted(jobs, key=lambda indexed: indexed[0])]  # stable: a folder's own order kept
 

@@ -203,3 +203,32 @@ def test_an_output_folder_on_a_read_only_disk_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=0))  # writable, but not by this user
     result = run("restore", str(photo), "-o", str(tmp_path / "out"), "--dry-run")
     assert "permission denied" in result.stderr
+
+
+def test_outputs_that_differ_only_in_case_are_refused(tmp_path):
+    """A.png and a.png (or Trip/ and trip/ under -r) made A.png and a.png: on a disk that ignores
+    case (macOS, Windows, a memory card) the second replaced the first without a word, and only a
+    second run, finding the file, said that both wanted it."""
+    folder = tmp_path / "in"
+    upper, lower = _photo(folder / "A.png", 10), _photo(folder / "a.png", 200)
+    deep_upper, deep_lower = _photo(folder / "Trip" / "x.png"), _photo(folder / "trip" / "x.png")
+    out = tmp_path / "out"
+    result = run("restore", str(folder), "-r", "-o", str(out), "--dry-run", "--json")
+    assert result.exit_code == 1
+    status = {record["input"]: record["status"] for record in json.loads(result.stdout)["results"]}
+    assert status == {str(upper): "would run", str(lower): "failed", str(deep_upper): "would run",
+                      str(deep_lower): "failed"}
+    assert _errors(result.stderr)[0] == (
+        f"error: {lower}: its output {out / 'a.png'} differs only in case from {out / 'A.png'}, the output of {upper}, "
+        "and a disk that ignores case (as macOS's, Windows' and most memory cards' do) takes them for one file; "
+        "rename one of them, or restore them in separate runs into different --output folders")
+
+
+def test_pair_outputs_that_differ_only_in_case_are_refused(tmp_path):
+    from i2icli.cli.runner import one_writer_per_file
+
+    jobs = [FakeJob(tmp_path / "A.png", tmp_path / "out" / "A__t.png"), FakeJob(tmp_path / "a.png", tmp_path / "out" / "a__t.png")]
+    checked, written = one_writer_per_file(jobs, lambda job: [job.output])
+    assert checked[0].problem is None and written == [jobs[0].output]
+    assert checked[1].problem.startswith(f"{jobs[1].source}: its output {jobs[1].output} differs only in case from "
+                                         f"{jobs[0].output}, the output of {jobs[0].source}, ")
