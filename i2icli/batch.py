@@ -122,7 +122,7 @@ def output_path_problem(path: Path) -> str | None:
     """Why no file can be made at ``path`` (which the job's message follows with its name): a name
     or a path longer than its file system or the system allows (ENAMETOOLONG), with what to do;
     None when it is fine. Found while planning, not when writing after the work."""
-    name_max, path_max = _name_limits(_nearest_folder(path))
+    name_max, path_max = _name_limits(path.parent)
     longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
     if len(os.fsencode(longest)) > name_max:
         if longest == path.name:
@@ -154,14 +154,15 @@ def _nearest_folder(path: Path) -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)  # a batch's outputs lie in a few folders
 def _name_limits(folder: Path) -> tuple[int, int]:
-    """(longest name in bytes, longest path in bytes with its NUL) where ``folder`` lies; Linux's
-    usual 255 and 4096 where the file system does not say."""
+    """(longest name in bytes, longest path in bytes with its NUL) where ``folder`` is or will be
+    made; Linux's usual 255 and 4096 where the file system does not say."""
     limits = []
+    existing = folder if _kind(folder) == "dir" else _nearest_folder(folder)
     for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
         try:
-            limits.append(os.pathconf(folder, name) or default)
+            limits.append(os.pathconf(existing, name) or default)
         except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or a name it does not know
             limits.append(default)
     return limits[0], limits[1]
