@@ -87,7 +87,8 @@ def test_an_output_named_too_long_fails_without_its_work(tmp_path):
     """The outputs no planner looks at (a file named with -o, say) are checked by the runner."""
     from i2icli.cli.runner import run_batch
 
-    jobs = [FakeJob(tmp_path / "a.png", tmp_path / ("x" * 300 + ".png")), FakeJob(tmp_path / "b.png", tmp_path / "b_out.png")]
+    jobs = [FakeJob(tmp_path / "a.png", tmp_path / ("x" * 300 + ".png")),
+            FakeJob(tmp_path / "b.png", tmp_path / "b_out.png")]
     done = []
 
     def process(job):
@@ -153,8 +154,8 @@ def test_a_full_disk_stops_the_batch_there(tiny_env, landmarks_detector, tmp_pat
         ("a.png", "ok"), ("b.png", "failed"), ("c.png", "failed"), ("d.png", "failed")]
     assert "not run: the disk of its output" in records[2]["error"]
     assert _errors(result.stderr) == [
-        f"error: {folder / 'b.png'}: {out / 'b.png'}: cannot write: No space left on device — free some space on that "
-        "disk, or write the results to another one",
+        f"error: {folder / 'b.png'}: {out / 'b.png'}: cannot write: No space left on device — free some space on "
+        "that disk, or write the results to another one",
         f"error: {out}: the disk is full, so 2 more inputs were not run — free some space on it, then run the same "
         "command again with --skip-existing"]
     assert sorted(path.name for path in out.iterdir()) == ["a.png"]  # no temporary file left behind
@@ -227,7 +228,8 @@ def test_outputs_that_differ_only_in_case_are_refused(tmp_path):
 def test_pair_outputs_that_differ_only_in_case_are_refused(tmp_path):
     from i2icli.cli.runner import one_writer_per_file
 
-    jobs = [FakeJob(tmp_path / "A.png", tmp_path / "out" / "A__t.png"), FakeJob(tmp_path / "a.png", tmp_path / "out" / "a__t.png")]
+    jobs = [FakeJob(tmp_path / "A.png", tmp_path / "out" / "A__t.png"),
+            FakeJob(tmp_path / "a.png", tmp_path / "out" / "a__t.png")]
     checked, written = one_writer_per_file(jobs, lambda job: [job.output])
     assert checked[0].problem is None and written == [jobs[0].output]
     assert checked[1].problem.startswith(f"{jobs[1].source}: its output {jobs[1].output} differs only in case from "

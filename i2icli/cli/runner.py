@@ -217,8 +217,8 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
     ``inputs_of`` names what a job is made from in the line of a skipped job (both images of a
     pair: a source alone would repeat once per target)."""
     stages = process if isinstance(process, Stages) else _one_stage(process)
-    return _BatchRun(_refuse_names_too_long(jobs, inputs_of), stages, verb=verb, skip_existing=skip_existing, record_of=record_of,
-                     overlap_io=overlap_io, inputs_of=inputs_of).run()
+    return _BatchRun(_refuse_names_too_long(jobs, inputs_of), stages, verb=verb, skip_existing=skip_existing,
+                     record_of=record_of, overlap_io=overlap_io, inputs_of=inputs_of).run()
 
 
 class _BatchRun(Generic[J]):
