@@ -119,9 +119,13 @@ _TEMPORARY_NAME_EXTRA_BYTES = 14
 
 
 def output_path_problem(path: Path) -> str | None:
-    """Why no file can be made at ``path`` (which the job's message follows with its name): a name
-    or a path longer than its file system or the system allows (ENAMETOOLONG), with what to do;
-    None when it is fine. Found while planning, not when writing after the work."""
+    """Why no file can be made at ``path`` (which the job's message follows with its name): a
+    file where one of its folders would be made (-r mirrors sub-folders), or a name or a path
+    longer than its file system or the system allows (ENAMETOOLONG), with what to do; None when
+    it is fine. Found while planning, not when writing after the work."""
+    if (blocking := _file_in_the_way(path)) is not None:
+        return (f"its output {path} would be in {blocking}, which is a file, not a folder; move it aside, or choose "
+                "another output folder")
     name_max, path_max = _name_limits(path.parent)
     longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
     if len(os.fsencode(longest)) > name_max:
@@ -144,6 +148,19 @@ def device_of(path: Path) -> int | None:
         return _nearest_folder(path).stat().st_dev
     except OSError:
         return None
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is no folder, so that ``path`` cannot be made."""
+    folder = path.parent
+    while folder != folder.parent:
+        kind = _kind(folder)
+        if kind == "dir":
+            return None
+        if kind in ("file", "other"):
+            return folder
+        folder = folder.parent
+    return None
 
 
 def _nearest_folder(path: Path) -> Path:

@@ -234,3 +234,19 @@ def test_pair_outputs_that_differ_only_in_case_are_refused(tmp_path):
     assert checked[0].problem is None and written == [jobs[0].output]
     assert checked[1].problem.startswith(f"{jobs[1].source}: its output {jobs[1].output} differs only in case from "
                                          f"{jobs[0].output}, the output of {jobs[0].source}, ")
+
+
+def test_a_file_where_a_mirrored_sub_folder_goes_fails_while_planning(tiny_env, tmp_path):
+    """-r makes out/trip/ for in/trip/: a file named out/trip failed each photo of it only when
+    saving, after the work, and --dry-run said they would run."""
+    photo = _photo(tmp_path / "in" / "trip" / "x.png")
+    top = _photo(tmp_path / "in" / "y.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "trip").write_bytes(b"a file, not a folder")
+    result = run("restore", str(tmp_path / "in"), "-r", "-o", str(out), "--dry-run", "--json")
+    assert result.exit_code == 1
+    status = {record["input"]: record["status"] for record in json.loads(result.stdout)["results"]}
+    assert status == {str(photo): "failed", str(top): "would run"}
+    assert _errors(result.stderr) == [f"error: {photo}: its output {out / 'trip' / 'x.png'} would be in {out / 'trip'}, "
+                                      "which is a file, not a folder; move it aside, or choose another output folder"]
