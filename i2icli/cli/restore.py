@@ -36,6 +36,11 @@ from i2icli.cli.common import (
 )
 from i2icli.cli.runner import batch_failures, exit_with_preview, run_batch, will_run
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from i2icli.pipelines.restore_models import (
+    DEFAULT_DETECTOR,
+    DEFAULT_FACE_MODEL,
+    DEFAULT_PARSER,
+)
 
 _MODELS = "Models"
 _FACES = "Faces"
@@ -63,7 +68,7 @@ def restore(
     strength: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="How much of the restored face to use: 1 all of it, 0 none.")
     ] = 1.0,
-    model: Annotated[str, typer.Option(metavar="NAME|PATH", help="Face model: gfpgan-1.4, gfpgan-1.3, or a checkpoint path.", rich_help_panel=_MODELS)] = "gfpgan-1.4",
+    model: Annotated[str, typer.Option(metavar="NAME|PATH", help="Face model: gfpgan-1.4, gfpgan-1.3, or a checkpoint path.", rich_help_panel=_MODELS)] = DEFAULT_FACE_MODEL,
     bg_model: Annotated[
         str,
         typer.Option(metavar="NAME|PATH|none",
@@ -74,10 +79,10 @@ def restore(
     ] = "auto",
     detector: Annotated[
         str, typer.Option(metavar="NAME|PATH", help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path (resnet50 or mobilenet0.25).", rich_help_panel=_MODELS)
-    ] = "retinaface-resnet50",
+    ] = DEFAULT_DETECTOR,
     parser: Annotated[
         str, typer.Option(metavar="NAME|PATH|none", help="Face parser for soft paste masks: parsenet, a path, or none.", rich_help_panel=_MODELS)
-    ] = "parsenet",
+    ] = DEFAULT_PARSER,
     threshold: Annotated[float, typer.Option(callback=finite, min=0.0, max=1.0, help="Face detection confidence threshold.", rich_help_panel=_FACES)] = 0.97,
     only_center_face: Annotated[bool, typer.Option("--only-center-face", help="Restore only the face nearest the centre.", rich_help_panel=_FACES)] = False,
     min_face_size: Annotated[float, typer.Option(metavar="PX", callback=finite, min=0.0, help="Ignore faces smaller than this many pixels.", rich_help_panel=_FACES)] = 16.0,
@@ -146,22 +151,22 @@ def restore(
         skip_existing = False  # "-" names no file that could exist
         piped.output_suffix = _piped_output_suffix(jobs[0].source, ext, piped.data)
 
-    from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
-
-    settings = RestoreSettings(
-        upscale=upscale,
-        strength=strength,
-        threshold=threshold,
-        min_face_size=min_face_size,
-        only_center_face=only_center_face,
-        detect_max_side=detect_size,
-        aligned=aligned,
-        face_batch=face_batch,
-        keep_faces=save_faces,
-    )
     todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
     pipeline = None
-    if todo:
+    if todo:  # else PyTorch is not even imported: a batch of missing files fails at once
+        from i2icli.pipelines.restore import RestorePipeline, RestoreSettings
+
+        settings = RestoreSettings(
+            upscale=upscale,
+            strength=strength,
+            threshold=threshold,
+            min_face_size=min_face_size,
+            only_center_face=only_center_face,
+            detect_max_side=detect_size,
+            aligned=aligned,
+            face_batch=face_batch,
+            keep_faces=save_faces,
+        )
         with download_progress() as progress:
             pipeline = RestorePipeline.load(
                 model=model,
@@ -202,7 +207,7 @@ def _checkpoints(model: str, background: str | None, detector: str, parser: str 
         needed.append(("--parser", checkpoint_source(parser, "ParseNet")))
     if background:
         if background == "auto":
-            from i2icli.pipelines.restore import background_model_for
+            from i2icli.pipelines.restore_models import background_model_for
 
             background = background_model_for(upscale)
         needed.append(("--bg-model", checkpoint_source(background, "Real-ESRGAN")))

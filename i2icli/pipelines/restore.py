@@ -44,12 +44,15 @@ from i2icli.pipelines.memory import (
     is_out_of_memory,
     limit_mps_memory,
 )
+from i2icli.pipelines.restore_models import (
+    DEFAULT_DETECTOR,
+    DEFAULT_FACE_MODEL,
+    DEFAULT_PARSER,
+    background_model_for,
+)
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
 
-DEFAULT_FACE_MODEL = "gfpgan-1.4"
-DEFAULT_DETECTOR = "retinaface-resnet50"
-DEFAULT_PARSER = "parsenet"
 MOST_PER_BATCH = 16  # faces or tiles per network call: more does not keep a GPU any busier
 
 log = logging.getLogger(__name__)
@@ -111,11 +114,6 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     return explicit_dtype(precision, device)
-
-
-def background_model_for(upscale: float) -> str:
-    """Real-ESRGAN x2plus up to 2x, x4plus above; other factors are reached by resizing after."""
-    return "realesrgan-x2plus" if upscale <= 2 else "realesrgan-x4plus"
 
 
 def build_face_model(state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
