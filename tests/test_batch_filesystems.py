@@ -250,3 +250,26 @@ def test_a_file_where_a_mirrored_sub_folder_goes_fails_while_planning(tiny_env, 
     assert status == {str(photo): "failed", str(top): "would run"}
     assert _errors(result.stderr) == [f"error: {photo}: its output {out / 'trip' / 'x.png'} would be in {out / 'trip'}, "
                                       "which is a file, not a folder; move it aside, or choose another output folder"]
+
+
+def test_a_photo_whose_face_files_could_not_all_be_written_is_not_taken_as_done(tiny_env, landmarks_detector,
+                                                                                 tmp_path, monkeypatch):
+    """With --save-faces the output was written first: a disk that filled up while the face files
+    were written left a photo whose output existed, so --skip-existing passed it by and its face
+    files stayed incomplete. The output, which says a photo is done, now comes last."""
+    from conftest import OLD_PHOTO_LANDMARKS
+
+    landmarks_detector([OLD_PHOTO_LANDMARKS])
+    photo = tmp_path / "in" / "a.png"
+    _photo(photo)
+    out = tmp_path / "out"
+    with monkeypatch.context() as full:
+        _disk_full_after(full, 1)  # the first face file is written, the disk is full from the second
+        failed = run("restore", str(photo), "-o", str(out), *TINY_RESTORE, "--save-faces")
+    assert failed.exit_code == 1
+    assert not (out / "a.png").exists()
+    again = run("restore", str(photo), "-o", str(out), *TINY_RESTORE, "--save-faces", "--skip-existing")
+    assert again.exit_code == 0, again.stderr
+    assert (out / "a.png").is_file()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*_00.png")) == [
+        "cmp/a_00.png", "cropped_faces/a_00.png", "restored_faces/a_00.png"]

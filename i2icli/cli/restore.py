@@ -334,10 +334,10 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
 
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
         _warn_of_lost_transparency(job, result.picture, output_named, suffix_of(job).lower())
-        write_output(job.output, result.picture, piped_format=piped.output_suffix)
         extra = {"faces": result.face_count, "stages": {k: round(v, 3) for k, v in result.seconds.items()}}
-        if save_faces:
+        if save_faces:  # first: the output is what --skip-existing takes for a photo done, face files too
             extra.update(_save_faces(job.output, face_stem(job.output), result, result.picture.rgb.dtype))
+        write_output(job.output, result.picture, piped_format=piped.output_suffix)
         faces = f"{result.face_count} face{'s' if result.face_count != 1 else ''}, "
         return extra, f"{job.source} → {output_name(job.output)}", faces
 
