@@ -25,8 +25,9 @@ _PIXEL_X_DIMENSION, _PIXEL_Y_DIMENSION = 0xA002, 0xA003
 _ORIENTATION_AND_SIZE = frozenset({ORIENTATION_TAG, _IMAGE_WIDTH, _IMAGE_LENGTH})
 # Main-directory tags that describe the bytes of the file they are in, not the photo: a TIFF's
 # strips, tiles and sample layout, the pointers to a thumbnail (JPEGInterchangeFormat) or to
-# sub-images, and blocks carried otherwise or not at all. An XMP packet (700) and Photoshop's
-# resources (34377) repeat the orientation, size and thumbnail, which would then be untrue.
+# sub-images, and blocks carried otherwise or not at all: the XMP packet (700) is carried on its
+# own, made true of the output by i2icli.xmp; Photoshop's resources (34377) repeat the orientation,
+# size and thumbnail, which would then be untrue.
 _TIFF_LAYOUT_TAGS = frozenset({
     254, 255, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291, 292, 293, 301,
     317, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, *range(512, 522), 529, 530, 531, 532,
@@ -156,12 +157,36 @@ def tiff_with_exif(data: bytes, raw: bytes, size: tuple[int, int]) -> bytes:
     exif, exif_order = found
     if exif_order != order:
         exif = _in_byte_order(exif)
-    (first,) = struct.unpack_from(order + "I", data, 4)
-    own = _read_directory(data, first, order, ())
+    own = _first_directory(data, order)
     taken = {tag for tag, *_ in own.fields}
     merged = _Directory(own.fields + [field for field in exif.fields if field[0] not in taken], exif.below)
+    return _with_first_directory(data, order, merged)
+
+
+def tiff_with_field(data: bytes, tag: int, kind: int, value: bytes) -> bytes:
+    """``data``, a TIFF, with the field ``tag`` of type ``kind`` holding ``value`` (bytes, in the
+    file's byte order) in its first directory, in place of any it had; the directory is copied to
+    the end of the file as in :func:`tiff_with_exif`."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None:  # (a BigTIFF: left as it is)
+        return data
+    own = _first_directory(data, order)
+    size = _FIELD_SIZES[kind]
+    fields = [field for field in own.fields if field[0] != tag] + [(tag, kind, len(value) // size, value)]
+    return _with_first_directory(data, order, _Directory(fields, {}))
+
+
+def _first_directory(data: bytes, order: str) -> _Directory:
+    """A TIFF's first directory, every field as it is: the offsets in it (of its strips, or of
+    directories below) stay true as long as the bytes before the end of the file do not move."""
+    (first,) = struct.unpack_from(order + "I", data, 4)
+    return _read_directory(data, first, order, ())
+
+
+def _with_first_directory(data: bytes, order: str, directory: _Directory) -> bytes:
+    """``data`` with ``directory`` laid out at its end and made its first."""
     data += bytes(len(data) % 2)  # a directory starts on a word boundary
-    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + _directory_bytes(merged, len(data), order)
+    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + _directory_bytes(directory, len(data), order)
 
 
 # Bytes of each number in a value of each TIFF field type that holds numbers (a RATIONAL is two).
