@@ -36,8 +36,15 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from .errors import DiskFullError, I2IError, InputImageError
-from .exif import EXIF_HEADER, ORIENTATION_TAG, exif_block, tiff_with_exif
+from .exif import (
+    EXIF_HEADER,
+    ORIENTATION_TAG,
+    exif_block,
+    tiff_with_exif,
+    tiff_with_field,
+)
 from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from .xmp import JPEG_XMP_HEADER, XMP_TAG, png_itxt_body, png_itxt_text, xmp_packet
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -126,6 +133,10 @@ class Picture:
     # its orientation is reset (the pixels are upright), its thumbnail (the unrestored picture)
     # left out and its pixel sizes made the output's. Unreadable metadata is written as none.
     exif: bytes | None = None
+    # The file's XMP packet, as the file holds it: what photo managers keep of the user's own work
+    # (star rating, colour label, keywords, title and caption, people tags, creator and rights).
+    # Written back as the EXIF block is, made true of the output in the same way.
+    xmp: bytes | None = None
 
     def __post_init__(self) -> None:
         rgb = self.rgb
@@ -199,6 +210,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     picture.lossless_webp = fmt == "WEBP" and _webp_is_lossless(data)
     picture.palette_indices = palette_indices
     picture.exif = _file_exif(pil, fmt, data)
+    picture.xmp = _file_xmp(pil, fmt, data)
     return picture
 
 
@@ -546,15 +558,33 @@ def _file_exif(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
 
 
 def _png_exif_chunk(data: bytes) -> bytes | None:
+    return next((body for kind, body in _png_chunks(data) if kind == b"eXIf"), None)
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """A PNG's chunks (kind, body), read from the bytes without decoding the image: metadata may
+    come after the pixel data, where Pillow's header parse does not reach."""
     pos = 8
     while pos + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"eXIf":
-            return data[pos + 8 : pos + 8 + length]
         if kind == b"IEND":
             break
+        yield kind, data[pos + 8 : pos + 8 + length]
         pos += 12 + length
-    return None
+
+
+def _file_xmp(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
+    """The file's XMP packet, unparsed (it is checked when written), or None. A JPEG's Extended XMP
+    (the rest of a packet over 64 KB, in segments of its own: large previews or editing histories,
+    mostly) is not joined to it."""
+    if fmt == "PNG":
+        raw = next((text for kind, body in _png_chunks(data) if kind == b"iTXt"
+                    and (text := png_itxt_text(body)) is not None), None)
+    else:  # Pillow reads a JPEG's XMP segment, a WebP's chunk and a TIFF's tag with the header
+        raw = pil.info.get("xmp")
+    if isinstance(raw, str):
+        raw = raw.encode()
+    return bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
 
 
 @contextlib.contextmanager
@@ -917,6 +947,8 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
         data = tiff_with_exif(bytes(data), picture.exif, (picture.width, picture.height))
     elif picture.exif:  # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
         data = _with_exif(bytes(data), fmt, picture)
+    if picture.xmp:  # after the EXIF block: a JPEG's XMP APP1 follows its Exif APP1
+        data = _with_xmp(bytes(data), fmt, picture)
     return bytes(data)
 
 
@@ -1112,6 +1144,36 @@ def _with_exif(data: bytes, fmt: str, picture: Picture) -> bytes:
     if fmt == "WEBP":
         return _webp_extended(data, picture, 0x08, last=_webp_chunk(b"EXIF", tiff))
     return data
+
+
+def _with_xmp(data: bytes, fmt: str, picture: Picture) -> bytes:
+    """``data`` with ``picture.xmp`` added in the format's own way, made true of this file (see
+    :func:`~i2icli.xmp.xmp_packet`); ``data`` unchanged where the packet does not parse (BMP has no
+    place for it)."""
+    packet = xmp_packet(picture.xmp or b"", size=(picture.width, picture.height))
+    if packet is None:
+        return data
+    if fmt == "PNG":  # uncompressed, before the pixel data, as readers that stop there expect
+        return data[:33] + _png_chunk(b"iTXt", png_itxt_body(packet)) + data[33:]
+    segment = JPEG_XMP_HEADER + packet
+    # A packet too large for one segment would need Extended XMP, split under a digest of the
+    # whole: left out rather than written in a form readers reject.
+    if fmt == "JPEG" and len(segment) + 2 <= 0xFFFF:
+        start = _jpeg_after_app1(data)  # after the Exif APP1, before any ICC APP2
+        return data[:start] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[start:]
+    if fmt == "WEBP":  # after the image data, and after an EXIF chunk
+        return _webp_extended(data, picture, 0x04, last=_webp_chunk(b"XMP ", packet))
+    if fmt == "TIFF":  # type BYTE, as the TIFF/XMP specification gives the tag
+        return tiff_with_field(data, XMP_TAG, 1, packet)
+    return data
+
+
+def _jpeg_after_app1(data: bytes) -> int:
+    """Where a segment goes after the APP1 segments (Exif) that follow SOI and JFIF."""
+    start = _jpeg_after_jfif(data)
+    while data[start : start + 2] == b"\xff\xe1":
+        start += 2 + struct.unpack(">H", data[start + 2 : start + 4])[0]
+    return start
 
 
 def _tiff_with_alpha_tag(data: bytes) -> bytes:

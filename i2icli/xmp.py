@@ -1,0 +1,153 @@
+"""XMP packets as i2i carries them from a photo into its outputs: what photo managers (Lightroom,
+digiKam, darktable, Bridge, Photos) keep of the user's own work (star ratings, colour labels,
+keywords, titles and captions, people tags, creator and rights) made true of the output.
+
+Pure bytes in, bytes out (no image decoding), as :mod:`i2icli.exif` is: :mod:`i2icli.imageio`
+reads a file's packet and splices the rebuilt one into the encodings it writes.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zlib
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape, quoteattr
+
+# How each format marks its packet: a JPEG APP1 segment's header, a PNG iTXt chunk's keyword.
+JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+PNG_XMP_KEYWORD = b"XML:com.adobe.xmp"
+XMP_TAG = 700  # a TIFF's
+
+_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_XML = "http://www.w3.org/XML/1998/namespace"
+_TIFF = "http://ns.adobe.com/tiff/1.0/"
+_EXIF = "http://ns.adobe.com/exif/1.0/"
+_XMP = "http://ns.adobe.com/xap/1.0/"
+_XMP_IMAGE = "http://ns.adobe.com/xap/1.0/g/img/"
+_XMP_NOTE = "http://ns.adobe.com/xmp/note/"
+
+_ORIENTATION = f"{{{_TIFF}}}Orientation"
+_WIDTHS = frozenset({f"{{{_TIFF}}}ImageWidth", f"{{{_EXIF}}}PixelXDimension"})
+_HEIGHTS = frozenset({f"{{{_TIFF}}}ImageLength", f"{{{_EXIF}}}PixelYDimension"})
+# Properties that describe the file's bytes rather than the photo: the thumbnail (the unrestored
+# picture), and the pointer to a JPEG's Extended XMP segments, which are not carried.
+_LEFT_OUT = frozenset({f"{{{_XMP}}}Thumbnails", f"{{{_XMP_NOTE}}}HasExtendedXMP"})
+
+# A packet holds no document type: one that declares entities is not metadata to pass on.
+_DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
+# Packets are a few kilobytes; a compressed chunk that inflates past this is no packet.
+_MOST_INFLATED_BYTES = 16 * 2**20
+
+
+def xmp_packet(raw: bytes, *, size: tuple[int, int]) -> bytes | None:
+    """``raw`` (an XMP packet, with or without its ``<?xpacket?>`` wrapper) made true of an output of
+    ``size`` (width, height) and laid out again as a UTF-8 packet: orientation upright, pixel sizes
+    the output's, no thumbnail; every other property as it was (keywords, rating, label, title,
+    description, creator, rights, face regions, which are in fractions of the picture and so hold at
+    any scale). None where it does not parse or holds no RDF: a packet that cannot be edited is not
+    passed on with untrue sizes in it."""
+    raw = raw.rstrip(b"\x00 \t\r\n")
+    if not raw or _DOCTYPE.search(raw):
+        return None
+    try:
+        root, prefixes = _parsed(raw)
+    except (ElementTree.ParseError, ValueError, LookupError):
+        return None
+    if root.tag != f"{{{_RDF}}}RDF" and root.find(f".//{{{_RDF}}}RDF") is None:
+        return None
+    _make_true(root, size)
+    body = _serialized(root, prefixes)
+    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n' + body + '\n<?xpacket end="w"?>').encode()
+
+
+def png_itxt_text(body: bytes) -> bytes | None:
+    """The text of a PNG ``iTXt`` chunk's ``body`` when its keyword is XMP's, inflated where the
+    chunk is compressed; None for other chunks and ones that cannot be read."""
+    keyword, _, rest = body.partition(b"\x00")
+    if keyword != PNG_XMP_KEYWORD or len(rest) < 2:
+        return None
+    compressed, method, rest = rest[0], rest[1], rest[2:]
+    _language, _, rest = rest.partition(b"\x00")
+    _translated_keyword, _, text = rest.partition(b"\x00")
+    if not compressed:
+        return text
+    if method != 0:
+        return None
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(text, _MOST_INFLATED_BYTES)
+    except zlib.error:
+        return None
+    return None if inflater.unconsumed_tail else text
+
+
+def png_itxt_body(packet: bytes) -> bytes:
+    """An uncompressed ``iTXt`` chunk's body holding ``packet``: XMP's keyword, no language, no
+    translated keyword."""
+    return PNG_XMP_KEYWORD + b"\x00\x00\x00\x00\x00" + packet
+
+
+def _parsed(raw: bytes) -> tuple[ElementTree.Element, dict[str, str]]:
+    """The packet's root element, and the prefix it gives each namespace (the first one, where it
+    gives several), so that the rebuilt packet reads as the original did: ``dc:subject``, not
+    ``ns3:subject``."""
+    prefixes: dict[str, str] = {}
+    events = ElementTree.iterparse(io.BytesIO(raw), events=("start-ns",))
+    for _event, (prefix, uri) in events:
+        if prefix and uri not in prefixes:
+            prefixes[uri] = prefix
+    return events.root, prefixes
+
+
+def _make_true(root: ElementTree.Element, size: tuple[int, int]) -> None:
+    """Orientation, sizes and thumbnail of ``root``'s properties, in either form XMP writes a simple
+    property (an attribute of its ``rdf:Description``, or an element of its own), as the output has them."""
+    width, height = size
+    values = {_ORIENTATION: "1", **dict.fromkeys(_WIDTHS, str(width)), **dict.fromkeys(_HEIGHTS, str(height))}
+    for element in root.iter():
+        for name in [name for name in element.attrib if name in _LEFT_OUT or name.startswith(f"{{{_XMP_IMAGE}}}")]:
+            del element.attrib[name]
+        for name in element.attrib.keys() & values.keys():
+            element.attrib[name] = values[name]
+        for child in list(element):
+            if child.tag in _LEFT_OUT or child.tag.startswith(f"{{{_XMP_IMAGE}}}"):
+                element.remove(child)
+            elif child.tag in values:
+                tail = child.tail
+                child.clear()  # its text, and any attributes (rdf:datatype, say) of the old value
+                child.text, child.tail = values[child.tag], tail
+
+
+def _serialized(root: ElementTree.Element, prefixes: dict[str, str]) -> str:
+    """``root`` as XML text, every namespace declared once on the root element under the prefix
+    the packet gave it (ElementTree's own writer would name the ones it does not know ns0, ns1...,
+    or take names registered for the whole process)."""
+    declared: dict[str, str] = {}
+
+    def name(qualified: str) -> str:
+        if not qualified.startswith("{"):
+            return qualified
+        uri, local = qualified[1:].split("}", 1)
+        if uri == _XML:
+            return f"xml:{local}"
+        if uri not in declared:
+            wanted = prefixes.get(uri) or "ns"
+            prefix, number = wanted, 0
+            while prefix in declared.values() or prefix.lower().startswith("xml"):
+                number += 1
+                prefix = f"{wanted}{number}"
+            declared[uri] = prefix
+        return f"{declared[uri]}:{local}"
+
+    def written(element: ElementTree.Element) -> str:
+        tag = name(element.tag)
+        attributes = "".join(f" {name(key)}={quoteattr(value)}" for key, value in element.attrib.items())
+        inside = escape(element.text or "", {"\r": "&#13;"}) + "".join(written(child) for child in element)
+        closing = f">{inside}</{tag}>" if inside else "/>"
+        return f"<{tag}{attributes}{closing}" + escape(element.tail or "", {"\r": "&#13;"})
+
+    body = written(root)
+    declarations = "".join(f" xmlns:{prefix}={quoteattr(uri)}" for uri, prefix in declared.items())
+    root_tag = name(root.tag)
+    return f"<{root_tag}{declarations}" + body[len(root_tag) + 1 :]
