@@ -414,6 +414,7 @@ class RestorePipeline:
             icc_profile=picture.icc_profile,  # the pixels stay in the photo's colour space
             lossless_webp=picture.lossless_webp,
             exif=picture.exif,  # the same photo, restored: when and where it was taken still holds
+            xmp=picture.xmp,  # and so do its rating, keywords and captions
         )
         return RestoreResult(result, count, kept, seconds)
 
@@ -430,5 +431,6 @@ class RestorePipeline:
             restored = self.restore_faces(crop)
         pixels = quantize(restored[0], picture.rgb.dtype)
         result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=picture.source,
-                         icc_profile=picture.icc_profile, lossless_webp=picture.lossless_webp, exif=picture.exif)
+                         icc_profile=picture.icc_profile, lossless_webp=picture.lossless_webp, exif=picture.exif,
+                         xmp=picture.xmp)
         return RestoreResult(result, 1, [RestoredFace(crop[0], restored[0], None)], seconds)
