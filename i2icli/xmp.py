@@ -26,10 +26,14 @@ _EXIF = "http://ns.adobe.com/exif/1.0/"
 _XMP = "http://ns.adobe.com/xap/1.0/"
 _XMP_IMAGE = "http://ns.adobe.com/xap/1.0/g/img/"
 _XMP_NOTE = "http://ns.adobe.com/xmp/note/"
+_REGIONS = "http://www.metadataworkinggroup.com/schemas/regions/"
+_DIMENSIONS = "http://ns.adobe.com/xap/1.0/sType/Dimensions#"
 
 _ORIENTATION = f"{{{_TIFF}}}Orientation"
 _WIDTHS = frozenset({f"{{{_TIFF}}}ImageWidth", f"{{{_EXIF}}}PixelXDimension"})
 _HEIGHTS = frozenset({f"{{{_TIFF}}}ImageLength", f"{{{_EXIF}}}PixelYDimension"})
+_REGIONS_DIMENSIONS = f"{{{_REGIONS}}}AppliedToDimensions"
+_DIMENSION_WIDTH, _DIMENSION_HEIGHT = f"{{{_DIMENSIONS}}}w", f"{{{_DIMENSIONS}}}h"
 # Properties that describe the file's bytes rather than the photo: the thumbnail (the unrestored
 # picture), and the pointer to a JPEG's Extended XMP segments, which are not carried.
 _LEFT_OUT = frozenset({f"{{{_XMP}}}Thumbnails", f"{{{_XMP_NOTE}}}HasExtendedXMP"})
@@ -102,21 +106,31 @@ def _parsed(raw: bytes) -> tuple[ElementTree.Element, dict[str, str]]:
 
 def _make_true(root: ElementTree.Element, size: tuple[int, int]) -> None:
     """Orientation, sizes and thumbnail of ``root``'s properties, in either form XMP writes a simple
-    property (an attribute of its ``rdf:Description``, or an element of its own), as the output has them."""
+    property (an attribute of its ``rdf:Description``, or an element of its own), as the output has
+    them; and the size face regions say they were drawn on, as their fractions of it still hold."""
     width, height = size
     values = {_ORIENTATION: "1", **dict.fromkeys(_WIDTHS, str(width)), **dict.fromkeys(_HEIGHTS, str(height))}
     for element in root.iter():
-        for name in [name for name in element.attrib if name in _LEFT_OUT or name.startswith(f"{{{_XMP_IMAGE}}}")]:
-            del element.attrib[name]
-        for name in element.attrib.keys() & values.keys():
-            element.attrib[name] = values[name]
-        for child in list(element):
-            if child.tag in _LEFT_OUT or child.tag.startswith(f"{{{_XMP_IMAGE}}}"):
-                element.remove(child)
-            elif child.tag in values:
-                tail = child.tail
-                child.clear()  # its text, and any attributes (rdf:datatype, say) of the old value
-                child.text, child.tail = values[child.tag], tail
+        _set_properties(element, values)
+    for dimensions in root.iter(_REGIONS_DIMENSIONS):
+        for element in dimensions.iter():
+            _set_properties(element, {_DIMENSION_WIDTH: str(width), _DIMENSION_HEIGHT: str(height)})
+
+
+def _set_properties(element: ElementTree.Element, values: dict[str, str]) -> None:
+    """``element``'s properties named in ``values`` given those values, and the ones left out
+    removed."""
+    for name in [name for name in element.attrib if name in _LEFT_OUT or name.startswith(f"{{{_XMP_IMAGE}}}")]:
+        del element.attrib[name]
+    for name in element.attrib.keys() & values.keys():
+        element.attrib[name] = values[name]
+    for child in list(element):
+        if child.tag in _LEFT_OUT or child.tag.startswith(f"{{{_XMP_IMAGE}}}"):
+            element.remove(child)
+        elif child.tag in values:
+            tail = child.tail
+            child.clear()  # its text, and any attributes (rdf:datatype, say) of the old value
+            child.text, child.tail = values[child.tag], tail
 
 
 def _serialized(root: ElementTree.Element, prefixes: dict[str, str]) -> str:

@@ -34,6 +34,7 @@ NS = {
     "photoshop": "http://ns.adobe.com/photoshop/1.0/",
     "mwg-rs": "http://www.metadataworkinggroup.com/schemas/regions/",
     "stArea": "http://ns.adobe.com/xmp/sType/Area#",
+    "stDim": "http://ns.adobe.com/xap/1.0/sType/Dimensions#",
     "xmpNote": "http://ns.adobe.com/xmp/note/",
 }
 THUMBNAIL_MARK = "T2xkIHVucmVzdG9yZWQgdGh1bWJuYWls"  # stands in for the base64 of a small JPEG
@@ -55,6 +56,7 @@ CATALOGUED = f"""<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
    <dc:description><rdf:Alt><rdf:li xml:lang="x-default">Summer, 1952</rdf:li></rdf:Alt></dc:description>
    <dc:creator><rdf:Seq><rdf:li>Jane Doe</rdf:li></rdf:Seq></dc:creator>
    <mwg-rs:Regions rdf:parseType="Resource">
+    <mwg-rs:AppliedToDimensions stDim:w="12" stDim:h="20" stDim:unit="pixel"/>
     <mwg-rs:RegionList><rdf:Bag><rdf:li rdf:parseType="Resource">
      <mwg-rs:Name>Grandma</mwg-rs:Name><mwg-rs:Type>Face</mwg-rs:Type>
      <mwg-rs:Area stArea:x="0.25" stArea:y="0.5" stArea:w="0.1" stArea:h="0.2" stArea:unit="normalized"/>
@@ -103,6 +105,9 @@ def assert_kept_and_true(packet: bytes | None, width: int, height: int) -> None:
     assert (attribute("xmp", "Rating"), attribute("xmp", "Label"), attribute("photoshop", "City")) == ("4", "Red", "Lübeck")
     area = root.find(".//mwg-rs:RegionList//mwg-rs:Area", NS)
     assert area.get(f"{{{NS['stArea']}}}x") == "0.25" and root.find(".//mwg-rs:Name", NS).text == "Grandma"
+    # The regions are fractions of the picture: they hold at the output's size, which they now say.
+    drawn_on = root.find(".//mwg-rs:Regions/mwg-rs:AppliedToDimensions", NS)
+    assert (drawn_on.get(f"{{{NS['stDim']}}}w"), drawn_on.get(f"{{{NS['stDim']}}}h")) == (str(width), str(height))
     assert attribute("tiff", "Orientation") == "1"  # the pixels are written upright
     assert (attribute("tiff", "ImageWidth"), attribute("tiff", "ImageLength")) == (str(width), str(height))
     assert description.find("exif:PixelXDimension", NS).text == str(width)
