@@ -558,18 +558,20 @@ def _file_exif(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
 
 
 def _png_exif_chunk(data: bytes) -> bytes | None:
-    return next((body for kind, body in _png_chunks(data) if kind == b"eXIf"), None)
+    return next(_png_chunks(data, b"eXIf"), None)
 
 
-def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """A PNG's chunks (kind, body), read from the bytes without decoding the image: metadata may
-    come after the pixel data, where Pillow's header parse does not reach."""
+def _png_chunks(data: bytes, wanted: bytes) -> Iterator[bytes]:
+    """The bodies of a PNG's chunks of the kind ``wanted``, found from the bytes without decoding
+    the image (nor copying its pixel data): metadata may come after the pixel data, where Pillow's
+    header parse does not reach."""
     pos = 8
     while pos + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         if kind == b"IEND":
             break
-        yield kind, data[pos + 8 : pos + 8 + length]
+        if kind == wanted:
+            yield data[pos + 8 : pos + 8 + length]
         pos += 12 + length
 
 
@@ -578,8 +580,7 @@ def _file_xmp(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
     (the rest of a packet over 64 KB, in segments of its own: large previews or editing histories,
     mostly) is not joined to it."""
     if fmt == "PNG":
-        raw = next((text for kind, body in _png_chunks(data) if kind == b"iTXt"
-                    and (text := png_itxt_text(body)) is not None), None)
+        raw = next((text for body in _png_chunks(data, b"iTXt") if (text := png_itxt_text(body)) is not None), None)
     else:  # Pillow reads a JPEG's XMP segment, a WebP's chunk and a TIFF's tag with the header
         raw = pil.info.get("xmp")
     if isinstance(raw, str):
