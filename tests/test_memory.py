@@ -224,7 +224,7 @@ def test_out_of_memory_with_one_face_is_a_device_error(tiny_env, landmarks_detec
     _six_faces(landmarks_detector)
     pipeline = _pipeline(face_batch=2)
     _count_faces(pipeline, fail_above=0)
-    with pytest.raises(DeviceError, match="out of CPU memory even with the smallest tiles and one face at a time"):
+    with pytest.raises(DeviceError, match="the device cpu ran out of memory even with the smallest tiles and one face at a time"):
         pipeline.restore(read_image(EXAMPLES / "old_photo.jpg"))
 
 

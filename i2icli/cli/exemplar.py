@@ -43,6 +43,7 @@ from i2icli.cli.runner import (
 )
 from i2icli.errors import InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from i2icli.pipelines import memory_hints
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -67,7 +68,7 @@ class Pair:
         return self.input
 
 
-@handles_errors(out_of_memory_hint="use a smaller --size or --fp16, or --device cpu",
+@handles_errors(out_of_memory_hint=memory_hints.EXEMPLAR,
                 out_of_ram_hint="use a smaller --size, or close other programs",
                 checkpoint_options={"exemplar": "--checkpoint"})
 def exemplar(

@@ -37,13 +37,14 @@ from i2icli.cli.common import (
 )
 from i2icli.errors import I2IError, InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS
+from i2icli.pipelines import memory_hints
 
 _MODEL = "Model"
 _SEARCH = "Inversion"
 _OUTPUT = "Output"
 
 
-@handles_errors(out_of_memory_hint="use --one-by-one, fewer --codes or a smaller --size, or --device cpu",
+@handles_errors(out_of_memory_hint=memory_hints.INVERT,
                 out_of_ram_hint="use fewer --codes or a smaller --size, or close other programs",
                 checkpoint_options={"generator": "--generator", "correspondence": "--correspondence-model",
                                     "perceptual": "--perceptual-model", "score": "--score-model", "detector": "--detector"})

@@ -45,6 +45,7 @@ from i2icli.cli.runner import (
 )
 from i2icli.errors import InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS
+from i2icli.pipelines import memory_hints
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -82,7 +83,7 @@ def output_files(output: Path, seeds: list[int], components: bool, std_map: bool
     return files
 
 
-@handles_errors(out_of_memory_hint="use a smaller --size, or --device cpu",
+@handles_errors(out_of_memory_hint=memory_hints.PAIRED,
                 out_of_ram_hint="use a smaller --size, or close other programs")
 def paired(
     label: Annotated[str, typer.Argument(metavar="LABEL", show_default=False,

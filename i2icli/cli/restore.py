@@ -36,6 +36,7 @@ from i2icli.cli.common import (
 )
 from i2icli.cli.runner import batch_failures, exit_with_preview, run_batch, will_run
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from i2icli.pipelines import memory_hints
 from i2icli.pipelines.restore_models import (
     DEFAULT_DETECTOR,
     DEFAULT_FACE_MODEL,
@@ -54,7 +55,7 @@ def _file_name_suffix(value: str) -> str:
     return value
 
 
-@handles_errors(out_of_memory_hint="use a smaller --tile or a lower --upscale, or --device cpu",
+@handles_errors(out_of_memory_hint=memory_hints.RESTORE,
                 out_of_ram_hint="use a smaller --tile or a lower --upscale, or close other programs",
                 checkpoint_options={"face": "--model", "background": "--bg-model", "detector": "--detector", "parser": "--parser"})
 def restore(

@@ -46,6 +46,7 @@ from i2icli.cli.runner import (
 )
 from i2icli.errors import I2IError
 from i2icli.formats import DEFAULT_MAX_PIXELS
+from i2icli.pipelines import memory_hints
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -60,7 +61,7 @@ class PairJob:
     problem: str | None = None
 
 
-@handles_errors(out_of_memory_hint="close other programs that use the GPU, or use --device cpu", checkpoint_options={"detector": "--detector"})
+@handles_errors(out_of_memory_hint=memory_hints.TRANSLATE_LR, checkpoint_options={"detector": "--detector"})
 def translate_lr(
     source: Annotated[str, typer.Argument(metavar="SOURCE", show_default=False,
                                           help="High-resolution photo whose detail (identity, texture) to keep, or a folder of "

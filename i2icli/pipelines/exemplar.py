@@ -23,8 +23,10 @@ from i2icli.archs.cocosnet2 import (
 )
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, image_size, max_value
+from i2icli.pipelines import memory_hints
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device, synchronize
 from i2icli.pipelines.imagetensors import to_picture
+from i2icli.pipelines.memory import reports_out_of_memory
 from i2icli.semantics.inputs import Semantics, load_semantics
 from i2icli.semantics.pose import PAD_VALUE, square_frame
 
@@ -240,6 +242,7 @@ class ExemplarPipeline:
                                        picture=given)
         return self.read_semantics(given, frame=frame, label_nc=label_nc, max_pixels=max_pixels)
 
+    @reports_out_of_memory(memory_hints.EXEMPLAR)
     def translate(self, semantic: Semantics, exemplar: Picture, exemplar_semantic: Semantics) -> ExemplarResult:
         """Render ``semantic``'s structure with ``exemplar``'s appearance (an RGB picture), in
         ``semantic``'s frame: the output and the warps show the input's structure, so they are

@@ -36,6 +36,7 @@ from i2icli.archs.stylegan2 import (
 from i2icli.errors import DeviceError, I2IError, InputError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture, to_8bit
+from i2icli.pipelines import memory_hints
 from i2icli.pipelines.correspondence import (
     FEATURE_STRIDE,
     correspondence_features,
@@ -45,6 +46,7 @@ from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device
 from i2icli.pipelines.frechet import single_image_frechet
 from i2icli.pipelines.imagetensors import square_resize, to_picture, to_tensor
 from i2icli.pipelines.loading import DownloadProgress, load_checkpoint, timed
+from i2icli.pipelines.memory import reports_out_of_memory
 
 DEFAULT_GENERATOR = "stylegan2-ffhq-512"
 DEFAULT_CORRESPONDENCE = "vgg19-imagenet"
@@ -402,6 +404,7 @@ class InvertPipeline:
             loss = loss + self.settings.perceptual_weight * PERCEPTUAL_SCALE * perceptual
         return loss
 
+    @reports_out_of_memory(memory_hints.INVERT)
     def invert(self, source: Picture, exemplar: Picture, *, on_step: StepCallback | None = None) -> InvertResult:
         """Translate ``source``'s face into the style of ``exemplar``'s (both RGB pictures; whole
         photos, or aligned face crops with ``settings.aligned``); see the module docstring.

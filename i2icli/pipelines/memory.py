@@ -9,11 +9,12 @@ loaded, not from a table of guesses.
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Any, Callable, TypeVar
 
 import torch
 
-from i2icli.errors import DeviceError
+from i2icli.errors import DeviceError, first_line
 from i2icli.pipelines.devices import indexed
 
 GIB = 2**30
@@ -37,6 +38,44 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or (
         isinstance(error, RuntimeError) and any(message in str(error) for message in _OUT_OF_MEMORY_MESSAGES)
     )
+
+
+def out_of_memory_error(error: BaseException, device: torch.device | str | None, hint: str | None,
+                        *, even: str = "") -> DeviceError | None:
+    """The one-line ``DeviceError`` for ``error`` if it means the device ran out of memory, else
+    None. Every pipeline and the command line word it alike: the device (``None``: not known
+    here), what was tried already (``even``), the first line of the library's message, and
+    ``hint``, what uses less."""
+    if not is_out_of_memory(error):
+        return None
+    subject = "the device" if device is None else f"the device {device}"
+    return DeviceError(f"{subject} ran out of memory{even} ({first_line(error, 100)})", hint)
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def reports_out_of_memory(hint: str, *, even: str = "") -> Callable[[Method], Method]:
+    """For a pipeline's public call: the device running out of memory raises ``DeviceError``
+    naming the pipeline's ``device`` and ``hint`` (see ``out_of_memory_error``), not the library's
+    own error, which a script would have to know to catch."""
+
+    def decorate(method: Method) -> Method:
+        @functools.wraps(method)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except RuntimeError as error:
+                report = out_of_memory_error(error, self.device, hint, even=even)
+                if report is None:
+                    raise
+            # Raised outside the handler: the failed call's traceback holds its tensors, and a
+            # script that catches this and goes on (on the CPU, say) needs that memory back.
+            raise report
+
+        return call  # type: ignore[return-value]
+
+    return decorate
 
 
 class DeviceMemory:

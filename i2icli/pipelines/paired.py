@@ -22,6 +22,7 @@ from torch import Tensor
 from i2icli.archs.grit import GRITConfig, GRITGenerator
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import Picture
+from i2icli.pipelines import memory_hints
 from i2icli.pipelines.devices import AUTO, pick_device
 from i2icli.pipelines.imagetensors import (
     EIGHT_BIT_LEVEL,
@@ -30,6 +31,7 @@ from i2icli.pipelines.imagetensors import (
     to_tensor,
 )
 from i2icli.pipelines.loading import instantiate, load_trained, timed
+from i2icli.pipelines.memory import reports_out_of_memory
 from i2icli.semantics.labelmaps import (
     CLASS_0_AND_UNKNOWN,
     COLOUR_PALETTE,
@@ -113,6 +115,7 @@ class PairedTranslator:
             logging.getLogger(__name__).warning("%s", note)
         return torch.from_numpy(channels)[None].to(self.device)
 
+    @reports_out_of_memory(memory_hints.PAIRED)
     def style_code(self, style: Picture | None) -> Tensor:
         """(1, style_dim): the style photo's code, or the training photos' mean."""
         if style is None:
@@ -123,6 +126,7 @@ class PairedTranslator:
         photo = to_tensor(square_resize(style.rgb, self.config.image_size), self.device)
         return self.generator.encode_style(photo)
 
+    @reports_out_of_memory(memory_hints.PAIRED)
     @torch.no_grad()
     def translate(self, label: Picture, *, style: Tensor | Picture | None = None, samples: int = 1, seed: int = 0,
                   std_map: bool = False) -> PairedTranslation:

@@ -23,6 +23,7 @@ from i2icli.faces.detect import (
 )
 from i2icli.faces.paste import parse_masks, paste_face
 from i2icli.imageio import Picture, max_value, quantize
+from i2icli.pipelines import memory_hints
 from i2icli.pipelines.devices import (
     AUTO,
     cpu_has_native_bf16,
@@ -43,6 +44,7 @@ from i2icli.pipelines.memory import (
     budget_bytes,
     is_out_of_memory,
     limit_mps_memory,
+    reports_out_of_memory,
 )
 from i2icli.pipelines.restore_models import (
     DEFAULT_DETECTOR,
@@ -336,18 +338,11 @@ class RestorePipeline:
 
     # -- public -------------------------------------------------------------------------------
 
+    # Reached only once smaller tile batches, tiles and face batches have all failed too.
+    @reports_out_of_memory(memory_hints.RESTORE, even=" even with the smallest tiles and one face at a time")
     def restore(self, picture: Picture) -> RestoreResult:
         """Restore every face of ``picture`` and upscale it by ``settings.upscale``."""
-        try:
-            return self._restore(picture)
-        except RuntimeError as error:
-            if not is_out_of_memory(error):
-                raise
-            # Only once smaller tile batches, tiles and face batches have all failed too.
-            raise DeviceError(
-                f"out of {self.device.type.upper()} memory even with the smallest tiles and one face at a time",
-                "close other GPU programs, lower --upscale, or use --device cpu",
-            ) from error
+        return self._restore(picture)
 
     def output_size(self, picture: Picture) -> tuple[int, int]:
         """(width, height) of what ``restore`` makes of ``picture``."""

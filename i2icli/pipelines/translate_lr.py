@@ -32,6 +32,7 @@ from i2icli.archs.lr_conditioned import (
 from i2icli.errors import InputError, WeightsError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture
+from i2icli.pipelines import memory_hints
 from i2icli.pipelines.devices import AUTO, pick_device
 from i2icli.pipelines.imagetensors import (
     EIGHT_BIT_LEVEL,
@@ -46,6 +47,7 @@ from i2icli.pipelines.loading import (
     load_trained,
     timed,
 )
+from i2icli.pipelines.memory import reports_out_of_memory
 
 METHOD_NAME = "translate-lr"
 DEFAULT_DETECTOR = "retinaface-resnet50"
@@ -191,6 +193,7 @@ class LRTranslator:
     def hr_size(self) -> int:
         return self.config.hr_size
 
+    @reports_out_of_memory(memory_hints.TRANSLATE_LR)
     def prepare_source(self, picture: Picture, role: str = "source") -> Tensor:
         """(1, 3, hr, hr) in [-1, 1]: the aligned face or the centred square, at the working size."""
         rgb = picture.rgb
@@ -211,6 +214,7 @@ class LRTranslator:
         side = max(picture.rgb.shape[:2])
         return side <= MAX_LR_SIZE and side < self.hr_size
 
+    @reports_out_of_memory(memory_hints.TRANSLATE_LR)
     def prepare_target(self, picture: Picture) -> Tensor:
         """(1, 3, lr, lr) in [-1, 1]. A tiny image is the target itself; a photo is prepared like a
         source and downscaled by the method's operator (average pooling)."""
@@ -230,6 +234,7 @@ class LRTranslator:
             return to_tensor(picture.rgb, self.device)
         return downscale(self.prepare_source(picture, "target"), self.config.lr_size)
 
+    @reports_out_of_memory(memory_hints.TRANSLATE_LR)
     @torch.no_grad()
     def translate_tensors(self, sources: Tensor, targets: Tensor, *, exact: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """(outputs quantised to 8 bits, their LR errors, the network's own LR errors)."""
@@ -238,6 +243,7 @@ class LRTranslator:
         output = quantise(project_to_target(raw, targets) if exact else raw)
         return output, lr_error_levels(output, targets), network_error
 
+    @reports_out_of_memory(memory_hints.TRANSLATE_LR)
     def translate(self, source: Picture, target: Picture, *, exact: bool = False) -> LRTranslation:
         """``source``'s detail fitted to ``target`` (both RGB pictures; a square target of at most
         32 px is used as it is, a larger one is downscaled); ``exact`` corrects the output so that

@@ -1,0 +1,143 @@
+"""The Python API behaves alike in every pipeline: running out of device memory, settings and
+arguments a script gets wrong, and calls that leave nothing behind for the next one. Every
+pipeline here is built from tiny random networks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+from conftest import CommandRunner
+from test_invert import files, networks, pipeline_with  # noqa: F401  (fixtures used below)
+from test_python_api import _tiny_paired_checkpoint
+
+from i2icli import (
+    DeviceError,
+    ExemplarPipeline,
+    ExemplarSettings,
+    LRTranslator,
+    PairedTranslator,
+    Picture,
+    RestorePipeline,
+    RestoreSettings,
+)
+from i2icli.archs.lr_conditioned import LRConditionedGenerator, LRTranslatorConfig
+
+CPU = torch.device("cpu")
+TINY_LR = LRTranslatorConfig(hr_size=32, lr_size=8, max_channels=16, base_channels=4, disc_base_channels=8,
+                             disc_max_channels=16)
+
+
+def _photo(seed: int, height: int = 48, width: int = 40) -> Picture:
+    return Picture(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _label_map(seed: int) -> Picture:
+    classes = np.random.default_rng(seed).integers(0, 4, (40, 40, 1), dtype=np.uint8)
+    return Picture(np.repeat(classes, 3, axis=2))  # shown as greys, as a class-index map is
+
+
+def _lr_translator() -> LRTranslator:
+    torch.manual_seed(0)
+    return LRTranslator(LRConditionedGenerator(TINY_LR), TINY_LR, device=CPU)
+
+
+def _exemplar_pipeline(folder: Path) -> ExemplarPipeline:
+    from cocosnet_checkpoints import write_checkpoint_dir
+
+    return ExemplarPipeline.load(write_checkpoint_dir(folder), device="cpu",
+                                 settings=ExemplarSettings(size=64, iterations=1))
+
+
+def _exemplar_call(pipeline: ExemplarPipeline, seed: int) -> Any:
+    from test_exemplar_cli import _pose
+
+    exemplar = _photo(seed, 110, 75)
+    folder = Path(pipeline.source).parent
+    pose, exemplar_pose = _pose(folder / f"target{seed}.json", 5 + seed), _pose(folder / f"model{seed}.json")
+    semantic, exemplar_semantic = pipeline.read_pair(pose, exemplar, exemplar_pose)
+    return pipeline.translate(semantic, exemplar, exemplar_semantic)
+
+
+# --------------------------------------------------------------------------- out of device memory
+
+OUT_OF_MEMORY = "CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def _run_out_of_memory(network: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, method: str = "forward",
+                       error: Exception | None = None) -> None:
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise error or torch.OutOfMemoryError(f"{OUT_OF_MEMORY}\nmore detail")
+
+    monkeypatch.setattr(network, method, fail)
+
+
+def _pipelines_that_run_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inversion_networks: dict,
+                            error: Exception | None = None) -> dict[str, Callable[[], Any]]:
+    """A call of each pipeline whose network fails with ``error`` (by default, out of memory)."""
+    calls: dict[str, Callable[[], Any]] = {}
+
+    restore = RestorePipeline.load(device="cpu", settings=RestoreSettings(aligned=True))
+    _run_out_of_memory(restore.face_model, monkeypatch, error=error)
+    calls["restore"] = lambda: restore.restore(_photo(0, 64, 64))
+
+    exemplar = _exemplar_pipeline(tmp_path / "cocosnet")
+    _run_out_of_memory(exemplar.generator, monkeypatch, error=error)
+    calls["exemplar"] = lambda: _exemplar_call(exemplar, 0)
+
+    invert = pipeline_with(inversion_networks)
+    _run_out_of_memory(invert.correspondence, monkeypatch, error=error)
+    calls["invert"] = lambda: invert.invert(_photo(0, 32, 32), _photo(1, 32, 32))
+
+    lr = _lr_translator()
+    _run_out_of_memory(lr.generator, monkeypatch, error=error)
+    calls["translate-lr"] = lambda: lr.translate(_photo(0), _photo(1))
+
+    paired = PairedTranslator.load(_tiny_paired_checkpoint(tmp_path / "grit.pt"), device="cpu")
+    _run_out_of_memory(paired.generator, monkeypatch, "reconstruct", error=error)
+    calls["paired"] = lambda: paired.translate(_label_map(0))
+    return calls
+
+
+def test_every_pipeline_reports_the_device_running_out_of_memory_as_a_device_error(
+        tiny_env, tmp_path, monkeypatch, networks):  # noqa: F811
+    """A script catches I2IError (or DeviceError) for what it can act on: torch's own error,
+    which restore alone used to turn into one, would pass it by."""
+    for name, call in _pipelines_that_run_out(tmp_path, monkeypatch, networks).items():
+        with pytest.raises(DeviceError) as caught:
+            call()
+        error = caught.value
+        assert error.message.startswith("the device cpu ran out of memory"), name
+        assert f"({OUT_OF_MEMORY})" in error.message and "\n" not in str(error), name
+        assert error.hint and "--device cpu" in error.hint, name
+        # Nothing of the failed call is kept alive by the error (its tensors, through a traceback).
+        assert error.__cause__ is None and error.__context__ is None, name
+
+
+def test_other_runtime_errors_are_not_renamed(tiny_env, tmp_path, monkeypatch, networks):  # noqa: F811
+    bug = RuntimeError("expected input[1, 4, 8, 8] to have 3 channels")
+    for name, call in _pipelines_that_run_out(tmp_path, monkeypatch, networks, error=bug).items():
+        with pytest.raises(RuntimeError, match="to have 3 channels") as caught:
+            call()
+        assert not isinstance(caught.value, DeviceError), name
+
+
+def test_the_command_line_prints_the_pipelines_one_line(tmp_path, monkeypatch):
+    import cv2
+
+    from i2icli.archs.grit import GRITGenerator
+    from i2icli.cli.app import app
+
+    checkpoint = _tiny_paired_checkpoint(tmp_path / "grit.pt")
+    cv2.imwrite(str(tmp_path / "mask.png"), np.repeat(np.arange(4, dtype=np.uint8), 12)[None].repeat(48, 0))
+    _run_out_of_memory(GRITGenerator, monkeypatch, "reconstruct")
+    result = CommandRunner().invoke(app, ["paired", str(tmp_path / "mask.png"), "-c", str(checkpoint),
+                                          "-o", str(tmp_path / "out.png"), "--device", "cpu"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors[0] == (f"error: {tmp_path / 'mask.png'}: the device cpu ran out of memory ({OUT_OF_MEMORY}) — "
+                         "use a smaller --size, or --device cpu")
+    assert "Traceback" not in result.output
