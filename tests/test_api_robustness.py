@@ -141,3 +141,85 @@ def test_the_command_line_prints_the_pipelines_one_line(tmp_path, monkeypatch):
     assert errors[0] == (f"error: {tmp_path / 'mask.png'}: the device cpu ran out of memory ({OUT_OF_MEMORY}) — "
                          "use a smaller --size, or --device cpu")
     assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- settings and arguments
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("strength", 1.5, "strength must be a number from 0 to 1"),
+    ("strength", -0.1, "strength must be a number from 0 to 1"),
+    ("strength", float("nan"), "strength must be a number from 0 to 1"),
+    ("threshold", 1.01, "threshold must be a number from 0 to 1"),
+    ("threshold", float("nan"), "threshold must be a number from 0 to 1"),
+    ("min_face_size", -1, "min_face_size must be a finite number of at least 0"),
+    ("min_face_size", float("inf"), "min_face_size must be a finite number of at least 0"),
+    ("detect_max_side", -5, r"detect_max_side must be a whole number of at least 0 \(0: full size\)"),
+    ("detect_max_side", 640.5, "detect_max_side must be a whole number"),
+    ("face_batch", -1, r"face_batch must be a whole number of at least 0 \(0: chosen from free memory\)"),
+    ("face_batch", 2.0, "face_batch must be a whole number"),
+])
+def test_restore_settings_refuse_what_the_command_refuses(field, value, message):
+    """A script's value failed later, after every model had loaded (a float face_batch in range(),
+    say), or was used silently (a NaN strength restored the faces fully; a threshold over 1 found
+    no face)."""
+    with pytest.raises(ValueError, match=message):
+        RestoreSettings(**{field: value})
+
+
+def test_restore_settings_take_every_value_the_command_takes():
+    RestoreSettings(upscale=8, strength=0, threshold=1, min_face_size=0, detect_max_side=0, face_batch=0)
+    RestoreSettings(strength=1, threshold=0, min_face_size=1e6, detect_max_side=np.int64(640), face_batch=np.int32(3))
+
+
+def test_the_command_refuses_a_strength_that_is_not_a_number(tmp_path):
+    """The settings refuse NaN; the command must do so first, as a usage error, for a ValueError
+    from the settings would reach the user as a traceback."""
+    from i2icli.cli.app import app
+
+    result = CommandRunner().invoke(app, ["restore", str(tmp_path / "a.png"), "--strength", "nan"])
+    assert result.exit_code == 2 and "nan is not a finite number" in result.output
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"seed": -5}, "seed must be a whole number of at least 0"),  # random.Random(-5) is Random(5)
+    ({"seed": 2**63}, f"seed must be at most {2**63 - 1}"),
+    ({"seed": 1.5}, "seed must be a whole number"),
+    ({"iterations": 2.0}, "iterations must be a whole number of at least 1"),
+    ({"size": 64.0}, "size must be a multiple of 32"),
+])
+def test_exemplar_settings_refuse_seeds_and_counts_the_command_refuses(settings, message):
+    with pytest.raises(ValueError, match=message):
+        ExemplarSettings(**settings)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"seed": -1}, "--seed must be a whole number of at least 0"),
+    ({"codes": 2.5}, "--codes must be at least 1"),
+])
+def test_invert_settings_refuse_seeds_and_counts_the_command_refuses(settings, message):
+    from i2icli import InvertSettings
+
+    with pytest.raises(ValueError, match=message):
+        InvertSettings(**settings)
+
+
+def test_the_pipelines_and_the_command_line_bound_seeds_alike():
+    from i2icli.cli.common import SEED_MAX
+    from i2icli.pipelines.arguments import SEED_MAX as PIPELINE_SEED_MAX
+
+    assert PIPELINE_SEED_MAX == SEED_MAX
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"samples": 0}, "samples must be a whole number of at least 1"),
+    ({"samples": 2.0}, "samples must be a whole number of at least 1"),
+    ({"seed": -1}, "seed must be a whole number of at least 0"),
+    ({"seed": 2**63 - 2, "samples": 4}, f"seed must be at most {2**63 - 4} for 4 samples"),
+    ({"samples": 1, "std_map": True}, "a standard-deviation map needs at least two samples"),
+])
+def test_paired_call_arguments_are_refused_before_any_work(tmp_path, monkeypatch, arguments, message):
+    translator = PairedTranslator.load(_tiny_paired_checkpoint(tmp_path / "grit.pt"), device="cpu")
+    _run_out_of_memory(translator.generator, monkeypatch, "reconstruct", error=AssertionError("not reached"))
+    with pytest.raises(ValueError, match=message):
+        translator.translate(_label_map(0), **arguments)

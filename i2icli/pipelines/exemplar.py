@@ -24,6 +24,7 @@ from i2icli.archs.cocosnet2 import (
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, image_size, max_value
 from i2icli.pipelines import memory_hints
+from i2icli.pipelines.arguments import check_seed, check_whole, is_whole
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device, synchronize
 from i2icli.pipelines.imagetensors import to_picture
 from i2icli.pipelines.memory import reports_out_of_memory
@@ -45,10 +46,10 @@ class ExemplarSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.size < MIN_SIZE or self.size % SIZE_MULTIPLE:
+        if not is_whole(self.size) or self.size < MIN_SIZE or self.size % SIZE_MULTIPLE:
             raise ValueError(f"size must be a multiple of {SIZE_MULTIPLE}, at least {MIN_SIZE}; got {self.size}")
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be at least 1; got {self.iterations}")
+        check_whole("iterations", self.iterations, 1)
+        check_seed(self.seed)
 
 
 @dataclass

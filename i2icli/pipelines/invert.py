@@ -37,6 +37,7 @@ from i2icli.errors import DeviceError, I2IError, InputError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture, to_8bit
 from i2icli.pipelines import memory_hints
+from i2icli.pipelines.arguments import check_seed, is_whole
 from i2icli.pipelines.correspondence import (
     FEATURE_STRIDE,
     correspondence_features,
@@ -86,12 +87,13 @@ class InvertSettings:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        if self.size < MIN_SIZE or self.size % SIZE_MULTIPLE:
+        if not is_whole(self.size) or self.size < MIN_SIZE or self.size % SIZE_MULTIPLE:
             raise ValueError(f"--size must be a multiple of {SIZE_MULTIPLE}, at least {MIN_SIZE}; got {self.size}")
         if not self.layers or len(set(self.layers)) != len(self.layers):
             raise ValueError(f"--layers must name distinct composing layers; got {self.layers}")
-        if self.codes < 1 or self.steps < 0:
+        if not (is_whole(self.codes) and is_whole(self.steps)) or self.codes < 1 or self.steps < 0:
             raise ValueError("--codes must be at least 1 and --steps at least 0")
+        check_seed(self.seed, "--seed")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16; got {self.precision!r}")
         if not (0 < self.lr < math.inf and 0 < self.temperature < math.inf and 0 <= self.perceptual_weight < math.inf):

@@ -23,6 +23,7 @@ from i2icli.archs.grit import GRITConfig, GRITGenerator
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import Picture
 from i2icli.pipelines import memory_hints
+from i2icli.pipelines.arguments import check_seed, check_whole
 from i2icli.pipelines.devices import AUTO, pick_device
 from i2icli.pipelines.imagetensors import (
     EIGHT_BIT_LEVEL,
@@ -134,8 +135,10 @@ class PairedTranslator:
         trained on), sample k from noise seed ``seed + k``. ``style``: an RGB photo whose style to
         use (or its ``style_code``), else the training photos' mean; ``std_map``: also the per-pixel
         spread over the samples."""
-        if samples < 1:
-            raise ValueError("samples must be at least 1")
+        check_whole("samples", samples, 1)
+        check_seed(seed, count=samples)  # sample k uses seed + k
+        if std_map and samples < 2:  # refused before the work, not after it
+            raise ValueError("a standard-deviation map needs at least two samples")
         seconds: dict[str, float] = {}
         with timed(seconds, "prepare"):
             channels = self.prepare_label(label)
@@ -158,8 +161,6 @@ class PairedTranslator:
             output = reconstruction + residual
         spread = None
         if std_map:
-            if samples < 2:
-                raise ValueError("a standard-deviation map needs at least two samples")
             spread = (output.clamp(-1, 1).std(dim=0, unbiased=False).mean(dim=0) / EIGHT_BIT_LEVEL).cpu().numpy()
         return PairedTranslation(
             reconstruction=to_picture(reconstruction[0]),

@@ -24,6 +24,7 @@ from i2icli.faces.detect import (
 from i2icli.faces.paste import parse_masks, paste_face
 from i2icli.imageio import Picture, max_value, quantize
 from i2icli.pipelines import memory_hints
+from i2icli.pipelines.arguments import check_fraction, check_not_negative, check_whole
 from i2icli.pipelines.devices import (
     AUTO,
     cpu_has_native_bf16,
@@ -79,6 +80,12 @@ class RestoreSettings:
         # OpenCV's resize, after every model has loaded.
         if not 0 < self.upscale < math.inf:
             raise ValueError(f"upscale must be a positive, finite factor; got {self.upscale}")
+        # The bounds of the command's options, so that a script and the command refuse alike.
+        check_fraction("strength", self.strength)
+        check_fraction("threshold", self.threshold)
+        check_not_negative("min_face_size", self.min_face_size)
+        check_whole("detect_max_side", self.detect_max_side, 0, " (0: full size)")
+        check_whole("face_batch", self.face_batch, 0, " (0: chosen from free memory)")
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""Checks of what a script passes to a pipeline, so that a wrong value or type is refused where it
+is given, in terms of what to pass, rather than failing deep inside a network or an image
+library. The command line checks its options itself, with the same bounds."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from typing import Any
+
+import numpy as np
+
+from i2icli.imageio import Picture
+
+# Seeds are 64-bit signed integers, as the commands' --seed takes them.
+SEED_MAX = 2**63 - 1
+
+# How to make a Picture, for a TypeError that says what to pass instead.
+_MAKING_A_PICTURE = "read a file with read_image(path) or wrap an RGB array with Picture(array)"
+
+
+def check_picture(value: Any, call: str, *, optional: bool = False) -> None:
+    """TypeError unless ``value`` is a Picture (or, with ``optional``, None): a path or an array
+    passed instead would otherwise end in an AttributeError from deep inside ``call``."""
+    if isinstance(value, Picture) or (optional and value is None):
+        return
+    raise TypeError(f"{call} takes a Picture, not {_kind_of(value)}; {_MAKING_A_PICTURE}")
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return "a path"
+    if isinstance(value, np.ndarray):
+        return "a NumPy array"
+    return f"a {type(value).__name__}"
+
+
+def is_whole(value: Any) -> bool:
+    """An integer (Python's or NumPy's), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_whole(name: str, value: Any, least: int, meaning: str = "") -> None:
+    """ValueError unless ``value`` is an integer of at least ``least``."""
+    if not is_whole(value) or value < least:
+        raise ValueError(f"{name} must be a whole number of at least {least}{meaning}; got {value!r}")
+
+
+def check_fraction(name: str, value: Any) -> None:
+    """ValueError unless ``value`` is a number from 0 to 1 (NaN is not)."""
+    if not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number from 0 to 1; got {value!r}")
+
+
+def check_not_negative(name: str, value: Any) -> None:
+    """ValueError unless ``value`` is a finite number of at least 0."""
+    if not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number of at least 0; got {value!r}")
+
+
+def check_seed(value: Any, name: str = "seed", *, count: int = 1) -> None:
+    """ValueError unless ``value`` (and the ``count`` - 1 seeds after it) are seeds, 0 to SEED_MAX.
+    A negative seed is refused rather than taken as another one (Python's random takes -5 as 5)."""
+    if not is_whole(value) or value < 0:
+        raise ValueError(f"{name} must be a whole number of at least 0; got {value!r}")
+    if value + count - 1 > SEED_MAX:
+        last = SEED_MAX - count + 1
+        raise ValueError(f"{name} must be at most {last}" + (f" for {count} samples" if count > 1 else "")
+                         + f"; got {value}")
