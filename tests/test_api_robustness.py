@@ -223,3 +223,69 @@ def test_paired_call_arguments_are_refused_before_any_work(tmp_path, monkeypatch
     _run_out_of_memory(translator.generator, monkeypatch, "reconstruct", error=AssertionError("not reached"))
     with pytest.raises(ValueError, match=message):
         translator.translate(_label_map(0), **arguments)
+
+
+def _wrong_pictures(tmp_path: Path) -> list[tuple[Any, str]]:
+    """What a script passes instead of a Picture, and how the error names it."""
+    array = _photo(0).rgb
+    return [("photo.png", "a path"), (tmp_path / "photo.png", "a path"), (array, "a NumPy array"),
+            ([array], "a list")]
+
+
+MAKING_A_PICTURE = "; read a file with read_image(path) or wrap an RGB array with Picture(array)"
+
+
+def test_every_call_that_takes_a_picture_says_so_of_anything_else(tiny_env, tmp_path, networks):  # noqa: F811
+    """A path or an array used to end in an AttributeError ('str' object has no attribute 'rgb')
+    from deep inside, or worse, after a face detector had run."""
+    import re
+
+    restore = RestorePipeline.load(device="cpu", settings=RestoreSettings(aligned=True))
+    exemplar = _exemplar_pipeline(tmp_path / "cocosnet")
+    invert = pipeline_with(networks)
+    lr = _lr_translator()
+    paired = PairedTranslator.load(_tiny_paired_checkpoint(tmp_path / "grit.pt"), device="cpu")
+    picture = _photo(1, 32, 32)
+    calls = {  # call, what the message says the call takes
+        "RestorePipeline.restore() takes a Picture": lambda wrong: restore.restore(wrong),
+        "RestorePipeline.output_size() takes a Picture": lambda wrong: restore.output_size(wrong),
+        "ExemplarPipeline.read_pair() takes the exemplar as a Picture":
+            lambda wrong: exemplar.read_pair("target.json", wrong, "model.json"),
+        "InvertPipeline.invert() takes the source as a Picture": lambda wrong: invert.invert(wrong, picture),
+        "InvertPipeline.invert() takes the exemplar as a Picture": lambda wrong: invert.invert(picture, wrong),
+        "LRTranslator.translate() takes the source as a Picture": lambda wrong: lr.translate(wrong, picture),
+        "LRTranslator.translate() takes the target as a Picture": lambda wrong: lr.translate(picture, wrong),
+        "PairedTranslator.translate() takes the label map as a Picture": lambda wrong: paired.translate(wrong),
+        "PairedTranslator.translate() takes the style photo as a Picture":
+            lambda wrong: paired.translate(_label_map(0), style=wrong),
+        "PairedTranslator.style_code() takes the style photo as a Picture": lambda wrong: paired.style_code(wrong),
+    }
+    for wrong, named in _wrong_pictures(tmp_path):
+        for takes, call in calls.items():
+            with pytest.raises(TypeError, match=re.escape(f"{takes}, not {named}{MAKING_A_PICTURE}")):
+                call(wrong)
+
+
+def test_exemplar_translate_says_where_its_semantics_come_from(tmp_path):
+    from test_exemplar_cli import _pose
+
+    pipeline = _exemplar_pipeline(tmp_path / "cocosnet")
+    exemplar = _photo(0, 110, 75)
+    semantic, exemplar_semantic = pipeline.read_pair(_pose(tmp_path / "target.json", 5), exemplar,
+                                                     _pose(tmp_path / "model.json"))
+    with pytest.raises(TypeError, match=r"takes the input's semantics as read_pair\(\) returns them, not a path; "
+                                        r"call read_pair\(input, exemplar, exemplar_pose\) first"):
+        pipeline.translate(tmp_path / "target.json", exemplar, exemplar_semantic)
+    with pytest.raises(TypeError, match="takes the exemplar's semantics as read_pair"):
+        pipeline.translate(semantic, exemplar, "model.json")
+    with pytest.raises(TypeError, match="takes the exemplar as a Picture, not a NumPy array"):
+        pipeline.translate(semantic, exemplar.rgb, exemplar_semantic)
+
+
+def test_a_flag_that_is_not_a_bool_is_refused_rather_than_taken_as_true(tmp_path):
+    with pytest.raises(TypeError, match="exact must be True or False; got 'no'"):
+        _lr_translator().translate(_photo(0), _photo(1), exact="no")
+    paired = PairedTranslator.load(_tiny_paired_checkpoint(tmp_path / "grit.pt"), device="cpu")
+    with pytest.raises(TypeError, match="std_map must be True or False; got 'False'"):
+        paired.translate(_label_map(0), samples=2, std_map="False")
+    assert _lr_translator().translate(_photo(0), _photo(1), exact=np.bool_(True)).exact

@@ -20,15 +20,24 @@ SEED_MAX = 2**63 - 1
 _MAKING_A_PICTURE = "read a file with read_image(path) or wrap an RGB array with Picture(array)"
 
 
-def check_picture(value: Any, call: str, *, optional: bool = False) -> None:
+def check_picture(value: Any, call: str, role: str | None = None, *, optional: bool = False) -> None:
     """TypeError unless ``value`` is a Picture (or, with ``optional``, None): a path or an array
-    passed instead would otherwise end in an AttributeError from deep inside ``call``."""
+    passed instead would otherwise end in an AttributeError from deep inside ``call``. ``role``
+    names the argument where the call takes more than one picture."""
     if isinstance(value, Picture) or (optional and value is None):
         return
-    raise TypeError(f"{call} takes a Picture, not {_kind_of(value)}; {_MAKING_A_PICTURE}")
+    what = f"the {role} as a Picture" if role else "a Picture"
+    raise TypeError(f"{call} takes {what}, not {kind_of(value)}; {_MAKING_A_PICTURE}")
 
 
-def _kind_of(value: Any) -> str:
+def check_flag(name: str, value: Any) -> None:
+    """TypeError unless ``value`` is a bool: a string such as "no" would be taken as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+
+
+def kind_of(value: Any) -> str:
+    """What a wrong argument is, in a user's words: a path, a NumPy array, a list."""
     if isinstance(value, (str, bytes, os.PathLike)):
         return "a path"
     if isinstance(value, np.ndarray):

@@ -24,7 +24,13 @@ from i2icli.archs.cocosnet2 import (
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, image_size, max_value
 from i2icli.pipelines import memory_hints
-from i2icli.pipelines.arguments import check_seed, check_whole, is_whole
+from i2icli.pipelines.arguments import (
+    check_picture,
+    check_seed,
+    check_whole,
+    is_whole,
+    kind_of,
+)
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device, synchronize
 from i2icli.pipelines.imagetensors import to_picture
 from i2icli.pipelines.memory import reports_out_of_memory
@@ -226,6 +232,7 @@ class ExemplarPipeline:
         file on its own is laid out in the exemplar's frame. ``exemplar_pose`` is the exemplar's
         own pose file or map. A map or photo may be a Picture already read; ``label_nc``: maps
         are label maps of that many classes, else edge maps."""
+        check_picture(exemplar, "ExemplarPipeline.read_pair()", "exemplar")
         exemplar_frame = (exemplar.width, exemplar.height)
         if input_pose is not None:
             # The pose's coordinates are in that photo's pixels, so only its size is read.
@@ -248,6 +255,11 @@ class ExemplarPipeline:
         """Render ``semantic``'s structure with ``exemplar``'s appearance (an RGB picture), in
         ``semantic``'s frame: the output and the warps show the input's structure, so they are
         cropped to where it is laid out (the exemplar's frame for a pose file on its own)."""
+        for given, role in ((semantic, "input's"), (exemplar_semantic, "exemplar's")):
+            if not isinstance(given, Semantics):
+                raise TypeError(f"ExemplarPipeline.translate() takes the {role} semantics as read_pair() returns them, "
+                                f"not {kind_of(given)}; call read_pair(input, exemplar, exemplar_pose) first")
+        check_picture(exemplar, "ExemplarPipeline.translate()", "exemplar")
         check_pair(semantic, exemplar, exemplar_semantic)
         size = self.settings.size
         seconds: dict[str, float] = {}

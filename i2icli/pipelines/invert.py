@@ -37,7 +37,7 @@ from i2icli.errors import DeviceError, I2IError, InputError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture, to_8bit
 from i2icli.pipelines import memory_hints
-from i2icli.pipelines.arguments import check_seed, is_whole
+from i2icli.pipelines.arguments import check_picture, check_seed, is_whole
 from i2icli.pipelines.correspondence import (
     FEATURE_STRIDE,
     correspondence_features,
@@ -411,6 +411,8 @@ class InvertPipeline:
         """Translate ``source``'s face into the style of ``exemplar``'s (both RGB pictures; whole
         photos, or aligned face crops with ``settings.aligned``); see the module docstring.
         ``on_step(step, steps, losses)`` is called after each Adam step."""
+        check_picture(source, "InvertPipeline.invert()", "source")
+        check_picture(exemplar, "InvertPipeline.invert()", "exemplar")
         seconds: dict[str, float] = {}
         size = self.settings.size
         with timed(seconds, "align"):

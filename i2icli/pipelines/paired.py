@@ -23,7 +23,12 @@ from i2icli.archs.grit import GRITConfig, GRITGenerator
 from i2icli.errors import InputError, WeightsError
 from i2icli.imageio import Picture
 from i2icli.pipelines import memory_hints
-from i2icli.pipelines.arguments import check_seed, check_whole
+from i2icli.pipelines.arguments import (
+    check_flag,
+    check_picture,
+    check_seed,
+    check_whole,
+)
 from i2icli.pipelines.devices import AUTO, pick_device
 from i2icli.pipelines.imagetensors import (
     EIGHT_BIT_LEVEL,
@@ -119,6 +124,7 @@ class PairedTranslator:
     @reports_out_of_memory(memory_hints.PAIRED)
     def style_code(self, style: Picture | None) -> Tensor:
         """(1, style_dim): the style photo's code, or the training photos' mean."""
+        check_picture(style, "PairedTranslator.style_code()", "style photo", optional=True)
         if style is None:
             return self.generator.mean_style(1)
         if min(style.rgb.shape[:2]) < 16:
@@ -135,6 +141,10 @@ class PairedTranslator:
         trained on), sample k from noise seed ``seed + k``. ``style``: an RGB photo whose style to
         use (or its ``style_code``), else the training photos' mean; ``std_map``: also the per-pixel
         spread over the samples."""
+        check_picture(label, "PairedTranslator.translate()", "label map")
+        if not isinstance(style, Tensor):
+            check_picture(style, "PairedTranslator.translate()", "style photo", optional=True)
+        check_flag("std_map", std_map)
         check_whole("samples", samples, 1)
         check_seed(seed, count=samples)  # sample k uses seed + k
         if std_map and samples < 2:  # refused before the work, not after it

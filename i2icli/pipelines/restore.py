@@ -24,7 +24,12 @@ from i2icli.faces.detect import (
 from i2icli.faces.paste import parse_masks, paste_face
 from i2icli.imageio import Picture, max_value, quantize
 from i2icli.pipelines import memory_hints
-from i2icli.pipelines.arguments import check_fraction, check_not_negative, check_whole
+from i2icli.pipelines.arguments import (
+    check_fraction,
+    check_not_negative,
+    check_picture,
+    check_whole,
+)
 from i2icli.pipelines.devices import (
     AUTO,
     cpu_has_native_bf16,
@@ -349,10 +354,12 @@ class RestorePipeline:
     @reports_out_of_memory(memory_hints.RESTORE, even=" even with the smallest tiles and one face at a time")
     def restore(self, picture: Picture) -> RestoreResult:
         """Restore every face of ``picture`` and upscale it by ``settings.upscale``."""
+        check_picture(picture, "RestorePipeline.restore()")
         return self._restore(picture)
 
     def output_size(self, picture: Picture) -> tuple[int, int]:
         """(width, height) of what ``restore`` makes of ``picture``."""
+        check_picture(picture, "RestorePipeline.output_size()")
         if self.settings.aligned:
             return FACE_SIZE, FACE_SIZE
         height, width = scaled_size(picture.height, picture.width, self.settings.upscale)

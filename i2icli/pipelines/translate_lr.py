@@ -33,6 +33,7 @@ from i2icli.errors import InputError, WeightsError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture
 from i2icli.pipelines import memory_hints
+from i2icli.pipelines.arguments import check_flag, check_picture
 from i2icli.pipelines.devices import AUTO, pick_device
 from i2icli.pipelines.imagetensors import (
     EIGHT_BIT_LEVEL,
@@ -248,6 +249,9 @@ class LRTranslator:
         """``source``'s detail fitted to ``target`` (both RGB pictures; a square target of at most
         32 px is used as it is, a larger one is downscaled); ``exact`` corrects the output so that
         it downsamples exactly to the target."""
+        check_picture(source, "LRTranslator.translate()", "source")
+        check_picture(target, "LRTranslator.translate()", "target")
+        check_flag("exact", exact)
         seconds: dict[str, float] = {}
         with timed(seconds, "prepare"):
             source_tensor = self.prepare_source(source)
