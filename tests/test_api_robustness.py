@@ -289,3 +289,70 @@ def test_a_flag_that_is_not_a_bool_is_refused_rather_than_taken_as_true(tmp_path
     with pytest.raises(TypeError, match="std_map must be True or False; got 'False'"):
         paired.translate(_label_map(0), samples=2, std_map="False")
     assert _lr_translator().translate(_photo(0), _photo(1), exact=np.bool_(True)).exact
+
+
+# --------------------------------------------------------------------------- calls share nothing
+
+
+def _outputs(result: Any) -> list[np.ndarray]:
+    """Every picture a result holds, as arrays."""
+    pictures = getattr(result, "outputs", None) or [result.picture]
+    return [picture.rgb for picture in pictures]
+
+
+def _calls_with_fresh_pipelines(tmp_path: Path, inversion_networks: dict) -> dict[str, Callable[[], Callable]]:
+    """For each pipeline, a factory of a fresh pipeline's call on input number ``seed``."""
+    def restore() -> Callable:
+        pipeline = RestorePipeline.load(device="cpu", settings=RestoreSettings(aligned=True, strength=0.7))
+        return lambda seed: pipeline.restore(_photo(seed, 512, 512))
+
+    def exemplar() -> Callable:
+        pipeline = _exemplar_pipeline(tmp_path / "cocosnet")
+        return lambda seed: _exemplar_call(pipeline, seed)
+
+    def invert() -> Callable:
+        pipeline = pipeline_with(inversion_networks, steps=2)
+        return lambda seed: pipeline.invert(_photo(seed, 32, 32), _photo(seed + 10, 32, 32))
+
+    def translate_lr() -> Callable:
+        pipeline = _lr_translator()
+        return lambda seed: pipeline.translate(_photo(seed), _photo(seed + 10), exact=bool(seed % 2))
+
+    def paired() -> Callable:
+        pipeline = PairedTranslator.load(_tiny_paired_checkpoint(tmp_path / "grit.pt"), device="cpu")
+        return lambda seed: paired_call(pipeline, seed)
+
+    def paired_call(pipeline: PairedTranslator, seed: int) -> Any:
+        return pipeline.translate(_label_map(seed), style=_photo(seed + 10), samples=2, seed=seed)
+
+    return {"restore": restore, "exemplar": exemplar, "invert": invert, "translate-lr": translate_lr,
+            "paired": paired}
+
+
+def test_a_pipeline_called_again_gives_what_a_fresh_one_gives(tiny_env, tmp_path, networks):  # noqa: F811
+    """Nothing of one call is kept for the next (the per-image state on ``self`` that
+    RealESRGANer and FaceRestoreHelper keep): a loaded pipeline's second call, with other inputs
+    and arguments, is the first call of a newly loaded one."""
+    for name, fresh in _calls_with_fresh_pipelines(tmp_path, networks).items():
+        call = fresh()
+        first, second = call(1), call(2)
+        for again, alone in zip(_outputs(second), _outputs(fresh()(2))):
+            assert np.array_equal(again, alone), name
+        assert not np.array_equal(_outputs(first)[0], _outputs(second)[0]), name  # the inputs did differ
+        for again, alone in zip(_outputs(call(1)), _outputs(first)):
+            assert np.array_equal(again, alone), name
+
+
+def test_one_pipeline_called_from_two_threads_at_once_gives_what_it_gives_alone(tiny_env, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = _calls_with_fresh_pipelines(tmp_path, {})
+    for name in ("restore", "exemplar", "translate-lr", "paired"):
+        call = calls[name]()
+        alone = [_outputs(call(seed)) for seed in (1, 2)]
+        with ThreadPoolExecutor(2) as threads:
+            together = [_outputs(result) for result in threads.map(call, (1, 2))]
+        for expected, got in zip(alone, together):
+            for a, b in zip(expected, got):
+                # Equal to the level: threads may split a reduction differently and round apart.
+                assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, name
