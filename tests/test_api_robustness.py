@@ -117,6 +117,32 @@ def test_every_pipeline_reports_the_device_running_out_of_memory_as_a_device_err
         assert error.__cause__ is None and error.__context__ is None, name
 
 
+def test_loading_models_that_do_not_fit_on_the_device_is_a_device_error(tiny_env, tmp_path, monkeypatch, files):  # noqa: F811
+    from cocosnet_checkpoints import write_checkpoint_dir
+
+    from i2icli import InvertPipeline, InvertSettings
+
+    lr_checkpoint = tmp_path / "lr.pt"
+    torch.save(LRConditionedGenerator(TINY_LR).state_dict(), lr_checkpoint)
+    paired_checkpoint = _tiny_paired_checkpoint(tmp_path / "grit.pt")
+    cocosnet = write_checkpoint_dir(tmp_path / "cocosnet")
+    loads = {
+        "restore": lambda: RestorePipeline.load(device="cpu", settings=RestoreSettings(aligned=True)),
+        "exemplar": lambda: ExemplarPipeline.load(cocosnet, device="cpu", settings=ExemplarSettings(size=64)),
+        "invert": lambda: InvertPipeline.load(generator=files["generator"], correspondence=files["vgg19"],
+                                              perceptual=files["vgg16"], scorer=files["fid"], device="cpu",
+                                              settings=InvertSettings(layers=(2, 4), size=32, aligned=True)),
+        "translate-lr": lambda: LRTranslator.load(lr_checkpoint, lr_size=8, device="cpu"),
+        "paired": lambda: PairedTranslator.load(paired_checkpoint, device="cpu"),
+    }
+    _run_out_of_memory(torch.nn.Module, monkeypatch, "to")
+    for name, load in loads.items():
+        with pytest.raises(DeviceError) as caught:
+            load()
+        assert caught.value.message == f"the device ran out of memory ({OUT_OF_MEMORY})", name
+        assert caught.value.hint == "close other programs that use the GPU, or use --device cpu", name
+
+
 def test_other_runtime_errors_are_not_renamed(tiny_env, tmp_path, monkeypatch, networks):  # noqa: F811
     bug = RuntimeError("expected input[1, 4, 8, 8] to have 3 channels")
     for name, call in _pipelines_that_run_out(tmp_path, monkeypatch, networks, error=bug).items():

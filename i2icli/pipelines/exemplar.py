@@ -180,6 +180,7 @@ class ExemplarPipeline:
         self.source = source
 
     @classmethod
+    @reports_out_of_memory(memory_hints.LOAD)
     def load(
         cls,
         checkpoint: str | Path = DEFAULT_CHECKPOINT,

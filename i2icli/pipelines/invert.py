@@ -263,6 +263,7 @@ class InvertPipeline:
         _check_precision(self.settings, device)
 
     @classmethod
+    @reports_out_of_memory(memory_hints.LOAD)
     def load(
         cls,
         *,

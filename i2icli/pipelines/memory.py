@@ -58,7 +58,8 @@ Method = TypeVar("Method", bound=Callable[..., Any])
 def reports_out_of_memory(hint: str, *, even: str = "") -> Callable[[Method], Method]:
     """For a pipeline's public call: the device running out of memory raises ``DeviceError``
     naming the pipeline's ``device`` and ``hint`` (see ``out_of_memory_error``), not the library's
-    own error, which a script would have to know to catch."""
+    own error, which a script would have to know to catch. Under ``classmethod`` (``load``), where
+    no device is chosen yet, the error names none."""
 
     def decorate(method: Method) -> Method:
         @functools.wraps(method)
@@ -66,7 +67,7 @@ def reports_out_of_memory(hint: str, *, even: str = "") -> Callable[[Method], Me
             try:
                 return method(self, *args, **kwargs)
             except RuntimeError as error:
-                report = out_of_memory_error(error, self.device, hint, even=even)
+                report = out_of_memory_error(error, getattr(self, "device", None), hint, even=even)
                 if report is None:
                     raise
             # Raised outside the handler: the failed call's traceback holds its tensors, and a

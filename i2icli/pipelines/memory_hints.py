@@ -4,6 +4,8 @@ pipeline's call, so that both say the same. Free of torch: command modules impor
 
 from __future__ import annotations
 
+# The models alone do not fit, whatever the options.
+LOAD = "close other programs that use the GPU, or use --device cpu"
 # The pipeline has already retried with the smallest tiles and one face at a time.
 RESTORE = "close other GPU programs, lower --upscale, or use --device cpu"
 EXEMPLAR = "use a smaller --size or --fp16, or --device cpu"

@@ -103,6 +103,7 @@ class PairedTranslator:
             raise ValueError(f"--size {self.size}: this model needs a multiple of {multiple} of at least {2 * multiple}")
 
     @classmethod
+    @reports_out_of_memory(memory_hints.LOAD)
     def load(cls, checkpoint: str | os.PathLike[str], *, size: int | None = None,
              device: torch.device | str = AUTO) -> PairedTranslator:
         """Load the generator of an `i2i train paired` checkpoint file or run folder (its latest

@@ -175,6 +175,7 @@ class RestorePipeline:
         self.face_cost = self.tile_cost = 0  # bytes one face / one background tile allocates
 
     @classmethod
+    @reports_out_of_memory(memory_hints.LOAD)
     def load(
         cls,
         *,

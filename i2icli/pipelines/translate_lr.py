@@ -166,6 +166,7 @@ class LRTranslator:
         self.detector = detector
 
     @classmethod
+    @reports_out_of_memory(memory_hints.LOAD)
     def load(
         cls,
         checkpoint: str | os.PathLike[str],
