@@ -382,3 +382,15 @@ def test_one_pipeline_called_from_two_threads_at_once_gives_what_it_gives_alone(
             for a, b in zip(expected, got):
                 # Equal to the level: threads may split a reduction differently and round apart.
                 assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, name
+
+
+def test_working_sizes_that_are_not_whole_numbers_are_refused_at_load(tmp_path):
+    """64.0 passed the multiple-of check and failed later in a resize; 8.5 became the working size."""
+    with pytest.raises(ValueError, match="--size 64.0: this model needs a multiple of"):
+        PairedTranslator.load(_tiny_paired_checkpoint(tmp_path / "grit.pt"), size=64.0, device="cpu")
+    lr_checkpoint = tmp_path / "lr.pt"
+    torch.save(LRConditionedGenerator(TINY_LR).state_dict(), lr_checkpoint)
+    with pytest.raises(ValueError, match="--lr-size 8.5 is not a whole number from 4 to 32"):
+        LRTranslator.load(lr_checkpoint, lr_size=8.5, device="cpu")
+    with pytest.raises(ValueError, match="--lr-size 64 is not a whole number from 4 to 32"):
+        LRTranslator.load(lr_checkpoint, lr_size=64, device="cpu")

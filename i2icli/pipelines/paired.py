@@ -28,6 +28,7 @@ from i2icli.pipelines.arguments import (
     check_picture,
     check_seed,
     check_whole,
+    is_whole,
 )
 from i2icli.pipelines.devices import AUTO, pick_device
 from i2icli.pipelines.imagetensors import (
@@ -99,7 +100,7 @@ class PairedTranslator:
         self.device = device
         self.size = size or config.image_size
         multiple = config.size_multiple
-        if self.size % multiple or self.size < 2 * multiple:
+        if not is_whole(self.size) or self.size % multiple or self.size < 2 * multiple:
             raise ValueError(f"--size {self.size}: this model needs a multiple of {multiple} of at least {2 * multiple}")
 
     @classmethod

@@ -33,7 +33,7 @@ from i2icli.errors import InputError, WeightsError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
 from i2icli.imageio import Picture
 from i2icli.pipelines import memory_hints
-from i2icli.pipelines.arguments import check_flag, check_picture
+from i2icli.pipelines.arguments import check_flag, check_picture, is_whole
 from i2icli.pipelines.devices import AUTO, pick_device
 from i2icli.pipelines.imagetensors import (
     EIGHT_BIT_LEVEL,
@@ -106,10 +106,15 @@ def _config_without_sizes(state: dict[str, Tensor], lr_size: int | None) -> LRTr
     return config_from_state_dicts(state, hr_size=(lr_size or DEFAULT_LR_SIZE) << levels)
 
 
+def check_lr_size(lr_size: int) -> None:
+    """ValueError for a low-resolution size the generator cannot work at."""
+    if not is_whole(lr_size) or not MIN_LR_SIZE <= lr_size <= MAX_LR_SIZE:
+        raise ValueError(f"--lr-size {lr_size} is not a whole number from {MIN_LR_SIZE} to {MAX_LR_SIZE}")
+
+
 def at_lr_size(config: LRTranslatorConfig, lr_size: int) -> LRTranslatorConfig:
     """The same generator worked at another low-resolution size (it is fully convolutional)."""
-    if not MIN_LR_SIZE <= lr_size <= MAX_LR_SIZE:
-        raise ValueError(f"--lr-size {lr_size} is outside {MIN_LR_SIZE}-{MAX_LR_SIZE}")
+    check_lr_size(lr_size)
     return LRTranslatorConfig(**{**config.to_dict(), "lr_size": lr_size, "hr_size": lr_size * config.scale})
 
 
@@ -180,6 +185,8 @@ class LRTranslator:
         """Load the generator of ``checkpoint``: an `i2i train translate-lr` checkpoint file or run
         folder (its latest checkpoint), or the authors' training file. ``lr_size`` works at another
         low-resolution size than the checkpoint's; ``align_faces`` loads ``detector`` to align faces."""
+        if lr_size is not None:  # before the checkpoint is read: a bare generator's sizes come from it
+            check_lr_size(lr_size)
         device = device if isinstance(device, torch.device) else pick_device(device)
         generator, config = load_trained(
             checkpoint, METHOD_NAME, lambda content: generator_from_checkpoint(content, lr_size=lr_size)
