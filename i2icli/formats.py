@@ -1,4 +1,4 @@
-"""The image formats i2i reads and writes, and its input size limit.
+"""The image formats i2i reads and writes, and the limits of what it takes (image size, seeds).
 
 Kept apart from ``imageio`` (which loads OpenCV and Pillow) so that the command-line modules,
 which must start fast, can share these values instead of repeating them.
@@ -11,3 +11,6 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".t
 
 # Larger inputs are refused before decoding: a 200-megapixel RGB image is already 600 MB.
 DEFAULT_MAX_PIXELS = 200_000_000
+
+# Seeds reach torch and NumPy as signed 64-bit integers.
+SEED_MAX = 2**63 - 1

@@ -230,13 +230,6 @@ def test_invert_settings_refuse_seeds_and_counts_the_command_refuses(settings, m
         InvertSettings(**settings)
 
 
-def test_the_pipelines_and_the_command_line_bound_seeds_alike():
-    from i2icli.cli.common import SEED_MAX
-    from i2icli.pipelines.arguments import SEED_MAX as PIPELINE_SEED_MAX
-
-    assert PIPELINE_SEED_MAX == SEED_MAX
-
-
 @pytest.mark.parametrize(("arguments", "message"), [
     ({"samples": 0}, "samples must be a whole number of at least 1"),
     ({"samples": 2.0}, "samples must be a whole number of at least 1"),

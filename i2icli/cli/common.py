@@ -27,7 +27,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from i2icli.batch import file_key
 from i2icli.errors import I2IError, InputError, WeightsError, first_line
-from i2icli.formats import IMAGE_SUFFIXES
+from i2icli.formats import IMAGE_SUFFIXES, SEED_MAX
 
 
 # Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines. Whether it
@@ -486,8 +486,6 @@ def precision_from_flags(half: bool | None, bf16: bool) -> str:
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print a machine-readable summary on stdout.", rich_help_panel="Output")
 ]
-# Seeds reach torch and NumPy as signed 64-bit integers.
-SEED_MAX = 2**63 - 1
 
 
 DryRunOption = Annotated[

@@ -11,10 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from i2icli.formats import SEED_MAX
 from i2icli.imageio import Picture
-
-# Seeds are 64-bit signed integers, as the commands' --seed takes them.
-SEED_MAX = 2**63 - 1
 
 # How to make a Picture, for a TypeError that says what to pass instead.
 _MAKING_A_PICTURE = "read a file with read_image(path) or wrap an RGB array with Picture(array)"
