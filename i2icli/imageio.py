@@ -2,8 +2,10 @@
 
 Pixels are decoded and encoded with OpenCV (``IMREAD_UNCHANGED``), so 16-bit samples and
 alpha survive; Pillow only parses headers (size, mode, EXIF orientation) and is the
-fallback decoder for the few files OpenCV gets wrong. Everything that can go wrong with
-an input file becomes an :class:`~i2icli.errors.InputImageError` with a one-line message.
+fallback decoder for the few files OpenCV gets wrong; what OpenCV's encodings cannot hold (a
+colour profile, metadata) is spliced into their bytes by :mod:`i2icli.containers`. Everything that
+can go wrong with an input file becomes an :class:`~i2icli.errors.InputImageError` with a one-line
+message.
 
 In memory an image is a :class:`Picture`: RGB (never BGR), ``uint8`` or ``uint16`` exactly
 as stored, the EXIF orientation already applied, alpha kept separately, the file's EXIF block
@@ -20,12 +22,10 @@ import logging
 import os
 import secrets
 import stat
-import struct
 import sys
 import tempfile
 import threading
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +35,20 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-from .errors import DiskFullError, I2IError, InputImageError
-from .exif import (
-    EXIF_HEADER,
-    ORIENTATION_TAG,
-    exif_block,
-    tiff_with_exif,
-    tiff_with_field,
+from .containers import (
+    png_chunks,
+    png_gray_alpha,
+    tiff_short_values,
+    tiff_with_alpha_tag,
+    webp_is_lossless,
+    with_exif_block,
+    with_icc_profile,
+    with_xmp_packet,
 )
+from .errors import DiskFullError, I2IError, InputImageError
+from .exif import ORIENTATION_TAG, exif_block, tiff_with_exif
 from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-from .xmp import JPEG_XMP_HEADER, XMP_TAG, png_itxt_body, png_itxt_text, xmp_packet
+from .xmp import png_itxt_text, xmp_packet
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -207,7 +211,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
     icc = pil.info.get("icc_profile")
     picture.icc_profile = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
-    picture.lossless_webp = fmt == "WEBP" and _webp_is_lossless(data)
+    picture.lossless_webp = fmt == "WEBP" and webp_is_lossless(data)
     picture.palette_indices = palette_indices
     picture.exif = _file_exif(pil, fmt, data)
     picture.xmp = _file_xmp(pil, fmt, data)
@@ -471,10 +475,10 @@ def _open_header(p: Path, data: bytes) -> Image.Image:
         with _pil_strict():
             return Image.open(io.BytesIO(data))
     except Exception:  # Pillow raises a zoo of types for bad headers
-        if 3 in _tiff_tag(data, 339):  # SampleFormat IEEE float: Pillow opens one-channel ones only
+        if 3 in tiff_short_values(data, 339):  # SampleFormat IEEE float: Pillow opens one-channel ones only
             raise InputImageError(p, "has floating-point samples; only 8- and 16-bit images are supported",
                                   "convert it to an 8- or 16-bit PNG or TIFF") from None
-        if _tiff_tag(data, 277) == (2,) and max(_tiff_tag(data, 258), default=8) > 8:
+        if tiff_short_values(data, 277) == (2,) and max(tiff_short_values(data, 258), default=8) > 8:
             # Gray+alpha of 16 bits: Pillow has no such mode, and OpenCV drops the alpha and the
             # low 8 bits. A sound file, not a damaged one.
             raise InputImageError(p, "is a gray+alpha TIFF of 16 bits, which i2i cannot read",
@@ -493,25 +497,6 @@ def _readable_format(p: Path, data: bytes) -> tuple[Image.Image, str]:
             f"convert it to one of {_SUFFIX_LIST}",
         )
     return pil, fmt
-
-
-def _tiff_tag(data: bytes, wanted: int) -> tuple[int, ...]:
-    """The SHORT values of one tag on a (classic) TIFF's first page, read from the bytes: for
-    files Pillow cannot open, to say why. () when absent or unreadable."""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
-    if order is None:
-        return ()
-    try:
-        (ifd,) = struct.unpack_from(order + "I", data, 4)
-        (count,) = struct.unpack_from(order + "H", data, ifd)
-        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
-            tag, kind, values, inline = struct.unpack_from(order + "HHI4s", data, entry)
-            if tag == wanted and kind == 3:
-                where = inline if values <= 2 else data[struct.unpack(order + "I", inline)[0]:][: 2 * values]
-                return struct.unpack(order + "H" * values, where[: 2 * values])
-    except struct.error:
-        return ()
-    return ()
 
 
 def _has_image_signature(data: bytes) -> bool:
@@ -558,21 +543,7 @@ def _file_exif(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
 
 
 def _png_exif_chunk(data: bytes) -> bytes | None:
-    return next(_png_chunks(data, b"eXIf"), None)
-
-
-def _png_chunks(data: bytes, wanted: bytes) -> Iterator[bytes]:
-    """The bodies of a PNG's chunks of the kind ``wanted``, found from the bytes without decoding
-    the image (nor copying its pixel data): metadata may come after the pixel data, where Pillow's
-    header parse does not reach."""
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"IEND":
-            break
-        if kind == wanted:
-            yield data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
+    return next(png_chunks(data, b"eXIf"), None)
 
 
 def _file_xmp(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
@@ -580,7 +551,7 @@ def _file_xmp(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
     (the rest of a packet over 64 KB, in segments of its own: large previews or editing histories,
     mostly) is not joined to it."""
     if fmt == "PNG":
-        raw = next((text for body in _png_chunks(data, b"iTXt") if (text := png_itxt_text(body)) is not None), None)
+        raw = next((text for body in png_chunks(data, b"iTXt") if (text := png_itxt_text(body)) is not None), None)
     else:  # Pillow reads a JPEG's XMP segment, a WebP's chunk and a TIFF's tag with the header
         raw = pil.info.get("xmp")
     if isinstance(raw, str):
@@ -939,18 +910,25 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
     if picture.width == 0 or picture.height == 0:  # no format holds one (the gray+alpha PNG came out invalid)
         raise ValueError(f"cannot encode an empty picture ({picture.width}x{picture.height})")
     _refuse_oversize(target, fmt, picture.width, picture.height)
-    data = _encode(target, picture, fmt, ext, int(jpeg_quality))
-    if fmt == "TIFF" and picture.alpha is not None:
-        data = _tiff_with_alpha_tag(bytes(data))
+    data = bytes(_encode(target, picture, fmt, ext, int(jpeg_quality)))
+    # OpenCV's encodings hold none of what follows: it is spliced into their bytes. The EXIF block
+    # and XMP packet are made true of this file first (upright, no thumbnail, its size); where one
+    # cannot be read, the file goes without it.
+    size, has_alpha = (picture.width, picture.height), picture.alpha is not None
+    if fmt == "TIFF" and has_alpha:
+        data = tiff_with_alpha_tag(data)
     if picture.icc_profile:
-        data = _with_icc_profile(bytes(data), fmt, picture)
+        data = with_icc_profile(data, fmt, picture.icc_profile, grayscale=picture.grayscale, size=size,
+                                has_alpha=has_alpha)
     if picture.exif and fmt == "TIFF":
-        data = tiff_with_exif(bytes(data), picture.exif, (picture.width, picture.height))
-    elif picture.exif:  # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
-        data = _with_exif(bytes(data), fmt, picture)
-    if picture.xmp:  # after the EXIF block: a JPEG's XMP APP1 follows its Exif APP1
-        data = _with_xmp(bytes(data), fmt, picture)
-    return bytes(data)
+        data = tiff_with_exif(data, picture.exif, size)
+    elif picture.exif and (block := exif_block(picture.exif, size=size)) is not None:
+        # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
+        data = with_exif_block(data, fmt, block, size=size, has_alpha=has_alpha)
+    if picture.xmp and (packet := xmp_packet(picture.xmp, size=size)) is not None:
+        # after the EXIF block: a JPEG's XMP APP1 follows its Exif APP1
+        data = with_xmp_packet(data, fmt, packet, size=size, has_alpha=has_alpha)
+    return data
 
 
 def _write_format(target: Path, suffix: str) -> tuple[str, str]:
@@ -984,19 +962,6 @@ _WRITE_HINTS = {
 
 
 _DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
-
-
-def _webp_is_lossless(data: bytes) -> bool:
-    """Whether a WebP file's image is VP8L (lossless) data rather than VP8 (lossy): the first of
-    the two chunk kinds in the file (an extended file puts ICCP, EXIF, ALPH chunks before it)."""
-    position = 12
-    while position + 8 <= len(data):
-        kind = data[position:position + 4]
-        if kind in (b"VP8L", b"VP8 "):
-            return kind == b"VP8L"
-        size = struct.unpack("<I", data[position + 4:position + 8])[0]
-        position += 8 + size + (size & 1)
-    return False
 
 
 def check_output_size(path: str | os.PathLike[str], width: int, height: int, *, suffix: str | None = None) -> None:
@@ -1047,7 +1012,7 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
     if picture.grayscale:
         luma = narrow(_luma(rgb))  # luma at full depth, then round once
         if alpha is not None and fmt == "PNG":
-            return _encode_png_gray_alpha(luma, alpha)
+            return png_gray_alpha(luma, alpha)
         if alpha is not None and fmt == "TIFF" and luma.dtype == np.uint8:
             return _encode_tiff_gray_alpha(luma, alpha)
         if alpha is None and fmt != "WEBP":
@@ -1073,168 +1038,6 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
     if not ok or buf is None:
         raise I2IError(f"{target}: could not encode the image as {fmt}", "try writing PNG instead")
     return buf
-
-
-def _with_icc_profile(data: bytes, fmt: str, picture: Picture) -> bytes:
-    """``data`` (OpenCV's encoding, which cannot embed a profile) with ``picture.icc_profile``
-    added in the format's own way. TIFF and BMP outputs go without (OpenCV writes the TIFF's
-    tags, and BMP has no place for one)."""
-    profile = picture.icc_profile or b""
-    # A profile describes one colour space (bytes 16-19 of its header). The pixels are RGB, or grey
-    # where the format stores grey (WebP has none): a CMYK photo's profile, say, does not describe
-    # them once they are RGB, and PNG and JPEG readers reject or misread a profile of another space.
-    written = b"GRAY" if picture.grayscale and fmt != "WEBP" else b"RGB "
-    if profile[16:20] != written:
-        return data
-    if fmt == "PNG":  # an iCCP chunk right after IHDR (the first chunk: 8 + 25 bytes in)
-        return data[:33] + _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(profile)) + data[33:]
-    if fmt == "JPEG":  # APP2 "ICC_PROFILE" segments after SOI, at most 65519 profile bytes each
-        parts = [profile[i : i + 65519] for i in range(0, len(profile), 65519)]
-        segments = b"".join(
-            b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(part)) + b"ICC_PROFILE\x00" + bytes((n + 1, len(parts))) + part
-            for n, part in enumerate(parts)
-        )
-        start = _jpeg_after_jfif(data)
-        return data[:start] + segments + data[start:]
-    if fmt == "WEBP":  # an ICCP chunk comes before the image data
-        return _webp_extended(data, picture, 0x20, first=_webp_chunk(b"ICCP", profile))
-    return data
-
-
-def _jpeg_after_jfif(data: bytes) -> int:
-    """Where a segment goes in OpenCV's JPEG: after SOI and the JFIF APP0 segment, which readers
-    expect first."""
-    return 4 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 2
-
-
-def _webp_chunk(kind: bytes, body: bytes) -> bytes:
-    return kind + struct.pack("<I", len(body)) + body + bytes(len(body) % 2)
-
-
-def _webp_extended(data: bytes, picture: Picture, flag: int, *, first: bytes = b"", last: bytes = b"") -> bytes:
-    """``data``, a WebP, in the extended layout (a VP8X header) with ``flag`` set in the header,
-    ``first`` right after the header and ``last`` at the end: the places the format gives metadata
-    chunks (ICCP before the image data, EXIF after it)."""
-    chunks = data[12:]
-    if chunks[:4] == b"VP8X":
-        header, rest = bytearray(chunks[:18]), chunks[18:]
-    else:
-        header = bytearray(b"VP8X" + struct.pack("<I", 10) + bytes(4) + (picture.width - 1).to_bytes(3, "little")
-                           + (picture.height - 1).to_bytes(3, "little"))
-        header[8] = 0x10 if picture.alpha is not None else 0
-        rest = chunks
-    header[8] |= flag
-    body = b"WEBP" + bytes(header) + first + rest + last
-    return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-def _with_exif(data: bytes, fmt: str, picture: Picture) -> bytes:
-    """``data`` (OpenCV's encoding, which cannot embed metadata) with ``picture.exif`` added in the
-    format's own way, made true of this file (see :func:`~i2icli.exif.exif_block`); ``data`` unchanged where the
-    block cannot be read. (A TIFF output takes it as :func:`~i2icli.exif.tiff_with_exif` says; BMP has no place
-    for it.)"""
-    block = exif_block(picture.exif or b"", size=(picture.width, picture.height))
-    if block is None:
-        return data
-    tiff = block[len(EXIF_HEADER):]  # PNG and WebP hold the TIFF structure alone
-    if fmt == "PNG":  # before the pixel data, where readers that stop there find it too
-        return data[:33] + _png_chunk(b"eXIf", tiff) + data[33:]
-    if fmt == "JPEG" and len(block) + 2 <= 0xFFFF:  # one APP1 segment holds it, as readers expect
-        start = _jpeg_after_jfif(data)  # the Exif APP1 right after SOI (and JFIF), before any ICC APP2
-        return data[:start] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + data[start:]
-    if fmt == "WEBP":
-        return _webp_extended(data, picture, 0x08, last=_webp_chunk(b"EXIF", tiff))
-    return data
-
-
-def _with_xmp(data: bytes, fmt: str, picture: Picture) -> bytes:
-    """``data`` with ``picture.xmp`` added in the format's own way, made true of this file (see
-    :func:`~i2icli.xmp.xmp_packet`); ``data`` unchanged where the packet does not parse (BMP has no
-    place for it)."""
-    packet = xmp_packet(picture.xmp or b"", size=(picture.width, picture.height))
-    if packet is None:
-        return data
-    if fmt == "PNG":  # uncompressed, before the pixel data, as readers that stop there expect
-        return data[:33] + _png_chunk(b"iTXt", png_itxt_body(packet)) + data[33:]
-    segment = JPEG_XMP_HEADER + packet
-    # A packet too large for one segment would need Extended XMP, split under a digest of the
-    # whole: left out rather than written in a form readers reject.
-    if fmt == "JPEG" and len(segment) + 2 <= 0xFFFF:
-        start = _jpeg_after_app1(data)  # after the Exif APP1, before any ICC APP2
-        return data[:start] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[start:]
-    if fmt == "WEBP":  # after the image data, and after an EXIF chunk
-        return _webp_extended(data, picture, 0x04, last=_webp_chunk(b"XMP ", packet))
-    if fmt == "TIFF":  # type BYTE, as the TIFF/XMP specification gives the tag
-        return tiff_with_field(data, XMP_TAG, 1, packet)
-    return data
-
-
-def _jpeg_after_app1(data: bytes) -> int:
-    """Where a segment goes after the APP1 segments (Exif) that follow SOI and JFIF."""
-    start = _jpeg_after_jfif(data)
-    while data[start : start + 2] == b"\xff\xe1":
-        start += 2 + struct.unpack(">H", data[start + 2 : start + 4])[0]
-    return start
-
-
-def _tiff_with_alpha_tag(data: bytes) -> bytes:
-    """``data``, a TIFF from OpenCV with a fourth sample, with the ExtraSamples tag (338) that says
-    that sample is (unassociated) alpha: OpenCV leaves it out, so readers warn that the samples do
-    not add up and strict ones take the fourth for an unspecified channel. The first IFD is copied,
-    with the tag, to the end of the file (the values it points at stay where they are)."""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
-    if order is None:  # (a BigTIFF, for outputs over 4 GB: left as it is)
-        return data
-    (ifd,) = struct.unpack_from(order + "I", data, 4)
-    (count,) = struct.unpack_from(order + "H", data, ifd)
-    entries = [data[ifd + 2 + 12 * n : ifd + 14 + 12 * n] for n in range(count)]
-    tag_of = lambda entry: struct.unpack_from(order + "H", entry)[0]  # noqa: E731
-    if any(tag_of(entry) == 338 for entry in entries):
-        return data
-    (following,) = struct.unpack_from(order + "I", data, ifd + 2 + 12 * count)
-    # One SHORT, 2 = unassociated alpha, left-justified in the entry's four value bytes.
-    entries = sorted([*entries, struct.pack(order + "HHIH", 338, 3, 1, 2) + bytes(2)], key=tag_of)
-    data += bytes(len(data) % 2)  # an IFD starts on a word boundary
-    table = struct.pack(order + "H", len(entries)) + b"".join(entries) + struct.pack(order + "I", following)
-    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + table
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-_IDAT_BYTES = 2**30
-
-
-def _encode_png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
-    """A PNG of colour type 4 (gray+alpha), 8 or 16 bits: OpenCV cannot write 2 channels
-    and Pillow cannot write 16-bit gray+alpha. Rows use the Sub filter, streamed in chunks."""
-    height, width = gray.shape
-    depth = 16 if gray.dtype == np.uint16 else 8
-    bpp = 2 * (depth // 8)  # bytes per pixel
-    big = np.dtype(">u2") if depth == 16 else np.dtype(np.uint8)
-
-    out = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0))]
-    compressor = zlib.compressobj(6)
-    idat: list[bytes] = []
-    rows_per_step = max(1, (4 << 20) // max(1, width * bpp))
-    for top in range(0, height, rows_per_step):
-        g, a = gray[top : top + rows_per_step], alpha[top : top + rows_per_step]
-        inter = np.empty(g.shape + (2,), big)
-        inter[..., 0], inter[..., 1] = g, a
-        raw = inter.view(np.uint8).reshape(len(g), width * bpp)
-        rows = np.empty((len(g), width * bpp + 1), np.uint8)
-        rows[:, 0] = 1  # filter type Sub
-        rows[:, 1 : 1 + bpp] = raw[:, :bpp]
-        np.subtract(raw[:, bpp:], raw[:, :-bpp], out=rows[:, 1 + bpp :])  # wraps mod 256
-        idat.append(compressor.compress(rows.tobytes()))
-    idat.append(compressor.flush())
-    compressed = b"".join(idat)
-    # A chunk holds at most 2**31 - 1 bytes: a large picture's data goes in several IDATs.
-    out.extend(_png_chunk(b"IDAT", compressed[start : start + _IDAT_BYTES])
-               for start in range(0, len(compressed), _IDAT_BYTES))
-    out.append(_png_chunk(b"IEND", b""))
-    return b"".join(out)
 
 
 def _encode_tiff_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:

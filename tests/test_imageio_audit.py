@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2icli import imageio
+from i2icli import containers, imageio
 from i2icli.errors import I2IError, InputImageError
 from i2icli.imageio import Picture, read_image, write_image, write_text
 
@@ -356,7 +356,7 @@ def test_a_picture_one_pixel_high_or_wide_round_trips(tmp_path, suffix, shape):
 
 
 def test_a_large_gray_alpha_png_spreads_its_data_over_several_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(imageio, "_IDAT_BYTES", 1000)  # stands for the 2 GB a chunk may hold
+    monkeypatch.setattr(containers, "_IDAT_BYTES", 1000)  # stands for the 2 GB a chunk may hold
     picture = gray_alpha_picture()
     out = write_image(tmp_path / "la.png", picture)
     assert out.read_bytes().count(b"IDAT") > 1

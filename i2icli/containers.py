@@ -1,0 +1,250 @@
+"""What OpenCV's encodings cannot hold, spliced into their bytes: a colour profile, an EXIF block,
+an XMP packet and a TIFF's alpha tag, each where its container (PNG, JPEG, WebP, TIFF) keeps it; the
+gray+alpha PNG OpenCV cannot write at all; and what a file's bytes say without decoding it (PNG
+chunks, a WebP's kind of data, a TIFF tag).
+
+Pure bytes in, bytes out: no decoding, no Picture. The blocks spliced in come already made true of
+the output (:mod:`i2icli.exif`, :mod:`i2icli.xmp`); :mod:`i2icli.imageio` says what goes into which
+file.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from .exif import EXIF_HEADER, tiff_with_field
+from .xmp import JPEG_XMP_HEADER, XMP_TAG, png_itxt_body
+
+__all__ = [
+    "png_chunk",
+    "png_chunks",
+    "png_gray_alpha",
+    "tiff_short_values",
+    "tiff_with_alpha_tag",
+    "webp_is_lossless",
+    "with_exif_block",
+    "with_icc_profile",
+    "with_xmp_packet",
+]
+
+# --------------------------------------------------------------------------- metadata spliced in
+
+
+def with_icc_profile(data: bytes, fmt: str, profile: bytes, *, grayscale: bool, size: tuple[int, int],
+                     has_alpha: bool) -> bytes:
+    """``data`` (OpenCV's encoding of a picture of ``size``, which cannot embed a profile) with
+    ``profile`` added in the format's own way. TIFF and BMP outputs go without (OpenCV writes the
+    TIFF's tags, and BMP has no place for one)."""
+    # A profile describes one colour space (bytes 16-19 of its header). The pixels are RGB, or grey
+    # where the format stores grey (WebP has none): a CMYK photo's profile, say, does not describe
+    # them once they are RGB, and PNG and JPEG readers reject or misread a profile of another space.
+    written = b"GRAY" if grayscale and fmt != "WEBP" else b"RGB "
+    if profile[16:20] != written:
+        return data
+    if fmt == "PNG":  # an iCCP chunk right after IHDR (the first chunk: 8 + 25 bytes in)
+        return data[:33] + png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(profile)) + data[33:]
+    if fmt == "JPEG":  # APP2 "ICC_PROFILE" segments after SOI, at most 65519 profile bytes each
+        parts = [profile[i : i + 65519] for i in range(0, len(profile), 65519)]
+        segments = b"".join(
+            b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(part)) + b"ICC_PROFILE\x00" + bytes((n + 1, len(parts))) + part
+            for n, part in enumerate(parts)
+        )
+        start = _jpeg_after_jfif(data)
+        return data[:start] + segments + data[start:]
+    if fmt == "WEBP":  # an ICCP chunk comes before the image data
+        return _webp_extended(data, 0x20, size, has_alpha, first=_webp_chunk(b"ICCP", profile))
+    return data
+
+
+def with_exif_block(data: bytes, fmt: str, block: bytes, *, size: tuple[int, int], has_alpha: bool) -> bytes:
+    """``data`` (OpenCV's encoding of a picture of ``size``, which cannot embed metadata) with
+    ``block`` (an EXIF block, ``Exif\\0\\0`` and all) added in the format's own way. (A TIFF takes
+    it as :func:`~i2icli.exif.tiff_with_exif` says; BMP has no place for it.) Call after
+    :func:`with_icc_profile`: a JPEG's Exif APP1 goes in front of its ICC APP2 segments."""
+    tiff = block[len(EXIF_HEADER):]  # PNG and WebP hold the TIFF structure alone
+    if fmt == "PNG":  # before the pixel data, where readers that stop there find it too
+        return data[:33] + png_chunk(b"eXIf", tiff) + data[33:]
+    if fmt == "JPEG" and len(block) + 2 <= 0xFFFF:  # one APP1 segment holds it, as readers expect
+        start = _jpeg_after_jfif(data)  # the Exif APP1 right after SOI (and JFIF), before any ICC APP2
+        return data[:start] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + data[start:]
+    if fmt == "WEBP":
+        return _webp_extended(data, 0x08, size, has_alpha, last=_webp_chunk(b"EXIF", tiff))
+    return data
+
+
+def with_xmp_packet(data: bytes, fmt: str, packet: bytes, *, size: tuple[int, int], has_alpha: bool) -> bytes:
+    """``data`` with ``packet`` (an XMP packet) added in the format's own way (BMP has no place for
+    it). Call after :func:`with_exif_block`: a JPEG's XMP APP1 follows its Exif APP1, and a WebP's
+    XMP chunk its EXIF chunk."""
+    if fmt == "PNG":  # uncompressed, before the pixel data, as readers that stop there expect
+        return data[:33] + png_chunk(b"iTXt", png_itxt_body(packet)) + data[33:]
+    segment = JPEG_XMP_HEADER + packet
+    # A packet too large for one segment would need Extended XMP, split under a digest of the
+    # whole: left out rather than written in a form readers reject.
+    if fmt == "JPEG" and len(segment) + 2 <= 0xFFFF:
+        start = _jpeg_after_app1(data)  # after the Exif APP1, before any ICC APP2
+        return data[:start] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[start:]
+    if fmt == "WEBP":  # after the image data, and after an EXIF chunk
+        return _webp_extended(data, 0x04, size, has_alpha, last=_webp_chunk(b"XMP ", packet))
+    if fmt == "TIFF":  # type BYTE, as the TIFF/XMP specification gives the tag
+        return tiff_with_field(data, XMP_TAG, 1, packet)
+    return data
+
+
+# --------------------------------------------------------------------------- JPEG
+
+
+def _jpeg_after_jfif(data: bytes) -> int:
+    """Where a segment goes in OpenCV's JPEG: after SOI and the JFIF APP0 segment, which readers
+    expect first."""
+    return 4 + struct.unpack(">H", data[4:6])[0] if data[2:4] == b"\xff\xe0" else 2
+
+
+def _jpeg_after_app1(data: bytes) -> int:
+    """Where a segment goes after the APP1 segments (Exif) that follow SOI and JFIF."""
+    start = _jpeg_after_jfif(data)
+    while data[start : start + 2] == b"\xff\xe1":
+        start += 2 + struct.unpack(">H", data[start + 2 : start + 4])[0]
+    return start
+
+
+# --------------------------------------------------------------------------- WebP
+
+
+def _webp_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("<I", len(body)) + body + bytes(len(body) % 2)
+
+
+def _webp_extended(data: bytes, flag: int, size: tuple[int, int], has_alpha: bool, *, first: bytes = b"",
+                   last: bytes = b"") -> bytes:
+    """``data``, a WebP of ``size`` (width, height), in the extended layout (a VP8X header) with
+    ``flag`` set in the header, ``first`` right after the header and ``last`` at the end: the places
+    the format gives metadata chunks (ICCP before the image data, EXIF after it)."""
+    chunks = data[12:]
+    if chunks[:4] == b"VP8X":
+        header, rest = bytearray(chunks[:18]), chunks[18:]
+    else:
+        width, height = size
+        header = bytearray(b"VP8X" + struct.pack("<I", 10) + bytes(4) + (width - 1).to_bytes(3, "little")
+                           + (height - 1).to_bytes(3, "little"))
+        header[8] = 0x10 if has_alpha else 0
+        rest = chunks
+    header[8] |= flag
+    body = b"WEBP" + bytes(header) + first + rest + last
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def webp_is_lossless(data: bytes) -> bool:
+    """Whether a WebP file's image is VP8L (lossless) data rather than VP8 (lossy): the first of
+    the two chunk kinds in the file (an extended file puts ICCP, EXIF, ALPH chunks before it)."""
+    position = 12
+    while position + 8 <= len(data):
+        kind = data[position:position + 4]
+        if kind in (b"VP8L", b"VP8 "):
+            return kind == b"VP8L"
+        size = struct.unpack("<I", data[position + 4:position + 8])[0]
+        position += 8 + size + (size & 1)
+    return False
+
+
+# --------------------------------------------------------------------------- TIFF
+
+
+def tiff_with_alpha_tag(data: bytes) -> bytes:
+    """``data``, a TIFF from OpenCV with a fourth sample, with the ExtraSamples tag (338) that says
+    that sample is (unassociated) alpha: OpenCV leaves it out, so readers warn that the samples do
+    not add up and strict ones take the fourth for an unspecified channel. The first IFD is copied,
+    with the tag, to the end of the file (the values it points at stay where they are)."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None:  # (a BigTIFF, for outputs over 4 GB: left as it is)
+        return data
+    (ifd,) = struct.unpack_from(order + "I", data, 4)
+    (count,) = struct.unpack_from(order + "H", data, ifd)
+    entries = [data[ifd + 2 + 12 * n : ifd + 14 + 12 * n] for n in range(count)]
+    tag_of = lambda entry: struct.unpack_from(order + "H", entry)[0]  # noqa: E731
+    if any(tag_of(entry) == 338 for entry in entries):
+        return data
+    (following,) = struct.unpack_from(order + "I", data, ifd + 2 + 12 * count)
+    # One SHORT, 2 = unassociated alpha, left-justified in the entry's four value bytes.
+    entries = sorted([*entries, struct.pack(order + "HHIH", 338, 3, 1, 2) + bytes(2)], key=tag_of)
+    data += bytes(len(data) % 2)  # an IFD starts on a word boundary
+    table = struct.pack(order + "H", len(entries)) + b"".join(entries) + struct.pack(order + "I", following)
+    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + table
+
+
+def tiff_short_values(data: bytes, wanted: int) -> tuple[int, ...]:
+    """The SHORT values of one tag on a (classic) TIFF's first page, read from the bytes: for
+    files Pillow cannot open, to say why. () when absent or unreadable."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None:
+        return ()
+    try:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, ifd)
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind, values, inline = struct.unpack_from(order + "HHI4s", data, entry)
+            if tag == wanted and kind == 3:
+                where = inline if values <= 2 else data[struct.unpack(order + "I", inline)[0]:][: 2 * values]
+                return struct.unpack(order + "H" * values, where[: 2 * values])
+    except struct.error:
+        return ()
+    return ()
+
+
+# --------------------------------------------------------------------------- PNG
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_chunks(data: bytes, wanted: bytes) -> Iterator[bytes]:
+    """The bodies of a PNG's chunks of the kind ``wanted``, found from the bytes without decoding
+    the image (nor copying its pixel data): metadata may come after the pixel data, where Pillow's
+    header parse does not reach."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IEND":
+            break
+        if kind == wanted:
+            yield data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+
+
+_IDAT_BYTES = 2**30
+
+
+def png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
+    """A PNG of colour type 4 (gray+alpha), 8 or 16 bits: OpenCV cannot write 2 channels
+    and Pillow cannot write 16-bit gray+alpha. Rows use the Sub filter, streamed in chunks."""
+    height, width = gray.shape
+    depth = 16 if gray.dtype == np.uint16 else 8
+    bpp = 2 * (depth // 8)  # bytes per pixel
+    big = np.dtype(">u2") if depth == 16 else np.dtype(np.uint8)
+
+    out = [b"\x89PNG\r\n\x1a\n", png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0))]
+    compressor = zlib.compressobj(6)
+    idat: list[bytes] = []
+    rows_per_step = max(1, (4 << 20) // max(1, width * bpp))
+    for top in range(0, height, rows_per_step):
+        g, a = gray[top : top + rows_per_step], alpha[top : top + rows_per_step]
+        inter = np.empty(g.shape + (2,), big)
+        inter[..., 0], inter[..., 1] = g, a
+        raw = inter.view(np.uint8).reshape(len(g), width * bpp)
+        rows = np.empty((len(g), width * bpp + 1), np.uint8)
+        rows[:, 0] = 1  # filter type Sub
+        rows[:, 1 : 1 + bpp] = raw[:, :bpp]
+        np.subtract(raw[:, bpp:], raw[:, :-bpp], out=rows[:, 1 + bpp :])  # wraps mod 256
+        idat.append(compressor.compress(rows.tobytes()))
+    idat.append(compressor.flush())
+    compressed = b"".join(idat)
+    # A chunk holds at most 2**31 - 1 bytes: a large picture's data goes in several IDATs.
+    out.extend(png_chunk(b"IDAT", compressed[start : start + _IDAT_BYTES])
+               for start in range(0, len(compressed), _IDAT_BYTES))
+    out.append(png_chunk(b"IEND", b""))
+    return b"".join(out)
