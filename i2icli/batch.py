@@ -122,24 +122,41 @@ def output_path_problem(path: Path) -> str | None:
     """Why no file can be made at ``path`` (which the job's message follows with its name): a
     file where one of its folders would be made (-r mirrors sub-folders), or a name or a path
     longer than its file system or the system allows (ENAMETOOLONG), with what to do; None when
-    it is fine. Found while planning, not when writing after the work."""
-    if (blocking := _file_in_the_way(path)) is not None:
-        return (f"its output {path} would be in {blocking}, which is a file, not a folder; move it aside, or choose "
-                "another output folder")
-    name_max, path_max = _name_limits(path.parent)
-    longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
-    if len(os.fsencode(longest)) > name_max:
-        if longest == path.name:
-            return (f"its output {path} would have a name of {len(os.fsencode(longest))} bytes, over the {name_max} "
-                    "its file system allows; use shorter file names")
-        return (f"its output {path} would be in a folder named {longest}, of {len(os.fsencode(longest))} bytes, over "
-                f"the {name_max} its file system allows; use shorter folder names")
-    length = len(os.fsencode(str(path)))
-    room = path_max - 1 - _TEMPORARY_NAME_EXTRA_BYTES  # PATH_MAX counts the closing NUL byte
-    if length > room:
-        return (f"its output {path} would be a path of {length} bytes, over the {room} an output may have here; use "
-                "an output folder with a shorter path, or fewer sub-folders")
-    return None
+    it is fine. Found while planning, not when writing after the work. For many outputs, use
+    :class:`OutputPathChecks`."""
+    return OutputPathChecks()(path)
+
+
+class OutputPathChecks:
+    """:func:`output_path_problem` for the outputs of a batch: what depends on an output's folder
+    alone (a file in its way, its file system's limits) is looked up once per folder, not once per
+    output: a batch of thousands lies in a few folders, and each look-up is several calls to the
+    file system (slow on a network disk) for a folder not made yet."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, tuple[Path | None, int, int]] = {}
+
+    def __call__(self, path: Path) -> str | None:
+        folder = path.parent
+        if folder not in self._folders:
+            self._folders[folder] = (_file_in_the_way(path), *_name_limits(folder))
+        blocking, name_max, path_max = self._folders[folder]
+        if blocking is not None:
+            return (f"its output {path} would be in {blocking}, which is a file, not a folder; move it aside, or "
+                    "choose another output folder")
+        longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
+        if len(os.fsencode(longest)) > name_max:
+            if longest == path.name:
+                return (f"its output {path} would have a name of {len(os.fsencode(longest))} bytes, over the "
+                        f"{name_max} its file system allows; use shorter file names")
+            return (f"its output {path} would be in a folder named {longest}, of {len(os.fsencode(longest))} bytes, "
+                    f"over the {name_max} its file system allows; use shorter folder names")
+        length = len(os.fsencode(str(path)))
+        room = path_max - 1 - _TEMPORARY_NAME_EXTRA_BYTES  # PATH_MAX counts the closing NUL byte
+        if length > room:
+            return (f"its output {path} would be a path of {length} bytes, over the {room} an output may have here; "
+                    "use an output folder with a shorter path, or fewer sub-folders")
+        return None
 
 
 def device_of(path: Path) -> int | None:
@@ -339,6 +356,7 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     taken: dict[object, Path] = {}
     taken_in_any_case: dict[str, tuple[Path, Path]] = {}  # (output, input) by the output's case-folded path
     planned: set[object] = set()
+    output_path_checks = OutputPathChecks()
     for (source, _, named), target, key_source, key, index in zip(entries, targets, sources, target_keys, entry_spec):
         if key_source in planned or key_source in left_out:
             continue  # an earlier result, or the same file named twice (a folder and a glob, say)
@@ -365,7 +383,7 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             from i2icli.imageio import unreadable_file_reason
 
             jobs.append((index, Job(source, target, unreadable_file_reason(source))))
-        elif too_long := output_path_problem(target):
+        elif too_long := output_path_checks(target):
             jobs.append((index, Job(source, target, f"{source}: {too_long}")))
         elif is_folder(target):  # else found only when writing, after the work (and --dry-run passed it)
             jobs.append((index, Job(source, target, f"{source}: its output {target} is a folder; move it aside, or use "

@@ -14,7 +14,7 @@ from typing import Any, Callable, Generic, Iterable, NoReturn, Protocol, TypeVar
 import typer
 from rich.text import Text
 
-from i2icli.batch import case_clash, device_of, file_key, is_folder, output_path_problem
+from i2icli.batch import OutputPathChecks, case_clash, device_of, file_key, is_folder
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -101,6 +101,7 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
     protected = {file_key(path) for path in inputs}
     taken: dict[Path, Any] = {}
     taken_in_any_case: dict[str, Path] = {}  # by the case-folded path
+    output_path_problem = OutputPathChecks()
     checked = []
     for job in jobs:
         if job.problem is None:
@@ -149,6 +150,7 @@ def _refuse_names_too_long(jobs: list[J], inputs_of: Callable[[J], str]) -> list
     its work rather than at its write: for the outputs no planner has checked."""
     import dataclasses
 
+    output_path_problem = OutputPathChecks()
     checked = []
     for job in jobs:
         if job.problem is None and str(job.output) != STANDARD_STREAM and (problem := output_path_problem(job.output)):
