@@ -14,6 +14,10 @@ from dataclasses import dataclass
 ORIENTATION_TAG = 0x0112
 EXIF_HEADER = b"Exif\x00\x00"
 _EXIF_POINTER, _GPS_POINTER, _INTEROP_POINTER = 0x8769, 0x8825, 0xA005
+# A camera's own block (lens, focus points, serial numbers), in a layout of its own: most makers'
+# (Canon's, Sony's, Olympus', Panasonic's...) point into it with offsets from the TIFF header, which
+# stay true only where it stays. It is laid out where it was whenever nothing before it is in the way.
+_MAKER_NOTE = 0x927C
 # The directories an EXIF block may hold below its main one, by the tag that points to each.
 _SUB_DIRECTORIES = {_EXIF_POINTER: (_INTEROP_POINTER,), _GPS_POINTER: (), _INTEROP_POINTER: ()}
 # Bytes per value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED,
@@ -42,6 +46,8 @@ class _Directory:
 
     fields: list[tuple[int, int, int, bytes]]
     below: dict[int, _Directory]
+    # Where the maker note's value was, from the TIFF header: see _MAKER_NOTE.
+    maker_note_at: int | None = None
 
 
 def exif_block(raw: bytes, *, size: tuple[int, int] | None = None) -> bytes | None:
@@ -109,6 +115,8 @@ def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, .
         else:
             (at,) = struct.unpack(order + "I", inline)
             value = tiff[at : at + length]
+            if tag == _MAKER_NOTE:
+                directory.maker_note_at = at
         if length and len(value) == length:
             directory.fields.append((tag, kind, values, value))
     return directory
@@ -125,22 +133,34 @@ def _set_fields(directory: _Directory, order: str, values: dict[int, tuple[int, 
 
 def _directory_bytes(directory: _Directory, start: int, order: str) -> bytes:
     """``directory`` laid out at ``start`` (from the TIFF header): its entries in tag order, then
-    the values longer than four bytes, then the directories below it, each on a word boundary."""
-    table_size = 2 + 12 * (len(directory.fields) + len(directory.below)) + 4
-    values_size = sum(len(value) + len(value) % 2 for *_, value in directory.fields if len(value) > 4)
+    the values longer than four bytes (the maker note first, where it was when that is still
+    ahead), then the directories below it, each on a word boundary."""
+    values_start = start + 2 + 12 * (len(directory.fields) + len(directory.below)) + 4
+    # By the field's place in the directory, not its tag: a damaged block may repeat a tag.
+    out_of_line = sorted((index for index, (*_, value) in enumerate(directory.fields) if len(value) > 4),
+                         key=lambda index: directory.fields[index][0] != _MAKER_NOTE)
+    values, value_at = b"", {}
+    for index in out_of_line:
+        tag, _kind, _count, value = directory.fields[index]
+        at = values_start + len(values)
+        if tag == _MAKER_NOTE and directory.maker_note_at is not None and directory.maker_note_at >= at:
+            values += bytes(directory.maker_note_at - at)
+            at = directory.maker_note_at
+        value_at[index] = at
+        values += value + bytes((at + len(value)) % 2)
     below, pointer_fields = b"", []
     for tag, sub_directory in directory.below.items():
-        at = start + table_size + values_size + len(below)
+        at = values_start + len(values) + len(below)
         pointer_fields.append((tag, _LONG, 1, struct.pack(order + "I", at)))
         below += _directory_bytes(sub_directory, at, order)
-    fields = sorted(directory.fields + pointer_fields)
-    table, values = struct.pack(order + "H", len(fields)), b""
-    for tag, kind, count, value in fields:
-        if len(value) <= 4:
+    entries = sorted([(field, value_at.get(index)) for index, field in enumerate(directory.fields)]
+                     + [(field, None) for field in pointer_fields], key=lambda entry: entry[0][0])
+    table = struct.pack(order + "H", len(entries))
+    for (tag, kind, count, value), at in entries:
+        if at is None:
             table += struct.pack(order + "HHI", tag, kind, count) + value.ljust(4, b"\x00")
         else:
-            table += struct.pack(order + "HHII", tag, kind, count, start + table_size + len(values))
-            values += value + bytes(len(value) % 2)
+            table += struct.pack(order + "HHII", tag, kind, count, at)
     return table + struct.pack(order + "I", 0) + values + below
 
 

@@ -3,8 +3,11 @@ stop, each with the case that showed it."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 
 @dataclass(frozen=True)
@@ -56,3 +59,40 @@ def test_checking_pair_outputs_looks_at_each_output_folder_once(tmp_path, monkey
     checked, _ = one_writer_per_file(jobs, lambda job: [job.output])
     assert [job.problem for job in checked] == [None] * 30
     assert len(looked_at) <= 2 * 3
+
+
+def _exif_with_maker_note(order: str) -> bytes:
+    """An EXIF block whose maker note, as Canon's, is a directory that points to its values with
+    offsets from the TIFF header; its main directory holds an XMP packet (tag 700), which is not
+    carried, so that what comes before the maker note gets shorter when the block is rebuilt."""
+    from PIL import Image
+
+    model = b"Canon EOS R\x00"
+    maker_note = struct.pack(order + "HHHII", 1, 0x0006, 2, len(model), 0) + struct.pack(order + "I", 0) + model
+    exif = Image.Exif()
+    exif.endian = order
+    exif[0x010F], exif[700] = "Canon", b"<x:xmpmeta/>" * 30
+    exif[0x8769] = {0x9003: "2001:02:03 04:05:06", 0x927C: maker_note}
+    tiff = bytearray(exif.tobytes()[6:])
+    maker_note_at = tiff.index(maker_note)
+    struct.pack_into(order + "I", tiff, maker_note_at + 2 + 8, maker_note_at + 18)  # where its model is
+    return b"Exif\x00\x00" + bytes(tiff)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_maker_note_s_offsets_still_point_at_its_values(order):
+    """The maker note was laid out anew after the fields before it, which moved it: the offsets
+    inside it (from the TIFF header, as most cameras write them) then pointed elsewhere, and the
+    lens, serial numbers and focus points read as garbage or not at all."""
+    from PIL import ExifTags, Image
+
+    from i2icli.exif import exif_block
+
+    block = exif_block(_exif_with_maker_note(order), size=(30, 20))
+    exif = Image.Exif()
+    exif.load(block)
+    maker_note = exif.get_ifd(ExifTags.IFD.Exif)[0x927C]
+    (model_at,) = struct.unpack_from(order + "I", maker_note, 2 + 8)
+    tiff = block[6:]
+    assert tiff[model_at : model_at + 12] == b"Canon EOS R\x00"
+    assert exif[0x010F] == "Canon" and 700 not in exif
