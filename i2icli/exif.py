@@ -104,7 +104,9 @@ def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, .
             continue
         if tag in pointers:
             with contextlib.suppress(struct.error):
-                (below,) = struct.unpack(order + "I", inline)
+                # A LONG or IFD as TIFF gives the pointers; some writers use a SHORT, whose two
+                # bytes come first (the top of a LONG, in a big-endian block).
+                (below,) = struct.unpack_from(order + ("H" if kind == _SHORT else "I"), inline)
                 sub_directory = _read_directory(tiff, below, order, _SUB_DIRECTORIES[tag])
                 if sub_directory.fields or sub_directory.below:
                     directory.below[tag] = sub_directory

@@ -96,3 +96,24 @@ def test_a_maker_note_s_offsets_still_point_at_its_values(order):
     tiff = block[6:]
     assert tiff[model_at : model_at + 12] == b"Canon EOS R\x00"
     assert exif[0x010F] == "Canon" and 700 not in exif
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_directory_pointer_written_as_a_short_is_followed(order):
+    """Some writers give the GPS pointer the type SHORT: in a big-endian block its two bytes were
+    read as the top of a LONG, the GPS directory was taken for one outside the block, and the
+    position was left out of the output (Pillow and exiftool read it)."""
+    from PIL import ExifTags, Image
+
+    from i2icli.exif import exif_block
+
+    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
+    gps_at = 8 + 2 + 2 * 12 + 4
+    main = (struct.pack(order + "H", 2) + struct.pack(order + "HHI", 0x010F, 2, 4) + b"Cam\x00"
+            + struct.pack(order + "HHIH", 0x8825, 3, 1, gps_at) + bytes(2) + struct.pack(order + "I", 0))
+    gps = struct.pack(order + "H", 1) + struct.pack(order + "HHI", 1, 2, 2) + b"N\x00\x00\x00" + bytes(4)
+    block = exif_block(b"Exif\x00\x00" + header + main + gps, size=(30, 20))
+    exif = Image.Exif()
+    exif.load(block)
+    assert exif[0x010F] == "Cam"
+    assert exif.get_ifd(ExifTags.IFD.GPSInfo) == {1: "N"}
