@@ -117,3 +117,27 @@ def test_a_directory_pointer_written_as_a_short_is_followed(order):
     exif.load(block)
     assert exif[0x010F] == "Cam"
     assert exif.get_ifd(ExifTags.IFD.GPSInfo) == {1: "N"}
+
+
+def test_a_full_disk_does_not_stop_outputs_whose_disk_is_not_known(tmp_path, monkeypatch):
+    """Where the disk of the output that found it full could not be told (device_of gives None),
+    every later output whose disk could not be told either was taken for one on that full disk,
+    and not run."""
+    from i2icli.cli import runner
+    from i2icli.errors import DiskFullError
+
+    jobs = [FakeJob(tmp_path / f"{name}.png", tmp_path / disk / f"{name}.png")
+            for name, disk in [("a", "full"), ("b", "other")]]
+    monkeypatch.setattr(runner, "device_of", lambda path: None)
+    done = []
+
+    def process(job):
+        done.append(job.source.name)
+        if job.output.parent.name == "full":
+            raise DiskFullError(job.output, f"{job.output}: cannot write: No space left on device")
+        return {}, str(job.source), ""
+
+    records = runner.run_batch(jobs, process, verb="testing", skip_existing=False,
+                               record_of=lambda job: {"input": job.source.name})
+    assert done == ["a.png", "b.png"]
+    assert [record["status"] for record in records] == ["failed", "ok"]

@@ -239,7 +239,7 @@ class _BatchRun(Generic[J]):
         self.records: list[dict] = []
         self.in_flight: _Written | None = None
         # The disk an output found full (its device, and that output), and how many jobs it stopped.
-        self.full_disk: tuple[int | None, Path] | None = None
+        self.full_disk: tuple[int, Path] | None = None
         self.not_run_on_full_disk = 0
 
     def run(self) -> list[dict]:
@@ -286,7 +286,10 @@ class _BatchRun(Generic[J]):
     def _failed(self, job: J, record: dict[str, Any], error: Exception) -> None:
         record.update(status="failed", error=_failure(job, error))
         if isinstance(error, DiskFullError) and self.full_disk is None:
-            self.full_disk = (device_of(error.path), error.path)
+            # A disk that cannot be told stops nothing: other outputs whose disk cannot be told
+            # either may well be on another.
+            if (device := device_of(error.path)) is not None:
+                self.full_disk = (device, error.path)
 
     def _on_full_disk(self, job: J) -> bool:
         """Whether ``job`` would write to the disk an earlier output found full: its work would be lost."""
