@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import stat
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,11 +211,23 @@ def _face_file_owner(path: Path) -> tuple[Path, str] | None:
     return path.parent.parent.resolve(), match.group(1)
 
 
+def case_blind(path: Path) -> str:
+    """``path`` as a disk that ignores case takes it: two paths with one ``case_blind`` are one
+    file there. The accented letters are decomposed too, as macOS's disks store them (they take
+    "é" typed as one character or as "e" and an accent for one name)."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", str(path)).casefold())
+
+
 def case_clash(output: Path, other: Path, other_inputs: object) -> str:
     """Why ``output`` may not be written beside ``other``, the output of ``other_inputs``: their
-    names differ only in case, and on a disk that ignores case the second would replace the first
-    without a word. Refused on every disk: where a folder not yet made will be cannot be known
-    before it is, and results are often copied to such a disk later."""
+    names differ only in case (or in how their accented letters are encoded), and on a disk that
+    ignores case the second would replace the first without a word. Refused on every disk: where a
+    folder not yet made will be cannot be known before it is, and results are often copied to such
+    a disk later."""
+    if str(output).casefold() != str(other).casefold():
+        return (f"its output {output} differs from {other}, the output of {other_inputs}, only in how its accented "
+                "letters are encoded (as one character or as a letter and an accent), and macOS's disks take them "
+                "for one file")
     return (f"its output {output} differs only in case from {other}, the output of {other_inputs}, and a disk that "
             "ignores case (as macOS's, Windows' and most memory cards' do) takes them for one file")
 
@@ -354,7 +367,7 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     for (source, _, _), key in zip(entries, sources):
         inputs.setdefault(key, source)
     taken: dict[object, Path] = {}
-    taken_in_any_case: dict[str, tuple[Path, Path]] = {}  # (output, input) by the output's case-folded path
+    taken_in_any_case: dict[str, tuple[Path, Path]] = {}  # (output, input) by case_blind(output)
     planned: set[object] = set()
     output_path_checks = OutputPathChecks()
     for (source, _, named), target, key_source, key, index in zip(entries, targets, sources, target_keys, entry_spec):
@@ -372,7 +385,7 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
             jobs.append((index, Job(source, target, f"{source}: output {target} is already written by {taken[key]}; "
                                                     "rename one of them, or restore them in separate runs into "
                                                     "different --output folders")))
-        elif (folded := str(target).casefold()) in taken_in_any_case:
+        elif (folded := case_blind(target)) in taken_in_any_case:
             other, other_source = taken_in_any_case[folded]
             jobs.append((index, Job(source, target, f"{source}: {case_clash(target, other, other_source)}; rename "
                                                     "one of them, or restore them in separate runs into different "

@@ -141,3 +141,40 @@ def test_a_full_disk_does_not_stop_outputs_whose_disk_is_not_known(tmp_path, mon
                                record_of=lambda job: {"input": job.source.name})
     assert done == ["a.png", "b.png"]
     assert [record["status"] for record in records] == ["failed", "ok"]
+
+
+def test_outputs_whose_names_differ_only_in_how_accents_are_encoded_are_refused(tmp_path):
+    """café.png typed with "é" as one character and as "e" and an accent are two files here, one
+    on macOS: the case check let both through, and there the second output replaced the first."""
+    import unicodedata
+
+    from i2icli.batch import plan_jobs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    composed = folder / unicodedata.normalize("NFC", "café.png")
+    decomposed = folder / unicodedata.normalize("NFD", "café.png")
+    composed.write_bytes(b"")
+    decomposed.write_bytes(b"")
+    out = tmp_path / "out"
+    jobs = plan_jobs([str(folder)], out, recursive=False)
+    assert sorted(job.problem is None for job in jobs) == [False, True]
+    [refused] = [job for job in jobs if job.problem is not None]
+    [other] = [job for job in jobs if job.problem is None]
+    assert refused.problem == (
+        f"{refused.source}: its output {refused.output} differs from {other.output}, the output of {other.source}, "
+        "only in how its accented letters are encoded (as one character or as a letter and an accent), and macOS's "
+        "disks take them for one file; rename one of them, or restore them in separate runs into different "
+        "--output folders")
+
+
+def test_pair_outputs_that_differ_only_in_how_accents_are_encoded_are_refused(tmp_path):
+    import unicodedata
+
+    from i2icli.cli.runner import one_writer_per_file
+
+    jobs = [FakeJob(tmp_path / "a.png", tmp_path / "out" / unicodedata.normalize(form, "café__t.png"))
+            for form in ("NFC", "NFD")]
+    checked, written = one_writer_per_file(jobs, lambda job: [job.output])
+    assert checked[0].problem is None and written == [jobs[0].output]
+    assert checked[1].problem is not None and "only in how its accented letters are encoded" in checked[1].problem

@@ -14,7 +14,14 @@ from typing import Any, Callable, Generic, Iterable, NoReturn, Protocol, TypeVar
 import typer
 from rich.text import Text
 
-from i2icli.batch import OutputPathChecks, case_clash, device_of, file_key, is_folder
+from i2icli.batch import (
+    OutputPathChecks,
+    case_blind,
+    case_clash,
+    device_of,
+    file_key,
+    is_folder,
+)
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -100,7 +107,7 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
     # By file, not by name: on a case-insensitive disk (macOS, Windows) a.png's output A.png is a.png.
     protected = {file_key(path) for path in inputs}
     taken: dict[Path, Any] = {}
-    taken_in_any_case: dict[str, Path] = {}  # by the case-folded path
+    taken_in_any_case: dict[str, Path] = {}  # by case_blind(path)
     output_path_problem = OutputPathChecks()
     checked = []
     for job in jobs:
@@ -109,7 +116,7 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
             files = [_resolved(path) for path in named]
             over_input = next((path for path in files if file_key(path) in protected), None)
             clash = next((path for path in files if path in taken), None)
-            case_only = next((path for path in files if str(path).casefold() in taken_in_any_case), None)
+            case_only = next((path for path in files if case_blind(path) in taken_in_any_case), None)
             # Else found only when writing, after the work (and --dry-run passed it).
             folder = next((path for path in files if is_folder(path)), None)
             # As given, not resolved: the system measures the path it is handed.
@@ -122,7 +129,7 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
                                                        f"{name_of(taken[clash])}; give them different output names "
                                                        "(or rename one of the inputs)")
             elif case_only is not None:
-                other = taken_in_any_case[str(case_only).casefold()]
+                other = taken_in_any_case[case_blind(case_only)]
                 why = case_clash(case_only, other, name_of(taken[other]))
                 job = dataclasses.replace(job, problem=f"{name_of(job)}: {why}; give them different output names (or "
                                                        "rename one of the inputs)")
@@ -133,7 +140,7 @@ def one_writer_per_file(jobs: list[J], files_of: Callable[[J], Iterable[Path]], 
                 job = dataclasses.replace(job, problem=f"{name_of(job)}: {too_long}")
             else:
                 taken.update((path, job) for path in files)
-                taken_in_any_case.update((str(path).casefold(), path) for path in files)
+                taken_in_any_case.update((case_blind(path), path) for path in files)
         checked.append(job)
     return checked, list(taken)
 
