@@ -33,6 +33,19 @@ _ORIENTATION = f"{{{_TIFF}}}Orientation"
 _WIDTHS = frozenset({f"{{{_TIFF}}}ImageWidth", f"{{{_EXIF}}}PixelXDimension"})
 _HEIGHTS = frozenset({f"{{{_TIFF}}}ImageLength", f"{{{_EXIF}}}PixelYDimension"})
 _REGIONS_DIMENSIONS = f"{{{_REGIONS}}}AppliedToDimensions"
+_REGION_AREA = f"{{{_REGIONS}}}Area"
+_AREA = "http://ns.adobe.com/xmp/sType/Area#"
+_AREA_X, _AREA_Y, _AREA_W, _AREA_H, _AREA_UNIT = (f"{{{_AREA}}}{name}" for name in ("x", "y", "w", "h", "unit"))
+# Windows' people tags: "left, top, width, height" in fractions of the picture.
+_WINDOWS_RECTANGLE = "{http://ns.microsoft.com/photo/1.2/t/Region#}Rectangle"
+_DESCRIPTION = f"{{{_RDF}}}Description"
+# Face regions are drawn on the picture as stored, before the EXIF orientation turns it (viewers
+# turn them with it): where a point of it, in fractions of its width and height, lies once the
+# picture is turned upright by each orientation; from 5 on, width and height trade places.
+_TURNED = {
+    1: lambda x, y: (x, y), 2: lambda x, y: (1 - x, y), 3: lambda x, y: (1 - x, 1 - y), 4: lambda x, y: (x, 1 - y),
+    5: lambda x, y: (y, x), 6: lambda x, y: (1 - y, x), 7: lambda x, y: (1 - y, 1 - x), 8: lambda x, y: (y, 1 - x),
+}
 _DIMENSION_WIDTH, _DIMENSION_HEIGHT = f"{{{_DIMENSIONS}}}w", f"{{{_DIMENSIONS}}}h"
 # Properties that describe the file's bytes rather than the photo: the thumbnail (the unrestored
 # picture), and the pointer to a JPEG's Extended XMP segments, which are not carried.
@@ -44,13 +57,14 @@ _DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
 _MOST_INFLATED_BYTES = 16 * 2**20
 
 
-def xmp_packet(raw: bytes, *, size: tuple[int, int]) -> bytes | None:
+def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1) -> bytes | None:
     """``raw`` (an XMP packet, with or without its ``<?xpacket?>`` wrapper) made true of an output of
     ``size`` (width, height) and laid out again as a UTF-8 packet: orientation upright, pixel sizes
     the output's, no thumbnail; every other property as it was (keywords, rating, label, title,
     description, creator, rights, face regions, which are in fractions of the picture and so hold at
-    any scale). None where it does not parse or holds no RDF: a packet that cannot be edited is not
-    passed on with untrue sizes in it."""
+    any scale). ``turned``: the EXIF orientation (1 to 8) the output's pixels were turned upright by,
+    which the face regions (MWG's and Windows') are turned by too. None where it does not parse or
+    holds no RDF: a packet that cannot be edited is not passed on with untrue sizes in it."""
     raw = raw.rstrip(b"\x00 \t\r\n")
     if not raw or _DOCTYPE.search(raw):
         return None
@@ -61,6 +75,8 @@ def xmp_packet(raw: bytes, *, size: tuple[int, int]) -> bytes | None:
     if root.tag != f"{{{_RDF}}}RDF" and root.find(f".//{{{_RDF}}}RDF") is None:
         return None
     _make_true(root, size)
+    if turned in _TURNED and turned != 1:
+        _turn_regions(root, turned)
     body = _serialized(root, prefixes)
     return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n' + body + '\n<?xpacket end="w"?>').encode()
 
@@ -115,6 +131,65 @@ def _make_true(root: ElementTree.Element, size: tuple[int, int]) -> None:
     for dimensions in root.iter(_REGIONS_DIMENSIONS):
         for element in dimensions.iter():
             _set_properties(element, {_DIMENSION_WIDTH: str(width), _DIMENSION_HEIGHT: str(height)})
+
+
+def _turn_regions(root: ElementTree.Element, orientation: int) -> None:
+    """The face regions of ``root`` turned as the picture was by ``orientation``: MWG's areas
+    (centre, width and height, in fractions) and Windows' rectangles (corner, width and height).
+    A region in pixels, or one that does not read as numbers, is left as it is."""
+    turned, swapped = _TURNED[orientation], orientation >= 5
+    for area in root.iter(_REGION_AREA):
+        fields = _struct_fields(area)
+        unit = fields.get(_AREA_UNIT)
+        if unit is not None and _field_value(unit) != "normalized":
+            continue
+        try:
+            x, y, width, height = (float(_field_value(fields[name])) for name in (_AREA_X, _AREA_Y, _AREA_W, _AREA_H))
+        except (KeyError, ValueError):
+            continue
+        x, y = turned(x, y)
+        width, height = (height, width) if swapped else (width, height)
+        for name, value in ((_AREA_X, x), (_AREA_Y, y), (_AREA_W, width), (_AREA_H, height)):
+            _set_field_value(fields[name], _number(value))
+    for element in root.iter():
+        for field in [(element, name) for name in element.attrib if name == _WINDOWS_RECTANGLE] + [
+                (child, None) for child in element if child.tag == _WINDOWS_RECTANGLE]:
+            try:
+                left, top, width, height = (float(part) for part in _field_value(field).split(","))
+            except ValueError:
+                continue
+            x, y = turned(left + width / 2, top + height / 2)
+            width, height = (height, width) if swapped else (width, height)
+            _set_field_value(field, ", ".join(_number(value) for value in (x - width / 2, y - height / 2, width, height)))
+
+
+def _struct_fields(element: ElementTree.Element) -> dict[str, tuple[ElementTree.Element, str | None]]:
+    """The fields of an XMP struct, in any of the forms XMP writes one (attributes of its element or
+    of an ``rdf:Description`` in it, or elements of their own): by name, the element that holds
+    each and the attribute it is (None: the element's text)."""
+    fields: dict[str, tuple[ElementTree.Element, str | None]] = {}
+    for holder in [element, *element.findall(_DESCRIPTION)]:
+        fields.update((name, (holder, name)) for name in holder.attrib)
+        fields.update((child.tag, (child, None)) for child in holder if child.tag != _DESCRIPTION)
+    return fields
+
+
+def _field_value(field: tuple[ElementTree.Element, str | None]) -> str:
+    holder, attribute = field
+    return (holder.text or "" if attribute is None else holder.attrib[attribute]).strip()
+
+
+def _set_field_value(field: tuple[ElementTree.Element, str | None], value: str) -> None:
+    holder, attribute = field
+    if attribute is None:
+        holder.text = value
+    else:
+        holder.attrib[attribute] = value
+
+
+def _number(value: float) -> str:
+    """A fraction as XMP writes one: no float noise (1 - 0.3 is 0.7, not 0.7000000000000001)."""
+    return f"{round(value, 9):.9g}"
 
 
 def _set_properties(element: ElementTree.Element, values: dict[str, str]) -> None:

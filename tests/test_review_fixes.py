@@ -178,3 +178,89 @@ def test_pair_outputs_that_differ_only_in_how_accents_are_encoded_are_refused(tm
     checked, written = one_writer_per_file(jobs, lambda job: [job.output])
     assert checked[0].problem is None and written == [jobs[0].output]
     assert checked[1].problem is not None and "only in how its accented letters are encoded" in checked[1].problem
+
+
+_REGIONS_PACKET = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description rdf:about="" xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/"
+ xmlns:stDim="http://ns.adobe.com/xap/1.0/sType/Dimensions#" xmlns:stArea="http://ns.adobe.com/xmp/sType/Area#"
+ xmlns:MP="http://ns.microsoft.com/photo/1.2/" xmlns:MPRI="http://ns.microsoft.com/photo/1.2/t/RegionInfo#"
+ xmlns:MPReg="http://ns.microsoft.com/photo/1.2/t/Region#">
+<mwg-rs:Regions rdf:parseType="Resource">
+ <mwg-rs:AppliedToDimensions stDim:w="20" stDim:h="12" stDim:unit="pixel"/>
+ <mwg-rs:RegionList><rdf:Bag>
+  <rdf:li><rdf:Description mwg-rs:Name="Ann" mwg-rs:Type="Face">
+   <mwg-rs:Area stArea:x="{x}" stArea:y="{y}" stArea:w="{w}" stArea:h="{h}" stArea:unit="normalized"/>
+  </rdf:Description></rdf:li>
+  <rdf:li><rdf:Description mwg-rs:Name="Bob" mwg-rs:Type="Face">
+   <mwg-rs:Area rdf:parseType="Resource"><stArea:x>{x}</stArea:x><stArea:y>{y}</stArea:y><stArea:w>{w}</stArea:w>
+    <stArea:h>{h}</stArea:h><stArea:unit>normalized</stArea:unit></mwg-rs:Area>
+  </rdf:Description></rdf:li>
+ </rdf:Bag></mwg-rs:RegionList>
+</mwg-rs:Regions>
+<MP:RegionInfo rdf:parseType="Resource"><MPRI:Regions><rdf:Bag>
+ <rdf:li MPReg:PersonDisplayName="Ann" MPReg:Rectangle="{left}, {top}, {w}, {h}"/>
+</rdf:Bag></MPRI:Regions></MP:RegionInfo>
+</rdf:Description></rdf:RDF></x:xmpmeta>"""
+
+
+def _regions(packet: bytes) -> list[tuple[float, float, float, float]]:
+    """Each region of ``packet`` as (left, top, width, height) fractions: MWG's two, then Windows'."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(packet)
+    area = "{http://ns.adobe.com/xmp/sType/Area#}"
+    found = []
+    for element in root.iter("{http://www.metadataworkinggroup.com/schemas/regions/}Area"):
+        value = {name: element.get(area + name) or element.findtext(area + name) for name in "xywh"}
+        x, y, w, h = (float(value[name]) for name in "xywh")
+        found.append((x - w / 2, y - h / 2, w, h))
+    for element in root.iter("{http://www.w3.org/1999/02/22-rdf-syntax-ns#}li"):
+        if rectangle := element.get("{http://ns.microsoft.com/photo/1.2/t/Region#}Rectangle"):
+            found.append(tuple(float(part) for part in rectangle.split(",")))
+    return found
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_face_regions_are_turned_with_the_picture(tmp_path, orientation):
+    """Face regions (MWG's, Windows') are drawn on the picture as stored; the output's pixels are
+    turned upright and its orientation set to 1, but its regions were kept as they were, so that
+    photo managers put each name on the wrong part of a turned photo. Here a region drawn round a
+    white block of the stored picture, turned by xmp_packet as read_image turns the pixels, still
+    holds that block, and only it."""
+    import numpy as np
+    from PIL import Image
+
+    from i2icli.imageio import read_image
+    from i2icli.xmp import xmp_packet
+
+    stored = np.full((12, 20, 3), 40, np.uint8)
+    stored[3:6, 2:6] = 255  # left 0.1, top 0.25, width 0.2, height 0.25
+    left, top, w, h = 0.1, 0.25, 0.2, 0.25
+    packet = _REGIONS_PACKET.format(x=left + w / 2, y=top + h / 2, w=w, h=h, left=left, top=top).encode()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.png"
+    Image.fromarray(stored).save(path, exif=exif.tobytes())
+    upright = read_image(path).rgb
+    height, width = upright.shape[:2]
+    turned = xmp_packet(packet, size=(width, height), turned=orientation)
+    for left, top, w, h in _regions(turned):
+        box = upright[round(top * height) : round((top + h) * height), round(left * width) : round((left + w) * width)]
+        assert box.size and (box == 255).all()
+        assert (upright == 255).all(axis=2).sum() == box.shape[0] * box.shape[1]
+    assert len(_regions(turned)) == 3
+
+
+def test_the_orientation_an_exif_block_gives_is_read_from_its_bytes():
+    """What imageio needs to tell xmp_packet how the pixels were turned, from a Picture's block."""
+    from PIL import Image
+
+    from i2icli.exif import exif_orientation
+
+    for order in "<>":
+        exif = Image.Exif()
+        exif.endian = order
+        exif[0x0112], exif[0x010F] = 6, "Canon"
+        assert exif_orientation(exif.tobytes()) == 6
+        assert exif_orientation(exif.tobytes()[6:]) == 6
+    assert exif_orientation(None) == exif_orientation(b"junk") == exif_orientation(b"Exif\x00\x00MM\x00*") == 1
