@@ -264,3 +264,13 @@ def test_the_orientation_an_exif_block_gives_is_read_from_its_bytes():
         assert exif_orientation(exif.tobytes()) == 6
         assert exif_orientation(exif.tobytes()[6:]) == 6
     assert exif_orientation(None) == exif_orientation(b"junk") == exif_orientation(b"Exif\x00\x00MM\x00*") == 1
+
+
+@pytest.mark.parametrize("field", ["strength", "threshold", "min_face_size"])
+def test_restore_settings_refuse_a_bool_where_they_take_a_number(field):
+    """RestoreSettings(threshold=False) was taken as a threshold of 0 (every detection a face), and
+    strength=True as 1: whole numbers and flags refused a bool, these numbers did not."""
+    from i2icli import RestoreSettings
+
+    with pytest.raises(ValueError, match=f"^{field} must be "):
+        RestoreSettings(**{field: True})

@@ -54,15 +54,20 @@ def check_whole(name: str, value: Any, least: int, meaning: str = "") -> None:
         raise ValueError(f"{name} must be a whole number of at least {least}{meaning}; got {value!r}")
 
 
+def is_number(value: Any) -> bool:
+    """A real number (Python's or NumPy's), not a bool: True passed for a number is a mistake, not 1."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def check_fraction(name: str, value: Any) -> None:
     """ValueError unless ``value`` is a number from 0 to 1 (NaN is not)."""
-    if not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+    if not is_number(value) or not 0 <= value <= 1:
         raise ValueError(f"{name} must be a number from 0 to 1; got {value!r}")
 
 
 def check_not_negative(name: str, value: Any) -> None:
     """ValueError unless ``value`` is a finite number of at least 0."""
-    if not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+    if not is_number(value) or not 0 <= value < math.inf:
         raise ValueError(f"{name} must be a finite number of at least 0; got {value!r}")
 
 
