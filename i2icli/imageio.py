@@ -46,7 +46,7 @@ from .containers import (
     with_xmp_packet,
 )
 from .errors import DiskFullError, I2IError, InputImageError
-from .exif import ORIENTATION_TAG, exif_block, tiff_with_exif
+from .exif import ORIENTATION_TAG, exif_block, exif_orientation, tiff_with_exif
 from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from .xmp import png_itxt_text, xmp_packet
 
@@ -925,7 +925,9 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
     elif picture.exif and (block := exif_block(picture.exif, size=size)) is not None:
         # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
         data = with_exif_block(data, fmt, block, size=size, has_alpha=has_alpha)
-    if picture.xmp and (packet := xmp_packet(picture.xmp, size=size)) is not None:
+    # The regions a packet draws lie on the picture as the file stored it: turned as its pixels were.
+    turned = exif_orientation(picture.exif)
+    if picture.xmp and (packet := xmp_packet(picture.xmp, size=size, turned=turned)) is not None:
         # after the EXIF block: a JPEG's XMP APP1 follows its Exif APP1
         data = with_xmp_packet(data, fmt, packet, size=size, has_alpha=has_alpha)
     return data

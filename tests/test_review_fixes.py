@@ -274,3 +274,42 @@ def test_restore_settings_refuse_a_bool_where_they_take_a_number(field):
 
     with pytest.raises(ValueError, match=f"^{field} must be "):
         RestoreSettings(**{field: True})
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_turned_photo_s_face_regions_are_turned_in_its_output(tmp_path, orientation):
+    """The same as above, through the files: a JPEG stored turned, with its face region, read and
+    written as PNG (as restore writes it) keeps the region on the face of the upright output."""
+    import numpy as np
+    from PIL import Image
+
+    from i2icli.imageio import read_image, write_image
+
+    stored = np.full((12, 20, 3), 40, np.uint8)
+    stored[3:6, 2:6] = 255
+    left, top, w, h = 0.1, 0.25, 0.2, 0.25
+    packet = _REGIONS_PACKET.format(x=left + w / 2, y=top + h / 2, w=w, h=h, left=left, top=top).encode()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    source = tmp_path / "photo.png"
+    Image.fromarray(stored).save(source, exif=exif.tobytes(), pnginfo=_xmp_chunk(packet))
+    picture = read_image(source)
+    assert picture.xmp
+    written = write_image(tmp_path / "out.png", picture)
+    with Image.open(written) as output:
+        upright = np.asarray(output.convert("RGB"))
+        packet_out = output.info["XML:com.adobe.xmp"].encode()
+    height, width = upright.shape[:2]
+    regions = _regions(packet_out)
+    assert len(regions) == 3
+    for left, top, w, h in regions:
+        box = upright[round(top * height) : round((top + h) * height), round(left * width) : round((left + w) * width)]
+        assert box.size and (box == 255).all()
+
+
+def _xmp_chunk(packet: bytes):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", packet.decode())
+    return info
