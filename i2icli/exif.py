@@ -68,23 +68,6 @@ def exif_block(raw: bytes, *, size: tuple[int, int] | None = None) -> bytes | No
     return EXIF_HEADER + header + _directory_bytes(main, 8, order)
 
 
-def exif_orientation(raw: bytes | None) -> int:
-    """The orientation (1 to 8) that ``raw`` (an EXIF block, with or without its header, or a TIFF)
-    gives its picture: how it is turned to be shown. 1 where it gives none or cannot be read."""
-    tiff = raw[len(EXIF_HEADER):] if raw and raw.startswith(EXIF_HEADER) else raw or b""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(tiff[:4])
-    if order is None:
-        return 1
-    try:
-        (first,) = struct.unpack_from(order + "I", tiff, 4)
-        main = _read_directory(tiff, first, order, ())
-    except struct.error:
-        return 1
-    values = [value for tag, kind, count, value in main.fields if tag == ORIENTATION_TAG and kind == _SHORT]
-    orientation = struct.unpack(order + "H", values[0][:2])[0] if values else 1
-    return orientation if 1 <= orientation <= 8 else 1
-
-
 def _exif_directory(raw: bytes, size: tuple[int, int] | None) -> tuple[_Directory, str] | None:
     """:func:`exif_block`'s main directory, and the block's byte order ("<" or ">")."""
     tiff = raw[len(EXIF_HEADER):] if raw.startswith(EXIF_HEADER) else raw

@@ -46,7 +46,7 @@ from .containers import (
     with_xmp_packet,
 )
 from .errors import DiskFullError, I2IError, InputImageError
-from .exif import ORIENTATION_TAG, exif_block, exif_orientation, tiff_with_exif
+from .exif import ORIENTATION_TAG, exif_block, tiff_with_exif
 from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from .xmp import png_itxt_text, xmp_packet
 
@@ -137,9 +137,10 @@ class Picture:
     # its orientation is reset (the pixels are upright), its thumbnail (the unrestored picture)
     # left out and its pixel sizes made the output's. Unreadable metadata is written as none.
     exif: bytes | None = None
-    # The file's XMP packet, as the file holds it: what photo managers keep of the user's own work
-    # (star rating, colour label, keywords, title and caption, people tags, creator and rights).
-    # Written back as the EXIF block is, made true of the output in the same way.
+    # The file's XMP packet: what photo managers keep of the user's own work (star rating, colour
+    # label, keywords, title and caption, people tags, creator and rights), made true of the
+    # picture when read (upright, its face regions turned with the pixels). Written back as the
+    # EXIF block is, made true of the output in the same way.
     xmp: bytes | None = None
 
     def __post_init__(self) -> None:
@@ -214,7 +215,11 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     picture.lossless_webp = fmt == "WEBP" and webp_is_lossless(data)
     picture.palette_indices = palette_indices
     picture.exif = _file_exif(pil, fmt, data)
-    picture.xmp = _file_xmp(pil, fmt, data)
+    # Made true of the picture as read at once: the face regions it draws lie on the file's stored
+    # pixels, and the orientation that turned those comes from EXIF or, where Pillow finds it
+    # there, from the packet itself.
+    packet = _file_xmp(pil, fmt, data)
+    picture.xmp = packet and xmp_packet(packet, size=(picture.width, picture.height), turned=orientation)
     return picture
 
 
@@ -925,9 +930,7 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
     elif picture.exif and (block := exif_block(picture.exif, size=size)) is not None:
         # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
         data = with_exif_block(data, fmt, block, size=size, has_alpha=has_alpha)
-    # The regions a packet draws lie on the picture as the file stored it: turned as its pixels were.
-    turned = exif_orientation(picture.exif)
-    if picture.xmp and (packet := xmp_packet(picture.xmp, size=size, turned=turned)) is not None:
+    if picture.xmp and (packet := xmp_packet(picture.xmp, size=size)) is not None:
         # after the EXIF block: a JPEG's XMP APP1 follows its Exif APP1
         data = with_xmp_packet(data, fmt, packet, size=size, has_alpha=has_alpha)
     return data

@@ -251,21 +251,6 @@ def test_face_regions_are_turned_with_the_picture(tmp_path, orientation):
     assert len(_regions(turned)) == 3
 
 
-def test_the_orientation_an_exif_block_gives_is_read_from_its_bytes():
-    """What imageio needs to tell xmp_packet how the pixels were turned, from a Picture's block."""
-    from PIL import Image
-
-    from i2icli.exif import exif_orientation
-
-    for order in "<>":
-        exif = Image.Exif()
-        exif.endian = order
-        exif[0x0112], exif[0x010F] = 6, "Canon"
-        assert exif_orientation(exif.tobytes()) == 6
-        assert exif_orientation(exif.tobytes()[6:]) == 6
-    assert exif_orientation(None) == exif_orientation(b"junk") == exif_orientation(b"Exif\x00\x00MM\x00*") == 1
-
-
 @pytest.mark.parametrize("field", ["strength", "threshold", "min_face_size"])
 def test_restore_settings_refuse_a_bool_where_they_take_a_number(field):
     """RestoreSettings(threshold=False) was taken as a threshold of 0 (every detection a face), and
