@@ -139,7 +139,7 @@ def invert(
     if not perceptual_weight:  # the VGG-16 is then not loaded at all
         warn_of_options_unused(context, ["perceptual_model"], "with --perceptual-weight 0")
     to_stdout = writes_to_standard_output(output, as_json=as_json, dry_run=dry_run, files_beside=[("--save-all", save_all)])
-    from i2icli.pipelines.invert import InvertPipeline, InvertSettings, parse_layers
+    from i2icli.pipelines.invert_settings import InvertSettings, parse_layers
 
     try:
         settings = InvertSettings(
@@ -175,7 +175,9 @@ def invert(
         # Found before the networks load, and recorded as a batch command records an input it cannot read.
         job = Job(source_path, target, str(error))
     pipeline = None
-    if job.problem is None:
+    if job.problem is None:  # else PyTorch is not even imported: an input that cannot be read fails at once
+        from i2icli.pipelines.invert import InvertPipeline
+
         try:
             with download_progress() as progress:
                 pipeline = InvertPipeline.load(
@@ -207,7 +209,7 @@ def invert(
 def _read_faces(source: Path, exemplar: Path, piped: str | None, max_pixels: int, *, aligned: bool) -> tuple[Any, Any]:
     """Both pictures (one may come from standard input), checked as far as can be before the networks load."""
     from i2icli.imageio import read_image
-    from i2icli.pipelines.invert import check_face_crop
+    from i2icli.pipelines.invert_settings import check_face_crop
 
     piped_picture = read_piped_image(max_pixels) if piped else None
     source_picture = piped_picture if piped == "SOURCE" else read_image(source, max_pixels=max_pixels)
