@@ -59,6 +59,10 @@ _VGG_FILES = ["--correspondence-model", "vgg19.pth", "--perceptual-model", "vgg1
     (["invert", "missing.jpg", str(OLD_PHOTO)], "missing.jpg"),
     (["invert", str(OLD_PHOTO), str(OLD_PHOTO), "--size", "36"], "--size must be a multiple of 8"),
     (["invert", str(OLD_PHOTO), str(OLD_PHOTO), "--layers", "8-4"], "--layers takes numbers and ranges"),
+    (["exemplar", "pose.json", str(OLD_PHOTO), "--exemplar-pose", "pose.json", "--dry-run"], "cocosnet2-deepfashionhd"),
+    (["exemplar", "pose.json", str(OLD_PHOTO), "--exemplar-pose", "pose.json", "--dry-run", "--checkpoint", "no-run"],
+     "checkpoint folder not found"),
+    (["exemplar", "missing.json", str(OLD_PHOTO), "--exemplar-pose", "pose.json"], "missing.json"),
 ])
 def test_other_commands_plan_without_torch(args: list[str], said: str, tmp_path: Path):
     _inputs(tmp_path)

@@ -44,6 +44,7 @@ from i2icli.cli.runner import (
 from i2icli.errors import InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from i2icli.pipelines import memory_hints
+from i2icli.pipelines.exemplar_checkpoints import DEFAULT_CHECKPOINT
 
 _MODEL = "Model"
 _OUTPUT = "Output"
@@ -111,7 +112,7 @@ def exemplar(
         str,
         typer.Option(metavar="DIR", help="Folder holding latest_net_G.pth and latest_net_Corr.pth (the official DeepFashionHD "
                      "model is a manual download: see `i2i weights list`).", rich_help_panel=_MODEL),
-    ] = "cocosnet2-deepfashionhd",
+    ] = DEFAULT_CHECKPOINT,
     size: Annotated[
         int, typer.Option(min=64, help="Square working size, a multiple of 32 (the official model: 512).",
                           rich_help_panel=_MODEL)
@@ -187,10 +188,10 @@ def exemplar(
     piped_picture = read_piped_image(max_pixels) if piped else None
     todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
 
-    from i2icli.pipelines.exemplar import ExemplarPipeline, ExemplarSettings
-
     pipeline = None
-    if todo:
+    if todo:  # else PyTorch is not even imported: a batch of missing files fails at once
+        from i2icli.pipelines.exemplar import ExemplarPipeline, ExemplarSettings
+
         settings = ExemplarSettings(size=size, iterations=iterations, seed=seed)
         pipeline = ExemplarPipeline.load(checkpoint, device=device, precision=precision, settings=settings)
     def process(job: Pair) -> tuple[dict[str, Any], str, str]:
@@ -447,6 +448,6 @@ def _written_files(output: Path, size: int, *, save_warps: bool, save_label: boo
 
 def _checkpoints(checkpoint: str) -> list[tuple[str, Any]]:
     """Where ExemplarPipeline.load would have its two files from: the --checkpoint folder."""
-    from i2icli.pipelines.exemplar import checkpoint_sources
+    from i2icli.pipelines.exemplar_checkpoints import checkpoint_sources
 
     return [("--checkpoint", source) for source in checkpoint_sources(checkpoint)]

@@ -32,14 +32,18 @@ from i2icli.pipelines.arguments import (
     kind_of,
 )
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device, synchronize
+from i2icli.pipelines.exemplar_checkpoints import (  # noqa: F401  (checkpoint_sources is re-exported)
+    CORRESPONDENCE_FILE,
+    DEFAULT_CHECKPOINT,
+    GENERATOR_FILE,
+    checkpoint_files,
+    checkpoint_sources,
+)
 from i2icli.pipelines.imagetensors import to_picture
 from i2icli.pipelines.memory import reports_out_of_memory
 from i2icli.semantics.inputs import Semantics, load_semantics
 from i2icli.semantics.pose import PAD_VALUE, square_frame
 
-DEFAULT_CHECKPOINT = "cocosnet2-deepfashionhd"
-GENERATOR_FILE = "latest_net_G.pth"
-CORRESPONDENCE_FILE = "latest_net_Corr.pth"
 MIN_SIZE = 64
 
 
@@ -65,42 +69,6 @@ class ExemplarResult:
     picture: Picture
     warps: list[Picture]  # coarsest first: size/8, size/4, size/2, size
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _checkpoint_files(spec: str | Path) -> tuple[Path, Path, str]:
-    """(correspondence file, generator file, label) for a folder, or a registry name."""
-    # A name the registry does not know is taken as a folder: this option names a folder, so
-    # "unknown checkpoint name … or a .pth file" would send the user the wrong way.
-    if isinstance(spec, str) and (checkpoint := weights.entry_named(spec)) is not None:
-        if checkpoint.manual:
-            raise WeightsError(
-                f"{checkpoint.name} is published only at {checkpoint.url}, without a checksum, so i2i does not "
-                "fetch or verify it by name",
-                f"download and unzip it, then pass the folder holding {GENERATOR_FILE} and {CORRESPONDENCE_FILE} "
-                "with --checkpoint DIR",
-            )
-        raise WeightsError(f"{checkpoint.name} is not a CoCosNet v2 checkpoint", "pass --checkpoint DIR")
-    folder = Path(spec).expanduser()
-    if not folder.exists():
-        raise WeightsError(f"{folder}: checkpoint folder not found",
-                           f"pass the folder holding {GENERATOR_FILE} and {CORRESPONDENCE_FILE}")
-    if not folder.is_dir():
-        raise WeightsError(f"{folder}: --checkpoint takes a folder, not a file",
-                           f"pass the folder holding {GENERATOR_FILE} and {CORRESPONDENCE_FILE}")
-    missing = [name for name in (CORRESPONDENCE_FILE, GENERATOR_FILE) if not (folder / name).is_file()]
-    if missing:
-        raise WeightsError(f"{folder}: no {' or '.join(missing)} in this folder",
-                           "CoCosNet v2 needs both files of one model; check the unzipped checkpoint folder")
-    return folder / CORRESPONDENCE_FILE, folder / GENERATOR_FILE, str(folder)
-
-
-def checkpoint_sources(spec: str) -> list[weights.CheckpointSource]:
-    """Where ``ExemplarPipeline.load(spec)`` would have its two files from, with nothing opened."""
-    try:
-        correspondence, generator, _ = _checkpoint_files(spec)
-    except WeightsError as error:
-        return [weights.CheckpointSource.unobtainable(spec, error)]
-    return [weights.checkpoint_source(str(correspondence)), weights.checkpoint_source(str(generator))]
 
 
 def build_cocosnet(
@@ -196,7 +164,7 @@ class ExemplarPipeline:
         settings = settings or ExemplarSettings()
         device = device if isinstance(device, torch.device) else pick_device(device)
         dtype = pick_exemplar_dtype(precision, device)
-        corr_path, gen_path, label = _checkpoint_files(checkpoint)
+        corr_path, gen_path, label = checkpoint_files(checkpoint)
         # A file that cannot be read is named by its own path already; a mismatch needs the folder.
         corr_state, gen_state = weights.load_state_dict(corr_path), weights.load_state_dict(gen_path)
         try:
