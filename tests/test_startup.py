@@ -63,6 +63,12 @@ _VGG_FILES = ["--correspondence-model", "vgg19.pth", "--perceptual-model", "vgg1
     (["exemplar", "pose.json", str(OLD_PHOTO), "--exemplar-pose", "pose.json", "--dry-run", "--checkpoint", "no-run"],
      "checkpoint folder not found"),
     (["exemplar", "missing.json", str(OLD_PHOTO), "--exemplar-pose", "pose.json"], "missing.json"),
+    (["paired", "label.png", "-c", "run", "--dry-run"], "no checkpoints/latest.pt"),
+    (["paired", "label.png", "-c", "no-run", "--dry-run"], "no such checkpoint file or run folder"),
+    (["paired", "missing.png", "-c", "run"], "missing.png"),
+    (["translate-lr", str(OLD_PHOTO), str(OLD_PHOTO), "-c", "run", "--dry-run"], "no checkpoints/latest.pt"),
+    (["translate-lr", str(OLD_PHOTO), str(OLD_PHOTO), "-c", "no-run", "--dry-run"], "no such checkpoint file or run folder"),
+    (["translate-lr", "missing.jpg", str(OLD_PHOTO), "-c", "run"], "missing.jpg"),
 ])
 def test_other_commands_plan_without_torch(args: list[str], said: str, tmp_path: Path):
     _inputs(tmp_path)

@@ -152,7 +152,7 @@ def paired(
                           "use a smaller --size, or raise --max-pixels if this machine has the memory")
     if seed + samples - 1 > SEED_MAX:  # sample k uses seed + k
         raise usage_error(f"--seed {seed}: with --samples {samples}, use at most {SEED_MAX - samples + 1}")
-    from i2icli.pipelines.paired import PairedTranslator, sample_seed
+    from i2icli.pipelines.paired_plan import sample_seed
 
     label_path = Path(STANDARD_STREAM) if piped == "LABEL" else Path(label).expanduser()
     style_path = Path(style).expanduser() if style else None
@@ -192,7 +192,9 @@ def paired(
         piped_picture = read_piped_image(max_pixels)
     translator: Any = None
     style_code = None
-    if any(will_run(job, skip_existing=skip_existing) for job in jobs):  # else no model is loaded at all
+    if any(will_run(job, skip_existing=skip_existing) for job in jobs):  # else no model is loaded, nor PyTorch imported
+        from i2icli.pipelines.paired import PairedTranslator
+
         try:
             translator = PairedTranslator.load(checkpoint, size=size, device=device)
         except ValueError as error:
@@ -301,6 +303,6 @@ class _SpectrumSums:
 def _checkpoint_source(checkpoint: str) -> Any:
     """Where PairedTranslator.load would have ``checkpoint`` (a run folder: its latest) from."""
     from i2icli.pipelines.loading import trained_checkpoint_source
-    from i2icli.pipelines.paired import METHOD_NAME
+    from i2icli.pipelines.paired_plan import METHOD_NAME
 
     return trained_checkpoint_source(checkpoint, METHOD_NAME)

@@ -145,10 +145,11 @@ def translate_lr(
                           inputs_of=_inputs_of, checkpoints=lambda: _checkpoints(checkpoint, detector, align_faces),
                           loads_without_jobs=grid_needs_model)
     piped_picture = read_piped_image(max_pixels) if piped else None
-    from i2icli.pipelines.translate_lr import LRTranslator
-
     translator: Any = None
+    # Else PyTorch is not even imported: a batch of missing files fails at once.
     if grid_needs_model or any(will_run(job, skip_existing=skip_existing) for job in jobs):
+        from i2icli.pipelines.translate_lr import LRTranslator
+
         try:
             with download_progress() as progress:
                 translator = LRTranslator.load(checkpoint, lr_size=lr_size, device=device, align_faces=align_faces,
@@ -309,7 +310,7 @@ def _write_grid(path: Path, sources: list[Path], targets: list[Path], results: d
 def _checkpoints(checkpoint: str, detector: str, align_faces: bool) -> list[tuple[str, Any]]:
     """Where each checkpoint LRTranslator.load would load comes from: the run's, and the detector's for --align-faces."""
     from i2icli.pipelines.loading import checkpoint_source, trained_checkpoint_source
-    from i2icli.pipelines.translate_lr import METHOD_NAME
+    from i2icli.pipelines.translate_lr_plan import METHOD_NAME
 
     needed = [("--checkpoint", trained_checkpoint_source(checkpoint, METHOD_NAME))]
     if align_faces:

@@ -39,6 +39,7 @@ from i2icli.pipelines.imagetensors import (
 )
 from i2icli.pipelines.loading import instantiate, load_trained, timed
 from i2icli.pipelines.memory import reports_out_of_memory
+from i2icli.pipelines.paired_plan import METHOD_NAME, sample_seed
 from i2icli.semantics.labelmaps import (
     CLASS_0_AND_UNKNOWN,
     COLOUR_PALETTE,
@@ -47,8 +48,6 @@ from i2icli.semantics.labelmaps import (
     misreading,
     square_label_channels,
 )
-
-METHOD_NAME = "paired"
 
 
 @dataclass(frozen=True)
@@ -82,11 +81,6 @@ def samples_per_pass(device: torch.device) -> int:
     """How many samples' residuals one pass computes. A GPU is faster with a batch; a CPU was
     measured slower with one (larger activations, same arithmetic; benchmarks/paired_cost.py)."""
     return 8 if device.type in ("cuda", "mps") else 1
-
-
-def sample_seed(seed: int, sample: int) -> int:
-    """Sample k of a run with --seed s uses noise seed s + k: sample 0 of --seed 5 is sample 5 of --seed 0."""
-    return seed + sample
 
 
 class PairedTranslator:

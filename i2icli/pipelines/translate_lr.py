@@ -49,8 +49,8 @@ from i2icli.pipelines.loading import (
     timed,
 )
 from i2icli.pipelines.memory import reports_out_of_memory
+from i2icli.pipelines.translate_lr_plan import METHOD_NAME
 
-METHOD_NAME = "translate-lr"
 DEFAULT_DETECTOR = "retinaface-resnet50"
 DEFAULT_LR_SIZE = 8  # for checkpoints that store no sizes (a bare generator)
 
