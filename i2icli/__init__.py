@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 _DEFINED_IN = {
     "i2icli.pipelines.restore": ("RestorePipeline", "RestoreSettings", "RestoreResult", "RestoredFace"),
     "i2icli.pipelines.exemplar": ("ExemplarPipeline", "ExemplarSettings", "ExemplarResult"),
-    "i2icli.pipelines.invert": ("InvertPipeline", "InvertSettings", "InvertResult", "Hypothesis"),
+    "i2icli.pipelines.invert": ("InvertPipeline", "InvertResult", "Hypothesis"),
+    "i2icli.pipelines.invert_settings": ("InvertSettings",),
     "i2icli.pipelines.translate_lr": ("LRTranslator", "LRTranslation"),
     "i2icli.pipelines.paired": ("PairedTranslator", "PairedTranslation"),
     "i2icli.imageio": ("Picture", "read_image", "write_image"),
@@ -48,12 +49,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         ExemplarResult,
         ExemplarSettings,
     )
-    from i2icli.pipelines.invert import (
-        Hypothesis,
-        InvertPipeline,
-        InvertResult,
-        InvertSettings,
-    )
+    from i2icli.pipelines.invert import Hypothesis, InvertPipeline, InvertResult
+    from i2icli.pipelines.invert_settings import InvertSettings
     from i2icli.pipelines.paired import PairedTranslation, PairedTranslator
     from i2icli.pipelines.restore import (
         RestoredFace,

@@ -133,8 +133,8 @@ def paired(
     checkpoint; --resume continues exactly where it stopped. `i2i paired --checkpoint OUT` uses it.
     """
     from i2icli.pipelines.devices import pick_device
+    from i2icli.pipelines.paired_plan import METHOD_NAME
     from i2icli.training import data, paired_data
-    from i2icli.training.paired import METHOD_NAME
 
     warn_of_options_for_the_other_mode(context, eval_, shared=("out", "labels", "photos", "device", "as_json"))
     torch_device = pick_device(device)

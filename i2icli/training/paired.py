@@ -28,9 +28,9 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from i2icli.archs.grit import GRITConfig, GRITGenerator, MultiScaleDiscriminator
+from i2icli.pipelines.paired_plan import METHOD_NAME
 from i2icli.training.nets import AdversarialTraining, initialise, update_average
 
-METHOD_NAME = "paired"
 # The five VGG-19 layers of pix2pixHD's perceptual loss and its weights for them.
 VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 VGG_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)

@@ -33,9 +33,8 @@ from i2icli.archs.lr_conditioned import (
     downscale,
 )
 from i2icli.pipelines.imagetensors import EIGHT_BIT_LEVEL
+from i2icli.pipelines.translate_lr_plan import METHOD_NAME
 from i2icli.training.nets import AdversarialTraining, initialise, update_average
-
-METHOD_NAME = "translate-lr"
 
 
 @dataclass(frozen=True)
