@@ -16,15 +16,29 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .exif import EXIF_HEADER, tiff_with_field
-from .xmp import JPEG_XMP_HEADER, XMP_TAG, png_itxt_body
+# exif and xmp make the blocks and lay out TIFF directories; this module puts them into files. They
+# never import it, so that one copy of the directory layout (exif's) serves both.
+from .exif import (
+    EXIF_HEADER,
+    FIELD_SIZES,
+    Directory,
+    directory_bytes,
+    first_directory,
+    tiff_byte_order,
+    tiff_exif_directory,
+)
+from .xmp import JPEG_XMP_HEADER, PNG_XMP_KEYWORD, XMP_TAG
 
 __all__ = [
     "png_chunk",
     "png_chunks",
     "png_gray_alpha",
+    "png_itxt_body",
+    "png_itxt_text",
     "tiff_short_values",
     "tiff_with_alpha_tag",
+    "tiff_with_exif",
+    "tiff_with_field",
     "webp_is_lossless",
     "with_exif_block",
     "with_icc_profile",
@@ -63,7 +77,7 @@ def with_icc_profile(data: bytes, fmt: str, profile: bytes, *, grayscale: bool, 
 def with_exif_block(data: bytes, fmt: str, block: bytes, *, size: tuple[int, int], has_alpha: bool) -> bytes:
     """``data`` (OpenCV's encoding of a picture of ``size``, which cannot embed metadata) with
     ``block`` (an EXIF block, ``Exif\\0\\0`` and all) added in the format's own way. (A TIFF takes
-    it as :func:`~i2icli.exif.tiff_with_exif` says; BMP has no place for it.) Call after
+    it as :func:`tiff_with_exif` says; BMP has no place for it.) Call after
     :func:`with_icc_profile`: a JPEG's Exif APP1 goes in front of its ICC APP2 segments."""
     tiff = block[len(EXIF_HEADER):]  # PNG and WebP hold the TIFF structure alone
     if fmt == "PNG":  # before the pixel data, where readers that stop there find it too
@@ -157,29 +171,64 @@ def webp_is_lossless(data: bytes) -> bool:
 def tiff_with_alpha_tag(data: bytes) -> bytes:
     """``data``, a TIFF from OpenCV with a fourth sample, with the ExtraSamples tag (338) that says
     that sample is (unassociated) alpha: OpenCV leaves it out, so readers warn that the samples do
-    not add up and strict ones take the fourth for an unspecified channel. The first IFD is copied,
-    with the tag, to the end of the file (the values it points at stay where they are)."""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    not add up and strict ones take the fourth for an unspecified channel. The values the first
+    directory points at stay where they are."""
+    order = tiff_byte_order(data)
     if order is None:  # (a BigTIFF, for outputs over 4 GB: left as it is)
         return data
     (ifd,) = struct.unpack_from(order + "I", data, 4)
     (count,) = struct.unpack_from(order + "H", data, ifd)
-    entries = [data[ifd + 2 + 12 * n : ifd + 14 + 12 * n] for n in range(count)]
-    tag_of = lambda entry: struct.unpack_from(order + "H", entry)[0]  # noqa: E731
-    if any(tag_of(entry) == 338 for entry in entries):
+    # Each entry's four value bytes as they are (the value, or the offset of one), so the copied
+    # directory keeps them in place.
+    entries = [struct.unpack_from(order + "HHI4s", data, ifd + 2 + 12 * n) for n in range(count)]
+    if any(tag == 338 for tag, *_ in entries):
         return data
-    (following,) = struct.unpack_from(order + "I", data, ifd + 2 + 12 * count)
-    # One SHORT, 2 = unassociated alpha, left-justified in the entry's four value bytes.
-    entries = sorted([*entries, struct.pack(order + "HHIH", 338, 3, 1, 2) + bytes(2)], key=tag_of)
-    data += bytes(len(data) % 2)  # an IFD starts on a word boundary
-    table = struct.pack(order + "H", len(entries)) + b"".join(entries) + struct.pack(order + "I", following)
-    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + table
+    # One SHORT, 2 = unassociated alpha.
+    alpha = (338, 3, 1, struct.pack(order + "H", 2))
+    return _with_first_directory(data, order, Directory([*entries, alpha], {}))
+
+
+def tiff_with_exif(data: bytes, raw: bytes, size: tuple[int, int]) -> bytes:
+    """``data``, a TIFF of ``size`` (width, height), with the fields of ``raw`` (an EXIF block) in
+    its first directory (where a TIFF keeps them) and the Exif and GPS directories they point to,
+    made true of this file as in :func:`~i2icli.exif.exif_block`; the file's own fields win over the
+    block's (its size, say)."""
+    order = tiff_byte_order(data)
+    if order is None:  # (a BigTIFF, for outputs over 4 GB: left as it is)
+        return data
+    exif = tiff_exif_directory(raw, size, order)
+    if exif is None:
+        return data
+    own = first_directory(data, order)
+    taken = {tag for tag, *_ in own.fields}
+    merged = Directory(own.fields + [field for field in exif.fields if field[0] not in taken], exif.below)
+    return _with_first_directory(data, order, merged)
+
+
+def tiff_with_field(data: bytes, tag: int, kind: int, value: bytes) -> bytes:
+    """``data``, a TIFF, with the field ``tag`` of type ``kind`` holding ``value`` (bytes, in the
+    file's byte order) in its first directory, in place of any it had."""
+    order = tiff_byte_order(data)
+    if order is None:  # (a BigTIFF: left as it is)
+        return data
+    own = first_directory(data, order)
+    fields = [field for field in own.fields if field[0] != tag]
+    fields.append((tag, kind, len(value) // FIELD_SIZES[kind], value))
+    return _with_first_directory(data, order, Directory(fields, {}))
+
+
+def _with_first_directory(data: bytes, order: str, directory: Directory) -> bytes:
+    """``data`` with ``directory`` laid out at its end and made its first: rewriting it in place
+    would move the bytes after it, and the offsets that point at them. The old one stays, unread.
+    OpenCV writes a single directory, so the new one points to no next one."""
+    data += bytes(len(data) % 2)  # a directory starts on a word boundary
+    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + directory_bytes(directory, len(data), order)
 
 
 def tiff_short_values(data: bytes, wanted: int) -> tuple[int, ...]:
     """The SHORT values of one tag on a (classic) TIFF's first page, read from the bytes: for
     files Pillow cannot open, to say why. () when absent or unreadable."""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    order = tiff_byte_order(data)
     if order is None:
         return ()
     try:
@@ -214,6 +263,37 @@ def png_chunks(data: bytes, wanted: bytes) -> Iterator[bytes]:
         if kind == wanted:
             yield data[pos + 8 : pos + 8 + length]
         pos += 12 + length
+
+
+def png_itxt_body(packet: bytes) -> bytes:
+    """An uncompressed ``iTXt`` chunk's body holding ``packet``: XMP's keyword, no language, no
+    translated keyword."""
+    return PNG_XMP_KEYWORD + b"\x00\x00\x00\x00\x00" + packet
+
+
+# Packets are a few kilobytes; a compressed chunk that inflates past this is no packet.
+_MOST_INFLATED_BYTES = 16 * 2**20
+
+
+def png_itxt_text(body: bytes) -> bytes | None:
+    """The text of a PNG ``iTXt`` chunk's ``body`` when its keyword is XMP's, inflated where the
+    chunk is compressed; None for other chunks and ones that cannot be read."""
+    keyword, _, rest = body.partition(b"\x00")
+    if keyword != PNG_XMP_KEYWORD or len(rest) < 2:
+        return None
+    compressed, method, rest = rest[0], rest[1], rest[2:]
+    _language, _, rest = rest.partition(b"\x00")
+    _translated_keyword, _, text = rest.partition(b"\x00")
+    if not compressed:
+        return text
+    if method != 0:
+        return None
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(text, _MOST_INFLATED_BYTES)
+    except zlib.error:
+        return None
+    return None if inflater.unconsumed_tail else text
 
 
 _IDAT_BYTES = 2**30

@@ -1,8 +1,9 @@
 """EXIF blocks as i2i carries them from a photo into its outputs: read field by field, made true of
 the output (upright, no thumbnail, the output's size) and laid out again.
 
-Pure bytes in, bytes out (no image decoding): :mod:`i2icli.imageio` reads a file's block and splices
-the rebuilt one into the encodings it writes.
+Pure bytes in, bytes out (no image decoding): :mod:`i2icli.imageio` reads a file's block, and
+:mod:`i2icli.containers` splices the rebuilt one into the encodings it writes, laying out TIFF
+directories with the pieces here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _MAKER_NOTE = 0x927C
 _SUB_DIRECTORIES = {_EXIF_POINTER: (_INTEROP_POINTER,), _GPS_POINTER: (), _INTEROP_POINTER: ()}
 # Bytes per value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED,
 # SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD).
-_FIELD_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+FIELD_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _SHORT, _LONG = 3, 4
 _IMAGE_WIDTH, _IMAGE_LENGTH = 0x0100, 0x0101
 _PIXEL_X_DIMENSION, _PIXEL_Y_DIMENSION = 0xA002, 0xA003
@@ -40,12 +41,12 @@ _TIFF_LAYOUT_TAGS = frozenset({
 
 
 @dataclass
-class _Directory:
-    """One directory (IFD) of an EXIF block: its fields as (tag, type, count, value bytes), in the
-    block's byte order, and the directories it points to, by pointer tag."""
+class Directory:
+    """One directory (IFD) of an EXIF block or a TIFF file: its fields as (tag, type, count, value
+    bytes), in its byte order, and the directories it points to, by pointer tag."""
 
     fields: list[tuple[int, int, int, bytes]]
-    below: dict[int, _Directory]
+    below: dict[int, Directory]
     # Where the maker note's value was, from the TIFF header: see _MAKER_NOTE.
     maker_note_at: int | None = None
 
@@ -65,13 +66,13 @@ def exif_block(raw: bytes, *, size: tuple[int, int] | None = None) -> bytes | No
         return None
     main, order = found
     header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
-    return EXIF_HEADER + header + _directory_bytes(main, 8, order)
+    return EXIF_HEADER + header + directory_bytes(main, 8, order)
 
 
-def _exif_directory(raw: bytes, size: tuple[int, int] | None) -> tuple[_Directory, str] | None:
+def _exif_directory(raw: bytes, size: tuple[int, int] | None) -> tuple[Directory, str] | None:
     """:func:`exif_block`'s main directory, and the block's byte order ("<" or ">")."""
     tiff = raw[len(EXIF_HEADER):] if raw.startswith(EXIF_HEADER) else raw
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(tiff[:4])
+    order = tiff_byte_order(tiff)
     if order is None:
         return None
     try:
@@ -92,12 +93,12 @@ def _exif_directory(raw: bytes, size: tuple[int, int] | None) -> tuple[_Director
 
 
 def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, ...],
-                    left_out: frozenset[int] = frozenset()) -> _Directory:
+                    left_out: frozenset[int] = frozenset()) -> Directory:
     """The directory at ``offset``, following ``pointers`` to the ones below it. A field whose
     value lies outside the block, or of a type TIFF does not define, is left out, and so is a
     directory below that cannot be read: the rest is still sound."""
     (count,) = struct.unpack_from(order + "H", tiff, offset)
-    directory = _Directory([], {})
+    directory = Directory([], {})
     for entry in range(offset + 2, offset + 2 + 12 * count, 12):
         tag, kind, values, inline = struct.unpack_from(order + "HHI4s", tiff, entry)
         if tag in left_out:
@@ -111,7 +112,7 @@ def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, .
                 if sub_directory.fields or sub_directory.below:
                     directory.below[tag] = sub_directory
             continue
-        length = _FIELD_SIZES.get(kind, 0) * values
+        length = FIELD_SIZES.get(kind, 0) * values
         if length <= 4:
             value = inline[:length]
         else:
@@ -124,7 +125,7 @@ def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, .
     return directory
 
 
-def _set_fields(directory: _Directory, order: str, values: dict[int, tuple[int, int]]) -> None:
+def _set_fields(directory: Directory, order: str, values: dict[int, tuple[int, int]]) -> None:
     """Give the fields of ``values`` (tag: (type, number)) that ``directory`` has those values."""
     directory.fields = [
         (tag, values[tag][0], 1, struct.pack(order + ("H" if values[tag][0] == _SHORT else "I"), values[tag][1]))
@@ -133,7 +134,7 @@ def _set_fields(directory: _Directory, order: str, values: dict[int, tuple[int, 
     ]
 
 
-def _directory_bytes(directory: _Directory, start: int, order: str) -> bytes:
+def directory_bytes(directory: Directory, start: int, order: str) -> bytes:
     """``directory`` laid out at ``start`` (from the TIFF header): its entries in tag order, then
     the values longer than four bytes (the maker note first, where it was when that is still
     ahead), then the directories below it, each on a word boundary."""
@@ -154,7 +155,7 @@ def _directory_bytes(directory: _Directory, start: int, order: str) -> bytes:
     for tag, sub_directory in directory.below.items():
         at = values_start + len(values) + len(below)
         pointer_fields.append((tag, _LONG, 1, struct.pack(order + "I", at)))
-        below += _directory_bytes(sub_directory, at, order)
+        below += directory_bytes(sub_directory, at, order)
     entries = sorted([(field, value_at.get(index)) for index, field in enumerate(directory.fields)]
                      + [(field, None) for field in pointer_fields], key=lambda entry: entry[0][0])
     table = struct.pack(order + "H", len(entries))
@@ -166,60 +167,38 @@ def _directory_bytes(directory: _Directory, start: int, order: str) -> bytes:
     return table + struct.pack(order + "I", 0) + values + below
 
 
-def tiff_with_exif(data: bytes, raw: bytes, size: tuple[int, int]) -> bytes:
-    """``data``, a TIFF of ``size`` (width, height), with the fields of ``raw`` (an EXIF block) in
-    its first directory (where a TIFF keeps them) and the Exif and GPS directories they point to,
-    made true of this file as in :func:`exif_block`; the file's own fields win over the block's (its
-    size, say). The directory is copied, with them, to the end of the file, as
-    ``i2icli.imageio`` adds the alpha tag."""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
-    found = _exif_directory(raw, size)
-    if order is None or found is None:  # (a BigTIFF, for outputs over 4 GB: left as it is)
-        return data
-    exif, exif_order = found
-    if exif_order != order:
-        exif = _in_byte_order(exif)
-    own = _first_directory(data, order)
-    taken = {tag for tag, *_ in own.fields}
-    merged = _Directory(own.fields + [field for field in exif.fields if field[0] not in taken], exif.below)
-    return _with_first_directory(data, order, merged)
-
-
-def tiff_with_field(data: bytes, tag: int, kind: int, value: bytes) -> bytes:
-    """``data``, a TIFF, with the field ``tag`` of type ``kind`` holding ``value`` (bytes, in the
-    file's byte order) in its first directory, in place of any it had; the directory is copied to
-    the end of the file as in :func:`tiff_with_exif`."""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
-    if order is None:  # (a BigTIFF: left as it is)
-        return data
-    own = _first_directory(data, order)
-    size = _FIELD_SIZES[kind]
-    fields = [field for field in own.fields if field[0] != tag] + [(tag, kind, len(value) // size, value)]
-    return _with_first_directory(data, order, _Directory(fields, {}))
-
-
-def _first_directory(data: bytes, order: str) -> _Directory:
+def first_directory(data: bytes, order: str) -> Directory:
     """A TIFF's first directory, every field as it is: the offsets in it (of its strips, or of
     directories below) stay true as long as the bytes before the end of the file do not move."""
     (first,) = struct.unpack_from(order + "I", data, 4)
     return _read_directory(data, first, order, ())
 
 
-def _with_first_directory(data: bytes, order: str, directory: _Directory) -> bytes:
-    """``data`` with ``directory`` laid out at its end and made its first."""
-    data += bytes(len(data) % 2)  # a directory starts on a word boundary
-    return data[:4] + struct.pack(order + "I", len(data)) + data[8:] + _directory_bytes(directory, len(data), order)
+def tiff_exif_directory(raw: bytes, size: tuple[int, int], order: str) -> Directory | None:
+    """The main directory of ``raw`` (an EXIF block) made true of a TIFF of ``size`` as in
+    :func:`exif_block`, its numbers in the TIFF's byte ``order``; None where it holds nothing."""
+    found = _exif_directory(raw, size)
+    if found is None:
+        return None
+    main, block_order = found
+    return main if block_order == order else _in_byte_order(main)
+
+
+def tiff_byte_order(data: bytes) -> str | None:
+    """A classic TIFF's byte order, as :mod:`struct` writes it ("<" or ">"); None for other bytes
+    (a BigTIFF among them)."""
+    return {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
 
 
 # Bytes of each number in a value of each TIFF field type that holds numbers (a RATIONAL is two).
 _NUMBER_SIZES = {3: 2, 4: 4, 5: 4, 8: 2, 9: 4, 10: 4, 11: 4, 12: 8, 13: 4}
 
 
-def _in_byte_order(directory: _Directory) -> _Directory:
+def _in_byte_order(directory: Directory) -> Directory:
     """``directory`` with the numbers of its values (and of those below it) in the other byte order."""
     def swapped(kind: int, value: bytes) -> bytes:
         size = _NUMBER_SIZES.get(kind)
         return value if size is None else b"".join(value[at : at + size][::-1] for at in range(0, len(value), size))
 
-    return _Directory([(tag, kind, count, swapped(kind, value)) for tag, kind, count, value in directory.fields],
+    return Directory([(tag, kind, count, swapped(kind, value)) for tag, kind, count, value in directory.fields],
                       {tag: _in_byte_order(below) for tag, below in directory.below.items()})

@@ -38,17 +38,19 @@ from PIL import Image, ImageFile
 from .containers import (
     png_chunks,
     png_gray_alpha,
+    png_itxt_text,
     tiff_short_values,
     tiff_with_alpha_tag,
+    tiff_with_exif,
     webp_is_lossless,
     with_exif_block,
     with_icc_profile,
     with_xmp_packet,
 )
 from .errors import DiskFullError, I2IError, InputImageError
-from .exif import ORIENTATION_TAG, exif_block, tiff_with_exif
+from .exif import ORIENTATION_TAG, exif_block
 from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-from .xmp import png_itxt_text, xmp_packet
+from .xmp import xmp_packet
 
 __all__ = [
     "SUPPORTED_SUFFIXES",

@@ -3,14 +3,14 @@ digiKam, darktable, Bridge, Photos) keep of the user's own work (star ratings, c
 keywords, titles and captions, people tags, creator and rights) made true of the output.
 
 Pure bytes in, bytes out (no image decoding), as :mod:`i2icli.exif` is: :mod:`i2icli.imageio`
-reads a file's packet and splices the rebuilt one into the encodings it writes.
+reads a file's packet, and :mod:`i2icli.containers` splices the rebuilt one into the encodings it
+writes.
 """
 
 from __future__ import annotations
 
 import io
 import re
-import zlib
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
@@ -53,8 +53,6 @@ _LEFT_OUT = frozenset({f"{{{_XMP}}}Thumbnails", f"{{{_XMP_NOTE}}}HasExtendedXMP"
 
 # A packet holds no document type: one that declares entities is not metadata to pass on.
 _DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
-# Packets are a few kilobytes; a compressed chunk that inflates past this is no packet.
-_MOST_INFLATED_BYTES = 16 * 2**20
 
 
 def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1) -> bytes | None:
@@ -79,33 +77,6 @@ def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1) -> bytes |
         _turn_regions(root, turned)
     body = _serialized(root, prefixes)
     return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n' + body + '\n<?xpacket end="w"?>').encode()
-
-
-def png_itxt_text(body: bytes) -> bytes | None:
-    """The text of a PNG ``iTXt`` chunk's ``body`` when its keyword is XMP's, inflated where the
-    chunk is compressed; None for other chunks and ones that cannot be read."""
-    keyword, _, rest = body.partition(b"\x00")
-    if keyword != PNG_XMP_KEYWORD or len(rest) < 2:
-        return None
-    compressed, method, rest = rest[0], rest[1], rest[2:]
-    _language, _, rest = rest.partition(b"\x00")
-    _translated_keyword, _, text = rest.partition(b"\x00")
-    if not compressed:
-        return text
-    if method != 0:
-        return None
-    inflater = zlib.decompressobj()
-    try:
-        text = inflater.decompress(text, _MOST_INFLATED_BYTES)
-    except zlib.error:
-        return None
-    return None if inflater.unconsumed_tail else text
-
-
-def png_itxt_body(packet: bytes) -> bytes:
-    """An uncompressed ``iTXt`` chunk's body holding ``packet``: XMP's keyword, no language, no
-    translated keyword."""
-    return PNG_XMP_KEYWORD + b"\x00\x00\x00\x00\x00" + packet
 
 
 def _parsed(raw: bytes) -> tuple[ElementTree.Element, dict[str, str]]:
