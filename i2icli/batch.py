@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import logging
@@ -11,6 +12,7 @@ import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from i2icli.formats import IMAGE_SUFFIXES
 
@@ -119,13 +121,13 @@ def output_path(relative: Path, output_dir: Path, *, ext: str, suffix: str) -> P
 _TEMPORARY_NAME_EXTRA_BYTES = 14
 
 
-def output_path_problem(path: Path) -> str | None:
+def output_path_problem(path: Path, what: str = "its output") -> str | None:
     """Why no file can be made at ``path`` (which the job's message follows with its name): a
     file where one of its folders would be made (-r mirrors sub-folders), or a name or a path
     longer than its file system or the system allows (ENAMETOOLONG), with what to do; None when
     it is fine. Found while planning, not when writing after the work. For many outputs, use
     :class:`OutputPathChecks`."""
-    return OutputPathChecks()(path)
+    return OutputPathChecks()(path, what)
 
 
 class OutputPathChecks:
@@ -137,25 +139,26 @@ class OutputPathChecks:
     def __init__(self) -> None:
         self._folders: dict[Path, tuple[Path | None, int, int]] = {}
 
-    def __call__(self, path: Path) -> str | None:
+    def __call__(self, path: Path, what: str = "its output") -> str | None:
+        """``what`` names the file in the message (its output, one of its --save-faces files...)."""
         folder = path.parent
         if folder not in self._folders:
             self._folders[folder] = (_file_in_the_way(path), *_name_limits(folder))
         blocking, name_max, path_max = self._folders[folder]
         if blocking is not None:
-            return (f"its output {path} would be in {blocking}, which is a file, not a folder; move it aside, or "
+            return (f"{what} {path} would be in {blocking}, which is a file, not a folder; move it aside, or "
                     "choose another output folder")
         longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
         if len(os.fsencode(longest)) > name_max:
             if longest == path.name:
-                return (f"its output {path} would have a name of {len(os.fsencode(longest))} bytes, over the "
+                return (f"{what} {path} would have a name of {len(os.fsencode(longest))} bytes, over the "
                         f"{name_max} its file system allows; use shorter file names")
-            return (f"its output {path} would be in a folder named {longest}, of {len(os.fsencode(longest))} bytes, "
+            return (f"{what} {path} would be in a folder named {longest}, of {len(os.fsencode(longest))} bytes, "
                     f"over the {name_max} its file system allows; use shorter folder names")
         length = len(os.fsencode(str(path)))
         room = path_max - 1 - _TEMPORARY_NAME_EXTRA_BYTES  # PATH_MAX counts the closing NUL byte
         if length > room:
-            return (f"its output {path} would be a path of {length} bytes, over the {room} an output may have here; "
+            return (f"{what} {path} would be a path of {length} bytes, over the {room} an output may have here; "
                     "use an output folder with a shorter path, or fewer sub-folders")
         return None
 
@@ -209,6 +212,91 @@ def _face_file_owner(path: Path) -> tuple[Path, str] | None:
     if match is None or path.parent.name not in FACE_FOLDERS:
         return None
     return path.parent.parent.resolve(), match.group(1)
+
+
+def face_file_name(stem: str, index: int) -> str:
+    """The name --save-faces gives a photo's face number ``index`` (from 0), as GFPGAN names it."""
+    return f"{stem}_{index:02d}.png"
+
+
+_FaceFamily = tuple[str, str]
+
+
+def _face_families() -> Callable[[Path, str], _FaceFamily]:
+    """What the face files of an output in a folder, named after a stem, are known by (on a disk
+    that ignores case too); each folder resolved once: a batch's thousands of outputs lie in a few."""
+    folders: dict[Path, str] = {}
+
+    def family(folder: Path, stem: str) -> _FaceFamily:
+        if folder not in folders:
+            try:
+                folders[folder] = case_blind(folder.resolve())
+            except (OSError, RuntimeError):  # a symlink loop: its name is all there is to compare
+                folders[folder] = case_blind(folder.absolute())
+        return folders[folder], case_blind(Path(stem))
+
+    return family
+
+
+def _face_family_of_file(path: Path, family: Callable[[Path, str], _FaceFamily]) -> _FaceFamily | None:
+    """The face family that ``path`` could be a --save-faces file of, or None."""
+    match = _FACE_FILE.fullmatch(path.name)
+    if match is None or path.parent.name.casefold() not in FACE_FOLDERS:
+        return None
+    return family(path.parent.parent, match.group(1))
+
+
+def refuse_face_file_clashes(jobs: list[Job], face_stem: Callable[[Path], str]) -> list[Job]:
+    """With --save-faces, fail while planning (not after the work) each job whose face files
+    (FOLDER/cropped_faces/STEM_NN.png, restored_faces/..., cmp/..., ``face_stem`` naming them
+    after the output) cannot be made, or would replace a file of the batch: an output or an
+    input that has the name of one of them (found with -r in an input's cropped_faces/, say),
+    or another job's face files. How many faces a photo has is not known before detection, so a
+    file named like any of them clashes, and the names are measured with the first index, which
+    every photo with a face writes."""
+    family = _face_families()
+    families: dict[_FaceFamily, Job] = {}
+    for job in jobs:
+        if job.problem is None and job.output is not None:
+            families.setdefault(family(job.output.parent, face_stem(job.output)), job)
+    inputs = {of: job for job in jobs if (of := _face_family_of_file(job.source, family)) is not None}
+    output_path_checks = OutputPathChecks()
+    checked = []
+    for job in jobs:
+        if job.problem is None and job.output is not None:
+            problem = _face_file_problem(job, job.output, face_stem(job.output), family, families, inputs,
+                                         output_path_checks)
+            if problem:
+                job = dataclasses.replace(job, problem=f"{job.source}: {problem}")
+        checked.append(job)
+    return checked
+
+
+def _face_file_problem(job: Job, output: Path, stem: str, family: Callable[[Path, str], _FaceFamily],
+                       families: dict[_FaceFamily, Job], inputs: dict[_FaceFamily, Job],
+                       output_path_checks: OutputPathChecks) -> str | None:
+    looks_like = _face_family_of_file(output, family)
+    owner = families.get(looks_like) if looks_like else None
+    if owner is not None and owner is not job:
+        return (f"its output {output} has the name of a face file --save-faces writes for {owner.source} (beside "
+                f"its output {owner.output}), and one would replace the other; move {job.source} aside, or restore it "
+                "in a separate run into another --output")
+    own = family(output.parent, stem)
+    if families.get(own, job) is not job:
+        other = families[own]
+        return (f"its face files ({output.parent / FACE_FOLDERS[0] / (stem + '_NN.png')} and the like) would be those "
+                f"of {other.source} too; rename one of them, or restore them in separate runs into different --output "
+                "folders")
+    if (overwritten := inputs.get(own)) is not None:
+        return (f"its face file {overwritten.source} (--save-faces) would overwrite an input of this run; move "
+                "that input aside, or choose another output")
+    for folder in FACE_FOLDERS:
+        path = output.parent / folder / face_file_name(stem, 0)
+        if problem := output_path_checks(path, "its --save-faces file"):
+            return problem
+        if is_folder(path):
+            return f"its --save-faces file {path} is a folder; move it aside, or use another --output or a --suffix"
+    return None
 
 
 def case_blind(path: Path) -> str:

@@ -273,3 +273,89 @@ def test_a_photo_whose_face_files_could_not_all_be_written_is_not_taken_as_done(
     assert (out / "a.png").is_file()
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*_00.png")) == [
         "cmp/a_00.png", "cropped_faces/a_00.png", "restored_faces/a_00.png"]
+
+
+def _dry_run(*arguments: str) -> tuple[int, dict[str, str], list[str]]:
+    """A --dry-run --json restore: its exit code, the status of each input, and its error lines."""
+    result = run("restore", *arguments, *TINY_RESTORE, "--dry-run", "--json")
+    status = {record["input"]: record["status"] for record in json.loads(result.stdout)["results"]}
+    return result.exit_code, status, _errors(result.stderr)
+
+
+def test_an_output_named_like_a_face_file_of_another_is_refused_while_planning(tiny_env, tmp_path):
+    """With -r, in/cropped_faces/x_00.png was restored to out/cropped_faces/x_00.png, which is also
+    where --save-faces writes the first face of in/x.png: one replaced the other without a word,
+    the order deciding which."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    photo, crop = _photo(folder / "x.png"), _photo(folder / "cropped_faces" / "x_00.png")
+    code, status, errors = _dry_run(str(folder), "-r", "-o", str(out), "--save-faces")
+    assert code == 1
+    assert status == {str(photo): "would run", str(crop): "failed"}
+    assert errors == [f"error: {crop}: its output {out / 'cropped_faces' / 'x_00.png'} has the name of a face file "
+                      f"--save-faces writes for {photo} (beside its output {out / 'x.png'}), and one would replace "
+                      f"the other; move {crop} aside, or restore it in a separate run into another --output"]
+    code, status, errors = _dry_run(str(folder), "-r", "-o", str(out))  # no face files, no clash
+    assert code == 0 and set(status.values()) == {"would run"}, errors
+
+
+def test_face_file_names_over_255_bytes_fail_while_planning(tiny_env, tmp_path):
+    """An output name of 254 bytes fits, but its face files (STEM_00.png, 257 bytes) did not: the
+    photo was restored, then failed when its faces were saved."""
+    long_name = _photo(tmp_path / "in" / ("a" * 250 + ".png"))
+    short = _photo(tmp_path / "in" / "ok.png")
+    out = tmp_path / "out"
+    code, status, errors = _dry_run(str(tmp_path / "in"), "-o", str(out), "--save-faces")
+    assert code == 1
+    assert status == {str(long_name): "failed", str(short): "would run"}
+    assert errors == [f"error: {long_name}: its --save-faces file {out / 'cropped_faces' / ('a' * 250 + '_00.png')} "
+                      "would have a name of 257 bytes, over the 255 its file system allows; use shorter file names"]
+    code, status, errors = _dry_run(str(tmp_path / "in"), "-o", str(out))  # the output alone fits
+    assert code == 0, errors
+
+
+def test_a_file_where_a_face_folder_goes_fails_while_planning(tiny_env, tmp_path):
+    """out/cmp, a file, failed each photo only when its faces were saved, after the work."""
+    photo = _photo(tmp_path / "in" / "x.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cmp").write_bytes(b"a file, not a folder")
+    code, status, errors = _dry_run(str(photo), "-o", str(out), "--save-faces")
+    assert code == 1 and status == {str(photo): "failed"}
+    assert errors == [f"error: {photo}: its --save-faces file {out / 'cmp' / 'x_00.png'} would be in {out / 'cmp'}, "
+                      "which is a file, not a folder; move it aside, or choose another output folder"]
+
+
+def test_a_face_file_that_would_overwrite_an_input_fails_while_planning(tiny_env, tmp_path):
+    """Restoring a face crop back beside its photo (in/cropped_faces/x_00.png to -o in/x.png) wrote
+    the crop of the first face found over the input itself."""
+    crop = _photo(tmp_path / "in" / "cropped_faces" / "x_00.png")
+    before = crop.read_bytes()
+    code, status, errors = _dry_run(str(crop), "-o", str(tmp_path / "in" / "x.png"), "--save-faces")
+    assert code == 1 and status == {str(crop): "failed"}
+    assert errors == [f"error: {crop}: its face file {crop} (--save-faces) would overwrite an input of this run; move "
+                      "that input aside, or choose another output"]
+    result = run("restore", str(crop), "-o", str(tmp_path / "in" / "x.png"), *TINY_RESTORE, "--save-faces")
+    assert result.exit_code == 1 and crop.read_bytes() == before
+
+
+def test_outputs_whose_face_files_would_be_one_are_refused(tiny_env, tmp_path):
+    """x.jpg and x.png name their faces by the whole name (x.jpg_00.png), which is also how the
+    unique stem of x.jpg.png names its faces: the second's faces replaced the first's."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    jpg, png, double = _photo(folder / "x.jpg"), _photo(folder / "x.png"), _photo(folder / "x.jpg.png")
+    code, status, errors = _dry_run(str(folder), "-o", str(out), "--save-faces")
+    assert code == 1
+    assert status == {str(jpg): "would run", str(double): "failed", str(png): "would run"}
+    assert errors == [f"error: {double}: its face files ({out / 'cropped_faces' / 'x.jpg_NN.png'} and the like) would "
+                      f"be those of {jpg} too; rename one of them, or restore them in separate runs into different "
+                      "--output folders"]
+
+
+def test_a_folder_where_a_face_file_goes_fails_while_planning(tiny_env, tmp_path):
+    photo = _photo(tmp_path / "x.png")
+    out = tmp_path / "out"
+    (out / "restored_faces" / "x_00.png").mkdir(parents=True)
+    code, status, errors = _dry_run(str(photo), "-o", str(out), "--save-faces")
+    assert code == 1 and status == {str(photo): "failed"}
+    assert errors == [f"error: {photo}: its --save-faces file {out / 'restored_faces' / 'x_00.png'} is a folder; move "
+                      "it aside, or use another --output or a --suffix"]

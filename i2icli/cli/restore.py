@@ -136,6 +136,10 @@ def restore(
 
     piped = _check_streams(inputs, output, as_json=as_json, save_faces=save_faces, suffix=suffix, dry_run=dry_run)
     jobs = _plan(inputs, output, piped, recursive=recursive, ext=ext, suffix=suffix)
+    if save_faces and not piped.output:
+        from i2icli.batch import refuse_face_file_clashes
+
+        jobs = refuse_face_file_clashes(jobs, face_stems(jobs))
 
     def record_of(job: Any) -> dict[str, Any]:
         return {"input": str(job.source), "output": job.output and str(job.output)}
@@ -371,13 +375,13 @@ def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> dict[str, l
     the files by folder name (the --json record's keys), each list in the order of the faces."""
     import numpy as np
 
-    from i2icli.batch import FACE_FOLDERS
+    from i2icli.batch import FACE_FOLDERS, face_file_name
     from i2icli.imageio import Picture, quantize, write_image
 
     written: dict[str, list[str]] = {folder: [] for folder in FACE_FOLDERS}
     for index, face in enumerate(result.faces):
         crop, restored = quantize(face.crop, dtype), quantize(face.restored, dtype)
-        name = f"{stem}_{index:02d}.png"
+        name = face_file_name(stem, index)
         for folder, pixels in zip(FACE_FOLDERS, (crop, restored, np.hstack([crop, restored]))):
             # In the photo's colour space, as the output is (a grey photo's profile fits no RGB file: left out).
             path = write_image(output.parent / folder / name, Picture(rgb=pixels, alpha=None, grayscale=False,
