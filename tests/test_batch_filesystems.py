@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from conftest import CommandRunner
 from test_cli import _photo, run
@@ -323,6 +324,30 @@ def test_a_file_where_a_face_folder_goes_fails_while_planning(tiny_env, tmp_path
     assert code == 1 and status == {str(photo): "failed"}
     assert errors == [f"error: {photo}: its --save-faces file {out / 'cmp' / 'x_00.png'} would be in {out / 'cmp'}, "
                       "which is a file, not a folder; move it aside, or choose another output folder"]
+
+
+def test_face_file_names_past_99_faces_are_measured_before_any_is_written(tmp_path):
+    """Planning measures STEM_00.png; the 101st face of a crowd is STEM_100.png, a byte longer.
+    A name that fitted with two digits failed at that face, with a hundred face files written and
+    the photo failed anyway."""
+    import numpy as np
+    import pytest
+
+    from i2icli.cli.restore import _save_faces
+    from i2icli.errors import I2IError
+    from i2icli.pipelines.restore import RestoredFace, RestoreResult
+
+    pixels = np.zeros((2, 2, 3), np.float32)
+    picture = SimpleNamespace(icc_profile=None)
+    stem = "a" * 248  # a_00.png: 255 bytes, the most a name may have; a_100.png: 256
+    out = tmp_path / "out"
+    crowd = RestoreResult(picture=picture, face_count=101, faces=[RestoredFace(pixels, pixels, None)] * 101)
+    with pytest.raises(I2IError, match=f"with 101 faces, its --save-faces file .*{stem}_100.png would have a name "
+                                       "of 256 bytes, over the 255"):
+        _save_faces(out / f"{stem}.png", stem, crowd, np.dtype(np.uint8))
+    assert not out.exists()  # not a hundred faces of a photo that failed
+    written = _save_faces(out / f"{stem}.png", stem, RestoreResult(picture, 2, crowd.faces[:2]), np.dtype(np.uint8))
+    assert [Path(path).name for path in written["cmp"]] == [f"{stem}_00.png", f"{stem}_01.png"]
 
 
 def test_a_face_file_that_would_overwrite_an_input_fails_while_planning(tiny_env, tmp_path):

@@ -375,9 +375,16 @@ def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> dict[str, l
     the files by folder name (the --json record's keys), each list in the order of the faces."""
     import numpy as np
 
-    from i2icli.batch import FACE_FOLDERS, face_file_name
+    from i2icli.batch import FACE_FOLDERS, face_file_name, output_path_problem
+    from i2icli.errors import I2IError
     from i2icli.imageio import Picture, quantize, write_image
 
+    if result.faces:
+        # Planning measured the names of face 00; past 99 faces they grow a digit. The longest is
+        # measured before any is written, rather than failing at the 101st with a hundred written.
+        longest = output.parent / FACE_FOLDERS[0] / face_file_name(stem, len(result.faces) - 1)
+        if problem := output_path_problem(longest, f"with {len(result.faces)} faces, its --save-faces file"):
+            raise I2IError(problem)
     written: dict[str, list[str]] = {folder: [] for folder in FACE_FOLDERS}
     for index, face in enumerate(result.faces):
         crop, restored = quantize(face.crop, dtype), quantize(face.restored, dtype)
