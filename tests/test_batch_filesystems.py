@@ -350,6 +350,18 @@ def test_face_file_names_past_99_faces_are_measured_before_any_is_written(tmp_pa
     assert [Path(path).name for path in written["cmp"]] == [f"{stem}_00.png", f"{stem}_01.png"]
 
 
+def test_outputs_whose_stems_differ_only_in_case_get_face_files_of_their_own(tmp_path):
+    """A.png and a.jpg wrote cropped_faces/A_00.png and a_00.png: one file on a disk that ignores
+    case (macOS, Windows, a memory card), so one photo's faces replaced the other's."""
+    from i2icli.cli.restore import face_stems
+
+    jobs = [FakeJob(tmp_path / "A.png", tmp_path / "out" / "A.png"),
+            FakeJob(tmp_path / "a.jpg", tmp_path / "out" / "a.jpg"),
+            FakeJob(tmp_path / "b.png", tmp_path / "out" / "b.png")]
+    stem_of = face_stems(jobs)
+    assert [stem_of(job.output) for job in jobs] == ["A.png", "a.jpg", "b"]
+
+
 def test_a_face_file_that_would_overwrite_an_input_fails_while_planning(tiny_env, tmp_path):
     """Restoring a face crop back beside its photo (in/cropped_faces/x_00.png to -o in/x.png) wrote
     the crop of the first face found over the input itself."""

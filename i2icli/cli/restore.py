@@ -307,11 +307,15 @@ def _refuse_folder_options(output: Path, ext: str, suffix: str) -> None:
 
 def face_stems(jobs: list[Any]) -> Any:
     """How --save-faces names a photo's face files: OUTPUT-STEM_NN.png, as GFPGAN does, unless two
-    outputs in one folder share a stem (old.jpg, old.png); then the whole name: old.jpg_NN.png."""
+    outputs in one folder share a stem, in any case (old.jpg, old.png, Old.tif); then the whole
+    name: old.jpg_NN.png."""
     from collections import Counter
 
-    stems = Counter((job.output.parent, job.output.stem) for job in jobs if job.output is not None)
-    return lambda output: output.name if stems[(output.parent, output.stem)] > 1 else output.stem
+    from i2icli.batch import case_blind
+
+    # Case-blind: A.png and a.jpg would give A_00.png and a_00.png, one file on a disk that ignores case.
+    stems = Counter(case_blind(job.output.with_suffix("")) for job in jobs if job.output is not None)
+    return lambda output: output.name if stems[case_blind(output.with_suffix(""))] > 1 else output.stem
 
 
 def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_stem: Any = None,
