@@ -25,6 +25,7 @@ from i2icli import (
     RestoreSettings,
 )
 from i2icli.archs.lr_conditioned import LRConditionedGenerator, LRTranslatorConfig
+from i2icli.pipelines.memory import reports_out_of_memory
 
 CPU = torch.device("cpu")
 TINY_LR = LRTranslatorConfig(hr_size=32, lr_size=8, max_channels=16, base_channels=4, disc_base_channels=8,
@@ -141,6 +142,51 @@ def test_loading_models_that_do_not_fit_on_the_device_is_a_device_error(tiny_env
             load()
         assert caught.value.message == f"the device ran out of memory ({OUT_OF_MEMORY})", name
         assert caught.value.hint == "close other programs that use the GPU, or use --device cpu", name
+
+
+class _NestedCalls:
+    """A pipeline whose public call makes tensors and hands them to another public call, as
+    LRTranslator.translate does to translate_tensors."""
+
+    device = CPU
+
+    @reports_out_of_memory("use a smaller --size")
+    def outer(self, side: int) -> None:
+        sources = torch.zeros(1, 3, side, side)
+        self.inner(sources, sources + 1)
+
+    @reports_out_of_memory("use a smaller --size")
+    def inner(self, sources: torch.Tensor, targets: torch.Tensor) -> None:
+        batch = torch.cat([sources, targets])
+        raise torch.OutOfMemoryError(f"{OUT_OF_MEMORY} for {batch.shape[0]} images")
+
+
+def _tensors_in_frames(error: BaseException) -> list[str]:
+    """The names of the tensors that ``error``'s traceback keeps alive, frame by frame."""
+    found = []
+    trace = error.__traceback__
+    while trace is not None:
+        frame = trace.tb_frame
+        for name, value in frame.f_locals.items():
+            held = value if isinstance(value, (tuple, list)) else list(value.values()) if isinstance(value, dict) else [value]
+            found += [f"{frame.f_code.co_name}: {name}" for item in held if isinstance(item, torch.Tensor)]
+        trace = trace.tb_next
+    return found
+
+
+def test_an_error_passed_on_by_an_outer_call_keeps_none_of_its_tensors():
+    """The inner call's DeviceError went through the outer call's frames, and its traceback kept
+    the outer call's tensors (and the inner call's arguments) alive for as long as a script held it."""
+    with pytest.raises(DeviceError) as caught:
+        _NestedCalls().outer(8)
+    error = caught.value
+    assert error.message == f"the device cpu ran out of memory ({OUT_OF_MEMORY} for 2 images)"
+    assert error.__cause__ is None and error.__context__ is None
+    assert _tensors_in_frames(error) == []
+    # Tensors a script made for the call alone are let go of too: the error keeps the call's frame.
+    with pytest.raises(DeviceError) as caught:
+        _NestedCalls().inner(torch.zeros(1, 3, 8, 8), targets=torch.ones(1, 3, 8, 8))
+    assert _tensors_in_frames(caught.value) == []
 
 
 def test_other_runtime_errors_are_not_renamed(tiny_env, tmp_path, monkeypatch, networks):  # noqa: F811

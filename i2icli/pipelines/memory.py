@@ -66,12 +66,18 @@ def reports_out_of_memory(hint: str, *, even: str = "") -> Callable[[Method], Me
         def call(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 return method(self, *args, **kwargs)
+            except DeviceError as error:
+                # Already reported by a call inside this one (translate calling translate_tensors):
+                # passed on as it is, less the frames it came through, which hold this call's tensors.
+                report = error.with_traceback(None)
             except RuntimeError as error:
                 report = out_of_memory_error(error, getattr(self, "device", None), hint, even=even)
                 if report is None:
                     raise
             # Raised outside the handler: the failed call's traceback holds its tensors, and a
-            # script that catches this and goes on (on the CPU, say) needs that memory back.
+            # script that catches this and goes on (on the CPU, say) needs that memory back. The
+            # arguments go too: this frame stays in the new traceback.
+            del args, kwargs
             raise report
 
         return call  # type: ignore[return-value]
