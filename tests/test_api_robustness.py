@@ -356,6 +356,81 @@ def test_a_flag_that_is_not_a_bool_is_refused_rather_than_taken_as_true(tmp_path
     assert _lr_translator().translate(_photo(0), _photo(1), exact=np.bool_(True)).exact
 
 
+NOT_BOOLS = ["no", 0, 1, None]
+
+
+def _settings_flags() -> list[Any]:
+    from i2icli import InvertSettings
+
+    flags = [(RestoreSettings, name) for name in ("only_center_face", "aligned", "keep_faces")]
+    return [pytest.param(settings, name, value, id=f"{settings.__name__}.{name}={value!r}")
+            for settings, name in [*flags, (InvertSettings, "aligned")] for value in NOT_BOOLS]
+
+
+@pytest.mark.parametrize(("settings", "field", "value"), _settings_flags())
+def test_settings_refuse_a_flag_that_is_not_a_bool(settings, field, value):
+    """aligned="no" was taken as true: restore skipped face detection and treated the whole photo
+    as one aligned face."""
+    with pytest.raises(TypeError, match=f"{field} must be True or False; got {value!r}"):
+        settings(**{field: value})
+    assert getattr(settings(**{field: np.bool_(True)}), field)
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1])
+def test_invert_settings_refuse_a_batch_choice_that_is_not_a_bool(value):
+    from i2icli import InvertSettings
+
+    with pytest.raises(TypeError, match=f"batch_hypotheses must be True or False; got {value!r}"):
+        InvertSettings(batch_hypotheses=value)
+    assert InvertSettings(batch_hypotheses=None).batch_hypotheses is None  # None: decided by the device
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"upscale": True}, "upscale must be a positive, finite factor; got True"),
+    ({"upscale": "2"}, "upscale must be a positive, finite factor; got 2"),
+])
+def test_restore_settings_refuse_a_bool_for_a_number(settings, message):
+    """upscale=True was taken as 1."""
+    with pytest.raises(ValueError, match=message):
+        RestoreSettings(**settings)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"lr": True}, "--lr and --temperature must be positive"),
+    ({"temperature": True}, "--lr and --temperature must be positive"),
+    ({"perceptual_weight": False}, "--perceptual-weight not negative"),
+    ({"layers": (True, 4)}, "--layers must name distinct composing layers"),  # True == 1, a layer
+    ({"layers": "45"}, "--layers must name distinct composing layers"),
+])
+def test_invert_settings_refuse_a_bool_for_a_number(settings, message):
+    from i2icli import InvertSettings
+
+    with pytest.raises(ValueError, match=message):
+        InvertSettings(**settings)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"tile": True}, r"tile must be a whole number of at least 0 \(0: the whole image at once\)"),  # a 1 px tile
+    ({"tile": 400.0}, "tile must be a whole number"),
+    ({"max_memory": True}, "max_memory must be a finite number of at least 0; got True"),  # a 1 GB budget
+])
+def test_restore_load_refuses_a_bool_for_a_number_before_loading_anything(monkeypatch, arguments, message):
+    from i2icli.pipelines import restore
+
+    monkeypatch.setattr(restore, "load_checkpoint", lambda *args: pytest.fail("a model was loaded"))
+    with pytest.raises(ValueError, match=message):
+        RestorePipeline.load(device="cpu", **arguments)
+
+
+@pytest.mark.parametrize("value", NOT_BOOLS)
+def test_lr_translator_load_refuses_an_align_faces_that_is_not_a_bool(tmp_path, value):
+    """align_faces="no" loaded the face detector and aligned every face."""
+    lr_checkpoint = tmp_path / "lr.pt"
+    torch.save(LRConditionedGenerator(TINY_LR).state_dict(), lr_checkpoint)
+    with pytest.raises(TypeError, match=f"align_faces must be True or False; got {value!r}"):
+        LRTranslator.load(lr_checkpoint, lr_size=8, device="cpu", align_faces=value)
+
+
 # --------------------------------------------------------------------------- calls share nothing
 
 

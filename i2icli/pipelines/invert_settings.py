@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from i2icli.errors import InputError
-from i2icli.pipelines.arguments import check_seed, is_whole
+from i2icli.pipelines.arguments import check_flag, check_seed, is_number, is_whole
 
 if TYPE_CHECKING:
     from i2icli.imageio import Picture
@@ -51,15 +51,22 @@ class InvertSettings:
     def __post_init__(self) -> None:
         if not is_whole(self.size) or self.size < MIN_SIZE or self.size % SIZE_MULTIPLE:
             raise ValueError(f"--size must be a multiple of {SIZE_MULTIPLE}, at least {MIN_SIZE}; got {self.size}")
-        if not self.layers or len(set(self.layers)) != len(self.layers):
+        # True would be taken as layer 1 (it equals 1), and a string's characters as layers.
+        if (isinstance(self.layers, str) or not self.layers or not all(map(is_whole, self.layers))
+                or len(set(self.layers)) != len(self.layers)):
             raise ValueError(f"--layers must name distinct composing layers; got {self.layers}")
         if not (is_whole(self.codes) and is_whole(self.steps)) or self.codes < 1 or self.steps < 0:
             raise ValueError("--codes must be at least 1 and --steps at least 0")
         check_seed(self.seed, "--seed")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16; got {self.precision!r}")
-        if not (0 < self.lr < math.inf and 0 < self.temperature < math.inf and 0 <= self.perceptual_weight < math.inf):
+        numbers = (self.lr, self.temperature, self.perceptual_weight)
+        if not (all(map(is_number, numbers)) and 0 < self.lr < math.inf and 0 < self.temperature < math.inf
+                and 0 <= self.perceptual_weight < math.inf):
             raise ValueError("--lr and --temperature must be positive, --perceptual-weight not negative, all finite")
+        check_flag("aligned", self.aligned)
+        if self.batch_hypotheses is not None:  # None: decided by the device
+            check_flag("batch_hypotheses", self.batch_hypotheses)
 
 
 MIN_FACE_CROP = 16  # px a side, for --aligned inputs

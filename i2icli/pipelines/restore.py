@@ -25,10 +25,12 @@ from i2icli.faces.paste import parse_masks, paste_face
 from i2icli.imageio import Picture, max_value, quantize
 from i2icli.pipelines import memory_hints
 from i2icli.pipelines.arguments import (
+    check_flag,
     check_fraction,
     check_not_negative,
     check_picture,
     check_whole,
+    is_number,
 )
 from i2icli.pipelines.devices import (
     AUTO,
@@ -83,7 +85,7 @@ class RestoreSettings:
     def __post_init__(self) -> None:
         # The command's options are range-checked; a script's values would otherwise fail deep in
         # OpenCV's resize, after every model has loaded.
-        if not 0 < self.upscale < math.inf:
+        if not is_number(self.upscale) or not 0 < self.upscale < math.inf:
             raise ValueError(f"upscale must be a positive, finite factor; got {self.upscale}")
         # The bounds of the command's options, so that a script and the command refuse alike.
         check_fraction("strength", self.strength)
@@ -91,6 +93,8 @@ class RestoreSettings:
         check_not_negative("min_face_size", self.min_face_size)
         check_whole("detect_max_side", self.detect_max_side, 0, " (0: full size)")
         check_whole("face_batch", self.face_batch, 0, " (0: chosen from free memory)")
+        for flag in ("only_center_face", "aligned", "keep_faces"):
+            check_flag(flag, getattr(self, flag))
 
 
 @dataclass
@@ -193,6 +197,10 @@ class RestorePipeline:
         """Resolve, verify and load every model once. ``bg_model``/``parser`` None means none;
         ``max_memory`` is a GPU budget in GB (None: the GPU's free memory; not used on a CPU,
         where ``tile`` alone bounds memory); ``progress`` hears about checkpoint downloads."""
+        # Refused before any model loads: True would be a 1 px tile, or a 1 GB budget.
+        check_whole("tile", tile, 0, " (0: the whole image at once)")
+        if max_memory is not None:
+            check_not_negative("max_memory", max_memory)
         settings = settings or RestoreSettings()
         device = device if isinstance(device, torch.device) else pick_device(device)
         dtype = pick_dtype(precision, device)

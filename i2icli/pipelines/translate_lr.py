@@ -187,6 +187,7 @@ class LRTranslator:
         low-resolution size than the checkpoint's; ``align_faces`` loads ``detector`` to align faces."""
         if lr_size is not None:  # before the checkpoint is read: a bare generator's sizes come from it
             check_lr_size(lr_size)
+        check_flag("align_faces", align_faces)
         device = device if isinstance(device, torch.device) else pick_device(device)
         generator, config = load_trained(
             checkpoint, METHOD_NAME, lambda content: generator_from_checkpoint(content, lr_size=lr_size)
