@@ -166,14 +166,14 @@ def test_a_full_disk_stops_the_batch_there(tiny_env, landmarks_detector, tmp_pat
     assert restored[2:] == ["b.png", "c.png", "d.png"]
 
 
-def test_a_full_disk_stops_only_the_outputs_on_that_disk(tmp_path, monkeypatch):
-    """Outputs may go to several disks (exemplar --pairs with an output column): those on others go on."""
+def run_on_disks(monkeypatch, tmp_path: Path, disks: list[tuple[str, str]], device_of) -> tuple[list[str], list[str]]:
+    """A batch whose outputs lie on the disks named (input name, disk), of which "full" is full:
+    the inputs processed, and each job's status. ``device_of`` tells an output's disk."""
     from i2icli.cli import runner
     from i2icli.errors import DiskFullError
 
-    jobs = [FakeJob(tmp_path / f"{name}.png", tmp_path / disk / f"{name}.png")
-            for name, disk in [("a", "full"), ("b", "other"), ("c", "full"), ("d", "other")]]
-    monkeypatch.setattr(runner, "device_of", lambda path: path.parent.name)
+    jobs = [FakeJob(tmp_path / f"{name}.png", tmp_path / disk / f"{name}.png") for name, disk in disks]
+    monkeypatch.setattr(runner, "device_of", device_of)
     done = []
 
     def process(job):
@@ -184,8 +184,15 @@ def test_a_full_disk_stops_only_the_outputs_on_that_disk(tmp_path, monkeypatch):
 
     records = runner.run_batch(jobs, process, verb="testing", skip_existing=False,
                                record_of=lambda job: {"input": job.source.name})
+    return done, [record["status"] for record in records]
+
+
+def test_a_full_disk_stops_only_the_outputs_on_that_disk(tmp_path, monkeypatch):
+    """Outputs may go to several disks (exemplar --pairs with an output column): those on others go on."""
+    done, statuses = run_on_disks(monkeypatch, tmp_path, [("a", "full"), ("b", "other"), ("c", "full"), ("d", "other")],
+                                  lambda path: path.parent.name)
     assert done == ["a.png", "b.png", "d.png"]
-    assert [record["status"] for record in records] == ["failed", "ok", "failed", "ok"]
+    assert statuses == ["failed", "ok", "failed", "ok"]
 
 
 def test_an_output_folder_on_a_read_only_disk_says_so(tmp_path, monkeypatch):

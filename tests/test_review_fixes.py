@@ -123,24 +123,11 @@ def test_a_full_disk_does_not_stop_outputs_whose_disk_is_not_known(tmp_path, mon
     """Where the disk of the output that found it full could not be told (device_of gives None),
     every later output whose disk could not be told either was taken for one on that full disk,
     and not run."""
-    from i2icli.cli import runner
-    from i2icli.errors import DiskFullError
+    from test_batch_filesystems import run_on_disks
 
-    jobs = [FakeJob(tmp_path / f"{name}.png", tmp_path / disk / f"{name}.png")
-            for name, disk in [("a", "full"), ("b", "other")]]
-    monkeypatch.setattr(runner, "device_of", lambda path: None)
-    done = []
-
-    def process(job):
-        done.append(job.source.name)
-        if job.output.parent.name == "full":
-            raise DiskFullError(job.output, f"{job.output}: cannot write: No space left on device")
-        return {}, str(job.source), ""
-
-    records = runner.run_batch(jobs, process, verb="testing", skip_existing=False,
-                               record_of=lambda job: {"input": job.source.name})
+    done, statuses = run_on_disks(monkeypatch, tmp_path, [("a", "full"), ("b", "other")], lambda path: None)
     assert done == ["a.png", "b.png"]
-    assert [record["status"] for record in records] == ["failed", "ok"]
+    assert statuses == ["failed", "ok"]
 
 
 def test_outputs_whose_names_differ_only_in_how_accents_are_encoded_are_refused(tmp_path):
