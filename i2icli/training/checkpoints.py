@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,8 @@ import torch
 
 from i2icli.errors import I2IError, WeightsError
 from i2icli.imageio import replace_atomically
+
+from .checkpoint_files import CheckpointFiles
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -38,8 +39,6 @@ CHECKPOINT_FORMAT = "i2i-train"
 CHECKPOINT_FORMAT_VERSION = 1
 # Keys the loop owns at the top level of a checkpoint; the method's state_dict() fills the rest.
 RESERVED_KEYS = frozenset({"format", "format_version", "method", "config", "step", "settings", "trainer"})
-
-_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
 # --------------------------------------------------------------------------- the file
@@ -123,28 +122,8 @@ def _link_or_copy(source: Path) -> Callable[[Path], None]:
     return write
 
 
-class CheckpointFolder:
+class CheckpointFolder(CheckpointFiles):
     """step-NNNNNNN.pt files plus latest.pt, written atomically, pruned to the newest few."""
-
-    def __init__(self, folder: Path, keep: int):
-        self.folder, self.keep = folder, keep
-        self.latest = folder / "latest.pt"
-
-    def step_files(self) -> dict[int, Path]:
-        if not self.folder.is_dir():
-            return {}
-        found = {}
-        for path in self.folder.iterdir():
-            match = _STEP_FILE.match(path.name)
-            if match:
-                found[int(match.group(1))] = path
-        return found
-
-    def holds_a_run(self) -> bool:
-        return self.latest.exists() or bool(self.step_files())
-
-    def step_file(self, step: int) -> Path:
-        return self.folder / f"step-{step:07d}.pt"
 
     def save(self, payload: dict, step: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

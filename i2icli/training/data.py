@@ -1,4 +1,5 @@
-"""Training data: finding images in a folder, holding some out, and loading them as tensors.
+"""Training data: images loaded as tensors, from the files :mod:`i2icli.training.files` finds and holds out
+(named from here too).
 
 Datasets here are addressed by ``(index, flip)`` rather than by index alone: the training
 loop decides every random choice from its seed and step (see ``loop.batch_plan``), so a
@@ -16,9 +17,7 @@ What reading a file logs (a damaged JPEG, a TIFF's extra pages) travels the same
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,17 @@ import torch
 from torch.utils.data import Dataset
 
 from i2icli.errors import I2IError, InputError
-from i2icli.formats import IMAGE_SUFFIXES
 from i2icli.imageio import ImageOverPixelLimit, Picture, read_image
 from i2icli.pipelines.imagetensors import square_resize, to_tensor
+
+# Found apart from the datasets, without PyTorch; still named from here.
+from .files import (
+    find_images,
+    relative_name,
+    relative_names,
+    split_as_recorded,
+    split_held_out,
+)
 
 __all__ = [
     "find_images",
@@ -47,147 +54,6 @@ __all__ = [
     "fixed_batch",
     "readable_examples",
 ]
-
-
-# --------------------------------------------------------------------------- finding files
-
-
-def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
-    """Every image under ``root`` (recursively, hidden files and folders skipped, and the folder
-    ``exclude``: a run folder inside the data, whose sample grids are no training images), sorted
-    by relative path."""
-    root = Path(root)
-    skipped = os.path.realpath(exclude) if exclude is not None else None
-    if not root.exists():
-        raise InputError(root, "no such folder", "check the path to the training images")
-    if not root.is_dir():
-        raise InputError(root, "is a file, not a folder of training images", "pass the folder that holds the images")
-    found: list[tuple[str, Path]] = []
-    visited: set[tuple[int, int]] = set()
-    # Symlinked folders are followed (datasets are often linked in); the visited set stops loops.
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        info = os.stat(folder)
-        if (info.st_dev, info.st_ino) in visited:
-            dirs[:] = []
-            continue
-        visited.add((info.st_dev, info.st_ino))
-        dirs[:] = [name for name in dirs
-                   if not name.startswith(".") and os.path.realpath(os.path.join(folder, name)) != skipped]
-        runs = [name for name in dirs if _holds_a_run(os.path.join(folder, name))]
-        for name in runs:
-            # Not only this run's --out: an earlier run kept in the data folder has sample grids too.
-            logging.getLogger(__name__).warning("%s: holds a training run; its sample grids are left out of the "
-                                                "training images", os.path.join(folder, name))
-            dirs.remove(name)
-        for name in files:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            path = Path(folder) / name
-            if path.is_file():
-                found.append((path.relative_to(root).as_posix(), path))
-    if not found:
-        listed = ", ".join(IMAGE_SUFFIXES)
-        raise InputError(
-            root,
-            f"holds no training images (looked for {listed} in all subfolders; hidden files are skipped)",
-            "put the training images in this folder or pass another one",
-        )
-    return [path for _, path in sorted(found)]
-
-
-def _holds_a_run(folder: str) -> bool:
-    """Whether ``folder`` is a training run's: its samples/ beside its checkpoints/ or metrics.csv."""
-    return os.path.isdir(os.path.join(folder, "samples")) and (
-        os.path.isdir(os.path.join(folder, "checkpoints")) or os.path.isfile(os.path.join(folder, "metrics.csv")))
-
-
-def relative_name(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` (POSIX), or all of it when it is not below ``root``."""
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return Path(path).as_posix()
-
-
-def split_held_out(
-    files: list[Path], root: Path, held_out: float | int, seed: int, noun: str = "training image"
-) -> tuple[list[Path], list[Path]]:
-    """Split ``files`` into (train, held out); ``held_out`` is a fraction in [0, 1) or a count;
-    ``noun`` names what a file stands for in messages ("pair").
-
-    Each file is ranked by a hash of the seed and its path relative to ``root``, and the
-    lowest-ranked ones are held out. So the split does not depend on the order of
-    ``files``, and adding files to the folder never moves an old training file into the
-    held-out set unless the count grows. Both lists keep the order of ``files``.
-    """
-    root = Path(root)
-    total = len(files)
-    counted = f"{total} {noun}" if total == 1 else f"{total} {noun}s"
-    if isinstance(held_out, bool) or not isinstance(held_out, (int, float)):
-        raise TypeError(f"held_out must be a float fraction or an int count, got {held_out!r}")
-    if isinstance(held_out, float):
-        if not 0.0 <= held_out < 1.0:
-            raise I2IError(
-                f"cannot hold out {held_out} of the images: a fraction must be at least 0 and below 1",
-                "give a fraction such as 0.05, or a whole number of images",
-            )
-        count = int(held_out * total + 0.5)
-        if held_out > 0 and total >= 2:
-            count = max(1, count)
-        # A fraction is a wish, not a promise: it never takes the last training image.
-        count = min(count, max(total - 1, 0))
-        if held_out > 0 and count == 0:
-            raise InputError(
-                root,
-                f"has only {counted}: none can be held out for sample grids and still leave one to train on",
-                f"add more {noun}s, or hold none out (--held-out 0)",
-            )
-    else:
-        count = held_out
-        if count < 0:
-            raise I2IError(f"cannot hold out {count} images", "give 0 or more")
-        if count > 0 and count >= total:
-            raise InputError(
-                root,
-                f"has {counted}: holding out {count} would leave none to train on",
-                f"hold out fewer than {total}, or add more {noun}s",
-            )
-    # A name that is not UTF-8 (a file from an old archive) is hashed as the bytes it has on disk;
-    # every other name hashes as before, so existing splits do not move.
-    ranked = sorted(
-        files,
-        key=lambda path: hashlib.sha256(f"{seed}:{relative_name(path, root)}".encode("utf-8", "surrogateescape")).hexdigest(),
-    )
-    chosen = set(ranked[:count])
-    train = [path for path in files if path not in chosen]
-    held = [path for path in files if path in chosen]
-    return train, held
-
-
-def relative_names(files: list[Path], root: Path) -> list[str]:
-    """``files`` as paths relative to ``root`` (POSIX): what a run records of its held-out files."""
-    return [relative_name(path, root) for path in files]
-
-
-def split_as_recorded(files: list[Path], root: Path, held_out_names: list[str]) -> tuple[list[Path], list[Path], list[str]]:
-    """(train, held out, missing): a run's own split, from the held-out files it recorded when it
-    started (paths relative to ``root``, see :func:`relative_names`).
-
-    :func:`split_held_out` on a folder that has grown since would hold out other files (a
-    fraction grows with the folder), some of which the run trained on; a recorded split does
-    not move. Files added since are training files; ``missing`` names recorded held-out files
-    that are no longer there. Both lists keep the order of ``files``.
-    """
-    recorded = set(held_out_names)
-    present = set()
-    train, held = [], []
-    for path, name in zip(files, relative_names(files, root)):
-        if name in recorded:
-            held.append(path)
-            present.add(name)
-        else:
-            train.append(path)
-    return train, held, [name for name in held_out_names if name not in present]
 
 
 # --------------------------------------------------------------------------- loading

@@ -16,13 +16,10 @@ import torch
 from i2icli.errors import I2IError, InputError
 from i2icli.imageio import read_image
 
-from .data import (
-    TrainingDataset,
-    find_images,
-    load_training_image,
-    read_training_file,
-    relative_name,
-)
+from .data import TrainingDataset, load_training_image, read_training_file
+
+# Found apart from the datasets, without PyTorch; still named from here.
+from .files import find_pairs, pairs_of_other_shapes
 
 __all__ = [
     "LABEL_MAPS_CHECKED",
@@ -31,90 +28,6 @@ __all__ = [
     "label_map_notes",
     "pairs_of_other_shapes",
 ]
-
-
-# --------------------------------------------------------------------------- pairing files
-
-
-def _name(path: Path, root: Path) -> str:
-    """What pairs a file: its path below ``root`` without the suffix."""
-    return Path(relative_name(path, root)).with_suffix("").as_posix()
-
-
-def _by_name(files: list[Path], root: Path) -> tuple[dict[str, Path], list[Path]]:
-    """``files`` by :func:`_name`, and those left out because another file has the same name
-    (labels/000.png and labels/000.bmp). Of such files the one whose suffix sorts last is kept
-    (.png over .bmp and .jpg): the choice does not depend on the order the folder lists them in."""
-    chosen: dict[str, Path] = {}
-    for path in sorted(files, key=lambda path: relative_name(path, root)):
-        chosen[_name(path, root)] = path  # a later suffix replaces an earlier one
-    kept = set(chosen.values())
-    return chosen, [path for path in files if path not in kept]
-
-
-def find_pairs(labels_root: Path, photos_root: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(label map, photo) pairs whose paths below their folders match without the suffix
-    (``labels/12.png`` with ``photos/12.jpg``), sorted; and notes on files left out: those without
-    a partner, and those whose name another file of the same folder has with another suffix (see
-    :func:`_by_name`).
-
-    Raises InputError when nothing pairs up, naming both folders and an example of each side.
-    """
-    labels, dropped_labels = _by_name(find_images(labels_root), labels_root)
-    photos, dropped_photos = _by_name(find_images(photos_root), photos_root)
-    shared = sorted(set(labels) & set(photos))
-    if not shared:
-        raise InputError(
-            labels_root,
-            f"no label map here has a photo of the same name in {photos_root} "
-            f"(e.g. {next(iter(labels))} here, {next(iter(photos))} there)",
-            "name each label map like its photo (labels/12.png for photos/12.jpg)",
-        )
-    notes = []
-    left_out = [f"{root.name}/{relative_name(path, root)} ({chosen[_name(path, root)].name} is used)"
-                for root, chosen, dropped in ((labels_root, labels, dropped_labels), (photos_root, photos, dropped_photos))
-                for path in dropped]
-    if left_out:
-        more = f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
-        notes.append(f"{len(left_out)} file{'s' if len(left_out) > 1 else ''} left out, each for a file of the same name "
-                     f"whose suffix sorts later: {', '.join(left_out[:3])}{more}")
-    for side, names, root in (("label maps", labels, labels_root), ("photos", photos, photos_root)):
-        alone = sorted(set(names) - set(shared))
-        if alone:
-            one = len(alone) == 1
-            notes.append(f"{len(alone)} {side[:-1] if one else side} in {root} {'has' if one else 'have'} no partner "
-                         f"and {'is' if one else 'are'} not used (e.g. {alone[0]})")
-    return [(labels[name], photos[name]) for name in shared], notes
-
-
-def _upright_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) of an image as shown (EXIF orientation applied), from its header only; None
-    for a file that cannot be read (the dataset reports it when it comes to load it)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            quarter_turn = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except (OSError, ValueError, SyntaxError):  # Pillow's header parsers raise all three
-        return None
-    return (height, width) if quarter_turn else (width, height)
-
-
-def pairs_of_other_shapes(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path, tuple[int, int], tuple[int, int]]]:
-    """The pairs whose label map and photo have different aspect ratios (beyond 1%, which a pixel
-    of rounding makes), with both sizes. Each is cropped to its centred square, so such a pair
-    shows different parts of the scene on its two sides."""
-    found = []
-    for label, photo in pairs:
-        label_size, photo_size = _upright_size(label), _upright_size(photo)
-        if label_size is None or photo_size is None:
-            continue
-        label_ratio, photo_ratio = label_size[0] / label_size[1], photo_size[0] / photo_size[1]
-        if abs(label_ratio - photo_ratio) > 0.01 * photo_ratio:
-            found.append((label, photo, label_size, photo_size))
-    return found
-
 
 
 # --------------------------------------------------------------------------- checking the label maps

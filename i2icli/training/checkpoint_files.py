@@ -1,0 +1,36 @@
+"""The files of a run's checkpoints/ folder, named and listed without PyTorch: a training command
+refuses to start a new run over an old one before it imports PyTorch, which takes seconds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+__all__ = ["CheckpointFiles"]
+
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+class CheckpointFiles:
+    """A run's checkpoints/ folder as files: step-NNNNNNN.pt plus latest.pt (see
+    :class:`~i2icli.training.checkpoints.CheckpointFolder`, which writes and reads them)."""
+
+    def __init__(self, folder: Path, keep: int):
+        self.folder, self.keep = folder, keep
+        self.latest = folder / "latest.pt"
+
+    def step_files(self) -> dict[int, Path]:
+        if not self.folder.is_dir():
+            return {}
+        found = {}
+        for path in self.folder.iterdir():
+            match = _STEP_FILE.match(path.name)
+            if match:
+                found[int(match.group(1))] = path
+        return found
+
+    def holds_a_run(self) -> bool:
+        return self.latest.exists() or bool(self.step_files())
+
+    def step_file(self, step: int) -> Path:
+        return self.folder / f"step-{step:07d}.pt"
