@@ -81,3 +81,44 @@ def test_other_commands_plan_without_torch(args: list[str], said: str, tmp_path:
 def test_invert_previews_default_feature_networks_without_torch(tmp_path: Path):
     imported, done = heavy_modules_imported(["invert", str(OLD_PHOTO), str(OLD_PHOTO), "--dry-run"], tmp_path)
     assert "torch" not in imported, done.stderr
+
+
+def _training_inputs(folder: Path) -> None:
+    """Tiny training folders the refusals below name."""
+    for name in ("images/a.png", "pairs/labels/a.png", "pairs/photos/a.png", "unpaired/labels/a.png",
+                 "unpaired/photos/b.png"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16)).save(folder / name)
+    (folder / "empty").mkdir()
+    (folder / "a-file").write_bytes(b"")
+    (folder / "old-run" / "checkpoints").mkdir(parents=True)
+    (folder / "old-run" / "checkpoints" / "latest.pt").write_bytes(b"")
+
+
+@pytest.mark.parametrize("args, said", [
+    (["train", "translate-lr", "missing"], "missing: no such folder"),
+    (["train", "translate-lr", "empty"], "holds no training images"),
+    (["train", "translate-lr", "images", "--out", "a-file"], "a-file: is a file, not a folder"),
+    (["train", "translate-lr", "images", "--out", "empty", "--resume"], "no training run to resume"),
+    (["train", "translate-lr", "images", "--out", "old-run"], "already holds a training run"),
+    (["train", "translate-lr", "images", "--batch-size", "3"], "--batch-size 3: must be even"),
+    (["train", "translate-lr", "images", "--held-out", "x"], "--held-out x: give a fraction"),
+    (["train", "translate-lr", "images", "--held-out", "1"], "holding out 1 would leave none to train on"),
+    (["train", "paired", "missing", "--edges"], "missing: no such folder"),
+    (["train", "paired", "empty", "--edges"], "has no label maps folder"),
+    (["train", "paired", "unpaired", "--edges"], "no label map here has a photo of the same name"),
+    (["train", "paired", "pairs"], "say what the label maps are"),
+    (["train", "paired", "pairs", "--edges", "--size", "100000"], "--size 100000"),
+    (["train", "paired", "pairs", "--edges", "--out", "a-file"], "a-file: is a file, not a folder"),
+    (["train", "paired", "pairs", "--edges", "--out", "empty", "--resume"], "no training run to resume"),
+    (["train", "paired", "pairs", "--edges", "--out", "old-run"], "already holds a training run"),
+    (["train", "paired", "pairs", "--edges", "--held-out", "x"], "--held-out x: give a fraction"),
+])
+def test_training_refuses_without_torch(args: list[str], said: str, tmp_path: Path):
+    _training_inputs(tmp_path)
+    imported, done = heavy_modules_imported(args, tmp_path)
+    assert done.returncode != 0
+    assert "torch" not in imported, done.stderr
+    assert done.stderr.count("Traceback") == 0, done.stderr
+    assert said in done.stderr, done.stderr
+

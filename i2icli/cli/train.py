@@ -47,8 +47,10 @@ from i2icli.cli.train_common import (
     WorkersOption,
     check_training_size,
     counted,
+    device_checked_first,
     evaluation_metrics,
     held_out_amount,
+    picked_device,
     refuse_a_folder_as_checkpoint,
     refuse_another_method,
     resume_point,
@@ -119,19 +121,14 @@ def translate_lr(
     --resume continues exactly where it stopped. `i2i translate-lr --checkpoint OUT` uses the result.
     """
 
-    from i2icli.pipelines.devices import pick_device
-    from i2icli.training import data
-    from i2icli.training.translate_lr import (
-        METHOD_NAME,
-        LRTrainingOptions,
-        TranslateLRTraining,
-        default_cycle_weight,
-    )
+    from i2icli.pipelines.translate_lr_plan import METHOD_NAME
+    from i2icli.training import files
 
     warn_of_options_for_the_other_mode(context, eval_, shared=("out", "device", "as_json"))
-    torch_device = pick_device(device)
+    device_named = device_checked_first(device)
     if eval_:
-        _evaluate(data_dir, out, eval_checkpoint, eval_targets, fid_model, lpips_backbone, torch_device, as_json)
+        _evaluate(data_dir, out, eval_checkpoint, eval_targets, fid_model, lpips_backbone, picked_device(device, device_named),
+                  as_json)
         raise typer.Exit(EXIT_OK)
     if batch_size % 2:
         raise usage_error(f"--batch-size {batch_size}: must be even (the batch is split into two halves)")
@@ -140,6 +137,8 @@ def translate_lr(
         # The run's sample grids would be written among the photos and trained on after a resume.
         raise usage_error(f"--out {out}: the run folder cannot be the data folder, whose images are all used for "
                           "training; choose another --out (a sub-folder is fine: it is left out)")
+    # What needs no PyTorch is checked before it is imported (seconds): the run folder, the options
+    # and the data folder. A resumed run's options come from its checkpoint, which PyTorch reads.
     resume_spec, stored = resume_point(out, resume, resume_from, METHOD_NAME)
     if stored is not None:
         method = _method_from_checkpoint(stored)
@@ -149,9 +148,23 @@ def translate_lr(
         console.print(f"resuming {plain(out)} at step {stored['step']} [dim](hr {method.model_config.hr_size}, "
                       f"lr {method.model_config.lr_size}, batch {batch_size}, seed {seed})[/]")
     else:
-        from i2icli.archs.lr_conditioned import LRTranslatorConfig
-
         check_training_size(hr_size, "--hr-size")
+        data_settings = {"hr_size": hr_size, "held_out": held_out_amount(held_out)}
+        _refuse_a_run_folder_among_the_photos(out, data_dir)
+
+    train_files, held_files = run_split(files.find_images(data_dir, exclude=out), data_dir, data_settings, seed,
+                                        noun="image")
+    torch_device = picked_device(device, device_named)
+    from i2icli.training import data
+
+    if stored is None:
+        from i2icli.archs.lr_conditioned import LRTranslatorConfig
+        from i2icli.training.translate_lr import (
+            LRTrainingOptions,
+            TranslateLRTraining,
+            default_cycle_weight,
+        )
+
         try:
             model = LRTranslatorConfig(hr_size=hr_size, lr_size=lr_size, max_channels=max_channels, base_channels=base_channels,
                                        disc_base_channels=disc_channels, disc_max_channels=disc_max_channels)
@@ -161,14 +174,8 @@ def translate_lr(
             cycle_weight=default_cycle_weight(hr_size) if cycle_weight is None else cycle_weight, r1_gamma=r1_gamma,
             generator_lr=g_lr, discriminator_lr=d_lr, ema_decay=ema_decay,
         )
-        data_settings = {"hr_size": hr_size, "held_out": held_out_amount(held_out)}
-        _refuse_a_run_folder_among_the_photos(out, data_dir)
-
-    files = data.find_images(data_dir, exclude=out)
-    train_files, held_files = run_split(files, data_dir, data_settings, seed, noun="image")
-    if stored is None:
         # The run keeps its held-out images by name: a folder that grows later does not change them.
-        data_settings["held_out_files"] = data.relative_names(held_files, data_dir)
+        data_settings["held_out_files"] = files.relative_names(held_files, data_dir)
         if len(held_files) == 1:
             # Said now: once the run has trained, only a new run can hold out more.
             warn("only 1 image is held out: --eval translates held-out images to each other and needs two "
@@ -192,12 +199,12 @@ def _refuse_a_run_folder_among_the_photos(out: Path, data_dir: Path) -> None:
     without a word."""
     from i2icli.batch import is_inside
     from i2icli.errors import InputError
-    from i2icli.training import data
+    from i2icli.training import files
 
     if not out.is_dir() or not is_inside(out, data_dir):
         return
     try:
-        photos = data.find_images(out, exclude=out / "samples")  # an earlier session's grids are no photos
+        photos = files.find_images(out, exclude=out / "samples")  # an earlier session's grids are no photos
     except InputError:  # none there: a fine place for the run
         return
     raise usage_error(f"--out {out}: holds {counted(len(photos), 'image')} of the data folder (e.g. {photos[0]}), which "

@@ -159,18 +159,18 @@ def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed
     ``trained_on`` (their training-set size, for --eval) lets a warning say when that split cannot
     be theirs. Unless ``evaluating``, a folder that holds none of the run's training files is
     refused."""
-    from i2icli.training import data
+    from i2icli.training.files import split_as_recorded, split_held_out
 
     recorded = data_settings.get("held_out_files")
     if recorded is None:
-        train, held = data.split_held_out(files, root, data_settings["held_out"], seed,
-                                          noun="pair" if noun == "pair" else "training image")
+        train, held = split_held_out(files, root, data_settings["held_out"], seed,
+                                     noun="pair" if noun == "pair" else "training image")
         if trained_on is not None and trained_on != len(train):
             warn(f"{root} has {counted(len(files), noun)} now and the run trained on {trained_on} (besides those it "
                  "held out): it recorded no held-out list, so they are chosen again from today's folder and the "
                  f"held-out scores may include {noun}s it trained on")
         return train, held
-    train, held, missing = data.split_as_recorded(files, root, list(recorded))
+    train, held, missing = split_as_recorded(files, root, list(recorded))
     if not train and not evaluating:
         # Every file here is one the run holds out: there is nothing it may train on.
         raise I2IError(f"{root}: holds only the run's {counted(len(held), f'held-out {noun}')}, none to train on",
@@ -181,10 +181,42 @@ def run_split(files: list[Path], root: Path, data_settings: dict[str, Any], seed
     return train, held
 
 
+def device_always_present(device: str) -> bool:
+    """Whether --device names a device every machine has (auto falls back to the CPU). Only another
+    one's absence takes PyTorch to find out: for these, checks that need no PyTorch may come first
+    without changing which error a command ends with."""
+    return device in ("auto", "cpu")
+
+
+def refuse_a_missing_run(source: Any, device: str) -> None:
+    """Refuse a trained model's checkpoint that is not there (a mistyped run folder; ``source``, a
+    ``weights.CheckpointSource``) before PyTorch is imported, with the error loading it would end
+    with. A device the machine may lack is checked before the checkpoint when the model loads, so
+    for such a device this leaves both to the loading, in that order."""
+    if source.status == "missing" and device_always_present(device):
+        raise source.error
+
+
+def device_checked_first(device: str) -> Any:
+    """--device as a torch device, picked now when the machine may lack it (cuda, mps) so that its
+    error comes before any other, as it always has; None for auto and cpu, which
+    :func:`picked_device` picks once the checks that need no PyTorch have passed."""
+    return None if device_always_present(device) else picked_device(device)
+
+
+def picked_device(device: str, checked_first: Any = None) -> Any:
+    """The torch device for --device: ``checked_first`` (from :func:`device_checked_first`) when it was picked already."""
+    if checked_first is not None:
+        return checked_first
+    from i2icli.pipelines.devices import pick_device
+
+    return pick_device(device)
+
+
 def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name: str) -> tuple[bool | Path, dict | None]:
     """What --resume / --resume-from ask of ``loop.train``, and the checkpoint they name (checked to
     come from ``method_name``); ``(False, None)`` for a new run."""
-    from i2icli.training import checkpoints, run_folder
+    from i2icli.training import run_folder
 
     check_output_folder(out, option="--out")  # before the data is searched and any model is built
     spec: bool | Path = resume_from if resume_from is not None else resume
@@ -196,6 +228,9 @@ def resume_point(out: Path, resume: bool, resume_from: Path | None, method_name:
         raise I2IError(f"{out}: no training run to resume (no checkpoints/latest.pt)",
                        "start a new run without --resume, or name a checkpoint file with --resume-from")
     refuse_a_folder_as_checkpoint(resume_from, "--resume-from")
+    # PyTorch reads the checkpoint: imported only once the checks above have passed.
+    from i2icli.training import checkpoints
+
     path = resume_from or out / "checkpoints" / "latest.pt"
     stored = checkpoints.load_training_checkpoint(path)
     refuse_another_method(stored, path, method_name, "resume it with the command that wrote it")

@@ -47,8 +47,10 @@ from i2icli.cli.train_common import (
     WorkersOption,
     check_training_size,
     counted,
+    device_checked_first,
     evaluation_metrics,
     held_out_amount,
+    picked_device,
     refuse_a_folder_as_checkpoint,
     refuse_another_method,
     resume_point,
@@ -132,21 +134,22 @@ def paired(
     with per-pixel noise, trained only through the adversarial loss on their sum. Ctrl-C saves a
     checkpoint; --resume continues exactly where it stopped. `i2i paired --checkpoint OUT` uses it.
     """
-    from i2icli.pipelines.devices import pick_device
     from i2icli.pipelines.paired_plan import METHOD_NAME
-    from i2icli.training import data, paired_data
 
     warn_of_options_for_the_other_mode(context, eval_, shared=("out", "labels", "photos", "device", "as_json"))
-    torch_device = pick_device(device)
+    device_named = device_checked_first(device)
     if eval_:
         if eval_style not in ("photo", "mean"):
             raise usage_error(f"--eval-style {eval_style}: give 'photo' or 'mean'")
         _evaluate(data_dir, labels, photos, out, eval_checkpoint, eval_style, spectrum, fid_model, lpips_backbone,
-                  torch_device, as_json)
+                  picked_device(device, device_named), as_json)
         raise typer.Exit(EXIT_OK)
 
+    # What needs no PyTorch is checked before it is imported (seconds): the run folder, the options
+    # and the data folder. A resumed run's options come from its checkpoint, which PyTorch reads.
     resume_spec, stored = resume_point(out, resume, resume_from, METHOD_NAME)
     if stored is not None:
+        torch_device = picked_device(device, device_named)
         method = _method_from_checkpoint(stored, torch_device, vgg if given_on_command_line(context, "vgg") else None)
         warn_of_options_the_run_keeps(context, stored, honoured=("vgg",) if method.options.vgg_weight > 0 else ())
         seed, batch_size = stored["settings"]["seed"], stored["settings"]["batch_size"]
@@ -159,6 +162,14 @@ def paired(
         if edges and edge_channels not in (1, 3):
             raise usage_error(f"--edge-channels {edge_channels}: edge images have 1 or 3 channels")
         check_training_size(size, "--size")
+        data_settings = {"held_out": held_out_amount(held_out), "vgg": vgg}
+
+    pairs, label_root = _pairs(data_dir, labels, photos)
+    train_pairs, held_pairs = _split(pairs, label_root, data_settings, seed)
+    torch_device = picked_device(device, device_named)
+    from i2icli.training import data, paired_data
+
+    if stored is None:
         from i2icli.archs.grit import GRITConfig
         from i2icli.training.paired import PairedTraining, PairedTrainingOptions
 
@@ -173,10 +184,6 @@ def paired(
             raise usage_error(str(error)) from None
         options = PairedTrainingOptions(l1_weight=l1_weight, vgg_weight=vgg_weight, generator_lr=g_lr,
                                         discriminator_lr=d_lr, ema_decay=ema_decay)
-        data_settings = {"held_out": held_out_amount(held_out), "vgg": vgg}
-
-    pairs, label_root = _pairs(data_dir, labels, photos)
-    train_pairs, held_pairs = _split(pairs, label_root, data_settings, seed)
     config = model if stored is None else method.model_config
     # Before the networks (and a VGG-19) are made: label maps the model cannot read as meant are
     # named, or the run refused, now rather than after hours of training.
@@ -219,11 +226,11 @@ def _folders(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[
 def _pairs(data_dir: Path, labels: Path | None, photos: Path | None) -> tuple[list[tuple[Path, Path]], Path]:
     """The (label map, photo) pairs of the data folder, and the label maps' folder (which the
     split names them relative to)."""
-    from i2icli.training import paired_data
+    from i2icli.training import files
 
     label_root, photo_root = _folders(data_dir, labels, photos)
-    pairs, notes = paired_data.find_pairs(label_root, photo_root)
-    mismatched = paired_data.pairs_of_other_shapes(pairs)
+    pairs, notes = files.find_pairs(label_root, photo_root)
+    mismatched = files.pairs_of_other_shapes(pairs)
     if mismatched:
         label, photo, (lw, lh), (pw, ph) = mismatched[0]
         notes.append(f"{len(mismatched)} of the {len(pairs)} pairs {'has' if len(mismatched) == 1 else 'have'} a label "
