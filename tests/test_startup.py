@@ -122,3 +122,28 @@ def test_training_refuses_without_torch(args: list[str], said: str, tmp_path: Pa
     assert done.stderr.count("Traceback") == 0, done.stderr
     assert said in done.stderr, done.stderr
 
+
+@pytest.mark.parametrize("args", [
+    ["paired", "label.png", "-c", "no-run"],
+    ["paired", "label.png", "-c", "no-run", "--device", "cpu"],
+    ["translate-lr", str(OLD_PHOTO), str(OLD_PHOTO), "-c", "no-run", "-o", "out.png"],
+])
+def test_a_missing_run_is_refused_without_torch(args: list[str], tmp_path: Path):
+    _inputs(tmp_path)
+    imported, done = heavy_modules_imported(args, tmp_path)
+    assert done.returncode != 0
+    assert "torch" not in imported, done.stderr
+    assert done.stderr.count("Traceback") == 0, done.stderr
+    assert "no-run: no such checkpoint file or run folder" in done.stderr, done.stderr
+
+
+def test_a_device_the_machine_may_lack_is_still_named_before_a_missing_run(tmp_path: Path):
+    """The order of errors stays: loading the model checks --device before the checkpoint."""
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has the device")
+    _inputs(tmp_path)
+    _, done = heavy_modules_imported(["paired", "label.png", "-c", "no-run", "--device", "cuda"], tmp_path)
+    assert "no CUDA GPU is available" in done.stderr, done.stderr

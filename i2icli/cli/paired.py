@@ -43,6 +43,7 @@ from i2icli.cli.runner import (
     run_batch,
     will_run,
 )
+from i2icli.cli.train_common import refuse_a_missing_run
 from i2icli.errors import InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS
 from i2icli.pipelines import memory_hints
@@ -193,6 +194,7 @@ def paired(
     translator: Any = None
     style_code = None
     if any(will_run(job, skip_existing=skip_existing) for job in jobs):  # else no model is loaded, nor PyTorch imported
+        refuse_a_missing_run(_checkpoint_source(checkpoint), device)  # before PyTorch is imported
         from i2icli.pipelines.paired import PairedTranslator
 
         try:

@@ -44,6 +44,7 @@ from i2icli.cli.runner import (
     run_batch,
     will_run,
 )
+from i2icli.cli.train_common import refuse_a_missing_run
 from i2icli.errors import I2IError
 from i2icli.formats import DEFAULT_MAX_PIXELS
 from i2icli.pipelines import memory_hints
@@ -148,6 +149,7 @@ def translate_lr(
     translator: Any = None
     # Else PyTorch is not even imported: a batch of missing files fails at once.
     if grid_needs_model or any(will_run(job, skip_existing=skip_existing) for job in jobs):
+        refuse_a_missing_run(_checkpoints(checkpoint, detector, align_faces=False)[0][1], device)  # before PyTorch is imported
         from i2icli.pipelines.translate_lr import LRTranslator
 
         try:
