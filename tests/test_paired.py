@@ -23,7 +23,7 @@ from i2icli.imageio import Picture, read_image
 from i2icli.pipelines.paired import PairedTranslator, generator_from_checkpoint
 from i2icli.pipelines.spectrum import frequencies, high_frequency_share, plot_spectra, radial_power_spectrum
 from i2icli.semantics.labelmaps import class_indices, label_colours, one_hot, square_label_channels
-from i2icli.training import paired_data
+from i2icli.training import files, paired_data
 from i2icli.training.checkpoints import load_training_checkpoint
 from i2icli.training.paired import (
     PairedTraining,
@@ -241,7 +241,7 @@ def test_edges_follow_the_model_channels():
 def test_pairs_match_by_name_and_flip_together(tmp_path):
     root = write_pairs(tmp_path, 3, size=48)
     (root / "labels" / "lonely.png").write_bytes((root / "labels" / "000.png").read_bytes())
-    pairs, notes = paired_data.find_pairs(root / "labels", root / "photos")
+    pairs, notes = files.find_pairs(root / "labels", root / "photos")
     assert [label.stem for label, _ in pairs] == ["000", "001", "002"]
     assert all(label.stem == photo.stem for label, photo in pairs)
     assert notes == [f"1 label map in {root / 'labels'} has no partner and is not used (e.g. lonely)"]
@@ -258,7 +258,7 @@ def test_pairs_match_by_name_and_flip_together(tmp_path):
     # warning names the other.
     cv2.imwrite(str(root / "labels" / "000.bmp"), np.zeros((48, 48), np.uint8))
     (root / "photos" / "002.jpg").write_bytes((root / "photos" / "001.png").read_bytes())
-    pairs, notes = paired_data.find_pairs(root / "labels", root / "photos")
+    pairs, notes = files.find_pairs(root / "labels", root / "photos")
     assert [(label.name, photo.name) for label, photo in pairs] == [("000.png", "000.png"), ("001.png", "001.png"),
                                                                     ("002.png", "002.png")]
     assert notes[0] == ("2 files left out, each for a file of the same name whose suffix sorts later: "
@@ -267,7 +267,7 @@ def test_pairs_match_by_name_and_flip_together(tmp_path):
     with pytest.raises(InputError, match="no label map here has a photo"):
         (tmp_path / "other").mkdir()
         cv2.imwrite(str(tmp_path / "other" / "zzz.png"), np.zeros((4, 4), np.uint8))
-        paired_data.find_pairs(tmp_path / "other", root / "photos")
+        files.find_pairs(tmp_path / "other", root / "photos")
 
 
 # --------------------------------------------------------------------------- spectra and metrics

@@ -16,14 +16,11 @@ from i2icli.training import paired_data
 from i2icli.training.data import (
     ImageFolderDataset,
     collate_images,
-    find_images,
     fixed_batch,
     load_training_image,
     readable_examples,
-    relative_names,
-    split_as_recorded,
-    split_held_out,
 )
+from i2icli.training.files import find_images, relative_names, split_as_recorded, split_held_out
 from i2icli.training.paired_data import label_map_notes
 
 

@@ -19,7 +19,8 @@ from torch import nn
 from i2icli.errors import I2IError, WeightsError
 from i2icli.imageio import read_image
 from i2icli.training.checkpoints import load_training_checkpoint, method_state
-from i2icli.training.data import ImageFolderDataset, find_images, fixed_batch
+from i2icli.training.data import ImageFolderDataset, fixed_batch
+from i2icli.training.files import find_images
 from i2icli.training.loop import (
     PlannedBatchSampler,
     TrainingSettings,

@@ -29,7 +29,7 @@ from i2icli.pipelines.translate_lr import (
     project_to_target,
     quantise,
 )
-from i2icli.training import data
+from i2icli.training import files
 from i2icli.training.checkpoints import load_training_checkpoint
 from i2icli.training.translate_lr import LRTrainingOptions, TranslateLRTraining, evaluate
 
@@ -524,8 +524,8 @@ def test_training_folder_problems_are_clear(tmp_path):
 
 
 def test_dataset_split_is_what_eval_uses(run):
-    files = data.find_images(run["data"])
-    train, held = data.split_held_out(files, run["data"], 3, 0)
+    images = files.find_images(run["data"])
+    train, held = files.split_held_out(images, run["data"], 3, 0)
     assert len(held) == 3 and not set(train) & set(held)
 
 

@@ -223,7 +223,7 @@ def _method_from_checkpoint(stored: dict[str, Any]) -> Any:
 def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, fid_model: str, lpips_backbone: str,
               device: Any, as_json: bool) -> None:
     from i2icli.pipelines.translate_lr import generator_from_checkpoint
-    from i2icli.training import checkpoints, data
+    from i2icli.training import checkpoints, data, files
     from i2icli.training.translate_lr import METHOD_NAME, evaluate
 
     refuse_a_folder_as_checkpoint(checkpoint, "--eval-checkpoint")
@@ -232,8 +232,8 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
     generator, config = generator_from_checkpoint(stored)
     data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}
-    files = data.find_images(data_dir, exclude=out)
-    _, held_files = run_split(files, data_dir, data_settings, stored["settings"]["seed"], noun="image",
+    images = files.find_images(data_dir, exclude=out)
+    _, held_files = run_split(images, data_dir, data_settings, stored["settings"]["seed"], noun="image",
                               trained_on=stored["settings"].get("dataset_size"), evaluating=True)
     if not held_files and data_settings.get("held_out_files"):
         recorded = counted(len(data_settings["held_out_files"]), "held-out image")

@@ -167,7 +167,7 @@ def paired(
     pairs, label_root = _pairs(data_dir, labels, photos)
     train_pairs, held_pairs = _split(pairs, label_root, data_settings, seed)
     torch_device = picked_device(device, device_named)
-    from i2icli.training import data, paired_data
+    from i2icli.training import data, files, paired_data
 
     if stored is None:
         from i2icli.archs.grit import GRITConfig
@@ -190,7 +190,7 @@ def paired(
     _check_label_maps(pairs, train_pairs, label_root, config, may_refuse=stored is None)
     if stored is None:
         # The run keeps its held-out pairs by name: a folder that grows later does not change them.
-        data_settings["held_out_files"] = data.relative_names([label for label, _ in held_pairs], label_root)
+        data_settings["held_out_files"] = files.relative_names([label for label, _ in held_pairs], label_root)
         method = PairedTraining(model, options, seed=seed, data=data_settings,
                                 vgg=_load_vgg(vgg, torch_device) if vgg_weight > 0 else None)
     dataset = paired_data.PairedDataset(train_pairs, config.image_size, config.input_kind, config.input_channels)

@@ -29,21 +29,7 @@ from i2icli.errors import I2IError, InputError
 from i2icli.imageio import ImageOverPixelLimit, Picture, read_image
 from i2icli.pipelines.imagetensors import square_resize, to_tensor
 
-# Found apart from the datasets, without PyTorch; still named from here.
-from .files import (
-    find_images,
-    relative_name,
-    relative_names,
-    split_as_recorded,
-    split_held_out,
-)
-
 __all__ = [
-    "find_images",
-    "split_held_out",
-    "relative_name",
-    "relative_names",
-    "split_as_recorded",
     "load_training_image",
     "read_training_file",
     "ReadingNote",

@@ -19,14 +19,11 @@ from i2icli.imageio import read_image
 from .data import TrainingDataset, load_training_image, read_training_file
 
 # Found apart from the datasets, without PyTorch; still named from here.
-from .files import find_pairs, pairs_of_other_shapes
 
 __all__ = [
     "LABEL_MAPS_CHECKED",
     "PairedDataset",
-    "find_pairs",
     "label_map_notes",
-    "pairs_of_other_shapes",
 ]
 
 
