@@ -502,6 +502,9 @@ def test_working_sizes_that_are_not_whole_numbers_are_refused_at_load(tmp_path):
     """64.0 passed the multiple-of check and failed later in a resize; 8.5 became the working size."""
     with pytest.raises(ValueError, match="--size 64.0: this model needs a multiple of"):
         PairedTranslator.load(_tiny_paired_checkpoint(tmp_path / "grit.pt"), size=64.0, device="cpu")
+    for no_size in (0, False):  # were taken for "the training size"
+        with pytest.raises(ValueError, match=f"--size {no_size}: this model needs a multiple of"):
+            PairedTranslator.load(tmp_path / "grit.pt", size=no_size, device="cpu")
     lr_checkpoint = tmp_path / "lr.pt"
     torch.save(LRConditionedGenerator(TINY_LR).state_dict(), lr_checkpoint)
     with pytest.raises(ValueError, match="--lr-size 8.5 is not a whole number from 4 to 32"):

@@ -92,7 +92,7 @@ class PairedTranslator:
         self.per_pass = per_pass or samples_per_pass(device)
         self.config = config
         self.device = device
-        self.size = size or config.image_size
+        self.size = config.image_size if size is None else size  # 0 is refused, not the default
         multiple = config.size_multiple
         if not is_whole(self.size) or self.size % multiple or self.size < 2 * multiple:
             raise ValueError(f"--size {self.size}: this model needs a multiple of {multiple} of at least {2 * multiple}")
