@@ -511,3 +511,14 @@ def test_working_sizes_that_are_not_whole_numbers_are_refused_at_load(tmp_path):
         LRTranslator.load(lr_checkpoint, lr_size=8.5, device="cpu")
     with pytest.raises(ValueError, match="--lr-size 64 is not a whole number from 4 to 32"):
         LRTranslator.load(lr_checkpoint, lr_size=64, device="cpu")
+
+
+@pytest.mark.parametrize("label_nc", [True, 0, 2.0, "3"])
+def test_read_pair_refuses_a_class_count_that_is_not_a_whole_number(tmp_path, label_nc):
+    """True was taken for one class by a model of one input channel."""
+    from test_exemplar_cli import _pose
+
+    pipeline = _exemplar_pipeline(tmp_path / "cocosnet")
+    with pytest.raises(ValueError, match=f"label_nc must be a whole number of at least 1; got {label_nc!r}"):
+        pipeline.read_pair(_pose(tmp_path / "target.json", 5), _photo(0, 110, 75), _pose(tmp_path / "model.json"),
+                           label_nc=label_nc)

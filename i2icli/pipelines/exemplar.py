@@ -187,6 +187,8 @@ class ExemplarPipeline:
     ) -> Semantics:
         """A pose file, label map or edge map at this pipeline's size and channel count (``picture``:
         the map already read, from standard input say; ``path`` then only names it)."""
+        if label_nc is not None:
+            check_whole("label_nc", label_nc, 1)
         return load_semantics(path, size=self.settings.size, channels=self.semantic_channels, frame=frame,
                               label_nc=label_nc, max_pixels=max_pixels, picture=picture)
 
