@@ -25,55 +25,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-MIN_LR_SIZE = 4
-MAX_LR_SIZE = 32
+# The configuration needs no PyTorch, so that commands can check it before importing it.
+from i2icli.archs.lr_conditioned_config import (
+    MAX_LR_SIZE,
+    MIN_LR_SIZE,
+    LRTranslatorConfig,
+)
+
 _PONO_EPS = 1e-5
 _SQRT2 = math.sqrt(2.0)
-
-
-@dataclass(frozen=True)
-class LRTranslatorConfig:
-    """Sizes and widths. The generator only depends on ``hr_size / lr_size`` (it is fully
-    convolutional); the discriminator's layout depends on both sizes, as in the authors' code."""
-
-    hr_size: int = 128
-    lr_size: int = 8
-    max_channels: int = 512  # the authors' ``dim_in``: widest encoder layer
-    base_channels: int = 64  # first encoder width, and the decoder's narrowest
-    disc_base_channels: int = 0  # 0: the authors' rule, 2**14 // hr_size
-    disc_max_channels: int = 512
-
-    def __post_init__(self) -> None:
-        if not MIN_LR_SIZE <= self.lr_size <= MAX_LR_SIZE:
-            raise ValueError(f"low-resolution size {self.lr_size} is outside {MIN_LR_SIZE}-{MAX_LR_SIZE}")
-        ratio = self.hr_size // self.lr_size
-        if self.hr_size % self.lr_size or ratio < 2 or ratio & (ratio - 1):
-            raise ValueError(
-                f"high-resolution size {self.hr_size} must be the low-resolution size {self.lr_size} "
-                "times a power of two (at least 2)"
-            )
-
-    @property
-    def levels(self) -> int:
-        """How many times the encoder halves (and the decoder doubles) the size."""
-        return int(math.log2(self.hr_size // self.lr_size))
-
-    @property
-    def scale(self) -> int:
-        return self.hr_size // self.lr_size
-
-    @property
-    def discriminator_base(self) -> int:
-        return self.disc_base_channels or max(2**14 // self.hr_size, 1)
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def downscale(images: Tensor, lr_size: int | tuple[int, int]) -> Tensor:
