@@ -113,6 +113,10 @@ def _training_inputs(folder: Path) -> None:
     (["train", "paired", "pairs", "--edges", "--out", "empty", "--resume"], "no training run to resume"),
     (["train", "paired", "pairs", "--edges", "--out", "old-run"], "already holds a training run"),
     (["train", "paired", "pairs", "--edges", "--held-out", "x"], "--held-out x: give a fraction"),
+    (["train", "translate-lr", "images", "--hr-size", "96"], "high-resolution size 96 must be the low-resolution size 8"),
+    (["train", "translate-lr", "images", "--lr-size", "32", "--hr-size", "32"], "times a power of two"),
+    (["train", "paired", "pairs", "--edges", "--size", "48", "--levels", "5"], "image size 48 must be a multiple of 32"),
+    (["train", "paired", "pairs", "--edges", "--size", "34"], "image size 34 must be a multiple of 4"),
 ])
 def test_training_refuses_without_torch(args: list[str], said: str, tmp_path: Path):
     _training_inputs(tmp_path)
@@ -147,3 +151,17 @@ def test_a_device_the_machine_may_lack_is_still_named_before_a_missing_run(tmp_p
     _inputs(tmp_path)
     _, done = heavy_modules_imported(["paired", "label.png", "-c", "no-run", "--device", "cuda"], tmp_path)
     assert "no CUDA GPU is available" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("args, said, not_said", [
+    (["train", "translate-lr", "missing", "--hr-size", "96"], "high-resolution size 96", "missing"),
+    (["train", "paired", "missing", "--edges", "--size", "48", "--levels", "5"], "image size 48", "missing"),
+])
+def test_a_bad_model_shape_is_named_before_a_missing_data_folder(args: list[str], said: str, not_said: str,
+                                                                 tmp_path: Path):
+    """An option error needs no folder scan: it is named even when the data folder is missing too."""
+    imported, done = heavy_modules_imported(args, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "torch" not in imported, done.stderr
+    assert done.stderr.count("Traceback") == 0, done.stderr
+    assert said in done.stderr and not_said not in done.stderr, done.stderr

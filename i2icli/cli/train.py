@@ -121,6 +121,7 @@ def translate_lr(
     --resume continues exactly where it stopped. `i2i translate-lr --checkpoint OUT` uses the result.
     """
 
+    from i2icli.archs.lr_conditioned_config import LRTranslatorConfig
     from i2icli.pipelines.translate_lr_plan import METHOD_NAME
     from i2icli.training import files
 
@@ -149,6 +150,11 @@ def translate_lr(
                       f"lr {method.model_config.lr_size}, batch {batch_size}, seed {seed})[/]")
     else:
         check_training_size(hr_size, "--hr-size")
+        try:
+            model = LRTranslatorConfig(hr_size=hr_size, lr_size=lr_size, max_channels=max_channels, base_channels=base_channels,
+                                       disc_base_channels=disc_channels, disc_max_channels=disc_max_channels)
+        except ValueError as error:
+            raise usage_error(str(error)) from None
         data_settings = {"hr_size": hr_size, "held_out": held_out_amount(held_out)}
         _refuse_a_run_folder_among_the_photos(out, data_dir)
 
@@ -158,18 +164,12 @@ def translate_lr(
     from i2icli.training import data
 
     if stored is None:
-        from i2icli.archs.lr_conditioned import LRTranslatorConfig
         from i2icli.training.translate_lr import (
             LRTrainingOptions,
             TranslateLRTraining,
             default_cycle_weight,
         )
 
-        try:
-            model = LRTranslatorConfig(hr_size=hr_size, lr_size=lr_size, max_channels=max_channels, base_channels=base_channels,
-                                       disc_base_channels=disc_channels, disc_max_channels=disc_max_channels)
-        except ValueError as error:
-            raise usage_error(str(error)) from None
         options = LRTrainingOptions(
             cycle_weight=default_cycle_weight(hr_size) if cycle_weight is None else cycle_weight, r1_gamma=r1_gamma,
             generator_lr=g_lr, discriminator_lr=d_lr, ema_decay=ema_decay,
@@ -212,7 +212,7 @@ def _refuse_a_run_folder_among_the_photos(out: Path, data_dir: Path) -> None:
 
 
 def _method_from_checkpoint(stored: dict[str, Any]) -> Any:
-    from i2icli.archs.lr_conditioned import LRTranslatorConfig
+    from i2icli.archs.lr_conditioned_config import LRTranslatorConfig
     from i2icli.training.translate_lr import LRTrainingOptions, TranslateLRTraining
 
     config = stored["config"]

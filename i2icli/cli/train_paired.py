@@ -134,6 +134,7 @@ def paired(
     with per-pixel noise, trained only through the adversarial loss on their sum. Ctrl-C saves a
     checkpoint; --resume continues exactly where it stopped. `i2i paired --checkpoint OUT` uses it.
     """
+    from i2icli.archs.grit_config import GRITConfig
     from i2icli.pipelines.paired_plan import METHOD_NAME
 
     warn_of_options_for_the_other_mode(context, eval_, shared=("out", "labels", "photos", "device", "as_json"))
@@ -162,17 +163,6 @@ def paired(
         if edges and edge_channels not in (1, 3):
             raise usage_error(f"--edge-channels {edge_channels}: edge images have 1 or 3 channels")
         check_training_size(size, "--size")
-        data_settings = {"held_out": held_out_amount(held_out), "vgg": vgg}
-
-    pairs, label_root = _pairs(data_dir, labels, photos)
-    train_pairs, held_pairs = _split(pairs, label_root, data_settings, seed)
-    torch_device = picked_device(device, device_named)
-    from i2icli.training import data, files, paired_data
-
-    if stored is None:
-        from i2icli.archs.grit import GRITConfig
-        from i2icli.training.paired import PairedTraining, PairedTrainingOptions
-
         try:
             model = GRITConfig(
                 input_channels=label_nc if label_nc is not None else edge_channels,
@@ -182,6 +172,16 @@ def paired(
             )
         except ValueError as error:
             raise usage_error(str(error)) from None
+        data_settings = {"held_out": held_out_amount(held_out), "vgg": vgg}
+
+    pairs, label_root = _pairs(data_dir, labels, photos)
+    train_pairs, held_pairs = _split(pairs, label_root, data_settings, seed)
+    torch_device = picked_device(device, device_named)
+    from i2icli.training import data, files, paired_data
+
+    if stored is None:
+        from i2icli.training.paired import PairedTraining, PairedTrainingOptions
+
         options = PairedTrainingOptions(l1_weight=l1_weight, vgg_weight=vgg_weight, generator_lr=g_lr,
                                         discriminator_lr=d_lr, ema_decay=ema_decay)
     config = model if stored is None else method.model_config
@@ -282,7 +282,7 @@ def _load_vgg(spec: str, device: Any) -> Any:
 def _method_from_checkpoint(stored: dict[str, Any], device: Any, vgg_file: str | None = None) -> Any:
     """The run's method, from its checkpoint; ``vgg_file`` (--vgg given on resume) replaces the VGG-19
     the run names, e.g. a file that has moved."""
-    from i2icli.archs.grit import GRITConfig
+    from i2icli.archs.grit_config import GRITConfig
     from i2icli.training.paired import PairedTraining, PairedTrainingOptions
 
     config = stored["config"]
