@@ -117,6 +117,8 @@ def _training_inputs(folder: Path) -> None:
     (["train", "translate-lr", "images", "--lr-size", "32", "--hr-size", "32"], "times a power of two"),
     (["train", "paired", "pairs", "--edges", "--size", "48", "--levels", "5"], "image size 48 must be a multiple of 32"),
     (["train", "paired", "pairs", "--edges", "--size", "34"], "image size 34 must be a multiple of 4"),
+    (["train", "translate-lr", "images", "--eval", "--out", "empty"], "latest.pt: no such checkpoint file"),
+    (["train", "paired", "pairs", "--eval", "--out", "empty"], "latest.pt: no such checkpoint file"),
 ])
 def test_training_refuses_without_torch(args: list[str], said: str, tmp_path: Path):
     _training_inputs(tmp_path)

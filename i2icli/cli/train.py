@@ -46,12 +46,12 @@ from i2icli.cli.train_common import (
     StepsOption,
     WorkersOption,
     check_training_size,
+    checkpoint_to_evaluate,
     counted,
     device_checked_first,
     evaluation_metrics,
     held_out_amount,
     picked_device,
-    refuse_a_folder_as_checkpoint,
     refuse_another_method,
     resume_point,
     rounded,
@@ -128,8 +128,7 @@ def translate_lr(
     warn_of_options_for_the_other_mode(context, eval_, shared=("out", "device", "as_json"))
     device_named = device_checked_first(device)
     if eval_:
-        _evaluate(data_dir, out, eval_checkpoint, eval_targets, fid_model, lpips_backbone, picked_device(device, device_named),
-                  as_json)
+        _evaluate(data_dir, out, eval_checkpoint, eval_targets, fid_model, lpips_backbone, device, device_named, as_json)
         raise typer.Exit(EXIT_OK)
     if batch_size % 2:
         raise usage_error(f"--batch-size {batch_size}: must be even (the batch is split into two halves)")
@@ -221,13 +220,13 @@ def _method_from_checkpoint(stored: dict[str, Any]) -> Any:
 
 
 def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, fid_model: str, lpips_backbone: str,
-              device: Any, as_json: bool) -> None:
+              device_option: str, device_named: Any, as_json: bool) -> None:
+    path = checkpoint_to_evaluate(checkpoint, out)  # before PyTorch is imported (seconds)
+    device = picked_device(device_option, device_named)
     from i2icli.pipelines.translate_lr import generator_from_checkpoint
     from i2icli.training import checkpoints, data, files
     from i2icli.training.translate_lr import METHOD_NAME, evaluate
 
-    refuse_a_folder_as_checkpoint(checkpoint, "--eval-checkpoint")
-    path = checkpoint or out / "checkpoints" / "latest.pt"
     stored = checkpoints.load_training_checkpoint(path)
     refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
     generator, config = generator_from_checkpoint(stored)

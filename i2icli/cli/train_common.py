@@ -247,6 +247,18 @@ def refuse_a_folder_as_checkpoint(path: Path | None, option: str) -> None:
                    f"pass {inside}" if inside else "pass a .pt file from a run's checkpoints/ folder")
 
 
+def checkpoint_to_evaluate(checkpoint: Path | None, out: Path) -> Path:
+    """The checkpoint --eval scores: --eval-checkpoint, or the run's latest. A folder, or a file that
+    is not there, is refused now, before PyTorch is imported, with the error loading it would end with."""
+    from i2icli.errors import WeightsError
+
+    refuse_a_folder_as_checkpoint(checkpoint, "--eval-checkpoint")
+    path = checkpoint or out / "checkpoints" / "latest.pt"
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such checkpoint file", "check the path; a run keeps its checkpoints in <out>/checkpoints/")
+    return path
+
+
 def refuse_another_method(stored: dict, path: Path, method_name: str, hint: str) -> None:
     """Refuse the training checkpoint ``stored`` (read from ``path``) unless ``method_name`` wrote it."""
     if stored.get("method") != method_name:

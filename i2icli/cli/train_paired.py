@@ -46,12 +46,12 @@ from i2icli.cli.train_common import (
     StepsOption,
     WorkersOption,
     check_training_size,
+    checkpoint_to_evaluate,
     counted,
     device_checked_first,
     evaluation_metrics,
     held_out_amount,
     picked_device,
-    refuse_a_folder_as_checkpoint,
     refuse_another_method,
     resume_point,
     rounded,
@@ -143,7 +143,7 @@ def paired(
         if eval_style not in ("photo", "mean"):
             raise usage_error(f"--eval-style {eval_style}: give 'photo' or 'mean'")
         _evaluate(data_dir, labels, photos, out, eval_checkpoint, eval_style, spectrum, fid_model, lpips_backbone,
-                  picked_device(device, device_named), as_json)
+                  device, device_named, as_json)
         raise typer.Exit(EXIT_OK)
 
     # What needs no PyTorch is checked before it is imported (seconds): the run folder, the options
@@ -318,16 +318,16 @@ def _spectrum_file(spectrum: Path | None, data_dir: Path, out: Path) -> Path | N
 
 
 def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Path, checkpoint: Path | None, style: str,
-              spectrum: Path | None, fid_model: str, lpips_backbone: str, device: Any, as_json: bool) -> None:
-
+              spectrum: Path | None, fid_model: str, lpips_backbone: str, device_option: str, device_named: Any,
+              as_json: bool) -> None:
+    chosen_plot = _spectrum_file(spectrum, data_dir, out)  # checked before anything is loaded
+    path = checkpoint_to_evaluate(checkpoint, out)  # before PyTorch is imported (seconds)
+    device = picked_device(device_option, device_named)
     from i2icli.pipelines.paired import generator_from_checkpoint
     from i2icli.pipelines.spectrum import high_frequency_share, plot_spectra
     from i2icli.training import checkpoints, data, paired_data
     from i2icli.training.paired import METHOD_NAME, evaluate
 
-    chosen_plot = _spectrum_file(spectrum, data_dir, out)  # checked before anything is loaded
-    refuse_a_folder_as_checkpoint(checkpoint, "--eval-checkpoint")
-    path = checkpoint or out / "checkpoints" / "latest.pt"
     stored = checkpoints.load_training_checkpoint(path)
     refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
     try:
