@@ -250,12 +250,11 @@ def refuse_a_folder_as_checkpoint(path: Path | None, option: str) -> None:
 def checkpoint_to_evaluate(checkpoint: Path | None, out: Path) -> Path:
     """The checkpoint --eval scores: --eval-checkpoint, or the run's latest. A folder, or a file that
     is not there, is refused now, before PyTorch is imported, with the error loading it would end with."""
-    from i2icli.errors import WeightsError
+    from i2icli.training.checkpoint_files import refuse_a_missing_checkpoint
 
     refuse_a_folder_as_checkpoint(checkpoint, "--eval-checkpoint")
     path = checkpoint or out / "checkpoints" / "latest.pt"
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such checkpoint file", "check the path; a run keeps its checkpoints in <out>/checkpoints/")
+    refuse_a_missing_checkpoint(path)
     return path
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["CheckpointFiles"]
+from i2icli.errors import WeightsError
+
+__all__ = ["CheckpointFiles", "refuse_a_missing_checkpoint"]
 
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
@@ -34,3 +36,10 @@ class CheckpointFiles:
 
     def step_file(self, step: int) -> Path:
         return self.folder / f"step-{step:07d}.pt"
+
+
+def refuse_a_missing_checkpoint(path: Path) -> None:
+    """The error loading ``path`` ends with when there is no such file: said before PyTorch is
+    imported where a command can."""
+    if not Path(path).is_file():
+        raise WeightsError(f"{path}: no such checkpoint file", "check the path; a run keeps its checkpoints in <out>/checkpoints/")

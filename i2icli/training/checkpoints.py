@@ -19,7 +19,7 @@ import torch
 from i2icli.errors import I2IError, WeightsError
 from i2icli.imageio import replace_atomically
 
-from .checkpoint_files import CheckpointFiles
+from .checkpoint_files import CheckpointFiles, refuse_a_missing_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -72,8 +72,7 @@ def load_training_checkpoint(path: Path) -> dict:
     ``weights_only=True``) onto the CPU."""
     path = Path(path)
     hint = "resume from another file in the run's checkpoints/ folder, or start a new run with another --out"
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such checkpoint file", "check the path; a run keeps its checkpoints in <out>/checkpoints/")
+    refuse_a_missing_checkpoint(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises many types, with messages about its internals, for damaged or foreign files
