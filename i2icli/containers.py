@@ -30,6 +30,7 @@ from .exif import (
 from .xmp import JPEG_XMP_HEADER, PNG_XMP_KEYWORD, XMP_TAG
 
 __all__ = [
+    "JPEG_MOST_EXIF_BYTES",
     "png_chunk",
     "png_chunks",
     "png_gray_alpha",
@@ -46,6 +47,10 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- metadata spliced in
+
+# The longest EXIF block (header and all) one JPEG APP1 segment holds: its length field counts
+# itself too, in 16 bits.
+JPEG_MOST_EXIF_BYTES = 0xFFFF - 2
 
 
 def with_icc_profile(data: bytes, fmt: str, profile: bytes, *, grayscale: bool, size: tuple[int, int],
@@ -82,7 +87,7 @@ def with_exif_block(data: bytes, fmt: str, block: bytes, *, size: tuple[int, int
     tiff = block[len(EXIF_HEADER):]  # PNG and WebP hold the TIFF structure alone
     if fmt == "PNG":  # before the pixel data, where readers that stop there find it too
         return data[:33] + png_chunk(b"eXIf", tiff) + data[33:]
-    if fmt == "JPEG" and len(block) + 2 <= 0xFFFF:  # one APP1 segment holds it, as readers expect
+    if fmt == "JPEG" and len(block) <= JPEG_MOST_EXIF_BYTES:  # one APP1 segment holds it, as readers expect
         start = _jpeg_after_jfif(data)  # the Exif APP1 right after SOI (and JFIF), before any ICC APP2
         return data[:start] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + data[start:]
     if fmt == "WEBP":

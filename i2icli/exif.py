@@ -51,12 +51,15 @@ class Directory:
     maker_note_at: int | None = None
 
 
-def exif_block(raw: bytes, *, size: tuple[int, int] | None = None) -> bytes | None:
+def exif_block(raw: bytes, *, size: tuple[int, int] | None = None, most_bytes: int | None = None) -> bytes | None:
     """``raw`` (an EXIF block, with or without its "Exif" header, or a TIFF file) rebuilt as an EXIF
     block with the header: the main directory without the TIFF layout tags, and the Exif, GPS and
     interop directories, every field's type and bytes as they were. The thumbnail (the second
     directory) is left out; with ``size`` (width, height), the orientation is reset to upright and
     the pixel dimensions are made that size. None where the block cannot be read or holds nothing.
+    With ``most_bytes`` (a JPEG segment's room), a block that would be longer goes without its
+    maker note, which is what makes a block that large (a camera's own data, of tens of kilobytes):
+    the date taken, camera, exposure and GPS position are kept. None where it is still too long.
 
     It is rebuilt field by field rather than through Pillow's ``Image.Exif``, which writes a field
     its tables give no type with one guessed from the value, and text as ASCII: a positive exposure
@@ -66,7 +69,14 @@ def exif_block(raw: bytes, *, size: tuple[int, int] | None = None) -> bytes | No
         return None
     main, order = found
     header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
-    return EXIF_HEADER + header + directory_bytes(main, 8, order)
+    block = EXIF_HEADER + header + directory_bytes(main, 8, order)
+    if most_bytes is None or len(block) <= most_bytes:
+        return block
+    for directory in (main, *main.below.values()):
+        directory.fields = [field for field in directory.fields if field[0] != _MAKER_NOTE]
+        directory.maker_note_at = None
+    block = EXIF_HEADER + header + directory_bytes(main, 8, order)
+    return block if len(block) <= most_bytes else None
 
 
 def _exif_directory(raw: bytes, size: tuple[int, int] | None) -> tuple[Directory, str] | None:

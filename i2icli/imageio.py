@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from .containers import (
+    JPEG_MOST_EXIF_BYTES,
     png_chunks,
     png_gray_alpha,
     png_itxt_text,
@@ -929,7 +930,8 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
                                 has_alpha=has_alpha)
     if picture.exif and fmt == "TIFF":
         data = tiff_with_exif(data, picture.exif, size)
-    elif picture.exif and (block := exif_block(picture.exif, size=size)) is not None:
+    elif picture.exif and (block := exif_block(picture.exif, size=size,
+                                               most_bytes=JPEG_MOST_EXIF_BYTES if fmt == "JPEG" else None)):
         # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
         data = with_exif_block(data, fmt, block, size=size, has_alpha=has_alpha)
     if picture.xmp and (packet := xmp_packet(picture.xmp, size=size)) is not None:

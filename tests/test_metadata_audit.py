@@ -1,0 +1,47 @@
+"""Defects found in carrying a photo's metadata into `restore`'s outputs, each with the case that
+showed it."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import ExifTags, Image
+
+from i2icli.imageio import Picture, encode_image
+
+TAKEN = "2001:02:03 04:05:06"
+
+
+def _camera_exif_with_maker_note(maker_note_bytes: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "Canon", 1
+    exif[0x8769] = {0x9003: TAKEN, 0x927C: b"M" * maker_note_bytes}
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 12.5)}
+    return exif.tobytes()
+
+
+def _picture(exif: bytes | None = None, xmp: bytes | None = None) -> Picture:
+    return Picture(rgb=np.full((12, 20, 3), 90, np.uint8), alpha=None, grayscale=False, source=None,
+                   exif=exif, xmp=xmp)
+
+
+def test_a_jpeg_keeps_the_date_and_place_of_a_block_too_large_for_its_segment():
+    """A TIFF from a raw converter, whose maker note alone is 70 KB, restored to JPEG: one APP1
+    segment holds 64 KB, so the whole block was left out, date taken and GPS position with it. The
+    maker note (the camera's own data) is what is left out now; PNG keeps it all."""
+    exif = _camera_exif_with_maker_note(70_000)
+    with Image.open(io.BytesIO(encode_image(_picture(exif), ".jpg"))) as image:
+        written = image.getexif()
+        assert written[0x010F] == "Canon"
+        assert written.get_ifd(ExifTags.IFD.Exif)[0x9003] == TAKEN
+        assert 0x927C not in written.get_ifd(ExifTags.IFD.Exif)
+        assert written.get_ifd(ExifTags.IFD.GPSInfo)[1] == "N"
+    with Image.open(io.BytesIO(encode_image(_picture(exif), ".png"))) as image:
+        assert len(image.getexif().get_ifd(ExifTags.IFD.Exif)[0x927C]) == 70_000
+
+
+def test_a_jpeg_keeps_a_maker_note_that_fits():
+    exif = _camera_exif_with_maker_note(30_000)
+    with Image.open(io.BytesIO(encode_image(_picture(exif), ".jpg"))) as image:
+        assert len(image.getexif().get_ifd(ExifTags.IFD.Exif)[0x927C]) == 30_000
