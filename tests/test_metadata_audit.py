@@ -45,3 +45,45 @@ def test_a_jpeg_keeps_a_maker_note_that_fits():
     exif = _camera_exif_with_maker_note(30_000)
     with Image.open(io.BytesIO(encode_image(_picture(exif), ".jpg"))) as image:
         assert len(image.getexif().get_ifd(ExifTags.IFD.Exif)[0x927C]) == 30_000
+
+
+def _restore(*args: str):
+    from typer.testing import CliRunner
+
+    from i2icli.cli.app import app
+
+    return CliRunner().invoke(app, ["restore", *args, "--device", "cpu", "--bg-model", "none", "--parser", "none"],
+                              catch_exceptions=False)
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("warning:")]
+
+
+def test_a_bmp_output_says_once_that_the_photos_metadata_is_left_out(tiny_env, tmp_path):
+    """`--ext bmp` left out the date taken, GPS position and rating of every photo without a word,
+    where lost transparency is warned of: said now, once for the run, not once per photo."""
+    from test_exif_metadata import STORED, camera_exif, save
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        save(photos / name, STORED, camera_exif())
+    Image.fromarray(STORED).save(photos / "c.png")  # none to lose
+    result = _restore(str(photos), "-o", str(tmp_path / "out"), "--ext", "bmp")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in _warnings(result.stderr) if "metadata" in line]
+    assert len(warnings) == 1 and "a BMP file holds no EXIF or XMP metadata" in warnings[0], result.stderr
+    assert "--ext png" in warnings[0]
+
+    for quiet in (["--strip-metadata"], ["--ext", "png"]):
+        result = _restore(str(photos), "-o", str(tmp_path / "quiet"), "--ext", "bmp", *quiet)
+        assert result.exit_code == 0, result.output
+        assert not [line for line in _warnings(result.stderr) if "metadata" in line], result.stderr
+
+
+def test_a_bmp_output_of_a_photo_without_metadata_warns_of_nothing(tiny_env, tmp_path):
+    source = tmp_path / "plain.jpg"
+    Image.fromarray(np.full((12, 20, 3), 90, np.uint8)).save(source)
+    result = _restore(str(source), "-o", str(tmp_path / "plain.bmp"))
+    assert result.exit_code == 0 and not _warnings(result.stderr), result.stderr

@@ -341,8 +341,13 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
         check_output_size(job.output, *pipeline.output_size(picture), suffix=suffix_of(job))
         return picture
 
+    metadata_lost_told = False
+
     def write(job: Any, result: Any) -> tuple[dict[str, Any], str, str]:
+        nonlocal metadata_lost_told
         _warn_of_lost_transparency(job, result.picture, output_named, suffix_of(job).lower())
+        if not metadata_lost_told:
+            metadata_lost_told = _warn_of_lost_metadata(job, result.picture, output_named, suffix_of(job).lower())
         extra = {"faces": result.face_count, "stages": {k: round(v, 3) for k, v in result.seconds.items()}}
         if save_faces:  # first: the output is what --skip-existing takes for a photo done, face files too
             extra.update(_save_faces(job.output, face_stem(job.output), result, result.picture.rgb.dtype))
@@ -372,6 +377,24 @@ def _warn_of_lost_transparency(job: Any, picture: Any, output_named: bool, suffi
         logging.getLogger(__name__).warning(
             "%s: has transparent areas, which a %s file cannot hold: they come out in the colours beneath; "
             "%s to keep them", job.source, suffix.lstrip(".").upper(), remedy)
+
+
+def _warn_of_lost_metadata(job: Any, picture: Any, output_named: bool, suffix: str) -> bool:
+    """BMP has no place for EXIF or XMP: a photo's date taken, GPS position and rating would be left
+    out of it unannounced, where the other formats keep them. Said once a run, not for each photo
+    of a folder; whether it was said."""
+    import logging
+
+    from i2icli.exif import exif_block
+
+    if suffix != ".bmp" or not (picture.xmp or (picture.exif and exif_block(picture.exif))):
+        return False
+    remedy = "name a .png, .jpg, .webp or .tif file with -o" if output_named else "use --ext png, jpg, webp or tif"
+    logging.getLogger(__name__).warning(
+        "%s: a BMP file holds no EXIF or XMP metadata: the date taken, camera, GPS position and rating of this "
+        "photo and of any after it are left out; %s to keep them, or --strip-metadata to leave them out "
+        "without this warning", job.source, remedy)
+    return True
 
 
 def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> dict[str, list[str]]:
