@@ -17,8 +17,13 @@ EXIF_HEADER = b"Exif\x00\x00"
 _EXIF_POINTER, _GPS_POINTER, _INTEROP_POINTER = 0x8769, 0x8825, 0xA005
 # A camera's own block (lens, focus points, serial numbers), in a layout of its own: most makers'
 # (Canon's, Sony's, Olympus', Panasonic's...) point into it with offsets from the TIFF header, which
-# stay true only where it stays. It is laid out where it was whenever nothing before it is in the way.
+# stay true only where it stays. It is laid out where it was whenever nothing before it is in the way
+# and it is not far on.
 _MAKER_NOTE = 0x927C
+# How far on a maker note is moved to stay where it was. A JPEG's block is 64 KB at most; a TIFF's
+# note may lie past its pixel data, megabytes on, and zeros that long would outweigh the picture
+# (and make the block too large for a JPEG): it then follows the fields, as the rest do.
+_MOST_MAKER_NOTE_SHIFT = 2**16
 # The directories an EXIF block may hold below its main one, by the tag that points to each.
 _SUB_DIRECTORIES = {_EXIF_POINTER: (_INTEROP_POINTER,), _GPS_POINTER: (), _INTEROP_POINTER: ()}
 # Bytes per value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED,
@@ -156,7 +161,8 @@ def directory_bytes(directory: Directory, start: int, order: str) -> bytes:
     for index in out_of_line:
         tag, _kind, _count, value = directory.fields[index]
         at = values_start + len(values)
-        if tag == _MAKER_NOTE and directory.maker_note_at is not None and directory.maker_note_at >= at:
+        if tag == _MAKER_NOTE and directory.maker_note_at is not None \
+                and at <= directory.maker_note_at <= at + _MOST_MAKER_NOTE_SHIFT:
             values += bytes(directory.maker_note_at - at)
             at = directory.maker_note_at
         value_at[index] = at

@@ -87,3 +87,23 @@ def test_a_bmp_output_of_a_photo_without_metadata_warns_of_nothing(tiny_env, tmp
     Image.fromarray(np.full((12, 20, 3), 90, np.uint8)).save(source)
     result = _restore(str(source), "-o", str(tmp_path / "plain.bmp"))
     assert result.exit_code == 0 and not _warnings(result.stderr), result.stderr
+
+
+def test_a_tiff_s_maker_note_past_its_pixels_is_not_moved_there_in_other_formats(tmp_path):
+    """A TIFF keeps its EXIF directory, maker note and all, wherever it likes: i2i's own TIFF
+    outputs put it past the pixel data. Carried into a PNG or WebP, the note was laid out as far
+    on as it was, behind that many zero bytes: a 4 MB TIFF gave a 4 MB eXIf chunk (a 1 MB WebP
+    came out at 5 MB), and a JPEG lost the block whole."""
+    from i2icli.imageio import read_image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (160, 160, 3), np.uint8)  # past 64 KB, compressed
+    exif = _camera_exif_with_maker_note(100)
+    tiff = tmp_path / "master.tif"
+    tiff.write_bytes(encode_image(Picture(rgb=pixels, alpha=None, grayscale=False, source=None, exif=exif), ".tif"))
+    assert tiff.read_bytes().find(b"M" * 100) > 70_000
+    picture = read_image(tiff)
+    for suffix in (".png", ".webp", ".jpg"):
+        data = encode_image(picture, suffix)
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.getexif().get_ifd(ExifTags.IFD.Exif)[0x927C] == b"M" * 100, suffix
+        assert len(bytes(image.info["exif"])) < 1000, suffix
