@@ -546,8 +546,22 @@ def _file_exif(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
         return exif_block(data)
     raw = pil.info.get("exif")
     if raw is None and fmt == "PNG":  # an eXIf chunk after the pixel data, which Pillow's header parse does not reach
-        raw = _png_exif_chunk(data)
+        raw = _png_exif_chunk(data) or _png_exif_text(pil)
     return bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
+
+
+def _png_exif_text(pil: Image.Image) -> bytes | None:
+    """The EXIF block of a PNG written before the eXIf chunk existed (by ImageMagick, say): hex
+    digits in a text chunk, after a line naming the profile and one giving its length. Its
+    orientation is not applied, as browsers and most viewers do not read it: the pixels are as they
+    show them, and the block written out says they are upright."""
+    text = pil.info.get("Raw profile type exif")
+    if not isinstance(text, str):
+        return None
+    try:
+        return bytes.fromhex("".join(text.split("\n")[3:]))
+    except ValueError:
+        return None
 
 
 def _png_exif_chunk(data: bytes) -> bytes | None:

@@ -107,3 +107,54 @@ def test_a_tiff_s_maker_note_past_its_pixels_is_not_moved_there_in_other_formats
         with Image.open(io.BytesIO(data)) as image:
             assert image.getexif().get_ifd(ExifTags.IFD.Exif)[0x927C] == b"M" * 100, suffix
         assert len(bytes(image.info["exif"])) < 1000, suffix
+
+
+def _png_with_exif_text(path, pixels: np.ndarray, exif: bytes, *, exif_chunk: bytes | None = None):
+    """A PNG as ImageMagick wrote them before the eXIf chunk: the block in hex in a zTXt chunk."""
+    import zlib
+
+    from i2icli.containers import png_chunk
+
+    Image.fromarray(pixels).save(path)
+    plain = path.read_bytes()
+    digits = exif.hex().encode()
+    text = b"\nexif\n" + str(len(exif)).encode().rjust(8) + b"\n" + b"\n".join(
+        digits[start : start + 72] for start in range(0, len(digits), 72)) + b"\n"
+    chunks = png_chunk(b"zTXt", b"Raw profile type exif\x00\x00" + zlib.compress(text))
+    if exif_chunk is not None:
+        chunks = png_chunk(b"eXIf", exif_chunk[6:]) + chunks
+    path.write_bytes(plain[:33] + chunks + plain[33:])
+    return path
+
+
+def test_a_png_s_exif_in_a_text_chunk_is_kept_and_its_pixels_are_shown_as_stored(tmp_path):
+    """A JPEG turned into a PNG by ImageMagick keeps its EXIF as hex text ("Raw profile type
+    exif"): its date taken and GPS position were left out of the restored photo. They are kept
+    now; its orientation, which browsers do not read either, is not applied."""
+    from test_exif_metadata import GPS, STORED, camera_exif
+
+    from i2icli.imageio import read_image
+
+    picture = read_image(_png_with_exif_text(tmp_path / "converted.png", STORED, camera_exif(orientation=6)))
+    assert picture.rgb.shape == STORED.shape
+    with Image.open(io.BytesIO(encode_image(picture, ".png"))) as image:
+        written = image.getexif()
+        assert written[0x010F] == "Canon" and written[0x0112] == 1
+        assert written.get_ifd(ExifTags.IFD.Exif)[0x9003] == "2001:02:03 04:05:06"
+        assert written.get_ifd(ExifTags.IFD.GPSInfo) == GPS
+        assert image.size == (20, 12)
+
+
+def test_a_png_s_exif_chunk_wins_over_its_exif_text(tmp_path):
+    from test_exif_metadata import STORED, camera_exif
+
+    from i2icli.imageio import read_image
+
+    chunk = camera_exif(orientation=3)
+    text = Image.Exif()
+    text[0x010F] = "Other"
+    path = _png_with_exif_text(tmp_path / "both.png", STORED, text.tobytes(), exif_chunk=chunk)
+    picture = read_image(path)
+    assert np.array_equal(picture.rgb, STORED[::-1, ::-1])  # turned by the eXIf chunk's orientation
+    with Image.open(io.BytesIO(encode_image(picture, ".jpg"))) as image:
+        assert image.getexif()[0x010F] == "Canon"
