@@ -31,6 +31,7 @@ from .xmp import JPEG_XMP_HEADER, PNG_XMP_KEYWORD, XMP_TAG
 
 __all__ = [
     "JPEG_MOST_EXIF_BYTES",
+    "JPEG_MOST_XMP_BYTES",
     "png_chunk",
     "png_chunks",
     "png_gray_alpha",
@@ -51,6 +52,8 @@ __all__ = [
 # The longest EXIF block (header and all) one JPEG APP1 segment holds: its length field counts
 # itself too, in 16 bits.
 JPEG_MOST_EXIF_BYTES = 0xFFFF - 2
+# And the longest XMP packet, after the segment's header.
+JPEG_MOST_XMP_BYTES = JPEG_MOST_EXIF_BYTES - len(JPEG_XMP_HEADER)
 
 
 def with_icc_profile(data: bytes, fmt: str, profile: bytes, *, grayscale: bool, size: tuple[int, int],
@@ -104,7 +107,7 @@ def with_xmp_packet(data: bytes, fmt: str, packet: bytes, *, size: tuple[int, in
     segment = JPEG_XMP_HEADER + packet
     # A packet too large for one segment would need Extended XMP, split under a digest of the
     # whole: left out rather than written in a form readers reject.
-    if fmt == "JPEG" and len(segment) + 2 <= 0xFFFF:
+    if fmt == "JPEG" and len(packet) <= JPEG_MOST_XMP_BYTES:
         start = _jpeg_after_app1(data)  # after the Exif APP1, before any ICC APP2
         return data[:start] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[start:]
     if fmt == "WEBP":  # after the image data, and after an EXIF chunk

@@ -37,6 +37,7 @@ from PIL import Image, ImageFile
 
 from .containers import (
     JPEG_MOST_EXIF_BYTES,
+    JPEG_MOST_XMP_BYTES,
     png_chunks,
     png_gray_alpha,
     png_itxt_text,
@@ -948,7 +949,8 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
                                                most_bytes=JPEG_MOST_EXIF_BYTES if fmt == "JPEG" else None)):
         # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
         data = with_exif_block(data, fmt, block, size=size, has_alpha=has_alpha)
-    if picture.xmp and (packet := xmp_packet(picture.xmp, size=size)) is not None:
+    if picture.xmp and (packet := xmp_packet(picture.xmp, size=size,
+                                             most_bytes=JPEG_MOST_XMP_BYTES if fmt == "JPEG" else None)):
         # after the EXIF block: a JPEG's XMP APP1 follows its Exif APP1
         data = with_xmp_packet(data, fmt, packet, size=size, has_alpha=has_alpha)
     return data

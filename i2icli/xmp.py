@@ -51,18 +51,26 @@ _DIMENSION_WIDTH, _DIMENSION_HEIGHT = f"{{{_DIMENSIONS}}}w", f"{{{_DIMENSIONS}}}
 # picture), and the pointer to a JPEG's Extended XMP segments, which are not carried.
 _LEFT_OUT = frozenset({f"{{{_XMP}}}Thumbnails", f"{{{_XMP_NOTE}}}HasExtendedXMP"})
 
+# What a file's editing history holds, not the user's work: Photoshop's list of every document
+# pasted into it (megabytes, in some), the steps it was saved through, the files it was made from.
+_XMP_MM = "http://ns.adobe.com/xap/1.0/mm/"
+_HISTORY = frozenset({"{http://ns.adobe.com/photoshop/1.0/}DocumentAncestors", f"{{{_XMP_MM}}}History",
+                      f"{{{_XMP_MM}}}Ingredients", f"{{{_XMP_MM}}}Pantry", f"{{{_XMP_MM}}}Manifest"})
+
 # A packet holds no document type: one that declares entities is not metadata to pass on.
 _DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
 
 
-def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1) -> bytes | None:
+def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1, most_bytes: int | None = None) -> bytes | None:
     """``raw`` (an XMP packet, with or without its ``<?xpacket?>`` wrapper) made true of an output of
     ``size`` (width, height) and laid out again as a UTF-8 packet: orientation upright, pixel sizes
     the output's, no thumbnail; every other property as it was (keywords, rating, label, title,
     description, creator, rights, face regions, which are in fractions of the picture and so hold at
     any scale). ``turned``: the EXIF orientation (1 to 8) the output's pixels were turned upright by,
     which the face regions (MWG's and Windows') are turned by too. None where it does not parse or
-    holds no RDF: a packet that cannot be edited is not passed on with untrue sizes in it."""
+    holds no RDF: a packet that cannot be edited is not passed on with untrue sizes in it. With
+    ``most_bytes`` (a JPEG segment's room), a packet that would be longer goes without the file's
+    editing history, which is what makes one that large; None where it is still too long."""
     raw = raw.rstrip(b"\x00 \t\r\n")
     if not raw or _DOCTYPE.search(raw):
         return None
@@ -75,7 +83,17 @@ def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1) -> bytes |
     _make_true(root, size)
     if turned in _TURNED and turned != 1:
         _turn_regions(root, turned)
-    body = _serialized(root, prefixes)
+    packet = _wrapped(_serialized(root, prefixes))
+    if most_bytes is None or len(packet) <= most_bytes:
+        return packet
+    for element in root.iter():
+        for child in [child for child in element if child.tag in _HISTORY]:
+            element.remove(child)
+    packet = _wrapped(_serialized(root, prefixes))
+    return packet if len(packet) <= most_bytes else None
+
+
+def _wrapped(body: str) -> bytes:
     return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n' + body + '\n<?xpacket end="w"?>').encode()
 
 

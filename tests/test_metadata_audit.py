@@ -158,3 +158,24 @@ def test_a_png_s_exif_chunk_wins_over_its_exif_text(tmp_path):
     assert np.array_equal(picture.rgb, STORED[::-1, ::-1])  # turned by the eXIf chunk's orientation
     with Image.open(io.BytesIO(encode_image(picture, ".jpg"))) as image:
         assert image.getexif()[0x010F] == "Canon"
+
+
+def test_a_jpeg_keeps_the_rating_and_keywords_of_a_packet_too_large_for_its_segment():
+    """A PNG or TIFF master saved from Photoshop lists every document ever pasted into it in its
+    packet (photoshop:DocumentAncestors, over 64 KB in some): restored to JPEG, the whole packet
+    was left out, rating and keywords with it. The history is what is left out now."""
+    ancestors = "".join(f"<rdf:li>xmp.did:{index:064x}</rdf:li>" for index in range(2000))
+    packet = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+        'xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" xmp:Rating="5">'
+        '<dc:subject><rdf:Bag><rdf:li>Großmutter</rdf:li></rdf:Bag></dc:subject>'
+        f'<photoshop:DocumentAncestors><rdf:Bag>{ancestors}</rdf:Bag></photoshop:DocumentAncestors>'
+        '</rdf:Description></rdf:RDF></x:xmpmeta>'
+    ).encode()
+    assert len(packet) > 70_000
+    with Image.open(io.BytesIO(encode_image(_picture(xmp=packet), ".jpg"))) as image:
+        written = image.info["xmp"].decode()
+    assert 'xmp:Rating="5"' in written and "Großmutter" in written and "DocumentAncestors" not in written
+    with Image.open(io.BytesIO(encode_image(_picture(xmp=packet), ".png"))) as image:
+        assert b"DocumentAncestors" in image.info["xmp"]
