@@ -179,3 +179,20 @@ def test_a_jpeg_keeps_the_rating_and_keywords_of_a_packet_too_large_for_its_segm
     assert 'xmp:Rating="5"' in written and "Großmutter" in written and "DocumentAncestors" not in written
     with Image.open(io.BytesIO(encode_image(_picture(xmp=packet), ".png"))) as image:
         assert b"DocumentAncestors" in image.info["xmp"]
+
+
+def test_fields_that_point_at_the_same_bytes_over_and_over_are_not_laid_out_each_time():
+    """An EXIF block whose fields all point at the same 30 KB: each was laid out on its own, so a
+    segment that fits a JPEG came out as megabytes (4,000 such fields in 60 KB: 240 MB, and minutes
+    of copying). Once the values come to more than the block, the rest are left out."""
+    import struct
+
+    fields, shared = 200, 30_000
+    tiff = bytearray(b"II*\x00" + struct.pack("<IH", 8, fields))
+    for index in range(fields):
+        tiff += struct.pack("<HHII", 0x9000 + index, 7, shared, 8)  # UNDEFINED, all at offset 8
+    tiff += bytes(4 + max(0, 8 + shared - len(tiff) - 4))
+    data = encode_image(_picture(b"Exif\x00\x00" + bytes(tiff)), ".png")
+    assert len(data) < 3 * len(tiff)
+    with Image.open(io.BytesIO(data)) as image:
+        assert 0 < len(image.getexif()) < fields
