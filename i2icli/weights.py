@@ -58,6 +58,9 @@ class Checkpoint:
     params: dict[str, Any] = field(default_factory=dict)
     # Published only where i2i cannot download from and without a checksum: used by path only.
     manual: bool = False
+    # torchvision's weights enum for the file (e.g. "VGG19_Weights.IMAGENET1K_V1"): torchvision
+    # knows the official download address, so it is asked rather than repeated here.
+    torchvision_weights: str = ""
     # For manual downloads: what to do with the file once downloaded.
     manual_hint: str = ""
 
@@ -71,6 +74,15 @@ class Checkpoint:
         digest of a local copy so that it can be pinned.
         """
         return len(self.sha256) < 64
+
+    @property
+    def download_url(self) -> str:
+        if self.torchvision_weights:
+            from torchvision import models
+
+            enum_name, _, member = self.torchvision_weights.partition(".")
+            return getattr(getattr(models, enum_name), member).url
+        return self.url
 
 
 @dataclass(frozen=True)
@@ -174,7 +186,7 @@ def candidate_locations(checkpoint: Checkpoint) -> list[str]:
         places.append(f"${WEIGHTS_DIR_ENV}/{checkpoint.file} (not set)")
     if checkpoint.hub_repo:
         places.append(f"Hub {checkpoint.hub_repo}/{checkpoint.hub_file}")
-    places.append(checkpoint.url)
+    places.append(checkpoint.download_url)
     return places
 
 
@@ -309,7 +321,7 @@ def _hub_offline() -> bool:
 
 
 def _download_from_url(checkpoint: Checkpoint, progress: Callable[[int, int], None] | None) -> Path | None:
-    url = checkpoint.url
+    url = checkpoint.download_url
     if _hub_offline() or not url or not _reachable(url):
         return None
     target = download_cache_dir() / checkpoint.file
@@ -468,7 +480,7 @@ def checkpoint_source(spec: str) -> CheckpointSource:
                                 reason="not on this machine, and HF_HUB_OFFLINE is set",
                                 error=missing_weights_error(checkpoint))
     # Whether the network answers is not asked: a dry run touches none.
-    origin = "the Hub" if checkpoint.hub_repo else checkpoint.url
+    origin = "the Hub" if checkpoint.hub_repo else (checkpoint.url or "torchvision's release")
     return CheckpointSource(spec, checkpoint.file, checkpoint.bytes, "download", origin=origin)
 
 

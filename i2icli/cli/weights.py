@@ -46,7 +46,7 @@ def list_weights(as_json: JsonOption = False) -> None:
         stdout_write(json_document([
             {"name": c.name, "role": c.role, "file": c.file, "bytes": c.bytes, "license": c.license,
              "origin": c.origin, "hub": f"{c.hub_repo}/{c.hub_file}@{c.hub_revision}" if c.hub_repo else None,
-             "url": c.url, "local_path": str(p) if p else None,
+             "url": c.download_url, "local_path": str(p) if p else None,
              "local_size_matches": None if p is None or not c.bytes else not wrong_size,
              "local_error": stand_in.message if stand_in else None,
              "manual_download": c.manual, "sha256": c.sha256 or None,
