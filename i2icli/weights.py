@@ -186,7 +186,8 @@ def candidate_locations(checkpoint: Checkpoint) -> list[str]:
         places.append(f"${WEIGHTS_DIR_ENV}/{checkpoint.file} (not set)")
     if checkpoint.hub_repo:
         places.append(f"Hub {checkpoint.hub_repo}/{checkpoint.hub_file}")
-    places.append(checkpoint.download_url)
+    # Named, not asked for: torchvision gives its address only once PyTorch is imported (seconds).
+    places.append(checkpoint.url or f"torchvision's {checkpoint.torchvision_weights} release")
     return places
 
 

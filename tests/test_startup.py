@@ -78,8 +78,6 @@ def test_other_commands_plan_without_torch(args: list[str], said: str, tmp_path:
     assert said in done.stderr, done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a torchvision checkpoint missing here is named with the address torchvision "
-                   "gives, and torchvision imports PyTorch")
 def test_invert_previews_default_feature_networks_without_torch(tmp_path: Path):
     imported, done = heavy_modules_imported(["invert", str(OLD_PHOTO), str(OLD_PHOTO), "--dry-run"], tmp_path)
     assert "torch" not in imported, done.stderr
