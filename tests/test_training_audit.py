@@ -93,14 +93,20 @@ def test_a_file_system_without_locks_is_no_other_run(tmp_path: Path, dataset: Im
     assert train(ToyAutoencoder(), dataset, settings(tmp_path / "run", 2)).step == 2
 
 
-def test_resuming_on_a_folder_of_held_out_images_alone_is_one_line(tmp_path: Path):
-    data_dir, out = tmp_path / "data", tmp_path / "run"
-    files = write_images(data_dir, count=3)
-    runner = CommandRunner()
+def _one_step_holding_out_two(runner: CommandRunner, data_dir: Path, out: Path, *, count: int) -> tuple[list[Path], list[str]]:
+    """A translate-lr run of one step on ``count`` images, two held out: the images, and the held-out
+    ones as the run records them (relative to ``data_dir``)."""
+    files = write_images(data_dir, count=count)
     first = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(out), *TINY_TRANSLATE_LR,
                                 "--steps", "1", "--held-out", "2"])
     assert first.exit_code == 0, first.output
-    held = load_training_checkpoint(out / "checkpoints" / "latest.pt")["config"]["data"]["held_out_files"]
+    return files, load_training_checkpoint(out / "checkpoints" / "latest.pt")["config"]["data"]["held_out_files"]
+
+
+def test_resuming_on_a_folder_of_held_out_images_alone_is_one_line(tmp_path: Path):
+    data_dir, out = tmp_path / "data", tmp_path / "run"
+    runner = CommandRunner()
+    files, held = _one_step_holding_out_two(runner, data_dir, out, count=3)
     for path in files:
         if path.relative_to(data_dir).as_posix() not in held:
             path.unlink()  # the one training image
@@ -202,12 +208,8 @@ def test_a_resumed_run_whose_held_out_images_are_all_unreadable_is_told_which_to
     """The hint said only "check the training folder"; it names the files, and removing them lets
     the run go on (its sample grids then show training images)."""
     data_dir, out = tmp_path / "data", tmp_path / "run"
-    files = write_images(data_dir, count=4)
     runner = CommandRunner()
-    first = runner.invoke(app, ["train", "translate-lr", str(data_dir), "--out", str(out), *TINY_TRANSLATE_LR,
-                                "--steps", "1", "--held-out", "2"])
-    assert first.exit_code == 0, first.output
-    held = load_training_checkpoint(out / "checkpoints" / "latest.pt")["config"]["data"]["held_out_files"]
+    files, held = _one_step_holding_out_two(runner, data_dir, out, count=4)
     broken = [path for path in files if path.relative_to(data_dir).as_posix() in held]
     for path in broken:
         path.write_bytes(b"not an image")

@@ -309,13 +309,14 @@ def route_messages_to_console() -> None:
     warnings.showwarning = _show_warning
 
 
-def _device_out_of_memory(error: RuntimeError) -> bool:
-    """``pipelines.memory.is_out_of_memory``, asked only once torch is loaded (this module must not load it)."""
+def _device_out_of_memory(error: RuntimeError, hint: str) -> I2IError | None:
+    """``pipelines.memory.out_of_memory_error``, the pipelines' own wording, asked only once torch
+    is loaded (this module must not load it)."""
     if "torch" not in sys.modules:
-        return False
-    from i2icli.pipelines.memory import is_out_of_memory
+        return None
+    from i2icli.pipelines.memory import out_of_memory_error
 
-    return is_out_of_memory(error)
+    return out_of_memory_error(error, None, hint)
 
 
 _DEFAULT_DEVICE_MEMORY_HINT = "use a smaller --size, or --device cpu"
@@ -333,8 +334,8 @@ def out_of_memory(error: BaseException) -> I2IError | None:
     # PyTorch's CPU allocator reports its failures as a RuntimeError rather than MemoryError.
     if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error)):
         return I2IError("out of memory", ram_hint)
-    if isinstance(error, RuntimeError) and _device_out_of_memory(error):
-        return I2IError(f"the device ran out of memory ({first_line(error, 100)})", device_hint)
+    if isinstance(error, RuntimeError):
+        return _device_out_of_memory(error, device_hint)
     return None
 
 
