@@ -167,3 +167,39 @@ def test_a_bad_model_shape_is_named_before_a_missing_data_folder(args: list[str]
     assert "torch" not in imported, done.stderr
     assert done.stderr.count("Traceback") == 0, done.stderr
     assert said in done.stderr and not_said not in done.stderr, done.stderr
+
+
+# TAB runs `i2i` with the shell's line in the environment: the entry point answers, then reports
+# which heavy modules it imported (NumPy too: its import alone is felt on every TAB).
+_COMPLETE_AND_REPORT = """
+import atexit, json, sys
+atexit.register(lambda: sys.stderr.write("\\n" + json.dumps(sorted({"torch", "cv2", "numpy"} & set(sys.modules))) + "\\n"))
+from i2icli.cli.app import main
+sys.argv = ["i2i"]
+main()
+"""
+
+
+@pytest.mark.parametrize("line, offered", [
+    ("i2i ", "restore"),
+    ("i2i restore --m", "--model"),
+    ("i2i restore --model ", "gfpgan-1.4"),
+    ("i2i restore --bg-model ", "none"),
+    ("i2i restore --device ", "cuda"),
+    ("i2i restore --ext ", "webp"),
+    ("i2i invert --generator ", "stylegan2-ffhq-512"),
+    ("i2i train paired --vgg ", "vgg19-imagenet"),
+    ("i2i weights fetch ", "parsenet"),
+    ("i2i restore -o ", ""),  # nothing: the shell completes file names
+])
+def test_completion_answers_without_torch_opencv_or_numpy(line: str, offered: str, tmp_path: Path):
+    words = line.split()
+    done = subprocess.run([sys.executable, "-c", _COMPLETE_AND_REPORT], cwd=tmp_path, capture_output=True, text=True,
+                          env={"_I2I_COMPLETE": "complete_bash", "COMP_WORDS": line,
+                               "COMP_CWORD": str(len(words) if line.endswith(" ") else len(words) - 1),
+                               "I2I_WEIGHTS_DIR": str(tmp_path / "no-weights"), "PATH": "/usr/bin:/bin",
+                               "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == [], done.stderr
+    answer = done.stdout.split()
+    assert (offered in answer) if offered else answer == [], done.stdout

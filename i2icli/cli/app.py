@@ -15,14 +15,17 @@ app = typer.Typer(
     cls=Group,
     help="Restore and translate photos with GAN models.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion and --show-completion; Typer asks shellingham which shell runs i2i.
+    add_completion=True,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-def _show_version(value: bool) -> None:
-    if value:
+def _show_version(ctx: typer.Context, value: bool) -> None:
+    # While the shell asks for completions the line is only parsed: printing here would offer
+    # the version text as a completion.
+    if value and not ctx.resilient_parsing:
         typer.echo(f"i2i {__version__}")
         raise typer.Exit()
 

@@ -26,6 +26,7 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from i2icli.batch import file_key
+from i2icli.cli import completion
 from i2icli.errors import I2IError, InputError, WeightsError, first_line
 from i2icli.formats import IMAGE_SUFFIXES, SEED_MAX
 
@@ -458,7 +459,8 @@ def _device_name(value: str) -> str:
 
 
 DeviceOption = Annotated[
-    str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Device", callback=_device_name)
+    str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel="Device", callback=_device_name,
+                      autocompletion=completion.device_names)
 ]
 HalfOption = Annotated[
     bool | None,

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from i2icli.cli import completion
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -111,7 +112,8 @@ def exemplar(
     checkpoint: Annotated[
         str,
         typer.Option(metavar="DIR", help="Folder holding latest_net_G.pth and latest_net_Corr.pth (the official DeepFashionHD "
-                     "model is a manual download: see `i2i weights list`).", rich_help_panel=_MODEL),
+                     "model is a manual download: see `i2i weights list`).", rich_help_panel=_MODEL,
+                     autocompletion=completion.checkpoint_names("exemplar")),
     ] = DEFAULT_CHECKPOINT,
     size: Annotated[
         int, typer.Option(min=64, help="Square working size, a multiple of 32 (the official model: 512).",

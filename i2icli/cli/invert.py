@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.batch import is_folder
+from i2icli.cli import completion
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -61,7 +62,8 @@ def invert(
     ] = "results",
     generator: Annotated[
         str, typer.Option(metavar="NAME|PATH", help="StyleGAN2 checkpoint (basicsr/GFPGAN FFHQ files load as published): a path, or a "
-                          "name from `i2i weights list`. Its resolution is the output's.", rich_help_panel=_MODEL)
+                          "name from `i2i weights list`. Its resolution is the output's.", rich_help_panel=_MODEL,
+                          autocompletion=completion.checkpoint_names("generator"))
     ] = "stylegan2-ffhq-512",
     layers: Annotated[
         str, typer.Option(metavar="LIST", help="Composing layers to try, one hypothesis each, e.g. 4-8 or 3,5,7. A layer is a count "
@@ -100,16 +102,19 @@ def invert(
                            "a JSON file of the scores.", rich_help_panel=_OUTPUT)
     ] = False,
     correspondence_model: Annotated[
-        str, typer.Option(metavar="NAME|PATH", help="VGG-19 for the correspondence (torchvision layout).", rich_help_panel=_MODEL)
+        str, typer.Option(metavar="NAME|PATH", help="VGG-19 for the correspondence (torchvision layout).", rich_help_panel=_MODEL,
+                          autocompletion=completion.checkpoint_names("correspondence"))
     ] = "vgg19-imagenet",
     perceptual_model: Annotated[
-        str, typer.Option(metavar="NAME|PATH", help="VGG-16 for the perceptual loss (torchvision layout).", rich_help_panel=_MODEL)
+        str, typer.Option(metavar="NAME|PATH", help="VGG-16 for the perceptual loss (torchvision layout).", rich_help_panel=_MODEL,
+                          autocompletion=completion.checkpoint_names("perceptual"))
     ] = "vgg16-imagenet",
     score_model: Annotated[
-        str, typer.Option(metavar="NAME|PATH", help="FID Inception-v3 for the scores (pytorch-fid layout).", rich_help_panel=_MODEL)
+        str, typer.Option(metavar="NAME|PATH", help="FID Inception-v3 for the scores (pytorch-fid layout).", rich_help_panel=_MODEL,
+                          autocompletion=completion.checkpoint_names("score"))
     ] = "fid-inception",
     detector: Annotated[str, typer.Option(metavar="NAME|PATH", help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path.",
-                                          rich_help_panel=_MODEL)] = "retinaface-resnet50",
+                                          rich_help_panel=_MODEL, autocompletion=completion.checkpoint_names("detector"))] = "retinaface-resnet50",
     device: DeviceOption = "auto",
     bf16: Annotated[
         bool, typer.Option("--bf16", help="Run the networks under bfloat16 autocast (about 2x faster on CPUs with "

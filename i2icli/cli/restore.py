@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from i2icli.cli import completion
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -69,20 +70,24 @@ def restore(
     strength: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="How much of the restored face to use: 1 all of it, 0 none.")
     ] = 1.0,
-    model: Annotated[str, typer.Option(metavar="NAME|PATH", help="Face model: gfpgan-1.4, gfpgan-1.3, or a checkpoint path.", rich_help_panel=_MODELS)] = DEFAULT_FACE_MODEL,
+    model: Annotated[str, typer.Option(metavar="NAME|PATH", help="Face model: gfpgan-1.4, gfpgan-1.3, or a checkpoint path.", rich_help_panel=_MODELS,
+                                            autocompletion=completion.checkpoint_names("face"))] = DEFAULT_FACE_MODEL,
     bg_model: Annotated[
         str,
         typer.Option(metavar="NAME|PATH|none",
             help="Background model: auto (realesrgan-x2plus up to 2x, realesrgan-x4plus above), realesr-general-x4v3, "
             "a checkpoint path, or none (Lanczos resize).",
             rich_help_panel=_MODELS,
+            autocompletion=completion.checkpoint_names("background", extra=("auto", "none")),
         ),
     ] = "auto",
     detector: Annotated[
-        str, typer.Option(metavar="NAME|PATH", help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path (resnet50 or mobilenet0.25).", rich_help_panel=_MODELS)
+        str, typer.Option(metavar="NAME|PATH", help="Face detector: retinaface-resnet50 or a RetinaFace checkpoint path (resnet50 or mobilenet0.25).", rich_help_panel=_MODELS,
+                          autocompletion=completion.checkpoint_names("detector"))
     ] = DEFAULT_DETECTOR,
     parser: Annotated[
-        str, typer.Option(metavar="NAME|PATH|none", help="Face parser for soft paste masks: parsenet, a path, or none.", rich_help_panel=_MODELS)
+        str, typer.Option(metavar="NAME|PATH|none", help="Face parser for soft paste masks: parsenet, a path, or none.", rich_help_panel=_MODELS,
+                          autocompletion=completion.checkpoint_names("parser", extra=("none",)))
     ] = DEFAULT_PARSER,
     threshold: Annotated[float, typer.Option(callback=finite, min=0.0, max=1.0, help="Face detection confidence threshold.", rich_help_panel=_FACES)] = 0.97,
     only_center_face: Annotated[bool, typer.Option("--only-center-face", help="Restore only the face nearest the centre.", rich_help_panel=_FACES)] = False,
@@ -94,7 +99,8 @@ def restore(
     save_faces: Annotated[
         bool, typer.Option("--save-faces", help="Also save face crops, restored faces and side-by-side comparisons.", rich_help_panel=_OUTPUT)
     ] = False,
-    ext: Annotated[str, typer.Option(metavar="FORMAT", help="Output format: auto (same as input), png, jpg, webp, tif or bmp.", rich_help_panel=_OUTPUT)] = "auto",
+    ext: Annotated[str, typer.Option(metavar="FORMAT", help="Output format: auto (same as input), png, jpg, webp, tif or bmp.", rich_help_panel=_OUTPUT,
+                                          autocompletion=completion.words(*_EXTENSIONS))] = "auto",
     suffix: Annotated[str, typer.Option(help="Text added to each output file name.", rich_help_panel=_OUTPUT,
                                         callback=_file_name_suffix)] = "",
     strip_metadata: Annotated[

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from i2icli.cli import completion
 from i2icli.cli.common import (
     check_output_folder,
     console,
@@ -85,9 +86,11 @@ ResumeFromOption = Annotated[Path | None, typer.Option(metavar="FILE", show_defa
                                                        rich_help_panel=RUN_PANEL)]
 EvalCheckpointOption = Annotated[Path | None, typer.Option(metavar="FILE", show_default=False, help="Checkpoint to evaluate (default: the "
                                                            "run's latest).", rich_help_panel=EVAL_PANEL)]
-FidModelOption = Annotated[str, typer.Option(metavar="NAME|PATH|none", help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=EVAL_PANEL)]
+FidModelOption = Annotated[str, typer.Option(metavar="NAME|PATH|none", help="FID Inception checkpoint ('none' to skip FID).", rich_help_panel=EVAL_PANEL,
+                                             autocompletion=completion.checkpoint_names("score", extra=("none",)))]
 LpipsBackboneOption = Annotated[str, typer.Option(metavar="NAME|PATH|none", help="VGG-16 for LPIPS, when the lpips package is installed ('none' to skip).",
-                                                  rich_help_panel=EVAL_PANEL)]
+                                                  rich_help_panel=EVAL_PANEL,
+                                                  autocompletion=completion.checkpoint_names("perceptual", extra=("none",)))]
 
 
 def counted(count: int, noun: str) -> str:

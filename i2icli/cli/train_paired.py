@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from i2icli.cli import completion
 from i2icli.cli.common import (
     EXIT_OK,
     DeviceOption,
@@ -103,7 +104,8 @@ def paired(
                                              rich_help_panel=LOSS_PANEL)] = 10.0,
     vgg_weight: Annotated[float, typer.Option(callback=finite, min=0.0, help="Weight of a VGG-19 perceptual loss on the reconstruction "
                                               "(off by default, as in the paper).", rich_help_panel=LOSS_PANEL)] = 0.0,
-    vgg: Annotated[str, typer.Option(metavar="NAME|PATH|none", help="VGG-19 checkpoint for --vgg-weight.", rich_help_panel=LOSS_PANEL)] = "vgg19-imagenet",
+    vgg: Annotated[str, typer.Option(metavar="NAME|PATH|none", help="VGG-19 checkpoint for --vgg-weight.", rich_help_panel=LOSS_PANEL,
+                                      autocompletion=completion.checkpoint_names("correspondence", extra=("none",)))] = "vgg19-imagenet",
     g_lr: GeneratorLrOption = 1e-4,
     d_lr: DiscriminatorLrOption = 4e-4,
     ema_decay: EmaDecayOption = 0.999,
@@ -120,7 +122,8 @@ def paired(
                                         "instead of training.", rich_help_panel=EVAL_PANEL)] = False,
     eval_checkpoint: EvalCheckpointOption = None,
     eval_style: Annotated[str, typer.Option(metavar="photo|mean", help="Style in --eval: 'photo' (each held-out photo's own, as the paper scores it) or "
-                                            "'mean'.", rich_help_panel=EVAL_PANEL)] = "photo",
+                                            "'mean'.", rich_help_panel=EVAL_PANEL,
+                                            autocompletion=completion.words("photo", "mean"))] = "photo",
     spectrum: Annotated[Path | None, typer.Option(metavar="FILE", show_default=False, help="Where --eval plots the power spectra "
                                                   "(default: OUT/eval/spectrum-step-N.png).", rich_help_panel=EVAL_PANEL)] = None,
     fid_model: FidModelOption = "fid-inception",

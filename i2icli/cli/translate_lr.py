@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from i2icli.cli import completion
 from i2icli.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -98,7 +99,8 @@ def translate_lr(
                                   "down the side.")
     ] = None,
     detector: Annotated[str, typer.Option(metavar="NAME|PATH", help="Face detector for --align-faces: retinaface-resnet50 or a RetinaFace "
-                                          "checkpoint path.", rich_help_panel=_MODEL)
+                                          "checkpoint path.", rich_help_panel=_MODEL,
+                                          autocompletion=completion.checkpoint_names("detector"))
                         ] = "retinaface-resnet50",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip pairs whose output exists.",
                                                 rich_help_panel=_OUTPUT)] = False,

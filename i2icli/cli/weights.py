@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from i2icli.cli import completion
 from i2icli.cli.common import (
     EXIT_FAILED,
     Command,
@@ -84,7 +85,8 @@ def _size_is_wrong(checkpoint, local: Path | None) -> bool:
 @app.command("fetch", cls=Command)
 @handles_errors
 def fetch(
-    names: Annotated[list[str] | None, typer.Argument(metavar="NAMES", help="Names from `i2i weights list` (default: what `i2i restore` uses).", show_default=False)] = None,
+    names: Annotated[list[str] | None, typer.Argument(metavar="NAMES", help="Names from `i2i weights list` (default: what `i2i restore` uses).", show_default=False,
+                                                         autocompletion=completion.fetchable_names)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Fetch every checkpoint that can be downloaded (not the "
                                        "manual downloads).")] = False,
     to: Annotated[Path | None, typer.Option(metavar="DIR", help="Also copy the files into this folder (e.g. to carry to an offline machine).")] = None,
@@ -117,7 +119,8 @@ def fetch(
 @app.command("verify", cls=Command)
 @handles_errors
 def verify(
-    names: Annotated[list[str] | None, typer.Argument(metavar="NAMES", help="Names from `i2i weights list` (default: all of them).", show_default=False)] = None,
+    names: Annotated[list[str] | None, typer.Argument(metavar="NAMES", help="Names from `i2i weights list` (default: all of them).", show_default=False,
+                                                         autocompletion=completion.registry_names)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check the sha256 of every local copy of the checkpoints (every copy: a run passes over a
