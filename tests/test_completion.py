@@ -1,6 +1,12 @@
 """TAB completion through the protocol the shells' scripts speak: `_I2I_COMPLETE=complete_bash`
 with COMP_WORDS/COMP_CWORD (bash), `_TYPER_COMPLETE_ARGS` (zsh and fish)."""
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import shellingham
 from conftest import CommandRunner
@@ -148,3 +154,20 @@ def test_a_named_shells_script_is_printed_without_detection(shell: str, monkeypa
     done = runner.invoke(app, [], prog_name="i2i", env={"_I2I_COMPLETE": f"source_{shell}"})
     assert done.exit_code == 0, done.output
     assert f"_I2I_COMPLETE=complete_{shell}" in done.stdout
+
+
+def test_bash_itself_completes_with_the_shown_script():
+    """The script bash sources, run by bash: names in COMPREPLY, and for a path option an empty
+    COMPREPLY under `complete -o default`, which is bash's own file completion."""
+    bash, bin_folder = shutil.which("bash"), Path(sys.executable).parent
+    if bash is None or not (bin_folder / "i2i").exists():
+        pytest.skip("needs bash and the installed i2i command")
+    session = """eval "$(_I2I_COMPLETE=source_bash i2i)"
+complete -p i2i
+COMP_WORDS=(i2i restore --bg-model real); COMP_CWORD=3; _i2i_completion i2i; echo "${COMPREPLY[*]}"
+COMP_WORDS=(i2i restore -o ''); COMP_CWORD=3; _i2i_completion i2i; echo "${#COMPREPLY[@]} for -o"
+"""
+    done = subprocess.run([bash, "--norc", "--noprofile", "-c", session], capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{bin_folder}{os.pathsep}{os.environ.get('PATH', '')}"})
+    assert done.stdout.splitlines() == ["complete -o default -F _i2i_completion i2i",
+                                        "realesrgan-x2plus realesrgan-x4plus realesr-general-x4v3", "0 for -o"], done.stderr
