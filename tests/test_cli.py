@@ -293,7 +293,7 @@ def test_ctrl_c_with_json_still_prints_what_was_done(tiny_env, landmarks_detecto
 def test_ctrl_c_outside_a_batch_with_json_prints_an_error_document(capsys):
     import typer
 
-    from i2icli.cli.common import handles_errors
+    from i2icli.cli.error_handling import handles_errors
 
     @handles_errors
     def command(as_json: bool = False):
@@ -526,7 +526,7 @@ def test_results_keep_the_order_the_inputs_were_given_in(tmp_path):
 def test_a_file_name_that_is_not_utf8_is_written_to_a_strict_stdout_as_its_bytes(monkeypatch):
     import io
 
-    from i2icli.cli.common import stdout_write
+    from i2icli.cli.stdout import stdout_write
 
     raw = io.BytesIO()
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", errors="strict"))
@@ -653,7 +653,7 @@ def test_planning_counts_what_it_leaves_out_and_knows_one_file_by_any_path(tmp_p
     assert [j.source.name for j in plan_jobs(["~/in/*.png"], tmp_path / "out", recursive=False)] == ["a.png"]
 
     # -o with a trailing slash names a folder, whatever its name looks like.
-    from i2icli.cli.common import names_image_file
+    from i2icli.cli.paths import names_image_file
 
     assert names_image_file("new.png") and not names_image_file("new.png/")
 
@@ -818,7 +818,7 @@ def test_face_files_of_photos_that_share_a_stem_stay_apart(tiny_env, landmarks_d
 def test_device_names(tmp_path):
     result = run("restore", str(EXAMPLES / "old_photo.jpg"), "-o", str(tmp_path), "--device", "nonsense")
     assert result.exit_code == 2 and "use auto, cpu, cuda, cuda:N or mps" in result.stderr
-    from i2icli.cli.common import _device_name
+    from i2icli.cli.options import _device_name
 
     assert _device_name(" CPU ") == "cpu" and _device_name("cuda:1") == "cuda:1"
 
@@ -848,7 +848,7 @@ def test_unforeseen_file_system_errors_are_one_line(tmp_path, capsys):
     import pytest
     import typer
 
-    from i2icli.cli.common import handles_errors
+    from i2icli.cli.error_handling import handles_errors
 
     @handles_errors
     def command():
@@ -868,7 +868,7 @@ def test_a_device_out_of_memory_is_one_line_with_the_commands_own_hint(capsys):
     import torch
     import typer
 
-    from i2icli.cli.common import handles_errors
+    from i2icli.cli.error_handling import handles_errors
 
     @handles_errors(out_of_memory_hint="use fewer --codes", out_of_ram_hint="use a smaller --size")
     def command(error: Exception, as_json: bool = False):
@@ -900,7 +900,7 @@ def test_logged_and_python_warnings_are_one_line_warnings(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    from i2icli.cli.common import route_messages_to_console
+    from i2icli.cli.stderr import route_messages_to_console
     from i2icli.imageio import read_image
 
     pages = [Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)) for i in range(3)]
@@ -925,7 +925,7 @@ def test_logged_and_python_warnings_are_one_line_warnings(tmp_path, capsys):
 def test_a_quoted_home_folder_is_expanded_for_every_path_option(tmp_path, monkeypatch):
     """The shell leaves "~/x" alone when it is quoted (and scripts often quote): every path
     option sees the expanded path, so a file test or a read never meets the literal "~"."""
-    from i2icli.cli.common import handles_errors
+    from i2icli.cli.error_handling import handles_errors
 
     monkeypatch.setenv("HOME", str(tmp_path))
     seen = {}
@@ -1078,7 +1078,8 @@ def test_the_standard_streams_refuse_a_terminal_and_a_closed_pipe(monkeypatch):
 
     import typer
 
-    from i2icli.cli import common
+    from i2icli.cli.piping import read_standard_input, refuse_terminal_output
+    from i2icli.cli.stdout import write_standard_output
     from i2icli.errors import I2IError
 
     class Terminal(io.BytesIO):
@@ -1087,11 +1088,11 @@ def test_the_standard_streams_refuse_a_terminal_and_a_closed_pipe(monkeypatch):
 
     monkeypatch.setattr(sys, "stdin", Terminal())
     with pytest.raises(typer.Exit) as refused:
-        common.read_standard_input(100)
+        read_standard_input(100)
     assert refused.value.exit_code == 2
     monkeypatch.setattr(sys, "stdout", Terminal())
     with pytest.raises(typer.Exit):
-        common.refuse_terminal_output()
+        refuse_terminal_output()
 
     class ClosedPipe(io.RawIOBase):
         buffer = property(lambda self: self)
@@ -1104,7 +1105,7 @@ def test_the_standard_streams_refuse_a_terminal_and_a_closed_pipe(monkeypatch):
 
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     with pytest.raises(I2IError, match="standard output was closed"):
-        common.write_standard_output(b"image")
+        write_standard_output(b"image")
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -1176,7 +1177,7 @@ def test_weights_output_shows_a_folder_name_in_brackets_as_it_is(tiny_env, tmp_p
 
 
 def test_a_message_ending_in_a_backslash_shows_it_once(capsys):
-    from i2icli.cli.common import report_error, warn
+    from i2icli.cli.stderr import report_error, warn
     from i2icli.errors import I2IError
 
     report_error(I2IError("cannot write D:\\photos\\", "free some space on D:\\"))

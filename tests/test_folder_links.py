@@ -36,7 +36,7 @@ def test_restore_fails_each_link_in_a_loop_as_it_fails_a_link_to_nothing(tmp_pat
 def test_a_folder_argument_keeps_its_unreadable_links_and_reading_one_names_it(tmp_path):
     """paired and translate-lr read folders through image_files, which left such links out, so a
     folder of photos on a drive that was not mounted ran without them and exited 0."""
-    from i2icli.cli.common import image_files
+    from i2icli.cli.paths import image_files
     from i2icli.errors import InputImageError
     from i2icli.imageio import read_image
 

@@ -527,7 +527,7 @@ def test_layers_the_generator_cannot_do_are_refused_before_the_other_networks_lo
 
 
 def test_json_documents_write_null_for_non_finite_numbers():
-    from i2icli.cli.common import json_document
+    from i2icli.cli.stdout import json_document
 
     text = json_document({"loss": float("nan"), "scores": [1.5, float("inf")], "nested": ({"x": -float("inf")},)})
     assert json.loads(text) == {"loss": None, "scores": [1.5, None], "nested": [{"x": None}]}

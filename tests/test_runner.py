@@ -177,7 +177,7 @@ def test_a_plain_processor_still_runs(tmp_path):
 def test_a_job_that_runs_out_of_memory_is_named_with_the_commands_hint_and_the_rest_go_on(tmp_path, capsys):
     import torch
 
-    from i2icli.cli.common import handles_errors
+    from i2icli.cli.error_handling import handles_errors
 
     failures = {"big": torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"),
                 "huge": RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
@@ -215,7 +215,7 @@ def test_an_output_that_is_a_folder_fails_its_job_before_the_work(tmp_path):
 def test_an_output_that_is_an_input_by_another_name_is_refused(tmp_path):
     """On a case-insensitive disk (macOS, Windows) the output A.png of input a.png is a.png itself;
     a hard link is the same situation on any disk: two names, one file."""
-    from i2icli.cli.common import refuse_overwrite
+    from i2icli.cli.paths import refuse_overwrite
     from i2icli.cli.runner import one_writer_per_file
     from i2icli.errors import InputError
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from i2icli.cli import common
+from i2icli.cli import signals, stderr
+from i2icli.cli.stdout import stdout_write
 
 
 def _run_python(code: str, *args: str, stdout: int | None = subprocess.PIPE, **env: str) -> subprocess.CompletedProcess:
@@ -45,7 +46,8 @@ _TERMINATED_BATCH = """
     import numpy as np
     import typer
 
-    from i2icli.cli.common import handles_errors, JsonOption
+    from i2icli.cli.error_handling import handles_errors
+    from i2icli.cli.options import JsonOption
     from i2icli.cli.runner import Stages, batch_failures, run_batch
     from i2icli.imageio import replace_atomically
 
@@ -96,10 +98,10 @@ def test_a_dumb_terminal_gets_no_progress_bar(monkeypatch):
     # empty line among the command's messages.
     captured = io.StringIO()
     monkeypatch.setenv("TERM", "dumb")
-    monkeypatch.setattr(common, "console", Console(file=captured, force_terminal=True))
-    with common.transient_progress() as progress:
+    monkeypatch.setattr(stderr, "console", Console(file=captured, force_terminal=True))
+    with stderr.transient_progress() as progress:
         task = progress.add_task("restoring", total=1)
-        common.warn("a.png: one line")
+        stderr.warn("a.png: one line")
         progress.advance(task)
     assert captured.getvalue() == "warning: a.png: one line\n"
 
@@ -109,7 +111,7 @@ def test_an_ascii_only_standard_output_gets_escapes_not_a_crash(monkeypatch):
     # a name's undecodable byte (held as a surrogate) is still written as that byte.
     buffer = io.BytesIO()
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buffer, encoding="ascii"))
-    common.stdout_write("café.png → out/\udce9.png")
+    stdout_write("café.png → out/\udce9.png")
     assert buffer.getvalue() == b"caf\\xe9.png \\u2192 out/\xe9.png\n"
 
 
@@ -156,8 +158,8 @@ def test_a_line_being_written_when_ctrl_c_comes_is_written_once(monkeypatch):
             return written
 
     captured = SignalsAfterWrite()
-    monkeypatch.setattr(common, "console", common._Console(file=captured, soft_wrap=True))
-    with pytest.raises(KeyboardInterrupt), common._signals_as_interrupts():
-        common.warn("first")
-    common.console.print("interrupted")
+    monkeypatch.setattr(stderr, "console", stderr._Console(file=captured, soft_wrap=True))
+    with pytest.raises(KeyboardInterrupt), signals.signals_as_interrupts():
+        stderr.warn("first")
+    stderr.console.print("interrupted")
     assert captured.getvalue() == "warning: first\ninterrupted\n"

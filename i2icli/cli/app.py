@@ -8,7 +8,8 @@ import typer
 
 from i2icli import __version__
 from i2icli.cli import exemplar, invert, paired, restore, train, translate_lr, weights
-from i2icli.cli.common import Command, Group, route_messages_to_console
+from i2icli.cli.command_classes import Command, Group
+from i2icli.cli.stderr import route_messages_to_console
 
 app = typer.Typer(
     name="i2i",

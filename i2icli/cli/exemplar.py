@@ -11,27 +11,24 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli import completion
-from i2icli.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    STANDARD_STREAM,
+from i2icli.cli.error_handling import EXIT_FAILED, EXIT_OK, handles_errors, usage_error
+from i2icli.cli.options import (
     Bf16Option,
     DeviceOption,
     DryRunOption,
     JsonOption,
     MaxPixelsOption,
-    argument_read_from_standard_input,
-    check_output_folder,
-    handles_errors,
-    names_image_file,
-    output_name,
     precision_from_flags,
+    seed_in_range,
+    warn_of_options_unused,
+)
+from i2icli.cli.paths import check_output_folder, names_image_file
+from i2icli.cli.piping import (
+    STANDARD_STREAM,
+    argument_read_from_standard_input,
+    output_name,
     read_piped_image,
     refuse_output_folder_for_standard_input,
-    seed_in_range,
-    usage_error,
-    warn,
-    warn_of_options_unused,
     write_output,
     writes_to_standard_output,
 )
@@ -42,6 +39,7 @@ from i2icli.cli.runner import (
     run_batch,
     will_run,
 )
+from i2icli.cli.stderr import warn
 from i2icli.errors import InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from i2icli.pipelines import memory_hints

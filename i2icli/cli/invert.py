@@ -9,33 +9,27 @@ import typer
 
 from i2icli.batch import is_folder
 from i2icli.cli import completion
-from i2icli.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    STANDARD_STREAM,
+from i2icli.cli.error_handling import EXIT_FAILED, EXIT_OK, handles_errors, usage_error
+from i2icli.cli.options import (
     DeviceOption,
     DryRunOption,
     JsonOption,
     MaxPixelsOption,
+    seed_in_range,
+    warn_of_options_unused,
+)
+from i2icli.cli.paths import check_output_folder, names_image_file, refuse_overwrite
+from i2icli.cli.piping import (
+    STANDARD_STREAM,
     argument_read_from_standard_input,
-    check_output_folder,
-    console,
-    download_progress,
-    handles_errors,
-    json_document,
-    names_image_file,
     output_name,
     read_piped_image,
     refuse_output_folder_for_standard_input,
-    refuse_overwrite,
-    seed_in_range,
-    transient_progress,
-    usage_error,
-    warn,
-    warn_of_options_unused,
     write_output,
     writes_to_standard_output,
 )
+from i2icli.cli.stderr import console, download_progress, transient_progress, warn
+from i2icli.cli.stdout import json_document
 from i2icli.errors import I2IError, InputError
 from i2icli.formats import DEFAULT_MAX_PIXELS
 from i2icli.pipelines import memory_hints

@@ -8,31 +8,29 @@ from typing import Annotated, Any
 
 import typer
 
-from i2icli.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    SEED_MAX,
-    STANDARD_STREAM,
+from i2icli.cli.error_handling import EXIT_FAILED, EXIT_OK, handles_errors, usage_error
+from i2icli.cli.options import (
     DeviceOption,
     DryRunOption,
     JsonOption,
     MaxPixelsOption,
-    argument_read_from_standard_input,
+    seed_in_range,
+)
+from i2icli.cli.paths import (
     check_extra_output,
     check_output_folder,
-    console,
-    handles_errors,
     image_files,
     names_image_file,
+    refuse_overwrite,
+)
+from i2icli.cli.piping import (
+    STANDARD_STREAM,
+    argument_read_from_standard_input,
     output_name,
-    plain,
     read_piped_image,
     read_standard_input,
     refuse_more_than_one_image_to_standard_output,
     refuse_output_folder_for_standard_input,
-    refuse_overwrite,
-    seed_in_range,
-    usage_error,
     write_output,
     writes_to_standard_output,
 )
@@ -43,9 +41,10 @@ from i2icli.cli.runner import (
     run_batch,
     will_run,
 )
+from i2icli.cli.stderr import console, plain
 from i2icli.cli.train_common import refuse_a_missing_run
 from i2icli.errors import InputError
-from i2icli.formats import DEFAULT_MAX_PIXELS
+from i2icli.formats import DEFAULT_MAX_PIXELS, SEED_MAX
 from i2icli.pipelines import memory_hints
 
 _MODEL = "Model"

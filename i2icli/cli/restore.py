@@ -9,33 +9,30 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli import completion
-from i2icli.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    STANDARD_STREAM,
+from i2icli.cli.error_handling import EXIT_FAILED, EXIT_OK, handles_errors, usage_error
+from i2icli.cli.options import (
     Bf16Option,
     DeviceOption,
     DryRunOption,
     HalfOption,
     JsonOption,
     MaxPixelsOption,
-    check_output_folder,
-    download_progress,
     finite,
-    handles_errors,
-    names_image_file,
-    output_name,
     precision_from_flags,
+    warn_of_options_unused,
+)
+from i2icli.cli.paths import check_output_folder, names_image_file
+from i2icli.cli.piping import (
+    STANDARD_STREAM,
+    output_name,
     read_standard_input,
     refuse_more_than_one_image_to_standard_output,
     refuse_output_folder_for_standard_input,
-    usage_error,
-    warn,
-    warn_of_options_unused,
     write_output,
     writes_to_standard_output,
 )
 from i2icli.cli.runner import batch_failures, exit_with_preview, run_batch, will_run
+from i2icli.cli.stderr import download_progress, warn
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from i2icli.pipelines import memory_hints
 from i2icli.pipelines.restore_models import (

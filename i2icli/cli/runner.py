@@ -22,22 +22,18 @@ from i2icli.batch import (
     file_key,
     is_folder,
 )
-from i2icli.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    STANDARD_STREAM,
-    Interrupted,
-    Terminated,
+from i2icli.cli.error_handling import EXIT_FAILED, EXIT_OK, out_of_memory
+from i2icli.cli.piping import STANDARD_STREAM
+from i2icli.cli.signals import Interrupted, Terminated
+from i2icli.cli.stderr import (
     console,
-    json_document,
     megabytes,
-    out_of_memory,
     plain,
     report_error,
-    stdout_write,
     transient_progress,
     visible,
 )
+from i2icli.cli.stdout import json_document, stdout_write
 from i2icli.errors import DiskFullError, I2IError, InputError, first_line
 
 

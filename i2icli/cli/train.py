@@ -8,21 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli import train_paired
-from i2icli.cli.common import (
-    EXIT_OK,
-    Command,
-    DeviceOption,
-    Group,
-    JsonOption,
-    console,
-    finite,
-    handles_errors,
-    json_document,
-    plain,
-    stdout_write,
-    usage_error,
-    warn,
-)
+from i2icli.cli.command_classes import Command, Group
+from i2icli.cli.error_handling import EXIT_OK, handles_errors, usage_error
+from i2icli.cli.options import DeviceOption, JsonOption, finite
+from i2icli.cli.stderr import console, plain, warn
+from i2icli.cli.stdout import json_document, stdout_write
 from i2icli.cli.train_common import (
     EVAL_PANEL,
     LOSS_PANEL,

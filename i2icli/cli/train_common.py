@@ -10,20 +10,16 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli import completion
-from i2icli.cli.common import (
-    check_output_folder,
-    console,
-    download_progress,
+from i2icli.cli.error_handling import usage_error
+from i2icli.cli.options import (
     finite,
     given_on_command_line,
-    json_document,
-    plain,
     positive_finite,
     seed_in_range,
-    stdout_write,
-    usage_error,
-    warn,
 )
+from i2icli.cli.paths import check_output_folder
+from i2icli.cli.stderr import console, download_progress, plain, warn
+from i2icli.cli.stdout import json_document, stdout_write
 from i2icli.errors import I2IError
 
 MODEL_PANEL = "Model"

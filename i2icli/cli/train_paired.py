@@ -8,22 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli import completion
-from i2icli.cli.common import (
-    EXIT_OK,
-    DeviceOption,
-    JsonOption,
-    check_extra_output,
-    console,
-    download_progress,
-    finite,
-    given_on_command_line,
-    handles_errors,
-    json_document,
-    plain,
-    stdout_write,
-    usage_error,
-    warn,
-)
+from i2icli.cli.error_handling import EXIT_OK, handles_errors, usage_error
+from i2icli.cli.options import DeviceOption, JsonOption, finite, given_on_command_line
+from i2icli.cli.paths import check_extra_output
+from i2icli.cli.stderr import console, download_progress, plain, warn
+from i2icli.cli.stdout import json_document, stdout_write
 from i2icli.cli.train_common import (
     EVAL_PANEL,
     LOSS_PANEL,

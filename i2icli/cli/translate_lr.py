@@ -10,30 +10,22 @@ from typing import Annotated, Any
 import typer
 
 from i2icli.cli import completion
-from i2icli.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    STANDARD_STREAM,
-    DeviceOption,
-    DryRunOption,
-    JsonOption,
-    MaxPixelsOption,
-    argument_read_from_standard_input,
+from i2icli.cli.error_handling import EXIT_FAILED, EXIT_OK, handles_errors, usage_error
+from i2icli.cli.options import DeviceOption, DryRunOption, JsonOption, MaxPixelsOption
+from i2icli.cli.paths import (
     check_extra_output,
     check_output_folder,
-    console,
-    download_progress,
-    handles_errors,
     image_files,
     names_image_file,
+    refuse_overwrite,
+)
+from i2icli.cli.piping import (
+    STANDARD_STREAM,
+    argument_read_from_standard_input,
     output_name,
-    plain,
     read_piped_image,
     refuse_more_than_one_image_to_standard_output,
     refuse_output_folder_for_standard_input,
-    refuse_overwrite,
-    usage_error,
-    warn,
     write_output,
     writes_to_standard_output,
 )
@@ -45,6 +37,7 @@ from i2icli.cli.runner import (
     run_batch,
     will_run,
 )
+from i2icli.cli.stderr import console, download_progress, plain, warn
 from i2icli.cli.train_common import refuse_a_missing_run
 from i2icli.errors import I2IError
 from i2icli.formats import DEFAULT_MAX_PIXELS

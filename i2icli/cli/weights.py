@@ -8,20 +8,11 @@ from typing import Annotated
 import typer
 
 from i2icli.cli import completion
-from i2icli.cli.common import (
-    EXIT_FAILED,
-    Command,
-    Group,
-    JsonOption,
-    console,
-    download_progress,
-    handles_errors,
-    json_document,
-    megabytes,
-    plain,
-    report_error,
-    stdout_write,
-)
+from i2icli.cli.command_classes import Command, Group
+from i2icli.cli.error_handling import EXIT_FAILED, handles_errors
+from i2icli.cli.options import JsonOption
+from i2icli.cli.stderr import console, download_progress, megabytes, plain, report_error
+from i2icli.cli.stdout import json_document, stdout_write
 
 app = typer.Typer(help="List, download and verify pretrained checkpoints.", no_args_is_help=True, cls=Group)
 
