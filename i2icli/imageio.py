@@ -20,6 +20,7 @@ import functools
 import io
 import logging
 import os
+import re
 import secrets
 import stat
 import sys
@@ -230,9 +231,13 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
 def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientation: int) -> tuple[np.ndarray, str]:
     """The file's pixels, orientation applied, and their channel order ("BGR" or "RGB")."""
     mode = pil.mode
+    # Many downloads and some cameras leave off a JPEG's end marker though all its picture data is
+    # there, and OpenCV's libjpeg then gives up on a photo every viewer shows. Given the marker, it
+    # reads such a file whole, and says so where the picture data itself stops short.
+    end_marker_added = fmt == "JPEG" and not data.endswith(_JPEG_END_MARKER)
     with _c_library_messages() as printed:
-        decoded = _decode_cv2(data)
-    _heed_decoder_messages(p, fmt, printed, decoded is not None)
+        decoded = _decode_cv2(data + _JPEG_END_MARKER if end_marker_added else data)
+    _heed_decoder_messages(p, fmt, printed, decoded is not None, end_marker_added=end_marker_added)
     order, cv2_oriented = "BGR", False
     if decoded is not None and orientation != 1:
         stored_w, stored_h = _stored_size(pil, fmt)
@@ -659,32 +664,55 @@ def _c_library_messages() -> Iterator[list[str]]:
             os.close(shown)
 
 
-def _heed_decoder_messages(p: Path, fmt: str, printed: list[str], decoded: bool) -> None:
+_JPEG_END_MARKER = b"\xff\xd9"
+# libjpeg's word for picture data that stops before its last block: of a file cut short, once
+# the end marker it lacked is added.
+_JPEG_DATA_CUT_SHORT = "Corrupt JPEG data: premature end of data segment"
+_JPEG_STRAY_BYTES_BEFORE_END = re.compile(r"Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9")
+# Writers that pad a JPEG leave a byte or a few before its end marker. A scan garbled on a bad
+# card leaves what its misread codes did not use, commonly hundreds or thousands of bytes.
+_JPEG_PADDING_MAX_BYTES = 16
+
+
+def _heed_decoder_messages(
+    p: Path, fmt: str, printed: list[str], decoded: bool, *, end_marker_added: bool = False
+) -> None:
     """Say what OpenCV's decoders printed means for this file, in one line of i2i's own.
 
     A PNG whose pixel data stops short of its last row ("Not enough image data") is refused:
     OpenCV fails it, but Pillow, the fallback decoder, reads it without a word, the missing rows
     black. (libpng's other errors are left to Pillow's strict decoding, which refuses what is
     damaged, and reads a PNG that merely lacks its end chunk.) A JPEG that ends early is refused
-    too: OpenCV 4's libjpeg fills its missing rows with grey. So is a TIFF OpenCV hands over
+    too: OpenCV 4's libjpeg fills its missing rows with grey. (One that lacks only its end marker,
+    ``end_marker_added`` to it before decoding, is read as it is; one that stops inside its
+    picture data is refused.) So is a TIFF OpenCV hands over
     though libtiff failed on it ("LZWDecode: Not enough data at scanline 28"): the rows after are
     noise. (Where OpenCV fails, Pillow decodes the file or refuses it.)
 
     A JPEG whose data is damaged inside but complete ("Corrupt JPEG data") is restored with a
     warning rather than refused: libjpeg says so both of a photo garbled on a bad card and of a
     sound one with a few stray bytes before its end marker, and a hobbyist's damaged photo may be
-    the only copy, whose undamaged part is still worth restoring. The rest (libpng's complaints
-    about a colour profile or a text chunk, say) is about metadata, not pixels, and goes unsaid.
+    the only copy, whose undamaged part is still worth restoring. The stray bytes alone, no more
+    than a writer's padding, are no damage and go unsaid. The rest (libpng's complaints about a
+    colour profile or a text chunk, say) is about metadata, not pixels, and goes unsaid too.
     """
     cut_short = {"PNG": "libpng error: Not enough image data", "JPEG": "Premature end of JPEG file"}.get(fmt)
     if cut_short and cut_short in printed:
         raise _corrupt(p)
+    if end_marker_added and _JPEG_DATA_CUT_SHORT in printed:
+        raise _corrupt(p)
     if fmt == "TIFF" and decoded and any("TIFF_Error" in line for line in printed):
         raise _corrupt(p)
-    if fmt == "JPEG" and any(line.startswith("Corrupt JPEG data") for line in printed):
+    if fmt == "JPEG" and any(line.startswith("Corrupt JPEG data") and not _is_padding(line) for line in printed):
         logging.getLogger(__name__).warning(
             "%s: the JPEG data is damaged, so parts of the picture (and of the result) may be garbled; "
             "check the result, or use an undamaged copy", p)
+
+
+def _is_padding(libjpeg_line: str) -> bool:
+    """Whether libjpeg's line speaks of no more stray bytes before the end marker than a writer pads with."""
+    stray = _JPEG_STRAY_BYTES_BEFORE_END.fullmatch(libjpeg_line)
+    return stray is not None and int(stray.group(1)) <= _JPEG_PADDING_MAX_BYTES
 
 
 def _decode_cv2(data: bytes) -> np.ndarray | None:

@@ -1,0 +1,60 @@
+"""Tests for small defects a user could still hit."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from i2icli.errors import InputImageError
+from i2icli.imageio import read_image
+
+# --------------------------------------------------------------------------- a JPEG's end marker
+
+
+def jpeg_bytes(*, progressive: bool = False) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90, progressive=progressive)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+@pytest.mark.parametrize("kept_of_end_marker", [0, 1], ids=["no-end-marker", "half-end-marker"])
+def test_a_jpeg_lacking_only_its_end_marker_is_read_as_if_it_had_it(
+    tmp_path, capfd, caplog, progressive, kept_of_end_marker
+):
+    whole = jpeg_bytes(progressive=progressive)
+    assert whole.endswith(b"\xff\xd9")
+    (tmp_path / "whole.jpg").write_bytes(whole)
+    (tmp_path / "download.jpg").write_bytes(whole[: len(whole) - 2 + kept_of_end_marker])
+    with caplog.at_level("WARNING"):
+        picture = read_image(tmp_path / "download.jpg")
+    assert np.array_equal(picture.rgb, read_image(tmp_path / "whole.jpg").rgb)
+    assert not caplog.records
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+@pytest.mark.parametrize("kept", [0.5, 0.9, -5], ids=["half", "most", "all-but-its-last-bytes"])
+def test_a_jpeg_cut_inside_its_picture_data_is_still_refused(tmp_path, capfd, progressive, kept):
+    whole = jpeg_bytes(progressive=progressive)
+    path = tmp_path / "download.jpg"
+    path.write_bytes(whole[:kept] if kept < 0 else whole[: int(len(whole) * kept)])
+    with pytest.raises(InputImageError, match="download.jpg: .*truncated"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("padding", [b"\x00\x00\x00\x00\x00", b"\xa5" * 12])
+def test_a_few_stray_bytes_before_a_jpegs_end_marker_go_unwarned(tmp_path, capfd, caplog, padding):
+    whole = jpeg_bytes()
+    (tmp_path / "whole.jpg").write_bytes(whole)
+    (tmp_path / "padded.jpg").write_bytes(whole[:-2] + padding + whole[-2:])
+    with caplog.at_level("WARNING"):
+        picture = read_image(tmp_path / "padded.jpg")
+    assert np.array_equal(picture.rgb, read_image(tmp_path / "whole.jpg").rgb)
+    assert not caplog.records
+    assert capfd.readouterr().err == ""
