@@ -58,3 +58,27 @@ def test_a_few_stray_bytes_before_a_jpegs_end_marker_go_unwarned(tmp_path, capfd
     assert np.array_equal(picture.rgb, read_image(tmp_path / "whole.jpg").rgb)
     assert not caplog.records
     assert capfd.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- train --eval: the data folder first
+
+
+@pytest.mark.parametrize("command", ["translate-lr", "paired"])
+def test_eval_names_a_missing_data_folder_before_it_loads_the_checkpoint(tmp_path, monkeypatch, command):
+    from conftest import CommandRunner
+    from test_training_loop import write_training_checkpoint
+
+    from i2icli.cli.app import app
+    from i2icli.training import checkpoints
+
+    write_training_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt", command)
+    loaded = []
+    load = checkpoints.load_training_checkpoint
+    monkeypatch.setattr(checkpoints, "load_training_checkpoint", lambda path: loaded.append(path) or load(path))
+    missing = tmp_path / "missing"
+    result = CommandRunner().invoke(app, ["train", command, str(missing), "--out", str(tmp_path / "run"), "--eval",
+                                          "--device", "cpu", "--fid-model", "none", "--lpips-backbone", "none"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {missing}: no such folder")
+    assert loaded == []
+    assert "Traceback" not in result.output

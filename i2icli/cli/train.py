@@ -42,7 +42,7 @@ from i2icli.cli.train_common import (
     evaluation_metrics,
     held_out_amount,
     picked_device,
-    refuse_another_method,
+    refuse_a_checkpoint_of_another_method,
     resume_point,
     rounded,
     run_schedule,
@@ -217,11 +217,11 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
     from i2icli.training import checkpoints, data, files
     from i2icli.training.translate_lr import METHOD_NAME, evaluate
 
+    refuse_a_checkpoint_of_another_method(path, METHOD_NAME)
+    images = files.find_images(data_dir, exclude=out)  # before the checkpoint's networks are loaded (seconds)
     stored = checkpoints.load_training_checkpoint(path)
-    refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
     generator, config = generator_from_checkpoint(stored)
     data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}
-    images = files.find_images(data_dir, exclude=out)
     _, held_files = run_split(images, data_dir, data_settings, stored["settings"]["seed"], noun="image",
                               trained_on=stored["settings"].get("dataset_size"), evaluating=True)
     if not held_files and data_settings.get("held_out_files"):

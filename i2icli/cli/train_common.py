@@ -257,6 +257,15 @@ def checkpoint_to_evaluate(checkpoint: Path | None, out: Path) -> Path:
     return path
 
 
+def refuse_a_checkpoint_of_another_method(path: Path, method_name: str) -> None:
+    """Refuse the checkpoint --eval would score unless ``method_name`` wrote it, reading only which
+    command did: its networks are loaded once the data folder has been checked."""
+    from i2icli.training.checkpoints import training_checkpoint_method
+
+    method = training_checkpoint_method(path)
+    refuse_another_method({"method": method}, path, method_name, f"score it with `i2i train {method} --eval`")
+
+
 def refuse_another_method(stored: dict, path: Path, method_name: str, hint: str) -> None:
     """Refuse the training checkpoint ``stored`` (read from ``path``) unless ``method_name`` wrote it."""
     if stored.get("method") != method_name:

@@ -42,7 +42,7 @@ from i2icli.cli.train_common import (
     evaluation_metrics,
     held_out_amount,
     picked_device,
-    refuse_another_method,
+    refuse_a_checkpoint_of_another_method,
     resume_point,
     rounded,
     run_schedule,
@@ -320,8 +320,9 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     from i2icli.training import checkpoints, data, paired_data
     from i2icli.training.paired import METHOD_NAME, evaluate
 
+    refuse_a_checkpoint_of_another_method(path, METHOD_NAME)
+    pairs, label_root = _pairs(data_dir, labels, photos)  # before the checkpoint's networks are loaded (seconds)
     stored = checkpoints.load_training_checkpoint(path)
-    refuse_another_method(stored, path, METHOD_NAME, f"score it with `i2i train {stored.get('method')} --eval`")
     try:
         generator, config = generator_from_checkpoint(stored)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
@@ -329,7 +330,6 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     seed = stored["settings"]["seed"]
     plot = chosen_plot or out / "eval" / f"spectrum-step-{stored['step']}.png"
     data_settings = {"held_out": 0.05, **stored["config"].get("data", {})}
-    pairs, label_root = _pairs(data_dir, labels, photos)
     _, held_pairs = _split(pairs, label_root, data_settings, seed, trained_on=stored["settings"].get("dataset_size"),
                            evaluating=True)
     if not held_pairs:

@@ -33,6 +33,7 @@ __all__ = [
     "method_state",
     "refuse_reserved_keys",
     "trainer_state",
+    "training_checkpoint_method",
 ]
 
 CHECKPOINT_FORMAT = "i2i-train"
@@ -70,11 +71,21 @@ def checkpoint_payload(state: dict, *, method: str, config: dict, step: int, set
 def load_training_checkpoint(path: Path) -> dict:
     """Read a checkpoint written by :func:`~i2icli.training.loop.train` (safely:
     ``weights_only=True``) onto the CPU."""
-    path = Path(path)
+    return _read_training_checkpoint(Path(path), tensors_left_on_disk=False)
+
+
+def training_checkpoint_method(path: Path) -> str | None:
+    """The training command that wrote the checkpoint at ``path``, read without its tensors (they
+    stay on disk, memory-mapped): a command can refuse another's checkpoint, and check the rest of
+    its command line, before it spends the seconds a large checkpoint takes to load."""
+    return _read_training_checkpoint(Path(path), tensors_left_on_disk=True).get("method")
+
+
+def _read_training_checkpoint(path: Path, *, tensors_left_on_disk: bool) -> dict:
     hint = "resume from another file in the run's checkpoints/ folder, or start a new run with another --out"
     refuse_a_missing_checkpoint(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=tensors_left_on_disk)
     except Exception:  # torch raises many types, with messages about its internals, for damaged or foreign files
         raise WeightsError(f"{path}: not a readable training checkpoint (damaged, cut short, or not a PyTorch file)",
                            hint) from None
