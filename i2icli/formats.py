@@ -1,4 +1,5 @@
-"""The image formats i2i reads and writes, and the limits of what it takes (image size, seeds).
+"""The image formats i2i reads and writes, and the limits of what it takes (image size, seeds,
+the restore factor).
 
 Kept apart from ``imageio`` (which loads OpenCV and Pillow) so that the command-line modules,
 which must start fast, can share these values instead of repeating them.
@@ -14,3 +15,6 @@ DEFAULT_MAX_PIXELS = 200_000_000
 
 # Seeds reach torch and NumPy as signed 64-bit integers.
 SEED_MAX = 2**63 - 1
+
+# `i2i restore --upscale` and RestoreSettings.upscale: the final size factor.
+UPSCALE_MIN, UPSCALE_MAX = 1.0, 8.0

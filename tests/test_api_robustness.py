@@ -386,8 +386,8 @@ def test_invert_settings_refuse_a_batch_choice_that_is_not_a_bool(value):
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"upscale": True}, "upscale must be a positive, finite factor; got True"),
-    ({"upscale": "2"}, "upscale must be a positive, finite factor; got 2"),
+    ({"upscale": True}, "upscale must be a number from 1 to 8; got True"),
+    ({"upscale": "2"}, "upscale must be a number from 1 to 8; got '2'"),
 ])
 def test_restore_settings_refuse_a_bool_for_a_number(settings, message):
     """upscale=True was taken as 1."""

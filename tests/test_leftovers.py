@@ -82,3 +82,26 @@ def test_eval_names_a_missing_data_folder_before_it_loads_the_checkpoint(tmp_pat
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {missing}: no such folder")
     assert loaded == []
     assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- RestoreSettings.upscale: the command's bounds
+
+
+@pytest.mark.parametrize("upscale", [0.5, 8.5, 16])
+def test_a_restore_factor_the_command_refuses_is_refused_by_the_settings_too(tmp_path, upscale):
+    from conftest import CommandRunner
+
+    from i2icli import RestoreSettings
+    from i2icli.cli.app import app
+
+    with pytest.raises(ValueError, match=f"upscale must be a number from 1 to 8; got {upscale}"):
+        RestoreSettings(upscale=upscale)
+    result = CommandRunner().invoke(app, ["restore", str(tmp_path / "photo.jpg"), "--upscale", str(upscale)])
+    assert result.exit_code == 2 and "--upscale" in result.output
+
+
+@pytest.mark.parametrize("upscale", [1, 1.5, 8])
+def test_a_restore_factor_the_command_takes_is_taken_by_the_settings(upscale):
+    from i2icli import RestoreSettings
+
+    assert RestoreSettings(upscale=upscale).upscale == upscale

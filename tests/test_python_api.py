@@ -138,7 +138,7 @@ def test_the_exemplar_pair_is_read_alike_from_files_and_from_pictures(tmp_path):
 def test_a_restore_factor_no_image_can_be_scaled_by_is_refused_when_set(upscale):
     from i2icli import RestoreSettings
 
-    with pytest.raises(ValueError, match="upscale must be a positive, finite factor"):
+    with pytest.raises(ValueError, match="upscale must be a number from 1 to 8"):
         RestoreSettings(upscale=upscale)
 
 

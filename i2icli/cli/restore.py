@@ -33,7 +33,7 @@ from i2icli.cli.piping import (
 )
 from i2icli.cli.runner import batch_failures, exit_with_preview, run_batch, will_run
 from i2icli.cli.stderr import download_progress, warn
-from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, UPSCALE_MAX, UPSCALE_MIN
 from i2icli.pipelines import memory_hints
 from i2icli.pipelines.restore_models import (
     DEFAULT_DETECTOR,
@@ -63,7 +63,7 @@ def restore(
         str, typer.Option("-o", "--output", metavar="DIR|FILE", help="Folder for the results (created if missing), or for one input the "
                           "output file itself (its extension picks the format); - writes it to standard output.", rich_help_panel=_OUTPUT)
     ] = "results",
-    upscale: Annotated[float, typer.Option("--upscale", "-s", min=1.0, max=8.0, callback=finite, help="Final size factor; fractions too (e.g. 1.5).")] = 2.0,
+    upscale: Annotated[float, typer.Option("--upscale", "-s", min=UPSCALE_MIN, max=UPSCALE_MAX, callback=finite, help="Final size factor; fractions too (e.g. 1.5).")] = 2.0,
     strength: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="How much of the restored face to use: 1 all of it, 0 none.")
     ] = 1.0,

@@ -59,10 +59,15 @@ def is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def check_between(name: str, value: Any, least: float, most: float) -> None:
+    """ValueError unless ``value`` is a number from ``least`` to ``most`` (NaN is not)."""
+    if not is_number(value) or not least <= value <= most:
+        raise ValueError(f"{name} must be a number from {least:g} to {most:g}; got {value!r}")
+
+
 def check_fraction(name: str, value: Any) -> None:
     """ValueError unless ``value`` is a number from 0 to 1 (NaN is not)."""
-    if not is_number(value) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number from 0 to 1; got {value!r}")
+    check_between(name, value, 0, 1)
 
 
 def check_not_negative(name: str, value: Any) -> None:

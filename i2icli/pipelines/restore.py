@@ -4,7 +4,6 @@ Real-ESRGAN, paste the faces back. Inference only; models are loaded once and re
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,15 +21,16 @@ from i2icli.faces.detect import (
     select_faces,
 )
 from i2icli.faces.paste import parse_masks, paste_face
+from i2icli.formats import UPSCALE_MAX, UPSCALE_MIN
 from i2icli.imageio import Picture, max_value, quantize
 from i2icli.pipelines import memory_hints
 from i2icli.pipelines.arguments import (
+    check_between,
     check_flag,
     check_fraction,
     check_not_negative,
     check_picture,
     check_whole,
-    is_number,
 )
 from i2icli.pipelines.devices import (
     AUTO,
@@ -83,11 +83,9 @@ class RestoreSettings:
     keep_faces: bool = False  # return each face's crop and restoration (e.g. to save them)
 
     def __post_init__(self) -> None:
-        # The command's options are range-checked; a script's values would otherwise fail deep in
-        # OpenCV's resize, after every model has loaded.
-        if not is_number(self.upscale) or not 0 < self.upscale < math.inf:
-            raise ValueError(f"upscale must be a positive, finite factor; got {self.upscale}")
-        # The bounds of the command's options, so that a script and the command refuse alike.
+        # The bounds of the command's options, so that a script and the command refuse alike (a
+        # factor of 0 or NaN would otherwise fail deep in OpenCV's resize, after every model has loaded).
+        check_between("upscale", self.upscale, UPSCALE_MIN, UPSCALE_MAX)
         check_fraction("strength", self.strength)
         check_fraction("threshold", self.threshold)
         check_not_negative("min_face_size", self.min_face_size)
