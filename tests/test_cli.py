@@ -888,7 +888,7 @@ def test_a_device_out_of_memory_is_one_line_with_the_commands_own_hint(capsys):
     # The computer's own memory: the command's hint for that, not another command's options.
     with pytest.raises(typer.Exit):
         command(MemoryError())
-    assert capsys.readouterr().err.strip() == "error: out of memory — use a smaller --size"
+    assert capsys.readouterr().err.strip() == "error: the computer ran out of memory — use a smaller --size"
 
 
 def test_logged_and_python_warnings_are_one_line_warnings(tmp_path, capsys):

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2icli.errors import InputImageError
+from test_invert import files, networks  # noqa: F401  (fixtures used below)
+
+from i2icli.errors import I2IError, InputImageError
 from i2icli.imageio import read_image
 
 # --------------------------------------------------------------------------- a JPEG's end marker
@@ -105,3 +107,58 @@ def test_a_restore_factor_the_command_takes_is_taken_by_the_settings(upscale):
     from i2icli import RestoreSettings
 
     assert RestoreSettings(upscale=upscale).upscale == upscale
+
+
+# --------------------------------------------------------------------------- the computer running out of memory
+
+CPU_ALLOCATOR_FAILURES = {
+    "linux": RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you "
+                          "tried to allocate 99999999999 bytes. Error code 12 (Cannot allocate memory)"),
+    "windows": RuntimeError("[enforce fail at ..\\c10\\core\\impl\\alloc_cpu.cpp:72] data. DefaultCPUAllocator: not "
+                            "enough memory: you tried to allocate 99999999999 bytes."),
+    "python": MemoryError(),
+}
+
+
+@pytest.mark.parametrize("failure", CPU_ALLOCATOR_FAILURES.values(), ids=CPU_ALLOCATOR_FAILURES.keys())
+def test_every_pipeline_reports_the_computer_running_out_of_memory_as_a_device_error(
+        tiny_env, tmp_path, monkeypatch, networks, failure):  # noqa: F811
+    from test_api_robustness import _pipelines_that_run_out
+
+    from i2icli import DeviceError
+    from i2icli.pipelines import memory_hints
+
+    hints = {"restore": memory_hints.RESTORE, "exemplar": memory_hints.EXEMPLAR, "invert": memory_hints.INVERT,
+             "translate-lr": memory_hints.TRANSLATE_LR, "paired": memory_hints.PAIRED}
+    for name, call in _pipelines_that_run_out(tmp_path, monkeypatch, networks, error=failure).items():
+        with pytest.raises(DeviceError) as caught:
+            call()
+        error = caught.value
+        assert (error.message, error.hint) == ("the computer ran out of memory", hints[name].ram), name
+        assert error.__cause__ is None and error.__context__ is None, name
+
+
+def test_restore_says_the_computer_ran_out_of_memory_as_its_pipeline_does(tiny_env, landmarks_detector, tmp_path,
+                                                                          monkeypatch):
+    from conftest import CommandRunner
+
+    from i2icli import RestorePipeline, RestoreSettings
+    from i2icli.archs.gfpgan import GFPGANv1Clean
+    from i2icli.cli.app import app
+    from i2icli.imageio import Picture
+
+    def out_of_ram(*args, **kwargs):
+        raise CPU_ALLOCATOR_FAILURES["linux"]
+
+    monkeypatch.setattr(GFPGANv1Clean, "forward", out_of_ram)
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "face.png")
+    from_the_command = CommandRunner().invoke(app, ["restore", str(tmp_path / "face.png"), "--aligned", "--device", "cpu",
+                                                    "-o", str(tmp_path / "out.png")])
+    pipeline = RestorePipeline.load(device="cpu", settings=RestoreSettings(aligned=True))
+    with pytest.raises(I2IError) as from_the_pipeline:
+        pipeline.restore(Picture(pixels))
+    assert from_the_command.exit_code == 1
+    said = from_the_pipeline.value
+    assert said.message == "the computer ran out of memory"
+    assert from_the_command.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'face.png'}: {said.message} — {said.hint}"

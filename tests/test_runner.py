@@ -196,7 +196,7 @@ def test_a_job_that_runs_out_of_memory_is_named_with_the_commands_hint_and_the_r
     records = command()
     assert [r["status"] for r in records] == ["failed", "ok", "failed"]
     assert records[0]["error"] == f"{tmp_path / 'big.png'}: the device ran out of memory (CUDA out of memory. Tried to allocate 9.00 GiB) (use a smaller --size)"
-    assert records[2]["error"] == f"{tmp_path / 'huge.png'}: out of memory (use fewer --samples)"
+    assert records[2]["error"] == f"{tmp_path / 'huge.png'}: the computer ran out of memory (use fewer --samples)"
     assert "— use a smaller --size" in capsys.readouterr().err
 
 

@@ -21,6 +21,7 @@ from i2icli.cli.signals import (
 from i2icli.cli.stderr import console, report_error
 from i2icli.cli.stdout import discard_standard_output, json_document, stdout_write
 from i2icli.errors import I2IError, WeightsError
+from i2icli.pipelines import memory_hints
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -39,7 +40,7 @@ def _device_out_of_memory(error: RuntimeError, hint: str) -> I2IError | None:
 
 
 _DEFAULT_DEVICE_MEMORY_HINT = "use a smaller --size, or --device cpu"
-_DEFAULT_RAM_HINT = "close other programs that use much memory, or use smaller images"
+_DEFAULT_RAM_HINT = memory_hints.RAM
 # The running command's hints for running out of memory: set by ``handles_errors``, read there and
 # by the batch runner, which reports a job that ran out and goes on with the next.
 _memory_hints: ContextVar[tuple[str, str]] = ContextVar("memory_hints", default=(_DEFAULT_DEVICE_MEMORY_HINT,
@@ -50,9 +51,8 @@ def out_of_memory(error: BaseException) -> I2IError | None:
     """One line for running out of memory, the device's or the computer's, with the running
     command's hint on what uses less; None for any other error."""
     device_hint, ram_hint = _memory_hints.get()
-    # PyTorch's CPU allocator reports its failures as a RuntimeError rather than MemoryError.
-    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error)):
-        return I2IError("out of memory", ram_hint)
+    if memory_hints.is_out_of_ram(error):  # worded as the pipelines word it
+        return I2IError(memory_hints.OUT_OF_RAM, ram_hint)
     if isinstance(error, RuntimeError):
         return _device_out_of_memory(error, device_hint)
     return None

@@ -69,7 +69,7 @@ class Pair:
 
 
 @handles_errors(out_of_memory_hint=memory_hints.EXEMPLAR,
-                out_of_ram_hint="use a smaller --size, or close other programs",
+                out_of_ram_hint=memory_hints.EXEMPLAR.ram,
                 checkpoint_options={"exemplar": "--checkpoint"})
 def exemplar(
     context: typer.Context,

@@ -40,7 +40,7 @@ _OUTPUT = "Output"
 
 
 @handles_errors(out_of_memory_hint=memory_hints.INVERT,
-                out_of_ram_hint="use fewer --codes or a smaller --size, or close other programs",
+                out_of_ram_hint=memory_hints.INVERT.ram,
                 checkpoint_options={"generator": "--generator", "correspondence": "--correspondence-model",
                                     "perceptual": "--perceptual-model", "score": "--score-model", "detector": "--detector"})
 def invert(

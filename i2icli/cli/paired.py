@@ -84,7 +84,7 @@ def output_files(output: Path, seeds: list[int], components: bool, std_map: bool
 
 
 @handles_errors(out_of_memory_hint=memory_hints.PAIRED,
-                out_of_ram_hint="use a smaller --size, or close other programs")
+                out_of_ram_hint=memory_hints.PAIRED.ram)
 def paired(
     label: Annotated[str, typer.Argument(metavar="LABEL", show_default=False,
                                          help="Label map (class-index PNG) or edge image, or a folder of them; - reads "

@@ -54,7 +54,7 @@ def _file_name_suffix(value: str) -> str:
 
 
 @handles_errors(out_of_memory_hint=memory_hints.RESTORE,
-                out_of_ram_hint="use a smaller --tile or a lower --upscale, or close other programs",
+                out_of_ram_hint=memory_hints.RESTORE.ram,
                 checkpoint_options={"face": "--model", "background": "--bg-model", "detector": "--detector", "parser": "--parser"})
 def restore(
     context: typer.Context,

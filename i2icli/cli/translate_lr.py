@@ -56,7 +56,8 @@ class PairJob:
     problem: str | None = None
 
 
-@handles_errors(out_of_memory_hint=memory_hints.TRANSLATE_LR, checkpoint_options={"detector": "--detector"})
+@handles_errors(out_of_memory_hint=memory_hints.TRANSLATE_LR, out_of_ram_hint=memory_hints.TRANSLATE_LR.ram,
+                checkpoint_options={"detector": "--detector"})
 def translate_lr(
     source: Annotated[str, typer.Argument(metavar="SOURCE", show_default=False,
                                           help="High-resolution photo whose detail (identity, texture) to keep, or a folder of "

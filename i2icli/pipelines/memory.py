@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from i2icli.errors import DeviceError, first_line
+from i2icli.pipelines import memory_hints
 from i2icli.pipelines.devices import indexed
 
 GIB = 2**30
@@ -45,7 +46,10 @@ def out_of_memory_error(error: BaseException, device: torch.device | str | None,
     """The one-line ``DeviceError`` for ``error`` if it means the device ran out of memory, else
     None. Every pipeline and the command line word it alike: the device (``None``: not known
     here), what was tried already (``even``), the first line of the library's message, and
-    ``hint``, what uses less."""
+    ``hint``, what uses less. The computer running out of its own memory is said as the command
+    line says it, with the hint's ``ram`` (see :class:`~i2icli.pipelines.memory_hints.MemoryHint`)."""
+    if memory_hints.is_out_of_ram(error):
+        return DeviceError(memory_hints.OUT_OF_RAM, getattr(hint, "ram", memory_hints.RAM))
     if not is_out_of_memory(error):
         return None
     subject = "the device" if device is None else f"the device {device}"
@@ -56,9 +60,9 @@ Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 def reports_out_of_memory(hint: str, *, even: str = "") -> Callable[[Method], Method]:
-    """For a pipeline's public call: the device running out of memory raises ``DeviceError``
-    naming the pipeline's ``device`` and ``hint`` (see ``out_of_memory_error``), not the library's
-    own error, which a script would have to know to catch. Under ``classmethod`` (``load``), where
+    """For a pipeline's public call: the device, or the computer, running out of memory raises
+    ``DeviceError`` naming the pipeline's ``device`` and ``hint`` (see ``out_of_memory_error``),
+    not the library's own error, which a script would have to know to catch. Under ``classmethod`` (``load``), where
     no device is chosen yet, the error names none."""
 
     def decorate(method: Method) -> Method:
@@ -70,7 +74,7 @@ def reports_out_of_memory(hint: str, *, even: str = "") -> Callable[[Method], Me
                 # Already reported by a call inside this one (translate calling translate_tensors):
                 # passed on as it is, less the frames it came through, which hold this call's tensors.
                 report = error.with_traceback(None)
-            except RuntimeError as error:
+            except (RuntimeError, MemoryError) as error:
                 report = out_of_memory_error(error, getattr(self, "device", None), hint, even=even)
                 if report is None:
                     raise

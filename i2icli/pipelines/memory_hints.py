@@ -1,15 +1,49 @@
-"""What each command can do with less device memory: the hint of the ``DeviceError`` a pipeline
-raises when the device runs out, and of the command's own report for what runs outside a
-pipeline's call, so that both say the same. Free of torch: command modules import it on load."""
+"""What each command can do with less memory, the device's or the computer's own: the hint of the
+``DeviceError`` a pipeline raises when either runs out, and of the command's own report for what
+runs outside a pipeline's call, so that both say the same. Free of torch: command modules import
+it on load."""
 
 from __future__ import annotations
 
+
+class MemoryHint(str):
+    """What uses less device memory (the text itself), and what uses less of the computer's own
+    memory (``ram``)."""
+
+    ram: str
+
+    def __new__(cls, device: str, *, ram: str) -> MemoryHint:
+        hint = super().__new__(cls, device)
+        hint.ram = ram
+        return hint
+
+
+# For a hint that names nothing for the computer's own memory.
+RAM = "close other programs that use much memory, or use smaller images"
+
 # The models alone do not fit, whatever the options.
-LOAD = "close other programs that use the GPU, or use --device cpu"
+LOAD = MemoryHint("close other programs that use the GPU, or use --device cpu",
+                  ram="close other programs that use much memory")
 # The pipeline has already retried with the smallest tiles and one face at a time.
-RESTORE = "close other GPU programs, lower --upscale, or use --device cpu"
-EXEMPLAR = "use a smaller --size or --fp16, or --device cpu"
-INVERT = "use --one-by-one, fewer --codes or a smaller --size, or --device cpu"
+RESTORE = MemoryHint("close other GPU programs, lower --upscale, or use --device cpu",
+                     ram="use a smaller --tile, --face-batch 1 or a lower --upscale, or close other programs")
+EXEMPLAR = MemoryHint("use a smaller --size or --fp16, or --device cpu",
+                      ram="use a smaller --size, or close other programs")
+INVERT = MemoryHint("use --one-by-one, fewer --codes or a smaller --size, or --device cpu",
+                    ram="use --one-by-one, fewer --codes or a smaller --size, or close other programs")
 # One pair at the checkpoint's own size: there is nothing smaller to ask for.
-TRANSLATE_LR = "close other programs that use the GPU, or use --device cpu"
-PAIRED = "use a smaller --size, or --device cpu"
+TRANSLATE_LR = MemoryHint("close other programs that use the GPU, or use --device cpu", ram=RAM)
+PAIRED = MemoryHint("use a smaller --size, or --device cpu", ram="use a smaller --size, or close other programs")
+
+OUT_OF_RAM = "the computer ran out of memory"
+# PyTorch's CPU allocator reports running out as a RuntimeError, not Python's MemoryError:
+# "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..." where malloc fails,
+# "not enough memory: you tried to allocate ..." on Windows.
+_OUT_OF_RAM_MESSAGES = ("can't allocate memory", "not enough memory: you tried to allocate")
+
+
+def is_out_of_ram(error: BaseException) -> bool:
+    """Whether ``error`` means the computer ran out of memory."""
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and any(message in str(error) for message in _OUT_OF_RAM_MESSAGES)
+    )
