@@ -171,6 +171,14 @@ def device_of(path: Path) -> int | None:
         return None
 
 
+def mount_point(path: Path) -> Path:
+    """The folder the disk that ``path`` is on (or would be made on) is mounted at."""
+    folder = _nearest_folder(path).absolute()
+    while folder != folder.parent and not os.path.ismount(folder):
+        folder = folder.parent
+    return folder
+
+
 def _file_in_the_way(path: Path) -> Path | None:
     """The nearest existing ancestor of ``path`` when it is no folder, so that ``path`` cannot be made."""
     folder = path.parent

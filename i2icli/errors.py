@@ -46,6 +46,16 @@ class DiskFullError(I2IError):
         self.path = Path(path)
 
 
+class ReadOnlyDiskError(I2IError):
+    """An output that could not be written because its disk is mounted read-only (as Linux
+    remounts a disk it finds errors on, mid-run): the later outputs on that disk would fail the
+    same way, after their work."""
+
+    def __init__(self, path: Path | str, message: str, hint: str | None = None):
+        super().__init__(message, hint)
+        self.path = Path(path)
+
+
 class WeightsError(I2IError):
     """A checkpoint that cannot be found, fails its hash, or does not fit the model.
 

@@ -50,7 +50,7 @@ from .containers import (
     with_icc_profile,
     with_xmp_packet,
 )
-from .errors import DiskFullError, I2IError, InputImageError
+from .errors import DiskFullError, I2IError, InputImageError, ReadOnlyDiskError
 from .exif import ORIENTATION_TAG, exif_block
 from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from .xmp import xmp_packet
@@ -948,6 +948,8 @@ def _write_new_file(target: Path, data: bytes | np.ndarray) -> None:
         message, hint = f"{target}: cannot write: {e.strerror or e}", _WRITE_HINTS.get(e.errno)
         if e.errno in _DISK_FULL:  # a batch stops writing there
             raise DiskFullError(target, message, hint) from None
+        if e.errno == errno.EROFS:  # so does it there
+            raise ReadOnlyDiskError(target, message, hint) from None
         raise I2IError(message, hint) from None
 
 

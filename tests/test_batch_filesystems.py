@@ -166,11 +166,15 @@ def test_a_full_disk_stops_the_batch_there(tiny_env, landmarks_detector, tmp_pat
     assert restored[2:] == ["b.png", "c.png", "d.png"]
 
 
-def run_on_disks(monkeypatch, tmp_path: Path, disks: list[tuple[str, str]], device_of) -> tuple[list[str], list[str]]:
-    """A batch whose outputs lie on the disks named (input name, disk), of which "full" is full:
-    the inputs processed, and each job's status. ``device_of`` tells an output's disk."""
+def run_on_disks(monkeypatch, tmp_path: Path, disks: list[tuple[str, str]], device_of,
+                 write_error: type | None = None) -> tuple[list[str], list[str]]:
+    """A batch whose outputs lie on the disks named (input name, disk), of which "full" is full
+    (or fails writes with ``write_error``): the inputs processed, and each job's status.
+    ``device_of`` tells an output's disk."""
     from i2icli.cli import runner
     from i2icli.errors import DiskFullError
+
+    write_error = write_error or DiskFullError
 
     jobs = [FakeJob(tmp_path / f"{name}.png", tmp_path / disk / f"{name}.png") for name, disk in disks]
     monkeypatch.setattr(runner, "device_of", device_of)
@@ -179,7 +183,7 @@ def run_on_disks(monkeypatch, tmp_path: Path, disks: list[tuple[str, str]], devi
     def process(job):
         done.append(job.source.name)
         if job.output.parent.name == "full":
-            raise DiskFullError(job.output, f"{job.output}: cannot write: No space left on device")
+            raise write_error(job.output, f"{job.output}: cannot write")
         return {}, str(job.source), ""
 
     records = runner.run_batch(jobs, process, verb="testing", skip_existing=False,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +164,67 @@ def test_restore_says_the_computer_ran_out_of_memory_as_its_pipeline_does(tiny_e
     said = from_the_pipeline.value
     assert said.message == "the computer ran out of memory"
     assert from_the_command.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'face.png'}: {said.message} — {said.hint}"
+
+
+# --------------------------------------------------------------------------- a disk made read-only mid-batch
+
+
+def test_a_disk_made_read_only_stops_the_batch_there(tiny_env, landmarks_detector, tmp_path, monkeypatch):
+    """A disk remounted read-only (as Linux does one it finds errors on) failed every later photo
+    at its write, after its work, each with a line of its own. Now it stops that disk's jobs as a
+    full disk does, with one line naming where it is mounted."""
+    import errno
+    import os
+
+    from test_batch_filesystems import TINY_RESTORE, _errors
+    from test_cli import _photo, run
+
+    from i2icli import imageio
+    from i2icli.pipelines.restore import RestorePipeline
+
+    landmarks_detector([])
+    folder = tmp_path / "in"
+    for name in "abcd":
+        _photo(folder / f"{name}.png")
+    card = tmp_path / "card"
+    out = card / "restored"
+    restored, written = [], []
+    real_restore, real_atomic_write = RestorePipeline.restore, imageio._atomic_write
+
+    def counted(self, picture, *args, **kwargs):
+        restored.append(picture.source.name)
+        return real_restore(self, picture, *args, **kwargs)
+
+    def remounted_read_only_after_one(target, data):
+        if written:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        written.append(target)
+        real_atomic_write(target, data)
+
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == card or real_ismount(path))
+    monkeypatch.setattr(RestorePipeline, "restore", counted)
+    monkeypatch.setattr(imageio, "_atomic_write", remounted_read_only_after_one)
+    result = run("restore", str(folder), "-o", str(out), *TINY_RESTORE, "--json")
+    assert result.exit_code == 1
+    assert restored == ["a.png", "b.png"]  # not c.png and d.png
+    records = json.loads(result.stdout)["results"]
+    assert [record["status"] for record in records] == ["ok", "failed", "failed", "failed"]
+    assert records[2]["error"] == (f"{folder / 'c.png'}: not run: the disk of its output {out / 'c.png'} is read-only "
+                                   f"({out / 'b.png'} could not be written)")
+    assert _errors(result.stderr) == [
+        f"error: {folder / 'b.png'}: {out / 'b.png'}: cannot write: Read-only file system — the disk is read-only: "
+        "choose another output folder",
+        f"error: {card}: the disk mounted here is read-only, so 2 more inputs were not run — check the disk and mount "
+        "it read-write again, or choose another output folder; then run the same command again with --skip-existing"]
+
+
+def test_a_read_only_disk_stops_only_the_outputs_on_that_disk(tmp_path, monkeypatch):
+    from test_batch_filesystems import run_on_disks
+
+    from i2icli.errors import ReadOnlyDiskError
+
+    done, statuses = run_on_disks(monkeypatch, tmp_path, [("a", "full"), ("b", "other"), ("c", "full"), ("d", "other")],
+                                  lambda path: path.parent.name, ReadOnlyDiskError)
+    assert done == ["a.png", "b.png", "d.png"]
+    assert statuses == ["failed", "ok", "failed", "ok"]

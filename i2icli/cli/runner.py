@@ -21,6 +21,7 @@ from i2icli.batch import (
     device_of,
     file_key,
     is_folder,
+    mount_point,
 )
 from i2icli.cli.error_handling import EXIT_FAILED, EXIT_OK, out_of_memory
 from i2icli.cli.piping import STANDARD_STREAM
@@ -34,7 +35,13 @@ from i2icli.cli.stderr import (
     visible,
 )
 from i2icli.cli.stdout import json_document, stdout_write
-from i2icli.errors import DiskFullError, I2IError, InputError, first_line
+from i2icli.errors import (
+    DiskFullError,
+    I2IError,
+    InputError,
+    ReadOnlyDiskError,
+    first_line,
+)
 
 
 class BatchJob(Protocol):
@@ -226,6 +233,21 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
                      record_of=record_of, overlap_io=overlap_io, inputs_of=inputs_of).run()
 
 
+@dataclass
+class _StoppedDisk:
+    """A disk that takes no more outputs, full or mounted read-only: its device, the output that
+    could not be written there, and how many jobs it stopped."""
+
+    device: int
+    output: Path
+    read_only: bool
+    not_run: int = 0
+
+    @property
+    def state(self) -> str:
+        return "read-only" if self.read_only else "full"
+
+
 class _BatchRun(Generic[J]):
     """One call of :func:`run_batch`: each job read, computed and written in turn, with at most one
     read ahead and one write behind, and one record (and one console line) a job, in order."""
@@ -241,9 +263,7 @@ class _BatchRun(Generic[J]):
         self.reads_ahead: dict[int, Future] = {}
         self.records: list[dict] = []
         self.in_flight: _Written | None = None
-        # The disk an output found full (its device, and that output), and how many jobs it stopped.
-        self.full_disk: tuple[int, Path] | None = None
-        self.not_run_on_full_disk = 0
+        self.stopped_disk: _StoppedDisk | None = None
 
     def run(self) -> list[dict]:
         try:
@@ -252,17 +272,17 @@ class _BatchRun(Generic[J]):
                 for index, job in enumerate(self.jobs):
                     record = self.record_of(job)
                     self.records.append(record)
-                    if index in self.to_run and self._on_full_disk(job):
+                    if index in self.to_run and self._on_stopped_disk(job):
                         self._finish_write()
                         self.reads_ahead.pop(index, None)  # its picture is not held for nothing
-                        self._stop_for_full_disk(job, record)
+                        self._stop_for_disk(job, record)
                     elif index in self.to_run:
                         self._process(index, job, record)
                     else:  # reported after the job before it
                         self._finish_write()
                         self._report_not_run(job, record)
                 self._finish_write()
-                self._report_full_disk()
+                self._report_stopped_disk()
         except KeyboardInterrupt as stop:
             raise Interrupted(self._interrupted_summary(), terminated=isinstance(stop, Terminated)) from None
         return self.records
@@ -288,31 +308,38 @@ class _BatchRun(Generic[J]):
 
     def _failed(self, job: J, record: dict[str, Any], error: Exception) -> None:
         record.update(status="failed", error=_failure(job, error))
-        if isinstance(error, DiskFullError) and self.full_disk is None:
+        if isinstance(error, (DiskFullError, ReadOnlyDiskError)) and self.stopped_disk is None:
             # A disk that cannot be told stops nothing: other outputs whose disk cannot be told
             # either may well be on another.
             if (device := device_of(error.path)) is not None:
-                self.full_disk = (device, error.path)
+                self.stopped_disk = _StoppedDisk(device, error.path, read_only=isinstance(error, ReadOnlyDiskError))
 
-    def _on_full_disk(self, job: J) -> bool:
-        """Whether ``job`` would write to the disk an earlier output found full: its work would be lost."""
-        return (self.full_disk is not None and str(job.output) != STANDARD_STREAM
-                and device_of(job.output) == self.full_disk[0])
+    def _on_stopped_disk(self, job: J) -> bool:
+        """Whether ``job`` would write to the disk an earlier output found full or read-only: its
+        work would be lost."""
+        return (self.stopped_disk is not None and str(job.output) != STANDARD_STREAM
+                and device_of(job.output) == self.stopped_disk.device)
 
-    def _stop_for_full_disk(self, job: J, record: dict[str, Any]) -> None:
+    def _stop_for_disk(self, job: J, record: dict[str, Any]) -> None:
         """Fail ``job`` without its work, and without a line of its own: one line says it for all."""
-        assert self.full_disk is not None
+        disk = self.stopped_disk
+        assert disk is not None
         record.update(status="failed", error=f"{self.inputs_of(job)}: not run: the disk of its output {job.output} "
-                                             f"is full ({self.full_disk[1]} could not be written)")
-        self.not_run_on_full_disk += 1
+                                             f"is {disk.state} ({disk.output} could not be written)")
+        disk.not_run += 1
         self.progress.advance(self.task)
 
-    def _report_full_disk(self) -> None:
-        if self.not_run_on_full_disk:
-            assert self.full_disk is not None
-            count = self.not_run_on_full_disk
-            report_error(I2IError(f"{self.full_disk[1].parent}: the disk is full, so {count} more input"
-                                  f"{'s were' if count > 1 else ' was'} not run",
+    def _report_stopped_disk(self) -> None:
+        disk = self.stopped_disk
+        if disk is None or not disk.not_run:
+            return
+        not_run = f"{disk.not_run} more input{'s were' if disk.not_run > 1 else ' was'} not run"
+        if disk.read_only:
+            report_error(I2IError(f"{mount_point(disk.output)}: the disk mounted here is read-only, so {not_run}",
+                                  "check the disk and mount it read-write again, or choose another output folder; "
+                                  "then run the same command again with --skip-existing"))
+        else:
+            report_error(I2IError(f"{disk.output.parent}: the disk is full, so {not_run}",
                                   "free some space on it, then run the same command again with --skip-existing"))
 
     def _report_not_run(self, job: J, record: dict[str, Any]) -> None:
