@@ -1,10 +1,10 @@
 """What OpenCV's encodings cannot hold, spliced into their bytes: a colour profile, an EXIF block,
-an XMP packet and a TIFF's alpha tag, each where its container (PNG, JPEG, WebP, TIFF) keeps it; the
+an XMP packet, an IPTC-IIM block and a TIFF's alpha tag, each where its container (PNG, JPEG, WebP, TIFF) keeps it; the
 gray+alpha PNG OpenCV cannot write at all; and what a file's bytes say without decoding it (PNG
 chunks, a WebP's kind of data, a TIFF tag).
 
 Pure bytes in, bytes out: no decoding, no Picture. The blocks spliced in come already made true of
-the output (:mod:`i2icli.exif`, :mod:`i2icli.xmp`); :mod:`i2icli.imageio` says what goes into which
+the output (:mod:`i2icli.exif`, :mod:`i2icli.xmp`, :mod:`i2icli.iptc`); :mod:`i2icli.imageio` says what goes into which
 file.
 """
 
@@ -27,6 +27,13 @@ from .exif import (
     tiff_byte_order,
     tiff_exif_directory,
 )
+from .iptc import (
+    IPTC_TAG,
+    JPEG_PHOTOSHOP_HEADER,
+    PNG_IPTC_KEYWORD,
+    photoshop_resource,
+    png_raw_profile_text,
+)
 from .xmp import JPEG_XMP_HEADER, PNG_XMP_KEYWORD, XMP_TAG
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "png_gray_alpha",
     "png_itxt_body",
     "png_itxt_text",
+    "png_text_chunk",
     "tiff_short_values",
     "tiff_with_alpha_tag",
     "tiff_with_exif",
@@ -44,6 +52,7 @@ __all__ = [
     "webp_is_lossless",
     "with_exif_block",
     "with_icc_profile",
+    "with_iptc_datasets",
     "with_xmp_packet",
 ]
 
@@ -114,6 +123,26 @@ def with_xmp_packet(data: bytes, fmt: str, packet: bytes, *, size: tuple[int, in
         return _webp_extended(data, 0x04, size, has_alpha, last=_webp_chunk(b"XMP ", packet))
     if fmt == "TIFF":  # type BYTE, as the TIFF/XMP specification gives the tag
         return tiff_with_field(data, XMP_TAG, 1, packet)
+    return data
+
+
+def with_iptc_datasets(data: bytes, fmt: str, datasets: bytes) -> bytes:
+    """``data`` with ``datasets`` (an IPTC-IIM block) added in the format's own way: a JPEG's APP13
+    segment holding it as Photoshop's one resource for it, a TIFF's IPTC-NAA tag, a PNG's "Raw
+    profile type iptc" text. WebP and BMP have no place for it (a WebP's XMP packet holds the same
+    fields, mostly). Call after :func:`with_xmp_packet`: Photoshop writes APP13 after the APP1
+    segments and before the ICC profile's APP2."""
+    if fmt == "PNG":  # compressed, as the hex digits are twice the bytes; before the pixel data
+        body = PNG_IPTC_KEYWORD + b"\x00\x00" + zlib.compress(png_raw_profile_text(datasets))
+        return data[:33] + png_chunk(b"zTXt", body) + data[33:]
+    segment = JPEG_PHOTOSHOP_HEADER + photoshop_resource(datasets)
+    # A block too large for one segment would be split over several, which few readers join: left
+    # out (the datasets' lengths keep a sound one far smaller).
+    if fmt == "JPEG" and len(segment) <= JPEG_MOST_EXIF_BYTES:
+        start = _jpeg_after_app1(data)
+        return data[:start] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + data[start:]
+    if fmt == "TIFF":  # type UNDEFINED, as TIFF/EP gives the tag
+        return tiff_with_field(data, IPTC_TAG, 7, datasets)
     return data
 
 
@@ -283,6 +312,31 @@ def png_itxt_body(packet: bytes) -> bytes:
 _MOST_INFLATED_BYTES = 16 * 2**20
 
 
+def _inflated(compressed: bytes) -> bytes | None:
+    """``compressed`` (zlib's stream) inflated, or None where it is no stream or inflates past
+    :data:`_MOST_INFLATED_BYTES`."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(compressed, _MOST_INFLATED_BYTES)
+    except zlib.error:
+        return None
+    return None if inflater.unconsumed_tail else text
+
+
+def png_text_chunk(kind: bytes, body: bytes, keyword: bytes) -> bytes | None:
+    """The text of a PNG ``tEXt`` or ``zTXt`` chunk's ``body`` (``kind`` says which) when its keyword
+    is ``keyword``, inflated where the chunk is compressed; None for other chunks and ones that
+    cannot be read."""
+    found, _, rest = body.partition(b"\x00")
+    if found != keyword:
+        return None
+    if kind == b"tEXt":
+        return rest
+    if kind != b"zTXt" or rest[:1] != b"\x00":  # compression method 0, the one PNG defines
+        return None
+    return _inflated(rest[1:])
+
+
 def png_itxt_text(body: bytes) -> bytes | None:
     """The text of a PNG ``iTXt`` chunk's ``body`` when its keyword is XMP's, inflated where the
     chunk is compressed; None for other chunks and ones that cannot be read."""
@@ -294,14 +348,7 @@ def png_itxt_text(body: bytes) -> bytes | None:
     _translated_keyword, _, text = rest.partition(b"\x00")
     if not compressed:
         return text
-    if method != 0:
-        return None
-    inflater = zlib.decompressobj()
-    try:
-        text = inflater.decompress(text, _MOST_INFLATED_BYTES)
-    except zlib.error:
-        return None
-    return None if inflater.unconsumed_tail else text
+    return _inflated(text) if method == 0 else None
 
 
 _IDAT_BYTES = 2**30

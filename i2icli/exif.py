@@ -36,12 +36,12 @@ _ORIENTATION_AND_SIZE = frozenset({ORIENTATION_TAG, _IMAGE_WIDTH, _IMAGE_LENGTH}
 # Main-directory tags that describe the bytes of the file they are in, not the photo: a TIFF's
 # strips, tiles and sample layout, the pointers to a thumbnail (JPEGInterchangeFormat) or to
 # sub-images, and blocks carried otherwise or not at all: the XMP packet (700) is carried on its
-# own, made true of the output by i2icli.xmp; Photoshop's resources (34377) repeat the orientation,
-# size and thumbnail, which would then be untrue.
+# own, made true of the output by i2icli.xmp, and so is the IPTC-IIM block (33723), by i2icli.iptc;
+# Photoshop's resources (34377) repeat the orientation, size and thumbnail, which would then be untrue.
 _TIFF_LAYOUT_TAGS = frozenset({
     254, 255, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284, 290, 291, 292, 293, 301,
     317, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, *range(512, 522), 529, 530, 531, 532,
-    700, 34377, 34675, 37724,
+    700, 33723, 34377, 34675, 37724,
 })
 
 

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import stat
+import struct
 import sys
 import tempfile
 import threading
@@ -42,17 +43,28 @@ from .containers import (
     png_chunks,
     png_gray_alpha,
     png_itxt_text,
+    png_text_chunk,
     tiff_short_values,
     tiff_with_alpha_tag,
     tiff_with_exif,
     webp_is_lossless,
     with_exif_block,
     with_icc_profile,
+    with_iptc_datasets,
     with_xmp_packet,
 )
 from .errors import DiskFullError, I2IError, InputImageError, ReadOnlyDiskError
-from .exif import ORIENTATION_TAG, exif_block
+from .exif import ORIENTATION_TAG, exif_block, first_directory, tiff_byte_order
 from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from .iptc import (
+    IPTC_TAG,
+    JPEG_PHOTOSHOP_HEADER,
+    PHOTOSHOP_TAG,
+    PNG_IPTC_KEYWORD,
+    iptc_datasets,
+    photoshop_iptc,
+    png_raw_profile_iptc,
+)
 from .xmp import xmp_packet
 
 __all__ = [
@@ -147,6 +159,11 @@ class Picture:
     # picture when read (upright, its face regions turned with the pixels). Written back as the
     # EXIF block is, made true of the output in the same way.
     xmp: bytes | None = None
+    # The file's IPTC-IIM datasets: the captions, keywords, byline and copyright of older
+    # cataloguing software and news agencies, each as the file holds it (the preview of the
+    # unrestored picture left out). Written back into PNG, JPEG and TIFF outputs; WebP has no place
+    # for them.
+    iptc: bytes | None = None
 
     def __post_init__(self) -> None:
         rgb = self.rgb
@@ -225,6 +242,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     # there, from the packet itself.
     packet = _file_xmp(pil, fmt, data)
     picture.xmp = packet and xmp_packet(packet, size=(picture.width, picture.height), turned=orientation)
+    picture.iptc = _file_iptc(pil, fmt, data)
     return picture
 
 
@@ -585,6 +603,29 @@ def _file_xmp(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
     if isinstance(raw, str):
         raw = raw.encode()
     return bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
+
+
+def _file_iptc(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
+    """The file's IPTC-IIM datasets that describe the photo, or None: from a JPEG's Photoshop
+    resources (APP13 segments, joined as Photoshop splits a long run of them), a TIFF's IPTC-NAA tag
+    (or its Photoshop resources), a PNG's "Raw profile type iptc" text anywhere in the file. A block
+    that does not parse is left out."""
+    raw: bytes | None = None
+    if fmt == "JPEG":
+        resources = b"".join(body[len(JPEG_PHOTOSHOP_HEADER):] for marker, body in getattr(pil, "applist", [])
+                             if marker == "APP13" and body.startswith(JPEG_PHOTOSHOP_HEADER))
+        raw = photoshop_iptc(resources)
+    elif fmt == "TIFF" and (order := tiff_byte_order(data)) is not None:
+        try:
+            fields = {tag: value for tag, _kind, _count, value in first_directory(data, order).fields}
+        except struct.error:
+            return None
+        raw = fields.get(IPTC_TAG) or photoshop_iptc(fields.get(PHOTOSHOP_TAG, b""))
+    elif fmt == "PNG":
+        texts = (png_text_chunk(kind, body, PNG_IPTC_KEYWORD) for kind in (b"tEXt", b"zTXt")
+                 for body in png_chunks(data, kind))
+        raw = next((png_raw_profile_iptc(text) for text in texts if text is not None), None)
+    return raw and iptc_datasets(raw)
 
 
 @contextlib.contextmanager
@@ -965,8 +1006,9 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
     _refuse_oversize(target, fmt, picture.width, picture.height)
     data = bytes(_encode(target, picture, fmt, ext, int(jpeg_quality)))
     # OpenCV's encodings hold none of what follows: it is spliced into their bytes. The EXIF block
-    # and XMP packet are made true of this file first (upright, no thumbnail, its size); where one
-    # cannot be read, the file goes without it.
+    # and XMP packet are made true of this file first (upright, no thumbnail, its size), and the IPTC
+    # datasets, which say nothing of the file, go as they are; where one cannot be read, the file
+    # goes without it.
     size, has_alpha = (picture.width, picture.height), picture.alpha is not None
     if fmt == "TIFF" and has_alpha:
         data = tiff_with_alpha_tag(data)
@@ -983,6 +1025,9 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
                                              most_bytes=JPEG_MOST_XMP_BYTES if fmt == "JPEG" else None)):
         # after the EXIF block: a JPEG's XMP APP1 follows its Exif APP1
         data = with_xmp_packet(data, fmt, packet, size=size, has_alpha=has_alpha)
+    if picture.iptc and (datasets := iptc_datasets(picture.iptc)):
+        # after the XMP packet: a JPEG's APP13 follows its APP1 segments
+        data = with_iptc_datasets(data, fmt, datasets)
     return data
 
 

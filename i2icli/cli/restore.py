@@ -101,8 +101,8 @@ def restore(
     suffix: Annotated[str, typer.Option(help="Text added to each output file name.", rich_help_panel=_OUTPUT,
                                         callback=_file_name_suffix)] = "",
     strip_metadata: Annotated[
-        bool, typer.Option("--strip-metadata", help="Leave the photo's EXIF and XMP metadata (date taken, camera, GPS "
-                           "position, rating, keywords, captions) out of the outputs; its colour profile is kept.", rich_help_panel=_OUTPUT)
+        bool, typer.Option("--strip-metadata", help="Leave the photo's EXIF, IPTC and XMP metadata (date taken, "
+                           "camera, GPS position, rating, keywords, captions) out of the outputs; its colour profile is kept.", rich_help_panel=_OUTPUT)
     ] = False,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders of folder inputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output file already exists.")] = False,
@@ -327,7 +327,7 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     ``face_stem(output)`` names the face files (default: the output's stem); ``output_named``: -o
     names the output file itself, whose extension is the format (--ext does not apply); ``piped``:
     the one job's input comes from stdin, or its output goes to stdout; ``strip_metadata``: the
-    outputs get no EXIF block or XMP packet of the photo's."""
+    outputs get no EXIF block, XMP packet or IPTC datasets of the photo's."""
     face_stem = face_stem or (lambda output: output.stem)
     piped = piped or Piped()
     from i2icli.cli.runner import Stages
@@ -339,7 +339,7 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     def read(job: Any) -> Any:
         picture = read_image(job.source, max_pixels=max_pixels, data=piped.data if piped.input else None)
         if strip_metadata:
-            picture.exif = picture.xmp = None
+            picture.exif = picture.xmp = picture.iptc = None
         # Before the work, not after it.
         check_output_size(job.output, *pipeline.output_size(picture), suffix=suffix_of(job))
         return picture

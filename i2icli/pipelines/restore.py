@@ -431,6 +431,7 @@ class RestorePipeline:
             lossless_webp=picture.lossless_webp,
             exif=picture.exif,  # the same photo, restored: when and where it was taken still holds
             xmp=picture.xmp,  # and so do its rating, keywords and captions
+            iptc=picture.iptc,
         )
         return RestoreResult(result, count, kept, seconds)
 
@@ -448,5 +449,5 @@ class RestorePipeline:
         pixels = quantize(restored[0], picture.rgb.dtype)
         result = Picture(rgb=pixels, alpha=None, grayscale=picture.grayscale, source=picture.source,
                          icc_profile=picture.icc_profile, lossless_webp=picture.lossless_webp, exif=picture.exif,
-                         xmp=picture.xmp)
+                         xmp=picture.xmp, iptc=picture.iptc)
         return RestoreResult(result, 1, [RestoredFace(crop[0], restored[0], None)], seconds)
