@@ -18,6 +18,7 @@ import contextlib
 import errno
 import functools
 import io
+import itertools
 import logging
 import os
 import re
@@ -65,7 +66,7 @@ from .iptc import (
     photoshop_iptc,
     png_raw_profile_iptc,
 )
-from .xmp import xmp_packet
+from .xmp import PNG_XMP_KEYWORD, xmp_packet
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -596,13 +597,27 @@ def _file_xmp(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
     """The file's XMP packet, unparsed (it is checked when written), or None. A JPEG's Extended XMP
     (the rest of a packet over 64 KB, in segments of its own: large previews or editing histories,
     mostly) is not joined to it."""
-    if fmt == "PNG":
-        raw = next((text for body in png_chunks(data, b"iTXt") if (text := png_itxt_text(body)) is not None), None)
+    if fmt == "PNG":  # an iTXt chunk, or the tEXt or zTXt that older writers put it in
+        texts = itertools.chain((png_itxt_text(body) for body in png_chunks(data, b"iTXt")),
+                                (_latin1_as_utf8(text) for kind in (b"tEXt", b"zTXt") for body in png_chunks(data, kind)
+                                 if (text := png_text_chunk(kind, body, PNG_XMP_KEYWORD)) is not None))
+        raw = next((text for text in texts if text is not None), None)
     else:  # Pillow reads a JPEG's XMP segment, a WebP's chunk and a TIFF's tag with the header
         raw = pil.info.get("xmp")
     if isinstance(raw, str):
         raw = raw.encode()
     return bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
+
+
+def _latin1_as_utf8(text: bytes) -> bytes:
+    """A PNG ``tEXt`` or ``zTXt`` chunk's ``text`` as UTF-8: PNG gives those chunks Latin-1, which
+    some writers keep to (Pillow, for a packet whose text fits it) and others ignore, writing the
+    packet's UTF-8 as it is."""
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return text.decode("latin-1").encode()
+    return text
 
 
 def _file_iptc(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
