@@ -612,7 +612,10 @@ def _file_xmp(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
 def _latin1_as_utf8(text: bytes) -> bytes:
     """A PNG ``tEXt`` or ``zTXt`` chunk's ``text`` as UTF-8: PNG gives those chunks Latin-1, which
     some writers keep to (Pillow, for a packet whose text fits it) and others ignore, writing the
-    packet's UTF-8 as it is."""
+    packet's UTF-8 as it is. Text with NUL bytes in it is no Latin-1 but a packet in UTF-16 or
+    UTF-32, left for :func:`~i2icli.xmp.xmp_packet` to read."""
+    if b"\x00" in text:
+        return text
     try:
         text.decode("utf-8")
     except UnicodeDecodeError:

@@ -70,7 +70,11 @@ def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1, most_bytes
     which the face regions (MWG's and Windows') are turned by too. None where it does not parse or
     holds no RDF: a packet that cannot be edited is not passed on with untrue sizes in it. With
     ``most_bytes`` (a JPEG segment's room), a packet that would be longer goes without the file's
-    editing history, which is what makes one that large; None where it is still too long."""
+    editing history, which is what makes one that large; None where it is still too long. A packet
+    in UTF-16 or UTF-32, as XMP allows, is read as such."""
+    raw = _utf8(raw)
+    if raw is None:
+        return None
     raw = raw.rstrip(b"\x00 \t\r\n")
     if not raw or _DOCTYPE.search(raw):
         return None
@@ -91,6 +95,32 @@ def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1, most_bytes
             element.remove(child)
     packet = _wrapped(_serialized(root, prefixes))
     return packet if len(packet) <= most_bytes else None
+
+
+# The encodings XMP allows a packet besides UTF-8, by how its first character ("<", or the byte
+# order mark) is written in each.
+_WIDE_ENCODINGS = (
+    (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"), (b"\x00<", "utf-16-be"), (b"<\x00", "utf-16-le"),
+)
+# An XML declaration's encoding, which the packet no longer is in once it is UTF-8.
+_DECLARED_ENCODING = re.compile(r"""^(<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")
+
+
+def _utf8(raw: bytes) -> bytes | None:
+    """``raw`` (an XMP packet) in UTF-8: as it is where it is, and turned into it from UTF-16 or
+    UTF-32, known by the byte order mark or by how the packet's first "<" is written. None where it
+    does not decode."""
+    encoding = next((name for start, name in _WIDE_ENCODINGS if raw.startswith(start)), None)
+    if encoding is None:
+        return raw
+    unit = 4 if "32" in encoding else 2
+    try:  # a trailing part of a character (a file's padding) is no character
+        text = raw[: len(raw) - len(raw) % unit].decode(encoding)
+    except UnicodeDecodeError:
+        return None
+    return _DECLARED_ENCODING.sub(r"\1\2UTF-8\2", text.lstrip("\ufeff")).encode()
 
 
 def _wrapped(body: str) -> bytes:

@@ -1,5 +1,5 @@
 """XMP packets where other writers put them, carried by `restore` as the usual ones are: a PNG's
-tEXt or zTXt chunk."""
+tEXt or zTXt chunk; packets in UTF-16 or UTF-32."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from xml.etree import ElementTree
 
 import cv2
 import pytest
@@ -15,8 +16,9 @@ from typer.testing import CliRunner
 
 from i2icli.cli.app import app
 from i2icli.imageio import read_image, write_image
-from test_exif_metadata import STORED, camera_exif
-from test_xmp_metadata import CATALOGUED, assert_kept_and_true, written_xmp
+from i2icli.xmp import xmp_packet
+from test_exif_metadata import STORED, UPRIGHT, camera_exif
+from test_xmp_metadata import CATALOGUED, assert_kept_and_true, save, written_xmp
 
 runner = CliRunner()
 
@@ -86,6 +88,55 @@ def test_a_text_chunk_that_does_not_hold_a_readable_packet_gives_none(tmp_path, 
     kind = b"zTXt" if body.startswith(b"XML") else b"tEXt"
     source = png_with_chunk(tmp_path / "in.png", kind, body, after_pixels=True)
     assert read_image(source).xmp is None
+
+
+# --------------------------------------------------------------------------- UTF-16 and UTF-32
+
+# Each encoding XMP allows besides UTF-8, with a byte order mark or known by how "<" is written.
+WIDE_ENCODINGS = ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]
+
+
+@pytest.mark.parametrize("encoding", WIDE_ENCODINGS)
+@pytest.mark.parametrize(("source_suffix", "suffix"), [(".jpg", ".png"), (".webp", ".tif"), (".jpg", ".webp"),
+                                                      (".webp", ".jpg")])
+def test_a_wide_packet_is_read_and_written_as_utf_8(tmp_path, encoding, source_suffix, suffix):
+    source = save(tmp_path / f"in{source_suffix}", STORED, CATALOGUED.decode().encode(encoding))
+    out = write_image(tmp_path / f"out{suffix}", read_image(source))
+    packet = written_xmp(out)
+    assert_kept_and_true(packet, 12, 20)
+    assert packet.decode("utf-8").count("Lübeck") == 1 and b"\x00" not in packet
+    assert_decodes(out)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32-be"])
+def test_a_tiff_s_wide_packet_is_read(tmp_path, encoding):
+    """(Its orientation as the file's EXIF gives it: Pillow looks for one in a TIFF's packet only
+    where that is UTF-8.)"""
+    packet = CATALOGUED.decode().replace('tiff:Orientation="6"', 'tiff:Orientation="1"')
+    out = write_image(tmp_path / "out.png", read_image(save(tmp_path / "in.tif", UPRIGHT, packet.encode(encoding))))
+    root = ElementTree.fromstring(written_xmp(out))
+    assert [li.text for li in root.iter("{http://www.w3.org/1999/02/22-rdf-syntax-ns#}li")][:2] == [
+        "Grandma", "Lake & boats"]
+    assert b'photoshop:City="L\xc3\xbcbeck"' in written_xmp(out)
+
+
+def test_a_wide_packet_s_declared_encoding_is_made_utf_8():
+    declared = '<?xml version="1.0" encoding="UTF-16"?>\n' + CATALOGUED.decode()
+    picture_packet = xmp_packet(declared.encode("utf-16"), size=(12, 20), turned=6)
+    assert_kept_and_true(picture_packet, 12, 20)
+
+
+def test_a_png_s_wide_packet_in_a_text_chunk_is_read(tmp_path):
+    source = png_with_chunk(tmp_path / "in.png", b"tEXt", b"XML:com.adobe.xmp\x00" + CATALOGUED.decode().encode("utf-16"))
+    assert_kept_and_true(read_image(source).xmp, 12, 20)
+
+
+@pytest.mark.parametrize("raw", [
+    "<x:xmpmeta>\udc00</x:xmpmeta>".encode("utf-16-le", "surrogatepass"),  # a lone surrogate
+    b"\xff\xfe\x00\xd8\x00",  # cut inside a surrogate pair
+])
+def test_a_wide_packet_that_does_not_decode_is_left_out(raw):
+    assert xmp_packet(raw, size=(12, 20)) is None
 
 
 # --------------------------------------------------------------------------- the command
