@@ -10,6 +10,7 @@ file.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from .iptc import (
     photoshop_resource,
     png_raw_profile_text,
 )
-from .xmp import JPEG_XMP_HEADER, PNG_XMP_KEYWORD, XMP_TAG
+from .xmp import JPEG_EXTENDED_XMP_HEADER, JPEG_XMP_HEADER, PNG_XMP_KEYWORD, XMP_TAG
 
 __all__ = [
     "JPEG_MOST_EXIF_BYTES",
@@ -107,18 +108,22 @@ def with_exif_block(data: bytes, fmt: str, block: bytes, *, size: tuple[int, int
     return data
 
 
-def with_xmp_packet(data: bytes, fmt: str, packet: bytes, *, size: tuple[int, int], has_alpha: bool) -> bytes:
+def with_xmp_packet(data: bytes, fmt: str, packet: bytes, *, size: tuple[int, int], has_alpha: bool,
+                    extended: bytes = b"") -> bytes:
     """``data`` with ``packet`` (an XMP packet) added in the format's own way (BMP has no place for
     it). Call after :func:`with_exif_block`: a JPEG's XMP APP1 follows its Exif APP1, and a WebP's
-    XMP chunk its EXIF chunk."""
+    XMP chunk its EXIF chunk. ``extended``: a JPEG's Extended XMP (made by
+    :func:`~i2icli.xmp.xmp_parts`, the packet naming its digest), in segments of its own after
+    the packet's."""
     if fmt == "PNG":  # uncompressed, before the pixel data, as readers that stop there expect
         return data[:33] + png_chunk(b"iTXt", png_itxt_body(packet)) + data[33:]
     segment = JPEG_XMP_HEADER + packet
-    # A packet too large for one segment would need Extended XMP, split under a digest of the
-    # whole: left out rather than written in a form readers reject.
+    # A packet too large for one segment is left out rather than written in a form readers reject:
+    # xmp_parts moves what does not fit to the Extended XMP.
     if fmt == "JPEG" and len(packet) <= JPEG_MOST_XMP_BYTES:
         start = _jpeg_after_app1(data)  # after the Exif APP1, before any ICC APP2
-        return data[:start] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + data[start:]
+        segments = b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + _jpeg_extended_xmp(extended)
+        return data[:start] + segments + data[start:]
     if fmt == "WEBP":  # after the image data, and after an EXIF chunk
         return _webp_extended(data, 0x04, size, has_alpha, last=_webp_chunk(b"XMP ", packet))
     if fmt == "TIFF":  # type BYTE, as the TIFF/XMP specification gives the tag
@@ -147,6 +152,23 @@ def with_iptc_datasets(data: bytes, fmt: str, datasets: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------- JPEG
+
+# The most Extended XMP one APP1 segment holds, after its header, the digest, the whole's length
+# and the piece's offset.
+_JPEG_MOST_EXTENDED_XMP_BYTES = JPEG_MOST_EXIF_BYTES - len(JPEG_EXTENDED_XMP_HEADER) - 32 - 8
+
+
+def _jpeg_extended_xmp(extended: bytes) -> bytes:
+    """``extended`` (a JPEG's Extended XMP) as the APP1 segments that hold it, each naming the
+    whole by its digest (uppercase hex MD5), its length and the piece's offset."""
+    digest = hashlib.md5(extended).hexdigest().upper().encode()
+    segments = bytearray()
+    for offset in range(0, len(extended), _JPEG_MOST_EXTENDED_XMP_BYTES):
+        body = (JPEG_EXTENDED_XMP_HEADER + digest + struct.pack(">II", len(extended), offset)
+                + extended[offset : offset + _JPEG_MOST_EXTENDED_XMP_BYTES])
+        segments += b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+    return bytes(segments)
+
 
 
 def _jpeg_after_jfif(data: bytes) -> int:

@@ -66,7 +66,13 @@ from .iptc import (
     photoshop_iptc,
     png_raw_profile_iptc,
 )
-from .xmp import PNG_XMP_KEYWORD, xmp_packet
+from .xmp import (
+    JPEG_EXTENDED_XMP_HEADER,
+    PNG_XMP_KEYWORD,
+    with_extended_xmp,
+    xmp_packet,
+    xmp_parts,
+)
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -596,7 +602,7 @@ def _png_exif_chunk(data: bytes) -> bytes | None:
 def _file_xmp(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
     """The file's XMP packet, unparsed (it is checked when written), or None. A JPEG's Extended XMP
     (the rest of a packet over 64 KB, in segments of its own: large previews or editing histories,
-    mostly) is not joined to it."""
+    mostly) is joined to it, where it is whole."""
     if fmt == "PNG":  # an iTXt chunk, or the tEXt or zTXt that older writers put it in
         texts = itertools.chain((png_itxt_text(body) for body in png_chunks(data, b"iTXt")),
                                 (_latin1_as_utf8(text) for kind in (b"tEXt", b"zTXt") for body in png_chunks(data, kind)
@@ -606,7 +612,13 @@ def _file_xmp(pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
         raw = pil.info.get("xmp")
     if isinstance(raw, str):
         raw = raw.encode()
-    return bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw else None
+    if not isinstance(raw, (bytes, bytearray)) or not raw:
+        return None
+    if fmt == "JPEG":
+        raw = with_extended_xmp(bytes(raw), (body[len(JPEG_EXTENDED_XMP_HEADER):]
+                                             for marker, body in getattr(pil, "applist", [])
+                                             if marker == "APP1" and body.startswith(JPEG_EXTENDED_XMP_HEADER)))
+    return bytes(raw)
 
 
 def _latin1_as_utf8(text: bytes) -> bytes:
@@ -1039,10 +1051,11 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
                                                most_bytes=JPEG_MOST_EXIF_BYTES if fmt == "JPEG" else None)):
         # after the profile: an Exif APP1 goes in front of the ICC APP2 segments
         data = with_exif_block(data, fmt, block, size=size, has_alpha=has_alpha)
-    if picture.xmp and (packet := xmp_packet(picture.xmp, size=size,
-                                             most_bytes=JPEG_MOST_XMP_BYTES if fmt == "JPEG" else None)):
-        # after the EXIF block: a JPEG's XMP APP1 follows its Exif APP1
-        data = with_xmp_packet(data, fmt, packet, size=size, has_alpha=has_alpha)
+    if picture.xmp and (parts := xmp_parts(picture.xmp, size=size,
+                                           most_bytes=JPEG_MOST_XMP_BYTES if fmt == "JPEG" else None)):
+        # after the EXIF block: a JPEG's XMP APP1 (and its Extended XMP) follows its Exif APP1
+        packet, extended = parts
+        data = with_xmp_packet(data, fmt, packet, size=size, has_alpha=has_alpha, extended=extended)
     if picture.iptc and (datasets := iptc_datasets(picture.iptc)):
         # after the XMP packet: a JPEG's APP13 follows its APP1 segments
         data = with_iptc_datasets(data, fmt, datasets)

@@ -9,13 +9,19 @@ writes.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+import struct
+from collections.abc import Iterable
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
 # How each format marks its packet: a JPEG APP1 segment's header, a PNG iTXt chunk's keyword.
 JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+# A JPEG's Extended XMP segments' header: the rest of a packet too large for one segment follows it
+# in pieces, each after the digest that names the whole, the whole's length and the piece's offset.
+JPEG_EXTENDED_XMP_HEADER = b"http://ns.adobe.com/xmp/extension/\x00"
 PNG_XMP_KEYWORD = b"XML:com.adobe.xmp"
 XMP_TAG = 700  # a TIFF's
 
@@ -48,7 +54,8 @@ _TURNED = {
 }
 _DIMENSION_WIDTH, _DIMENSION_HEIGHT = f"{{{_DIMENSIONS}}}w", f"{{{_DIMENSIONS}}}h"
 # Properties that describe the file's bytes rather than the photo: the thumbnail (the unrestored
-# picture), and the pointer to a JPEG's Extended XMP segments, which are not carried.
+# picture), and the pointer to a JPEG's Extended XMP segments, which are joined to the packet when
+# it is read (and written anew, where a JPEG output needs them).
 _LEFT_OUT = frozenset({f"{{{_XMP}}}Thumbnails", f"{{{_XMP_NOTE}}}HasExtendedXMP"})
 
 # What a file's editing history holds, not the user's work: Photoshop's list of every document
@@ -72,6 +79,82 @@ def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1, most_bytes
     ``most_bytes`` (a JPEG segment's room), a packet that would be longer goes without the file's
     editing history, which is what makes one that large; None where it is still too long. A packet
     in UTF-16 or UTF-32, as XMP allows, is read as such."""
+    made_true = _made_true(raw, size, turned)
+    if made_true is None:
+        return None
+    root, prefixes = made_true
+    packet = _wrapped(_serialized(root, prefixes))
+    if most_bytes is None or len(packet) <= most_bytes:
+        return packet
+    _drop_history(root)
+    packet = _wrapped(_serialized(root, prefixes))
+    return packet if len(packet) <= most_bytes else None
+
+
+def xmp_parts(raw: bytes, *, size: tuple[int, int], most_bytes: int | None = None) -> tuple[bytes, bytes] | None:
+    """``raw`` made true of an output of ``size`` as :func:`xmp_packet` makes it, as a packet of at
+    most ``most_bytes`` (a JPEG segment's room) and the Extended XMP that holds the rest (b""
+    where none is needed). A packet too long goes without the editing history first; what is still
+    too long is split as XMP gives: its largest properties move to the Extended XMP, a whole XMP
+    serialization named in the packet by its MD5 digest (xmpNote:HasExtendedXMP). None where it
+    does not parse."""
+    made_true = _made_true(raw, size, 1)
+    if made_true is None:
+        return None
+    root, prefixes = made_true
+    packet = _wrapped(_serialized(root, prefixes))
+    if most_bytes is None:
+        return packet, b""
+    if len(packet) > most_bytes:
+        _drop_history(root)
+        packet = _wrapped(_serialized(root, prefixes))
+    if len(packet) <= most_bytes:
+        return packet, b""
+    return _split(root, prefixes, len(packet), most_bytes)
+
+
+def _split(root: ElementTree.Element, prefixes: dict[str, str], length: int,
+           most_bytes: int) -> tuple[bytes, bytes] | None:
+    """``root`` (a packet ``length`` bytes long, laid out) as a packet of at most ``most_bytes`` and
+    its Extended XMP: its largest top-level properties moved to the latter until the former fits."""
+    rdf = _rdf(root)
+    descriptions = rdf.findall(_DESCRIPTION) if rdf is not None else []
+    if not descriptions:
+        return None
+    about, digest_name = f"{{{_RDF}}}about", f"{{{_XMP_NOTE}}}HasExtendedXMP"
+    prefixes = {_XMP_NOTE: "xmpNote", **prefixes}
+    extended_root = ElementTree.Element(root.tag, dict(root.attrib))
+    extended_rdf = extended_root if root is rdf else ElementTree.SubElement(extended_root, rdf.tag)
+    moved = ElementTree.SubElement(extended_rdf, _DESCRIPTION, {about: descriptions[0].get(about, "")})
+    descriptions[0].set(digest_name, "0" * 32)  # room for the digest, named once the rest is known
+    # Each property with the bytes it takes, about: ElementTree's names for namespaces are not the
+    # packet's, which the length of the packet laid out again settles.
+    properties = [(len(value) + len(name), description, name) for description in descriptions
+                  for name, value in description.attrib.items() if name not in (about, digest_name)]
+    properties += [(len(ElementTree.tostring(child)), description, child) for description in descriptions
+                   for child in description]
+    properties.sort(key=lambda entry: entry[0], reverse=True)
+    left = length + 60  # and the digest's attribute
+    for taken, description, part in properties:
+        if isinstance(part, str):
+            moved.set(part, description.attrib.pop(part))
+        else:
+            description.remove(part)
+            moved.append(part)
+        left -= taken
+        if left <= most_bytes and len(_wrapped(_serialized(root, prefixes))) <= most_bytes:
+            break
+    else:
+        return None
+    extended = _serialized(extended_root, prefixes).encode()
+    descriptions[0].set(digest_name, hashlib.md5(extended).hexdigest().upper())
+    packet = _wrapped(_serialized(root, prefixes))
+    return (packet, extended) if len(packet) <= most_bytes else None
+
+
+def _made_true(raw: bytes, size: tuple[int, int], turned: int) -> tuple[ElementTree.Element, dict[str, str]] | None:
+    """The root element of ``raw`` made true as :func:`xmp_packet` says, and its namespaces'
+    prefixes; None where it does not parse or holds no RDF."""
     raw = _utf8(raw)
     if raw is None:
         return None
@@ -82,19 +165,18 @@ def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1, most_bytes
         root, prefixes = _parsed(raw)
     except (ElementTree.ParseError, ValueError, LookupError):
         return None
-    if root.tag != f"{{{_RDF}}}RDF" and root.find(f".//{{{_RDF}}}RDF") is None:
+    if _rdf(root) is None:
         return None
     _make_true(root, size)
     if turned in _TURNED and turned != 1:
         _turn_regions(root, turned)
-    packet = _wrapped(_serialized(root, prefixes))
-    if most_bytes is None or len(packet) <= most_bytes:
-        return packet
+    return root, prefixes
+
+
+def _drop_history(root: ElementTree.Element) -> None:
     for element in root.iter():
         for child in [child for child in element if child.tag in _HISTORY]:
             element.remove(child)
-    packet = _wrapped(_serialized(root, prefixes))
-    return packet if len(packet) <= most_bytes else None
 
 
 # The encodings XMP allows a packet besides UTF-8, by how its first character ("<", or the byte
@@ -121,6 +203,60 @@ def _utf8(raw: bytes) -> bytes | None:
     except UnicodeDecodeError:
         return None
     return _DECLARED_ENCODING.sub(r"\1\2UTF-8\2", text.lstrip("\ufeff")).encode()
+
+
+# How a packet names its Extended XMP: xmpNote:HasExtendedXMP, as an attribute or an element.
+_EXTENDED_DIGEST = re.compile(rb"""HasExtendedXMP\s*(?:=\s*["']|>\s*)([0-9A-Fa-f]{32})\b""")
+
+
+def with_extended_xmp(standard: bytes, segments: Iterable[bytes]) -> bytes:
+    """``standard`` (a JPEG's XMP packet) with the properties of its Extended XMP joined to it:
+    ``segments`` are the bodies of the file's Extended XMP segments (after their header), and those
+    named by the packet's digest are put together by their offsets. Where they leave a gap, do not
+    add up to the length they give or to the digest, or do not parse, ``standard`` is all there is."""
+    found = _EXTENDED_DIGEST.search(_utf8(standard) or b"")
+    if found is None:
+        return standard
+    digest = found.group(1).upper()
+    pieces: dict[int, bytes] = {}
+    lengths = set()
+    for segment in segments:
+        if len(segment) < 40 or segment[:32].upper() != digest:
+            continue
+        length, offset = struct.unpack_from(">II", segment, 32)
+        lengths.add(length)
+        pieces.setdefault(offset, segment[40:])
+    extended, end = bytearray(), 0
+    for offset in sorted(pieces):
+        if offset != end:  # a gap, or pieces that overlap: not the whole the digest names
+            return standard
+        extended += pieces[offset]
+        end += len(pieces[offset])
+    if lengths != {end} or hashlib.md5(extended).hexdigest().upper().encode() != digest:
+        return standard
+    return _joined(standard, bytes(extended)) or standard
+
+
+def _joined(standard: bytes, extended: bytes) -> bytes | None:
+    """The packet ``standard`` with the descriptions of ``extended`` (a whole XMP serialization, as
+    Extended XMP is) added to its RDF; None where either does not parse."""
+    standard = _utf8(standard) or b""
+    if _DOCTYPE.search(standard) or _DOCTYPE.search(extended):
+        return None
+    try:
+        root, prefixes = _parsed(standard.rstrip(b"\x00 \t\r\n"))
+        extended_root, extended_prefixes = _parsed(extended.rstrip(b"\x00 \t\r\n"))
+    except (ElementTree.ParseError, ValueError, LookupError):
+        return None
+    rdf, extended_rdf = _rdf(root), _rdf(extended_root)
+    if rdf is None or extended_rdf is None:
+        return None
+    rdf.extend(extended_rdf.findall(_DESCRIPTION))
+    return _wrapped(_serialized(root, {**extended_prefixes, **prefixes}))
+
+
+def _rdf(root: ElementTree.Element) -> ElementTree.Element | None:
+    return root if root.tag == f"{{{_RDF}}}RDF" else root.find(f".//{{{_RDF}}}RDF")
 
 
 def _wrapped(body: str) -> bytes:

@@ -115,7 +115,7 @@ def assert_kept_and_true(packet: bytes | None, width: int, height: int) -> None:
     assert description.find("exif:PixelXDimension", NS).text == str(width)
     assert description.find("exif:PixelYDimension", NS).text == str(height)
     assert root.find(".//xmp:Thumbnails", NS) is None and THUMBNAIL_MARK.encode() not in packet
-    assert attribute("xmpNote", "HasExtendedXMP") is None  # its Extended XMP is not carried
+    assert attribute("xmpNote", "HasExtendedXMP") is None  # it names the file's Extended XMP, of no output's
     assert b"<dc:subject>" in packet and b"xmp:Rating=" in packet  # other readers see the names they know
 
 
@@ -194,8 +194,9 @@ def test_a_png_s_compressed_packet_is_read(tmp_path):
     assert_kept_and_true(written_xmp(write_image(tmp_path / "out.jpg", read_image(source))), 12, 20)
 
 
-def test_a_jpeg_s_extended_xmp_is_left_behind(tmp_path):
-    """The rest of a packet over 64 KB goes in segments of its own, which are not carried."""
+def test_a_jpeg_s_extended_xmp_that_is_not_the_one_its_digest_names_is_left_behind(tmp_path):
+    """The rest of a packet over 64 KB goes in segments of its own, under the MD5 digest of the
+    whole: pieces that do not add up to it are not joined to the packet."""
     source = save(tmp_path / "in.jpg", STORED, CATALOGUED)
     jpeg = source.read_bytes()
     extended = b"http://ns.adobe.com/xmp/extension/\x00" + b"0123456789ABCDEF" * 2 + struct.pack(">II", 9, 0) + b"<big/>..."

@@ -1,8 +1,10 @@
 """XMP packets where other writers put them, carried by `restore` as the usual ones are: a PNG's
-tEXt or zTXt chunk; packets in UTF-16 or UTF-32."""
+tEXt or zTXt chunk; packets in UTF-16 or UTF-32; a JPEG's Extended XMP, the rest of a packet over
+64 KB, which a JPEG output holds in the same way."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
@@ -12,13 +14,13 @@ from xml.etree import ElementTree
 import cv2
 import pytest
 from PIL import Image
+from test_exif_metadata import STORED, UPRIGHT, camera_exif
+from test_xmp_metadata import CATALOGUED, NS, assert_kept_and_true, save, written_xmp
 from typer.testing import CliRunner
 
 from i2icli.cli.app import app
 from i2icli.imageio import read_image, write_image
-from i2icli.xmp import xmp_packet
-from test_exif_metadata import STORED, UPRIGHT, camera_exif
-from test_xmp_metadata import CATALOGUED, assert_kept_and_true, save, written_xmp
+from i2icli.xmp import with_extended_xmp, xmp_packet
 
 runner = CliRunner()
 
@@ -139,6 +141,129 @@ def test_a_wide_packet_that_does_not_decode_is_left_out(raw):
     assert xmp_packet(raw, size=(12, 20)) is None
 
 
+# --------------------------------------------------------------------------- JPEG Extended XMP
+
+EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"
+# As Lightroom moves them there: the develop settings, here a tone curve long enough to take two
+# segments, and a headline.
+CURVE_POINTS = 3500
+CURVE = "".join(f"<rdf:li>{index}, {index}</rdf:li>" for index in range(CURVE_POINTS))
+EXTENDED = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    '<rdf:Description rdf:about="" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" '
+    'xmlns:crs="http://ns.adobe.com/camera-raw-settings/1.0/" photoshop:Headline="Lake day">'
+    f"<crs:ToneCurvePV2012><rdf:Seq>{CURVE}</rdf:Seq></crs:ToneCurvePV2012>"
+    "</rdf:Description></rdf:RDF></x:xmpmeta>"
+).encode()
+DIGEST = hashlib.md5(EXTENDED).hexdigest().upper().encode()
+NS_CRS = "{http://ns.adobe.com/camera-raw-settings/1.0/}"
+NS_PHOTOSHOP = "{http://ns.adobe.com/photoshop/1.0/}"
+
+
+def extension_segments(extended: bytes, digest: bytes, piece: int = 40_000) -> list[bytes]:
+    return [b"\xff\xe1" + struct.pack(">H", 2 + len(EXTENSION) + 40 + len(extended[at : at + piece])) + EXTENSION
+            + digest + struct.pack(">II", len(extended), at) + extended[at : at + piece]
+            for at in range(0, len(extended), piece)]
+
+
+def jpeg_with_extended_xmp(path: Path, segments: list[bytes], *, digest: bytes = DIGEST) -> Path:
+    """A JPEG of the photo whose packet names ``digest`` as its Extended XMP's, and ``segments``
+    after the packet's."""
+    save(path, STORED, CATALOGUED.replace(b"0123456789ABCDEF0123456789ABCDEF", digest))
+    jpeg = path.read_bytes()
+    xmp_at = jpeg.index(b"http://ns.adobe.com/xap/1.0/") - 4
+    at = xmp_at + 2 + struct.unpack(">H", jpeg[xmp_at + 2 : xmp_at + 4])[0]
+    path.write_bytes(jpeg[:at] + b"".join(segments) + jpeg[at:])
+    return path
+
+
+def assert_extended_kept(packet: bytes | None) -> None:
+    root = ElementTree.fromstring(packet)
+    curve = root.findall(f".//{NS_CRS}ToneCurvePV2012//{{http://www.w3.org/1999/02/22-rdf-syntax-ns#}}li")
+    assert [li.text for li in curve] == [f"{index}, {index}" for index in range(CURVE_POINTS)]
+    assert [element.get(f"{NS_PHOTOSHOP}Headline") for element in root.iter()
+            if element.get(f"{NS_PHOTOSHOP}Headline")] == ["Lake day"]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".webp"])
+def test_a_jpeg_s_extended_xmp_is_joined_to_its_packet(tmp_path, suffix):
+    segments = extension_segments(EXTENDED, DIGEST)
+    assert len(segments) == 3
+    # In any order, one of them twice: the offsets put them together.
+    source = jpeg_with_extended_xmp(tmp_path / "in.jpg", [segments[2], segments[0], segments[1], segments[0]])
+    picture = read_image(source)
+    assert_kept_and_true(picture.xmp, 12, 20)
+    assert_extended_kept(picture.xmp)
+    out = write_image(tmp_path / f"out{suffix}", picture)
+    assert_kept_and_true(written_xmp(out), 12, 20)  # one packet: these formats have room for it
+    assert_extended_kept(written_xmp(out))
+    assert_decodes(out)
+
+
+@pytest.mark.parametrize("segments", [
+    extension_segments(EXTENDED, DIGEST)[:1] + extension_segments(EXTENDED, DIGEST)[2:],  # a gap
+    extension_segments(EXTENDED, DIGEST)[:2],  # short of the length they give
+    extension_segments(EXTENDED, b"0" * 32),  # another packet's
+    extension_segments(EXTENDED.replace(b"Lake day", b"Lake dax"), DIGEST),  # not what the digest is of
+    extension_segments(EXTENDED, DIGEST, piece=30_000)[:2] + extension_segments(EXTENDED, DIGEST)[1:],  # overlapping
+    extension_segments(EXTENDED[:-10] + b"<broken", DIGEST),  # does not parse (and is not the digest's)
+])
+def test_extended_xmp_that_is_not_whole_is_left_out_and_the_packet_kept(tmp_path, segments):
+    picture = read_image(jpeg_with_extended_xmp(tmp_path / "in.jpg", segments))
+    assert_kept_and_true(picture.xmp, 12, 20)
+    assert b"Lake day" not in picture.xmp and b"ToneCurve" not in picture.xmp
+
+
+def test_crafted_lengths_and_offsets_are_bounded_by_the_pieces_there_are():
+    standard = CATALOGUED.replace(b"0123456789ABCDEF0123456789ABCDEF", DIGEST)
+    crafted = [DIGEST + struct.pack(">II", 0xFFFFFFFF, 0xFFFFFF00) + b"x",
+               DIGEST + struct.pack(">II", 0xFFFFFFFF, 0) + EXTENDED, DIGEST[:20]]
+    assert with_extended_xmp(standard, crafted) == standard
+
+
+def test_extended_xmp_that_is_its_digest_s_but_does_not_parse_is_left_out(tmp_path):
+    broken = EXTENDED[:-10]
+    digest = hashlib.md5(broken).hexdigest().upper().encode()
+    picture = read_image(jpeg_with_extended_xmp(tmp_path / "in.jpg", extension_segments(broken, digest), digest=digest))
+    assert_kept_and_true(picture.xmp, 12, 20)
+    assert b"ToneCurve" not in picture.xmp
+
+
+def jpeg_segments(jpeg: bytes) -> list[bytes]:
+    """The bodies of a JPEG's APP1 segments, in order."""
+    segments, at = [], 2
+    while jpeg[at : at + 2] != b"\xff\xda":
+        (length,) = struct.unpack(">H", jpeg[at + 2 : at + 4])
+        if jpeg[at + 1] == 0xE1:
+            segments.append(jpeg[at + 4 : at + 2 + length])
+        at += 2 + length
+    return segments
+
+
+def test_a_jpeg_output_holds_a_packet_too_large_for_its_segment_as_extended_xmp(tmp_path):
+    """What the editing history does not make too large (develop settings, say) is split as XMP
+    gives: the largest properties to Extended XMP segments, named by the MD5 digest of the whole;
+    the rating, keywords and captions stay in the packet, for readers that do not join them."""
+    picture = read_image(jpeg_with_extended_xmp(tmp_path / "in.jpg", extension_segments(EXTENDED, DIGEST)))
+    out = write_image(tmp_path / "out.jpg", picture)
+    segments = jpeg_segments(out.read_bytes())
+    packet = next(body[29:] for body in segments if body.startswith(b"http://ns.adobe.com/xap/1.0/\x00"))
+    pieces = [body[len(EXTENSION):] for body in segments if body.startswith(EXTENSION)]
+    assert len(pieces) == 2 and len(packet) < 65_503
+    root = ElementTree.fromstring(packet)
+    assert root.find(".//dc:subject", NS) is not None and b'xmp:Rating="4"' in packet and b"ToneCurve" not in packet
+    digest = root.find(".//rdf:Description", NS).get(f"{{{NS['xmpNote']}}}HasExtendedXMP")
+    extended = b"".join(piece[40:] for piece in sorted(pieces, key=lambda piece: struct.unpack(">I", piece[36:40])))
+    assert all(piece[:32].decode() == digest and struct.unpack(">I", piece[32:36])[0] == len(extended) for piece in pieces)
+    assert hashlib.md5(extended).hexdigest().upper() == digest
+    assert b"ToneCurve" in extended and not extended.startswith(b"<?xpacket")  # a whole serialization, unwrapped
+    # i2i (and any reader that follows the digest) reads it all back.
+    again = read_image(out).xmp
+    assert_kept_and_true(again, 12, 20)
+    assert_extended_kept(again)
+    assert_decodes(out)
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -155,3 +280,14 @@ def test_restore_carries_a_text_chunk_s_packet_and_strip_metadata_leaves_it_out(
     result = _restore(str(source), "-o", str(tmp_path / "stripped.jpg"), "--strip-metadata")
     assert result.exit_code == 0, result.output
     assert written_xmp(tmp_path / "stripped.jpg") is None and b"Grandma" not in (tmp_path / "stripped.jpg").read_bytes()
+
+
+def test_restore_carries_a_jpeg_s_extended_xmp_and_strip_metadata_leaves_it_out(tiny_env, tmp_path):
+    source = jpeg_with_extended_xmp(tmp_path / "big.jpg", extension_segments(EXTENDED, DIGEST))
+    result = _restore(str(source), "-o", str(tmp_path / "kept.jpg"))
+    assert result.exit_code == 0, result.output
+    assert_extended_kept(read_image(tmp_path / "kept.jpg").xmp)
+    result = _restore(str(source), "-o", str(tmp_path / "stripped.jpg"), "--strip-metadata")
+    assert result.exit_code == 0, result.output
+    stripped = (tmp_path / "stripped.jpg").read_bytes()
+    assert EXTENSION not in stripped and b"ToneCurve" not in stripped and written_xmp(tmp_path / "stripped.jpg") is None
