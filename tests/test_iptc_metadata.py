@@ -144,6 +144,32 @@ def test_a_tiff_holds_them_in_their_own_tag_not_among_the_exif_fields(tmp_path):
     assert out.read_bytes().count(CAPTION) == 1
 
 
+def test_a_tiff_s_tag_written_as_longs_is_read(tmp_path):
+    """As Photoshop writes the tag: type LONG, the datasets' bytes as they are, padded with zeros
+    to whole LONGs."""
+    padded = KEPT + bytes(-len(KEPT) % 4)
+    source = save(tmp_path / "in.tif", STORED, padded)
+    tiff = bytearray(source.read_bytes())
+    (directory,) = struct.unpack_from("<I", tiff, 4)
+    (count,) = struct.unpack_from("<H", tiff, directory)
+    entry = next(at for at in range(directory + 2, directory + 2 + 12 * count, 12)
+                 if struct.unpack_from("<H", tiff, at)[0] == 33723)
+    struct.pack_into("<HI", tiff, entry + 2, 4, len(padded) // 4)
+    source.write_bytes(bytes(tiff))
+    assert read_image(source).iptc == KEPT
+
+
+def test_a_block_too_large_for_a_jpeg_segment_is_left_out_of_a_jpeg_only():
+    large = KEPT + b"".join(dataset(2, 25, bytes([65 + index]) * 30_000) for index in range(3))
+    assert iptc_datasets(large) == large
+    jpeg = encode_image(Picture(rgb=STORED, iptc=large), ".jpg")
+    assert b"Photoshop 3.0" not in jpeg
+    with Image.open(io.BytesIO(jpeg)) as image:
+        image.load()
+    png = encode_image(Picture(rgb=STORED, iptc=large), ".png")
+    assert read_image("large.png", data=png).iptc == large
+
+
 def test_a_webp_and_a_bmp_have_no_place_for_them(tmp_path):
     picture = read_image(save(tmp_path / "in.jpg", STORED, CATALOGUED))
     for suffix in (".webp", ".bmp"):
