@@ -266,3 +266,15 @@ def test_strip_metadata_leaves_them_out(tiny_env, tmp_path):
     out = tmp_path / "out" / "holiday.jpg"
     assert written_iptc(out) is None
     assert CAPTION not in out.read_bytes() and b"Photoshop 3.0" not in out.read_bytes()
+
+
+def test_a_bmp_output_says_that_the_captions_are_left_out(tiny_env, tmp_path):
+    """A photo whose only metadata is its IPTC datasets: a BMP output leaves them out, and says so."""
+    source = tmp_path / "captioned.jpg"
+    Image.fromarray(STORED).save(source)
+    jpeg = source.read_bytes()
+    segment = b"Photoshop 3.0\x00" + photoshop_resources(CATALOGUED)
+    source.write_bytes(jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:])
+    result = _restore(str(source), "-o", str(tmp_path / "out.bmp"))
+    assert result.exit_code == 0, result.output
+    assert "a BMP file holds no EXIF, IPTC or XMP metadata" in result.stderr

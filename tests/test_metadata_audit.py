@@ -73,7 +73,7 @@ def test_a_bmp_output_says_once_that_the_photos_metadata_is_left_out(tiny_env, t
     result = _restore(str(photos), "-o", str(tmp_path / "out"), "--ext", "bmp")
     assert result.exit_code == 0, result.output
     warnings = [line for line in _warnings(result.stderr) if "metadata" in line]
-    assert len(warnings) == 1 and "a BMP file holds no EXIF or XMP metadata" in warnings[0], result.stderr
+    assert len(warnings) == 1 and "a BMP file holds no EXIF, IPTC or XMP metadata" in warnings[0], result.stderr
     assert "--ext png" in warnings[0]
 
     for quiet in (["--strip-metadata"], ["--ext", "png"]):

@@ -383,20 +383,20 @@ def _warn_of_lost_transparency(job: Any, picture: Any, output_named: bool, suffi
 
 
 def _warn_of_lost_metadata(job: Any, picture: Any, output_named: bool, suffix: str) -> bool:
-    """BMP has no place for EXIF or XMP: a photo's date taken, GPS position and rating would be left
-    out of it unannounced, where the other formats keep them. Said once a run, not for each photo
-    of a folder; whether it was said."""
+    """BMP has no place for EXIF, IPTC or XMP: a photo's date taken, GPS position, rating and
+    captions would be left out of it unannounced, where the other formats keep them. Said once a
+    run, not for each photo of a folder; whether it was said."""
     import logging
 
     from i2icli.exif import exif_block
 
-    if suffix != ".bmp" or not (picture.xmp or (picture.exif and exif_block(picture.exif))):
+    if suffix != ".bmp" or not (picture.xmp or picture.iptc or (picture.exif and exif_block(picture.exif))):
         return False
     remedy = "name a .png, .jpg, .webp or .tif file with -o" if output_named else "use --ext png, jpg, webp or tif"
     logging.getLogger(__name__).warning(
-        "%s: a BMP file holds no EXIF or XMP metadata: the date taken, camera, GPS position and rating of this "
-        "photo and of any after it are left out; %s to keep them, or --strip-metadata to leave them out "
-        "without this warning", job.source, remedy)
+        "%s: a BMP file holds no EXIF, IPTC or XMP metadata: the date taken, camera, GPS position, rating and "
+        "captions of this photo and of any after it are left out; %s to keep them, or --strip-metadata to leave "
+        "them out without this warning", job.source, remedy)
     return True
 
 
