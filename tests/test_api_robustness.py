@@ -26,6 +26,7 @@ from i2icli import (
 )
 from i2icli.archs.lr_conditioned import LRConditionedGenerator, LRTranslatorConfig
 from i2icli.pipelines.memory import reports_out_of_memory
+from i2icli.pipelines.memory_hints import MemoryHint
 
 CPU = torch.device("cpu")
 TINY_LR = LRTranslatorConfig(hr_size=32, lr_size=8, max_channels=16, base_channels=4, disc_base_channels=8,
@@ -150,12 +151,12 @@ class _NestedCalls:
 
     device = CPU
 
-    @reports_out_of_memory("use a smaller --size")
+    @reports_out_of_memory(MemoryHint("use a smaller --size"))
     def outer(self, side: int) -> None:
         sources = torch.zeros(1, 3, side, side)
         self.inner(sources, sources + 1)
 
-    @reports_out_of_memory("use a smaller --size")
+    @reports_out_of_memory(MemoryHint("use a smaller --size"))
     def inner(self, sources: torch.Tensor, targets: torch.Tensor) -> None:
         batch = torch.cat([sources, targets])
         raise torch.OutOfMemoryError(f"{OUT_OF_MEMORY} for {batch.shape[0]} images")

@@ -869,8 +869,9 @@ def test_a_device_out_of_memory_is_one_line_with_the_commands_own_hint(capsys):
     import typer
 
     from i2icli.cli.error_handling import handles_errors
+    from i2icli.pipelines.memory_hints import MemoryHint
 
-    @handles_errors(out_of_memory_hint="use fewer --codes", out_of_ram_hint="use a smaller --size")
+    @handles_errors(memory_hint=MemoryHint("use fewer --codes", ram="use a smaller --size"))
     def command(error: Exception, as_json: bool = False):
         raise error
 

@@ -10,6 +10,7 @@ import pytest
 
 from i2icli.cli.runner import Stages, run_batch
 from i2icli.errors import DeviceError, I2IError
+from i2icli.pipelines.memory_hints import MemoryHint
 
 WAIT = 10.0  # seconds; only reached when the overlap is broken
 
@@ -188,7 +189,7 @@ def test_a_job_that_runs_out_of_memory_is_named_with_the_commands_hint_and_the_r
             raise failures[job.source.stem]
         return {}, job.source.name, ""
 
-    @handles_errors(out_of_memory_hint="use a smaller --size", out_of_ram_hint="use fewer --samples")
+    @handles_errors(memory_hint=MemoryHint("use a smaller --size", ram="use fewer --samples"))
     def command() -> list[dict]:
         return run_batch(_jobs(tmp_path, ["big", "a", "huge"]), process, verb="testing", skip_existing=False,
                          record_of=_record)

@@ -29,7 +29,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _device_out_of_memory(error: RuntimeError, hint: str) -> I2IError | None:
+def _device_out_of_memory(error: RuntimeError, hint: memory_hints.MemoryHint) -> I2IError | None:
     """``pipelines.memory.out_of_memory_error``, the pipelines' own wording, asked only once torch
     is loaded (this module must not load it)."""
     if "torch" not in sys.modules:
@@ -39,22 +39,19 @@ def _device_out_of_memory(error: RuntimeError, hint: str) -> I2IError | None:
     return out_of_memory_error(error, None, hint)
 
 
-_DEFAULT_DEVICE_MEMORY_HINT = "use a smaller --size, or --device cpu"
-_DEFAULT_RAM_HINT = memory_hints.RAM
-# The running command's hints for running out of memory: set by ``handles_errors``, read there and
+# The running command's hint for running out of memory: set by ``handles_errors``, read there and
 # by the batch runner, which reports a job that ran out and goes on with the next.
-_memory_hints: ContextVar[tuple[str, str]] = ContextVar("memory_hints", default=(_DEFAULT_DEVICE_MEMORY_HINT,
-                                                                                 _DEFAULT_RAM_HINT))
+_memory_hint: ContextVar[memory_hints.MemoryHint] = ContextVar("memory_hint", default=memory_hints.DEFAULT)
 
 
 def out_of_memory(error: BaseException) -> I2IError | None:
     """One line for running out of memory, the device's or the computer's, with the running
     command's hint on what uses less; None for any other error."""
-    device_hint, ram_hint = _memory_hints.get()
+    hint = _memory_hint.get()
     if memory_hints.is_out_of_ram(error):  # worded as the pipelines word it
-        return I2IError(memory_hints.OUT_OF_RAM, ram_hint)
+        return I2IError(memory_hints.OUT_OF_RAM, hint.ram)
     if isinstance(error, RuntimeError):
-        return _device_out_of_memory(error, device_hint)
+        return _device_out_of_memory(error, hint)
     return None
 
 
@@ -70,21 +67,20 @@ def _home_expanded(value: Any) -> Any:
 EMPTY_OUTPUT = "-o is empty; name an output file or folder (-o results), or - for standard output"
 
 
-def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAULT_DEVICE_MEMORY_HINT,
-                   out_of_ram_hint: str = _DEFAULT_RAM_HINT, checkpoint_options: dict[str, str] | None = None) -> Any:
+def handles_errors(command: F | None = None, *, memory_hint: memory_hints.MemoryHint = memory_hints.DEFAULT,
+                   checkpoint_options: dict[str, str] | None = None) -> Any:
     """Turn known failures into a one-line message and exit code 1 instead of a traceback.
 
     With ``--json`` (a command's ``as_json``), a failure of the whole run is also reported on
     stdout, as ``{"error": ..., "hint": ...}``, so that a script reading stdout gets a document
     whatever happens. A device that runs out of memory where the command has no smaller batch to
-    retry with ends the same way, with ``out_of_memory_hint`` naming the command's options that
-    use less; ``out_of_ram_hint`` does the same for the computer's own memory.
+    retry with ends the same way, with ``memory_hint`` naming the command's options that use less
+    device memory, and less of the computer's own.
     ``checkpoint_options`` maps a registry role (``weights.toml``'s ``role``) to the option that
     takes a file for it, so that a checkpoint that cannot be had names that option. An empty
-    -o (a command's ``output``) is refused here, before the command starts, for every command. Used as ``@handles_errors`` or ``@handles_errors(out_of_memory_hint=..., ...)``."""
+    -o (a command's ``output``) is refused here, before the command starts, for every command. Used as ``@handles_errors`` or ``@handles_errors(memory_hint=..., ...)``."""
     if command is None:
-        return functools.partial(handles_errors, out_of_memory_hint=out_of_memory_hint,
-                                 out_of_ram_hint=out_of_ram_hint, checkpoint_options=checkpoint_options)
+        return functools.partial(handles_errors, memory_hint=memory_hint, checkpoint_options=checkpoint_options)
     signature = inspect.signature(command)
 
     @functools.wraps(command)
@@ -109,7 +105,7 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAU
                 stdout_write(json_document({"error": error.message, "hint": error.hint}))
             return typer.Exit(EXIT_FAILED)
 
-        hints = _memory_hints.set((out_of_memory_hint, out_of_ram_hint))
+        hints = _memory_hint.set(memory_hint)
         try:
             if empty_output:
                 raise usage_error(EMPTY_OUTPUT)
@@ -140,7 +136,7 @@ def handles_errors(command: F | None = None, *, out_of_memory_hint: str = _DEFAU
             where = f"{error.filename}: " if error.filename else ""
             raise fail(I2IError(f"{where}{error.strerror or error}")) from None
         finally:
-            _memory_hints.reset(hints)
+            _memory_hint.reset(hints)
 
     return wrapper
 

@@ -68,8 +68,7 @@ class Pair:
         return self.input
 
 
-@handles_errors(out_of_memory_hint=memory_hints.EXEMPLAR,
-                out_of_ram_hint=memory_hints.EXEMPLAR.ram,
+@handles_errors(memory_hint=memory_hints.EXEMPLAR,
                 checkpoint_options={"exemplar": "--checkpoint"})
 def exemplar(
     context: typer.Context,

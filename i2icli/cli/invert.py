@@ -39,8 +39,7 @@ _SEARCH = "Inversion"
 _OUTPUT = "Output"
 
 
-@handles_errors(out_of_memory_hint=memory_hints.INVERT,
-                out_of_ram_hint=memory_hints.INVERT.ram,
+@handles_errors(memory_hint=memory_hints.INVERT,
                 checkpoint_options={"generator": "--generator", "correspondence": "--correspondence-model",
                                     "perceptual": "--perceptual-model", "score": "--score-model", "detector": "--detector"})
 def invert(

@@ -83,8 +83,7 @@ def output_files(output: Path, seeds: list[int], components: bool, std_map: bool
     return files
 
 
-@handles_errors(out_of_memory_hint=memory_hints.PAIRED,
-                out_of_ram_hint=memory_hints.PAIRED.ram)
+@handles_errors(memory_hint=memory_hints.PAIRED)
 def paired(
     label: Annotated[str, typer.Argument(metavar="LABEL", show_default=False,
                                          help="Label map (class-index PNG) or edge image, or a folder of them; - reads "

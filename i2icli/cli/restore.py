@@ -53,8 +53,7 @@ def _file_name_suffix(value: str) -> str:
     return value
 
 
-@handles_errors(out_of_memory_hint=memory_hints.RESTORE,
-                out_of_ram_hint=memory_hints.RESTORE.ram,
+@handles_errors(memory_hint=memory_hints.RESTORE,
                 checkpoint_options={"face": "--model", "background": "--bg-model", "detector": "--detector", "parser": "--parser"})
 def restore(
     context: typer.Context,

@@ -52,13 +52,13 @@ from i2icli.cli.train_common import (
     warn_of_options_the_run_keeps,
 )
 from i2icli.errors import I2IError
+from i2icli.pipelines import memory_hints
 
 app = typer.Typer(help="Train the methods that have no public weights.", no_args_is_help=True, cls=Group)
 
 
 @app.command("translate-lr", no_args_is_help=True, cls=Command)
-@handles_errors(out_of_memory_hint="use a smaller --batch-size, or --device cpu",
-                out_of_ram_hint="use a smaller --batch-size or fewer --workers, or close other programs")
+@handles_errors(memory_hint=memory_hints.TRAIN)
 def translate_lr(
     context: typer.Context,
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,

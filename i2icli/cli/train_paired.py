@@ -52,14 +52,13 @@ from i2icli.cli.train_common import (
     warn_of_options_the_run_keeps,
 )
 from i2icli.errors import I2IError, InputError, WeightsError
+from i2icli.pipelines import memory_hints
 
 _LABEL_FOLDERS = ("labels", "label", "masks")
 _PHOTO_FOLDERS = ("photos", "images", "img")
 
 
-@handles_errors(out_of_memory_hint="use a smaller --batch-size or --size, or --device cpu",
-                out_of_ram_hint="use a smaller --batch-size or --size, or fewer --workers",
-                checkpoint_options={"correspondence": "--vgg"})
+@handles_errors(memory_hint=memory_hints.TRAIN_PAIRED, checkpoint_options={"correspondence": "--vgg"})
 def paired(
     context: typer.Context,
     data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", show_default=False,

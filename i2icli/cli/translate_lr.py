@@ -56,7 +56,7 @@ class PairJob:
     problem: str | None = None
 
 
-@handles_errors(out_of_memory_hint=memory_hints.TRANSLATE_LR, out_of_ram_hint=memory_hints.TRANSLATE_LR.ram,
+@handles_errors(memory_hint=memory_hints.TRANSLATE_LR,
                 checkpoint_options={"detector": "--detector"})
 def translate_lr(
     source: Annotated[str, typer.Argument(metavar="SOURCE", show_default=False,

@@ -41,25 +41,25 @@ def is_out_of_memory(error: BaseException) -> bool:
     )
 
 
-def out_of_memory_error(error: BaseException, device: torch.device | str | None, hint: str | None,
+def out_of_memory_error(error: BaseException, device: torch.device | str | None, hint: memory_hints.MemoryHint,
                         *, even: str = "") -> DeviceError | None:
     """The one-line ``DeviceError`` for ``error`` if it means the device ran out of memory, else
     None. Every pipeline and the command line word it alike: the device (``None``: not known
     here), what was tried already (``even``), the first line of the library's message, and
-    ``hint``, what uses less. The computer running out of its own memory is said as the command
-    line says it, with the hint's ``ram`` (see :class:`~i2icli.pipelines.memory_hints.MemoryHint`)."""
+    ``hint.device``, what uses less. The computer running out of its own memory is said as the
+    command line says it, with ``hint.ram``."""
     if memory_hints.is_out_of_ram(error):
-        return DeviceError(memory_hints.OUT_OF_RAM, getattr(hint, "ram", memory_hints.RAM))
+        return DeviceError(memory_hints.OUT_OF_RAM, hint.ram)
     if not is_out_of_memory(error):
         return None
     subject = "the device" if device is None else f"the device {device}"
-    return DeviceError(f"{subject} ran out of memory{even} ({first_line(error, 100)})", hint)
+    return DeviceError(f"{subject} ran out of memory{even} ({first_line(error, 100)})", hint.device)
 
 
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
-def reports_out_of_memory(hint: str, *, even: str = "") -> Callable[[Method], Method]:
+def reports_out_of_memory(hint: memory_hints.MemoryHint, *, even: str = "") -> Callable[[Method], Method]:
     """For a pipeline's public call: the device, or the computer, running out of memory raises
     ``DeviceError`` naming the pipeline's ``device`` and ``hint`` (see ``out_of_memory_error``),
     not the library's own error, which a script would have to know to catch. Under ``classmethod`` (``load``), where

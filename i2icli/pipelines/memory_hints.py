@@ -5,21 +5,23 @@ it on load."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
-class MemoryHint(str):
-    """What uses less device memory (the text itself), and what uses less of the computer's own
-    memory (``ram``)."""
-
-    ram: str
-
-    def __new__(cls, device: str, *, ram: str) -> MemoryHint:
-        hint = super().__new__(cls, device)
-        hint.ram = ram
-        return hint
-
-
-# For a hint that names nothing for the computer's own memory.
+# For a command with nothing of its own to name for the computer's memory.
 RAM = "close other programs that use much memory, or use smaller images"
+
+
+@dataclass(frozen=True)
+class MemoryHint:
+    """What a command can do when the device runs out of memory (``device``), and when the
+    computer itself does (``ram``)."""
+
+    device: str
+    ram: str = RAM
+
+
+# For a command that names none of its own.
+DEFAULT = MemoryHint("use a smaller --size, or --device cpu")
 
 # The models alone do not fit, whatever the options.
 LOAD = MemoryHint("close other programs that use the GPU, or use --device cpu",
@@ -32,8 +34,12 @@ EXEMPLAR = MemoryHint("use a smaller --size or --fp16, or --device cpu",
 INVERT = MemoryHint("use --one-by-one, fewer --codes or a smaller --size, or --device cpu",
                     ram="use --one-by-one, fewer --codes or a smaller --size, or close other programs")
 # One pair at the checkpoint's own size: there is nothing smaller to ask for.
-TRANSLATE_LR = MemoryHint("close other programs that use the GPU, or use --device cpu", ram=RAM)
+TRANSLATE_LR = MemoryHint("close other programs that use the GPU, or use --device cpu")
 PAIRED = MemoryHint("use a smaller --size, or --device cpu", ram="use a smaller --size, or close other programs")
+TRAIN = MemoryHint("use a smaller --batch-size, or --device cpu",
+                   ram="use a smaller --batch-size or fewer --workers, or close other programs")
+TRAIN_PAIRED = MemoryHint("use a smaller --batch-size or --size, or --device cpu",
+                          ram="use a smaller --batch-size or --size, or fewer --workers")
 
 OUT_OF_RAM = "the computer ran out of memory"
 # PyTorch's CPU allocator reports running out as a RuntimeError, not Python's MemoryError:
