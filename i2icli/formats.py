@@ -8,7 +8,9 @@ which must start fast, can share these values instead of repeating them.
 from __future__ import annotations
 
 # What i2i reads and writes, in the order messages list them.
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+# HEIC/HEIF and AVIF are what phones store photos as (iPhones HEIC by default).
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".avif", ".tif", ".tiff",
+                                   ".bmp")
 
 # Larger inputs are refused before decoding: a 200-megapixel RGB image is already 600 MB.
 DEFAULT_MAX_PIXELS = 200_000_000

@@ -106,6 +106,8 @@ _READABLE_FORMATS = {
     "TIFF": "TIFF",
     "BMP": "BMP",
     "DIB": "BMP",
+    "HEIF": "HEIF",  # through pillow-heif's opener, registered when the first file is parsed
+    "AVIF": "AVIF",
 }
 # Output suffix -> (container, cv2 extension).
 _WRITE_FORMATS = {
@@ -113,6 +115,9 @@ _WRITE_FORMATS = {
     ".jpg": ("JPEG", ".jpg"),
     ".jpeg": ("JPEG", ".jpg"),
     ".webp": ("WEBP", ".webp"),
+    ".heic": ("HEIF", ".heic"),  # encoded through Pillow (pillow-heif), as OpenCV writes neither
+    ".heif": ("HEIF", ".heic"),
+    ".avif": ("AVIF", ".avif"),
     ".tif": ("TIFF", ".tiff"),
     ".tiff": ("TIFF", ".tiff"),
     ".bmp": ("BMP", ".bmp"),
@@ -120,8 +125,13 @@ _WRITE_FORMATS = {
 # Container -> the first suffix that names it (.jpg, not .jpeg).
 _SUFFIX_OF_FORMAT = {fmt: suffix for suffix, (fmt, _) in reversed(_WRITE_FORMATS.items())}
 _KEEPS_16BIT = frozenset({"PNG", "TIFF"})
-_KEEPS_ALPHA = frozenset({"PNG", "TIFF", "WEBP"})
-_MAX_SIDE = {"JPEG": 65_535, "WEBP": 16_383}
+_KEEPS_ALPHA = frozenset({"PNG", "TIFF", "WEBP", "HEIF", "AVIF"})
+# libavif refuses to decode an AVIF over 32768 pixels a side, so a longer one would be written
+# unreadable; libheif reads HEIC that size, and no larger was checked to come back.
+_MAX_SIDE = {"JPEG": 65_535, "WEBP": 16_383, "AVIF": 32_768, "HEIF": 32_768}
+# Decoded and encoded with Pillow and its plugins, never OpenCV: OpenCV reads no HEIF, and hands an
+# AVIF's 10-bit samples over unscaled (0-1023 in a uint16), its orientation left to guesswork.
+_PIL_CODED = frozenset({"HEIF", "AVIF"})
 
 # Pillow modes of files with a single luminance channel (with or without alpha).
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -256,6 +266,9 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
 def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientation: int) -> tuple[np.ndarray, str]:
     """The file's pixels, orientation applied, and their channel order ("BGR" or "RGB")."""
     mode = pil.mode
+    if fmt in _PIL_CODED:
+        decoded = _decode_heif(p, data) if fmt == "HEIF" else _decode_pil(p, pil, fmt, data, orientation)[0]
+        return (decoded if orientation == 1 else _orient(decoded, orientation)), "RGB"
     # Many downloads and some cameras leave off a JPEG's end marker though all its picture data is
     # there, and OpenCV's libjpeg then gives up on a photo every viewer shows. Given the marker, it
     # reads such a file whole, and says so where the picture data itself stops short.
@@ -296,6 +309,26 @@ def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientatio
     if orientation != 1 and not cv2_oriented:
         decoded = _orient(decoded, orientation)
     return decoded, order
+
+
+def _decode_heif(p: Path, data: bytes) -> np.ndarray:
+    """A HEIF file's primary picture, upright (libheif applies the file's rotation and mirroring),
+    in RGB order: 16 bits a sample where the file stores more than 8 (a phone's HDR photo has 10),
+    as a 16-bit PNG's are read, and 8 otherwise. (The plugin Pillow opens it with narrows them to 8.)"""
+    import pillow_heif
+
+    try:
+        with _c_library_messages():
+            heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+            depth = int(heif.info.get("bit_depth", 8))
+            decoded = np.array(heif)  # a writable copy
+    except Exception:  # libheif's errors come as several types
+        raise _corrupt(p) from None
+    if decoded.dtype == np.uint16 and 8 < depth < 16:
+        # libheif hands the samples over in the top bits (a 10-bit 1023 as 65472): repeated into the
+        # low bits they span the whole range, white 65535 as in a 16-bit PNG.
+        decoded |= decoded >> depth
+    return decoded
 
 
 def _unpremultiplied(colour_and_alpha: np.ndarray) -> np.ndarray:
@@ -479,8 +512,10 @@ def _pil_strict() -> Iterator[None]:
     """Pillow with our own size limit instead of its bomb check, and no silent truncation.
 
     Both settings are process-global in Pillow, so they are swapped under a lock and
-    restored afterwards.
+    restored afterwards. Every parse of a file passes here, so pillow-heif's opener is registered
+    with the first.
     """
+    _register_heif_opener()
     with _pil_lock:
         saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
@@ -492,10 +527,21 @@ def _pil_strict() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
+@functools.lru_cache(maxsize=None)
+def _register_heif_opener() -> None:
+    """Let Pillow open HEIC/HEIF files, through pillow-heif: done when the first file is read, as
+    loading libheif and its codecs would slow every command's start, even ones that read no image."""
+    import pillow_heif
+
+    # The primary picture alone: a phone's HEIC also holds thumbnails and depth maps, none of them
+    # a page of the photo.
+    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+
 def _not_an_image(p: Path) -> InputImageError:
     return InputImageError(
         p,
-        "is not an image file (the contents are not JPEG, PNG, WebP, TIFF or BMP data)",
+        "is not an image file (the contents are not JPEG, PNG, WebP, HEIF, AVIF, TIFF or BMP data)",
         "check that it is the right file; re-export it if it is damaged",
     )
 
@@ -540,7 +586,8 @@ def _readable_format(p: Path, data: bytes) -> tuple[Image.Image, str]:
 
 def _has_image_signature(data: bytes) -> bool:
     """Starts like one of our formats (so a failure to parse means damage, not a wrong file)."""
-    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    return (data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or (data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS))
 
 
 _SIGNATURES = (
@@ -549,10 +596,20 @@ _SIGNATURES = (
     b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # TIFF, BigTIFF
     b"BM",  # BMP
 )
+# The major brands of an ISO media file's "ftyp" box that say HEIF or AVIF: HEVC pictures and
+# sequences, the general image brands, AV1 pictures and sequences.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"})
 
 
 def _exif_orientation(pil: Image.Image, fmt: str, data: bytes) -> int:
-    """EXIF orientation 1-8 (1 when absent or unreadable: bad metadata is not fatal)."""
+    """EXIF orientation 1-8 (1 when absent or unreadable: bad metadata is not fatal).
+
+    A HEIF file's orientation is its own rotation and mirroring (irot, imir), which libheif applies
+    as it decodes: an EXIF orientation inside says the same again, or is stale, and applied too it
+    turned the photo twice. Pillow decodes an AVIF as stored and gives the file's rotation and
+    mirroring as this tag, in place of any the EXIF block held."""
+    if fmt == "HEIF":
+        return 1
     try:
         with _pil_strict():
             if fmt == "PNG" and "exif" not in pil.info:
@@ -1034,6 +1091,8 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
     if picture.width == 0 or picture.height == 0:  # no format holds one (the gray+alpha PNG came out invalid)
         raise ValueError(f"cannot encode an empty picture ({picture.width}x{picture.height})")
     _refuse_oversize(target, fmt, picture.width, picture.height)
+    if fmt in _PIL_CODED:
+        return _encode_pil_coded(target, picture, fmt, int(jpeg_quality))
     data = bytes(_encode(target, picture, fmt, ext, int(jpeg_quality)))
     # OpenCV's encodings hold none of what follows: it is spliced into their bytes. The EXIF block
     # and XMP packet are made true of this file first (upright, no thumbnail, its size), and the IPTC
@@ -1169,6 +1228,51 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
     if not ok or buf is None:
         raise I2IError(f"{target}: could not encode the image as {fmt}", "try writing PNG instead")
     return buf
+
+
+def _encode_pil_coded(target: Path, picture: Picture, fmt: str, quality: int) -> bytes:
+    """A HEIF (HEIC) or AVIF file, 8 bits a sample, through Pillow (pillow-heif for HEIF), whose
+    encoders take the colour profile, EXIF block and XMP packet themselves: made true of the output
+    as for the other formats (upright, so no rotation is written; no thumbnail; its size). HEIF has
+    no place for IPTC datasets."""
+    size = (picture.width, picture.height)
+    alpha = None if picture.alpha is None else to_8bit(picture.alpha)
+    if picture.grayscale:
+        luma = to_8bit(_luma(picture.rgb))
+        pixels = luma if alpha is None else np.stack((luma, luma, luma, alpha), axis=-1)
+    else:
+        rgb = to_8bit(picture.rgb)
+        pixels = rgb if alpha is None else np.dstack((rgb, alpha))
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    options: dict[str, object] = {"quality": quality}
+    # As for PNG and JPEG: a profile of another colour space than the pixels' would misdescribe them.
+    written = b"GRAY" if image.mode == "L" else b"RGB "
+    if picture.icc_profile and picture.icc_profile[16:20] == written:
+        options["icc_profile"] = picture.icc_profile
+    if picture.exif and (block := exif_block(picture.exif, size=size)):
+        options["exif"] = block
+    if picture.xmp and (parts := xmp_parts(picture.xmp, size=size)):
+        options["xmp"] = parts[0]
+    if fmt == "HEIF":
+        _refuse_missing_heif_encoder(target)
+    buffer = io.BytesIO()
+    try:
+        with _c_library_messages():
+            image.save(buffer, fmt, **options)
+    except Exception:  # the encoders' errors come as several types
+        raise I2IError(f"{target}: could not encode the image as {fmt}", "try writing PNG instead") from None
+    return buffer.getvalue()
+
+
+def _refuse_missing_heif_encoder(target: Path) -> None:
+    """pillow-heif's wheels carry libheif with an HEVC encoder (x265); a build without one reads
+    HEIC but cannot write it."""
+    _register_heif_opener()
+    import pillow_heif
+
+    if not pillow_heif.libheif_info().get("HEIF"):
+        raise I2IError(f"{target}: this installation's libheif has no HEIC encoder, so i2i cannot write HEIC",
+                       "write .avif, .jpg or .png instead")
 
 
 def _encode_tiff_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:

@@ -81,7 +81,7 @@ def test_names_are_filtered_by_what_was_typed():
 @pytest.mark.parametrize("line, expected", [
     ("i2i restore --device ", ["auto", "cpu", "cuda", "mps"]),
     ("i2i train paired --device c", ["cpu", "cuda"]),
-    ("i2i restore --ext ", ["auto", "png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"]),
+    ("i2i restore --ext ", ["auto", "png", "jpg", "jpeg", "webp", "heic", "heif", "avif", "tif", "tiff", "bmp"]),
     ("i2i restore --ext t", ["tif", "tiff"]),
     ("i2i train paired --eval-style ", ["photo", "mean"]),
 ])

@@ -95,7 +95,7 @@ def exif_with(orientation: int) -> bytes:
 
 
 def test_supported_suffixes():
-    assert SUPPORTED_SUFFIXES == {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+    assert SUPPORTED_SUFFIXES == {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".tif", ".tiff", ".bmp"}
 
 
 @pytest.mark.parametrize("suffix", LOSSLESS + LOSSY)

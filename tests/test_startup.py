@@ -203,3 +203,12 @@ def test_completion_answers_without_torch_opencv_or_numpy(line: str, offered: st
     assert json.loads(done.stderr.strip().splitlines()[-1]) == [], done.stderr
     answer = done.stdout.split()
     assert (offered in answer) if offered else answer == [], done.stdout
+
+
+def test_the_heif_library_loads_only_when_an_image_is_read(tmp_path: Path):
+    """libheif and its codecs take time to load: a command's start, and one that reads no image,
+    go without them; the first image read registers pillow-heif's opener."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
+    code = ("import sys, i2icli.cli.app, i2icli.imageio as io; assert 'pillow_heif' not in sys.modules; "
+            f"io.read_image({str(tmp_path / 'photo.png')!r}); assert 'pillow_heif' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,7 +14,7 @@ from i2icli.formats import IMAGE_SUFFIXES
 
 # Image formats i2i does not write: `-o out.gif` is refused, rather than made a folder named out.gif.
 _UNWRITTEN_IMAGE_SUFFIXES = frozenset({
-    ".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".exr",
+    ".gif", ".jxl", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".exr",
     ".hdr", ".ico", ".svg", ".psd", ".dng", ".raw", ".pdf",
 })
 

@@ -95,7 +95,7 @@ def restore(
     save_faces: Annotated[
         bool, typer.Option("--save-faces", help="Also save face crops, restored faces and side-by-side comparisons.", rich_help_panel=_OUTPUT)
     ] = False,
-    ext: Annotated[str, typer.Option(metavar="FORMAT", help="Output format: auto (same as input), png, jpg, webp, tif or bmp.", rich_help_panel=_OUTPUT,
+    ext: Annotated[str, typer.Option(metavar="FORMAT", help="Output format: auto (same as input), png, jpg, webp, heic, avif, tif or bmp.", rich_help_panel=_OUTPUT,
                                           autocompletion=completion.words(*_EXTENSIONS))] = "auto",
     suffix: Annotated[str, typer.Option(help="Text added to each output file name.", rich_help_panel=_OUTPUT,
                                         callback=_file_name_suffix)] = "",
