@@ -1231,22 +1231,25 @@ def _encode(target: Path, picture: Picture, fmt: str, ext: str, quality: int) ->
 
 
 def _encode_pil_coded(target: Path, picture: Picture, fmt: str, quality: int) -> bytes:
-    """A HEIF (HEIC) or AVIF file, 8 bits a sample, through Pillow (pillow-heif for HEIF), whose
-    encoders take the colour profile, EXIF block and XMP packet themselves: made true of the output
-    as for the other formats (upright, so no rotation is written; no thumbnail; its size). HEIF has
-    no place for IPTC datasets."""
+    """A HEIF (HEIC) or AVIF file through Pillow (pillow-heif for HEIF), whose encoders take the
+    colour profile, EXIF block and XMP packet themselves: made true of the output as for the other
+    formats (upright, so no rotation is written; no thumbnail; its size). HEIF has no place for IPTC
+    datasets. A 16-bit picture (a 10-bit HEIC read, say) is written as a 10-bit HEIC, so that
+    restoring a phone's HDR photo keeps its depth; AVIF gets 8 bits, all Pillow writes."""
     size = (picture.width, picture.height)
-    alpha = None if picture.alpha is None else to_8bit(picture.alpha)
+    deep = fmt == "HEIF" and picture.rgb.dtype == np.uint16
+    narrow = (lambda arr: arr) if deep else to_8bit
+    alpha = None if picture.alpha is None else narrow(picture.alpha)
     if picture.grayscale:
-        luma = to_8bit(_luma(picture.rgb))
+        luma = narrow(_luma(picture.rgb))
         pixels = luma if alpha is None else np.stack((luma, luma, luma, alpha), axis=-1)
     else:
-        rgb = to_8bit(picture.rgb)
+        rgb = narrow(picture.rgb)
         pixels = rgb if alpha is None else np.dstack((rgb, alpha))
-    image = Image.fromarray(np.ascontiguousarray(pixels))
+    pixels = np.ascontiguousarray(pixels)
     options: dict[str, object] = {"quality": quality}
     # As for PNG and JPEG: a profile of another colour space than the pixels' would misdescribe them.
-    written = b"GRAY" if image.mode == "L" else b"RGB "
+    written = b"GRAY" if pixels.ndim == 2 else b"RGB "
     if picture.icc_profile and picture.icc_profile[16:20] == written:
         options["icc_profile"] = picture.icc_profile
     if picture.exif and (block := exif_block(picture.exif, size=size)):
@@ -1258,7 +1261,13 @@ def _encode_pil_coded(target: Path, picture: Picture, fmt: str, quality: int) ->
     buffer = io.BytesIO()
     try:
         with _c_library_messages():
-            image.save(buffer, fmt, **options)
+            if deep:  # Pillow has no 16-bit colour image: pillow-heif takes the samples itself
+                import pillow_heif
+
+                mode = "L;16" if pixels.ndim == 2 else "RGB;16" if pixels.shape[2] == 3 else "RGBA;16"
+                pillow_heif.from_bytes(mode, size, pixels.tobytes()).save(buffer, **options)
+            else:
+                Image.fromarray(pixels).save(buffer, fmt, **options)
     except Exception:  # the encoders' errors come as several types
         raise I2IError(f"{target}: could not encode the image as {fmt}", "try writing PNG instead") from None
     return buffer.getvalue()

@@ -224,10 +224,32 @@ def test_outputs_too_large_for_the_format_are_refused_while_planning(tmp_path):
     check_output_size(tmp_path / "out.avif", 30_000, 100)
 
 
-def test_a_16_bit_picture_is_written_at_8_bits(tmp_path):
+def test_a_16_bit_picture_is_written_as_8_bit_avif(tmp_path):
     picture = Picture(rgb=gradient16())
     data = encode_image(picture, ".avif")
     assert close(np.array(Image.open(io.BytesIO(data))), (gradient16() / 257).round().astype(np.uint8), 3.0)
+
+
+@needs_heic_encoder
+@pytest.mark.parametrize("grey, with_alpha", [(False, False), (False, True), (True, False)])
+def test_a_16_bit_picture_is_written_as_10_bit_heic(tmp_path, grey, with_alpha):
+    """A phone's 10-bit HEIC, restored, keeps more than 8 bits: written at 8, its smooth skies and
+    shadows would band."""
+    rgb = gradient16()
+    if grey:
+        rgb = np.repeat(rgb[..., :1], 3, axis=-1)
+    alpha = np.full(rgb.shape[:2], 65535, np.uint16) if with_alpha else None
+    if with_alpha:
+        alpha[:, :8] = 0
+    out = write_image(tmp_path / "deep.heic", Picture(rgb=rgb, alpha=alpha, grayscale=grey))
+    assert pillow_heif.open_heif(out).info["bit_depth"] == 10
+    back = read_image(out)
+    assert back.rgb.dtype == np.uint16 and back.grayscale == grey
+    assert len(np.unique(back.rgb[..., 0])) > 256
+    # written lossy (quality 95, chroma halved), and these colours change from pixel to pixel
+    assert float(np.abs(back.rgb.astype(np.int64) - rgb).mean()) < 6 * 257
+    if with_alpha:
+        assert back.alpha is not None and close(back.alpha, alpha, 257.0)
 
 
 # ------------------------------------------------------------------------ the command line
