@@ -1,8 +1,9 @@
 """The one module that reads and writes image files.
 
 Pixels are decoded and encoded with OpenCV (``IMREAD_UNCHANGED``), so 16-bit samples and
-alpha survive; Pillow only parses headers (size, mode, EXIF orientation) and is the
-fallback decoder for the few files OpenCV gets wrong; what OpenCV's encodings cannot hold (a
+alpha survive; HEIF and AVIF, which OpenCV cannot read right, with Pillow (and pillow-heif).
+Otherwise Pillow only parses headers (size, mode, EXIF orientation) and is the fallback decoder
+for the few files OpenCV gets wrong; what OpenCV's encodings cannot hold (a
 colour profile, metadata) is spliced into their bytes by :mod:`i2icli.containers`. Everything that
 can go wrong with an input file becomes an :class:`~i2icli.errors.InputImageError` with a one-line
 message.
@@ -215,7 +216,7 @@ class Picture:
 
 def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS,
                data: bytes | None = None) -> Picture:
-    """Read a JPEG, PNG, WebP, TIFF or BMP file into an upright :class:`Picture`.
+    """Read a JPEG, PNG, WebP, HEIF, AVIF, TIFF or BMP file into an upright :class:`Picture`.
 
     ``data``, when given, is the file's content (read from a pipe, say), and ``path`` only names
     it in messages. Raises :class:`InputImageError` for anything that is not a readable image, and
@@ -1040,11 +1041,11 @@ def _to_picture(
 def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality: int = 95) -> Path:
     """Write ``picture`` atomically, in the format its suffix names. Returns the path.
 
-    16-bit is kept for PNG and TIFF and rounded to 8-bit otherwise; alpha is kept for
-    PNG, TIFF and WebP and dropped for JPEG and BMP; grayscale pictures are stored with
+    16-bit is kept for PNG and TIFF, written at 10 bits for HEIF, and rounded to 8-bit otherwise;
+    alpha is kept for PNG, TIFF, WebP, HEIF and AVIF and dropped for JPEG and BMP; grayscale pictures are stored with
     one luminance channel where the format allows (WebP has none, and a 16-bit gray+alpha TIFF
     is written as RGBA, the only such TIFF Pillow and OpenCV read back). ``jpeg_quality``
-    (1-100) applies to JPEG and to WebP, which is lossless instead where the picture came from a
+    (1-100) applies to JPEG, HEIF, AVIF and to WebP, which is lossless instead where the picture came from a
     lossless WebP. Never overwrites ``picture.source``.
     """
     target = Path(path)

@@ -281,6 +281,9 @@ def test_restore_a_heic_end_to_end(tiny_env, landmarks_detector, tmp_path):
     with Image.open(out) as written:
         assert written.format == "HEIF" and written.size == (64, 96)  # upright, 2x
         assert written.getexif()[0x010F] == "PhoneMaker"
+    piped = restore(str(tmp_path / "in" / "IMG_1234.HEIC"), "-o", "-")  # in the input's format
+    assert piped.exit_code == 0, piped.stderr
+    assert piped.stdout_bytes[4:12] == b"ftypheic"
 
 
 def test_restore_to_avif(tiny_env, landmarks_detector, tmp_path):
