@@ -1157,11 +1157,15 @@ _DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 def check_output_size(path: str | os.PathLike[str], width: int, height: int, *, suffix: str | None = None) -> None:
     """Raise if an image of ``width`` x ``height`` cannot be written in ``path``'s format, or in the
-    format of ``suffix`` (for an output that is no file; JPEG and WebP cap each side). Commands
+    format of ``suffix`` (for an output that is no file; JPEG, WebP, HEIF and AVIF cap each side; a
+    libheif without an encoder writes no HEIF). Commands
     ask before the work, rather than find out when saving it."""
     target = Path(path)
     chosen = (target.suffix if suffix is None else suffix).lower()
-    _refuse_oversize(target, _WRITE_FORMATS.get(chosen, ("", ""))[0], width, height)
+    fmt = _WRITE_FORMATS.get(chosen, ("", ""))[0]
+    _refuse_oversize(target, fmt, width, height)
+    if fmt == "HEIF":  # before the work too: the photo would be restored only to fail when saved
+        _refuse_missing_heif_encoder(target)
 
 
 def _refuse_oversize(target: Path, fmt: str, width: int, height: int) -> None:

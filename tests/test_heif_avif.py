@@ -224,6 +224,18 @@ def test_outputs_too_large_for_the_format_are_refused_while_planning(tmp_path):
     check_output_size(tmp_path / "out.avif", 30_000, 100)
 
 
+def test_a_libheif_without_an_encoder_is_named_before_the_work(tmp_path, monkeypatch):
+    """Some builds of libheif decode HEVC but carry no encoder: a HEIC output is refused in one line
+    that says what to write instead, before the photo is restored rather than after."""
+    monkeypatch.setattr(pillow_heif, "libheif_info", lambda: {"HEIF": "", "AVIF": "", "encoders": {}})
+    with pytest.raises(I2IError, match="no HEIC encoder") as raised:
+        check_output_size(tmp_path / "out.heic", 64, 64)
+    assert "write .avif, .jpg or .png instead" in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(I2IError, match="no HEIC encoder"):
+        write_image(tmp_path / "out.heic", Picture(rgb=blocks()))
+    assert not (tmp_path / "out.heic").exists()
+
+
 def test_a_16_bit_picture_is_written_as_8_bit_avif(tmp_path):
     picture = Picture(rgb=gradient16())
     data = encode_image(picture, ".avif")
