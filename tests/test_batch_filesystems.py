@@ -12,6 +12,7 @@ from conftest import CommandRunner
 from test_cli import _photo, run
 
 from i2icli.cli.app import app
+from i2icli.errors import DiskFullError
 
 TINY_RESTORE = ("--device", "cpu", "--bg-model", "none", "--parser", "none")
 
@@ -167,14 +168,14 @@ def test_a_full_disk_stops_the_batch_there(tiny_env, landmarks_detector, tmp_pat
 
 
 def run_on_disks(monkeypatch, tmp_path: Path, disks: list[tuple[str, str]], device_of,
-                 write_error: type | None = None) -> tuple[list[str], list[str]]:
+                 write_error: type | dict[str, type] | None = None) -> tuple[list[str], list[str]]:
     """A batch whose outputs lie on the disks named (input name, disk), of which "full" is full
-    (or fails writes with ``write_error``): the inputs processed, and each job's status.
-    ``device_of`` tells an output's disk."""
+    (or fails writes with ``write_error``; given as {disk: error}, each disk named there fails
+    with its own): the inputs processed, and each job's status. ``device_of`` tells an output's disk."""
     from i2icli.cli import runner
     from i2icli.errors import DiskFullError
 
-    write_error = write_error or DiskFullError
+    failing = write_error if isinstance(write_error, dict) else {"full": write_error or DiskFullError}
 
     jobs = [FakeJob(tmp_path / f"{name}.png", tmp_path / disk / f"{name}.png") for name, disk in disks]
     monkeypatch.setattr(runner, "device_of", device_of)
@@ -182,8 +183,8 @@ def run_on_disks(monkeypatch, tmp_path: Path, disks: list[tuple[str, str]], devi
 
     def process(job):
         done.append(job.source.name)
-        if job.output.parent.name == "full":
-            raise write_error(job.output, f"{job.output}: cannot write")
+        if (error := failing.get(job.output.parent.name)) is not None:
+            raise error(job.output, f"{job.output}: cannot write")
         return {}, str(job.source), ""
 
     records = runner.run_batch(jobs, process, verb="testing", skip_existing=False,
@@ -197,6 +198,22 @@ def test_a_full_disk_stops_only_the_outputs_on_that_disk(tmp_path, monkeypatch):
                                   lambda path: path.parent.name)
     assert done == ["a.png", "b.png", "d.png"]
     assert statuses == ["failed", "ok", "failed", "ok"]
+
+
+def test_a_second_full_or_read_only_disk_stops_its_outputs_too(tmp_path, monkeypatch, capsys):
+    """Only the first disk found full was remembered: the outputs of a second one, full or
+    read-only, were each worked on and failed at their write, one line each."""
+    from i2icli.errors import ReadOnlyDiskError
+
+    disks = [("a", "full"), ("b", "card"), ("c", "other"), ("d", "full"), ("e", "card"), ("f", "card"), ("g", "other")]
+    done, statuses = run_on_disks(monkeypatch, tmp_path, disks, lambda path: path.parent.name,
+                                  {"full": DiskFullError, "card": ReadOnlyDiskError})
+    assert done == ["a.png", "b.png", "c.png", "g.png"]
+    assert statuses == ["failed", "failed", "ok", "failed", "failed", "failed", "ok"]
+    summaries = [line for line in _errors(capsys.readouterr().err) if "not run" in line]
+    assert len(summaries) == 2
+    assert summaries[0].startswith(f"error: {tmp_path / 'full'}: the disk is full, so 1 more input was not run")
+    assert "read-only, so 2 more inputs were not run" in summaries[1]
 
 
 def test_an_output_folder_on_a_read_only_disk_says_so(tmp_path, monkeypatch):

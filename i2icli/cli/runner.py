@@ -263,7 +263,9 @@ class _BatchRun(Generic[J]):
         self.reads_ahead: dict[int, Future] = {}
         self.records: list[dict] = []
         self.in_flight: _Written | None = None
-        self.stopped_disk: _StoppedDisk | None = None
+        # Each disk found full or read-only, by device, in the order found: a batch writing to
+        # several may fill more than one.
+        self.stopped_disks: dict[int, _StoppedDisk] = {}
 
     def run(self) -> list[dict]:
         try:
@@ -272,17 +274,17 @@ class _BatchRun(Generic[J]):
                 for index, job in enumerate(self.jobs):
                     record = self.record_of(job)
                     self.records.append(record)
-                    if index in self.to_run and self._on_stopped_disk(job):
+                    if index in self.to_run and (disk := self._stopped_disk_of(job)) is not None:
                         self._finish_write()
                         self.reads_ahead.pop(index, None)  # its picture is not held for nothing
-                        self._stop_for_disk(job, record)
+                        self._stop_for_disk(job, record, disk)
                     elif index in self.to_run:
                         self._process(index, job, record)
                     else:  # reported after the job before it
                         self._finish_write()
                         self._report_not_run(job, record)
                 self._finish_write()
-                self._report_stopped_disk()
+                self._report_stopped_disks()
         except KeyboardInterrupt as stop:
             raise Interrupted(self._interrupted_summary(), terminated=isinstance(stop, Terminated)) from None
         return self.records
@@ -308,31 +310,36 @@ class _BatchRun(Generic[J]):
 
     def _failed(self, job: J, record: dict[str, Any], error: Exception) -> None:
         record.update(status="failed", error=_failure(job, error))
-        if isinstance(error, (DiskFullError, ReadOnlyDiskError)) and self.stopped_disk is None:
+        if isinstance(error, (DiskFullError, ReadOnlyDiskError)):
             # A disk that cannot be told stops nothing: other outputs whose disk cannot be told
             # either may well be on another.
-            if (device := device_of(error.path)) is not None:
-                self.stopped_disk = _StoppedDisk(device, error.path, read_only=isinstance(error, ReadOnlyDiskError))
+            device = device_of(error.path)
+            if device is not None and device not in self.stopped_disks:
+                self.stopped_disks[device] = _StoppedDisk(device, error.path,
+                                                          read_only=isinstance(error, ReadOnlyDiskError))
 
-    def _on_stopped_disk(self, job: J) -> bool:
-        """Whether ``job`` would write to the disk an earlier output found full or read-only: its
+    def _stopped_disk_of(self, job: J) -> _StoppedDisk | None:
+        """The disk an earlier output found full or read-only, if ``job`` would write there: its
         work would be lost."""
-        return (self.stopped_disk is not None and str(job.output) != STANDARD_STREAM
-                and device_of(job.output) == self.stopped_disk.device)
+        if not self.stopped_disks or str(job.output) == STANDARD_STREAM:
+            return None
+        device = device_of(job.output)
+        return None if device is None else self.stopped_disks.get(device)
 
-    def _stop_for_disk(self, job: J, record: dict[str, Any]) -> None:
+    def _stop_for_disk(self, job: J, record: dict[str, Any], disk: _StoppedDisk) -> None:
         """Fail ``job`` without its work, and without a line of its own: one line says it for all."""
-        disk = self.stopped_disk
-        assert disk is not None
         record.update(status="failed", error=f"{self.inputs_of(job)}: not run: the disk of its output {job.output} "
                                              f"is {disk.state} ({disk.output} could not be written)")
         disk.not_run += 1
         self.progress.advance(self.task)
 
-    def _report_stopped_disk(self) -> None:
-        disk = self.stopped_disk
-        if disk is None or not disk.not_run:
-            return
+    def _report_stopped_disks(self) -> None:
+        for disk in self.stopped_disks.values():
+            if disk.not_run:
+                self._report_stopped_disk(disk)
+
+    @staticmethod
+    def _report_stopped_disk(disk: _StoppedDisk) -> None:
         not_run = f"{disk.not_run} more input{'s were' if disk.not_run > 1 else ' was'} not run"
         if disk.read_only:
             report_error(I2IError(f"{mount_point(disk.output)}: the disk mounted here is read-only, so {not_run}",
