@@ -18,21 +18,35 @@ _UNWRITTEN_IMAGE_SUFFIXES = frozenset({
     ".hdr", ".ico", ".svg", ".psd", ".dng", ".raw", ".pdf",
 })
 
+# Files that are no images at all: `-o result.txt` is a mistake, not a folder to make. Names such as
+# results.v2 or 2024.06 stay folders.
+_NON_IMAGE_SUFFIXES = frozenset({
+    ".txt", ".json", ".jsonl", ".csv", ".tsv", ".xml", ".yaml", ".yml", ".toml", ".ini", ".log", ".md", ".html",
+    ".htm", ".doc", ".docx", ".odt", ".rtf", ".xls", ".xlsx", ".ppt", ".pptx", ".zip", ".tar", ".gz", ".tgz",
+    ".bz2", ".xz", ".7z", ".rar", ".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mp3", ".wav", ".flac",
+    ".py", ".sh", ".npy", ".npz", ".pt", ".pth", ".ckpt", ".onnx", ".safetensors",
+})
+
 
 def names_image_file(output: str | Path) -> bool:
     """Whether -o/--output names an image file (by its extension) rather than a folder. An existing
     folder, or a name ending in a slash, is a folder whatever its name; an image format i2i cannot
-    write is a usage error."""
+    write, or a file that is no image (out.txt), is a usage error."""
     import os
 
     path = Path(output).expanduser()
     suffix = path.suffix.lower()
     if os.path.isdir(path) or str(output).endswith(("/", os.sep)):  # "new.png/" is a folder to make
         return False
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    formats = f"{', '.join(IMAGE_SUFFIXES[:-1])} or {IMAGE_SUFFIXES[-1]}"
     if suffix in _UNWRITTEN_IMAGE_SUFFIXES:
-        raise usage_error(f"-o {output}: i2i cannot write {suffix} files; name a {', '.join(IMAGE_SUFFIXES)} file "
-                          "or a folder")
-    return suffix in IMAGE_SUFFIXES
+        raise usage_error(f"-o {output}: i2i cannot write {suffix} files; name a {formats} file or a folder")
+    if suffix in _NON_IMAGE_SUFFIXES:
+        raise usage_error(f"-o {output}: an output file must be a {formats} file; any other name is taken as a "
+                          f"folder, but {suffix} is a file's (end it with a / to make a folder of that name)")
+    return False
 
 
 def image_files(path: Path, role: str, output: Path | None = None) -> list[Path]:
