@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from i2icli.errors import WeightsError
+from i2icli.errors import WeightsError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +160,14 @@ def download_cache_dir() -> Path:
     return Path(base) / "i2i" / "weights"
 
 
+class _HubDownloadFailed(Exception):
+    """The Hub download failed with an error huggingface_hub does not name as a network or HTTP
+    failure: one of its optional transfer back ends (hf_xet, hf_transfer) raises types of its own."""
+
+
 def _from_hub(checkpoint: Checkpoint, *, local_only: bool) -> Path | None:
-    """The Hub copy through huggingface_hub's own cache; downloads unless ``local_only``."""
+    """The Hub copy through huggingface_hub's own cache; downloads unless ``local_only``. Raises
+    _HubDownloadFailed for a failure of unknown type."""
     if not checkpoint.hub_repo:
         return None
     from huggingface_hub import constants, hf_hub_download
@@ -174,7 +180,18 @@ def _from_hub(checkpoint: Checkpoint, *, local_only: bool) -> Path | None:
         )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
         return None
+    except Exception as error:  # only the hub call is in the try: no error of i2i's own is caught here
+        raise _HubDownloadFailed(first_line(error) or type(error).__name__) from error
     return Path(found)
+
+
+def _hub_download_error(checkpoint: Checkpoint, failure: _HubDownloadFailed) -> WeightsError:
+    return WeightsError(
+        f"checkpoint {checkpoint.file} ({checkpoint.name}) could not be downloaded from the Hub "
+        f"({checkpoint.hub_repo}): {type(failure.__cause__).__name__}: {failure}",
+        f"try again; if it keeps failing, download {checkpoint.file} yourself and put it in ${WEIGHTS_DIR_ENV}",
+        role=checkpoint.role,
+    )
 
 
 def candidate_locations(checkpoint: Checkpoint) -> list[str]:
@@ -250,7 +267,11 @@ def weights_dir_stand_in(checkpoint: Checkpoint) -> WeightsError | None:
 def _in_caches(checkpoint: Checkpoint) -> tuple[Path | None, Path | None]:
     """``(i2i's download cache, the Hub cache)``: each the file, or None."""
     fetched = download_cache_dir() / checkpoint.file
-    return (fetched if fetched.is_file() else None), _from_hub(checkpoint, local_only=True)
+    try:
+        hub_cached = _from_hub(checkpoint, local_only=True)
+    except _HubDownloadFailed:  # a cache that cannot be read holds no copy to use
+        hub_cached = None
+    return (fetched if fetched.is_file() else None), hub_cached
 
 
 def sha256_of(path: Path) -> str:
@@ -412,10 +433,16 @@ def fetch(checkpoint: Checkpoint, *, progress: Callable[[int, int], None] | None
 
     downloaded, hub_cached = _in_caches(checkpoint)
     found = verified(downloaded) or verified(hub_cached)
+    hub_failure = None
     if found is None and hub_cached is None:  # a cached Hub copy that failed would only come down again
-        found = verified(_from_hub(checkpoint, local_only=False))
+        try:
+            found = verified(_from_hub(checkpoint, local_only=False))
+        except _HubDownloadFailed as failure:  # the release address may still serve it
+            hub_failure = failure
     # The official download is checked before it is kept, and raises if it is wrong.
     found = found or _download_from_url(checkpoint, progress)
+    if found is None and hub_failure is not None:  # what went wrong, rather than just "not downloaded"
+        raise _hub_download_error(checkpoint, hub_failure)
     if found is None and refused:  # the first refusal is the error; any other is said once, before it
         for error in refused[1:]:
             logger.warning("%s", error.message)

@@ -31,3 +31,46 @@ def test_an_existing_folder_keeps_its_name_whatever_it_ends_in(tiny_env, tmp_pat
     (tmp_path / "scans.txt").mkdir()
     result = run("restore", PHOTO, "-o", str(tmp_path / "scans.txt"), "--dry-run")
     assert result.exit_code == 0, result.stderr
+
+
+class _TransferBackEndError(Exception):
+    """An error type neither requests nor huggingface_hub defines, as hf_xet's may be."""
+
+
+def test_a_hub_download_failing_with_an_unknown_error_is_one_line(tiny_env, monkeypatch):
+    """hf_xet and hf_transfer raise errors of their own, which reached the user as a traceback."""
+    import huggingface_hub
+
+    from i2icli import weights
+
+    def failing_download(*args, **kwargs):
+        raise _TransferBackEndError("xet: connection reset while reconstructing the file\nmore detail")
+
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(weights, "_reachable", lambda url: "example.invalid" not in url)  # the Hub only
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing_download)
+    result = run("weights", "fetch", "parsenet")
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line == ("error: checkpoint parsing_parsenet.pth (parsenet) could not be downloaded from the Hub "
+                    "(i2i-tests/tiny): _TransferBackEndError: xet: connection reset while reconstructing the file — "
+                    "try again; if it keeps failing, download parsing_parsenet.pth yourself and put it in "
+                    "$I2I_WEIGHTS_DIR")
+
+
+def test_a_hub_download_failing_with_an_unknown_error_falls_back_to_the_release(tiny_env, monkeypatch, tmp_path):
+    import huggingface_hub
+    from test_weights import _serve_official_url
+
+    from i2icli import weights
+
+    def failing_download(*args, **kwargs):
+        raise _TransferBackEndError("xet: failed")
+
+    payload = tiny_env.files["realesr-general-x4v3"].read_bytes()
+    _serve_official_url(monkeypatch, payload)
+    monkeypatch.setattr(weights, "_reachable", lambda url: True)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing_download)
+    path = weights.fetch(weights.find("realesr-general-x4v3"))
+    assert path.read_bytes() == payload
