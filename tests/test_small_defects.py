@@ -74,3 +74,87 @@ def test_a_hub_download_failing_with_an_unknown_error_falls_back_to_the_release(
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing_download)
     path = weights.fetch(weights.find("realesr-general-x4v3"))
     assert path.read_bytes() == payload
+
+
+# A warning, an error line, and a batch's lines (one done, one skipped, one failed), as a command prints them.
+_MESSAGES = """
+from dataclasses import dataclass
+from pathlib import Path
+
+from i2icli.cli.runner import run_batch
+from i2icli.cli.stderr import report_error, warn
+from i2icli.errors import I2IError
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    output: Path
+    problem: str | None = None
+
+existing = Path("existing.png")
+existing.write_bytes(b"")
+warn("a.png: a warning")
+report_error(I2IError("b.png: an error", "what to do"))
+jobs = [Job(Path("a.png"), Path("a-out.png")), Job(Path("b.png"), existing), Job(Path("c.png"), Path("c-out.png"), "c.png: failed")]
+run_batch(jobs, lambda job: ({}, str(job.source), ""), verb="testing", skip_existing=True, record_of=lambda job: {})
+"""
+
+
+def _stderr_of_messages(tmp_path, *, terminal: bool, **environment: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TERM", "COLORTERM", "COLUMNS")}
+    env.update(environment)
+    command = [sys.executable, "-c", _MESSAGES]
+    if not terminal:
+        done = subprocess.run(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=tmp_path,
+                              check=True)
+        return done.stderr.decode()
+    import pty
+
+    reader, writer = pty.openpty()
+    process = subprocess.Popen(command, stderr=writer, stdout=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    os.close(writer)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(reader, 4096)
+        except OSError:  # the other end closed (Linux)
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(reader)
+    assert process.wait() == 0
+    return written.decode()
+
+
+def test_stderr_that_is_no_terminal_gets_no_escape_codes(tmp_path):
+    stderr = _stderr_of_messages(tmp_path, terminal=False, TERM="xterm-256color")
+    assert stderr.splitlines() == ["warning: a.png: a warning", "error: b.png: an error — what to do",
+                                   "✓ a.png (0.0 s)", "skipped b.png (existing.png exists)", "error: c.png: failed"]
+    # The check sees escape codes when there are some: FORCE_COLOR asks for them on a pipe too.
+    assert "\x1b[" in _stderr_of_messages(tmp_path, terminal=False, FORCE_COLOR="1")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="needs a pseudo-terminal")
+def test_a_dumb_terminal_gets_no_escape_codes(tmp_path):
+    stderr = _stderr_of_messages(tmp_path, terminal=True, TERM="dumb")
+    assert "\x1b" not in stderr
+    assert "error: b.png: an error — what to do" in stderr and "✓ a.png" in stderr
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="needs a pseudo-terminal")
+def test_no_color_on_a_terminal_leaves_no_colour(tmp_path):
+    """NO_COLOR asks for no colour, not for no emphasis: bold and dim may stay (no-color.org)."""
+    import re
+
+    stderr = _stderr_of_messages(tmp_path, terminal=True, TERM="xterm-256color", NO_COLOR="1")
+    styles = re.findall(r"\x1b\[([0-9;]*)m", stderr)
+    assert styles  # bold "error:", dim hints
+    colours = [style for style in styles for code in style.split(";")
+               if code.isdigit() and (30 <= int(code) <= 49 or 90 <= int(code) <= 107)]
+    assert not colours
