@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from test_cli import EXAMPLES, run
+from test_standard_input import lr_run, piped  # noqa: F401  (lr_run: a fixture)
 
 PHOTO = str(EXAMPLES / "old_photo.jpg")
 
@@ -158,3 +159,34 @@ def test_no_color_on_a_terminal_leaves_no_colour(tmp_path):
     colours = [style for style in styles for code in style.split(";")
                if code.isdigit() and (30 <= int(code) <= 49 or 90 <= int(code) <= 107)]
     assert not colours
+
+
+def test_translate_lr_pairs_standard_input_with_a_folder_of_one_image(lr_run, tmp_path):  # noqa: F811
+    """`translate-lr - tiny/` was refused for naming a folder, even one holding a single image,
+    which restore takes as that image."""
+    import shutil
+
+    source, target = lr_run["photos"][:2]
+    options = ["-c", str(lr_run["run"]), "--device", "cpu"]
+    assert run("translate-lr", str(source), str(target), *options, "-o", str(tmp_path / "files.png")).exit_code == 0
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(target, one / target.name)
+    result = piped(["translate-lr", "-", str(one), *options, "-o", str(tmp_path / "piped.png")], source.read_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "piped.png").read_bytes() == (tmp_path / "files.png").read_bytes()
+    # So is a folder of one image without standard input, with -o naming a file.
+    shutil.copy(source, one / "source.png")
+    (one / target.name).unlink()
+    from_folder = run("translate-lr", str(one), str(target), *options, "-o", str(tmp_path / "folder.png"))
+    assert from_folder.exit_code == 0, from_folder.stderr
+    assert (tmp_path / "folder.png").read_bytes() == (tmp_path / "files.png").read_bytes()
+    # A folder of more stays refused: each pair would need its own output name.
+    shutil.copy(target, one / target.name)
+    refused = piped(["translate-lr", "-", str(one), *options, "-o", str(tmp_path / "more.png")], source.read_bytes())
+    assert refused.exit_code == 2
+    assert f"TARGET must be one image file, not the folder {one} of 2 images" in refused.stderr
+    more = run("translate-lr", str(one), str(target), *options, "-o", str(tmp_path / "more.png"))
+    assert more.exit_code == 2
+    assert f"-o {tmp_path / 'more.png'} names one output file, but the inputs make 2 pairs" in more.stderr
+

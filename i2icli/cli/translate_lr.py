@@ -119,9 +119,7 @@ def translate_lr(
         skip_existing = False  # "-" names no file that could exist
         jobs = [PairJob(sources[0], targets[0], Path(STANDARD_STREAM))]
     else:
-        single = all(piped == role or Path(given).expanduser().is_file()
-                     for role, given in (("SOURCE", source), ("TARGET", target)))
-        jobs = _plan(sources, targets, output, single)
+        jobs = _plan(sources, targets, output)
     lossy = sorted({job.output.suffix.lower() for job in jobs} & _LOSSY_SUFFIXES)
     if exact and lossy:
         # The correction is a fraction of a level: lossy compression undoes it, and the errors
@@ -193,27 +191,29 @@ def _inputs_of(job: PairJob) -> str:
 
 
 def _inputs(given: str, role: str, piped: str | None, output: str) -> list[Path]:
-    """SOURCE's or TARGET's images. The one read from standard input pairs with one image file: a
-    folder would make one output per pair, each named after both inputs, and "-" names none."""
+    """SOURCE's or TARGET's images. The one read from standard input pairs with one image (a file,
+    or a folder holding one): more would make one output per pair, each named after both inputs,
+    and "-" names none."""
     if piped == role:
         return [Path(STANDARD_STREAM)]
-    path = Path(given).expanduser()
-    if piped is not None and path.is_dir():
+    images = image_files(Path(given).expanduser(), role, Path(output))
+    if piped is not None and len(images) > 1:
         raise usage_error(f"{piped} - (standard input) is one image, so {role} must be one image file, not the folder "
-                          f"{given}")
-    return image_files(path, role, Path(output))
+                          f"{given} of {len(images)} images")
+    return images
 
 
-def _plan(sources: list[Path], targets: list[Path], given: str, single: bool) -> list[PairJob]:
+def _plan(sources: list[Path], targets: list[Path], given: str) -> list[PairJob]:
     inputs = {p.resolve() for p in [*sources, *targets]}
     output = Path(given).expanduser()
     to_file = names_image_file(given)  # as typed: "new.png/" is a folder, and Path() drops the slash
     check_output_folder(output.parent if to_file else output)
-    if single and to_file:
+    pairs = len(sources) * len(targets)
+    if to_file and pairs == 1:  # two files, or folders holding one image each, as restore takes them
         refuse_overwrite(output, [*sources, *targets])
         return [PairJob(sources[0], targets[0], output)]
     if to_file:
-        raise usage_error(f"-o {output}: with folders of inputs, -o must be a folder")
+        raise usage_error(f"-o {output} names one output file, but the inputs make {pairs} pairs; give -o a folder")
     jobs = [PairJob(source, target, output / f"{source.stem}__{target.stem}.png") for source in sources for target in targets]
     return one_writer_per_file(jobs, lambda job: [job.output], inputs, name_of=lambda job: f"{job.source} + {job.target}")[0]
 
