@@ -190,3 +190,15 @@ def test_translate_lr_pairs_standard_input_with_a_folder_of_one_image(lr_run, tm
     assert more.exit_code == 2
     assert f"-o {tmp_path / 'more.png'} names one output file, but the inputs make 2 pairs" in more.stderr
 
+
+@pytest.mark.parametrize("pose", [b'{"people": [{"pose_keypoints_2d": [10, 20, 0.9]}]}\n', b"10.0 20.0 0.9 0\n"])
+def test_a_pose_piped_to_exemplar_pose_is_named_as_such(tmp_path, pose):
+    """`--exemplar-pose -` reads a map: a pose piped there was called a damaged image file."""
+    result = piped(["exemplar", PHOTO, PHOTO, "--exemplar-pose", "-", "-o", str(tmp_path / "out.png")], pose)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: -: is not an image file, and --exemplar-pose - reads a label or edge map image — a pose (.json or "
+        "_candidate.txt) is not read from standard input: save it to a file and pass its path to --exemplar-pose"]
+    # Piped as INPUT, the same bytes are simply no image.
+    as_input = piped(["exemplar", "-", PHOTO, "--exemplar-pose", PHOTO, "-o", str(tmp_path / "out.png")], pose)
+    assert as_input.exit_code == 1 and "re-export it if it is damaged" in as_input.stderr

@@ -40,7 +40,7 @@ from i2icli.cli.runner import (
     will_run,
 )
 from i2icli.cli.stderr import warn
-from i2icli.errors import InputError
+from i2icli.errors import InputError, InputImageError
 from i2icli.formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from i2icli.pipelines import memory_hints
 from i2icli.pipelines.exemplar_checkpoints import DEFAULT_CHECKPOINT
@@ -184,7 +184,7 @@ def exemplar(
     if dry_run:
         exit_with_preview(jobs, skip_existing=skip_existing, as_json=as_json, record_of=record_of,
                           inputs_of=_inputs_of, checkpoints=lambda: _checkpoints(checkpoint))
-    piped_picture = read_piped_image(max_pixels) if piped else None
+    piped_picture = _read_piped_image(piped, max_pixels) if piped else None
     todo = [job for job in jobs if will_run(job, skip_existing=skip_existing)]
 
     pipeline = None
@@ -202,6 +202,19 @@ def exemplar(
                         inputs_of=_inputs_of)
     failed = batch_failures(records, as_json=as_json)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _read_piped_image(piped: str, max_pixels: int) -> Any:
+    """The image piped in for ``piped`` (INPUT, EXEMPLAR or --exemplar-pose)."""
+    try:
+        return read_piped_image(max_pixels)
+    except InputImageError as error:
+        # A pose piped in (`cat pose.json |`) would be called a damaged image: say what - takes here.
+        if piped != "--exemplar-pose" or "is not an image file" not in error.message:
+            raise
+        raise InputImageError(STANDARD_STREAM, "is not an image file, and --exemplar-pose - reads a label or edge map "
+                              "image", "a pose (.json or _candidate.txt) is not read from standard input: save it to "
+                              "a file and pass its path to --exemplar-pose") from None
 
 
 def _warn_of_options_unused(context: typer.Context, jobs: list[Pair], *, save_label: bool, label_nc: int | None) -> None:
