@@ -32,8 +32,6 @@ def names_image_file(output: str | Path) -> bool:
     """Whether -o/--output names an image file (by its extension) rather than a folder. An existing
     folder, or a name ending in a slash, is a folder whatever its name; an image format i2i cannot
     write, or a file that is no image (out.txt), is a usage error."""
-    import os
-
     path = Path(output).expanduser()
     suffix = path.suffix.lower()
     if os.path.isdir(path) or str(output).endswith(("/", os.sep)):  # "new.png/" is a folder to make
