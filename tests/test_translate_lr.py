@@ -645,11 +645,12 @@ def test_a_broken_file_in_a_folder_given_as_source_and_target_is_reported_once(r
     assert result.stderr.count("broken.png") == 1, result.stderr
 
 
-def test_exact_with_a_lossy_output_says_the_file_will_not_be_exact(run, tmp_path):
+@pytest.mark.parametrize("suffix", [".jpg", ".avif", ".heic"])
+def test_exact_with_a_lossy_output_says_the_file_will_not_be_exact(run, tmp_path, suffix):
     photos = sorted(run["data"].glob("*.png"))
     pair = [str(photos[0]), str(photos[1]), "-c", str(run["run"]), "--device", "cpu", "--exact"]
-    lossy = runner.invoke(app, ["translate-lr", *pair, "-o", str(tmp_path / "out.jpg")])
+    lossy = runner.invoke(app, ["translate-lr", *pair, "-o", str(tmp_path / f"out{suffix}")])
     assert lossy.exit_code == 0, lossy.output
-    assert "warning: --exact with a .jpg output" in lossy.stderr and "write a .png" in lossy.stderr
+    assert f"warning: --exact with a {suffix} output" in lossy.stderr and "write a .png" in lossy.stderr
     lossless = runner.invoke(app, ["translate-lr", *pair, "-o", str(tmp_path / "out.png")])
     assert lossless.exit_code == 0 and "warning" not in lossless.stderr

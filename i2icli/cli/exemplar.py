@@ -355,7 +355,7 @@ def _checked(pair: Pair, where: str = "") -> Pair:
     if pair.exemplar_pose is None:
         problem = f"{where}no exemplar_pose: the model needs the exemplar's own pose or label map"
     if pair.output.suffix.lower() not in IMAGE_SUFFIXES and str(pair.output) != STANDARD_STREAM:
-        problem = f"{where}{pair.output}: the output must be an image file (.png, .jpg, .webp, .tif or .bmp)"
+        problem = f"{where}{pair.output}: the output must be an image file ({', '.join(IMAGE_SUFFIXES)})"
     if pair.input_pose is not None and pair.exemplar_pose is not None:
         from i2icli.semantics.inputs import is_pose_file
 

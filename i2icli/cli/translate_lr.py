@@ -45,7 +45,7 @@ from i2icli.pipelines import memory_hints
 
 _MODEL = "Model"
 _OUTPUT = "Output"
-_LOSSY_SUFFIXES = {".jpg", ".jpeg", ".webp"}  # as write_image encodes them
+_LOSSY_SUFFIXES = {".jpg", ".jpeg", ".webp", ".heic", ".heif", ".avif"}  # as write_image encodes them
 
 
 @dataclass(frozen=True)
