@@ -12,7 +12,7 @@ import pillow_heif
 import pytest
 from PIL import Image, ImageCms
 
-from i2icli.imageio import read_image, write_image
+from i2icli.imageio import image_size, read_image, write_image
 
 pillow_heif.register_heif_opener()
 pytestmark = pytest.mark.skipif(not pillow_heif.libheif_info().get("HEIF"), reason="this libheif has no HEIC encoder")
@@ -76,3 +76,48 @@ def test_an_hdr_heic_is_read_as_stored_with_a_warning(tmp_path, caplog, transfer
         picture = read_image(path)
     assert picture.rgb.dtype == np.uint16 and picture.icc_profile is None
     assert f"is an HDR photo ({name})" in caplog.text and "without tone mapping" in caplog.text
+
+
+def ramps(height: int, width: int) -> np.ndarray:
+    """A picture whose every region differs from every other: a tile misplaced or repeated shows."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) % 64 * 4], axis=-1).astype(np.uint8)
+
+
+def phone_exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def test_a_tiled_heic_is_read_whole_and_turned_once(tmp_path):
+    """iPhones store a photo as a grid of tiles, its rotation as the file's own (irot) with the
+    EXIF orientation saying it again: the picture read is the whole grid, turned once."""
+    stored = ramps(200, 320)
+    path = tmp_path / "IMG_0002.HEIC"
+    Image.fromarray(stored).save(path, "HEIF", quality=-1, chroma=444, tile_size=128, exif=phone_exif(6))
+    assert b"grid" in path.read_bytes()  # tiled, 3x2
+    assert Image.open(path).info["original_orientation"] == 6
+    picture = read_image(path)
+    upright = np.rot90(stored, -1)
+    assert picture.rgb.shape == upright.shape and np.abs(picture.rgb.astype(int) - upright).mean() < 2
+    assert image_size(path) == (200, 320)
+    assert picture.exif and b"PhoneMaker" in picture.exif
+
+
+def test_the_primary_picture_is_read_though_it_is_not_the_first(tmp_path, caplog, monkeypatch):
+    """A burst, or an edit saved beside the original: of the pictures in a HEIC, the one the file
+    names primary is the photo, wherever it lies; its thumbnail never is."""
+    monkeypatch.setattr(pillow_heif.options, "THUMBNAILS", True)  # written, and seen by every reader
+    other = pillow_heif.from_bytes("RGB", (32, 24), np.full((24, 32, 3), 40, np.uint8).tobytes())
+    photo = ramps(64, 96)
+    other.add_frombytes("RGB", (96, 64), photo.tobytes())
+    path = tmp_path / "burst.heic"
+    other.save(path, quality=-1, chroma=444, primary_index=1, thumbnails=[24])
+    assert pillow_heif.open_heif(path).primary_index == 1 and pillow_heif.open_heif(path)[1].info["thumbnails"]
+    with caplog.at_level(logging.WARNING, logger="i2icli.imageio"):
+        picture = read_image(path)
+    assert picture.rgb.shape == photo.shape and np.abs(picture.rgb.astype(int) - photo).mean() < 2
+    assert image_size(path) == (96, 64)
+    assert "holds 2 pictures; only its primary one is used" in caplog.text
