@@ -218,6 +218,16 @@ def test_written_with_alpha_profile_and_metadata_made_true(tmp_path, fmt, suffix
     assert back.xmp and b'Rating="4"' in back.xmp
 
 
+def test_an_avif_output_keeps_colour_edges_sharp(tmp_path):
+    """Written with chroma at full resolution: at half, one-pixel stripes of red and blue (a
+    restored face's lips and eyes have edges as fine) ran together into purple."""
+    stripes = np.zeros((32, 48, 3), np.uint8)
+    stripes[:, 0::2, 0] = 220
+    stripes[:, 1::2, 2] = 220
+    back = np.array(Image.open(io.BytesIO(encode_image(Picture(rgb=stripes), ".avif"))))
+    assert close(back, stripes, 6.0)
+
+
 def test_outputs_too_large_for_the_format_are_refused_while_planning(tmp_path):
     with pytest.raises(I2IError, match="too large for AVIF"):
         check_output_size(tmp_path / "out.avif", 40_000, 100)
