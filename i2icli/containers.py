@@ -45,6 +45,7 @@ __all__ = [
     "png_gray_alpha",
     "png_itxt_body",
     "png_itxt_text",
+    "heif_nclx",
     "png_text_chunk",
     "tiff_short_values",
     "tiff_with_alpha_tag",
@@ -405,3 +406,73 @@ def png_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
                for start in range(0, len(compressed), _IDAT_BYTES))
     out.append(png_chunk(b"IEND", b""))
     return b"".join(out)
+
+
+# --------------------------------------------------------------------------- HEIF and AVIF
+
+
+def heif_nclx(data: bytes) -> dict[str, int] | None:
+    """The colour description (``nclx`` colr box) of a HEIF or AVIF file's primary picture, as
+    pillow-heif names its fields (``color_primaries``, ``transfer_characteristics``,
+    ``matrix_coefficients``, ``full_range_flag``), from the bytes: Pillow's AVIF reader keeps it
+    to itself. None when the file has none, or its boxes do not parse."""
+    try:
+        meta = next((body for kind, body in _iso_boxes(data) if kind == b"meta"), None)
+        if meta is None:
+            return None
+        boxes = dict(_iso_boxes(meta[4:]))  # meta is a full box: version and flags first
+        pitm, iprp = boxes.get(b"pitm"), boxes.get(b"iprp")
+        if pitm is None or iprp is None:
+            return None
+        primary = struct.unpack_from(">H" if pitm[0] == 0 else ">I", pitm, 4)[0]
+        inside = list(_iso_boxes(iprp))
+        properties = next((list(_iso_boxes(body)) for kind, body in inside if kind == b"ipco"), [])
+        for kind, body in inside:
+            if kind != b"ipma":
+                continue
+            for index in _ipma_properties(body, primary):
+                if 0 < index <= len(properties) and properties[index - 1][0] == b"colr":
+                    colr = properties[index - 1][1]
+                    if colr[:4] == b"nclx":
+                        primaries, transfer, matrix, flags = struct.unpack_from(">HHHB", colr, 4)
+                        return {"color_primaries": primaries, "transfer_characteristics": transfer,
+                                "matrix_coefficients": matrix, "full_range_flag": flags >> 7}
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _ipma_properties(ipma: bytes, item: int) -> list[int]:
+    """The (1-based) indices of the properties an ``ipma`` box associates with ``item``."""
+    version, flags = ipma[0], int.from_bytes(ipma[1:4], "big")
+    (count,) = struct.unpack_from(">I", ipma, 4)
+    position = 8
+    for _ in range(count):
+        item_id = struct.unpack_from(">H" if version < 1 else ">I", ipma, position)[0]
+        position += 2 if version < 1 else 4
+        associations = ipma[position]
+        position += 1
+        wide = flags & 1
+        indices = [(struct.unpack_from(">H", ipma, position + 2 * n)[0] & 0x7FFF) if wide
+                   else ipma[position + n] & 0x7F for n in range(associations)]
+        position += associations * (2 if wide else 1)
+        if item_id == item:
+            return indices
+    return []
+
+
+def _iso_boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, body) of each box in ``data``, an ISO base media file or a box's body."""
+    position = 0
+    while position + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, position)
+        header = 8
+        if size == 1:
+            (size,) = struct.unpack_from(">Q", data, position + 8)
+            header = 16
+        elif size == 0:
+            size = len(data) - position
+        if size < header:
+            return
+        yield kind, data[position + header : position + size]
+        position += size

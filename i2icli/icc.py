@@ -19,10 +19,13 @@ __all__ = ["HDR_TRANSFERS", "nclx_icc_profile", "rgb_icc_profile"]
 
 # H.273 transfer characteristics of HDR pictures: no ICC matrix/TRC profile describes them.
 HDR_TRANSFERS = {16: "PQ", 18: "HLG"}
-# H.273 colour primaries that are sRGB's (BT.709) or say nothing: viewers assume sRGB already.
-_SRGB_PRIMARIES = frozenset({1, 2})
-# Names for the profiles' descriptions; others are named by their code point.
-_PRIMARY_NAMES = {9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
+# H.273 colour primaries wider than sRGB's, as (name, red, green, blue and white x, y). sRGB's
+# own (1) and "unspecified" (2) need no profile: viewers assume sRGB already.
+_PRIMARIES = {
+    9: ("BT.2020", ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), (0.3127, 0.3290))),
+    11: ("DCI-P3", ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.314, 0.351))),
+    12: ("Display P3", ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.3127, 0.3290))),
+}
 # H.273 transfer -> ICC parametric curve (type 3: Y = (aX + b)^g for X >= d, else cX), as
 # (g, a, b, c, d). sRGB's curve stands for "unspecified" too, as viewers read such files so.
 _SRGB_CURVE = (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
@@ -34,21 +37,15 @@ _BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0
 
 
 def nclx_icc_profile(nclx: dict) -> bytes | None:
-    """The ICC profile that says what ``nclx`` (pillow-heif's ``info["nclx_profile"]``) says, or
-    None where none is needed (sRGB) or none can say it (an HDR transfer, an unusual curve)."""
-    primaries, transfer = nclx.get("color_primaries"), nclx.get("transfer_characteristics")
-    curve = _CURVES.get(transfer)
-    if primaries in _SRGB_PRIMARIES or curve is None:
+    """The ICC profile that says what ``nclx`` says (its ``color_primaries`` and
+    ``transfer_characteristics`` code points, as pillow-heif's ``info["nclx_profile"]`` names
+    them), or None where none is needed (sRGB) or none can say it (an HDR transfer, an unusual
+    curve or gamut)."""
+    primaries, curve = _PRIMARIES.get(nclx.get("color_primaries")), _CURVES.get(nclx.get("transfer_characteristics"))
+    if primaries is None or curve is None:
         return None
-    try:
-        chromaticities = [(float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"]))
-                          for c in ("red", "green", "blue", "white")]
-    except (KeyError, TypeError, ValueError):
-        return None
-    if any(y <= 0 for _, y in chromaticities):
-        return None
-    name = _PRIMARY_NAMES.get(primaries, f"H.273 primaries {primaries}")
-    return rgb_icc_profile(chromaticities, curve, f"{name} (from the file's nclx colour description)")
+    name, chromaticities = primaries
+    return rgb_icc_profile(list(chromaticities), curve, f"{name} (from the file's nclx colour description)")
 
 
 def rgb_icc_profile(chromaticities: list[tuple[float, float]], curve: tuple[float, ...], description: str) -> bytes:

@@ -42,6 +42,7 @@ from PIL import Image, ImageFile
 from .containers import (
     JPEG_MOST_EXIF_BYTES,
     JPEG_MOST_XMP_BYTES,
+    heif_nclx,
     png_chunks,
     png_gray_alpha,
     png_itxt_text,
@@ -253,7 +254,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     has_palette = mode in ("P", "PA") and _palette_has_colours(pil)
     palette_indices = _palette_indices(p, pil, fmt, orientation) if has_palette else None
     picture = _to_picture(decoded, order, mode, fmt, pil, data, p)
-    picture.icc_profile = _file_icc_profile(p, pil)
+    picture.icc_profile = _file_icc_profile(p, pil, fmt, data)
     picture.lossless_webp = fmt == "WEBP" and webp_is_lossless(data)
     picture.palette_indices = palette_indices
     picture.exif = _file_exif(pil, fmt, data)
@@ -266,15 +267,16 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     return picture
 
 
-def _file_icc_profile(p: Path, pil: Image.Image) -> bytes | None:
-    """The file's colour profile; for a HEIF file without one, the profile its colour description
-    (nclx box) calls for: a phone's HEIC says Display P3 so, and written out without a profile its
-    colours would be shown as sRGB, dull. An HDR photo's (PQ, HLG) has no profile to say it: it is
-    read as stored, and the warning says its outputs are not tone-mapped."""
+def _file_icc_profile(p: Path, pil: Image.Image, fmt: str, data: bytes) -> bytes | None:
+    """The file's colour profile; for a HEIF or AVIF file without one, the profile its colour
+    description (nclx box) calls for: a phone's HEIC says Display P3 so, and written out without a
+    profile its colours would be shown as sRGB, dull. An HDR photo's (PQ, HLG) has no profile to
+    say it: it is read as stored, and the warning says its outputs are not tone-mapped."""
     icc = pil.info.get("icc_profile")
     if isinstance(icc, (bytes, bytearray)) and icc:
         return bytes(icc)
-    nclx = pil.info.get("nclx_profile")
+    # pillow-heif hands a HEIF file's over; Pillow's AVIF reader keeps it to itself.
+    nclx = pil.info.get("nclx_profile") if fmt == "HEIF" else heif_nclx(data) if fmt == "AVIF" else None
     if not isinstance(nclx, dict):
         return None
     if (hdr := HDR_TRANSFERS.get(nclx.get("transfer_characteristics"))) is not None:

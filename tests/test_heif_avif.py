@@ -173,6 +173,20 @@ def test_profile_exif_and_xmp_are_read(tmp_path, fmt, suffix):
     assert picture.xmp and b'Rating="4"' in picture.xmp
 
 
+def test_a_display_p3_avif_gets_the_profile_its_nclx_box_calls_for(tmp_path):
+    """Pillow's AVIF reader keeps the colour description to itself: read from the file's boxes, a
+    Display P3 AVIF without an ICC profile comes with one that says Display P3."""
+    data = bytearray(save(tmp_path / "srgb.avif", blocks(), "AVIF").read_bytes())
+    colr = data.index(b"colrnclx") + 8
+    assert data[colr:colr + 4] == b"\x00\x01\x00\x0d"  # BT.709 primaries, sRGB's curve
+    data[colr:colr + 2] = b"\x00\x0c"  # Display P3's primaries, as a phone writes them
+    (tmp_path / "p3.avif").write_bytes(bytes(data))
+    assert read_image(tmp_path / "srgb.avif").icc_profile is None
+    profile = read_image(tmp_path / "p3.avif").icc_profile
+    assert profile is not None
+    assert "Display P3" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile)))
+
+
 @pytest.mark.parametrize("fmt, suffix", FORMATS)
 def test_a_damaged_file_is_one_line(tmp_path, fmt, suffix):
     whole = save(tmp_path / f"whole{suffix}", blocks(64, 64), fmt).read_bytes()

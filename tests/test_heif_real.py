@@ -144,3 +144,20 @@ def test_a_heic_output_asks_x265_for_its_fast_preset_and_halved_chroma(tmp_path,
     out = write_image(tmp_path / "out.heic", Picture(rgb=rgb))
     assert [kwargs.get("enc_params") for kwargs in asked] == [{"preset": "fast"}]
     assert pillow_heif.open_heif(out).info["chroma"] == 420
+
+
+def test_a_10_bit_heic_with_alpha_and_both_rotations_is_read_deep_upright_and_see_through(tmp_path):
+    """A phone's 10-bit HEIC of a cutout, turned by irot with EXIF orientation 6 beside it: 16
+    bits a sample, alpha kept, turned once."""
+    level = (np.arange(32 * 48).reshape(32, 48) * 40).astype(np.uint16)
+    alpha = np.where(np.arange(48) < 16, 0, 65535).astype(np.uint16)[None].repeat(32, axis=0)
+    stored = np.stack([level, level[::-1], level[:, ::-1], alpha], axis=-1)
+    path = tmp_path / "cutout.heic"
+    pillow_heif.from_bytes("RGBA;16", (48, 32), stored.tobytes()).save(path, quality=-1, chroma=444,
+                                                                        exif=phone_exif(6))
+    assert pillow_heif.open_heif(path).info["bit_depth"] == 10
+    picture = read_image(path)
+    upright = np.rot90(stored, -1)
+    assert picture.rgb.dtype == np.uint16 and picture.alpha is not None
+    assert np.abs(picture.rgb.astype(int) - upright[..., :3]).mean() < 257
+    assert np.array_equal(picture.alpha, upright[..., 3])
