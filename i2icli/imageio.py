@@ -344,14 +344,17 @@ def _decode_heif(p: Path, data: bytes) -> np.ndarray:
         with _c_library_messages():
             heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
             depth = int(heif.info.get("bit_depth", 8))
-            decoded = np.array(heif)  # a writable copy
+            stored = np.asarray(heif)  # libheif's buffer, read-only
     except Exception:  # libheif's errors come as several types
         raise _corrupt(p) from None
-    if decoded.dtype == np.uint16 and 8 < depth < 16:
+    if stored.dtype == np.uint16 and 8 < depth < 16:
         # libheif hands the samples over in the top bits (a 10-bit 1023 as 65472): repeated into the
-        # low bits they span the whole range, white 65535 as in a 16-bit PNG.
-        decoded |= decoded >> depth
-    return decoded
+        # low bits they span the whole range, white 65535 as in a 16-bit PNG. Made from libheif's
+        # buffer in one new array: a copy of it first, then shifted, held three pictures at once.
+        decoded = stored >> depth
+        decoded |= stored
+        return decoded
+    return stored.copy()  # writable
 
 
 def _unpremultiplied(colour_and_alpha: np.ndarray) -> np.ndarray:
