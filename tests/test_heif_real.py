@@ -53,9 +53,11 @@ def test_a_display_p3_heic_keeps_its_colours_in_every_output(tmp_path):
     assert "Display P3" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(picture.icc_profile)))
     expected = srgb_encoded(srgb_decoded(COLOURS.astype(np.float64)) @ P3_TO_SRGB.T)
     assert np.abs(shown_as_srgb(COLOURS, picture.icc_profile).astype(int) - expected).max() <= 1
-    for suffix in (".png", ".jpg"):
-        with Image.open(write_image(tmp_path / f"out{suffix}", picture)) as written:
-            assert written.info.get("icc_profile") == picture.icc_profile
+    for suffix in (".png", ".jpg", ".webp", ".heic", ".avif"):
+        out = write_image(tmp_path / f"out{suffix}", picture)
+        with Image.open(out) as written:
+            assert written.info.get("icc_profile") == picture.icc_profile, suffix
+        assert np.abs(read_image(out).rgb.astype(int) - photo).mean() < 3, suffix
 
 
 def test_an_srgb_heic_gets_no_profile(tmp_path):
