@@ -1,4 +1,5 @@
-"""ICC colour profiles made from the colour description of a HEIF file (its ``nclx`` box).
+"""ICC colour profiles made from the colour description of a HEIF or AVIF file (its ``nclx``
+box).
 
 A phone's HEIC says what colour space its pixels are in by code points (ITU-T H.273: primaries,
 transfer, matrix), most often Display P3, and carries no ICC profile. PNG, JPEG and WebP outputs
