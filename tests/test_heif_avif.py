@@ -187,6 +187,15 @@ def test_a_display_p3_avif_gets_the_profile_its_nclx_box_calls_for(tmp_path):
     assert "Display P3" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile)))
 
 
+def test_the_colour_description_of_a_cut_file_is_none_not_an_error(tmp_path):
+    from i2icli.containers import heif_nclx
+
+    data = save(tmp_path / "whole.avif", blocks(), "AVIF").read_bytes()
+    assert heif_nclx(data)["color_primaries"] == 1
+    for cut in range(0, data.index(b"colrnclx") + 12):
+        assert heif_nclx(data[:cut]) is None
+
+
 @pytest.mark.parametrize("fmt, suffix", FORMATS)
 def test_a_damaged_file_is_one_line(tmp_path, fmt, suffix):
     whole = save(tmp_path / f"whole{suffix}", blocks(64, 64), fmt).read_bytes()
