@@ -99,6 +99,7 @@ def test_a_dumb_terminal_gets_no_progress_bar(monkeypatch):
     captured = io.StringIO()
     monkeypatch.setenv("TERM", "dumb")
     monkeypatch.setattr(stderr, "console", Console(file=captured, force_terminal=True))
+    monkeypatch.setattr(stderr, "_STDERR_IS_A_TERMINAL", True)
     with stderr.transient_progress() as progress:
         task = progress.add_task("restoring", total=1)
         stderr.warn("a.png: one line")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -43,14 +45,26 @@ console = _Console(stderr=True, highlight=False, soft_wrap=True,
                    force_terminal=Console(stderr=True).is_terminal)
 
 
+def _stderr_is_a_terminal() -> bool:
+    # Asked of stderr itself, not of rich: rich takes FORCE_COLOR (set in CI to keep a log's
+    # colours) for a terminal, and a progress bar redrawn into a log leaves every frame there.
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        return False
+
+
+_STDERR_IS_A_TERMINAL = _stderr_is_a_terminal()
+
+
 def transient_progress(*columns: Any) -> Any:
     """A progress bar that disappears when done. Off when stderr is not a terminal: there it could
     not be erased, and would leave an empty line in front of the command's messages."""
     from rich.progress import Progress
 
-    # A dumb terminal (TERM=dumb: an editor's shell, a CI log) cannot redraw a line either.
-    return Progress(*columns, console=console, transient=True,
-                    disable=not console.is_terminal or console.is_dumb_terminal)
+    # A dumb terminal (TERM=dumb: an editor's shell) cannot redraw a line either.
+    dumb = os.environ.get("TERM", "").lower() in ("dumb", "unknown")
+    return Progress(*columns, console=console, transient=True, disable=not _STDERR_IS_A_TERMINAL or dumb)
 
 
 # Control characters as escapes: a file name may hold a newline, which would split a line that
