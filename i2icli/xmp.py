@@ -68,27 +68,21 @@ _HISTORY = frozenset({"{http://ns.adobe.com/photoshop/1.0/}DocumentAncestors", f
 _DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
 
 
-def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1, most_bytes: int | None = None) -> bytes | None:
+def xmp_packet(raw: bytes, *, size: tuple[int, int], turned: int = 1) -> bytes | None:
     """``raw`` (an XMP packet, with or without its ``<?xpacket?>`` wrapper) made true of an output of
     ``size`` (width, height) and laid out again as a UTF-8 packet: orientation upright, pixel sizes
     the output's, no thumbnail; every other property as it was (keywords, rating, label, title,
     description, creator, rights, face regions, which are in fractions of the picture and so hold at
     any scale). ``turned``: the EXIF orientation (1 to 8) the output's pixels were turned upright by,
     which the face regions (MWG's and Windows') are turned by too. None where it does not parse or
-    holds no RDF: a packet that cannot be edited is not passed on with untrue sizes in it. With
-    ``most_bytes`` (a JPEG segment's room), a packet that would be longer goes without the file's
-    editing history, which is what makes one that large; None where it is still too long. A packet
-    in UTF-16 or UTF-32, as XMP allows, is read as such."""
+    holds no RDF: a packet that cannot be edited is not passed on with untrue sizes in it. A packet
+    in UTF-16 or UTF-32, as XMP allows, is read as such. (What fits a JPEG segment is
+    :func:`xmp_parts`'s to say.)"""
     made_true = _made_true(raw, size, turned)
     if made_true is None:
         return None
     root, prefixes = made_true
-    packet = _wrapped(_serialized(root, prefixes))
-    if most_bytes is None or len(packet) <= most_bytes:
-        return packet
-    _drop_history(root)
-    packet = _wrapped(_serialized(root, prefixes))
-    return packet if len(packet) <= most_bytes else None
+    return _wrapped(_serialized(root, prefixes))
 
 
 def xmp_parts(raw: bytes, *, size: tuple[int, int], most_bytes: int | None = None) -> tuple[bytes, bytes] | None:

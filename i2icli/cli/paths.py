@@ -78,8 +78,6 @@ def image_files(path: Path, role: str, output: Path | None = None) -> list[Path]
 def check_output_folder(folder: Path, option: str = "-o/--output") -> None:
     """Fail before any work when results could not be written into ``folder`` (created if missing):
     a batch that finds out only at its first write may have spent an hour on it."""
-    import os
-
     folder = folder.expanduser()
     try:
         if folder.exists() and not folder.is_dir():
