@@ -381,22 +381,36 @@ def _warn_of_lost_transparency(job: Any, picture: Any, output_named: bool, suffi
             "%s to keep them", job.source, suffix.lstrip(".").upper(), remedy)
 
 
+# Formats that keep EXIF and XMP but have no place for IPTC-IIM datasets.
+_NO_IPTC_SUFFIXES = frozenset({".webp", ".heic", ".heif", ".avif"})
+
+
 def _warn_of_lost_metadata(job: Any, picture: Any, output_named: bool, suffix: str) -> bool:
     """BMP has no place for EXIF, IPTC or XMP: a photo's date taken, GPS position, rating and
-    captions would be left out of it unannounced, where the other formats keep them. Said once a
-    run, not for each photo of a folder; whether it was said."""
+    captions would be left out of it unannounced, where the other formats keep them. WebP, HEIC and
+    AVIF have none for IPTC: a photo that holds its captions there alone, with no XMP packet to
+    repeat them, would lose them unannounced too. Said once a run, not for each photo of a folder;
+    whether it was said."""
     import logging
 
     from i2icli.exif import exif_block
 
-    if suffix != ".bmp" or not (picture.xmp or picture.iptc or (picture.exif and exif_block(picture.exif))):
-        return False
-    remedy = "name a .png, .jpg, .webp or .tif file with -o" if output_named else "use --ext png, jpg, webp or tif"
-    logging.getLogger(__name__).warning(
-        "%s: a BMP file holds no EXIF, IPTC or XMP metadata: the date taken, camera, GPS position, rating and "
-        "captions of this photo and of any after it are left out; %s to keep them, or --strip-metadata to leave "
-        "them out without this warning", job.source, remedy)
-    return True
+    logger = logging.getLogger(__name__)
+    if suffix == ".bmp" and (picture.xmp or picture.iptc or (picture.exif and exif_block(picture.exif))):
+        remedy = "name a .png, .jpg, .webp or .tif file with -o" if output_named else "use --ext png, jpg, webp or tif"
+        logger.warning(
+            "%s: a BMP file holds no EXIF, IPTC or XMP metadata: the date taken, camera, GPS position, rating and "
+            "captions of this photo and of any after it are left out; %s to keep them, or --strip-metadata to leave "
+            "them out without this warning", job.source, remedy)
+        return True
+    if suffix in _NO_IPTC_SUFFIXES and picture.iptc and not picture.xmp:
+        remedy = "name a .png, .jpg or .tif file with -o" if output_named else "use --ext png, jpg or tif"
+        logger.warning(
+            "%s: a %s file holds no IPTC-IIM metadata, and this photo keeps its caption, keywords, byline and "
+            "copyright there alone: they are left out of it and of any such output after it; %s to keep them, or "
+            "--strip-metadata to leave them out without this warning", job.source, suffix.lstrip(".").upper(), remedy)
+        return True
+    return False
 
 
 def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> dict[str, list[str]]:
