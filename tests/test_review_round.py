@@ -58,3 +58,42 @@ def test_a_webp_output_of_a_photo_captioned_only_in_iptc_says_the_captions_are_l
     assert "name a .png, .jpg or .tif file with -o" in result.stderr
     quiet = _restore(str(source), "-o", str(tmp_path / "quiet.webp"), "--strip-metadata")
     assert "IPTC" not in quiet.stderr
+
+
+
+_TRAINING_BAR = """
+import time
+from i2icli.cli.stderr import warn
+from i2icli.cli.train_common import training_progress
+
+with training_progress(("loss",)) as on_progress:
+    for step in range(1, 4):
+        time.sleep(0.05)
+        on_progress(step, 3, {"loss": 0.5})
+warn("a.png: done")
+"""
+
+
+def test_force_color_on_a_pipe_draws_no_training_bar():
+    """The training bar was redrawn into a CI log under FORCE_COLOR, ten frames a second."""
+    stderr = _stderr_on_a_pipe(_TRAINING_BAR, FORCE_COLOR="1", TERM="xterm-256color")
+    assert "training" not in stderr
+    assert "\x1b[?25l" not in stderr
+    assert stderr.endswith("a.png: done\n")
+
+
+_SPINNER = """
+import time
+from i2icli.cli.stderr import spinner, warn
+
+with spinner("evaluating"):
+    time.sleep(0.2)
+warn("a.png: done")
+"""
+
+
+def test_force_color_on_a_pipe_draws_no_evaluation_spinner():
+    """`train ... --eval` spun its "evaluating" spinner into a CI log under FORCE_COLOR."""
+    stderr = _stderr_on_a_pipe(_SPINNER, FORCE_COLOR="1", TERM="xterm-256color")
+    assert "evaluating" not in stderr
+    assert stderr.endswith("a.png: done\n")

@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
@@ -57,14 +57,25 @@ def _stderr_is_a_terminal() -> bool:
 _STDERR_IS_A_TERMINAL = _stderr_is_a_terminal()
 
 
+def redraws_lines() -> bool:
+    """Whether stderr is a terminal that can redraw a line, where a progress bar or a spinner can
+    live: a file or a log would keep every frame, and a dumb terminal (TERM=dumb: an editor's
+    shell) cannot go back over one."""
+    return _STDERR_IS_A_TERMINAL and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+
+
 def transient_progress(*columns: Any) -> Any:
-    """A progress bar that disappears when done. Off when stderr is not a terminal: there it could
+    """A progress bar that disappears when done. Off where lines cannot be redrawn: there it could
     not be erased, and would leave an empty line in front of the command's messages."""
     from rich.progress import Progress
 
-    # A dumb terminal (TERM=dumb: an editor's shell) cannot redraw a line either.
-    dumb = os.environ.get("TERM", "").lower() in ("dumb", "unknown")
-    return Progress(*columns, console=console, transient=True, disable=not _STDERR_IS_A_TERMINAL or dumb)
+    return Progress(*columns, console=console, transient=True, disable=not redraws_lines())
+
+
+def spinner(text: str) -> AbstractContextManager[Any]:
+    """A spinner with ``text`` while a step without steps of its own runs; nothing where lines
+    cannot be redrawn."""
+    return console.status(text) if redraws_lines() else nullcontext()
 
 
 # Control characters as escapes: a file name may hold a newline, which would split a line that

@@ -11,7 +11,7 @@ from i2icli.cli import train_paired
 from i2icli.cli.command_classes import Command, Group
 from i2icli.cli.error_handling import EXIT_OK, handles_errors, usage_error
 from i2icli.cli.options import DeviceOption, JsonOption, finite
-from i2icli.cli.stderr import console, plain, warn
+from i2icli.cli.stderr import console, plain, spinner, warn
 from i2icli.cli.stdout import json_document, stdout_write
 from i2icli.cli.train_common import (
     EVAL_PANEL,
@@ -240,7 +240,7 @@ def _evaluate(data_dir: Path, out: Path, checkpoint: Path | None, targets: int, 
                        "evaluation needs at least two; replace the unreadable files, or start a new run with a larger --held-out")
     fid_features, lpips_distance, notes = evaluation_metrics(fid_model, lpips_backbone, device)
     notes = [*skipped, *notes]
-    with console.status("evaluating"):
+    with spinner("evaluating"):
         result = evaluate(generator.to(device), config.lr_size, images, targets_per_source=targets,
                           fid_features=fid_features, lpips_distance=lpips_distance)
     summary = {

@@ -18,7 +18,7 @@ from i2icli.cli.options import (
     seed_in_range,
 )
 from i2icli.cli.paths import check_output_folder
-from i2icli.cli.stderr import console, download_progress, plain, warn
+from i2icli.cli.stderr import console, download_progress, plain, redraws_lines, warn
 from i2icli.cli.stdout import json_document, stdout_write
 from i2icli.errors import I2IError
 
@@ -406,7 +406,8 @@ class training_progress:
         )
 
         self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=console)
+                                 TimeRemainingColumn(), TextColumn("{task.fields[losses]}"), console=console,
+                                 disable=not redraws_lines())
         self.started = False
 
         def on_progress(step: int, total: int, losses: dict[str, float]) -> None:

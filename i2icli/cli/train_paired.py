@@ -11,7 +11,7 @@ from i2icli.cli import completion
 from i2icli.cli.error_handling import EXIT_OK, handles_errors, usage_error
 from i2icli.cli.options import DeviceOption, JsonOption, finite, given_on_command_line
 from i2icli.cli.paths import check_extra_output
-from i2icli.cli.stderr import console, download_progress, plain, warn
+from i2icli.cli.stderr import console, download_progress, plain, spinner, warn
 from i2icli.cli.stdout import json_document, stdout_write
 from i2icli.cli.train_common import (
     EVAL_PANEL,
@@ -343,7 +343,7 @@ def _evaluate(data_dir: Path, labels: Path | None, photos: Path | None, out: Pat
     notes = list(skipped)
     fid_features, lpips_distance, more_notes = evaluation_metrics(fid_model, lpips_backbone, device)
     notes += more_notes
-    with console.status("evaluating"):
+    with spinner("evaluating"):
         result = evaluate(generator.to(device), batch["label"], batch["photo"], style=style, seed=seed,
                           fid_features=fid_features, lpips_distance=lpips_distance)
     assert result.spectra is not None
