@@ -442,6 +442,8 @@ def fetch(checkpoint: Checkpoint, *, progress: Callable[[int, int], None] | None
     # The official download is checked before it is kept, and raises if it is wrong.
     found = found or _download_from_url(checkpoint, progress)
     if found is None and hub_failure is not None:  # what went wrong, rather than just "not downloaded"
+        for error in refused:  # a damaged copy passed over is still said: deleting it is part of the remedy
+            logger.warning("%s", error.message)
         raise _hub_download_error(checkpoint, hub_failure)
     if found is None and refused:  # the first refusal is the error; any other is said once, before it
         for error in refused[1:]:

@@ -97,3 +97,29 @@ def test_force_color_on_a_pipe_draws_no_evaluation_spinner():
     stderr = _stderr_on_a_pipe(_SPINNER, FORCE_COLOR="1", TERM="xterm-256color")
     assert "evaluating" not in stderr
     assert stderr.endswith("a.png: done\n")
+
+
+def test_a_damaged_cached_copy_is_still_named_when_the_hub_download_fails(tiny_env, tmp_path, monkeypatch):
+    """A damaged copy in i2i's download cache was passed over without a word when the Hub download
+    then failed with an error of unknown type: only the Hub's failure was said."""
+    import huggingface_hub
+    from typer.testing import CliRunner
+
+    from i2icli import weights
+    from i2icli.cli.app import app
+
+    def failing_download(*args, **kwargs):
+        raise RuntimeError("xet: connection reset")
+
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(weights, "_reachable", lambda url: "example.invalid" not in url)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing_download)
+    cached = weights.download_cache_dir() / "parsing_parsenet.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"cut short")
+    result = CliRunner().invoke(app, ["weights", "fetch", "parsenet"], catch_exceptions=False)
+    assert result.exit_code == 1
+    warning, error = result.stderr.strip().splitlines()
+    assert warning.startswith("warning: ") and str(cached) in warning
+    assert error.startswith("error: checkpoint parsing_parsenet.pth (parsenet) could not be downloaded from the Hub")
