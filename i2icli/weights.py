@@ -181,14 +181,16 @@ def _from_hub(checkpoint: Checkpoint, *, local_only: bool) -> Path | None:
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
         return None
     except Exception as error:  # only the hub call is in the try: no error of i2i's own is caught here
-        raise _HubDownloadFailed(first_line(error) or type(error).__name__) from error
+        raise _HubDownloadFailed(first_line(error)) from error
     return Path(found)
 
 
 def _hub_download_error(checkpoint: Checkpoint, failure: _HubDownloadFailed) -> WeightsError:
+    # The error's type names the back end that failed; its message, where it has one, says how.
+    cause = ": ".join(part for part in (type(failure.__cause__).__name__, str(failure)) if part)
     return WeightsError(
         f"checkpoint {checkpoint.file} ({checkpoint.name}) could not be downloaded from the Hub "
-        f"({checkpoint.hub_repo}): {type(failure.__cause__).__name__}: {failure}",
+        f"({checkpoint.hub_repo}): {cause}",
         f"try again; if it keeps failing, download {checkpoint.file} yourself and put it in ${WEIGHTS_DIR_ENV}",
         role=checkpoint.role,
     )

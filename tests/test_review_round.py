@@ -123,3 +123,26 @@ def test_a_damaged_cached_copy_is_still_named_when_the_hub_download_fails(tiny_e
     warning, error = result.stderr.strip().splitlines()
     assert warning.startswith("warning: ") and str(cached) in warning
     assert error.startswith("error: checkpoint parsing_parsenet.pth (parsenet) could not be downloaded from the Hub")
+
+
+def test_a_hub_failure_without_a_message_names_its_type_once(tiny_env, monkeypatch):
+    """An error raised with no message was said as "XetError: XetError"."""
+    import huggingface_hub
+    from typer.testing import CliRunner
+
+    from i2icli import weights
+    from i2icli.cli.app import app
+
+    class XetError(Exception):
+        pass
+
+    def failing_download(*args, **kwargs):
+        raise XetError()
+
+    monkeypatch.delenv("I2I_WEIGHTS_DIR")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(weights, "_reachable", lambda url: "example.invalid" not in url)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing_download)
+    result = CliRunner().invoke(app, ["weights", "fetch", "parsenet"], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "could not be downloaded from the Hub (i2i-tests/tiny): XetError — try again" in result.stderr
