@@ -110,10 +110,10 @@ def _disk_full_after(monkeypatch, writes: int) -> None:
     import errno
     import os
 
-    from i2icli import imageio
+    from i2icli import atomic_files
 
     done = []
-    real_atomic_write = imageio._atomic_write
+    real_atomic_write = atomic_files._atomic_write
 
     def fsync_on_full_disk(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -124,7 +124,7 @@ def _disk_full_after(monkeypatch, writes: int) -> None:
         done.append(target)
         real_atomic_write(target, data)
 
-    monkeypatch.setattr(imageio, "_atomic_write", counted)
+    monkeypatch.setattr(atomic_files, "_atomic_write", counted)
 
 
 def test_a_full_disk_stops_the_batch_there(tiny_env, landmarks_detector, tmp_path, monkeypatch):

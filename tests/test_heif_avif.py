@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from i2icli.cli.app import app
 from i2icli.errors import I2IError, InputImageError
+from i2icli.image_encoding import check_output_size
 from i2icli.imageio import (
     SUPPORTED_SUFFIXES,
     ImageOverPixelLimit,
     Picture,
-    check_output_size,
     encode_image,
     format_suffix,
     image_size,

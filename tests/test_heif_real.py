@@ -74,7 +74,7 @@ def test_an_hdr_heic_is_read_as_stored_with_a_warning(tmp_path, caplog, transfer
     hdr = pillow_heif.from_bytes("RGB;16", (48, 32), np.stack([level] * 3, axis=-1).tobytes())
     path = tmp_path / "hdr.heic"
     hdr.save(path, quality=-1, color_primaries=9, transfer_characteristics=transfer, matrix_coefficients=9)
-    with caplog.at_level(logging.WARNING, logger="i2icli.imageio"):
+    with caplog.at_level(logging.WARNING, logger="i2icli.image_metadata"):
         picture = read_image(path)
     assert picture.rgb.dtype == np.uint16 and picture.icc_profile is None
     assert f"is an HDR photo ({name})" in caplog.text and "without tone mapping" in caplog.text

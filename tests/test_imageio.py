@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from i2icli import imageio
+from i2icli import atomic_files, image_decoding, image_encoding, imageio, pixels
 from i2icli.errors import I2IError, InputImageError
 from i2icli.imageio import (
     SUPPORTED_SUFFIXES,
@@ -176,8 +176,8 @@ def test_16bit_to_8bit_formats(tmp_path, suffix):
 def test_16_to_8_rounding_is_exact():
     v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     expected = ((v.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    np.testing.assert_array_equal(imageio.to_8bit(v), expected)
-    np.testing.assert_array_equal(imageio.to_8bit(np.stack([v] * 3, -1)), np.stack([expected] * 3, -1))
+    np.testing.assert_array_equal(pixels.to_8bit(v), expected)
+    np.testing.assert_array_equal(pixels.to_8bit(np.stack([v] * 3, -1)), np.stack([expected] * 3, -1))
 
 
 # --------------------------------------------------------------------------- grayscale
@@ -508,7 +508,7 @@ def test_too_many_pixels_checked_before_decoding(tmp_path, monkeypatch):
     def boom(data):
         raise AssertionError("decoded a too-large image")
 
-    monkeypatch.setattr(imageio, "_decode_cv2", boom)
+    monkeypatch.setattr(image_decoding, "_decode_cv2", boom)
     with pytest.raises(InputImageError) as e:
         read_image(path, max_pixels=100)
     text = one_line(e.value, path)
@@ -521,7 +521,7 @@ def test_huge_header_reports_our_limit_not_pillows(tmp_path, monkeypatch):
     data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 10))
     path = tmp_path / "bomb.png"
     path.write_bytes(data + _png_chunk(b"IEND", b""))
-    monkeypatch.setattr(imageio, "_decode_cv2", lambda data: pytest.fail("decoded"))
+    monkeypatch.setattr(image_decoding, "_decode_cv2", lambda data: pytest.fail("decoded"))
     with pytest.raises(InputImageError) as e:
         read_image(path)
     text = one_line(e.value, path)
@@ -639,7 +639,7 @@ def test_image_size_finds_a_png_orientation_stored_after_the_pixels(tmp_path):
 def test_image_size_decodes_no_pixels(tmp_path, monkeypatch):
     path = tmp_path / "photo.jpg"
     Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(path)
-    monkeypatch.setattr(imageio, "_decode_cv2", lambda data: pytest.fail("decoded"))
+    monkeypatch.setattr(image_decoding, "_decode_cv2", lambda data: pytest.fail("decoded"))
     monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
     assert imageio.image_size(path) == (50, 30)
 
@@ -668,7 +668,7 @@ def test_temp_file_is_hidden_beside_target_with_same_suffix(tmp_path, monkeypatc
         seen.append(Path(src))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(imageio.os, "replace", spy)
+    monkeypatch.setattr(atomic_files.os, "replace", spy)
     write_image(tmp_path / "x.webp", Picture(rgb=smooth_rgb()))
     (tmp,) = seen
     assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.suffix == ".webp"
@@ -705,7 +705,7 @@ def test_overwrites_existing_target_atomically(tmp_path):
 def test_encoder_failure_keeps_target(tmp_path, monkeypatch):
     target = tmp_path / "t.png"
     target.write_bytes(b"precious")
-    monkeypatch.setattr(imageio.cv2, "imencode", lambda *a, **k: (False, None))
+    monkeypatch.setattr(image_encoding.cv2, "imencode", lambda *a, **k: (False, None))
     with pytest.raises(I2IError) as e:
         write_image(target, Picture(rgb=smooth_rgb()))
     one_line(e.value, target)
@@ -721,7 +721,7 @@ def test_failure_while_writing_removes_temp_and_keeps_target(tmp_path, monkeypat
     def fail(fd):
         raise exc
 
-    monkeypatch.setattr(imageio.os, "fsync", fail)
+    monkeypatch.setattr(atomic_files.os, "fsync", fail)
     with pytest.raises(I2IError if isinstance(exc, OSError) else KeyboardInterrupt) as e:
         write_image(target, Picture(rgb=smooth_rgb()))
     if isinstance(exc, OSError):  # the cause, and what to do about it

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2icli import containers, imageio
+from i2icli import atomic_files, codec_libraries, containers, image_decoding
+from i2icli.atomic_files import write_text
 from i2icli.errors import I2IError, InputImageError
-from i2icli.imageio import Picture, read_image, write_image, write_text
+from i2icli.imageio import Picture, read_image, write_image
 
 H, W = 24, 40
 
@@ -214,7 +215,7 @@ def _decoder_that_prints(line: bytes):
 def test_a_jpeg_cut_short_is_refused_where_the_decoder_fills_in_the_rest(tmp_path, capfd, monkeypatch):
     """OpenCV 4's libjpeg decodes a cut JPEG, greying the missing rows, and only prints that the
     file ended early; OpenCV 5 fails it. Either way the file is refused."""
-    monkeypatch.setattr(imageio.cv2, "imdecode", _decoder_that_prints(b"Premature end of JPEG file\n"))
+    monkeypatch.setattr(image_decoding.cv2, "imdecode", _decoder_that_prints(b"Premature end of JPEG file\n"))
     path = tmp_path / "photo.jpg"
     path.write_bytes(encoded(noisy((64, 96, 3)), "JPEG", quality=90))
     with pytest.raises(InputImageError, match="photo.jpg: .*truncated"):
@@ -224,7 +225,7 @@ def test_a_jpeg_cut_short_is_refused_where_the_decoder_fills_in_the_rest(tmp_pat
 
 def test_what_is_not_the_libraries_is_passed_on(tmp_path, capfd, monkeypatch):
     """Another thread's output (the progress bar, a result's line) written while a file decodes."""
-    monkeypatch.setattr(imageio.cv2, "imdecode", _decoder_that_prints(b"\r 3/10 restoring\n"))
+    monkeypatch.setattr(image_decoding.cv2, "imdecode", _decoder_that_prints(b"\r 3/10 restoring\n"))
     path = tmp_path / "photo.png"
     path.write_bytes(encoded(noisy((H, W, 3)), "PNG"))
     read_image(path)
@@ -314,7 +315,7 @@ def test_a_text_file_that_cannot_be_written_is_named_with_what_to_do_and_leaves_
     def fail(fd):
         raise OSError(error, os.strerror(error))
 
-    monkeypatch.setattr(imageio.os, "fsync", fail)
+    monkeypatch.setattr(atomic_files.os, "fsync", fail)
     with pytest.raises(I2IError) as caught:
         write_text(target, "{}")
     message = str(caught.value)
@@ -325,9 +326,9 @@ def test_a_text_file_that_cannot_be_written_is_named_with_what_to_do_and_leaves_
 
 
 def test_a_collection_of_the_libraries_lines_inside_another_keeps_each_its_own(capfd):
-    with imageio._c_library_messages() as outer:
+    with codec_libraries.c_library_messages() as outer:
         os.write(2, b"libpng warning: outer\n")
-        with imageio._c_library_messages() as inner:
+        with codec_libraries.c_library_messages() as inner:
             os.write(2, b"libpng warning: inner\nsomeone else's line\n")
     assert outer == ["libpng warning: outer"] and inner == ["libpng warning: inner"]
     assert capfd.readouterr().err == "someone else's line\n"

@@ -179,7 +179,7 @@ def test_a_disk_made_read_only_stops_the_batch_there(tiny_env, landmarks_detecto
     from test_batch_filesystems import TINY_RESTORE, _errors
     from test_cli import _photo, run
 
-    from i2icli import imageio
+    from i2icli import atomic_files
     from i2icli.pipelines.restore import RestorePipeline
 
     landmarks_detector([])
@@ -189,7 +189,7 @@ def test_a_disk_made_read_only_stops_the_batch_there(tiny_env, landmarks_detecto
     card = tmp_path / "card"
     out = card / "restored"
     restored, written = [], []
-    real_restore, real_atomic_write = RestorePipeline.restore, imageio._atomic_write
+    real_restore, real_atomic_write = RestorePipeline.restore, atomic_files._atomic_write
 
     def counted(self, picture, *args, **kwargs):
         restored.append(picture.source.name)
@@ -204,7 +204,7 @@ def test_a_disk_made_read_only_stops_the_batch_there(tiny_env, landmarks_detecto
     real_ismount = os.path.ismount
     monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == card or real_ismount(path))
     monkeypatch.setattr(RestorePipeline, "restore", counted)
-    monkeypatch.setattr(imageio, "_atomic_write", remounted_read_only_after_one)
+    monkeypatch.setattr(atomic_files, "_atomic_write", remounted_read_only_after_one)
     result = run("restore", str(folder), "-o", str(out), *TINY_RESTORE, "--json")
     assert result.exit_code == 1
     assert restored == ["a.png", "b.png"]  # not c.png and d.png

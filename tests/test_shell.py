@@ -49,7 +49,7 @@ _TERMINATED_BATCH = """
     from i2icli.cli.error_handling import handles_errors
     from i2icli.cli.options import JsonOption
     from i2icli.cli.runner import Stages, batch_failures, run_batch
-    from i2icli.imageio import replace_atomically
+    from i2icli.atomic_files import replace_atomically
 
     folder = Path(os.environ["BATCH_FOLDER"])
 

@@ -223,7 +223,7 @@ def _read_faces(source: Path, exemplar: Path, piped: str | None, max_pixels: int
 def _warn_of_transparency(path: Path, picture: Any) -> None:
     """The networks see colour only: transparent areas count with whatever colours lie beneath
     them (often black), which the picture shown with its transparency does not suggest."""
-    from i2icli.imageio import max_value
+    from i2icli.pixels import max_value
 
     if picture.alpha is not None and picture.alpha.min() < max_value(picture.alpha.dtype):
         warn(f"{path}: has transparent areas, which invert takes in the colours beneath them; flatten it onto "
@@ -282,7 +282,8 @@ def _record_fields(result: Any, written: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(result: Any, target: Path, save_all: bool) -> dict[str, Any]:
-    from i2icli.imageio import write_image, write_text
+    from i2icli.atomic_files import write_text
+    from i2icli.imageio import write_image
 
     write_output(target, result.picture)
     if not save_all:

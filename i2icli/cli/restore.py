@@ -330,7 +330,8 @@ def restore_stages(pipeline: Any, *, max_pixels: int, save_faces: bool, face_ste
     face_stem = face_stem or (lambda output: output.stem)
     piped = piped or Piped()
     from i2icli.cli.runner import Stages
-    from i2icli.imageio import check_output_size, read_image
+    from i2icli.image_encoding import check_output_size
+    from i2icli.imageio import read_image
 
     def suffix_of(job: Any) -> str:  # the output's format
         return piped.output_suffix if piped.output else job.output.suffix
@@ -369,7 +370,7 @@ def _warn_of_lost_transparency(job: Any, picture: Any, output_named: bool, suffi
     colours lie under them (often black). (--aligned results have no alpha: its help says so.)"""
     import logging
 
-    from i2icli.imageio import max_value
+    from i2icli.pixels import max_value
 
     if picture.alpha is None or suffix not in (".jpg", ".jpeg", ".bmp"):
         return
@@ -420,7 +421,8 @@ def _save_faces(output: Path, stem: str, result: Any, dtype: Any) -> dict[str, l
 
     from i2icli.batch import FACE_FOLDERS, face_file_name, output_path_problem
     from i2icli.errors import I2IError
-    from i2icli.imageio import Picture, quantize, write_image
+    from i2icli.imageio import Picture, write_image
+    from i2icli.pixels import quantize
 
     if result.faces:
         # Planning measured the names of face 00; past 99 faces they grow a digit. The longest is

@@ -22,7 +22,7 @@ from i2icli.archs.cocosnet2 import (
     propagation_orders,
 )
 from i2icli.errors import InputError, WeightsError
-from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, image_size, max_value
+from i2icli.imageio import DEFAULT_MAX_PIXELS, Picture, image_size
 from i2icli.pipelines import memory_hints
 from i2icli.pipelines.arguments import (
     check_picture,
@@ -41,6 +41,7 @@ from i2icli.pipelines.exemplar_checkpoints import (  # noqa: F401  (checkpoint_s
 )
 from i2icli.pipelines.imagetensors import to_picture
 from i2icli.pipelines.memory import reports_out_of_memory
+from i2icli.pixels import max_value
 from i2icli.semantics.inputs import Semantics, load_semantics
 from i2icli.semantics.pose import PAD_VALUE, square_frame
 

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from i2icli.imageio import Picture, max_value
+from i2icli.imageio import Picture
+from i2icli.pixels import max_value
 
 EIGHT_BIT_LEVEL = 2 / 255  # one 8-bit level in the [-1, 1] range the networks work in
 

@@ -35,7 +35,7 @@ from i2icli.archs.stylegan2 import (
 )
 from i2icli.errors import DeviceError, I2IError
 from i2icli.faces.detect import FaceDetector, aligned_largest_face, build_retinaface
-from i2icli.imageio import Picture, to_8bit
+from i2icli.imageio import Picture
 from i2icli.pipelines import memory_hints
 from i2icli.pipelines.arguments import check_picture
 from i2icli.pipelines.correspondence import (
@@ -53,6 +53,7 @@ from i2icli.pipelines.invert_settings import (
 )
 from i2icli.pipelines.loading import DownloadProgress, load_checkpoint, timed
 from i2icli.pipelines.memory import reports_out_of_memory
+from i2icli.pixels import to_8bit
 
 DEFAULT_GENERATOR = "stylegan2-ffhq-512"
 DEFAULT_CORRESPONDENCE = "vgg19-imagenet"

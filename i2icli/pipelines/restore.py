@@ -22,7 +22,7 @@ from i2icli.faces.detect import (
 )
 from i2icli.faces.paste import parse_masks, paste_face
 from i2icli.formats import UPSCALE_MAX, UPSCALE_MIN
-from i2icli.imageio import Picture, max_value, quantize
+from i2icli.imageio import Picture
 from i2icli.pipelines import memory_hints
 from i2icli.pipelines.arguments import (
     check_between,
@@ -62,6 +62,7 @@ from i2icli.pipelines.restore_models import (
 )
 from i2icli.pipelines.tuning import use_channels_last
 from i2icli.pipelines.upscale import BackgroundUpscaler, build_sr_model, scaled_size
+from i2icli.pixels import max_value, quantize
 
 MOST_PER_BATCH = 16  # faces or tiles per network call: more does not keep a GPU any busier
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from i2icli.imageio import replace_atomically
+from i2icli.atomic_files import replace_atomically
 
 # Drawing order and colours of the curves a GRIT plot may hold.
 _STYLES = {

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from i2icli.atomic_files import replace_atomically
 from i2icli.errors import I2IError, WeightsError
-from i2icli.imageio import replace_atomically
 
 from .checkpoint_files import CheckpointFiles, refuse_a_missing_checkpoint
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from i2icli.atomic_files import write_text
 from i2icli.errors import I2IError
-from i2icli.imageio import write_text
 
 __all__ = ["MetricsLog"]
 
