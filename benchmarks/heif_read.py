@@ -57,12 +57,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=2, default=(4032, 3024), metavar=("W", "H"))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--read-only", action="store_true", help="leave out the writing table")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     import pillow_heif
     from PIL import Image

@@ -80,7 +80,7 @@ def one_line_exit(excinfo: pytest.ExceptionInfo[SystemExit]) -> str:
 
 
 def test_every_script_is_checked_here():
-    assert SCRIPTS == sorted(["exemplar_vs_official", "fid_small_sets", "invert_cost", "paired_cost",
+    assert SCRIPTS == sorted(["exemplar_vs_official", "fid_small_sets", "heif_read", "invert_cost", "paired_cost",
                               "restore_cost", "restore_vs_reference", "translate_lr_vs_authors"])
     assert set(DEVICE_SCRIPTS) <= set(SCRIPTS)
 
