@@ -116,7 +116,7 @@ def output_path(relative: Path, output_dir: Path, *, ext: str, suffix: str) -> P
     return output_dir / relative.parent / f"{relative.stem}{suffix}{extension}"
 
 
-# A file is written under a hidden temporary name first (see imageio.replace_atomically), at most
+# A file is written under a hidden temporary name first (see atomic_files.replace_atomically), at most
 # this many bytes longer than its own: the path must leave room for that name too.
 _TEMPORARY_NAME_EXTRA_BYTES = 14
 

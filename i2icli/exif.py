@@ -1,7 +1,7 @@
 """EXIF blocks as i2i carries them from a photo into its outputs: read field by field, made true of
 the output (upright, no thumbnail, the output's size) and laid out again.
 
-Pure bytes in, bytes out (no image decoding): :mod:`i2icli.imageio` reads a file's block, and
+Pure bytes in, bytes out (no image decoding): :mod:`i2icli.image_metadata` reads a file's block, and
 :mod:`i2icli.containers` splices the rebuilt one into the encodings it writes, laying out TIFF
 directories with the pieces here.
 """

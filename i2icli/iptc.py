@@ -2,7 +2,7 @@
 byline and copyright that older cataloguing software and news agencies write, each dataset's bytes
 as they were.
 
-Pure bytes in, bytes out (no image decoding), as :mod:`i2icli.exif` is: :mod:`i2icli.imageio`
+Pure bytes in, bytes out (no image decoding), as :mod:`i2icli.exif` is: :mod:`i2icli.image_metadata`
 reads a file's block (from a JPEG's Photoshop resources, a TIFF's tag or a PNG's text), and
 :mod:`i2icli.containers` splices it into the encodings it writes.
 """

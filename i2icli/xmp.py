@@ -2,7 +2,7 @@
 digiKam, darktable, Bridge, Photos) keep of the user's own work (star ratings, colour labels,
 keywords, titles and captions, people tags, creator and rights) made true of the output.
 
-Pure bytes in, bytes out (no image decoding), as :mod:`i2icli.exif` is: :mod:`i2icli.imageio`
+Pure bytes in, bytes out (no image decoding), as :mod:`i2icli.exif` is: :mod:`i2icli.image_metadata`
 reads a file's packet, and :mod:`i2icli.containers` splices the rebuilt one into the encodings it
 writes.
 """

@@ -20,7 +20,7 @@ from i2icli.errors import I2IError, first_line
 
 # Diagnostics go to stderr so that stdout stays clean for --json and shell pipelines. Whether it
 # is a terminal is decided once, at start: while an image decodes, stderr is briefly a file that
-# collects the C libraries' lines (see imageio), and a progress bar redrawn then would lose its place.
+# collects the C libraries' lines (see codec_libraries), and a progress bar redrawn then would lose its place.
 class _Console(Console):
     """Rich's console, which Ctrl-C and SIGTERM do not stop mid-write. Rich clears what it has
     buffered only after writing it: an interrupt raised in between (a script that signals as soon
