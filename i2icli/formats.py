@@ -12,6 +12,9 @@ from __future__ import annotations
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".avif", ".tif", ".tiff",
                                    ".bmp")
 
+# The outputs written through libheif, whose build may lack an encoder (see image_encoding).
+HEIF_SUFFIXES: frozenset[str] = frozenset({".heic", ".heif"})
+
 # Larger inputs are refused before decoding: a 200-megapixel RGB image is already 600 MB.
 DEFAULT_MAX_PIXELS = 200_000_000
 

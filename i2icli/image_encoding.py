@@ -67,7 +67,7 @@ def check_output_size(path: str | os.PathLike[str], width: int, height: int, *, 
     fmt = _WRITE_FORMATS.get(chosen, ("", ""))[0]
     refuse_oversize(target, fmt, width, height)
     if fmt == "HEIF":  # before the work too: the photo would be restored only to fail when saved
-        _refuse_missing_heif_encoder(target)
+        refuse_missing_heif_encoder(target)
 
 
 def refuse_oversize(target: Path, fmt: str, width: int, height: int) -> None:
@@ -158,7 +158,7 @@ def encode_pil_coded(target: Path, picture: Picture, fmt: str, quality: int) -> 
     if picture.xmp and (parts := xmp_parts(picture.xmp, size=size)):
         options["xmp"] = parts[0]
     if fmt == "HEIF":
-        _refuse_missing_heif_encoder(target)
+        refuse_missing_heif_encoder(target)
     buffer = io.BytesIO()
     try:
         with c_library_messages():
@@ -174,9 +174,9 @@ def encode_pil_coded(target: Path, picture: Picture, fmt: str, quality: int) -> 
     return buffer.getvalue()
 
 
-def _refuse_missing_heif_encoder(target: Path) -> None:
-    """pillow-heif's wheels carry libheif with an HEVC encoder (x265); a build without one reads
-    HEIC but cannot write it."""
+def refuse_missing_heif_encoder(target: Path) -> None:
+    """Refuse to write HEIC to ``target`` where libheif cannot encode it. pillow-heif's wheels
+    carry libheif with an HEVC encoder (x265); a build without one reads HEIC but cannot write it."""
     register_heif_opener()
     import pillow_heif
 

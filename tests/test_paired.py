@@ -905,3 +905,23 @@ def test_dry_run_lists_the_label_maps_without_loading_the_checkpoint(tmp_path):
     assert [(r["label"], r["status"]) for r in document["results"]] == [
         (str(labels / "000.png"), "skipped"), (str(labels / "001.png"), "would run")]
     assert sorted(p.name for p in out.iterdir()) == ["000.png"]
+
+
+def test_a_heic_output_without_a_heic_encoder_is_refused_before_any_image_is_made(tmp_path, run, monkeypatch):
+    """Every command, not only restore, finds a libheif that cannot encode HEIC before it computes an
+    image that would fail at its write."""
+    import pillow_heif
+
+    from i2icli.pipelines import paired as paired_pipeline
+
+    monkeypatch.setattr(pillow_heif, "libheif_info", lambda: {"HEIF": "", "AVIF": "", "encoders": {}})
+    computed = []
+    monkeypatch.setattr(paired_pipeline.PairedTranslator, "translate",
+                        lambda self, *args, **kwargs: computed.append(args) or pytest.fail("an image was computed"))
+    out = tmp_path / "out.heic"
+    result = runner.invoke(app, ["paired", str(run["data"] / "labels" / "000.png"), "-c", str(run["run"]), "-o", str(out),
+                                 "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and f"{out}: this installation's libheif has no HEIC encoder" in result.stderr
+    assert "write .avif, .jpg or .png instead" in result.stderr
+    assert not computed and not out.exists()

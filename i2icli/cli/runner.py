@@ -42,6 +42,7 @@ from i2icli.errors import (
     ReadOnlyDiskError,
     first_line,
 )
+from i2icli.formats import HEIF_SUFFIXES
 
 
 class BatchJob(Protocol):
@@ -155,6 +156,18 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
+def _refuse_heif_outputs_without_an_encoder(jobs: list[J]) -> None:
+    """Stop the whole run, before its first job, where a HEIC output is to be written and libheif
+    has no encoder: every such output would be computed only to fail at its write. (``restore``
+    finds this while planning each photo; this holds it for every command.)"""
+    heif_output = next((job.output for job in jobs
+                        if job.problem is None and job.output.suffix.lower() in HEIF_SUFFIXES), None)
+    if heif_output is not None:
+        from i2icli.image_encoding import refuse_missing_heif_encoder
+
+        refuse_missing_heif_encoder(heif_output)
+
+
 def _refuse_names_too_long(jobs: list[J], inputs_of: Callable[[J], str]) -> list[J]:
     """Fail each job whose output no file system could hold (a name over 255 bytes, say), before
     its work rather than at its write: for the outputs no planner has checked."""
@@ -229,6 +242,7 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
     ``inputs_of`` names what a job is made from in the line of a skipped job (both images of a
     pair: a source alone would repeat once per target)."""
     stages = process if isinstance(process, Stages) else _one_stage(process)
+    _refuse_heif_outputs_without_an_encoder(jobs)
     return _BatchRun(_refuse_names_too_long(jobs, inputs_of), stages, verb=verb, skip_existing=skip_existing,
                      record_of=record_of, overlap_io=overlap_io, inputs_of=inputs_of).run()
 
