@@ -47,6 +47,17 @@ _KEEPS_ALPHA = frozenset({"PNG", "TIFF", "WEBP", "HEIF", "AVIF"})
 # libavif refuses to decode an AVIF over 32768 pixels a side, so a longer one would be written
 # unreadable; libheif reads HEIC that size, and no larger was checked to come back.
 _MAX_SIDE = {"JPEG": 65_535, "WEBP": 16_383, "AVIF": 32_768, "HEIF": 32_768}
+# Quality per format: the same number means less loss in HEVC than in JPEG, so HEIC at JPEG's 95 was
+# a file three times the JPEG's. Measured with benchmarks/heif_read.py --qualities against JPEG 95
+# (PSNR / PSNR of the sharpest tenth, the edges; size):
+#   12 MP photo-like picture: JPEG 95 38.5 / 37.9 dB, 2.6 MB; HEIC 95 40.5 dB, 8.1 MB; HEIC 75
+#   40.3 / 40.3 dB, 6.1 MB. A restored-photo stand-in (examples/old_photo.jpg, 2x Lanczos): JPEG 95
+#   48.4 / 46.7 dB; HEIC 95 53.8 / 51.7 dB; HEIC 75 49.8 / 48.0 dB, 55% smaller; HEIC 70 falls to
+#   48.5 / 46.6 dB. So 75, the lowest that stays above JPEG 95 on both, with a dB to spare.
+# AVIF stays at 95: on the restored stand-in it is already under JPEG 95 (47.0 / 46.4 dB, it takes
+# 100 to pass 48.4), and at 90 it drops to 46.0 / 45.2 dB; its 12 MP file, 5.4 MB, is the
+# picture's noise kept (41.4 dB).
+PIL_CODED_QUALITY = {"HEIF": 75, "AVIF": 95}
 
 
 def write_format(target: Path, suffix: str) -> tuple[str, str]:
@@ -121,12 +132,13 @@ def encode_pixels(target: Path, picture: Picture, fmt: str, ext: str, quality: i
     return buf
 
 
-def encode_pil_coded(target: Path, picture: Picture, fmt: str, quality: int) -> bytes:
+def encode_pil_coded(target: Path, picture: Picture, fmt: str, quality: int | None = None) -> bytes:
     """A HEIF (HEIC) or AVIF file through Pillow (pillow-heif for HEIF), whose encoders take the
     colour profile, EXIF block and XMP packet themselves: made true of the output as for the other
     formats (upright, so no rotation is written; no thumbnail; its size). HEIF has no place for IPTC
     datasets. A 16-bit picture (a 10-bit HEIC read, say) is written as a 10-bit HEIC, so that
-    restoring a phone's HDR photo keeps its depth; AVIF gets 8 bits, all Pillow writes."""
+    restoring a phone's HDR photo keeps its depth; AVIF gets 8 bits, all Pillow writes. ``quality``
+    defaults to the format's own (:data:`PIL_CODED_QUALITY`)."""
     size = (picture.width, picture.height)
     deep = fmt == "HEIF" and picture.rgb.dtype == np.uint16
     narrow = (lambda arr: arr) if deep else to_8bit
@@ -138,7 +150,7 @@ def encode_pil_coded(target: Path, picture: Picture, fmt: str, quality: int) -> 
         rgb = narrow(picture.rgb)
         pixels = rgb if alpha is None else np.dstack((rgb, alpha))
     pixels = np.ascontiguousarray(pixels)
-    options: dict[str, object] = {"quality": quality}
+    options: dict[str, object] = {"quality": PIL_CODED_QUALITY[fmt] if quality is None else quality}
     if fmt == "HEIF":
         # x265's "fast" preset in place of libheif's "slow": a 12 MP photo in under half the time,
         # at the same quality and a file 1% larger. Chroma stays halved (4:2:0), the HEVC profile

@@ -399,8 +399,9 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
     alpha is kept for PNG, TIFF, WebP, HEIF and AVIF and dropped for JPEG and BMP; grayscale pictures are stored with
     one luminance channel where the format allows (WebP has none, and a 16-bit gray+alpha TIFF
     is written as RGBA, the only such TIFF Pillow and OpenCV read back). ``jpeg_quality``
-    (1-100) applies to JPEG, HEIF, AVIF and to WebP, which is lossless instead where the picture came from a
-    lossless WebP. Never overwrites ``picture.source``.
+    (1-100) applies to JPEG and to WebP, which is lossless instead where the picture came from a
+    lossless WebP; HEIF and AVIF have qualities of their own, as the same number means less
+    loss there. Never overwrites ``picture.source``.
     """
     target = Path(path)
     suffix = target.suffix
@@ -428,7 +429,7 @@ def encode_image(picture: Picture, suffix: str, *, jpeg_quality: int = 95, name:
         raise ValueError(f"cannot encode an empty picture ({picture.width}x{picture.height})")
     refuse_oversize(target, fmt, picture.width, picture.height)
     if fmt in PIL_CODED:
-        return encode_pil_coded(target, picture, fmt, int(jpeg_quality))
+        return encode_pil_coded(target, picture, fmt)
     data = bytes(encode_pixels(target, picture, fmt, ext, int(jpeg_quality)))
     # OpenCV's encodings hold none of what follows: it is spliced into their bytes. The EXIF block
     # and XMP packet are made true of this file first (upright, no thumbnail, its size), and the IPTC
