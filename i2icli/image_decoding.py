@@ -52,6 +52,8 @@ _16BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _EXACT_PIL_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA"}) | _16BIT_MODES
 # Pillow's modes with premultiplied ("associated") alpha, and the straight-alpha mode each becomes.
 _PREMULTIPLIED_MODES = {"La": "LA", "RGBa": "RGBA"}
+# Pixels per band in which the fallback decoder copies Pillow's samples out (a few MB at most).
+_PIL_BAND_PIXELS = 1 << 20
 
 
 def decode_upright(p: Path, pil: Image.Image, fmt: str, data: bytes, orientation: int) -> tuple[np.ndarray, str]:
@@ -315,12 +317,30 @@ def _decode_pil(
                 pil = pil.convert("RGBA" if mode == "PA" or "transparency" in pil.info else "RGB")
             elif mode in _PREMULTIPLIED_MODES:
                 pil = pil.convert(_PREMULTIPLIED_MODES[mode])
-            arr = np.array(pil)  # a writable copy
+            arr = _pil_pixels(pil)
     except Exception:
         raise _corrupt(p) from None
     if mode in _16BIT_MODES:
         arr = arr.astype(np.uint16, copy=False)  # I;16B arrives big-endian
     return arr, oriented
+
+
+def _pil_pixels(pil: Image.Image) -> np.ndarray:
+    """A loaded image's samples in a new, writable array, taken a band of rows at a time. Whole,
+    ``np.array(pil)`` goes through Pillow's ``tobytes()``, which holds the picture twice over (its
+    chunks, then their join) before NumPy copies it once more: reading a 48 MP AVIF peaked at 584 MB,
+    455 MB so (benchmarks/heif_read.py --read-only)."""
+    width, height = pil.size
+    rows = max(1, _PIL_BAND_PIXELS // max(width, 1))
+    if height <= rows:
+        return np.array(pil)
+    first = np.asarray(pil.crop((0, 0, width, rows)))
+    arr = np.empty((height, *first.shape[1:]), first.dtype)
+    arr[:rows] = first
+    for top in range(rows, height, rows):
+        bottom = min(top + rows, height)
+        arr[top:bottom] = np.asarray(pil.crop((0, top, width, bottom)))
+    return arr
 
 
 def _pil_oriented_on_load(pil: Image.Image, fmt: str, orientation: int) -> bool:
