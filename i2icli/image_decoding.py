@@ -329,7 +329,7 @@ def _pil_pixels(pil: Image.Image) -> np.ndarray:
     """A loaded image's samples in a new, writable array, taken a band of rows at a time. Whole,
     ``np.array(pil)`` goes through Pillow's ``tobytes()``, which holds the picture twice over (its
     chunks, then their join) before NumPy copies it once more: reading a 48 MP AVIF peaked at 584 MB,
-    455 MB so (benchmarks/heif_read.py --read-only)."""
+    455 MB taken in bands (benchmarks/heif_read.py --read-only)."""
     width, height = pil.size
     rows = max(1, _PIL_BAND_PIXELS // max(width, 1))
     if height <= rows:
