@@ -83,6 +83,14 @@ class CommandRunner(CliRunner):
         return super().invoke(*args, **kwargs)
 
 
+def restore_without_background(*args: str):
+    """`i2i restore ARGS` on the CPU with the face model alone (no background model, no face
+    parser): what the metadata tests need of a run."""
+    from i2icli.cli.app import app
+
+    return CommandRunner().invoke(app, ["restore", *args, "--device", "cpu", "--bg-model", "none", "--parser", "none"])
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

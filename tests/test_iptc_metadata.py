@@ -13,15 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import restore_without_background
 from PIL import Image, IptcImagePlugin, PngImagePlugin, TiffImagePlugin
-from typer.testing import CliRunner
-
-from i2icli.cli.app import app
-from i2icli.imageio import Picture, encode_image, read_image, write_image
-from i2icli.iptc import iptc_datasets, photoshop_iptc, png_raw_profile_iptc
 from test_exif_metadata import STORED, camera_exif
 
-runner = CliRunner()
+from i2icli.imageio import Picture, encode_image, read_image, write_image
+from i2icli.iptc import iptc_datasets, photoshop_iptc, png_raw_profile_iptc
 
 CAPTION = "Summer at the lake, Lübeck, 1952".encode()
 PREVIEW_MARK = b"old unrestored preview"
@@ -81,10 +78,15 @@ def save(path: Path, pixels: np.ndarray, datasets: bytes, *, as_resources: bool 
         extra["tiffinfo"] = fields
     Image.fromarray(pixels).save(path, exif=camera_exif(), **extra)
     if path.suffix == ".jpg":
-        jpeg = path.read_bytes()
-        segment = b"Photoshop 3.0\x00" + photoshop_resources(datasets)
-        path.write_bytes(jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:])
+        add_photoshop_segment(path, datasets)
     return path
+
+
+def add_photoshop_segment(jpeg_path: Path, datasets: bytes) -> None:
+    """Put ``datasets`` into the JPEG at ``jpeg_path`` as Photoshop resources in an APP13 segment."""
+    jpeg = jpeg_path.read_bytes()
+    segment = b"Photoshop 3.0\x00" + photoshop_resources(datasets)
+    jpeg_path.write_bytes(jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:])
 
 
 def written_iptc(path: Path) -> bytes | None:
@@ -247,21 +249,16 @@ def test_a_png_s_text_after_its_pixels_is_found(tmp_path):
 # --------------------------------------------------------------------------- the command
 
 
-def _restore(*args: str):
-    return runner.invoke(app, ["restore", *args, "--device", "cpu", "--bg-model", "none", "--parser", "none"],
-                         catch_exceptions=False)
-
-
 def test_restore_keeps_the_photo_s_captions_and_keywords(tiny_env, tmp_path):
     source = save(tmp_path / "catalogued.jpg", STORED, CATALOGUED)
-    result = _restore(str(source), "-o", str(tmp_path / "restored.tif"), "--upscale", "2")
+    result = restore_without_background(str(source), "-o", str(tmp_path / "restored.tif"), "--upscale", "2")
     assert result.exit_code == 0, result.output
     assert written_iptc(tmp_path / "restored.tif") == KEPT
 
 
 def test_strip_metadata_leaves_them_out(tiny_env, tmp_path):
     source = save(tmp_path / "holiday.jpg", STORED, CATALOGUED)
-    result = _restore(str(source), "-o", str(tmp_path / "out"), "--strip-metadata")
+    result = restore_without_background(str(source), "-o", str(tmp_path / "out"), "--strip-metadata")
     assert result.exit_code == 0, result.output
     out = tmp_path / "out" / "holiday.jpg"
     assert written_iptc(out) is None
@@ -272,9 +269,7 @@ def test_a_bmp_output_says_that_the_captions_are_left_out(tiny_env, tmp_path):
     """A photo whose only metadata is its IPTC datasets: a BMP output leaves them out, and says so."""
     source = tmp_path / "captioned.jpg"
     Image.fromarray(STORED).save(source)
-    jpeg = source.read_bytes()
-    segment = b"Photoshop 3.0\x00" + photoshop_resources(CATALOGUED)
-    source.write_bytes(jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:])
-    result = _restore(str(source), "-o", str(tmp_path / "out.bmp"))
+    add_photoshop_segment(source, CATALOGUED)
+    result = restore_without_background(str(source), "-o", str(tmp_path / "out.bmp"))
     assert result.exit_code == 0, result.output
     assert "a BMP file holds no EXIF, IPTC or XMP metadata" in result.stderr

@@ -41,22 +41,20 @@ def test_force_color_on_a_pipe_keeps_colour_but_draws_no_progress_bar():
 def test_a_webp_output_of_a_photo_captioned_only_in_iptc_says_the_captions_are_left_out(tiny_env, tmp_path):
     """WebP (like HEIC and AVIF) has no place for IPTC-IIM: a JPEG whose captions are there alone
     lost them without a word, where a BMP output said so."""
-    import struct
 
+    from conftest import restore_without_background
     from PIL import Image
     from test_exif_metadata import STORED
-    from test_iptc_metadata import CATALOGUED, _restore, photoshop_resources
+    from test_iptc_metadata import CATALOGUED, add_photoshop_segment
 
     source = tmp_path / "captioned.jpg"
     Image.fromarray(STORED).save(source)
-    jpeg = source.read_bytes()
-    segment = b"Photoshop 3.0\x00" + photoshop_resources(CATALOGUED)
-    source.write_bytes(jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:])
-    result = _restore(str(source), "-o", str(tmp_path / "out.webp"))
+    add_photoshop_segment(source, CATALOGUED)
+    result = restore_without_background(str(source), "-o", str(tmp_path / "out.webp"))
     assert result.exit_code == 0, result.output
     assert "a WEBP file holds no IPTC-IIM metadata" in result.stderr
     assert "name a .png, .jpg or .tif file with -o" in result.stderr
-    quiet = _restore(str(source), "-o", str(tmp_path / "quiet.webp"), "--strip-metadata")
+    quiet = restore_without_background(str(source), "-o", str(tmp_path / "quiet.webp"), "--strip-metadata")
     assert "IPTC" not in quiet.stderr
 
 

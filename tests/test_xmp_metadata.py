@@ -15,15 +15,12 @@ from xml.etree import ElementTree
 import cv2
 import numpy as np
 import pytest
+from conftest import restore_without_background
 from PIL import Image, ImageCms, PngImagePlugin, TiffImagePlugin
-from typer.testing import CliRunner
-
-from i2icli.cli.app import app
-from i2icli.imageio import Picture, encode_image, read_image, write_image
-from i2icli.xmp import xmp_packet
 from test_exif_metadata import STORED, _segments, camera_exif
 
-runner = CliRunner()
+from i2icli.imageio import Picture, encode_image, read_image, write_image
+from i2icli.xmp import xmp_packet
 
 NS = {
     "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
@@ -237,14 +234,9 @@ def test_a_picture_without_a_packet_is_written_without_one(tmp_path):
 # --------------------------------------------------------------------------- the command
 
 
-def _restore(*args: str):
-    return runner.invoke(app, ["restore", *args, "--device", "cpu", "--bg-model", "none", "--parser", "none"],
-                         catch_exceptions=False)
-
-
 def test_restore_keeps_the_catalogued_photo_s_packet_true_of_the_output(tiny_env, tmp_path):
     source = save(tmp_path / "catalogued.jpg", STORED, CATALOGUED)
-    result = _restore(str(source), "-o", str(tmp_path / "restored.webp"), "--upscale", "2")
+    result = restore_without_background(str(source), "-o", str(tmp_path / "restored.webp"), "--upscale", "2")
     assert result.exit_code == 0, result.output
     assert_kept_and_true(written_xmp(tmp_path / "restored.webp"), 24, 40)
 
@@ -252,7 +244,7 @@ def test_restore_keeps_the_catalogued_photo_s_packet_true_of_the_output(tiny_env
 def test_strip_metadata_leaves_out_the_packet_but_keeps_the_colour_profile(tiny_env, tmp_path):
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     source = save(tmp_path / "holiday.jpg", STORED, CATALOGUED, icc_profile=profile)
-    result = _restore(str(source), "-o", str(tmp_path / "out"), "--strip-metadata", "--json")
+    result = restore_without_background(str(source), "-o", str(tmp_path / "out"), "--strip-metadata", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["ok"] == 1
     out = tmp_path / "out" / "holiday.jpg"

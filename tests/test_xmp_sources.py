@@ -13,16 +13,13 @@ from xml.etree import ElementTree
 
 import cv2
 import pytest
+from conftest import restore_without_background
 from PIL import Image
 from test_exif_metadata import STORED, UPRIGHT, camera_exif
 from test_xmp_metadata import CATALOGUED, NS, assert_kept_and_true, save, written_xmp
-from typer.testing import CliRunner
 
-from i2icli.cli.app import app
 from i2icli.imageio import read_image, write_image
 from i2icli.xmp import with_extended_xmp, xmp_packet
-
-runner = CliRunner()
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -267,27 +264,22 @@ def test_a_jpeg_output_holds_a_packet_too_large_for_its_segment_as_extended_xmp(
 # --------------------------------------------------------------------------- the command
 
 
-def _restore(*args: str):
-    return runner.invoke(app, ["restore", *args, "--device", "cpu", "--bg-model", "none", "--parser", "none"],
-                         catch_exceptions=False)
-
-
 def test_restore_carries_a_text_chunk_s_packet_and_strip_metadata_leaves_it_out(tiny_env, tmp_path):
     source = png_with_chunk(tmp_path / "old.png", b"tEXt", b"XML:com.adobe.xmp\x00" + CATALOGUED)
-    result = _restore(str(source), "-o", str(tmp_path / "kept.jpg"))
+    result = restore_without_background(str(source), "-o", str(tmp_path / "kept.jpg"))
     assert result.exit_code == 0, result.output
     assert_kept_and_true(written_xmp(tmp_path / "kept.jpg"), 24, 40)  # upscaled twice
-    result = _restore(str(source), "-o", str(tmp_path / "stripped.jpg"), "--strip-metadata")
+    result = restore_without_background(str(source), "-o", str(tmp_path / "stripped.jpg"), "--strip-metadata")
     assert result.exit_code == 0, result.output
     assert written_xmp(tmp_path / "stripped.jpg") is None and b"Grandma" not in (tmp_path / "stripped.jpg").read_bytes()
 
 
 def test_restore_carries_a_jpeg_s_extended_xmp_and_strip_metadata_leaves_it_out(tiny_env, tmp_path):
     source = jpeg_with_extended_xmp(tmp_path / "big.jpg", extension_segments(EXTENDED, DIGEST))
-    result = _restore(str(source), "-o", str(tmp_path / "kept.jpg"))
+    result = restore_without_background(str(source), "-o", str(tmp_path / "kept.jpg"))
     assert result.exit_code == 0, result.output
     assert_extended_kept(read_image(tmp_path / "kept.jpg").xmp)
-    result = _restore(str(source), "-o", str(tmp_path / "stripped.jpg"), "--strip-metadata")
+    result = restore_without_background(str(source), "-o", str(tmp_path / "stripped.jpg"), "--strip-metadata")
     assert result.exit_code == 0, result.output
     stripped = (tmp_path / "stripped.jpg").read_bytes()
     assert EXTENSION not in stripped and b"ToneCurve" not in stripped and written_xmp(tmp_path / "stripped.jpg") is None
