@@ -91,6 +91,19 @@ def restore_without_background(*args: str):
     return CommandRunner().invoke(app, ["restore", *args, "--device", "cpu", "--bg-model", "none", "--parser", "none"])
 
 
+def traced_peak(call):
+    """``call()``'s result, and the most bytes Python's allocators (NumPy's arrays among them) held
+    while it ran."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import traced_peak
 from typer.testing import CliRunner
 
 from i2icli.cli.app import app
@@ -171,8 +172,6 @@ def test_a_long_thin_map_is_laid_out_without_building_its_padded_square(tmp_path
     """A map is laid out as the official code does, padded to a centred square and resized by
     nearest neighbour; padding first made a 20000x300 edge map a 20000x20000 float array (4.8 GB)
     to give a 512x512 one. The same pixels are picked from the map itself."""
-    import tracemalloc
-
     import cv2
     import numpy as np
     from PIL import Image
@@ -185,12 +184,7 @@ def test_a_long_thin_map_is_laid_out_without_building_its_padded_square(tmp_path
         labels = rng.integers(0, 5, (height, width), dtype=np.uint8)
         path = tmp_path / f"labels_{width}x{height}.png"
         Image.fromarray(labels).save(path)
-        tracemalloc.start()
-        try:
-            semantics = load_semantics(path, size=size, channels=5, frame=(1, 1), label_nc=5)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        semantics, peak = traced_peak(lambda: load_semantics(path, size=size, channels=5, frame=(1, 1), label_nc=5))
         official = cv2.resize(_official_square(labels, 0), (size, size), interpolation=cv2.INTER_NEAREST)
         assert np.array_equal(semantics.channels.argmax(axis=0), official)
         if width == 8000:
@@ -206,8 +200,6 @@ def test_a_long_thin_exemplar_is_laid_out_without_building_its_padded_square():
     """The exemplar photo is padded with the official grey to a centred square and resized
     bicubically; padding first made a 20000x300 photo a 20000x20000 array (1.2 GB) to give a
     512x512 one. The pixels are PIL's own for the padded square, to the bit."""
-    import tracemalloc
-
     import numpy as np
     from PIL import Image
 
@@ -219,12 +211,7 @@ def test_a_long_thin_exemplar_is_laid_out_without_building_its_padded_square():
     for width, height, size in ((6000, 4, 64), (4, 6000, 64), (75, 110, 64), (300, 37, 96), (640, 640, 512),
                                 (512, 300, 512), (20, 31, 160), (1, 1, 64)):
         rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        tracemalloc.start()
-        try:
-            laid_out = exemplar_tensor(Picture(rgb), size)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        laid_out, peak = traced_peak(lambda: exemplar_tensor(Picture(rgb), size))
         square = Image.fromarray(_official_square(rgb, PAD_VALUE)).resize((size, size), Image.Resampling.BICUBIC)
         official = np.asarray(square, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0
         assert np.array_equal(laid_out, official), (width, height, size)

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pillow_heif
 import pytest
+from conftest import traced_peak
 from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
@@ -371,8 +372,6 @@ def test_an_avif_is_read_with_its_samples_held_once(tmp_path, monkeypatch, with_
     """Pillow's tobytes(), behind np.array(image), held the picture twice over (its chunks, then
     their join) before NumPy's copy: a 48 MP AVIF peaked at 584 MB. Taken out in bands of rows, the
     same samples come back with no whole copy beside the array."""
-    import tracemalloc
-
     from i2icli import image_decoding
 
     monkeypatch.setattr(image_decoding, "_PIL_BAND_PIXELS", 64 * 64, raising=False)  # many bands, and a last short one
@@ -382,12 +381,7 @@ def test_an_avif_is_read_with_its_samples_held_once(tmp_path, monkeypatch, with_
     path = save(tmp_path / "big.avif", pixels, "AVIF")
     with Image.open(path) as pil:
         expected = np.array(pil)
-    tracemalloc.start()
-    try:
-        back = read_image(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    back, peak = traced_peak(lambda: read_image(path))
     assert np.array_equal(back.rgb, expected[..., :3])
     if with_alpha:  # splitting colour from alpha, after the decoder, holds two pictures anyway
         assert np.array_equal(back.alpha, expected[..., 3])

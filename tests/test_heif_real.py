@@ -10,6 +10,7 @@ import logging
 import numpy as np
 import pillow_heif
 import pytest
+from conftest import traced_peak
 from PIL import Image, ImageCms
 
 from i2icli.imageio import Picture, image_size, read_image, write_image
@@ -168,17 +169,10 @@ def test_a_10_bit_heic_with_alpha_and_both_rotations_is_read_deep_upright_and_se
 def test_a_10_bit_heic_is_widened_to_16_bits_without_extra_copies(tmp_path):
     """A 48 MP 10-bit photo is 290 MB at 16 bits: copied out of libheif's buffer and then shifted,
     it was held twice over besides libheif's own. (tracemalloc sees numpy's arrays, not libheif's.)"""
-    import tracemalloc
-
     level = (np.arange(128 * 192).reshape(128, 192) % 1024 * 64).astype(np.uint16)
     path = tmp_path / "ten.heic"
     pillow_heif.from_bytes("RGB;16", (192, 128), np.stack([level] * 3, axis=-1).tobytes()).save(path, quality=-1)
     read_image(path)  # the first read imports and registers what reading needs
-    tracemalloc.start()
-    try:
-        picture = read_image(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    picture, peak = traced_peak(lambda: read_image(path))
     assert picture.rgb.dtype == np.uint16 and picture.rgb.flags.writeable
     assert peak < 1.5 * picture.rgb.nbytes
