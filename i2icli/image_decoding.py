@@ -155,9 +155,13 @@ def deep_separate_planes(pil: Image.Image) -> bool:
     (PlanarConfiguration 2, "per channel" order). OpenCV and Pillow both decode such a file into
     scrambled pixels without an error, and a batch would restore that noise as if it were the photo."""
     tags = getattr(pil, "tag_v2", {})
-    bits = tags.get(258, (8,))
-    bits = bits if isinstance(bits, tuple) else (bits,)
-    return tags.get(284) == 2 and tags.get(277, 1) > 1 and any(int(b) > 8 for b in bits)
+    return tags.get(284) == 2 and tags.get(277, 1) > 1 and _tiff_deeper_than_8_bits(pil)
+
+
+def _tiff_deeper_than_8_bits(pil: Image.Image) -> bool:
+    """Whether a TIFF's BitsPerSample gives any sample more than 8 bits (one value or one per sample)."""
+    bits = getattr(pil, "tag_v2", {}).get(258, (8,))
+    return any(int(b) > 8 for b in (bits if isinstance(bits, tuple) else (bits,)))
 
 
 def extra_samples(pil: Image.Image) -> tuple[int, ...]:
@@ -302,8 +306,9 @@ def _decode_pil(
     Pillow transposes TIFFs on load and then drops the tag).
     """
     mode = pil.mode
-    if (mode not in _EXACT_PIL_MODES and mode not in _PREMULTIPLIED_MODES) or _pil_loses_depth(pil, fmt, data):
-        if mode == "CMYK" and _pil_loses_depth(pil, fmt, data):  # OpenCV's libtiff refuses 16-bit CMYK
+    loses_depth = _pil_loses_depth(pil, fmt, data)
+    if (mode not in _EXACT_PIL_MODES and mode not in _PREMULTIPLIED_MODES) or loses_depth:
+        if mode == "CMYK" and loses_depth:  # OpenCV's libtiff refuses 16-bit CMYK
             raise InputImageError(p, "is a CMYK TIFF of 16 bits, which i2i cannot read",
                                   "convert it to RGB: a 16-bit RGB TIFF or PNG keeps the depth")
         raise _corrupt(p)
@@ -380,9 +385,7 @@ def _pil_loses_depth(pil: Image.Image, fmt: str, data: bytes) -> bool:
     if fmt == "PNG":
         return len(data) > 24 and data[24] == 16  # IHDR bit depth
     if fmt == "TIFF":
-        bits = getattr(pil, "tag_v2", {}).get(258, (8,))
-        bits = bits if isinstance(bits, tuple) else (bits,)
-        return any(int(b) > 8 for b in bits)
+        return _tiff_deeper_than_8_bits(pil)
     return False
 
 
