@@ -12,15 +12,11 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import DiskFullError, I2IError, ReadOnlyDiskError
 
-if TYPE_CHECKING:
-    import numpy as np
 
-
-def write_new_file(target: Path, data: bytes | np.ndarray) -> None:
+def write_new_file(target: Path, data: bytes) -> None:
     """``data`` written atomically as ``target``, its folders made; a failure named in one line."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -39,18 +35,16 @@ def write_new_file(target: Path, data: bytes | np.ndarray) -> None:
         raise I2IError(message, hint) from None
 
 
+# A full disk, or a full quota (where the system has quotas).
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 # What to do when the system refuses a write: its own words ("No space left on device") name the
 # cause only.
 _WRITE_HINTS = {
-    errno.ENOSPC: "free some space on that disk, or write the results to another one",
-    getattr(errno, "EDQUOT", errno.ENOSPC): "free some space on that disk, or write the results to another one",
+    **dict.fromkeys(_DISK_FULL, "free some space on that disk, or write the results to another one"),
     errno.EACCES: "choose an output folder you can write to",
     errno.EPERM: "choose an output folder you can write to",
     errno.EROFS: "the disk is read-only: choose another output folder",
 }
-
-
-_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -83,12 +77,12 @@ def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
     _fsync_dir(target.parent)
 
 
-def _atomic_write(target: Path, data: bytes | np.ndarray) -> None:
+def _atomic_write(target: Path, data: bytes) -> None:
     def write(temp: Path) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         fd = os.open(temp, flags, 0o666)  # the umask applies, unlike mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(data).cast("B"))
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
 
