@@ -406,7 +406,9 @@ def write_image(path: str | os.PathLike[str], picture: Picture, *, jpeg_quality:
     target = Path(path)
     suffix = target.suffix
     write_format(target, suffix)  # before the checks below: a file type i2i cannot write says so first
-    if picture.source is not None and _same_file(target, picture.source):
+    from .batch import file_key
+
+    if picture.source is not None and file_key(target) == file_key(picture.source):
         raise I2IError(
             f"{target}: refusing to overwrite the input image",
             "choose a different output file or folder",
@@ -467,15 +469,6 @@ def format_suffix(data: bytes) -> str | None:
     except Exception:  # Pillow raises a zoo of types for what is no image
         return None
     return SUFFIX_OF_FORMAT.get(READABLE_FORMATS.get(found or "", ""))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if os.path.samefile(a, b):  # catches hard links and case-insensitive file systems
-            return True
-    except OSError:
-        pass
-    return a.resolve() == Path(b).resolve()
 
 
 # --------------------------------------------------------------------------- float helpers
