@@ -24,6 +24,7 @@ from .exif import (
     FIELD_SIZES,
     Directory,
     directory_bytes,
+    directory_entries,
     first_directory,
     tiff_byte_order,
     tiff_exif_directory,
@@ -237,10 +238,9 @@ def tiff_with_alpha_tag(data: bytes) -> bytes:
     if order is None:  # (a BigTIFF, for outputs over 4 GB: left as it is)
         return data
     (ifd,) = struct.unpack_from(order + "I", data, 4)
-    (count,) = struct.unpack_from(order + "H", data, ifd)
     # Each entry's four value bytes as they are (the value, or the offset of one), so the copied
     # directory keeps them in place.
-    entries = [struct.unpack_from(order + "HHI4s", data, ifd + 2 + 12 * n) for n in range(count)]
+    entries = list(directory_entries(data, ifd, order))
     if any(tag == 338 for tag, *_ in entries):
         return data
     # One SHORT, 2 = unassociated alpha.
@@ -293,9 +293,7 @@ def tiff_short_values(data: bytes, wanted: int) -> tuple[int, ...]:
         return ()
     try:
         (ifd,) = struct.unpack_from(order + "I", data, 4)
-        (count,) = struct.unpack_from(order + "H", data, ifd)
-        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
-            tag, kind, values, inline = struct.unpack_from(order + "HHI4s", data, entry)
+        for tag, kind, values, inline in directory_entries(data, ifd, order):
             if tag == wanted and kind == 3:
                 where = inline if values <= 2 else data[struct.unpack(order + "I", inline)[0]:][: 2 * values]
                 return struct.unpack(order + "H" * values, where[: 2 * values])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 ORIENTATION_TAG = 0x0112
@@ -116,10 +117,8 @@ def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, .
     fields that point at the same bytes over and over (a 60 KB JPEG segment's came to 240 MB, laid
     out again) are left out once their values come to more than the block."""
     room = [len(tiff)] if room is None else room
-    (count,) = struct.unpack_from(order + "H", tiff, offset)
     directory = Directory([], {})
-    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
-        tag, kind, values, inline = struct.unpack_from(order + "HHI4s", tiff, entry)
+    for tag, kind, values, inline in directory_entries(tiff, offset, order):
         if tag in left_out:
             continue
         if tag in pointers:
@@ -143,6 +142,15 @@ def _read_directory(tiff: bytes, offset: int, order: str, pointers: tuple[int, .
             room[0] -= length if length > 4 else 0
             directory.fields.append((tag, kind, values, value))
     return directory
+
+
+def directory_entries(tiff: bytes, offset: int, order: str) -> Iterator[tuple[int, int, int, bytes]]:
+    """The entries of the directory at ``offset``, one at a time as they are read: (tag, type,
+    count, its four value bytes as stored: the value, or the offset of one). A directory cut short
+    raises :class:`struct.error` at the first entry that is not there."""
+    (count,) = struct.unpack_from(order + "H", tiff, offset)
+    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
+        yield struct.unpack_from(order + "HHI4s", tiff, entry)
 
 
 def _set_fields(directory: Directory, order: str, values: dict[int, tuple[int, int]]) -> None:
