@@ -181,10 +181,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     elif not data:
         raise InputImageError(p, "is empty (0 bytes)", "pass the image's content")
     pil, fmt = readable_format(p, data)
-    width, height = pil.size
-    if width <= 0 or height <= 0:
-        raise InputImageError(p, f"image has zero size ({width}x{height})", "re-export the image")
-    _refuse_over_limit(p, width, height, max_pixels)
+    _refuse_bad_size(p, *pil.size, max_pixels)
     if fmt == "TIFF" and deep_separate_planes(pil):
         raise InputImageError(
             p,
@@ -230,6 +227,13 @@ class ImageOverPixelLimit(InputImageError):
         return ImageOverPixelLimit(self.path, self.problem, hint)
 
 
+def _refuse_bad_size(p: Path, width: int, height: int, max_pixels: int) -> None:
+    """Refuse, from the parsed header, an image of no pixels or of more than ``max_pixels``."""
+    if width <= 0 or height <= 0:
+        raise InputImageError(p, f"image has zero size ({width}x{height})", "re-export the image")
+    _refuse_over_limit(p, width, height, max_pixels)
+
+
 def _refuse_over_limit(p: Path, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageOverPixelLimit(
@@ -247,9 +251,7 @@ def image_size(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     data = _read_file(p, max_pixels)
     pil, fmt = readable_format(p, data)
     width, height = stored_size(pil, fmt)
-    if width <= 0 or height <= 0:
-        raise InputImageError(p, f"image has zero size ({width}x{height})", "re-export the image")
-    _refuse_over_limit(p, width, height, max_pixels)
+    _refuse_bad_size(p, width, height, max_pixels)
     return (height, width) if exif_orientation(pil, fmt, data) >= 5 else (width, height)
 
 
