@@ -150,15 +150,10 @@ def _made_true(raw: bytes, size: tuple[int, int], turned: int) -> tuple[ElementT
     """The root element of ``raw`` made true as :func:`xmp_packet` says, and its namespaces'
     prefixes; None where it does not parse or holds no RDF."""
     raw = _utf8(raw)
-    if raw is None:
+    parsed = None if raw is None else _parsed_packet(raw)
+    if parsed is None:
         return None
-    raw = raw.rstrip(b"\x00 \t\r\n")
-    if not raw or _DOCTYPE.search(raw):
-        return None
-    try:
-        root, prefixes = _parsed(raw)
-    except (ElementTree.ParseError, ValueError, LookupError):
-        return None
+    root, prefixes = parsed
     if _rdf(root) is None:
         return None
     _make_true(root, size)
@@ -208,7 +203,8 @@ def with_extended_xmp(standard: bytes, segments: Iterable[bytes]) -> bytes:
     ``segments`` are the bodies of the file's Extended XMP segments (after their header), and those
     named by the packet's digest are put together by their offsets. Where they leave a gap, do not
     add up to the length they give or to the digest, or do not parse, ``standard`` is all there is."""
-    found = _EXTENDED_DIGEST.search(_utf8(standard) or b"")
+    standard_utf8 = _utf8(standard) or b""
+    found = _EXTENDED_DIGEST.search(standard_utf8)
     if found is None:
         return standard
     digest = found.group(1).upper()
@@ -228,20 +224,16 @@ def with_extended_xmp(standard: bytes, segments: Iterable[bytes]) -> bytes:
         end += len(pieces[offset])
     if lengths != {end} or hashlib.md5(extended).hexdigest().upper().encode() != digest:
         return standard
-    return _joined(standard, bytes(extended)) or standard
+    return _joined(standard_utf8, bytes(extended)) or standard
 
 
 def _joined(standard: bytes, extended: bytes) -> bytes | None:
-    """The packet ``standard`` with the descriptions of ``extended`` (a whole XMP serialization, as
-    Extended XMP is) added to its RDF; None where either does not parse."""
-    standard = _utf8(standard) or b""
-    if _DOCTYPE.search(standard) or _DOCTYPE.search(extended):
+    """The packet ``standard`` (in UTF-8) with the descriptions of ``extended`` (a whole XMP
+    serialization, as Extended XMP is) added to its RDF; None where either does not parse."""
+    parsed, extended_parsed = _parsed_packet(standard), _parsed_packet(extended)
+    if parsed is None or extended_parsed is None:
         return None
-    try:
-        root, prefixes = _parsed(standard.rstrip(b"\x00 \t\r\n"))
-        extended_root, extended_prefixes = _parsed(extended.rstrip(b"\x00 \t\r\n"))
-    except (ElementTree.ParseError, ValueError, LookupError):
-        return None
+    (root, prefixes), (extended_root, extended_prefixes) = parsed, extended_parsed
     rdf, extended_rdf = _rdf(root), _rdf(extended_root)
     if rdf is None or extended_rdf is None:
         return None
@@ -255,6 +247,18 @@ def _rdf(root: ElementTree.Element) -> ElementTree.Element | None:
 
 def _wrapped(body: str) -> bytes:
     return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n' + body + '\n<?xpacket end="w"?>').encode()
+
+
+def _parsed_packet(raw: bytes) -> tuple[ElementTree.Element, dict[str, str]] | None:
+    """:func:`_parsed` of ``raw`` (a packet in UTF-8) without the padding after it; None where it is
+    empty, declares a document type or does not parse."""
+    raw = raw.rstrip(b"\x00 \t\r\n")
+    if not raw or _DOCTYPE.search(raw):
+        return None
+    try:
+        return _parsed(raw)
+    except (ElementTree.ParseError, ValueError, LookupError):
+        return None
 
 
 def _parsed(raw: bytes) -> tuple[ElementTree.Element, dict[str, str]]:
