@@ -138,10 +138,11 @@ def restore(
 
     piped = _check_streams(inputs, output, as_json=as_json, save_faces=save_faces, suffix=suffix, dry_run=dry_run)
     jobs = _plan(inputs, output, piped, recursive=recursive, ext=ext, suffix=suffix)
+    face_stem = face_stems(jobs)
     if save_faces and not piped.output:
         from i2icli.batch import refuse_face_file_clashes
 
-        jobs = refuse_face_file_clashes(jobs, face_stems(jobs))
+        jobs = refuse_face_file_clashes(jobs, face_stem)
 
     def record_of(job: Any) -> dict[str, Any]:
         return {"input": str(job.source), "output": job.output and str(job.output)}
@@ -188,7 +189,7 @@ def restore(
                 progress=progress,
             )
 
-    stages = restore_stages(pipeline, max_pixels=max_pixels, save_faces=save_faces, face_stem=face_stems(jobs),
+    stages = restore_stages(pipeline, max_pixels=max_pixels, save_faces=save_faces, face_stem=face_stem,
                             output_named=not piped.output and names_image_file(output), piped=piped,
                             strip_metadata=strip_metadata)
     # Decoding and encoding on worker threads keeps a GPU busy. On a CPU they would compete with
