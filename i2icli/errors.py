@@ -37,23 +37,21 @@ class InputImageError(InputError):
     """An input file that cannot be read as an image: missing, corrupt, unsupported, too big."""
 
 
-class DiskFullError(I2IError):
-    """An output that could not be written because its disk is full (or the quota there is used
-    up): the later outputs on that disk would fail the same way, after their work."""
+class DiskRefusesOutputsError(I2IError):
+    """An output that could not be written because of its disk, not of the file (``path``): the
+    later outputs on that disk would fail the same way, after their work."""
 
     def __init__(self, path: Path | str, message: str, hint: str | None = None):
         super().__init__(message, hint)
         self.path = Path(path)
 
 
-class ReadOnlyDiskError(I2IError):
-    """An output that could not be written because its disk is mounted read-only (as Linux
-    remounts a disk it finds errors on, mid-run): the later outputs on that disk would fail the
-    same way, after their work."""
+class DiskFullError(DiskRefusesOutputsError):
+    """The disk is full (or the quota there is used up)."""
 
-    def __init__(self, path: Path | str, message: str, hint: str | None = None):
-        super().__init__(message, hint)
-        self.path = Path(path)
+
+class ReadOnlyDiskError(DiskRefusesOutputsError):
+    """The disk is mounted read-only (as Linux remounts a disk it finds errors on, mid-run)."""
 
 
 class WeightsError(I2IError):

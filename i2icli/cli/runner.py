@@ -36,7 +36,7 @@ from i2icli.cli.stderr import (
 )
 from i2icli.cli.stdout import json_document, stdout_write
 from i2icli.errors import (
-    DiskFullError,
+    DiskRefusesOutputsError,
     I2IError,
     InputError,
     ReadOnlyDiskError,
@@ -324,7 +324,7 @@ class _BatchRun(Generic[J]):
 
     def _failed(self, job: J, record: dict[str, Any], error: Exception) -> None:
         record.update(status="failed", error=_failure(job, error))
-        if isinstance(error, (DiskFullError, ReadOnlyDiskError)):
+        if isinstance(error, DiskRefusesOutputsError):
             # A disk that cannot be told stops nothing: other outputs whose disk cannot be told
             # either may well be on another.
             device = device_of(error.path)
