@@ -215,11 +215,12 @@ def _name_limits(folder: Path) -> tuple[int, int]:
 
 
 def _face_file_owner(path: Path) -> tuple[Path, str] | None:
-    """(output folder, output stem or name) that ``path`` would be a --save-faces file of, or None."""
+    """(output folder as named, output stem or name) that ``path`` would be a --save-faces file of,
+    or None."""
     match = _FACE_FILE.fullmatch(path.name)
     if match is None or path.parent.name not in FACE_FOLDERS:
         return None
-    return path.parent.parent.resolve(), match.group(1)
+    return path.parent.parent, match.group(1)
 
 
 def face_file_name(stem: str, index: int) -> str:
@@ -450,7 +451,13 @@ def plan_jobs(specs: list[str], output_dir: Path, *, recursive: bool, ext: str =
     owners = {(folders_resolved[target.parent], name) for target in targets + would_be for name in (target.stem, target.name)}
 
     def is_face_file(path: Path) -> bool:
-        return _face_file_owner(path) in owners
+        if (owner := _face_file_owner(path)) is None:
+            return False
+        folder, stem = owner
+        # Resolved once per folder, not once per file: an input folder holds many.
+        if folder not in folders_resolved:
+            folders_resolved[folder] = folder.resolve()
+        return (folders_resolved[folder], stem) in owners
 
     for folder, inside, below in folders:
         _warn_of_left_out(folder, recursive, inside, [path for path in below if not is_face_file(path)])

@@ -50,6 +50,31 @@ def test_planning_looks_at_each_output_folder_once_not_once_per_output(tmp_path,
     assert len(looked_at) <= 2 * 3  # out/a/b, out/a and out, looked at by two checks, once each
 
 
+def test_planning_resolves_the_folder_of_face_files_once_not_once_per_file(tmp_path, monkeypatch):
+    """Each file in a cmp/, cropped_faces/ or restored_faces/ folder had the folder above it
+    resolved again, to be told from the face files of this run's outputs: a folder of thousands
+    of face files was as many walks of the path on the disk."""
+    from i2icli.batch import plan_jobs
+
+    folder = tmp_path / "in"
+    (folder / "cmp").mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"")
+    for index in range(30):
+        (folder / "cmp" / f"holiday_{index:02d}.png").write_bytes(b"")
+    resolved: list[Path] = []
+    resolve = Path.resolve
+
+    def counted(path: Path, *args, **kwargs) -> Path:
+        if path == folder:
+            resolved.append(path)
+        return resolve(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "resolve", counted)
+    jobs = plan_jobs([str(folder)], tmp_path / "out", recursive=True)
+    assert len(jobs) == 31
+    assert len(resolved) <= 2  # the input folder itself, and the owner of its face files
+
+
 def test_checking_pair_outputs_looks_at_each_output_folder_once(tmp_path, monkeypatch):
     from i2icli.cli.runner import one_writer_per_file
 
