@@ -249,10 +249,9 @@ def run_batch(jobs: list[J], process: Processor[J] | Stages[J], *, verb: str, sk
 
 @dataclass
 class _StoppedDisk:
-    """A disk that takes no more outputs, full or mounted read-only: its device, the output that
-    could not be written there, and how many jobs it stopped."""
+    """A disk that takes no more outputs, full or mounted read-only (kept by its device): the
+    output that could not be written there, and how many jobs it stopped."""
 
-    device: int
     output: Path
     read_only: bool
     not_run: int = 0
@@ -329,8 +328,7 @@ class _BatchRun(Generic[J]):
             # either may well be on another.
             device = device_of(error.path)
             if device is not None and device not in self.stopped_disks:
-                self.stopped_disks[device] = _StoppedDisk(device, error.path,
-                                                          read_only=isinstance(error, ReadOnlyDiskError))
+                self.stopped_disks[device] = _StoppedDisk(error.path, read_only=isinstance(error, ReadOnlyDiskError))
 
     def _stopped_disk_of(self, job: J) -> _StoppedDisk | None:
         """The disk an earlier output found full or read-only, if ``job`` would write there: its
