@@ -17,8 +17,8 @@ class CheckpointFiles:
     """A run's checkpoints/ folder as files: step-NNNNNNN.pt plus latest.pt (see
     :class:`~i2icli.training.checkpoints.CheckpointFolder`, which writes and reads them)."""
 
-    def __init__(self, folder: Path, keep: int):
-        self.folder, self.keep = folder, keep
+    def __init__(self, folder: Path):
+        self.folder = folder
         self.latest = folder / "latest.pt"
 
     def step_files(self) -> dict[int, Path]:

@@ -133,7 +133,11 @@ def _link_or_copy(source: Path) -> Callable[[Path], None]:
 
 
 class CheckpointFolder(CheckpointFiles):
-    """step-NNNNNNN.pt files plus latest.pt, written atomically, pruned to the newest few."""
+    """step-NNNNNNN.pt files plus latest.pt, written atomically, pruned to the newest ``keep``."""
+
+    def __init__(self, folder: Path, keep: int):
+        super().__init__(folder)
+        self.keep = keep
 
     def save(self, payload: dict, step: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

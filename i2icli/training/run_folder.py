@@ -19,7 +19,7 @@ __all__ = ["only_run_in", "refuse_a_new_run_in", "refuse_entries_of_the_wrong_ki
 def refuse_a_new_run_in(out_dir: Path) -> None:
     """Refuse to start a new run in ``out_dir`` when it holds one: the new run's checkpoints would
     replace the old run's."""
-    if CheckpointFiles(Path(out_dir) / "checkpoints", keep=1).holds_a_run():
+    if CheckpointFiles(Path(out_dir) / "checkpoints").holds_a_run():
         raise I2IError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
 
 
