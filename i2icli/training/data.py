@@ -1,5 +1,4 @@
-"""Training data: images loaded as tensors, from the files :mod:`i2icli.training.files` finds and holds out
-(named from here too).
+"""Training data: images loaded as tensors, from the files :mod:`i2icli.training.files` finds and holds out.
 
 Datasets here are addressed by ``(index, flip)`` rather than by index alone: the training
 loop decides every random choice from its seed and step (see ``loop.batch_plan``), so a

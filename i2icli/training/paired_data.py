@@ -1,8 +1,8 @@
-"""Paired training data: label maps matched with their photos by name, checked before a run, and
-loaded together.
+"""Paired training data: label maps and their photos, checked before a run and loaded together.
 
-The data of ``i2i train paired``; what every training dataset shares (finding images, holding
-some out, replacing an unreadable example) is in :mod:`i2icli.training.data`.
+The data of ``i2i train paired``; the pairs themselves are found (and held out) by
+:mod:`i2icli.training.files`, and what every training dataset shares (replacing an unreadable
+example) is in :mod:`i2icli.training.data`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from i2icli.errors import I2IError, InputError
 from i2icli.imageio import read_image
 
 from .data import TrainingDataset, load_training_image, read_training_file
-
-# Found apart from the datasets, without PyTorch; still named from here.
 
 __all__ = [
     "LABEL_MAPS_CHECKED",
