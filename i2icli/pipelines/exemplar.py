@@ -32,12 +32,11 @@ from i2icli.pipelines.arguments import (
     kind_of,
 )
 from i2icli.pipelines.devices import AUTO, explicit_dtype, pick_device, synchronize
-from i2icli.pipelines.exemplar_checkpoints import (  # noqa: F401  (checkpoint_sources is re-exported)
+from i2icli.pipelines.exemplar_checkpoints import (
     CORRESPONDENCE_FILE,
     DEFAULT_CHECKPOINT,
     GENERATOR_FILE,
     checkpoint_files,
-    checkpoint_sources,
 )
 from i2icli.pipelines.imagetensors import to_picture
 from i2icli.pipelines.memory import reports_out_of_memory
