@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from i2icli.errors import I2IError, InputError
+from i2icli.exif import ORIENTATION_TAG
 from i2icli.formats import IMAGE_SUFFIXES
 
 __all__ = [
@@ -230,7 +231,7 @@ def _upright_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            quarter_turn = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            quarter_turn = image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
     except (OSError, ValueError, SyntaxError):  # Pillow's header parsers raise all three
         return None
     return (height, width) if quarter_turn else (width, height)
