@@ -18,9 +18,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from i2icli.archs.features import VGGFeatures
-from i2icli.pipelines.invert_settings import FEATURE_STRIDE
 
-__all__ = ["CORRESPONDENCE_LAYERS", "FEATURE_STRIDE", "correspondence_features", "soft_warp"]
+__all__ = ["CORRESPONDENCE_LAYERS", "correspondence_features", "soft_warp"]
 
 # relu3_4 sees textures and parts at stride 4; relu4_4 adds context at stride 8 (upsampled to the
 # stride-4 grid). Each is normalised before they are joined so neither dominates by scale.
